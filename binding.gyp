@@ -1,0 +1,21 @@
+{
+  "targets": [{
+    "target_name": "fcn_native",
+    "sources": [
+      "native/addon.cc", "native/engine.cc", "native/tensor.cc", "native/conv.cc",
+      "native/pool.cc", "native/eltwise.cc", "native/loss.cc", "native/optim.cc"
+    ],
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!(node scripts/find-onednn.cjs include)"],
+    "libraries": ["-L<!(node scripts/find-onednn.cjs lib)", "-ldnnl"],
+    "cflags!": ["-fno-exceptions"],
+    "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+    "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-fexceptions"],
+    "conditions": [["target_arch==\"x64\"", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c"] }]],
+    "ldflags": ["-fopenmp", "-Wl,-rpath,<!(node scripts/find-onednn.cjs lib)"],
+    "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS"],
+    "xcode_settings": {
+      "GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+      "OTHER_CPLUSPLUSFLAGS": ["-O3", "-Xpreprocessor", "-fopenmp"]
+    }
+  }]
+}
