@@ -1,0 +1,219 @@
+// NumPy .npy files: magic "\x93NUMPY", version, header length (uint16 for v1, uint32 for v2/v3),
+// a Python dict literal {'descr': ..., 'fortran_order': ..., 'shape': (...)}, then the data.
+// Writing uses v1.0 with the header padded so the data starts at a multiple of 64, as NumPy does.
+import { readFileSync } from 'node:fs';
+import { endianness } from 'node:os';
+import { writeFileAtomic } from './atomic.js';
+
+export type NpyDtype = 'float32' | 'float64' | 'uint8' | 'int32' | 'int64';
+
+export interface NpyArrayMap {
+  float32: Float32Array;
+  float64: Float64Array;
+  uint8: Uint8Array;
+  int32: Int32Array;
+  int64: BigInt64Array;
+}
+
+export type NpyData = NpyArrayMap[NpyDtype];
+
+export interface NpyArray {
+  dtype: NpyDtype;
+  shape: number[];
+  data: NpyData;
+}
+
+type Ctor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): NpyData; BYTES_PER_ELEMENT: number };
+
+const DESCR: Record<string, { dtype: NpyDtype; ctor: Ctor }> = {
+  '<f4': { dtype: 'float32', ctor: Float32Array as unknown as Ctor },
+  '<f8': { dtype: 'float64', ctor: Float64Array as unknown as Ctor },
+  '|u1': { dtype: 'uint8', ctor: Uint8Array as unknown as Ctor },
+  '<u1': { dtype: 'uint8', ctor: Uint8Array as unknown as Ctor },
+  '<i4': { dtype: 'int32', ctor: Int32Array as unknown as Ctor },
+  '<i8': { dtype: 'int64', ctor: BigInt64Array as unknown as Ctor },
+};
+
+const WRITE_DESCR: Record<Exclude<NpyDtype, 'int64'>, string> = { float32: '<f4', float64: '<f8', uint8: '|u1', int32: '<i4' };
+
+const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
+
+function assertLittleEndianHost(): void {
+  if (endianness() !== 'LE') throw new Error('npy: big-endian hosts are not supported');
+}
+
+// ---- A tiny parser for the header's Python literal (dict of str → str | bool | tuple of int). ----
+
+type PyValue = string | boolean | number | PyValue[] | { [k: string]: PyValue };
+
+function parsePyLiteral(src: string, where: string): PyValue {
+  let i = 0;
+  const fail = (msg: string): never => {
+    throw new Error(`${where}: bad .npy header (${msg} at ${i}): ${src.trim()}`);
+  };
+  const ws = () => {
+    while (i < src.length && /\s/.test(src[i]!)) i++;
+  };
+  const value = (): PyValue => {
+    ws();
+    const c = src[i];
+    if (c === '{' || c === '(' || c === '[') {
+      const close = c === '{' ? '}' : c === '(' ? ')' : ']';
+      i++;
+      const dict: Record<string, PyValue> = {};
+      const list: PyValue[] = [];
+      for (;;) {
+        ws();
+        if (src[i] === close) {
+          i++;
+          break;
+        }
+        const v = value();
+        if (c === '{') {
+          ws();
+          if (src[i] !== ':') fail("expected ':'");
+          i++;
+          if (typeof v !== 'string') fail('dict key must be a string');
+          dict[v as string] = value();
+        } else {
+          list.push(v);
+        }
+        ws();
+        if (src[i] === ',') i++;
+        else if (src[i] !== close) fail(`expected ',' or '${close}'`);
+      }
+      return c === '{' ? dict : list;
+    }
+    if (c === "'" || c === '"') {
+      const end = src.indexOf(c, i + 1);
+      if (end < 0) fail('unterminated string');
+      const s = src.slice(i + 1, end);
+      i = end + 1;
+      return s;
+    }
+    const m = /^(True|False|-?\d+L?)/.exec(src.slice(i));
+    if (!m) return fail('unexpected token');
+    i += m[0].length;
+    if (m[0] === 'True') return true;
+    if (m[0] === 'False') return false;
+    return Number.parseInt(m[0], 10);
+  };
+  const v = value();
+  ws();
+  if (i !== src.length) fail('trailing characters');
+  return v;
+}
+
+/** Parses a .npy image held in memory. The result views `buf` when the data is aligned, else copies. */
+export function parseNpy(buf: Uint8Array, where = 'npy'): NpyArray {
+  assertLittleEndianHost();
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < 10 || !b.subarray(0, 6).equals(MAGIC)) throw new Error(`${where}: not a .npy file (bad magic)`);
+  const major = b[6]!;
+  let headerLen: number;
+  let headerStart: number;
+  if (major === 1) {
+    headerLen = b.readUInt16LE(8);
+    headerStart = 10;
+  } else if (major === 2 || major === 3) {
+    if (b.length < 12) throw new Error(`${where}: truncated .npy header`);
+    headerLen = b.readUInt32LE(8);
+    headerStart = 12;
+  } else {
+    throw new Error(`${where}: unsupported .npy version ${major}.${b[7]}`);
+  }
+  const dataStart = headerStart + headerLen;
+  if (dataStart > b.length) throw new Error(`${where}: truncated .npy header (header length ${headerLen}, file ${b.length} bytes)`);
+  // v1/v2 headers are latin-1, v3 UTF-8; only ASCII matters for the fields we read.
+  const text = b.subarray(headerStart, dataStart).toString(major === 3 ? 'utf8' : 'latin1');
+  const header = parsePyLiteral(text, where);
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new Error(`${where}: .npy header is not a dict`);
+  const { descr, fortran_order: fortran, shape } = header as Record<string, PyValue>;
+  if (typeof descr !== 'string') throw new Error(`${where}: unsupported dtype ${JSON.stringify(descr)} (structured arrays are not supported)`);
+  if (descr[0] === '>') throw new Error(`${where}: big-endian dtype '${descr}' is not supported (save with '<' byte order)`);
+  const info = DESCR[descr] ?? (descr === '=f4' || descr === '=f8' || descr === '=i4' || descr === '=i8' ? DESCR[`<${descr.slice(1)}`] : undefined);
+  if (!info) throw new Error(`${where}: unsupported dtype '${descr}' (supported: ${Object.keys(DESCR).join(', ')})`);
+  if (typeof fortran !== 'boolean') throw new Error(`${where}: .npy header lacks fortran_order`);
+  if (fortran) throw new Error(`${where}: Fortran-order arrays are not supported (save a C-contiguous array, e.g. np.ascontiguousarray)`);
+  if (!Array.isArray(shape) || !shape.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0)) {
+    throw new Error(`${where}: bad shape in .npy header: ${JSON.stringify(shape)}`);
+  }
+  const dims = shape as number[];
+  const count = dims.reduce((a, d) => a * d, 1);
+  const bytes = count * info.ctor.BYTES_PER_ELEMENT;
+  const have = b.length - dataStart;
+  if (have < bytes) throw new Error(`${where}: truncated .npy data (shape (${dims.join(', ')}) ${descr} needs ${bytes} bytes, file has ${have})`);
+  if (have > bytes) throw new Error(`${where}: ${have - bytes} unexpected bytes after the .npy data`);
+  const abs = b.byteOffset + dataStart;
+  let data: NpyData;
+  if (abs % info.ctor.BYTES_PER_ELEMENT === 0) {
+    data = new info.ctor(b.buffer, abs, count);
+  } else {
+    const copy = new Uint8Array(bytes);
+    copy.set(b.subarray(dataStart, dataStart + bytes));
+    data = new info.ctor(copy.buffer, 0, count);
+  }
+  return { dtype: info.dtype, shape: [...dims], data };
+}
+
+/** Reads a .npy file. */
+export function readNpy(path: string): NpyArray {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  return parseNpy(buf, path);
+}
+
+function dtypeOf(data: NpyData): NpyDtype {
+  if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Float64Array) return 'float64';
+  if (data instanceof Uint8Array) return 'uint8';
+  if (data instanceof Int32Array) return 'int32';
+  if (data instanceof BigInt64Array) return 'int64';
+  throw new Error(`npy: unsupported array type ${(data as object)?.constructor?.name}`);
+}
+
+/** The .npy header bytes (v1.0, padded with spaces and a newline so the data starts at a multiple of 64). */
+export function npyHeader(dtype: NpyDtype, shape: number[]): Buffer {
+  const descr = dtype === 'int64' ? '<i8' : WRITE_DESCR[dtype];
+  const shapeStr = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
+  const dict = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shapeStr}, }`;
+  const total = Math.ceil((10 + dict.length + 1) / 64) * 64;
+  const headerLen = total - 10;
+  if (headerLen > 0xffff) throw new Error(`npy: shape (${shape.join(', ')}) makes a header too long for format v1.0`);
+  const out = Buffer.alloc(total, 0x20);
+  MAGIC.copy(out, 0);
+  out[6] = 1;
+  out[7] = 0;
+  out.writeUInt16LE(headerLen, 8);
+  out.write(dict, 10, 'latin1');
+  out[total - 1] = 0x0a;
+  return out;
+}
+
+function checkShape(data: NpyData, shape: number[], where: string): void {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new Error(`${where}: shape must be non-negative integers, got ${JSON.stringify(shape)}`);
+  }
+  const count = shape.reduce((a, d) => a * d, 1);
+  if (count !== data.length) throw new Error(`${where}: shape (${shape.join(', ')}) has ${count} elements but data has ${data.length}`);
+}
+
+/** Encodes an array (C order; dtype from the typed array) to .npy bytes. */
+export function encodeNpy(data: NpyData, shape: number[]): Buffer {
+  assertLittleEndianHost();
+  checkShape(data, shape, 'npy');
+  const header = npyHeader(dtypeOf(data), shape);
+  return Buffer.concat([header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
+}
+
+/** Writes an array (C order; dtype from the typed array: float32, float64, uint8, int32, int64) atomically. */
+export function writeNpy(path: string, data: NpyData, shape: number[]): void {
+  assertLittleEndianHost();
+  checkShape(data, shape, path);
+  const header = npyHeader(dtypeOf(data), shape);
+  writeFileAtomic(path, [header, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)]);
+}
