@@ -1,0 +1,230 @@
+#include "conv.h"
+
+namespace fcn {
+
+namespace {
+
+// Shapes are N,C,H,W for activations and O,I,KH,KW for weights, for both convolution
+// and transposed convolution (oneDNN's deconvolution weights are output-channel first too).
+struct ConvSpec {
+  bool transposed = false;
+  bool relu = false;
+  bool has_bias = false;
+  dt compute = dt::f32;
+  memory::dims x, w, y;
+  memory::dims stride{1, 1}, pad_l{0, 0}, pad_r{0, 0};
+
+  std::string key(const char* op) const {
+    return std::string(op) + (transposed ? "T" : "C") + (relu ? "r" : "") + (has_bias ? "b" : "") + dtype_name(compute) + "|" +
+           dims_key(x) + "|" + dims_key(w) + "|" + dims_key(stride) + "|" + dims_key(pad_l) + "|" + dims_key(pad_r);
+  }
+};
+
+ConvSpec parse_spec(const Napi::Env& env, const memory::dims& x, const memory::dims& w, bool has_bias, const Napi::Object& o) {
+  ConvSpec s;
+  s.transposed = opt_bool(o, "transposed", false);
+  s.relu = opt_bool(o, "relu", false);
+  s.has_bias = has_bias;
+  s.compute = parse_dtype(env, opt_str(o, "dtype", "float32"));
+  if (s.compute != dt::f32 && s.compute != dt::bf16) throw Napi::TypeError::New(env, "conv: compute dtype must be float32 or bfloat16");
+  auto st = opt_ints(o, "stride", {1, 1});
+  auto pad = opt_ints(o, "padding", {0, 0, 0, 0});  // top, left, bottom, right
+  if (st.size() != 2 || pad.size() != 4) throw Napi::TypeError::New(env, "conv: stride must be [sh, sw] and padding [top, left, bottom, right]");
+  s.stride = {st[0], st[1]};
+  s.pad_l = {pad[0], pad[1]};
+  s.pad_r = {pad[2], pad[3]};
+  if (x.size() != 4 || w.size() != 4) throw Napi::TypeError::New(env, "conv: input must be N,C,H,W and weights O,I,KH,KW");
+  if (x[1] != w[1])
+    throw Napi::TypeError::New(env, "conv: input has " + std::to_string(x[1]) + " channels but the weights expect " + std::to_string(w[1]));
+  s.x = x;
+  s.w = w;
+  int64_t oh, ow;
+  if (s.transposed) {
+    oh = (x[2] - 1) * s.stride[0] - s.pad_l[0] - s.pad_r[0] + w[2];
+    ow = (x[3] - 1) * s.stride[1] - s.pad_l[1] - s.pad_r[1] + w[3];
+  } else {
+    oh = (x[2] + s.pad_l[0] + s.pad_r[0] - w[2]) / s.stride[0] + 1;
+    ow = (x[3] + s.pad_l[1] + s.pad_r[1] - w[3]) / s.stride[1] + 1;
+  }
+  if (oh < 1 || ow < 1) throw Napi::TypeError::New(env, "conv: input " + dims_key(x) + " is too small for kernel " + dims_key(w));
+  s.y = {x[0], w[0], oh, ow};
+  return s;
+}
+
+template <bool Transposed>
+struct Prims;
+template <>
+struct Prims<false> {
+  using fwd = dnnl::convolution_forward;
+  using bwd_data = dnnl::convolution_backward_data;
+  using bwd_weights = dnnl::convolution_backward_weights;
+  static constexpr dnnl::algorithm alg = dnnl::algorithm::convolution_direct;
+};
+template <>
+struct Prims<true> {
+  using fwd = dnnl::deconvolution_forward;
+  using bwd_data = dnnl::deconvolution_backward_data;
+  using bwd_weights = dnnl::deconvolution_backward_weights;
+  static constexpr dnnl::algorithm alg = dnnl::algorithm::deconvolution_direct;
+};
+
+memory::desc any(const memory::dims& d, dt type) { return memory::desc(d, type, tag::any); }
+memory::desc bias_md(const ConvSpec& s) { return s.has_bias ? memory::desc({s.w[0]}, dt::f32, tag::a) : memory::desc(); }
+
+template <bool T>
+typename Prims<T>::fwd::primitive_desc fwd_pd(const ConvSpec& s, bool training) {
+  using F = typename Prims<T>::fwd;
+  auto pk = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  auto d = s.has_bias ? typename F::desc(pk, Prims<T>::alg, any(s.x, s.compute), any(s.w, s.compute), bias_md(s), any(s.y, s.compute), s.stride, s.pad_l, s.pad_r)
+                      : typename F::desc(pk, Prims<T>::alg, any(s.x, s.compute), any(s.w, s.compute), any(s.y, s.compute), s.stride, s.pad_l, s.pad_r);
+  dnnl::primitive_attr attr;
+  if (s.relu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  return typename F::primitive_desc(d, attr, cpu_engine());
+}
+
+// Weights in the layout the primitive wants: the caller's cached copy when it still
+// matches, else a fresh reorder that is handed back so the caller can cache it until the
+// weights change (reordering conv6's 400 MB on every call would cost more than the conv).
+memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::desc& want, Napi::Value& fresh) {
+  if (w.md == want) return w.mem();
+  if (cache && cache->md == want) return cache->mem();
+  Napi::Object t = Tensor::Create(env, want);
+  reorder_into(w.mem(), Tensor::Unwrap(t)->mem());
+  fresh = t;
+  return Tensor::Unwrap(t)->mem();
+}
+
+template <bool T>
+Napi::Value forward(const Napi::CallbackInfo& info, Tensor& x, Tensor& w, Tensor* b, const Napi::Object& o) {
+  Napi::Env env = info.Env();
+  ConvSpec s = parse_spec(env, x.dims(), w.dims(), b != nullptr, o);
+  if (b && b->dims() != memory::dims{s.w[0]}) throw Napi::TypeError::New(env, "conv: bias must have " + std::to_string(s.w[0]) + " values");
+  bool training = opt_bool(o, "training", false);
+  auto& cp = cached(s.key(training ? "fwdT" : "fwdI"), [&] {
+    auto pd = fwd_pd<T>(s, training);
+    return CachedPrimitive{pd, typename Prims<T>::fwd(pd)};
+  });
+  std::vector<Scratch> keep;
+  memory src = in_layout(x, cp.pd.src_desc(), keep);
+  Napi::Value fresh = env.Null();
+  memory wei = prepared_weights(env, w, Tensor::FromOptional(o.Has("weightsCache") ? o.Get("weightsCache") : env.Null(), "weightsCache"),
+                                cp.pd.weights_desc(), fresh);
+  Napi::Object y = Tensor::Create(env, cp.pd.dst_desc());
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, Tensor::Unwrap(y)->mem()}};
+  if (b) args.emplace(DNNL_ARG_BIAS, in_layout(*b, memory::desc({s.w[0]}, dt::f32, tag::a), keep));
+  cp.prim.execute(cpu_stream(), args);
+  cpu_stream().wait();
+  auto out = Napi::Object::New(env);
+  out.Set("y", y);
+  out.Set("weightsCache", fresh);
+  return out;
+}
+
+template <bool T>
+Napi::Value backward_data(const Napi::CallbackInfo& info, Tensor& dy, Tensor& w, Tensor& x, const Napi::Object& o) {
+  Napi::Env env = info.Env();
+  ConvSpec s = parse_spec(env, x.dims(), w.dims(), opt_bool(o, "bias", false), o);
+  s.relu = false;  // the ReLU's own backward is applied to dy before this
+  if (dy.dims() != s.y) throw Napi::TypeError::New(env, "conv backward: dy is " + dims_key(dy.dims()) + ", expected " + dims_key(s.y));
+  auto& cp = cached(s.key("bwdD"), [&] {
+    using B = typename Prims<T>::bwd_data;
+    auto hint = fwd_pd<T>(s, true);
+    typename B::desc d(Prims<T>::alg, any(s.x, s.compute), any(s.w, s.compute), any(s.y, s.compute), s.stride, s.pad_l, s.pad_r);
+    typename B::primitive_desc pd(d, cpu_engine(), hint);
+    return CachedPrimitive{pd, B(pd)};
+  });
+  std::vector<Scratch> keep;
+  memory ddst = in_layout(dy, cp.pd.diff_dst_desc(), keep);
+  Napi::Value fresh = env.Null();
+  memory wei = prepared_weights(env, w, Tensor::FromOptional(o.Has("weightsCache") ? o.Get("weightsCache") : env.Null(), "weightsCache"),
+                                cp.pd.weights_desc(), fresh);
+  Napi::Object dx = Tensor::Create(env, cp.pd.diff_src_desc());
+  cp.prim.execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, Tensor::Unwrap(dx)->mem()}});
+  cpu_stream().wait();
+  auto out = Napi::Object::New(env);
+  out.Set("dx", dx);
+  out.Set("weightsCache", fresh);
+  return out;
+}
+
+template <bool T>
+Napi::Value backward_weights(const Napi::CallbackInfo& info, Tensor& x, Tensor& dy, const Napi::Object& o) {
+  Napi::Env env = info.Env();
+  auto wd = opt_ints(o, "weightsDims", {});
+  if (wd.size() != 4) throw Napi::TypeError::New(env, "conv backward weights: option 'weightsDims' must be [O, I, KH, KW]");
+  ConvSpec s = parse_spec(env, x.dims(), memory::dims(wd.begin(), wd.end()), opt_bool(o, "bias", false), o);
+  s.relu = false;
+  if (dy.dims() != s.y) throw Napi::TypeError::New(env, "conv backward: dy is " + dims_key(dy.dims()) + ", expected " + dims_key(s.y));
+  // bf16 inputs produce bf16 weight gradients: oneDNN 2.6 fails when asked for f32 ones.
+  auto& cp = cached(s.key("bwdW"), [&] {
+    using B = typename Prims<T>::bwd_weights;
+    auto hint = fwd_pd<T>(s, true);
+    auto d = s.has_bias ? typename B::desc(Prims<T>::alg, any(s.x, s.compute), any(s.w, s.compute), bias_md(s), any(s.y, s.compute), s.stride, s.pad_l, s.pad_r)
+                        : typename B::desc(Prims<T>::alg, any(s.x, s.compute), any(s.w, s.compute), any(s.y, s.compute), s.stride, s.pad_l, s.pad_r);
+    typename B::primitive_desc pd(d, cpu_engine(), hint);
+    return CachedPrimitive{pd, B(pd)};
+  });
+  std::vector<Scratch> keep;
+  memory src = in_layout(x, cp.pd.src_desc(), keep);
+  memory ddst = in_layout(dy, cp.pd.diff_dst_desc(), keep);
+  // Gradients leave in the master weights' layout: plain O,I,KH,KW float32.
+  Napi::Object dw = Tensor::Create(env, plain_desc(s.w, dt::f32));
+  memory dw_mem = Tensor::Unwrap(dw)->mem();
+  memory dw_prim = dw_mem;
+  if (cp.pd.diff_weights_desc() != dw_mem.get_desc()) {
+    keep.emplace_back(cp.pd.diff_weights_desc().get_size());
+    dw_prim = memory(cp.pd.diff_weights_desc(), cpu_engine(), keep.back().ptr);
+  }
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dw_prim}};
+  Napi::Value db = env.Null();
+  if (s.has_bias) {
+    db = Tensor::Create(env, memory::desc({s.w[0]}, dt::f32, tag::a));
+    args.emplace(DNNL_ARG_DIFF_BIAS, Tensor::Unwrap(db.As<Napi::Object>())->mem());
+  }
+  cp.prim.execute(cpu_stream(), args);
+  cpu_stream().wait();
+  if (dw_prim.get_data_handle() != dw_mem.get_data_handle()) reorder_into(dw_prim, dw_mem);
+  auto out = Napi::Object::New(env);
+  out.Set("dw", dw);
+  out.Set("db", db);
+  return out;
+}
+
+Napi::Object options(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(info.Env());
+}
+
+}  // namespace
+
+// convForward(x, w, bias|null, {stride, padding, relu, transposed, training, dtype, weightsCache})
+//   → {y, weightsCache: Tensor|null}
+Napi::Value ConvForward(const Napi::CallbackInfo& info) {
+  Tensor& x = Tensor::From(info[0], "x");
+  Tensor& w = Tensor::From(info[1], "weights");
+  Tensor* b = Tensor::FromOptional(info[2], "bias");
+  auto o = options(info, 3);
+  return opt_bool(o, "transposed", false) ? forward<true>(info, x, w, b, o) : forward<false>(info, x, w, b, o);
+}
+
+// convBackwardData(dy, w, x, {stride, padding, transposed, dtype, weightsCache}) → {dx, weightsCache}
+Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
+  Tensor& dy = Tensor::From(info[0], "dy");
+  Tensor& w = Tensor::From(info[1], "weights");
+  Tensor& x = Tensor::From(info[2], "x");
+  auto o = options(info, 3);
+  return opt_bool(o, "transposed", false) ? backward_data<true>(info, dy, w, x, o) : backward_data<false>(info, dy, w, x, o);
+}
+
+// convBackwardWeights(x, dy, {weightsDims, bias, stride, padding, transposed, dtype}) → {dw, db|null}
+Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
+  Tensor& x = Tensor::From(info[0], "x");
+  Tensor& dy = Tensor::From(info[1], "dy");
+  auto o = options(info, 2);
+  return opt_bool(o, "transposed", false) ? backward_weights<true>(info, x, dy, o) : backward_weights<false>(info, x, dy, o);
+}
+
+}  // namespace fcn

@@ -1,0 +1,72 @@
+#include "loss.h"
+
+#include <cmath>
+
+namespace fcn {
+
+// softmaxCrossEntropy(logits N,C,H,W, labels uint8 N,H,W, {reduction: 'mean'|'sum', ignore = 255})
+//   → {loss, valid, grad}. 'mean' divides by the number of labelled pixels (the seed's loss),
+//   'sum' does not (Caffe's). With no labelled pixel the loss and gradient are 0.
+Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tensor& logits = Tensor::From(info[0], "logits");
+  Tensor& labels = Tensor::From(info[1], "labels");
+  auto o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+  std::string reduction = opt_str(o, "reduction", "mean");
+  if (reduction != "mean" && reduction != "sum") throw Napi::TypeError::New(env, "softmaxCrossEntropy: reduction must be 'mean' or 'sum'");
+  int64_t ignore = opt_int(o, "ignore", 255);
+  auto d = logits.dims();
+  if (d.size() != 4) throw Napi::TypeError::New(env, "softmaxCrossEntropy: logits must be N,C,H,W");
+  if (labels.md.data_type() != dt::u8 || labels.dims() != memory::dims{d[0], d[2], d[3]})
+    throw Napi::TypeError::New(env, "softmaxCrossEntropy: labels must be uint8 " + dims_key({d[0], d[2], d[3]}) + ", got " + dtype_name(labels.md.data_type()) + " " +
+                                        dims_key(labels.dims()));
+  std::vector<Scratch> keep;
+  memory lm = in_layout(logits, plain_desc(d, dt::f32), keep);
+  memory ym = in_layout(labels, plain_desc(labels.dims(), dt::u8), keep);
+  const float* x = static_cast<const float*>(lm.get_data_handle());
+  const uint8_t* y = static_cast<const uint8_t*>(ym.get_data_handle());
+  const int64_t N = d[0], C = d[1], HW = d[2] * d[3], P = N * HW;
+
+  int64_t valid = 0, bad = -1;
+#pragma omp parallel for reduction(+ : valid) schedule(static)
+  for (int64_t p = 0; p < P; p++) {
+    if (y[p] == ignore) continue;
+    if (y[p] >= C) bad = p;
+    valid++;
+  }
+  if (bad >= 0)
+    throw Napi::RangeError::New(env, "softmaxCrossEntropy: label " + std::to_string(int(y[bad])) + " at pixel " + std::to_string(bad) + " is not a class (0.." +
+                                         std::to_string(C - 1) + ") nor the ignore label " + std::to_string(ignore));
+  const float scale = reduction == "mean" ? (valid > 0 ? 1.f / float(valid) : 0.f) : 1.f;
+  Napi::Object g = Tensor::Create(env, plain_desc(d, dt::f32));
+  float* gp = static_cast<float*>(Tensor::Unwrap(g)->ptr);
+  double total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+  for (int64_t p = 0; p < P; p++) {
+    const int64_t n = p / HW, i = p % HW;
+    const float* xs = x + n * C * HW + i;
+    float* gs = gp + n * C * HW + i;
+    if (y[p] == ignore) {
+      for (int64_t c = 0; c < C; c++) gs[c * HW] = 0.f;
+      continue;
+    }
+    float m = xs[0];
+    for (int64_t c = 1; c < C; c++) m = std::max(m, xs[c * HW]);
+    double sum = 0;
+    for (int64_t c = 0; c < C; c++) sum += std::exp(double(xs[c * HW] - m));
+    const double log_sum = std::log(sum);
+    total += log_sum - double(xs[y[p] * HW] - m);
+    const double inv = 1.0 / sum;
+    for (int64_t c = 0; c < C; c++) {
+      double pr = std::exp(double(xs[c * HW] - m)) * inv;
+      gs[c * HW] = float((pr - (c == y[p] ? 1.0 : 0.0)) * scale);
+    }
+  }
+  auto out = Napi::Object::New(env);
+  out.Set("loss", total * (reduction == "mean" ? (valid > 0 ? 1.0 / double(valid) : 0.0) : 1.0));
+  out.Set("valid", double(valid));
+  out.Set("grad", g);
+  return out;
+}
+
+}  // namespace fcn
