@@ -1,0 +1,407 @@
+// MATLAB level-5 MAT-file reader (the format of SBD's cls/*.mat and inst/*.mat).
+//
+// Hand-written because no well-kept JavaScript package reads this format: the npm packages
+// that exist are unmaintained and skip parts of it (compressed elements, structs, cells,
+// sparse arrays, big-endian files). The format is small and fully documented in MathWorks'
+// "MAT-File Format" (matfile_format.pdf): a 128-byte header, then tagged data elements;
+// miCOMPRESSED elements hold one zlib-deflated element (node:zlib inflates them).
+// MATLAB 7.3 files are HDF5 containers and are refused with a clear message.
+import { readFile } from 'node:fs/promises';
+import { inflateSync } from 'node:zlib';
+
+// Data types (miXXX) of tagged elements.
+const miINT8 = 1, miUINT8 = 2, miINT16 = 3, miUINT16 = 4, miINT32 = 5, miUINT32 = 6,
+  miSINGLE = 7, miDOUBLE = 9, miINT64 = 12, miUINT64 = 13, miMATRIX = 14, miCOMPRESSED = 15,
+  miUTF8 = 16, miUTF16 = 17, miUTF32 = 18;
+
+// Array classes (mxXXX_CLASS) inside miMATRIX.
+const mxCELL = 1, mxSTRUCT = 2, mxOBJECT = 3, mxCHAR = 4, mxSPARSE = 5, mxDOUBLE = 6, mxSINGLE = 7,
+  mxINT8 = 8, mxUINT8 = 9, mxINT16 = 10, mxUINT16 = 11, mxINT32 = 12, mxUINT32 = 13, mxINT64 = 14,
+  mxUINT64 = 15;
+
+export type MatNumericClass = 'double' | 'single' | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64';
+export type MatTypedArray = Float64Array | Float32Array | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
+
+/** A numeric or logical array. `data` is in MATLAB's column-major order; see `toRowMajor`. */
+export interface MatNumeric {
+  kind: 'numeric';
+  class: MatNumericClass;
+  logical: boolean;
+  dims: number[];
+  data: MatTypedArray;
+  imag?: MatTypedArray;
+}
+export interface MatChar { kind: 'char'; dims: number[]; value: string }
+export interface MatCell { kind: 'cell'; dims: number[]; items: MatValue[] }
+export interface MatStruct {
+  kind: 'struct';
+  dims: number[];
+  /** Set for MATLAB objects (mxOBJECT_CLASS), which are stored like structs. */
+  className?: string;
+  fieldNames: string[];
+  /** One record per element, column-major. */
+  elements: Record<string, MatValue>[];
+}
+export interface MatSparse {
+  kind: 'sparse';
+  dims: number[];
+  logical: boolean;
+  /** Compressed sparse column: row indices, column pointers (length cols+1), values. */
+  rowIndex: Int32Array;
+  colPtr: Int32Array;
+  values: Float64Array;
+}
+export interface MatUnsupported { kind: 'unsupported'; dims: number[]; reason: string }
+export type MatValue = MatNumeric | MatChar | MatCell | MatStruct | MatSparse | MatUnsupported;
+
+export interface MatFile {
+  header: string;
+  littleEndian: boolean;
+  variables: Record<string, MatValue>;
+}
+
+class MatError extends Error {}
+
+/** Parses a MAT-file's bytes. `source` names the file in error messages. */
+export function parseMat(bytes: Uint8Array, source = '<buffer>'): MatFile {
+  try {
+    return parseMatInner(bytes);
+  } catch (e) {
+    const msg = e instanceof MatError ? e.message : `malformed MAT-file (${(e as Error).message})`;
+    throw new Error(`${source}: ${msg}`);
+  }
+}
+
+/** Reads and parses a MAT-file. */
+export async function readMat(path: string): Promise<MatFile> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  return parseMat(bytes, path);
+}
+
+function parseMatInner(bytes: Uint8Array): MatFile {
+  const HDF5_SIG = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a];
+  const ascii = (a: number, b: number) => Buffer.from(bytes.subarray(a, Math.min(b, bytes.length))).toString('latin1');
+  const header = ascii(0, 116).replace(/[\0 ]+$/, '');
+  const isHdf5At = (off: number) => bytes.length >= off + 8 && HDF5_SIG.every((v, i) => bytes[off + i] === v);
+  if (header.startsWith('MATLAB 7.3') || isHdf5At(512) || isHdf5At(0)) {
+    throw new MatError('MATLAB 7.3 (HDF5) MAT-files are not supported; save it with -v7 (or scipy.io.savemat)');
+  }
+  if (!header.startsWith('MATLAB')) {
+    throw new MatError('not a MATLAB level-5 MAT-file (no "MATLAB" header text; level-4 files are not supported)');
+  }
+  if (bytes.length < 128) throw new MatError(`too short for a MAT-file (${bytes.length} bytes, header needs 128)`);
+  const endian = ascii(126, 128);
+  let le: boolean;
+  if (endian === 'IM') le = true;
+  else if (endian === 'MI') le = false;
+  else throw new MatError(`bad endian indicator ${JSON.stringify(endian)} at byte 126`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = dv.getUint16(124, le);
+  if (version !== 0x0100) throw new MatError(`unsupported MAT-file version 0x${version.toString(16)} (expected 0x0100)`);
+
+  const variables: Record<string, MatValue> = {};
+  let off = 128;
+  while (off < bytes.length) {
+    if (bytes.length - off < 8) {
+      // Trailing padding bytes are harmless; anything else is a truncated tag.
+      if (bytes.subarray(off).every((b) => b === 0)) break;
+      throw new MatError(`truncated data element tag at byte ${off}`);
+    }
+    const el = readTag(bytes, dv, off, le);
+    if (el.dataStart + el.nbytes > bytes.length) throw new MatError(`truncated: element at byte ${off} needs ${el.nbytes} bytes, file ends after ${bytes.length - el.dataStart}`);
+    let matrixBytes: Uint8Array;
+    if (el.type === miCOMPRESSED) {
+      let inflated: Buffer;
+      try {
+        inflated = inflateSync(bytes.subarray(el.dataStart, el.dataStart + el.nbytes));
+      } catch (e) {
+        throw new MatError(`compressed element at byte ${off} does not inflate (${(e as Error).message})`);
+      }
+      const idv = new DataView(inflated.buffer, inflated.byteOffset, inflated.byteLength);
+      const inner = readTag(inflated, idv, 0, le);
+      if (inner.type !== miMATRIX) throw new MatError(`compressed element at byte ${off} holds type ${inner.type}, expected miMATRIX`);
+      if (inner.dataStart + inner.nbytes > inflated.length) throw new MatError(`compressed element at byte ${off} is truncated`);
+      matrixBytes = inflated.subarray(inner.dataStart, inner.dataStart + inner.nbytes);
+    } else if (el.type === miMATRIX) {
+      matrixBytes = bytes.subarray(el.dataStart, el.dataStart + el.nbytes);
+    } else {
+      throw new MatError(`unexpected top-level element of type ${el.type} at byte ${off}`);
+    }
+    const { name, value } = parseMatrix(matrixBytes, le, `variable at byte ${off}`);
+    variables[name] = value;
+    // Compressed elements are not padded; uncompressed ones end on an 8-byte boundary.
+    off = el.type === miCOMPRESSED ? el.dataStart + el.nbytes : el.end;
+  }
+  return { header, littleEndian: le, variables };
+}
+
+interface Tag { type: number; nbytes: number; dataStart: number; end: number }
+
+function readTag(bytes: Uint8Array, dv: DataView, off: number, le: boolean): Tag {
+  if (off + 8 > bytes.length && off + 4 <= bytes.length) {
+    // Only a small-element tag fits.
+  } else if (off + 4 > bytes.length) {
+    throw new MatError(`truncated data element tag at byte ${off}`);
+  }
+  const first = dv.getUint32(off, le);
+  if (first >>> 16 !== 0) {
+    // Small data element: 2 bytes size, 2 bytes type, up to 4 bytes data, in one 8-byte slot.
+    const nbytes = first >>> 16;
+    const type = first & 0xffff;
+    if (nbytes > 4) throw new MatError(`bad small data element at byte ${off} (${nbytes} bytes)`);
+    return { type, nbytes, dataStart: off + 4, end: off + 8 };
+  }
+  if (off + 8 > bytes.length) throw new MatError(`truncated data element tag at byte ${off}`);
+  const nbytes = dv.getUint32(off + 4, le);
+  return { type: first, nbytes, dataStart: off + 8, end: off + 8 + nbytes + ((8 - (nbytes % 8)) % 8) };
+}
+
+/** Reads the sub-elements of an miMATRIX body one after another. */
+class Reader {
+  private off = 0;
+  private readonly dv: DataView;
+  constructor(private readonly bytes: Uint8Array, private readonly le: boolean, private readonly where: string) {
+    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  get done(): boolean {
+    return this.off >= this.bytes.length;
+  }
+  next(what: string): { type: number; data: Uint8Array } {
+    if (this.off >= this.bytes.length) throw new MatError(`${this.where}: missing ${what}`);
+    const tag = readTag(this.bytes, this.dv, this.off, this.le);
+    if (tag.dataStart + tag.nbytes > this.bytes.length) throw new MatError(`${this.where}: truncated ${what}`);
+    const data = this.bytes.subarray(tag.dataStart, tag.dataStart + tag.nbytes);
+    this.off = Math.min(tag.end, this.bytes.length);
+    return { type: tag.type, data };
+  }
+}
+
+const ELEMENT_SIZE: Record<number, number> = {
+  [miINT8]: 1, [miUINT8]: 1, [miINT16]: 2, [miUINT16]: 2, [miINT32]: 4, [miUINT32]: 4,
+  [miSINGLE]: 4, [miDOUBLE]: 8, [miINT64]: 8, [miUINT64]: 8, [miUTF8]: 1, [miUTF16]: 2, [miUTF32]: 4,
+};
+
+/** Decodes a numeric element's payload into a typed array of its own storage type. */
+function decodeNumeric(type: number, data: Uint8Array, le: boolean, where: string): MatTypedArray {
+  const size = ELEMENT_SIZE[type];
+  if (size === undefined || type === miUTF8 || type === miUTF16 || type === miUTF32) {
+    throw new MatError(`${where}: unexpected data type ${type} for numeric data`);
+  }
+  if (data.length % size !== 0) throw new MatError(`${where}: ${data.length} bytes is not a whole number of ${size}-byte values`);
+  // Copy into a fresh, aligned buffer; swap bytes when the file's order differs from the host's (little-endian).
+  const copy = new Uint8Array(data);
+  if (!le && size > 1) {
+    for (let i = 0; i < copy.length; i += size) copy.subarray(i, i + size).reverse();
+  }
+  const buf = copy.buffer;
+  switch (type) {
+    case miINT8: return new Int8Array(buf);
+    case miUINT8: return new Uint8Array(buf);
+    case miINT16: return new Int16Array(buf);
+    case miUINT16: return new Uint16Array(buf);
+    case miINT32: return new Int32Array(buf);
+    case miUINT32: return new Uint32Array(buf);
+    case miSINGLE: return new Float32Array(buf);
+    case miDOUBLE: return new Float64Array(buf);
+    case miINT64: return new BigInt64Array(buf);
+    default: return new BigUint64Array(buf);
+  }
+}
+
+const CLASS_INFO: Record<number, { name: MatNumericClass; make: (n: number) => MatTypedArray }> = {
+  [mxDOUBLE]: { name: 'double', make: (n) => new Float64Array(n) },
+  [mxSINGLE]: { name: 'single', make: (n) => new Float32Array(n) },
+  [mxINT8]: { name: 'int8', make: (n) => new Int8Array(n) },
+  [mxUINT8]: { name: 'uint8', make: (n) => new Uint8Array(n) },
+  [mxINT16]: { name: 'int16', make: (n) => new Int16Array(n) },
+  [mxUINT16]: { name: 'uint16', make: (n) => new Uint16Array(n) },
+  [mxINT32]: { name: 'int32', make: (n) => new Int32Array(n) },
+  [mxUINT32]: { name: 'uint32', make: (n) => new Uint32Array(n) },
+  [mxINT64]: { name: 'int64', make: (n) => new BigInt64Array(n) },
+  [mxUINT64]: { name: 'uint64', make: (n) => new BigUint64Array(n) },
+};
+
+/** MATLAB may store data in a smaller type than the array's class (e.g. a double array as miUINT8). */
+function convertTo(cls: number, src: MatTypedArray): MatTypedArray {
+  const info = CLASS_INFO[cls]!;
+  const out = info.make(src.length);
+  if (out.constructor === src.constructor) return src;
+  const outBig = out instanceof BigInt64Array || out instanceof BigUint64Array;
+  const srcBig = src instanceof BigInt64Array || src instanceof BigUint64Array;
+  for (let i = 0; i < src.length; i++) {
+    const v = src[i]!;
+    if (outBig) (out as BigInt64Array)[i] = srcBig ? (v as bigint) : BigInt(Math.trunc(v as number));
+    else (out as Float64Array)[i] = srcBig ? Number(v as bigint) : (v as number);
+  }
+  return out;
+}
+
+function decodeText(type: number, data: Uint8Array, le: boolean, where: string): string {
+  if (type === miUTF8 || type === miINT8 || type === miUINT8) return Buffer.from(data).toString('utf8');
+  if (type === miUTF16 || type === miUINT16 || type === miINT16) {
+    const codes = decodeNumeric(miUINT16, data, le, where) as Uint16Array;
+    let s = '';
+    for (let i = 0; i < codes.length; i++) s += String.fromCharCode(codes[i]!);
+    return s;
+  }
+  if (type === miUTF32 || type === miUINT32 || type === miINT32) {
+    const codes = decodeNumeric(miUINT32, data, le, where) as Uint32Array;
+    return Array.from(codes, (c) => String.fromCodePoint(c)).join('');
+  }
+  throw new MatError(`${where}: unexpected data type ${type} for text`);
+}
+
+function parseMatrix(body: Uint8Array, le: boolean, where: string): { name: string; value: MatValue } {
+  if (body.length === 0) {
+    // An empty miMATRIX element stands for an empty array (e.g. an empty struct field).
+    return { name: '', value: { kind: 'numeric', class: 'double', logical: false, dims: [0, 0], data: new Float64Array(0) } };
+  }
+  const r = new Reader(body, le, where);
+  const flagsEl = r.next('array flags');
+  if (flagsEl.type !== miUINT32 || flagsEl.data.length < 8) throw new MatError(`${where}: bad array flags subelement`);
+  const flagsDv = new DataView(flagsEl.data.buffer, flagsEl.data.byteOffset, 8);
+  const flags = flagsDv.getUint32(0, le);
+  const cls = flags & 0xff;
+  const complex = (flags & 0x0800) !== 0;
+  const logical = (flags & 0x0200) !== 0;
+
+  const dimsEl = r.next('dimensions');
+  const dimsArr = decodeNumeric(dimsEl.type, dimsEl.data, le, `${where} dimensions`);
+  const dims = Array.from(dimsArr as ArrayLike<number | bigint>, Number);
+  if (dims.length < 2 || dims.some((d) => !Number.isInteger(d) || d < 0)) throw new MatError(`${where}: bad dimensions [${dims.join(', ')}]`);
+  const count = dims.reduce((a, b) => a * b, 1);
+
+  const nameEl = r.next('array name');
+  const name = decodeText(nameEl.type === 0 ? miINT8 : nameEl.type, nameEl.data, le, where);
+  const here = name ? `variable "${name}"` : where;
+
+  if (CLASS_INFO[cls]) {
+    const real = r.next('real part');
+    let data = decodeNumeric(real.type, real.data, le, here);
+    if (data.length !== count) throw new MatError(`${here}: has ${data.length} values, dimensions [${dims.join('×')}] need ${count}`);
+    data = convertTo(cls, data);
+    const value: MatNumeric = { kind: 'numeric', class: CLASS_INFO[cls]!.name, logical, dims, data };
+    if (complex) {
+      const im = r.next('imaginary part');
+      value.imag = convertTo(cls, decodeNumeric(im.type, im.data, le, here));
+    }
+    return { name, value };
+  }
+  switch (cls) {
+    case mxCHAR: {
+      const el = r.done ? { type: miUTF8, data: new Uint8Array(0) } : r.next('characters');
+      return { name, value: { kind: 'char', dims, value: decodeText(el.type, el.data, le, here) } };
+    }
+    case mxCELL: {
+      const items: MatValue[] = [];
+      for (let i = 0; i < count; i++) {
+        const el = r.next(`cell ${i + 1} of ${count}`);
+        if (el.type !== miMATRIX) throw new MatError(`${here}: cell ${i + 1} is type ${el.type}, expected miMATRIX`);
+        items.push(parseMatrix(el.data, le, `${here}{${i + 1}}`).value);
+      }
+      return { name, value: { kind: 'cell', dims, items } };
+    }
+    case mxSTRUCT:
+    case mxOBJECT: {
+      let className: string | undefined;
+      if (cls === mxOBJECT) {
+        const c = r.next('class name');
+        className = decodeText(c.type, c.data, le, here);
+      }
+      const lenEl = r.next('field name length');
+      const lenArr = decodeNumeric(lenEl.type, lenEl.data, le, here);
+      const fieldLen = Number(lenArr[0] ?? 0);
+      const namesEl = r.next('field names');
+      const fieldNames: string[] = [];
+      if (fieldLen > 0) {
+        if (namesEl.data.length % fieldLen !== 0) throw new MatError(`${here}: field names block of ${namesEl.data.length} bytes is not a multiple of ${fieldLen}`);
+        for (let o = 0; o < namesEl.data.length; o += fieldLen) {
+          const raw = namesEl.data.subarray(o, o + fieldLen);
+          const z = raw.indexOf(0);
+          fieldNames.push(Buffer.from(z >= 0 ? raw.subarray(0, z) : raw).toString('utf8'));
+        }
+      }
+      const elements: Record<string, MatValue>[] = [];
+      for (let i = 0; i < count; i++) {
+        const rec: Record<string, MatValue> = {};
+        for (const f of fieldNames) {
+          const el = r.next(`field "${f}" of element ${i + 1}`);
+          if (el.type !== miMATRIX) throw new MatError(`${here}: field "${f}" is type ${el.type}, expected miMATRIX`);
+          rec[f] = parseMatrix(el.data, le, `${here}.${f}`).value;
+        }
+        elements.push(rec);
+      }
+      const value: MatStruct = { kind: 'struct', dims, fieldNames, elements };
+      if (className !== undefined) value.className = className;
+      return { name, value };
+    }
+    case mxSPARSE: {
+      const ir = r.next('sparse row indices');
+      const jc = r.next('sparse column pointers');
+      const pr = r.next('sparse values');
+      const toI32 = (t: number, d: Uint8Array) => Int32Array.from(decodeNumeric(t, d, le, here) as ArrayLike<number>);
+      const rowIndex = toI32(ir.type, ir.data);
+      const colPtr = toI32(jc.type, jc.data);
+      const nnz = colPtr.length ? colPtr[colPtr.length - 1]! : 0;
+      const raw = decodeNumeric(pr.type, pr.data, le, here);
+      const values = Float64Array.from(raw as ArrayLike<number>).subarray(0, nnz);
+      if (colPtr.length !== (dims[1] ?? 0) + 1) throw new MatError(`${here}: sparse column pointers have ${colPtr.length} entries, expected ${(dims[1] ?? 0) + 1}`);
+      return { name, value: { kind: 'sparse', dims, logical, rowIndex: rowIndex.subarray(0, nnz), colPtr, values } };
+    }
+    default:
+      return { name, value: { kind: 'unsupported', dims, reason: `array class ${cls} (function handle or opaque object) is not supported` } };
+  }
+}
+
+/** Copies a 2-D column-major array into row-major order (rows × cols). */
+export function toRowMajor<T extends MatTypedArray>(a: T, rows: number, cols: number): T {
+  const Ctor = a.constructor as new (n: number) => T;
+  const out = new Ctor(rows * cols);
+  for (let c = 0; c < cols; c++) {
+    const base = c * rows;
+    for (let y = 0; y < rows; y++) (out as unknown as number[])[y * cols + c] = (a as unknown as number[])[base + y]!;
+  }
+  return out;
+}
+
+export interface LabelMap { data: Uint8Array; width: number; height: number }
+
+/**
+ * Reads an SBD class-segmentation file (`cls/<id>.mat`): struct `GTcls` (or `GTinst`) with
+ * field `Segmentation`, an H×W integer map. Returns it row-major as bytes.
+ */
+export function sbdLabelFromMat(mat: MatFile, source: string, structName = 'GTcls'): LabelMap {
+  const names = Object.keys(mat.variables);
+  const v = mat.variables[structName] ?? (structName === 'GTcls' ? mat.variables['GTinst'] : undefined);
+  if (!v) throw new Error(`${source}: no variable "${structName}" (variables: ${names.join(', ') || 'none'})`);
+  if (v.kind !== 'struct' || v.elements.length < 1) throw new Error(`${source}: "${structName}" is a ${v.kind}, expected a struct`);
+  const seg = v.elements[0]!['Segmentation'];
+  if (!seg) throw new Error(`${source}: struct "${structName}" has no field "Segmentation" (fields: ${v.fieldNames.join(', ')})`);
+  if (seg.kind !== 'numeric' || seg.dims.length !== 2) {
+    throw new Error(`${source}: "${structName}.Segmentation" is not a 2-D numeric array`);
+  }
+  const [h, w] = seg.dims as [number, number];
+  if (h === 0 || w === 0) throw new Error(`${source}: "${structName}.Segmentation" is empty (${h}×${w})`);
+  const out = new Uint8Array(h * w);
+  const src = seg.data;
+  for (let c = 0; c < w; c++) {
+    for (let y = 0; y < h; y++) {
+      const val = Number(src[c * h + y]!);
+      if (!(val >= 0 && val <= 255 && Number.isInteger(val))) {
+        throw new Error(`${source}: "${structName}.Segmentation" holds ${val} at row ${y + 1}, column ${c + 1}; labels must be integers 0-255`);
+      }
+      out[y * w + c] = val;
+    }
+  }
+  return { data: out, width: w, height: h };
+}
+
+/** Reads `cls/<id>.mat` from SBD into a row-major label map. */
+export async function readSbdLabel(path: string): Promise<LabelMap> {
+  return sbdLabelFromMat(await readMat(path), path);
+}
