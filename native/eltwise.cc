@@ -183,14 +183,14 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
 
 // cropPad(x, {top, left, height, width, value = 0}) → y (plain N,C,height,width) with
 // y[.., i, j] = x[.., i + top, j + left] where that lies inside x, else `value`.
-// Negative offsets pad; its own backward is cropPad with the offsets negated.
+// Negative offsets pad; its own backward is cropPad with the offsets negated. The result is
+// always plain float32: this is the edge where the network's output leaves oneDNN layouts.
 Napi::Value CropPad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Tensor& x = Tensor::From(info[0], "x");
   auto o = options(info, 1);
   auto d = x.dims();
   if (d.size() != 4) throw Napi::TypeError::New(env, "cropPad: x must be N,C,H,W");
-  if (x.md.data_type() != dt::f32) throw Napi::TypeError::New(env, "cropPad: x must be float32");
   int64_t top = opt_int(o, "top", 0), left = opt_int(o, "left", 0);
   int64_t oh = opt_int(o, "height", d[2]), ow = opt_int(o, "width", d[3]);
   float value = float(opt_num(o, "value", 0));

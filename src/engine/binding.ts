@@ -1,0 +1,98 @@
+// The one place that loads the native addon and gives it types. Everything else imports
+// the engine from here.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export type DType = 'float32' | 'bfloat16' | 'uint8' | 'int32';
+/** Compute precision of convolutions. */
+export type Precision = 'float32' | 'bfloat16';
+
+/** A tensor in native memory. Free it with dispose(); the GC finaliser is only a safety net. */
+export interface Tensor {
+  readonly dims: number[];
+  readonly dtype: DType;
+  /** 'plain' (row-major) or 'blocked:<descriptor>' for a layout a oneDNN primitive chose. */
+  readonly layout: string;
+  readonly disposed: boolean;
+  readonly nbytes: number;
+  dispose(): void;
+  /** The values as a plain row-major array (bfloat16 as raw Uint16 bits). */
+  toArray(): Float32Array | Uint16Array | Uint8Array | Int32Array;
+}
+
+export interface ConvOptions {
+  stride?: [number, number];
+  /** [top, left, bottom, right] */
+  padding?: [number, number, number, number];
+  relu?: boolean;
+  transposed?: boolean;
+  training?: boolean;
+  dtype?: Precision;
+  weightsCache?: Tensor | null;
+}
+
+export interface PoolOptions {
+  kernel?: number;
+  stride?: number;
+  ceil?: boolean;
+  training?: boolean;
+}
+
+export interface CropPadOptions {
+  top?: number;
+  left?: number;
+  height?: number;
+  width?: number;
+  value?: number;
+}
+
+export interface NativeInfo {
+  onednnVersion: string;
+  isa: string;
+  threads: number;
+  cpuRuntime: string;
+}
+
+export interface Native {
+  Tensor: abstract new () => Tensor;
+  fromArray(dims: number[], data: Float32Array | Uint16Array | Uint8Array | Int32Array): Tensor;
+  zeros(dims: number[], dtype?: DType): Tensor;
+  reorder(t: Tensor, options?: { dtype?: DType; like?: Tensor | null }): Tensor;
+  copyInto(dst: Tensor, src: Tensor): void;
+  poolStats(): { liveBytes: number; liveBuffers: number; pooledBytes: number; primitives: number };
+  poolTrim(clearPrimitives?: boolean): void;
+  convForward(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvOptions): { y: Tensor; weightsCache: Tensor | null };
+  convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: ConvOptions & { bias?: boolean }): { dx: Tensor; weightsCache: Tensor | null };
+  convBackwardWeights(x: Tensor, dy: Tensor, options: ConvOptions & { weightsDims: number[]; bias: boolean }): { dw: Tensor; db: Tensor | null };
+  maxPoolForward(x: Tensor, options: PoolOptions): { y: Tensor; workspace: Tensor | null };
+  maxPoolBackward(dy: Tensor, workspace: Tensor, x: Tensor, options: PoolOptions): Tensor;
+  reluForward(x: Tensor): Tensor;
+  reluBackward(dy: Tensor, y: Tensor): Tensor;
+  add(a: Tensor, b: Tensor): Tensor;
+  scale(x: Tensor, factor: number): Tensor;
+  dropoutForward(x: Tensor, options: { rate: number; seed: number }): { y: Tensor; mask: Tensor };
+  dropoutBackward(dy: Tensor, mask: Tensor, options: { rate: number }): Tensor;
+  cropPad(x: Tensor, options: CropPadOptions): Tensor;
+  argmax(x: Tensor): Tensor;
+  softmaxCrossEntropy(logits: Tensor, labels: Tensor, options?: { reduction?: 'mean' | 'sum'; ignore?: number }): { loss: number; valid: number; grad: Tensor };
+  adamUpdate(w: Tensor, g: Tensor, m: Tensor, v: Tensor, options: { alpha: number; beta1: number; beta2: number; epsilon: number; l2: number }): void;
+  sgdUpdate(w: Tensor, g: Tensor, v: Tensor, options: { lr: number; momentum: number; weightDecay: number }): void;
+  sumSquares(t: Tensor): number;
+  setThreads(n: number): void;
+  info(): NativeInfo;
+}
+
+function load(): Native {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  // src/engine/ when run from source, dist/engine/ when compiled: the addon is at the root.
+  const root = path.resolve(here, '..', '..');
+  const file = path.join(root, 'build', 'Release', 'fcn_native.node');
+  if (!existsSync(file)) {
+    throw new Error(`fcn: native addon not built (${file} is missing): run \`npm run setup\``);
+  }
+  return createRequire(import.meta.url)(file) as Native;
+}
+
+export const native: Native = load();

@@ -1,0 +1,5 @@
+// The engine: native tensors and ops, and the one place that configures threads.
+export { native } from './binding.js';
+export type { Tensor, DType, Precision, NativeInfo } from './binding.js';
+export { Tape, disposeAll, tensorFrom } from './tensor.js';
+export { configureEngine, engineConfig } from './config.js';

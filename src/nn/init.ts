@@ -1,0 +1,55 @@
+// Weight initialisers, seeded: Keras's glorot-uniform default for kernels, zeros, and the
+// bilinear upsampling kernel of the FCN paper for transposed convolutions.
+import { native } from '../engine/binding.js';
+import type { Param } from './param.js';
+
+/**
+ * A small seeded generator (SplitMix32 mix of a counter), so that `fcn init --seed N`
+ * gives the same weights on every machine; Math.random cannot be seeded.
+ */
+export class SeededRandom {
+  private state: number;
+  constructor(seed: number) {
+    this.state = (seed >>> 0) ^ 0x9e3779b9;
+  }
+  /** Uniform in [0, 1). */
+  next(): number {
+    let z = (this.state = (this.state + 0x9e3779b9) | 0);
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    z ^= z >>> 16;
+    return (z >>> 0) / 4294967296;
+  }
+}
+
+/** Glorot (Xavier) uniform over a kernel O,I,KH,KW: limit √(6 / (fan_in + fan_out)). */
+export function glorotUniform(param: Param, rng: SeededRandom): void {
+  const [o, i, kh, kw] = param.dims;
+  const limit = Math.sqrt(6 / (kh * kw * i + kh * kw * o));
+  const values = new Float32Array(o * i * kh * kw);
+  for (let n = 0; n < values.length; n++) values[n] = (rng.next() * 2 - 1) * limit;
+  param.assign(native.fromArray(param.dims, values));
+}
+
+export function zeroInit(param: Param): void {
+  param.assign(native.zeros(param.dims));
+}
+
+/** The bilinear interpolation kernel (one k×k plane), as the FCN paper's upsampling uses. */
+export function bilinearPlane(k: number): Float32Array {
+  const factor = Math.floor((k + 1) / 2);
+  const centre = k % 2 === 1 ? factor - 1 : factor - 0.5;
+  const plane = new Float32Array(k * k);
+  for (let y = 0; y < k; y++) for (let x = 0; x < k; x++) plane[y * k + x] = (1 - Math.abs(y - centre) / factor) * (1 - Math.abs(x - centre) / factor);
+  return plane;
+}
+
+/** Bilinear upsampling: class i → class i only; zero between different classes. */
+export function bilinearInit(param: Param): void {
+  const [o, i, kh, kw] = param.dims;
+  if (o !== i || kh !== kw) throw new Error(`${param.name}: bilinear init needs a square kernel with as many outputs as inputs, got ${param.dims.join('×')}`);
+  const plane = bilinearPlane(kh);
+  const values = new Float32Array(o * i * kh * kw);
+  for (let c = 0; c < o; c++) values.set(plane, (c * i + c) * kh * kw);
+  param.assign(native.fromArray(param.dims, values));
+}
