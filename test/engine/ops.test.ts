@@ -1,0 +1,203 @@
+// Every engine op against a naive float64 reference: forward values, and analytic
+// gradients against central differences of the reference (the finite-difference check).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { native, type Tensor } from '../../src/engine/binding.js';
+import * as ref from './reference.js';
+
+const FWD_TOL = 1e-5; // float32 forward vs float64 reference, relative to the largest value
+const GRAD_TOL = 1e-3; // float32 analytic gradient vs float64 central differences
+
+const toTensor = (a: ref.Arr) => native.fromArray(a.dims, Float32Array.from(a.data));
+const values = (t: Tensor) => Array.from(t.toArray() as Float32Array);
+/** A spread of indices to check (all when small). */
+const sample = (n: number, k = 40) => (n <= k ? [...Array(n).keys()] : Array.from({ length: k }, (_, i) => Math.floor((i * n) / k)));
+
+interface ConvCase {
+  name: string;
+  x: number[];
+  w: number[];
+  stride: number;
+  pad: number;
+  relu: boolean;
+  bias: boolean;
+  transposed: boolean;
+}
+
+const convCases: ConvCase[] = [
+  { name: '3×3 same, bias + ReLU', x: [2, 3, 7, 6], w: [4, 3, 3, 3], stride: 1, pad: 1, relu: true, bias: true, transposed: false },
+  { name: '7×7 same (conv6)', x: [1, 5, 4, 3], w: [6, 5, 7, 7], stride: 1, pad: 3, relu: true, bias: true, transposed: false },
+  { name: '1×1 score, no ReLU', x: [2, 8, 3, 5], w: [3, 8, 1, 1], stride: 1, pad: 0, relu: false, bias: true, transposed: false },
+  { name: 'transposed 4/2 pad 1', x: [1, 3, 3, 4], w: [3, 3, 4, 4], stride: 2, pad: 1, relu: false, bias: false, transposed: true },
+  { name: 'transposed 16/8 pad 4', x: [1, 2, 2, 3], w: [2, 2, 16, 16], stride: 8, pad: 4, relu: false, bias: false, transposed: true },
+];
+
+for (const c of convCases) {
+  test(`conv ${c.name}: forward and gradients`, () => {
+    const x = ref.randomArr(c.x, 1, 1), w = ref.randomArr(c.w, 2, 0.5), b = c.bias ? ref.randomArr([c.w[0]], 3, 0.3) : null;
+    const p = { stride: c.stride, pad: c.pad, relu: c.relu, transposed: c.transposed };
+    const yRef = ref.conv(x, w, b, p);
+    const xt = toTensor(x), wt = toTensor(w), bt = b ? toTensor(b) : null;
+    const opts = { stride: [c.stride, c.stride] as [number, number], padding: [c.pad, c.pad, c.pad, c.pad] as [number, number, number, number], transposed: c.transposed };
+    const { y, weightsCache } = native.convForward(xt, wt, bt, { ...opts, relu: c.relu, training: true });
+    assert.deepEqual(y.dims, yRef.dims);
+    assert.ok(ref.relError(values(y), yRef.data) < FWD_TOL, `forward error ${ref.relError(values(y), yRef.data)}`);
+
+    // L = Σ r ⊙ y, so dL/dy = r.
+    const r = ref.randomArr(yRef.dims, 4);
+    const loss = (xx: ref.Arr, ww: ref.Arr, bb: ref.Arr | null) => ref.dot(ref.conv(xx, ww, bb, p), r);
+    const dy = toTensor(r);
+    const dpre = c.relu ? native.reluBackward(dy, y) : dy;
+    const { dx } = native.convBackwardData(dpre, wt, xt, opts);
+    const { dw, db } = native.convBackwardWeights(xt, dpre, { ...opts, weightsDims: c.w, bias: c.bias });
+
+    const ix = sample(x.data.length), iw = sample(w.data.length);
+    const gx = values(dx), gw = values(dw);
+    const nx = ref.numericGrad((a) => loss(a, w, b), x, ix), nw = ref.numericGrad((a) => loss(x, a, b), w, iw);
+    assert.ok(ref.relError(ix.map((i) => gx[i]), nx) < GRAD_TOL, `dx error ${ref.relError(ix.map((i) => gx[i]), nx)}`);
+    assert.ok(ref.relError(iw.map((i) => gw[i]), nw) < GRAD_TOL, `dw error ${ref.relError(iw.map((i) => gw[i]), nw)}`);
+    if (b) {
+      const ib = sample(b.data.length), gb = values(db!);
+      const nb = ref.numericGrad((a) => loss(x, w, a), b, ib);
+      assert.ok(ref.relError(ib.map((i) => gb[i]), nb) < GRAD_TOL, `db error`);
+    }
+    for (const t of [xt, wt, bt, y, weightsCache, dy, dpre, dx, dw, db]) t?.dispose();
+  });
+}
+
+for (const ceil of [false, true]) {
+  test(`max pool 2×2 (${ceil ? 'ceil' : 'floor'}) forward and gradient on odd sizes`, () => {
+    const x = ref.randomArr([2, 3, 7, 5], 5);
+    const yRef = ref.maxPool(x, 2, ceil);
+    const xt = toTensor(x);
+    const { y, workspace } = native.maxPoolForward(xt, { kernel: 2, ceil, training: true });
+    assert.deepEqual(y.dims, yRef.dims);
+    assert.deepEqual(values(y), Array.from(yRef.data, Math.fround), 'max pooling is exact');
+    const r = ref.randomArr(yRef.dims, 6);
+    const dy = toTensor(r);
+    const dx = native.maxPoolBackward(dy, workspace!, xt, { kernel: 2, ceil });
+    const ix = sample(x.data.length, 70), gx = values(dx);
+    const nx = ref.numericGrad((a) => ref.dot(ref.maxPool(a, 2, ceil), r), x, ix);
+    assert.ok(ref.relError(ix.map((i) => gx[i]), nx) < GRAD_TOL);
+    for (const t of [xt, y, workspace, dy, dx]) t?.dispose();
+  });
+}
+
+test('relu forward and backward', () => {
+  const x = ref.randomArr([1, 4, 3, 5], 7);
+  const xt = toTensor(x);
+  const y = native.reluForward(xt);
+  // + 0 turns the −0 of a negative input times zero into 0.
+  assert.deepEqual(values(y).map((v) => v + 0), Array.from(x.data, (v) => Math.fround(Math.max(0, v))));
+  const r = ref.randomArr(x.dims, 8);
+  const dy = toTensor(r);
+  const dx = native.reluBackward(dy, y);
+  assert.deepEqual(values(dx).map((v) => v + 0), Array.from(x.data, (v, i) => (v > 0 ? Math.fround(r.data[i]) : 0)));
+  for (const t of [xt, y, dy, dx]) t.dispose();
+});
+
+test('add works across layouts and rejects mismatched shapes', () => {
+  const a = ref.randomArr([1, 20, 4, 4], 9), b = ref.randomArr([1, 20, 4, 4], 10);
+  const at = toTensor(a), bt = toTensor(b);
+  // Put a into a blocked layout through a convolution's preferred output layout.
+  const w = native.fromArray([20, 20, 1, 1], Float32Array.from({ length: 400 }, (_, i) => (i % 21 === 0 ? 1 : 0)));
+  const { y: ablocked, weightsCache } = native.convForward(at, w, null, {});
+  const s = native.add(ablocked, bt);
+  assert.ok(ref.relError(values(s), a.data.map((v, i) => v + b.data[i])) < 1e-6);
+  const other = native.zeros([1, 20, 4, 5]);
+  assert.throws(() => native.add(at, other), /add: shapes differ/);
+  for (const t of [at, bt, w, ablocked, weightsCache, s, other]) t?.dispose();
+});
+
+test('dropout: inverted scaling, seeded mask, matching backward', () => {
+  const x = ref.randomArr([2, 16, 8, 8], 11);
+  const xt = toTensor(x);
+  const rate = 0.3;
+  const a = native.dropoutForward(xt, { rate, seed: 42 });
+  const b = native.dropoutForward(xt, { rate, seed: 42 });
+  const c = native.dropoutForward(xt, { rate, seed: 43 });
+  const mask = a.mask.toArray() as Uint8Array;
+  assert.deepEqual(mask, b.mask.toArray(), 'same seed, same mask');
+  assert.notDeepEqual(mask, c.mask.toArray(), 'another seed, another mask');
+  const kept = mask.reduce((s, m) => s + m, 0) / mask.length;
+  assert.ok(Math.abs(kept - (1 - rate)) < 0.05, `kept share ${kept}`);
+  const y = values(a.y);
+  y.forEach((v, i) => assert.ok(Math.abs(v - (mask[i] ? Math.fround(x.data[i]) / (1 - rate) : 0)) < 1e-5));
+  // L = Σ r ⊙ y is linear in x: its gradient is r·mask/(1−p) exactly.
+  const r = ref.randomArr(x.dims, 12);
+  const dx = native.dropoutBackward(toTensor(r), a.mask, { rate });
+  values(dx).forEach((v, i) => assert.ok(Math.abs(v - (mask[i] ? Math.fround(r.data[i]) / (1 - rate) : 0)) < 1e-5));
+  assert.throws(() => native.dropoutForward(xt, { rate: 1, seed: 0 }), /rate must be in/);
+});
+
+test('cropPad crops, pads, and its backward is cropPad with negated offsets', () => {
+  const x = ref.randomArr([1, 2, 5, 6], 13);
+  const xt = toTensor(x);
+  const y = native.cropPad(xt, { top: 1, left: -2, height: 7, width: 4 });
+  assert.deepEqual(values(y), Array.from(ref.cropPad(x, 1, -2, 7, 4).data, Math.fround));
+  const r = ref.randomArr([1, 2, 7, 4], 14);
+  const dx = native.cropPad(toTensor(r), { top: -1, left: 2, height: 5, width: 6 });
+  const ix = sample(x.data.length, 60), gx = values(dx);
+  const nx = ref.numericGrad((a) => ref.dot(ref.cropPad(a, 1, -2, 7, 4), r), x, ix);
+  assert.ok(ref.relError(ix.map((i) => gx[i]), nx) < GRAD_TOL);
+});
+
+for (const reduction of ['mean', 'sum'] as const) {
+  test(`softmax cross-entropy (${reduction}) ignores 255: loss and gradient`, () => {
+    const x = ref.randomArr([2, 5, 3, 4], 15, 3);
+    const labels = Uint8Array.from({ length: 24 }, (_, i) => (i % 5 === 3 ? 255 : (i * 7) % 5));
+    const xt = toTensor(x), lt = native.fromArray([2, 3, 4], labels);
+    const { loss, valid, grad } = native.softmaxCrossEntropy(xt, lt, { reduction });
+    assert.equal(valid, labels.filter((l) => l !== 255).length);
+    const lossRef = ref.softmaxCrossEntropy(x, labels, reduction);
+    assert.ok(Math.abs(loss - lossRef) < 1e-5 * Math.abs(lossRef));
+    const ix = sample(x.data.length, 120), g = values(grad);
+    const nx = ref.numericGrad((a) => ref.softmaxCrossEntropy(a, labels, reduction), x, ix);
+    assert.ok(ref.relError(ix.map((i) => g[i]), nx) < GRAD_TOL);
+  });
+}
+
+test('softmax cross-entropy rejects labels that are not classes', () => {
+  const xt = native.zeros([1, 3, 2, 2]);
+  const lt = native.fromArray([1, 2, 2], Uint8Array.from([0, 1, 7, 255]));
+  assert.throws(() => native.softmaxCrossEntropy(xt, lt), /label 7 at pixel 2 is not a class/);
+});
+
+test('argmax picks the first largest channel', () => {
+  const x = ref.arr([1, 3, 1, 4], [0, 5, 1, 2, /**/ 3, 5, 0, 2, /**/ 1, 0, 9, 2]);
+  assert.deepEqual(Array.from(native.argmax(toTensor(x)).toArray()), [1, 0, 2, 0]);
+});
+
+test('Adam and SGD updates follow their formulas', () => {
+  const w0 = ref.randomArr([3, 4], 16), g0 = ref.randomArr([3, 4], 17);
+  const w = toTensor(w0), g = toTensor(g0), m = native.zeros([3, 4]), v = native.zeros([3, 4]);
+  const alpha = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-7, l2 = 0.05;
+  native.adamUpdate(w, g, m, v, { alpha, beta1: b1, beta2: b2, epsilon: eps, l2 });
+  const wa = values(w);
+  w0.data.forEach((wi, i) => {
+    const gi = g0.data[i] + 2 * l2 * wi;
+    const mi = (1 - b1) * gi, vi = (1 - b2) * gi * gi;
+    assert.ok(Math.abs(wa[i] - (wi - (alpha * mi) / (Math.sqrt(vi) + eps))) < 1e-5);
+  });
+  const w2 = toTensor(w0), vel = native.zeros([3, 4]);
+  native.sgdUpdate(w2, g, vel, { lr: 0.1, momentum: 0.9, weightDecay: 0.01 });
+  native.sgdUpdate(w2, g, vel, { lr: 0.1, momentum: 0.9, weightDecay: 0.01 });
+  const ws = values(w2);
+  w0.data.forEach((wi, i) => {
+    const v1 = -0.1 * (Math.fround(g0.data[i]) + 0.01 * wi);
+    const w1 = wi + v1;
+    const v2 = 0.9 * v1 - 0.1 * (Math.fround(g0.data[i]) + 0.01 * w1);
+    assert.ok(Math.abs(ws[i] - (w1 + v2)) < 1e-5);
+  });
+});
+
+test('bad arguments give clear errors, not crashes', () => {
+  const x = native.zeros([1, 3, 4, 4]);
+  assert.throws(() => native.convForward(x, native.zeros([2, 4, 3, 3]), null, {}), /input has 3 channels but the weights expect 4/);
+  assert.throws(() => native.convForward({} as Tensor, x, null, {}), /x must be a Tensor/);
+  assert.throws(() => native.fromArray([2, 2], new Float32Array(3)), /data has 3 elements but dims 2x2 need 4/);
+  const d = native.zeros([2]);
+  d.dispose();
+  assert.throws(() => native.reluForward(d), /x has been disposed/);
+  assert.throws(() => native.maxPoolForward(native.zeros([1, 1, 1, 1]), {}), /smaller than the window/);
+});
