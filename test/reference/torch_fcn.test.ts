@@ -138,12 +138,12 @@ test('a constant score map upsamples to that constant away from the borders', { 
   for (const model of ['fcn32', 'fcn16', 'fcn8'] as Model[]) {
     const ws = randomWeights(model, W, 4);
     // score7 = per-class constant (zero kernel, bias c); skip scores contribute nothing.
-    ws.get('score7.kernel')!.data.fill(0);
+    (ws.get('score7.kernel')!.data as Float32Array).fill(0);
     ws.set('score7.bias', { dtype: 'F32', shape: [C], data: consts });
     for (const s of ['score4', 'score3']) {
       if (ws.has(`${s}.kernel`)) {
-        ws.get(`${s}.kernel`)!.data.fill(0);
-        ws.get(`${s}.bias`)!.data.fill(0);
+        (ws.get(`${s}.kernel`)!.data as Float32Array).fill(0);
+        (ws.get(`${s}.bias`)!.data as Float32Array).fill(0);
       }
     }
     const d = run(['forward', '--model', model, '--width', String(W), '--weights', saveWeights(ws), '--input', x]).tensors.get('logits')!.data as Float32Array;
