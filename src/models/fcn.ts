@@ -4,7 +4,8 @@ import { native, type Tensor, type Precision } from '../engine/binding.js';
 import { Tape, disposeAll } from '../engine/tensor.js';
 import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js';
 import { Param } from '../nn/param.js';
-import { SeededRandom, bilinearInit, glorotUniform, zeroInit } from '../nn/init.js';
+import { bilinearInit, glorotUniform, zeroInit } from '../nn/init.js';
+import { Rng } from '../data/prng.js';
 
 export type FcnKind = 'fcn32' | 'fcn16' | 'fcn8';
 export const FCN_KINDS: readonly FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
@@ -130,7 +131,7 @@ export class FCN {
 
   /** Random initialisation as the seed: glorot-uniform kernels, zero biases, zero skip scores, bilinear upsampling. */
   initialize(seed = 0): void {
-    const rng = new SeededRandom(seed);
+    const rng = new Rng(seed);
     for (const l of this.layers()) {
       if (l.transposed) bilinearInit(l.kernel);
       else if (l === this.score4 || l === this.score3) zeroInit(l.kernel);

@@ -2,28 +2,10 @@
 // bilinear upsampling kernel of the FCN paper for transposed convolutions.
 import { native } from '../engine/binding.js';
 import type { Param } from './param.js';
-
-/**
- * A small seeded generator (SplitMix32 mix of a counter), so that `fcn init --seed N`
- * gives the same weights on every machine; Math.random cannot be seeded.
- */
-export class SeededRandom {
-  private state: number;
-  constructor(seed: number) {
-    this.state = (seed >>> 0) ^ 0x9e3779b9;
-  }
-  /** Uniform in [0, 1). */
-  next(): number {
-    let z = (this.state = (this.state + 0x9e3779b9) | 0);
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    z ^= z >>> 16;
-    return (z >>> 0) / 4294967296;
-  }
-}
+import type { Rng } from '../data/prng.js';
 
 /** Glorot (Xavier) uniform over a kernel O,I,KH,KW: limit √(6 / (fan_in + fan_out)). */
-export function glorotUniform(param: Param, rng: SeededRandom): void {
+export function glorotUniform(param: Param, rng: Rng): void {
   const [o, i, kh, kw] = param.dims;
   const limit = Math.sqrt(6 / (kh * kw * i + kh * kw * o));
   const values = new Float32Array(o * i * kh * kw);

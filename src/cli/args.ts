@@ -1,0 +1,24 @@
+// Command-line argument helpers: one error type, one message format ("fcn <cmd>: <problem>").
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+export class UsageError extends Error {}
+
+export function parse<T extends NonNullable<ParseArgsConfig['options']>>(command: string, argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError(`fcn ${command}: ${(e as Error).message.replace(/\. To specify a positional.*$/s, '')}`);
+  }
+}
+
+export function requireString(command: string, value: string | undefined, flag: string): string {
+  if (value === undefined || value === '') throw new UsageError(`fcn ${command}: --${flag} is required`);
+  return value;
+}
+
+export function parseNumber(command: string, value: string | undefined, flag: string, check: (n: number) => boolean = () => true, what = 'a number'): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UsageError(`fcn ${command}: --${flag} must be ${what}, got '${value}'`);
+  return n;
+}

@@ -1,0 +1,123 @@
+// Model weights as safetensors files in Keras layouts, so that a Keras `.h5` maps one to
+// one: `<layer>.kernel` is (kh, kw, in, out) for convolutions and (kh, kw, out, in) for
+// transposed convolutions, `<layer>.bias` is (out), all float32. The metadata records the
+// model and width so that a file alone rebuilds its network.
+import { native } from '../engine/binding.js';
+import { readSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
+import { FCN, FCN_KINDS, type FcnKind } from './fcn.js';
+import type { Param } from '../nn/param.js';
+
+export const WEIGHTS_FORMAT = 'fcn-keras-layout';
+
+/** Axis order of the Keras array, as indices into the engine's O,I,KH,KW. */
+function kerasAxes(p: Param): number[] {
+  if (p.role === 'bias') return [0];
+  return p.transposed ? [2, 3, 0, 1] : [2, 3, 1, 0];
+}
+
+/** dst = src with its axes reordered: dst dims are srcDims[perm[k]]. */
+export function permuteAxes(src: Float32Array, srcDims: number[], perm: number[]): Float32Array {
+  const rank = srcDims.length;
+  if (rank === 1) return src.slice();
+  const srcStrides = new Array<number>(rank);
+  srcStrides[rank - 1] = 1;
+  for (let k = rank - 2; k >= 0; k--) srcStrides[k] = srcStrides[k + 1] * srcDims[k + 1];
+  const dstDims = perm.map((a) => srcDims[a]);
+  const step = perm.map((a) => srcStrides[a]);
+  const dst = new Float32Array(src.length);
+  // Four nested loops over the destination, reading the source through permuted strides.
+  const [d0, d1, d2, d3] = dstDims, [s0, s1, s2, s3] = step;
+  let o = 0;
+  for (let a = 0; a < d0; a++)
+    for (let b = 0; b < d1; b++)
+      for (let c = 0; c < d2; c++) {
+        let base = a * s0 + b * s1 + c * s2;
+        for (let d = 0; d < d3; d++, base += s3) dst[o++] = src[base];
+      }
+  return dst;
+}
+
+function inversePerm(perm: number[]): number[] {
+  const inv = new Array<number>(perm.length);
+  perm.forEach((a, k) => (inv[a] = k));
+  return inv;
+}
+
+export function kerasShape(p: Param): number[] {
+  return kerasAxes(p).map((a) => p.dims[a]);
+}
+
+/** The model's parameters as Keras-layout float32 arrays, by checkpoint name. */
+export function weightsToKeras(model: FCN): Map<string, SafetensorsTensor> {
+  const out = new Map<string, SafetensorsTensor>();
+  for (const p of model.params()) {
+    const values = p.value.toArray() as Float32Array;
+    out.set(p.name, { dtype: 'F32', shape: kerasShape(p), data: permuteAxes(values, p.dims, kerasAxes(p)) });
+  }
+  return out;
+}
+
+export function weightsMetadata(model: FCN): Record<string, string> {
+  return { format: WEIGHTS_FORMAT, model: model.kind, width: String(model.width), classes: String(model.numClasses) };
+}
+
+/** Writes the model's weights atomically. */
+export function saveWeights(path: string, model: FCN, metadata: Record<string, string> = {}): void {
+  writeSafetensors(path, weightsToKeras(model), { ...weightsMetadata(model), ...metadata });
+}
+
+/**
+ * Loads every parameter of `model` from a Keras-layout file. Fails on the first tensor whose
+ * name is missing or whose shape differs, naming it and both shapes; extra tensors are an
+ * error too (they mean the file is for another model).
+ */
+export function loadWeightsInto(model: FCN, file: SafetensorsFile, source: string): void {
+  const expected = new Set<string>();
+  const staged: [Param, Float32Array][] = [];
+  for (const p of model.params()) {
+    expected.add(p.name);
+    const t = file.tensors.get(p.name);
+    const want = kerasShape(p);
+    if (!t) throw new Error(`${source}: tensor '${p.name}' is missing (expected shape [${want.join(', ')}] for ${model.kind} width ${model.width})`);
+    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
+      throw new Error(`${source}: tensor '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${want.join(', ')}]`);
+    if (t.dtype !== 'F32') throw new Error(`${source}: tensor '${p.name}' is ${t.dtype}, expected F32`);
+    staged.push([p, permuteAxes(t.data as Float32Array, want, inversePerm(kerasAxes(p)))]);
+  }
+  const extra = [...file.tensors.keys()].find((n) => !expected.has(n));
+  if (extra !== undefined) throw new Error(`${source}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
+  for (const [p, values] of staged) p.assign(native.fromArray(p.dims, values));
+}
+
+export interface LoadOptions {
+  /** Required when the file does not record its model (e.g. converted from elsewhere). */
+  kind?: FcnKind;
+  width?: number;
+  dropout?: number;
+}
+
+/** Builds the model a weights file describes and loads it. */
+export function loadModel(path: string, options: LoadOptions = {}): FCN {
+  const file = readSafetensors(path);
+  const meta = file.metadata;
+  const kind = (options.kind ?? meta.model) as FcnKind | undefined;
+  if (!kind) throw new Error(`${path}: the file does not say which model it holds: pass the model (fcn32, fcn16 or fcn8)`);
+  if (!FCN_KINDS.includes(kind)) throw new Error(`${path}: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
+  if (options.kind && meta.model && options.kind !== meta.model) throw new Error(`${path}: holds a ${meta.model} model, not ${options.kind}`);
+  const width = options.width ?? (meta.width !== undefined ? Number(meta.width) : inferWidth(file));
+  const numClasses = meta.classes !== undefined ? Number(meta.classes) : undefined;
+  const model = new FCN({ kind, width, numClasses, dropout: options.dropout });
+  try {
+    loadWeightsInto(model, file, path);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}
+
+/** The width multiplier implied by block1_conv1's output channels (64 at full width). */
+function inferWidth(file: SafetensorsFile): number {
+  const k = file.tensors.get('block1_conv1.kernel');
+  return k ? k.shape[3] / 64 : 1;
+}
