@@ -51,6 +51,18 @@ export interface ReaderOptions {
   onMissing?: 'throw' | 'skip';
   /** Receives each pair dropped with onMissing: 'skip'. */
   missing?: BadSample[];
+  /**
+   * Classes file or class set. VOC and SBD roots default to the 21 VOC classes, unless the
+   * root holds a `classes.json` (as the synthetic dataset does).
+   */
+  classes?: string | ClassSet;
+}
+
+async function classesFor(root: string, opt: string | ClassSet | undefined): Promise<ClassSet> {
+  if (typeof opt === 'object') return opt;
+  if (typeof opt === 'string') return readClassSet(opt);
+  const local = join(root, 'classes.json');
+  return existsSync(local) ? readClassSet(local) : vocClassSet();
 }
 
 /**
@@ -139,7 +151,7 @@ function checkFiles(entries: SampleEntry[], opts: ReaderOptions): SampleEntry[] 
 export async function vocDataset(root: string, opts: ReaderOptions = {}): Promise<Dataset> {
   const r = resolveVocRoot(root);
   const { ids, name } = await resolveIds(opts.split ?? 'train', (n) => join(r, 'ImageSets', 'Segmentation', `${n}.txt`));
-  return { name: `voc:${name}`, kind: 'voc', root: r, classes: vocClassSet(), entries: checkFiles(vocEntries(r, ids), opts) };
+  return { name: `voc:${name}`, kind: 'voc', root: r, classes: await classesFor(r, opts.classes), entries: checkFiles(vocEntries(r, ids), opts) };
 }
 
 export function vocEntries(vocRoot: string, ids: string[]): SampleEntry[] {
@@ -150,7 +162,7 @@ export function vocEntries(vocRoot: string, ids: string[]): SampleEntry[] {
 export async function sbdDataset(root: string, opts: ReaderOptions = {}): Promise<Dataset> {
   const r = resolveSbdRoot(root);
   const { ids, name } = await resolveIds(opts.split ?? 'train', (n) => join(r, `${n}.txt`));
-  return { name: `sbd:${name}`, kind: 'sbd', root: r, classes: vocClassSet(), entries: checkFiles(sbdEntries(r, ids), opts) };
+  return { name: `sbd:${name}`, kind: 'sbd', root: r, classes: await classesFor(r, opts.classes), entries: checkFiles(sbdEntries(r, ids), opts) };
 }
 
 export function sbdEntries(sbdRoot: string, ids: string[]): SampleEntry[] {
@@ -162,8 +174,6 @@ export interface CustomOptions extends ReaderOptions {
   images?: string;
   /** Folder of masks, `<stem>.png` per image (default `<root>/masks`, or `<root>/labels`). */
   masks?: string;
-  /** Classes file (default `<root>/classes.json`), or a class set. */
-  classes?: string | ClassSet;
 }
 
 const IMAGE_EXTS = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff', '.bmp'];

@@ -1,0 +1,192 @@
+// `fcn data fetch|check|synth|split`: dataset download, validation, synthesis and split lists.
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { checkDataset, formatCheckReport } from '../data/check.js';
+import { concatDatasets, detectKind, openDataset, resolveSbdRoot, resolveVocRoot, type BadSample, type Dataset, type DetectedKind } from '../data/datasets.js';
+import { DATA_SOURCES, fetchDataset, progressPrinter } from '../data/fetch.js';
+import { paperSplit, seedSplit } from '../data/splits.js';
+import { synthesizeDataset } from '../data/synth.js';
+import { UsageError, parse, parseNumber, requireString } from './args.js';
+
+const HELP = `fcn data — datasets
+
+Usage:
+  fcn data fetch voc2012|sbd [--dir D] [--url URL] [--md5 SUM] [--retries N] [--no-extract]
+      Download (resuming a partial download), check the md5 and extract into D (default data/).
+      The address and sum can also be set with FCN_VOC2012_URL / FCN_VOC2012_MD5, FCN_SBD_URL / FCN_SBD_MD5.
+  fcn data check <root> [--split NAME | --list FILE] [--classes FILE] [--kind voc|sbd|custom] [--json]
+      Decode every image/label pair of a VOC root, an SBD root or a custom dataset (images/, masks/,
+      classes.json); print counts per class and every bad pair; exit 1 if anything is wrong.
+      Default split: VOC trainval, SBD train + val, custom: every image with a mask.
+  fcn data synth --out D [--count N] [--seed S] [--size PX] [--quality Q]
+      Write a synthetic dataset in VOC layout (default 400 scenes of 128×128, seed 0).
+  fcn data split seed|paper --voc ROOT --sbd ROOT [--seg11valid FILE] --out D
+      Write the seed's or the paper's train/val id lists (the paper's needs seg11valid.txt from the
+      FCN authors' repository, data/pascal/seg11valid.txt).
+`;
+
+const usage = (msg: string) => new UsageError(`fcn data ${msg}`);
+
+export async function dataCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  try {
+    if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
+      process.stdout.write(HELP);
+      return sub ? 0 : 2;
+    }
+    switch (sub) {
+      case 'fetch': return await fetchCmd(rest);
+      case 'check': return await checkCmd(rest);
+      case 'synth': return await synthCmd(rest);
+      case 'split': return await splitCmd(rest);
+      default: throw new UsageError(`fcn data: unknown subcommand '${sub}' (fetch, check, synth, split)`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`fcn data ${sub}: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+function one(cmd: string, positionals: string[], what: string): string {
+  if (positionals.length !== 1) throw usage(`${cmd}: expected one ${what}, got ${positionals.length ? positionals.map((p) => `'${p}'`).join(' ') : 'none'}`);
+  return positionals[0]!;
+}
+
+async function fetchCmd(argv: string[]): Promise<number> {
+  const { values, positionals } = parse('data fetch', argv, {
+    dir: { type: 'string' }, url: { type: 'string' }, md5: { type: 'string' }, retries: { type: 'string' },
+    'no-extract': { type: 'boolean' }, quiet: { type: 'boolean' },
+  });
+  const name = one('fetch', positionals, `dataset (${Object.keys(DATA_SOURCES).join(' or ')})`);
+  if (!(name in DATA_SOURCES)) throw usage(`fetch: unknown dataset '${name}' (${Object.keys(DATA_SOURCES).join(', ')})`);
+  if (values.md5 !== undefined && !/^[0-9a-fA-F]{32}$/.test(values.md5)) throw usage(`fetch: --md5 must be 32 hex digits, got '${values.md5}'`);
+  const retries = parseNumber('data fetch', values.retries, 'retries', (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0');
+  const src = DATA_SOURCES[name as keyof typeof DATA_SOURCES];
+  const quiet = values.quiet === true;
+  const log = (m: string) => { if (!quiet) process.stderr.write(`${m}\n`); };
+  log(`${src.description}: ${values.url ?? process.env[`FCN_${name.toUpperCase()}_URL`] ?? src.url}`);
+  const r = await fetchDataset(name, {
+    ...(values.dir !== undefined ? { dir: values.dir } : {}),
+    ...(values.url !== undefined ? { url: values.url } : {}),
+    ...(values.md5 !== undefined ? { md5: values.md5 } : {}),
+    ...(retries !== undefined ? { retries } : {}),
+    noExtract: values['no-extract'] === true,
+    ...(quiet ? {} : { onProgress: progressPrinter(name), onNote: log }),
+  });
+  log(`md5 ${r.md5} ok: ${r.archive}`);
+  process.stdout.write(`${values['no-extract'] ? r.archive : r.root}\n`);
+  return 0;
+}
+
+async function checkCmd(argv: string[]): Promise<number> {
+  const { values, positionals } = parse('data check', argv, {
+    split: { type: 'string' }, list: { type: 'string' }, classes: { type: 'string' }, kind: { type: 'string' },
+    images: { type: 'string' }, masks: { type: 'string' }, json: { type: 'boolean' }, concurrency: { type: 'string' },
+  });
+  const root = one('check', positionals, 'dataset root');
+  if (values.split !== undefined && values.list !== undefined) throw usage('check: give --split or --list, not both');
+  if (values.kind !== undefined && !['voc', 'sbd', 'custom'].includes(values.kind)) throw usage(`check: --kind must be voc, sbd or custom, got '${values.kind}'`);
+  const concurrency = parseNumber('data check', values.concurrency, 'concurrency', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
+  if (!existsSync(root)) throw new Error(`${root}: no such folder`);
+  const kind = (values.kind as DetectedKind | undefined) ?? detectKind(root);
+  const missing: BadSample[] = [];
+  const common = {
+    onMissing: 'skip' as const, missing,
+    ...(values.classes !== undefined ? { classes: values.classes } : {}),
+    ...(values.images !== undefined ? { images: values.images } : {}),
+    ...(values.masks !== undefined ? { masks: values.masks } : {}),
+  };
+  let ds: Dataset;
+  if (values.list !== undefined || values.split !== undefined) {
+    ds = await openDataset(root, { ...common, kind, split: values.list !== undefined ? { list: values.list } : values.split! });
+  } else if (kind === 'voc') {
+    const r = resolveVocRoot(root);
+    const split = existsSync(join(r, 'ImageSets', 'Segmentation', 'trainval.txt')) ? 'trainval' : 'train';
+    ds = await openDataset(root, { ...common, kind, split });
+  } else if (kind === 'sbd') {
+    const r = resolveSbdRoot(root);
+    const parts: Dataset[] = [];
+    for (const split of ['train', 'val']) {
+      if (!existsSync(join(r, `${split}.txt`))) continue;
+      try {
+        parts.push(await openDataset(root, { ...common, kind, split }));
+      } catch (e) {
+        // An empty list is a problem to report, but the other list can still be checked.
+        const msg = (e as Error).message;
+        const file = join(r, `${split}.txt`);
+        if (!msg.startsWith(`${file}: empty split`)) throw e;
+        missing.push({ id: `(${split}.txt)`, file, reason: 'empty split (no ids)' });
+      }
+    }
+    if (parts.length === 0) throw new Error(`${r}: neither train.txt nor val.txt lists any id`);
+    ds = parts.length === 1 ? parts[0]! : concatDatasets('sbd:train+val', ...parts);
+  } else {
+    ds = await openDataset(root, { ...common, kind });
+  }
+  const tty = process.stderr.isTTY && !values.json;
+  const report = await checkDataset(ds, {
+    missing,
+    ...(concurrency !== undefined ? { concurrency } : {}),
+    ...(tty ? { onProgress: (d: number, t: number) => { if (d === t || d % 25 === 0) process.stderr.write(`\rchecking ${d}/${t}\x1b[K${d === t ? '\r\x1b[K' : ''}`); } } : {}),
+  });
+  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatCheckReport(report));
+  return report.bad.length === 0 && report.ok > 0 ? 0 : 1;
+}
+
+async function synthCmd(argv: string[]): Promise<number> {
+  const { values, positionals } = parse('data synth', argv, {
+    out: { type: 'string' }, count: { type: 'string' }, seed: { type: 'string' }, size: { type: 'string' }, quality: { type: 'string' },
+  });
+  if (positionals.length) throw usage(`synth: unexpected argument '${positionals[0]}'`);
+  const out = requireString('data synth', values.out, 'out');
+  const int = (flag: 'count' | 'seed' | 'size' | 'quality', ok: (n: number) => boolean, what: string) =>
+    parseNumber('data synth', values[flag], flag, (n) => Number.isInteger(n) && ok(n), what);
+  const count = int('count', (n) => n >= 2, 'an integer ≥ 2');
+  const seed = int('seed', (n) => n >= 0 && n < 2 ** 32, 'an integer in 0-4294967295');
+  const size = int('size', (n) => n >= 32 && n <= 4096, 'an integer in 32-4096');
+  const quality = int('quality', (n) => n >= 1 && n <= 100, 'an integer in 1-100');
+  const t0 = performance.now();
+  const r = await synthesizeDataset({
+    out,
+    ...(count !== undefined ? { count } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+    ...(size !== undefined ? { size } : {}),
+    ...(quality !== undefined ? { quality } : {}),
+  });
+  process.stderr.write(`synthetic dataset: ${r.train.length} train + ${r.val.length} val scenes in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  process.stdout.write(`${r.root}\n`);
+  return 0;
+}
+
+async function splitCmd(argv: string[]): Promise<number> {
+  const { values, positionals } = parse('data split', argv, {
+    voc: { type: 'string' }, sbd: { type: 'string' }, seg11valid: { type: 'string' }, out: { type: 'string' },
+  });
+  const name = one('split', positionals, 'split name (seed or paper)');
+  if (name !== 'seed' && name !== 'paper') throw usage(`split: unknown split '${name}' (seed, paper)`);
+  const voc = requireString('data split', values.voc, 'voc');
+  const sbd = requireString('data split', values.sbd, 'sbd');
+  const out = requireString('data split', values.out, 'out');
+  await mkdir(out, { recursive: true });
+  const lines = (ids: string[]) => ids.join('\n') + '\n';
+  if (name === 'seed') {
+    const s = await seedSplit(voc, sbd);
+    await writeFile(join(out, 'train_mat.txt'), lines(s.ids.trainMat));
+    await writeFile(join(out, 'train_png.txt'), lines(s.ids.trainPng));
+    await writeFile(join(out, 'val_mat.txt'), lines(s.ids.valMat));
+    process.stderr.write(`seed split: train ${s.ids.trainMat.length} (.mat) + ${s.ids.trainPng.length} (.png), val ${s.ids.valMat.length}\n`);
+  } else {
+    const list = requireString('data split', values.seg11valid, 'seg11valid');
+    const s = await paperSplit(voc, sbd, list);
+    await writeFile(join(out, 'train.txt'), lines(s.train.entries.map((e) => e.id)));
+    await writeFile(join(out, 'val.txt'), lines(s.val.entries.map((e) => e.id)));
+    process.stderr.write(`paper split: train ${s.train.entries.length}, val ${s.val.entries.length}\n`);
+  }
+  process.stdout.write(`${out}\n`);
+  return 0;
+}
