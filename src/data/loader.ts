@@ -103,9 +103,25 @@ function workerScript(): { script: string | URL; eval: boolean } {
   return { script: `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts)}); });`, eval: true };
 }
 
+/** The parent's Node options minus those that only apply to a main script (they would stop a worker). */
+export function workerExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (/^(-e|-p|--eval|--print)$/.test(a)) {
+      i++; // and its value
+      continue;
+    }
+    if (/^--(input-type|eval|print|test)(\b|-)|^-pe?$/.test(a)) continue;
+    out.push(a);
+  }
+  return out;
+}
+
 interface Pending {
   resolve: (r: LoadResult) => void;
   worker: PoolWorker;
+  entry: WorkerTask['entry'];
 }
 interface PoolWorker {
   worker: Worker;
@@ -122,8 +138,9 @@ class WorkerPool {
 
   constructor(count: number, init: WorkerInit) {
     const { script, eval: isEval } = workerScript();
+    const execArgv = workerExecArgv(process.execArgv);
     for (let i = 0; i < count; i++) {
-      const worker = new Worker(script, { workerData: init, eval: isEval });
+      const worker = new Worker(script, { workerData: init, eval: isEval, execArgv });
       const pw: PoolWorker = { worker, inFlight: 0 };
       worker.unref();
       worker.on('message', (m: { taskId: number; result: LoadResult }) => this.finish(m.taskId, m.result));
@@ -144,7 +161,7 @@ class WorkerPool {
     const pw = live.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     const taskId = this.nextTask++;
     return new Promise((resolve) => {
-      this.pending.set(taskId, { resolve, worker: pw });
+      this.pending.set(taskId, { resolve, worker: pw, entry: task.entry });
       if (pw.inFlight++ === 0) pw.worker.ref();
       pw.worker.postMessage({ ...task, taskId } satisfies WorkerTask);
     });
@@ -164,7 +181,7 @@ class WorkerPool {
     for (const [id, p] of this.pending) {
       if (p.worker !== pw) continue;
       this.pending.delete(id);
-      p.resolve({ ok: false, bad: { id: '?', file: '?', reason: `data worker failed: ${e.message}` } });
+      p.resolve({ ok: false, bad: { id: p.entry.id, file: p.entry.image, reason: `data worker failed: ${e.message}` } });
     }
     pw.inFlight = 0;
     pw.worker.unref();

@@ -52,13 +52,13 @@ export function toNetworkInput(raw: RawSample, means: Means = 'keras'): Sample {
 export function toRgbBytes(image: Float32Array, width: number, height: number, means: Means = 'keras'): Uint8Array {
   const [mb, mg, mr] = meansBgr(means);
   const n = width * height;
-  const out = new Uint8Array(n * 3);
+  const out = new Uint8ClampedArray(n * 3);
   for (let i = 0; i < n; i++) {
-    out[i * 3] = image[2 * n + i]! + mr;
-    out[i * 3 + 1] = image[n + i]! + mg;
-    out[i * 3 + 2] = image[i]! + mb;
+    out[i * 3] = Math.round(image[2 * n + i]! + mr);
+    out[i * 3 + 1] = Math.round(image[n + i]! + mg);
+    out[i * 3 + 2] = Math.round(image[i]! + mb);
   }
-  return out;
+  return new Uint8Array(out.buffer);
 }
 
 function clampSize(v: number): number {
