@@ -82,8 +82,9 @@ export async function checkDataset(ds: Dataset, o: CheckOptions = {}): Promise<C
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, o.concurrency ?? 4) }, worker));
+  // Decoding finishes out of order: list bad pairs in dataset order (those found missing when the dataset was opened, by id).
   const order = new Map(entries.map((e, i) => [e.id, i]));
-  bad.sort((a, b) => (order.get(a.id) ?? -1) - (order.get(b.id) ?? -1));
+  bad.sort((a, b) => (order.get(a.id) ?? Infinity) - (order.get(b.id) ?? Infinity) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const labelValueCounts: Record<string, number> = {};
   let total = 0;
   counts.forEach((c, v) => {
