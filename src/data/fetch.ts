@@ -287,7 +287,7 @@ function formatDuration(s: number): string {
  */
 export function progressPrinter(label: string, stream: NodeJS.WriteStream = process.stderr, intervalMs = 10_000): (p: ProgressEvent) => void {
   const tty = Boolean(stream.isTTY);
-  let last = 0;
+  let last = -Infinity;
   return (p) => {
     const now = performance.now();
     if (!tty && !p.done && now - last < intervalMs) return;
