@@ -435,6 +435,10 @@ def cmd_step(args):
             out[f'grad.{name}'] = g
             out[f'updated.{name}'] = w + vel
             out[f'velocity.{name}'] = vel
+    # Full-width models have 134M parameters: callers may leave out what they do not compare.
+    keep = set(args.outputs.split(','))
+    kinds = {'grad': 'grad', 'updated': 'updated', 'm': 'state', 'v': 'state', 'velocity': 'state', 't': 'state'}
+    out = {k: v for k, v in out.items() if kinds.get(k.split('.', 1)[0], 'always') in keep | {'always'}}
     meta = {'model': args.model, 'width': repr(args.width), 'dtype': args.dtype, 'optimizer': args.optimizer,
             'reduction': args.reduction, 'trainable': ','.join(trainable), 'valid_pixels': str(count)}
     write_safetensors(args.out, out, meta)
@@ -486,6 +490,7 @@ def main(argv=None):
     s.add_argument('--weight-decay', type=float, default=0.0, help='SGD weight decay (kernels only)')
     s.add_argument('--reduction', choices=('mean', 'sum'), default='mean')
     s.add_argument('--trainable', default='all', help="'all' (every conv layer, transposed convs frozen) and/or comma-separated layer names")
+    s.add_argument('--outputs', default='grad,updated,state', help='which of grad, updated, state to write (comma-separated)')
     s.add_argument('--state', help='optimiser state in: m.<name>, v.<name>, t (Adam) or velocity.<name> (SGD)')
 
     e = sub.add_parser('export-onnx', help='fixed-shape ONNX graph, input "input", output "logits"')

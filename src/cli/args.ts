@@ -3,9 +3,11 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 export class UsageError extends Error {}
 
-export function parse<T extends NonNullable<ParseArgsConfig['options']>>(command: string, argv: string[], options: T) {
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+export function parse<T extends Options>(command: string, argv: string[], options: T): { values: { [K in keyof T]?: T[K] extends { type: 'boolean' } ? boolean : string }; positionals: string[] } {
   try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as never;
   } catch (e) {
     throw new UsageError(`fcn ${command}: ${(e as Error).message.replace(/\. To specify a positional.*$/s, '')}`);
   }

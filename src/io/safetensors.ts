@@ -185,11 +185,29 @@ export function parseSafetensors(buf: Uint8Array, where = 'safetensors'): Safete
 export function readSafetensors(path: string): SafetensorsFile {
   let buf: Buffer;
   try {
-    buf = readFileSync(path);
+    buf = readWhole(path);
   } catch (e) {
     throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
   return parseSafetensors(buf, path);
+}
+
+/** readFileSync stops at 2 GiB; larger files (float64 full-width states) are read in chunks. */
+function readWhole(path: string): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    if (size < 2 ** 31 - 1) return readFileSync(fd);
+    const buf = Buffer.allocUnsafe(size);
+    for (let off = 0; off < size; ) {
+      const n = readSync(fd, buf, off, Math.min(1 << 30, size - off), off);
+      if (n === 0) throw Object.assign(new Error('file shrank while reading'), { code: 'EIO' });
+      off += n;
+    }
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Reads only the header (names, dtypes, shapes, metadata) without loading the data. */

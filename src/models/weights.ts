@@ -2,7 +2,7 @@
 // one: `<layer>.kernel` is (kh, kw, in, out) for convolutions and (kh, kw, out, in) for
 // transposed convolutions, `<layer>.bias` is (out), all float32. The metadata records the
 // model and width so that a file alone rebuilds its network.
-import { native } from '../engine/binding.js';
+import { native, type Tensor } from '../engine/binding.js';
 import { readSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
 import { FCN, FCN_KINDS, type FcnKind } from './fcn.js';
 import type { Param } from '../nn/param.js';
@@ -47,14 +47,14 @@ export function kerasShape(p: Param): number[] {
   return kerasAxes(p).map((a) => p.dims[a]);
 }
 
+/** A parameter's value (or another array of its shape, e.g. its gradient) in Keras layout. */
+export function toKerasLayout(p: Param, t: Tensor = p.value): SafetensorsTensor {
+  return { dtype: 'F32', shape: kerasShape(p), data: permuteAxes(t.toArray() as Float32Array, p.dims, kerasAxes(p)) };
+}
+
 /** The model's parameters as Keras-layout float32 arrays, by checkpoint name. */
 export function weightsToKeras(model: FCN): Map<string, SafetensorsTensor> {
-  const out = new Map<string, SafetensorsTensor>();
-  for (const p of model.params()) {
-    const values = p.value.toArray() as Float32Array;
-    out.set(p.name, { dtype: 'F32', shape: kerasShape(p), data: permuteAxes(values, p.dims, kerasAxes(p)) });
-  }
-  return out;
+  return new Map(model.params().map((p) => [p.name, toKerasLayout(p)]));
 }
 
 export function weightsMetadata(model: FCN): Record<string, string> {

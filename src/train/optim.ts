@@ -1,0 +1,144 @@
+// Optimisers over the model's parameters, with state in native memory (fp32) so that a
+// checkpoint can save and restore it exactly.
+import { native, type Tensor } from '../engine/binding.js';
+import { disposeAll } from '../engine/tensor.js';
+import type { Param } from '../nn/param.js';
+
+export interface Optimizer {
+  readonly kind: 'adam' | 'sgd';
+  /** Learning rate, changeable between steps (schedules, stage changes). */
+  lr: number;
+  /** Number of updates applied so far. */
+  readonly steps: number;
+  /** Applies one update to every trainable parameter that has a gradient. */
+  step(params: Param[]): void;
+  /** The state as named float32 arrays (for checkpoints), plus scalar settings. */
+  stateArrays(): Map<string, Tensor>;
+  stateScalars(): Record<string, number>;
+  /** Restores state saved by stateArrays/stateScalars (tensors are copied). */
+  loadState(arrays: Map<string, Tensor>, scalars: Record<string, number>): void;
+  dispose(): void;
+}
+
+abstract class StatefulOptimizer {
+  protected readonly slots = new Map<string, Tensor>();
+  steps = 0;
+
+  /** The slot `<kind>.<param name>`, zero-initialised on first use. */
+  protected slot(kind: string, p: Param): Tensor {
+    const key = `${kind}.${p.name}`;
+    let t = this.slots.get(key);
+    if (!t) {
+      t = native.zeros(p.dims);
+      this.slots.set(key, t);
+    }
+    return t;
+  }
+
+  stateArrays(): Map<string, Tensor> {
+    return this.slots;
+  }
+
+  loadState(arrays: Map<string, Tensor>, scalars: Record<string, number>): void {
+    for (const t of this.slots.values()) t.dispose();
+    this.slots.clear();
+    for (const [k, t] of arrays) this.slots.set(k, native.reorder(t));
+    this.steps = scalars.steps ?? 0;
+  }
+
+  dispose(): void {
+    disposeAll(...this.slots.values());
+    this.slots.clear();
+  }
+}
+
+export interface AdamOptions {
+  lr?: number;
+  beta1?: number;
+  beta2?: number;
+  epsilon?: number;
+  /** Keras `kernel_regularizer=l2(λ)` on convolution kernels: loss += λ·Σw². */
+  l2?: number;
+}
+
+/** Adam as Keras implements it (ε outside the bias-corrected square root). */
+export class Adam extends StatefulOptimizer implements Optimizer {
+  readonly kind = 'adam' as const;
+  lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly epsilon: number;
+  readonly l2: number;
+
+  constructor(o: AdamOptions = {}) {
+    super();
+    this.lr = o.lr ?? 1e-4;
+    this.beta1 = o.beta1 ?? 0.9;
+    this.beta2 = o.beta2 ?? 0.999;
+    this.epsilon = o.epsilon ?? 1e-7;
+    this.l2 = o.l2 ?? 0;
+  }
+
+  step(params: Param[]): void {
+    this.steps++;
+    const t = this.steps;
+    const alpha = (this.lr * Math.sqrt(1 - this.beta2 ** t)) / (1 - this.beta1 ** t);
+    for (const p of params) {
+      if (!p.trainable || !p.grad) continue;
+      native.adamUpdate(p.value, p.grad, this.slot('m', p), this.slot('v', p), {
+        alpha,
+        beta1: this.beta1,
+        beta2: this.beta2,
+        epsilon: this.epsilon,
+        l2: p.regularized ? this.l2 : 0,
+      });
+      p.version++;
+    }
+  }
+
+  stateScalars(): Record<string, number> {
+    return { steps: this.steps, lr: this.lr };
+  }
+}
+
+export interface SgdOptions {
+  lr?: number;
+  momentum?: number;
+  weightDecay?: number;
+}
+
+/**
+ * SGD with momentum as Caffe: v ← μv − lr·(g + wd·w); w ← w + v. Biases learn at twice the
+ * rate and without decay (the FCN nets' lr_mult 2, decay_mult 0).
+ */
+export class Sgd extends StatefulOptimizer implements Optimizer {
+  readonly kind = 'sgd' as const;
+  lr: number;
+  readonly momentum: number;
+  readonly weightDecay: number;
+
+  constructor(o: SgdOptions = {}) {
+    super();
+    this.lr = o.lr ?? 1e-10;
+    this.momentum = o.momentum ?? 0.99;
+    this.weightDecay = o.weightDecay ?? 5e-4;
+  }
+
+  step(params: Param[]): void {
+    this.steps++;
+    for (const p of params) {
+      if (!p.trainable || !p.grad) continue;
+      const bias = p.role === 'bias';
+      native.sgdUpdate(p.value, p.grad, this.slot('velocity', p), {
+        lr: this.lr * (bias ? 2 : 1),
+        momentum: this.momentum,
+        weightDecay: bias ? 0 : this.weightDecay,
+      });
+      p.version++;
+    }
+  }
+
+  stateScalars(): Record<string, number> {
+    return { steps: this.steps, lr: this.lr };
+  }
+}

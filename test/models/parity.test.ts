@@ -1,0 +1,152 @@
+// Parity with an independent implementation: scripts/torch_fcn.py builds the same FCN in
+// PyTorch from the same safetensors weights. Logits, loss, every gradient and every
+// updated weight after one Adam step (with L2) and one SGD step must match.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { native } from '../../src/engine/binding.js';
+import { FCN, type FcnKind } from '../../src/models/fcn.js';
+import { saveWeights, toKerasLayout, weightsToKeras } from '../../src/models/weights.js';
+import { glorotUniform } from '../../src/nn/init.js';
+import { Rng } from '../../src/data/prng.js';
+import { writeNpy } from '../../src/io/npy.js';
+import { readSafetensors } from '../../src/io/safetensors.js';
+import { Adam, Sgd, type Optimizer } from '../../src/train/optim.js';
+import { trainStep } from '../../src/train/step.js';
+import { findPython } from '../reference/python.js';
+
+const python = findPython(['torch', 'numpy']);
+const skip = python ? false : 'python3 with torch (Debian python3-torch) is not installed';
+const script = path.resolve(import.meta.dirname, '..', '..', 'scripts', 'torch_fcn.py');
+
+const FWD_TOL = 1e-4; // max |diff| ≤ FWD_TOL · max |ref|
+const STEP_TOL = 1e-4; // relative, per tensor
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+  return d / Math.max(maxAbs(b), 1e-12);
+}
+
+function runTorch(args: string[]): void {
+  const r = spawnSync(python!, [script, ...args], { encoding: 'utf8', timeout: 600_000, maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`torch_fcn.py ${args[0]} failed: ${r.stderr}`);
+}
+
+interface Case {
+  kind: FcnKind;
+  width: number;
+  n: number;
+  h: number;
+  w: number;
+}
+
+/** A model with every kernel random (skip scores too, so every path carries gradient). */
+function makeModel(c: Case, seed: number): FCN {
+  const model = new FCN({ kind: c.kind, width: c.width, dropout: 0 });
+  model.initialize(seed);
+  const rng = new Rng(seed + 1);
+  for (const l of model.layers()) if (!l.transposed && (l.name === 'score4' || l.name === 'score3')) glorotUniform(l.kernel, rng);
+  for (const l of model.layers()) if (l.bias) l.bias.assign(native.fromArray(l.bias.dims, Float32Array.from({ length: l.bias.dims[0] }, () => rng.uniform(-0.1, 0.1))));
+  return model;
+}
+
+function makeBatch(c: Case, seed: number): { images: Float32Array; labels: Uint8Array } {
+  const rng = new Rng(seed);
+  const images = Float32Array.from({ length: c.n * 3 * c.h * c.w }, () => rng.uniform(-120, 130));
+  const labels = Uint8Array.from({ length: c.n * c.h * c.w }, () => (rng.next() < 0.1 ? 255 : rng.int(21)));
+  return { images, labels };
+}
+
+/**
+ * The reference computes in float64. For the full-width model it writes only gradients and
+ * updated weights (2.1 GB; with the optimiser state it would exceed 4 GB).
+ */
+function checkCase(c: Case, optimizers: ('adam' | 'sgd')[]) {
+  const refArgs = ['--dtype', 'float64'];
+  const stepOutputs = c.width < 1 ? [] : ['--outputs', 'grad,updated'];
+  const dir = mkdtempSync(path.join(tmpdir(), 'fcn-parity-'));
+  try {
+    const { images, labels } = makeBatch(c, 7);
+    writeNpy(path.join(dir, 'x.npy'), images, [c.n, 3, c.h, c.w]);
+    writeNpy(path.join(dir, 'y.npy'), labels, [c.n, c.h, c.w]);
+    const common = ['--model', c.kind, '--width', String(c.width), '--input', path.join(dir, 'x.npy'), ...refArgs];
+
+    // Forward.
+    const model = makeModel(c, 3);
+    saveWeights(path.join(dir, 'w.safetensors'), model);
+    const x = native.fromArray([c.n, 3, c.h, c.w], images);
+    const yT = native.fromArray([c.n, c.h, c.w], labels);
+    const logits = model.predictLogits(x);
+    runTorch(['forward', ...common, '--weights', path.join(dir, 'w.safetensors'), '--out', path.join(dir, 'fwd.safetensors')]);
+    const ref = readSafetensors(path.join(dir, 'fwd.safetensors')).tensors.get('logits')!;
+
+    assert.deepEqual(ref.shape, logits.dims);
+    const ours = logits.toArray() as Float32Array;
+    const err = relDiff(ours, ref.data as Float64Array | Float32Array);
+    assert.ok(err <= FWD_TOL, `logits differ: max |diff| = ${err.toExponential(2)} · max |ref|`);
+    logits.dispose();
+    model.dispose();
+
+    for (const kind of optimizers) {
+      const m = makeModel(c, 3);
+      const before = weightsToKeras(m);
+      // Adam moves each weight by about ±α whatever the gradient's size, so where a gradient
+      // is near ε (1e-7) float32 rounding of it shows in the update as α·δ/ε. At full width
+      // (wider sums, more rounding) use the seed's own lr 1e-4, which keeps that under 1e-4.
+      const lr = c.width < 1 ? '1e-3' : '1e-4';
+      const opt: Optimizer = kind === 'adam' ? new Adam({ lr: Number(lr), l2: 1e-3 }) : new Sgd({ lr: 1e-3, momentum: 0.9, weightDecay: 5e-3 });
+      const { loss } = trainStep(m, opt, x, yT, { reduction: 'mean' });
+      const args =
+        kind === 'adam'
+          ? ['--optimizer', 'adam', '--lr', lr, '--l2', '1e-3']
+          : ['--optimizer', 'sgd', '--lr', '1e-3', '--momentum', '0.9', '--weight-decay', '5e-3'];
+      const out = path.join(dir, `${kind}.safetensors`);
+      runTorch(['step', ...common, '--weights', path.join(dir, 'w.safetensors'), '--labels', path.join(dir, 'y.npy'), '--reduction', 'mean', '--out', out, ...stepOutputs, ...args]);
+      const r = readSafetensors(out).tensors;
+      const refLoss = (r.get('loss')!.data as Float64Array | Float32Array)[0];
+      assert.ok(Math.abs(loss - refLoss) <= STEP_TOL * Math.abs(refLoss), `${kind}: loss ${loss} vs ${refLoss}`);
+      const after = weightsToKeras(m);
+      let checked = 0;
+      for (const p of m.params()) {
+        if (!p.trainable) continue;
+        // Our gradient is dL/dw; the reference's includes the regulariser's term.
+        const g = toKerasLayout(p, p.grad!).data as Float32Array;
+        const w0 = before.get(p.name)!.data as Float32Array;
+        const reg = kind === 'adam' ? (p.regularized ? 2e-3 : 0) : p.role === 'kernel' ? 5e-3 : 0;
+        for (let i = 0; i < g.length; i++) g[i] += reg * w0[i];
+        const gRef = r.get(`grad.${p.name}`)!.data as Float64Array | Float32Array;
+        assert.ok(relDiff(g, gRef) <= STEP_TOL, `${kind}: gradient of ${p.name} differs by ${relDiff(g, gRef).toExponential(2)}`);
+        const wRef = r.get(`updated.${p.name}`)!.data as Float64Array | Float32Array;
+        const w1 = after.get(p.name)!.data as Float32Array;
+        assert.ok(relDiff(w1, wRef) <= STEP_TOL, `${kind}: updated ${p.name} differs by ${relDiff(w1, wRef).toExponential(2)}`);
+        checked++;
+      }
+      assert.ok(checked >= 10, `checked ${checked} parameters`);
+      opt.dispose();
+      m.dispose();
+    }
+    x.dispose();
+    yT.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('narrow FCN-8s matches PyTorch at 64×64 (Adam and SGD)', { skip }, () => checkCase({ kind: 'fcn8', width: 0.0625, n: 2, h: 64, w: 64 }, ['adam', 'sgd']));
+test('narrow FCN-8s matches PyTorch at 50×77 (not multiples of 32)', { skip }, () => checkCase({ kind: 'fcn8', width: 0.0625, n: 1, h: 50, w: 77 }, ['adam', 'sgd']));
+test('narrow FCN-8s matches PyTorch at 97×40', { skip }, () => checkCase({ kind: 'fcn8', width: 0.0625, n: 1, h: 97, w: 40 }, ['adam']));
+test('narrow FCN-16s and FCN-32s match PyTorch at 45×70', { skip }, () => {
+  checkCase({ kind: 'fcn16', width: 0.0625, n: 1, h: 45, w: 70 }, ['adam']);
+  checkCase({ kind: 'fcn32', width: 0.0625, n: 1, h: 45, w: 70 }, ['sgd']);
+});
+test('full-width FCN-8s matches PyTorch at 40×36', { skip, timeout: 900_000 }, () => checkCase({ kind: 'fcn8', width: 1, n: 1, h: 40, w: 36 }, ['adam']));
