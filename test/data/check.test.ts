@@ -4,34 +4,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { decode } from 'fast-png';
 import { writeLabelPng } from '../../src/io/image.js';
-import { dataCommand } from '../../src/cli/data.js';
 import { checkDataset } from '../../src/data/check.js';
 import { vocDataset } from '../../src/data/datasets.js';
 import { synthesizeDataset } from '../../src/data/synth.js';
-import { needShared, sbdRoot, tempDir, vocRoot } from './helpers.js';
-
-/**
- * Runs `fcn data ...` in-process, capturing what it writes to stdout and stderr. The command
- * writes strings; the test runner's own reports (binary chunks) pass through untouched.
- */
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const ow = process.stdout.write.bind(process.stdout), ew = process.stderr.write.bind(process.stderr);
-  const capture = (orig: typeof ow, add: (s: string) => void) => ((c: string | Uint8Array, ...rest: never[]) => {
-    if (typeof c !== 'string') return orig(c, ...rest);
-    add(c);
-    return true;
-  }) as typeof process.stdout.write;
-  process.stdout.write = capture(ow, (s) => { out += s; });
-  process.stderr.write = capture(ew, (s) => { err += s; });
-  try {
-    const code = await dataCommand(argv);
-    return { code, out, err };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-}
+import { needShared, runData as run, sbdRoot, tempDir, vocRoot } from './helpers.js';
 
 describe('dataset check', () => {
   test('real VOC val: all good, and pixel counts per value equal an independent count', { skip: needShared(vocRoot) }, async () => {

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { dataCommand } from '../../src/cli/data.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** The shared read-only material, next to the repository. */
@@ -21,3 +22,27 @@ export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), `fcn-${prefix}-`));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/**
+ * Runs `fcn data ...` in-process, capturing what it writes to stdout and stderr. The command
+ * writes strings; the test runner's own reports (binary chunks) pass through untouched.
+ */
+export async function runData(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '', err = '';
+  const ow = process.stdout.write.bind(process.stdout), ew = process.stderr.write.bind(process.stderr);
+  const capture = (orig: typeof ow, add: (s: string) => void) => ((c: string | Uint8Array, ...rest: never[]) => {
+    if (typeof c !== 'string') return orig(c, ...rest);
+    add(c);
+    return true;
+  }) as typeof process.stdout.write;
+  process.stdout.write = capture(ow, (s) => { out += s; });
+  process.stderr.write = capture(ew, (s) => { err += s; });
+  try {
+    const code = await dataCommand(argv);
+    return { code, out, err };
+  } finally {
+    process.stdout.write = ow;
+    process.stderr.write = ew;
+  }
+}
+

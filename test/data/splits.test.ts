@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { paperSplit, seedSplit, seedSplitIds } from '../../src/data/splits.js';
-import { needShared, sharedData, tempDir } from './helpers.js';
+import { needShared, runData, sharedData, tempDir } from './helpers.js';
 
 const seedDir = join(sharedData, 'splits', 'seed');
 const seg11 = join(sharedData, 'splits', 'paper', 'seg11valid.txt');
@@ -53,6 +53,11 @@ describe('seed split', () => {
     assert.ok(split.train.entries[0]!.label.endsWith(`${trainMat[0]}.mat`));
     assert.ok(split.train.entries[10830]!.label.endsWith(join('SegmentationClass', `${trainPng[675]}.png`)));
     assert.ok(split.val.entries.every((e) => e.image.startsWith(join(sbd, 'img'))));
+    // The command line writes the same three lists.
+    const out = join(dir, 'lists');
+    const r = await runData('split', 'seed', '--voc', dir, '--sbd', sbd, '--out', out);
+    assert.equal(r.code, 0, r.err);
+    for (const f of ['train_mat.txt', 'train_png.txt', 'val_mat.txt']) assert.deepEqual(lines(join(out, f)), lines(join(seedDir, f)), f);
   });
 
   test('pure split function: val is SBD val\'s head, VOC-only ids exclude anything in SBD', () => {
