@@ -264,8 +264,9 @@ export class DataLoader {
     if (!(Number.isInteger(start) && start >= 0 && start <= count)) throw new Error(`startBatch must be in 0-${count}, got ${start}`);
     const window: { batchIndex: number; indices: number[]; results: Promise<LoadResult>[] }[] = [];
     let next = start;
+    // While the caller works on batch b, batches b+1 … b+prefetch are being prepared.
     const fill = () => {
-      while (next < count && window.length <= this.prefetch) {
+      while (next < count && window.length < Math.max(1, this.prefetch)) {
         const indices = order.slice(next * this.batchSize, (next + 1) * this.batchSize);
         window.push({ batchIndex: next, indices, results: indices.map((i) => this.load(i, epoch)) });
         next++;
@@ -274,7 +275,7 @@ export class DataLoader {
     fill();
     while (window.length > 0) {
       const b = window.shift()!;
-      fill();
+      if (this.prefetch > 0) fill();
       const results = await Promise.all(b.results);
       const samples: Sample[] = [];
       const indices: number[] = [];
@@ -288,8 +289,8 @@ export class DataLoader {
         this.skipped.push(r.bad);
         this.onSkip?.(r.bad);
       });
-      if (samples.length === 0) continue;
-      yield collate(samples, { indices, epoch, batchIndex: b.batchIndex });
+      if (samples.length > 0) yield collate(samples, { indices, epoch, batchIndex: b.batchIndex });
+      if (this.prefetch === 0) fill();
     }
   }
 

@@ -69,10 +69,28 @@ describe('DataLoader on a synthetic dataset', () => {
       assert.deepEqual(await epochDigests(one, 2), ref);
       assert.deepEqual(await epochDigests(two, 2), ref);
       assert.deepEqual(await epochDigests(two, 2, 5), ref.slice(5));
+      assert.deepEqual(await epochDigests(new DataLoader({ ...opts, workers: 0, prefetch: 0 }), 2), ref);
       const other = await epochDigests(one, 3);
       assert.notDeepEqual(other, ref);
     } finally {
       await Promise.all([one.close(), two.close()]);
+    }
+  });
+
+  test('prefetch: a consumer slower than decoding does not wait for batches', async () => {
+    const l = new DataLoader({ dataset: ds, pipeline: trainPipeline({ size: 48 }), batchSize: 4, seed: 2, workers: 1, prefetch: 2 });
+    try {
+      const waits: number[] = [];
+      let t = performance.now();
+      for await (const _ of l.epoch(0)) {
+        waits.push(performance.now() - t);
+        await new Promise((r) => setTimeout(r, 120)); // "training step"
+        t = performance.now();
+      }
+      const later = waits.slice(1).sort((a, b) => a - b);
+      assert.ok(later[Math.floor(later.length / 2)]! < 30, `waits ${waits.map((w) => w.toFixed(0)).join(' ')} ms`);
+    } finally {
+      await l.close();
     }
   });
 
