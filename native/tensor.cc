@@ -81,7 +81,13 @@ Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info),
   if (!creating) throw Napi::TypeError::New(info.Env(), "Tensor cannot be constructed directly: use fromArray, zeros or an op");
 }
 
-Tensor::~Tensor() { release(); }
+// The wrapper itself (descriptor included, ~700 bytes) is counted as external memory too:
+// node-api runs finalisers only after the event loop turns, so V8 must see what disposed
+// wrappers still hold to collect them in time.
+Tensor::~Tensor() {
+  release();
+  Napi::MemoryManagement::AdjustExternalMemory(env_, -int64_t(sizeof(Tensor)));
+}
 
 void Tensor::release() {
   if (!ptr) return;
@@ -111,7 +117,7 @@ Napi::Object Tensor::Create(Napi::Env env, const memory::desc& md, bool zero) {
   t->bytes = md.get_size();
   t->ptr = pool_acquire(t->bytes);
   if (zero) std::memset(t->ptr, 0, t->bytes);
-  Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(t->bytes));
+  Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(t->bytes + sizeof(Tensor)));
   return obj;
 }
 
