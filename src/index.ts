@@ -1,0 +1,10 @@
+// The fcn package: models, engine configuration, data, training and evaluation.
+export { native, configureEngine, engineConfig, Tape, disposeAll, tensorFrom } from './engine/index.js';
+export type { Tensor, DType, Precision, NativeInfo } from './engine/index.js';
+export { FCN, FCN_KINDS, NUM_CLASSES, OUTPUT_STRIDE, scaledChannels, type FcnKind, type FcnOptions } from './models/fcn.js';
+export { loadModel, saveWeights, loadWeightsInto, weightsToKeras, toKerasLayout } from './models/weights.js';
+export { segment, type Segmentation, type SegmentOptions } from './models/segment.js';
+export { Adam, Sgd, type Optimizer } from './train/optim.js';
+export { trainStep, computeGradients } from './train/step.js';
+export { ConfusionMatrix, type Metrics } from './eval/confusion.js';
+export * as data from './data/index.js';
