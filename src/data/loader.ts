@@ -189,6 +189,8 @@ class WorkerPool {
 
   async close(): Promise<void> {
     this.closed = true;
+    // An idle worker is unref'd: ref it again, or the process may end while awaiting its exit.
+    for (const w of this.workers) w.worker.ref();
     await Promise.all(this.workers.map((w) => w.worker.terminate()));
   }
 }
