@@ -17,6 +17,9 @@ Usage:
   fcn init --model fcn32|fcn16|fcn8 [--width W] [--seed N] --out weights.safetensors
   fcn predict --weights w.safetensors --image photo.jpg [--labels out.png] [--logits out.npy]
   fcn data fetch|check|synth ...      datasets (fcn data --help)
+  fcn eval --weights w.safetensors --data ROOT [--split val] [--json] [--out F]   metrics (fcn eval --help)
+  fcn eval --predictions DIR --data ROOT [--split val] [--json]   score label maps made elsewhere
+  fcn segment <image|folder>... --weights w.safetensors [--out DIR] [--compare a,b,c]   label maps, overlays
   fcn info                            CPU, oneDNN, threads and precision
   fcn demo                            a forward pass of FCN-8s on a generated image
 
@@ -148,6 +151,8 @@ const commands: Record<string, Command> = {
   info,
   demo,
   data: async (argv) => (await import('./data.js')).dataCommand(argv),
+  eval: async (argv) => (await import('./eval.js')).evalCommand(argv),
+  segment: async (argv) => (await import('./segment.js')).segmentCommand(argv),
 };
 
 export async function main(argv: string[]): Promise<number> {
