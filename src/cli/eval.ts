@@ -1,0 +1,122 @@
+// `fcn eval`: the paper's four metrics and per-class IoU of a model on a dataset split, or of
+// a folder of label maps made by another tool, scored the same way.
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { detectKind, openDataset, resolveSbdRoot, resolveVocRoot, type Dataset, type DetectedKind } from '../data/datasets.js';
+import { engineConfig } from '../engine/config.js';
+import { evaluate, evaluationToJson, scorePredictions, type EvaluationResult } from '../eval/evaluate.js';
+import { formatMetricsTable } from '../eval/confusion.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { loadModel } from '../models/weights.js';
+import { progress } from '../report/progress.js';
+import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { applyEngineFlags, engineFlags, requireDir, requireFile, writableFile } from './engine-flags.js';
+
+export const EVAL_HELP = `Usage:
+  fcn eval --weights w.safetensors --data ROOT [--split val] [--limit N] [--json] [--out metrics.json]
+  fcn eval --predictions DIR --data ROOT [--split val] [--json] [--out metrics.json]
+      Pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and per-class IoU over a
+      split (VOC, SBD or custom root; default split val), each image at its own size, void
+      excluded. --predictions scores <id>.png label maps made elsewhere (palette indices).
+      Options: --kind voc|sbd|custom, --classes FILE, --threads N, --precision float32|bfloat16.
+`;
+
+const cmd = 'eval';
+const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
+
+/** Where a split name's list file lives, per dataset kind. */
+function splitListDir(root: string, kind: DetectedKind): string {
+  if (kind === 'voc') return path.join(resolveVocRoot(root), 'ImageSets', 'Segmentation');
+  if (kind === 'sbd') return resolveSbdRoot(root);
+  return path.resolve(root);
+}
+
+/** Checks the split before opening the dataset, so a typo names the splits that do exist. */
+function checkSplit(root: string, kind: DetectedKind, split: string): void {
+  if (split.endsWith('.txt') || split.includes('/')) {
+    if (!existsSync(split)) throw usage(`split list '${split}' not found`);
+    return;
+  }
+  const dir = splitListDir(root, kind);
+  if (existsSync(path.join(dir, `${split}.txt`))) return;
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir).filter((f) => f.endsWith('.txt')).map((f) => f.slice(0, -4)).sort();
+  } catch { /* listed as none below */ }
+  throw usage(`unknown split '${split}' for ${root} (${names.length ? `available: ${names.join(', ')}` : `no split lists in ${dir}`})`);
+}
+
+async function openSplit(root: string, values: { kind?: string; split?: string; classes?: string }): Promise<{ dataset: Dataset; split: string }> {
+  requireDir(cmd, root, 'data root');
+  if (values.kind !== undefined && !['voc', 'sbd', 'custom'].includes(values.kind)) throw usage(`--kind must be voc, sbd or custom, got '${values.kind}'`);
+  let kind: DetectedKind;
+  try {
+    kind = (values.kind as DetectedKind | undefined) ?? detectKind(root);
+  } catch (e) {
+    throw usage((e as Error).message);
+  }
+  // A custom dataset without a split list is scored on every image that has a mask.
+  const split = values.split ?? (kind === 'custom' ? '' : 'val');
+  if (split !== '') checkSplit(root, kind, split);
+  if (values.classes !== undefined) requireFile(cmd, values.classes, 'classes file');
+  const dataset = await openDataset(root, {
+    kind,
+    ...(split !== '' ? { split } : {}),
+    ...(values.classes !== undefined ? { classes: values.classes } : {}),
+  });
+  return { dataset, split: split || 'all' };
+}
+
+export async function evalCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(cmd, argv, {
+    ...engineFlags,
+    weights: { type: 'string' }, predictions: { type: 'string' }, data: { type: 'string' }, split: { type: 'string' },
+    kind: { type: 'string' }, classes: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, out: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values.help) {
+    process.stdout.write(EVAL_HELP);
+    return 0;
+  }
+  if (positionals.length > 0) throw usage(`unexpected argument '${positionals[0]}'`);
+  if (values.weights === undefined && values.predictions === undefined) throw usage('--weights (evaluate a model) or --predictions (score label maps) is required');
+  if (values.weights !== undefined && values.predictions !== undefined) throw usage('give --weights or --predictions, not both');
+  applyEngineFlags(cmd, values);
+  const root = requireString(cmd, values.data, 'data');
+  const limit = parseNumber(cmd, values.limit, 'limit', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
+  if (values.weights !== undefined) requireFile(cmd, values.weights, 'weights file');
+  if (values.predictions !== undefined) requireDir(cmd, values.predictions, 'predictions folder');
+  if (values.out !== undefined) writableFile(cmd, values.out, 'out');
+  const { dataset, split } = await openSplit(root, values);
+
+  const total = limit === undefined ? dataset.entries.length : Math.min(limit, dataset.entries.length);
+  const bar = progress({ label: cmd, total, unit: 'img' });
+  const onProgress = () => bar.tick();
+  let result: EvaluationResult;
+  let source: Record<string, string | number>;
+  if (values.weights !== undefined) {
+    const model = loadModel(values.weights);
+    try {
+      result = await evaluate(model, dataset, { onProgress, ...(limit !== undefined ? { limit } : {}) });
+      source = { weights: values.weights, model: model.kind, width: model.width, precision: engineConfig().precision };
+    } finally {
+      model.dispose();
+    }
+  } else {
+    result = await scorePredictions({ predictionsDir: values.predictions!, dataset, onProgress, ...(limit !== undefined ? { limit } : {}) });
+    source = { predictions: values.predictions! };
+  }
+  bar.done({ mIoU: result.metrics.meanIoU });
+
+  const json = { dataset: dataset.name, root: dataset.root, split, ...source, ...evaluationToJson(result) };
+  const text = JSON.stringify(json, null, 2) + '\n';
+  if (values.out !== undefined) writeFileAtomic(values.out, text);
+  if (values.json) {
+    process.stdout.write(text);
+  } else {
+    const what = values.weights !== undefined ? `${source.model} (${values.weights})` : `predictions in ${values.predictions}`;
+    process.stdout.write(`${what} on ${dataset.name}, ${result.images} image${result.images === 1 ? '' : 's'}\n\n${formatMetricsTable(result.metrics, result.classNames)}`);
+    if (values.out !== undefined) process.stdout.write(`\nmetrics: ${values.out}\n`);
+  }
+  return 0;
+}
