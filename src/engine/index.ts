@@ -2,4 +2,5 @@
 export { native } from './binding.js';
 export type { Tensor, DType, Precision, NativeInfo } from './binding.js';
 export { Tape, disposeAll, tensorFrom } from './tensor.js';
-export { configureEngine, engineConfig } from './config.js';
+export { configureEngine, engineConfig, cpuFeatures, autoPrecision } from './config.js';
+export type { EngineConfig, EngineOptions, CpuFeatures, PrecisionChoice } from './config.js';

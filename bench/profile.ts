@@ -1,0 +1,51 @@
+// Where the time goes: full-width FCN-8s at 512² (batch 1), forward and training step in
+// fp32 and bf16, timed end to end; with ONEDNN_VERBOSE=1 set, the oneDNN primitive log of the
+// last repetition can be summarised with bench/verbose_summary.ts.
+//
+//   node --import tsx bench/profile.ts [--size 512] [--reps 3] [--threads 2] [--only fwd_fp32,train_bf16]
+import { parseArgs } from 'node:util';
+import { native, type Precision } from '../src/engine/binding.js';
+import { configureEngine } from '../src/engine/config.js';
+import { FCN } from '../src/models/fcn.js';
+import { Adam } from '../src/train/optim.js';
+import { trainStep } from '../src/train/step.js';
+
+const { values } = parseArgs({ options: { size: { type: 'string' }, reps: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' }, width: { type: 'string' }, batch: { type: 'string' } } });
+const size = Number(values.size ?? 512), reps = Number(values.reps ?? 3), threads = Number(values.threads ?? 2);
+const width = Number(values.width ?? 1), batch = Number(values.batch ?? 1);
+const only = values.only ? new Set(values.only.split(',')) : null;
+configureEngine({ threads });
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const model = new FCN({ kind: 'fcn8', width });
+model.initialize(0);
+const opt = new Adam({ lr: 1e-6, l2: 1e-6 });
+const input = Float32Array.from({ length: batch * 3 * size * size }, (_, i) => Math.sin(i * 0.37) * 60);
+const labels = Uint8Array.from({ length: batch * size * size }, (_, i) => (i % 7 === 0 ? 255 : (i >> 9) % 21));
+const x = native.fromArray([batch, 3, size, size], input);
+const y = native.fromArray([batch, size, size], labels);
+
+function time(name: string, f: () => void): void {
+  if (only && !only.has(name)) return;
+  console.error(`--- ${name} warm-up`);
+  f();
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    if (i === reps - 1) console.error(`--- ${name} last`);
+    const t0 = performance.now();
+    f();
+    ts.push(performance.now() - t0);
+  }
+  console.log(`${name.padEnd(12)} median ${median(ts).toFixed(0)} ms  (${ts.map((t) => t.toFixed(0)).join(', ')})`);
+}
+
+for (const p of ['float32', 'bfloat16'] as Precision[]) {
+  const tag = p === 'float32' ? 'fp32' : 'bf16';
+  time(`fwd_${tag}`, () => model.predictLogits(x, p).dispose());
+  time(`train_${tag}`, () => void trainStep(model, opt, x, y, { precision: p }));
+}
+console.log(JSON.stringify(native.poolStats()));
+x.dispose();
+y.dispose();
+opt.dispose();
+model.dispose();
