@@ -1,7 +1,7 @@
 // The `fcn` command line.
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { configureEngine, engineConfig } from '../engine/config.js';
+import { configureEngine, cpuFeatures, engineConfig } from '../engine/config.js';
 import { native, type Precision } from '../engine/binding.js';
 import { FCN, FCN_KINDS, type FcnKind } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
@@ -104,7 +104,12 @@ const info: Command = async (argv) => {
   engineOptions('info', values);
   const n = native.info();
   const cfg = engineConfig();
-  console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}, ${cfg.threads} threads, precision ${cfg.precision}`);
+  const cpu = cpuFeatures();
+  const yes = (b: boolean) => (b ? 'yes' : 'no');
+  console.log(`CPU ${cpu.model} (${cpu.vendor}): AMX ${yes(cpu.amx)}, avx512_bf16 ${yes(cpu.avx512Bf16)}, AVX-512 ${yes(cpu.avx512)}, AVX2 ${yes(cpu.avx2)}`);
+  console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}, ${cfg.threads} threads`);
+  const why = cfg.precisionSource === 'auto' ? `auto: ${cfg.precisionReason}` : `${cfg.precisionSource === 'env' ? 'FCN_PRECISION' : '--precision'}; auto would say: ${cfg.precisionReason}`;
+  console.log(`precision ${cfg.precision} (${why})`);
   return 0;
 };
 
