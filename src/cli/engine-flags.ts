@@ -3,8 +3,7 @@
 // bad argument fails in one line before any model is loaded or image decoded.
 import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { configureEngine } from '../engine/config.js';
-import type { Precision } from '../engine/binding.js';
+import { configureEngine, type PrecisionChoice } from '../engine/config.js';
 import { UsageError, parseNumber } from './args.js';
 
 export const engineFlags = { threads: { type: 'string' }, precision: { type: 'string' } } as const;
@@ -12,8 +11,8 @@ export const engineFlags = { threads: { type: 'string' }, precision: { type: 'st
 export function applyEngineFlags(command: string, values: { threads?: string; precision?: string }): void {
   const threads = parseNumber(command, values.threads, 'threads', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
   const precision = values.precision;
-  if (precision !== undefined && precision !== 'float32' && precision !== 'bfloat16') throw new UsageError(`fcn ${command}: --precision must be float32 or bfloat16, got '${precision}'`);
-  configureEngine({ threads, precision: precision as Precision | undefined });
+  if (precision !== undefined && precision !== 'float32' && precision !== 'bfloat16' && precision !== 'auto') throw new UsageError(`fcn ${command}: --precision must be float32, bfloat16 or auto, got '${precision}'`);
+  configureEngine({ threads, precision: precision as PrecisionChoice | undefined });
 }
 
 /** A file that must exist (a weights file, an image). */

@@ -18,7 +18,7 @@ export const EVAL_HELP = `Usage:
       Pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and per-class IoU over a
       split (VOC, SBD or custom root; default split val), each image at its own size, void
       excluded. --predictions scores <id>.png label maps made elsewhere (palette indices).
-      Options: --kind voc|sbd|custom, --classes FILE, --threads N, --precision float32|bfloat16.
+      Options: --kind voc|sbd|custom, --classes FILE, --threads N, --precision float32|bfloat16|auto.
 `;
 
 const cmd = 'eval';
