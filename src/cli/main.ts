@@ -10,6 +10,7 @@ import { writeLabelPng } from '../io/image.js';
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
 import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { applyEngineFlags } from './engine-flags.js';
 
 const HELP = `fcn — Fully Convolutional Networks for semantic segmentation
 
@@ -21,21 +22,17 @@ Usage:
   fcn eval --predictions DIR --data ROOT [--split val] [--json]   score label maps made elsewhere
   fcn segment <image|folder>... --weights w.safetensors [--out DIR] [--compare a,b,c]   label maps, overlays
   fcn info                            CPU, oneDNN, threads and precision
-  fcn demo                            a forward pass of FCN-8s on a generated image
+  fcn train --data ROOT [--schedule seed|paper | --model M] [--out RUN] | --resume RUN
+  fcn demo [--out DIR]                synthesise data, train FCN-32s→16s→8s, evaluate, report
 
 Options for every command:
   --threads N       engine threads (default: FCN_THREADS, else all cores)
-  --precision P     float32 | bfloat16 (default float32)
+  --precision P     float32 | bfloat16 | auto (default auto: see fcn info)
 `;
 
 type Command = (argv: string[]) => Promise<number>;
 
-function engineOptions(command: string, values: { threads?: string; precision?: string }): void {
-  const threads = parseNumber(command, values.threads, 'threads', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
-  const precision = values.precision;
-  if (precision !== undefined && precision !== 'float32' && precision !== 'bfloat16') throw new UsageError(`fcn ${command}: --precision must be float32 or bfloat16, got '${precision}'`);
-  configureEngine({ threads, precision: precision as Precision | undefined });
-}
+const engineOptions = applyEngineFlags;
 
 const common = { threads: { type: 'string' }, precision: { type: 'string' } } as const;
 
@@ -113,48 +110,12 @@ const info: Command = async (argv) => {
   return 0;
 };
 
-const demo: Command = async (argv) => {
-  const { values } = parse('demo', argv, { ...common, out: { type: 'string' }, size: { type: 'string' }, width: { type: 'string' } });
-  engineOptions('demo', values);
-  const size = parseNumber('demo', values.size, 'size', (n) => Number.isInteger(n) && n >= 1, 'a positive integer') ?? 512;
-  const width = parseNumber('demo', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
-  const out = values.out ?? path.join('runs', 'demo');
-  mkdirSync(out, { recursive: true });
-  // A generated test card: gradients and shapes, so the demo needs no download.
-  const data = new Uint8Array(size * size * 3);
-  for (let y = 0; y < size; y++)
-    for (let x = 0; x < size; x++) {
-      const i = (y * size + x) * 3, inDisc = (x - size / 2) ** 2 + (y - size / 2) ** 2 < (size / 4) ** 2;
-      data[i] = inDisc ? 220 : (x * 255) / size;
-      data[i + 1] = inDisc ? 40 : (y * 255) / size;
-      data[i + 2] = inDisc ? 60 : 128;
-    }
-  const model = new FCN({ kind: 'fcn8', width });
-  try {
-    let t0 = performance.now();
-    model.initialize(0);
-    console.log(`FCN-8s, width ${width}, random weights (${(performance.now() - t0).toFixed(0)} ms to initialise)`);
-    for (let run = 1; run <= 3; run++) {
-      t0 = performance.now();
-      const r = await segment(model, { data, width: size, height: size });
-      console.log(`forward ${size}×${size} #${run}: ${(performance.now() - t0).toFixed(0)} ms (${engineConfig().precision}, ${engineConfig().threads} threads)`);
-      if (run === 3) {
-        const file = path.join(out, 'labels.png');
-        await writeLabelPng(file, r.labels, size, size);
-        console.log(`label map: ${file}`);
-      }
-    }
-  } finally {
-    model.dispose();
-  }
-  return 0;
-};
-
 const commands: Record<string, Command> = {
   init,
   predict,
   info,
-  demo,
+  demo: async (argv) => (await import('./demo.js')).demoCommand(argv),
+  train: async (argv) => (await import('./train.js')).trainCommand(argv),
   data: async (argv) => (await import('./data.js')).dataCommand(argv),
   eval: async (argv) => (await import('./eval.js')).evalCommand(argv),
   segment: async (argv) => (await import('./segment.js')).segmentCommand(argv),

@@ -8,6 +8,8 @@ import { FCN, FCN_KINDS, type FcnKind } from './fcn.js';
 import type { Param } from '../nn/param.js';
 
 export const WEIGHTS_FORMAT = 'fcn-keras-layout';
+/** Prefix of the optimiser-state tensors a training checkpoint adds to the weights. */
+export const OPTIMIZER_PREFIX = 'optimizer.';
 
 /** Axis order of the Keras array, as indices into the engine's O,I,KH,KW. */
 function kerasAxes(p: Param): number[] {
@@ -84,7 +86,8 @@ export function loadWeightsInto(model: FCN, file: SafetensorsFile, source: strin
     if (t.dtype !== 'F32') throw new Error(`${source}: tensor '${p.name}' is ${t.dtype}, expected F32`);
     staged.push([p, permuteAxes(t.data as Float32Array, want, inversePerm(kerasAxes(p)))]);
   }
-  const extra = [...file.tensors.keys()].find((n) => !expected.has(n));
+  // Training checkpoints carry the optimiser's state beside the weights, under `optimizer.`.
+  const extra = [...file.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX));
   if (extra !== undefined) throw new Error(`${source}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
   for (const [p, values] of staged) p.assign(native.fromArray(p.dims, values));
 }
@@ -96,9 +99,32 @@ export interface LoadOptions {
   dropout?: number;
 }
 
+/**
+ * Copies the tensors of `file` that `model` has (same name; the shape must match) and
+ * returns their layer names: for starting from a backbone or another model's weights.
+ */
+export function loadMatchingWeights(model: FCN, file: SafetensorsFile, source: string): Set<string> {
+  const loaded = new Set<string>();
+  for (const p of model.params()) {
+    const t = file.tensors.get(p.name);
+    if (!t) continue;
+    const want = kerasShape(p);
+    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
+      throw new Error(`${source}: tensor '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${want.join(', ')}]`);
+    if (t.dtype !== 'F32') throw new Error(`${source}: tensor '${p.name}' is ${t.dtype}, expected F32`);
+    p.assign(native.fromArray(p.dims, permuteAxes(t.data as Float32Array, want, inversePerm(kerasAxes(p)))));
+    loaded.add(p.name.slice(0, p.name.lastIndexOf('.')));
+  }
+  return loaded;
+}
+
 /** Builds the model a weights file describes and loads it. */
 export function loadModel(path: string, options: LoadOptions = {}): FCN {
-  const file = readSafetensors(path);
+  return modelFromFile(readSafetensors(path), path, options);
+}
+
+/** As loadModel, from a file already read. */
+export function modelFromFile(file: SafetensorsFile, path: string, options: LoadOptions = {}): FCN {
   const meta = file.metadata;
   const kind = (options.kind ?? meta.model) as FcnKind | undefined;
   if (!kind) throw new Error(`${path}: the file does not say which model it holds: pass the model (fcn32, fcn16 or fcn8)`);

@@ -1,0 +1,71 @@
+// Training checkpoints: one safetensors file holding the weights (Keras layout, so `fcn
+// predict` reads it like any weights file), the optimiser's state under `optimizer.` and the
+// training state as JSON metadata. One file, written atomically: a crash or Ctrl-C at any
+// moment leaves either the previous checkpoint or the new one, never a mix.
+import { native, type Tensor } from '../engine/binding.js';
+import { readSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
+import type { FCN } from '../models/fcn.js';
+import { OPTIMIZER_PREFIX, modelFromFile, weightsMetadata, weightsToKeras } from '../models/weights.js';
+import type { Optimizer } from './optim.js';
+
+export interface EpochRecord {
+  /** Epoch number over the whole run, from 1. */
+  epoch: number;
+  stage: number;
+  model: string;
+  lr: number;
+  train: { loss: number; pixelAccuracy: number; meanIoU: number };
+  val: { loss: number; pixelAccuracy: number; meanIoU: number; meanAccuracy: number; frequencyWeightedIoU: number } | null;
+  imagesPerSecond: number;
+  seconds: number;
+}
+
+export interface TrainState {
+  /** Index of the stage in progress. */
+  stage: number;
+  /** Epochs of that stage completed. */
+  epoch: number;
+  /** Batches of the epoch in progress completed (0 at an epoch boundary). */
+  batch: number;
+  /** Optimiser steps over the whole run. */
+  step: number;
+  lr: number;
+  optimizer: { kind: 'adam' | 'sgd'; scalars: Record<string, number> };
+  best: { meanIoU: number; epoch: number; stage: number } | null;
+  history: EpochRecord[];
+}
+
+export function saveCheckpoint(path: string, model: FCN, optimizer: Optimizer, state: TrainState): void {
+  const tensors: Map<string, SafetensorsTensor> = weightsToKeras(model);
+  for (const [name, t] of optimizer.stateArrays()) tensors.set(`${OPTIMIZER_PREFIX}${name}`, { dtype: 'F32', shape: t.dims, data: t.toArray() as Float32Array });
+  writeSafetensors(path, tensors, { ...weightsMetadata(model), train_state: JSON.stringify(state) });
+}
+
+export interface LoadedCheckpoint {
+  model: FCN;
+  state: TrainState;
+  /** The optimiser's state tensors (engine layout); the caller disposes them after loading. */
+  optimizerArrays: Map<string, Tensor>;
+}
+
+export function readCheckpoint(path: string): { file: SafetensorsFile; state: TrainState } {
+  const file = readSafetensors(path);
+  const raw = file.metadata.train_state;
+  if (!raw) throw new Error(`${path}: not a training checkpoint (no train_state in its metadata)`);
+  try {
+    return { file, state: JSON.parse(raw) as TrainState };
+  } catch (e) {
+    throw new Error(`${path}: its train_state is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+export function loadCheckpoint(path: string, dropout: number): LoadedCheckpoint {
+  const { file, state } = readCheckpoint(path);
+  const model = modelFromFile(file, path, { dropout });
+  const optimizerArrays = new Map<string, Tensor>();
+  for (const [name, t] of file.tensors) {
+    if (!name.startsWith(OPTIMIZER_PREFIX)) continue;
+    optimizerArrays.set(name.slice(OPTIMIZER_PREFIX.length), native.fromArray(t.shape, t.data as Float32Array));
+  }
+  return { model, state, optimizerArrays };
+}
