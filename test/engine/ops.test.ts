@@ -65,6 +65,88 @@ for (const c of convCases) {
   });
 }
 
+// bfloat16 compute: inputs and weights rounded to 8-bit mantissas (relative error 2⁻⁹ each),
+// fp32 accumulation, bf16 outputs. Errors relative to the largest value stay near 1%; the
+// tolerances are loose by that much, not tuned to pass (fp32 above uses 1e-5 and 1e-3).
+const BF16_FWD_TOL = 2e-2;
+const BF16_GRAD_TOL = 3e-2;
+/** The values as float32, whatever the tensor's dtype. */
+const f32values = (t: Tensor) => {
+  if (t.dtype === 'float32') return values(t);
+  const f = native.reorder(t, { dtype: 'float32' });
+  const v = values(f);
+  f.dispose();
+  return v;
+};
+
+for (const c of convCases) {
+  test(`conv ${c.name}, bfloat16: forward and gradients within bf16 tolerance`, () => {
+    const x = ref.randomArr(c.x, 1, 1), w = ref.randomArr(c.w, 2, 0.5), b = c.bias ? ref.randomArr([c.w[0]], 3, 0.3) : null;
+    const p = { stride: c.stride, pad: c.pad, relu: c.relu, transposed: c.transposed };
+    const yRef = ref.conv(x, w, b, p);
+    const xt = toTensor(x), wt = toTensor(w), bt = b ? toTensor(b) : null;
+    const opts = { stride: [c.stride, c.stride] as [number, number], padding: [c.pad, c.pad, c.pad, c.pad] as [number, number, number, number], transposed: c.transposed, dtype: 'bfloat16' as const };
+    const { y, weightsCache } = native.convForward(xt, wt, bt, { ...opts, relu: c.relu, training: true });
+    assert.equal(y.dtype, 'bfloat16');
+    assert.deepEqual(y.dims, yRef.dims);
+    const fe = ref.relError(f32values(y), yRef.data);
+    assert.ok(fe < BF16_FWD_TOL, `forward error ${fe}`);
+    assert.ok(fe > 0, 'bf16 compute actually rounds (not silently fp32)');
+
+    const r = ref.randomArr(yRef.dims, 4);
+    const loss = (xx: ref.Arr, ww: ref.Arr, bb: ref.Arr | null) => ref.dot(ref.conv(xx, ww, bb, p), r);
+    const dy = toTensor(r);
+    const dpre = c.relu ? native.reluBackward(dy, y) : dy;
+    const { dx } = native.convBackwardData(dpre, wt, xt, opts);
+    const { dw, db } = native.convBackwardWeights(xt, dpre, { ...opts, weightsDims: c.w, bias: c.bias });
+    assert.equal(dw.dtype, 'float32', 'weight gradients reach the fp32 master weights as float32');
+    const ix = sample(x.data.length), iw = sample(w.data.length);
+    const gx = f32values(dx), gw = values(dw);
+    const nx = ref.numericGrad((a) => loss(a, w, b), x, ix), nw = ref.numericGrad((a) => loss(x, a, b), w, iw);
+    const ex = ref.relError(ix.map((i) => gx[i]), nx), ew = ref.relError(iw.map((i) => gw[i]), nw);
+    assert.ok(ex < BF16_GRAD_TOL, `dx error ${ex}`);
+    assert.ok(ew < BF16_GRAD_TOL, `dw error ${ew}`);
+    if (b) {
+      const ib = sample(b.data.length), gb = values(db!);
+      const nb = ref.numericGrad((a) => loss(x, w, a), b, ib);
+      const eb = ref.relError(ib.map((i) => gb[i]), nb);
+      assert.ok(eb < BF16_GRAD_TOL, `db error ${eb}`);
+    }
+    for (const t of [xt, wt, bt, y, weightsCache, dy, dpre, dx, dw, db]) t?.dispose();
+  });
+}
+
+test('max pool, bfloat16: forward exact on bf16 values, gradient routed to the max', () => {
+  const x = ref.randomArr([2, 3, 7, 5], 5);
+  const xt = toTensor(x);
+  const xb = native.reorder(xt, { dtype: 'bfloat16' });
+  const xr = ref.arr(x.dims, f32values(xb)); // the bf16-rounded input
+  const yRef = ref.maxPool(xr, 2, false);
+  const { y, workspace } = native.maxPoolForward(xb, { kernel: 2, training: true });
+  assert.equal(y.dtype, 'bfloat16');
+  assert.deepEqual(f32values(y), Array.from(yRef.data, Math.fround), 'max of bf16 values is exact');
+  const r = ref.randomArr(yRef.dims, 6);
+  const dy = native.reorder(toTensor(r), { dtype: 'bfloat16' });
+  const dx = native.maxPoolBackward(dy, workspace!, xb, { kernel: 2 });
+  const ix = sample(x.data.length, 70), gx = f32values(dx);
+  const nx = ref.numericGrad((a) => ref.dot(ref.maxPool(a, 2, false), r), xr, ix);
+  assert.ok(ref.relError(ix.map((i) => gx[i]), nx) < BF16_GRAD_TOL);
+  for (const t of [xt, xb, y, workspace, dy, dx]) t?.dispose();
+});
+
+test('add and dropout in bfloat16 keep the dtype and match fp32 within bf16 rounding', () => {
+  const a = ref.randomArr([1, 21, 6, 6], 21), b = ref.randomArr([1, 21, 6, 6], 22);
+  const ab = native.reorder(toTensor(a), { dtype: 'bfloat16' }), bb = native.reorder(toTensor(b), { dtype: 'bfloat16' });
+  const s = native.add(ab, bb);
+  assert.equal(s.dtype, 'bfloat16');
+  assert.ok(ref.relError(f32values(s), a.data.map((v, i) => v + b.data[i])) < BF16_FWD_TOL);
+  const { y, mask } = native.dropoutForward(ab, { rate: 0.25, seed: 3 });
+  assert.equal(y.dtype, 'bfloat16');
+  const m = mask.toArray() as Uint8Array, yv = f32values(y), av = f32values(ab);
+  yv.forEach((v, i) => assert.ok(Math.abs(v - (m[i] ? av[i] / 0.75 : 0)) <= 1e-2 * Math.abs(av[i] / 0.75) + 1e-6));
+  for (const t of [ab, bb, s, y, mask]) t.dispose();
+});
+
 for (const ceil of [false, true]) {
   test(`max pool 2×2 (${ceil ? 'ceil' : 'floor'}) forward and gradient on odd sizes`, () => {
     const x = ref.randomArr([2, 3, 7, 5], 5);
