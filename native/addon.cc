@@ -62,6 +62,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("argmax", Napi::Function::New<guarded<Argmax>>(env, "argmax"));
   exports.Set("softmaxCrossEntropy", Napi::Function::New<guarded<SoftmaxCrossEntropy>>(env, "softmaxCrossEntropy"));
   exports.Set("adamUpdate", Napi::Function::New<guarded<AdamUpdate>>(env, "adamUpdate"));
+  exports.Set("adamUpdateAll", Napi::Function::New<guarded<AdamUpdateAll>>(env, "adamUpdateAll"));
   exports.Set("sgdUpdate", Napi::Function::New<guarded<SgdUpdate>>(env, "sgdUpdate"));
   exports.Set("sumSquares", Napi::Function::New<guarded<SumSquares>>(env, "sumSquares"));
   exports.Set("setThreads", Napi::Function::New<guarded<SetThreads>>(env, "setThreads"));

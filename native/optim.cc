@@ -1,6 +1,7 @@
 #include "optim.h"
 
 #include <cmath>
+#include <vector>
 
 namespace fcn {
 
@@ -40,6 +41,59 @@ Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
     mp[i] = mi;
     vp[i] = vi;
     wp[i] -= alpha * mi / (std::sqrt(vi) + eps);
+  }
+  return env.Undefined();
+}
+
+// adamUpdateAll([w…], [g…], [m…], [v…], [l2…], {alpha, beta1, beta2, epsilon}): adamUpdate over
+// every parameter in one call and one OpenMP region (no fork/join per tensor; small tensors
+// such as biases share the threads' time with the large ones).
+Napi::Value AdamUpdateAll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  for (int i = 0; i < 5; i++)
+    if (!info[i].IsArray()) throw Napi::TypeError::New(env, "adamUpdateAll: weights, grads, m, v and l2 must be arrays");
+  auto W = info[0].As<Napi::Array>(), G = info[1].As<Napi::Array>(), M = info[2].As<Napi::Array>(), V = info[3].As<Napi::Array>(), L = info[4].As<Napi::Array>();
+  const uint32_t k = W.Length();
+  if (G.Length() != k || M.Length() != k || V.Length() != k || L.Length() != k) throw Napi::TypeError::New(env, "adamUpdateAll: the five arrays must have the same length");
+  auto o = options(info, 5);
+  const float alpha = float(opt_num(o, "alpha", 1e-3)), b1 = float(opt_num(o, "beta1", 0.9)), b2 = float(opt_num(o, "beta2", 0.999));
+  const float eps = float(opt_num(o, "epsilon", 1e-7));
+  struct Item {
+    float *w, *m, *v;
+    const float* g;
+    int64_t n;
+    float l2x2;
+  };
+  std::vector<Item> items;
+  items.reserve(k);
+  for (uint32_t i = 0; i < k; i++) {
+    Tensor& w = Tensor::From(W.Get(i), "weights");
+    Tensor& g = Tensor::From(G.Get(i), "grad");
+    Tensor& m = Tensor::From(M.Get(i), "m");
+    Tensor& v = Tensor::From(V.Get(i), "v");
+    if (w.md.data_type() != dt::f32) throw Napi::TypeError::New(env, "optimizer: weights must be float32");
+    check_same(env, w, g, "grad");
+    check_same(env, w, m, "m");
+    check_same(env, w, v, "v");
+    Napi::Value l2 = L.Get(i);
+    if (!l2.IsNumber()) throw Napi::TypeError::New(env, "adamUpdateAll: l2 must be numbers");
+    items.push_back({static_cast<float*>(w.ptr), static_cast<float*>(m.ptr), static_cast<float*>(v.ptr), static_cast<const float*>(g.ptr), int64_t(w.bytes / 4),
+                     float(2 * l2.As<Napi::Number>().DoubleValue())});
+  }
+#pragma omp parallel
+  for (const Item& it : items) {
+    float *wp = it.w, *mp = it.m, *vp = it.v;
+    const float* gp = it.g;
+    const float l2x2 = it.l2x2;
+#pragma omp for simd schedule(static) nowait
+    for (int64_t i = 0; i < it.n; i++) {
+      float gi = gp[i] + l2x2 * wp[i];
+      float mi = mp[i] + (1.f - b1) * (gi - mp[i]);
+      float vi = vp[i] + (1.f - b2) * (gi * gi - vp[i]);
+      mp[i] = mi;
+      vp[i] = vi;
+      wp[i] -= alpha * mi / (std::sqrt(vi) + eps);
+    }
   }
   return env.Undefined();
 }

@@ -78,6 +78,8 @@ export interface Native {
   argmax(x: Tensor): Tensor;
   softmaxCrossEntropy(logits: Tensor, labels: Tensor, options?: { reduction?: 'mean' | 'sum'; ignore?: number }): { loss: number; valid: number; grad: Tensor };
   adamUpdate(w: Tensor, g: Tensor, m: Tensor, v: Tensor, options: { alpha: number; beta1: number; beta2: number; epsilon: number; l2: number }): void;
+  /** adamUpdate over many parameters in one call; l2[i] applies to weights[i]. */
+  adamUpdateAll(weights: Tensor[], grads: Tensor[], m: Tensor[], v: Tensor[], l2: number[], options: { alpha: number; beta1: number; beta2: number; epsilon: number }): void;
   sgdUpdate(w: Tensor, g: Tensor, v: Tensor, options: { lr: number; momentum: number; weightDecay: number }): void;
   sumSquares(t: Tensor): number;
   setThreads(n: number): void;

@@ -273,6 +273,25 @@ test('Adam and SGD updates follow their formulas', () => {
   });
 });
 
+test('adamUpdateAll equals adamUpdate on each parameter', () => {
+  const shapes = [[5, 3, 3, 3], [5], [7, 5, 1, 1], [1000]];
+  const opts = { alpha: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
+  const l2 = [0.01, 0, 0.02, 0];
+  const make = () => shapes.map((d, i) => ({ w: toTensor(ref.randomArr(d, 30 + i)), g: toTensor(ref.randomArr(d, 40 + i)), m: native.zeros(d), v: native.zeros(d) }));
+  const a = make(), b = make();
+  for (let step = 0; step < 3; step++) {
+    a.forEach((p, i) => native.adamUpdate(p.w, p.g, p.m, p.v, { ...opts, l2: l2[i] }));
+    native.adamUpdateAll(b.map((p) => p.w), b.map((p) => p.g), b.map((p) => p.m), b.map((p) => p.v), l2, opts);
+  }
+  a.forEach((p, i) => {
+    assert.deepEqual(values(b[i].w), values(p.w));
+    assert.deepEqual(values(b[i].m), values(p.m));
+    assert.deepEqual(values(b[i].v), values(p.v));
+  });
+  assert.throws(() => native.adamUpdateAll([a[0].w], [a[1].g], [a[0].m], [a[0].v], [0], opts), /grad does not match/);
+  for (const p of [...a, ...b]) for (const t of Object.values(p)) t.dispose();
+});
+
 test('bad arguments give clear errors, not crashes', () => {
   const x = native.zeros([1, 3, 4, 4]);
   assert.throws(() => native.convForward(x, native.zeros([2, 4, 3, 3]), null, {}), /input has 3 channels but the weights expect 4/);
