@@ -4,7 +4,7 @@ import { native, type Tensor, type Precision } from '../engine/binding.js';
 import { Tape, disposeAll } from '../engine/tensor.js';
 import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js';
 import { Param } from '../nn/param.js';
-import { bilinearInit, glorotUniform, zeroInit } from '../nn/init.js';
+import { bilinearInit, glorotUniform, heUniform, zeroInit } from '../nn/init.js';
 import { Rng } from '../data/prng.js';
 
 export type FcnKind = 'fcn32' | 'fcn16' | 'fcn8';
@@ -129,12 +129,16 @@ export class FCN {
     return l;
   }
 
-  /** Random initialisation as the seed: glorot-uniform kernels, zero biases, zero skip scores, bilinear upsampling. */
+  /**
+   * Random initialisation: He-uniform kernels under a ReLU (glorot-uniform, Keras's default,
+   * for the score layers), zero biases, zero skip scores as the seed, bilinear upsampling.
+   */
   initialize(seed = 0): void {
     const rng = new Rng(seed);
     for (const l of this.layers()) {
       if (l.transposed) bilinearInit(l.kernel);
       else if (l === this.score4 || l === this.score3) zeroInit(l.kernel);
+      else if (l.relu) heUniform(l.kernel, rng);
       else glorotUniform(l.kernel, rng);
       if (l.bias) zeroInit(l.bias);
     }

@@ -7,7 +7,21 @@ import type { Rng } from '../data/prng.js';
 /** Glorot (Xavier) uniform over a kernel O,I,KH,KW: limit √(6 / (fan_in + fan_out)). */
 export function glorotUniform(param: Param, rng: Rng): void {
   const [o, i, kh, kw] = param.dims;
-  const limit = Math.sqrt(6 / (kh * kw * i + kh * kw * o));
+  uniformInit(param, rng, Math.sqrt(6 / (kh * kw * i + kh * kw * o)));
+}
+
+/**
+ * He (Kaiming) uniform: limit √(6 / fan_in). Glorot scaling halves the signal's variance at
+ * every ReLU, so through VGG16's 15 ReLU layers a randomly initialised FCN starts with a
+ * near-constant output and barely trains; He scaling keeps the variance (He et al. 2015).
+ */
+export function heUniform(param: Param, rng: Rng): void {
+  const [, i, kh, kw] = param.dims;
+  uniformInit(param, rng, Math.sqrt(6 / (kh * kw * i)));
+}
+
+function uniformInit(param: Param, rng: Rng, limit: number): void {
+  const [o, i, kh, kw] = param.dims;
   const values = new Float32Array(o * i * kh * kw);
   for (let n = 0; n < values.length; n++) values[n] = (rng.next() * 2 - 1) * limit;
   param.assign(native.fromArray(param.dims, values));
