@@ -9,7 +9,10 @@ export function parse<T extends Options>(command: string, argv: string[], option
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as never;
   } catch (e) {
-    throw new UsageError(`fcn ${command}: ${(e as Error).message.replace(/\. To specify a positional.*$/s, '')}`);
+    // node:util's messages can run to several lines of hints: keep the first, one line in all.
+    const first = (e as Error).message.split('\n')[0].replace(/\. To specify a positional.*$/s, '');
+    const hint = /starting with a dash/.test((e as Error).message) ? ' (for a value starting with a dash, write --name=-value)' : '';
+    throw new UsageError(`fcn ${command}: ${first}${hint}`);
   }
 }
 

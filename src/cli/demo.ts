@@ -11,7 +11,7 @@ import { readLabel } from '../data/labels.js';
 import { loadModel } from '../models/weights.js';
 import { evaluate, evaluationToJson } from '../eval/evaluate.js';
 import { formatMetricsTable } from '../eval/confusion.js';
-import { segmentFiles, compareTitles } from '../infer/segment-files.js';
+import { segmentFiles, modelTitle } from '../infer/segment-files.js';
 import { readImageRgb } from '../io/image.js';
 import { colorize, writeRgbPng } from '../report/viz.js';
 import { writeHtmlReport } from '../report/html.js';
@@ -29,11 +29,14 @@ export function demoConfig(root: string, seed: number, size: number): TrainConfi
   c.batchSize = 8;
   c.seed = seed;
   c.samples = 6;
+  // From random weights (no ImageNet backbone offline) the first stage trains every layer;
+  // the last stage is split in two to lower the learning rate for its final epochs.
   c.stages = [
-    { model: 'fcn32', epochs: 4, trainable: 'all' },
+    { model: 'fcn32', epochs: 5, trainable: 'all' },
     { model: 'fcn16', epochs: 2, trainable: 'new' },
     { model: 'fcn8', epochs: 2, trainable: 'new' },
-    { model: 'fcn8', epochs: 6, trainable: 'all', lr: 5e-4 },
+    { model: 'fcn8', epochs: 4, trainable: 'all', lr: 5e-4 },
+    { model: 'fcn8', epochs: 2, trainable: 'all', lr: 1.5e-4 },
   ];
   return c;
 }
@@ -69,7 +72,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const valSet = await openDataset(dataDir, { split: 'val' });
   const finalWeights = outcome.stageWeights.at(-1)!;
   const model = loadModel(finalWeights);
-  const stageModels = outcome.stageWeights.slice(0, 3).map((w) => ({ model: loadModel(w), source: w }));
+  // Every stage's model side by side: what each added, as in the paper's comparison figure.
+  const stageModels = outcome.stageWeights.map((w) => ({ model: loadModel(w), source: w }));
   try {
     const result = await evaluate(model, valSet, { precision: cfg.precision });
     const evalJson = { weights: finalWeights, split: 'val', ...evaluationToJson(result) };
@@ -81,7 +85,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const segDir = path.join(out, 'segments');
     mkdirSync(segDir, { recursive: true });
     const sampleEntries = valSet.entries.slice(0, 6);
-    const titles = compareTitles(stageModels);
+    const titles = stageModels.map((m, i) => `${modelTitle(m.model.kind)}${config.stages[i].trainable === 'new' ? ' (new layers)' : i >= 3 ? ` (all, ${config.stages[i].lr})` : ''}`);
     const files = await segmentFiles(
       sampleEntries.map((e) => e.image),
       { out: segDir, model, compare: stageModels.map((m, i) => ({ title: titles[i], model: m.model })), classNames: valSet.classes.names, precision: cfg.precision },

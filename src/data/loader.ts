@@ -189,9 +189,14 @@ class WorkerPool {
 
   async close(): Promise<void> {
     this.closed = true;
-    // An idle worker is unref'd: ref it again, or the process may end while awaiting its exit.
-    for (const w of this.workers) w.worker.ref();
-    await Promise.all(this.workers.map((w) => w.worker.terminate()));
+    // A terminating worker busy in native code (libvips) holds no handle the event loop
+    // counts, so the process could end while awaiting its exit: hold the loop open until then.
+    const keepAlive = setInterval(() => {}, 1 << 30);
+    try {
+      await Promise.all(this.workers.map((w) => w.worker.terminate()));
+    } finally {
+      clearInterval(keepAlive);
+    }
   }
 }
 

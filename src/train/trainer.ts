@@ -27,6 +27,7 @@ import { computeGradients } from './step.js';
 import { loadCheckpoint, saveCheckpoint, type EpochRecord, type TrainState } from './checkpoint.js';
 import { validateConfig, type StageConfig, type TrainConfig } from './config.js';
 
+/** The loss or a weight became NaN or infinite: the run stops, its last checkpoint stays good. */
 export class NonFiniteLossError extends Error {}
 
 export interface RunPaths {
@@ -61,6 +62,8 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /** Where progress goes (default stderr); null for none. */
   progress?: ProgressStream | null;
+  /** Called after every optimiser step with the model being trained (e.g. to stop after a number of steps). */
+  onStep?: (state: Readonly<TrainState>, model: FCN) => void;
 }
 
 export interface TrainOutcome {
@@ -284,6 +287,7 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
           } finally {
             disposeAll(x, y, logits, pred);
           }
+          options.onStep?.(state, model);
           await tick(); // lets Ctrl-C and native finalisers in
           if (options.signal?.aborted) {
             state.optimizer = { kind: optimizer!.kind, scalars: optimizer!.stateScalars() };
@@ -314,6 +318,13 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
         if (val && !(val.record.meanIoU <= (state.best?.meanIoU ?? -1))) {
           state.best = nextEpoch.best = { meanIoU: val.record.meanIoU, epoch: globalEpoch + 1, stage: state.stage + 1 };
           saveWeights(paths.best, model, { epoch: String(globalEpoch + 1), val_mean_iou: String(val.record.meanIoU) });
+        }
+        // A NaN can hide in a weight whose output a ReLU clamps; never checkpoint one.
+        const bad = model.params().find((p) => !Number.isFinite(native.sumSquares(p.value)));
+        if (bad) {
+          log.write({ type: 'nonfinite', stage: state.stage + 1, epoch: globalEpoch + 1, parameter: bad.name });
+          const kept = existsSync(paths.last) ? `the last good checkpoint is ${paths.last}` : 'no checkpoint was written yet';
+          throw new NonFiniteLossError(`${bad.name} holds a non-finite value after epoch ${globalEpoch + 1}: stopping (${kept})`);
         }
         nextEpoch.optimizer = { kind: optimizer!.kind, scalars: optimizer!.stateScalars() };
         saveCheckpoint(paths.last, model, optimizer!, nextEpoch);
