@@ -23,11 +23,8 @@ export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/**
- * Runs `fcn data ...` in-process, capturing what it writes to stdout and stderr. The command
- * writes strings; the test runner's own reports (binary chunks) pass through untouched.
- */
-export async function runData(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+/** Captures what `run` writes to stdout and stderr; the test runner's own binary reports pass through. */
+export async function captureOutput(run: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
   let out = '', err = '';
   const ow = process.stdout.write.bind(process.stdout), ew = process.stderr.write.bind(process.stderr);
   const capture = (orig: typeof ow, add: (s: string) => void) => ((c: string | Uint8Array, ...rest: never[]) => {
@@ -38,11 +35,14 @@ export async function runData(...argv: string[]): Promise<{ code: number; out: s
   process.stdout.write = capture(ow, (s) => { out += s; });
   process.stderr.write = capture(ew, (s) => { err += s; });
   try {
-    const code = await dataCommand(argv);
+    const code = await run();
     return { code, out, err };
   } finally {
     process.stdout.write = ow;
     process.stderr.write = ew;
   }
 }
+
+/** Runs `fcn data ...` in-process, capturing its output. */
+export const runData = (...argv: string[]) => captureOutput(() => dataCommand(argv));
 

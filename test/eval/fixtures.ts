@@ -9,6 +9,7 @@ import { writeLabelPng } from '../../src/io/image.js';
 import { FCN, type FcnKind } from '../../src/models/fcn.js';
 import { saveWeights } from '../../src/models/weights.js';
 import { main } from '../../src/cli/main.js';
+import { captureOutput } from '../data/helpers.js';
 
 export const SYNTH_CLASSES = SYNTH_CLASS_NAMES.length;
 
@@ -87,28 +88,8 @@ export const HAND = {
   perClassIoU: [2 / 3, 1 / 2, 1 / 2, NaN],
 };
 
-/**
- * Runs `fcn ...` in-process, capturing what it writes to stdout and stderr (console.log and
- * console.error write strings; the test runner's own binary reports pass through).
- */
-export async function runCli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const ow = process.stdout.write.bind(process.stdout), ew = process.stderr.write.bind(process.stderr);
-  const capture = (orig: typeof ow, add: (s: string) => void) => ((c: string | Uint8Array, ...rest: never[]) => {
-    if (typeof c !== 'string') return orig(c, ...rest);
-    add(c);
-    return true;
-  }) as typeof process.stdout.write;
-  process.stdout.write = capture(ow, (s) => { out += s; });
-  process.stderr.write = capture(ew, (s) => { err += s; });
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-}
+/** Runs `fcn ...` in-process, capturing what it writes to stdout and stderr. */
+export const runCli = (...argv: string[]) => captureOutput(() => main(argv));
 
 /** Lines of text, without the empty one after the last newline. */
 export const lines = (s: string) => s.split('\n').filter((l) => l.length > 0);
