@@ -85,7 +85,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const segDir = path.join(out, 'segments');
     mkdirSync(segDir, { recursive: true });
     const sampleEntries = valSet.entries.slice(0, 6);
-    const titles = stageModels.map((m, i) => `${modelTitle(m.model.kind)}${config.stages[i].trainable === 'new' ? ' (new layers)' : i >= 3 ? ` (all, ${config.stages[i].lr})` : ''}`);
+    const titles = stageModels.map((m, i) => {
+      const st = config.stages[i];
+      const what = st.trainable === 'new' ? 'new layers' : st.trainable === 'all' ? 'all layers' : 'some layers';
+      return `${i + 1}: ${modelTitle(m.model.kind)}, ${what}${st.lr !== undefined ? `, lr ${st.lr}` : ''}`;
+    });
     const files = await segmentFiles(
       sampleEntries.map((e) => e.image),
       { out: segDir, model, compare: stageModels.map((m, i) => ({ title: titles[i], model: m.model })), classNames: valSet.classes.names, precision: cfg.precision },
