@@ -106,7 +106,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
       await writeRgbPng(truthPng, { data: colorize(truth.data, truth.width, truth.height), width: truth.width, height: truth.height });
       const imagePng = path.join(assets, `${e.id}_image.png`);
       await writeRgbPng(imagePng, img);
-      samples.push({ id: e.id, imagePng, truthPng, predPng: files[i].compare ?? files[i].labels });
+      const pred = await readLabel(files[i].labels, valSet.classes);
+      const predPng = path.join(assets, `${e.id}_pred.png`);
+      await writeRgbPng(predPng, { data: colorize(pred.data, pred.width, pred.height), width: pred.width, height: pred.height });
+      samples.push({ id: e.id, imagePng, truthPng, predPng });
     }
     const report = path.join(out, 'report.html');
     await writeHtmlReport(report, {
@@ -123,6 +126,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     });
     console.log(`\n[${elapsed()}] validation mean IoU ${result.metrics.meanIoU.toFixed(4)}, pixel accuracy ${result.metrics.pixelAccuracy.toFixed(4)}`);
     console.log(`report: ${report}`);
+    console.log(`every stage's model side by side: ${path.join(segDir, '*_compare.png')}`);
   } finally {
     model.dispose();
     for (const m of stageModels) m.model.dispose();
