@@ -4,7 +4,8 @@
 //
 // train: full-width FCN-8s, Adam with L2, `steps` training steps at size² (batch 1);
 // infer: the same network, `steps` forward passes. Prints one JSON line with maxRssMb
-// (process.resourceUsage().maxRSS) and the engine's pool statistics.
+// (VmHWM of /proc/self/status) and the engine's pool statistics.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { native, type Precision } from '../src/engine/binding.js';
 import { configureEngine } from '../src/engine/config.js';
@@ -27,4 +28,13 @@ for (let i = 0; i < steps; i++) {
   else model.predictLogits(x, cfg.precision).dispose();
 }
 const stats = native.poolStats();
-console.log(JSON.stringify({ mode, precision: cfg.precision, size, steps, maxRssMb: process.resourceUsage().maxRSS / 1024, liveMb: stats.liveBytes / 2 ** 20, pooledMb: stats.pooledBytes / 2 ** 20 }));
+// VmHWM (Linux) is this process's own peak; getrusage's maxRSS can carry the parent's
+// high-water mark across fork/exec.
+let maxRssMb = process.resourceUsage().maxRSS / 1024;
+try {
+  const hwm = /^VmHWM:\s*(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  if (hwm) maxRssMb = Number(hwm[1]) / 1024;
+} catch {
+  // not Linux
+}
+console.log(JSON.stringify({ mode, precision: cfg.precision, size, steps, maxRssMb, liveMb: stats.liveBytes / 2 ** 20, pooledMb: stats.pooledBytes / 2 ** 20 }));

@@ -269,7 +269,7 @@ async function main(): Promise<void> {
     const r = await vocTraining(model, size, auto, Math.max(4, reps + 1));
     if (r) {
       value('voc_train_img_s', r.imagesPerSecond, `training images/s on the VOC sample through DataLoader (1 worker, random scale/crop ${size}/flip), ${auto}, batch 1`);
-      value('voc_data_wait_share', r.waitShare, 'share of that time the engine waited for data');
+      value('voc_data_wait_pct', 100 * r.waitShare, 'percent of that time the engine waited for data');
     }
   }
   const load = os.loadavg();

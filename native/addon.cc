@@ -42,6 +42,7 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Tensor::Init(env, exports);
   exports.Set("fromArray", Napi::Function::New<guarded<FromArray>>(env, "fromArray"));
+  exports.Set("writeArray", Napi::Function::New<guarded<WriteArray>>(env, "writeArray"));
   exports.Set("zeros", Napi::Function::New<guarded<Zeros>>(env, "zeros"));
   exports.Set("reorder", Napi::Function::New<guarded<Reorder>>(env, "reorder"));
   exports.Set("copyInto", Napi::Function::New<guarded<CopyInto>>(env, "copyInto"));

@@ -1,5 +1,7 @@
 #include "engine.h"
 
+#include <omp.h>
+
 #include <mutex>
 #include <sstream>
 
@@ -20,11 +22,14 @@ static std::unordered_map<std::string, CachedPrimitive>& cache() {
   return c;
 }
 
+// oneDNN (OpenMP runtime) fixes a primitive's thread count when it is created, so the
+// count in force is part of the key: after setThreads a new primitive is made.
 CachedPrimitive& cached(const std::string& key, const std::function<CachedPrimitive()>& make) {
   auto& c = cache();
-  auto it = c.find(key);
+  std::string k = std::to_string(omp_get_max_threads()) + "t|" + key;
+  auto it = c.find(k);
   if (it != c.end()) return it->second;
-  return c.emplace(key, make()).first->second;
+  return c.emplace(k, make()).first->second;
 }
 
 void clear_primitive_cache() { cache().clear(); }

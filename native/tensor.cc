@@ -231,6 +231,33 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
   return obj;
 }
 
+// writeArray(t, typedArray, offset = 0): copies the array into the plain tensor t from element
+// `offset` on, in place (no new buffer: initialisers and loaders fill parameters slice by
+// slice without a second full-size copy).
+Napi::Value WriteArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tensor& t = Tensor::From(info[0], "tensor");
+  if (!info[1].IsTypedArray()) throw Napi::TypeError::New(env, "writeArray: data must be a typed array");
+  auto arr = info[1].As<Napi::TypedArray>();
+  int64_t offset = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
+  if (!is_plain(t.md)) throw Napi::TypeError::New(env, "writeArray: the tensor must be in the plain layout");
+  dt want;
+  switch (arr.TypedArrayType()) {
+    case napi_float32_array: want = dt::f32; break;
+    case napi_uint8_array: want = dt::u8; break;
+    case napi_int32_array: want = dt::s32; break;
+    case napi_uint16_array: want = dt::bf16; break;
+    default: throw Napi::TypeError::New(env, "writeArray: data must be a Float32Array, Uint16Array (bfloat16), Uint8Array or Int32Array");
+  }
+  if (want != t.md.data_type()) throw Napi::TypeError::New(env, std::string("writeArray: the tensor is ") + dtype_name(t.md.data_type()) + " but the data " + dtype_name(want));
+  const int64_t n = int64_t(arr.ElementLength());
+  if (offset < 0 || offset + n > t.numel())
+    throw Napi::RangeError::New(env, "writeArray: " + std::to_string(n) + " elements at offset " + std::to_string(offset) + " do not fit in " + std::to_string(t.numel()));
+  const size_t es = dtype_size(want);
+  std::memcpy(static_cast<uint8_t*>(t.ptr) + size_t(offset) * es, static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset(), size_t(n) * es);
+  return env.Undefined();
+}
+
 // zeros(dims, dtype = 'float32') → a plain zero tensor.
 Napi::Value Zeros(const Napi::CallbackInfo& info) {
   auto dims = parse_dims(info[0], "dims");

@@ -63,6 +63,7 @@ void reorder_into(const memory& src, const memory& dst);
 
 Napi::Value FromArray(const Napi::CallbackInfo& info);
 Napi::Value Zeros(const Napi::CallbackInfo& info);
+Napi::Value WriteArray(const Napi::CallbackInfo& info);
 Napi::Value Reorder(const Napi::CallbackInfo& info);
 Napi::Value CopyInto(const Napi::CallbackInfo& info);
 Napi::Value PoolStats(const Napi::CallbackInfo& info);

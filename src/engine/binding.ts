@@ -59,6 +59,8 @@ export interface Native {
   Tensor: abstract new () => Tensor;
   fromArray(dims: number[], data: Float32Array | Uint16Array | Uint8Array | Int32Array): Tensor;
   zeros(dims: number[], dtype?: DType): Tensor;
+  /** Copies data into a plain tensor in place, from element `offset` on (dtype must match). */
+  writeArray(t: Tensor, data: Float32Array | Uint16Array | Uint8Array | Int32Array, offset?: number): void;
   reorder(t: Tensor, options?: { dtype?: DType; like?: Tensor | null }): Tensor;
   copyInto(dst: Tensor, src: Tensor): void;
   poolStats(): { liveBytes: number; liveBuffers: number; pooledBytes: number; primitives: number };

@@ -238,6 +238,9 @@ export class FCN {
       return i < 0 ? trainableBelow(chain) || trainableBelow([this.score4, this.score3].filter((x): x is Conv2d => x !== null)) : trainableBelow(chain.slice(0, i));
     };
     if (!this.layers().some((l) => l.trainable)) return;
+    // The previous step's gradients go back to the buffer pool before the new ones are
+    // made (same sizes): peak memory holds one set of gradients, not two.
+    for (const p of this.params()) if (p.trainable) p.setGrad(null);
     const [hp, wp] = this.inputSize.map((s) => Math.ceil(s / OUTPUT_STRIDE) * OUTPUT_STRIDE);
     let g: Tensor | null = native.cropPad(dlogits, { height: hp, width: wp });
     let dPool3: Tensor | null = null, dPool4: Tensor | null = null;

@@ -20,11 +20,30 @@ export function heUniform(param: Param, rng: Rng): void {
   uniformInit(param, rng, Math.sqrt(6 / (kh * kw * i)));
 }
 
+// Values are drawn in order and written slice by slice into the parameter's own buffer: no
+// full-size JS copy or second native buffer (conv6's kernel alone is 411 MB).
+const SLICE = 1 << 20;
+
 function uniformInit(param: Param, rng: Rng, limit: number): void {
   const [o, i, kh, kw] = param.dims;
-  const values = new Float32Array(o * i * kh * kw);
-  for (let n = 0; n < values.length; n++) values[n] = (rng.next() * 2 - 1) * limit;
-  param.assign(native.fromArray(param.dims, values));
+  const total = o * i * kh * kw;
+  const target = writableValue(param);
+  const values = new Float32Array(Math.min(SLICE, total));
+  for (let start = 0; start < total; start += SLICE) {
+    const n = Math.min(SLICE, total - start);
+    const slice = n === values.length ? values : values.subarray(0, n);
+    for (let k = 0; k < n; k++) slice[k] = (rng.next() * 2 - 1) * limit;
+    native.writeArray(target, slice, start);
+  }
+  param.version++;
+}
+
+/** The parameter's tensor when it can be written in place (plain float32), else a fresh one. */
+function writableValue(param: Param) {
+  const v = param.value;
+  if (!v.disposed && v.dtype === 'float32' && v.layout === 'plain') return v;
+  param.assign(native.zeros(param.dims));
+  return param.value;
 }
 
 export function zeroInit(param: Param): void {
