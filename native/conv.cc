@@ -73,13 +73,6 @@ struct Prims<true> {
 
 memory::desc any(const memory::dims& d, dt type) { return memory::desc(d, type, tag::any); }
 
-// Reference and gemm-based implementations are oneDNN's fallbacks, far slower than its jit
-// and brgemm kernels: a layout that only they support is not worth keeping.
-bool optimised(const char* impl) {
-  std::string s(impl);
-  return s.find("ref") == std::string::npos && s.find("gemm:") == std::string::npos;
-}
-
 void debug_impl(const char* what, const ConvSpec& s, const char* impl) {
   static const bool on = std::getenv("FCN_DEBUG_IMPL") != nullptr;
   if (on) std::fprintf(stderr, "fcn: %s %s -> %s\n", what, s.key("").c_str(), impl);
@@ -89,11 +82,11 @@ memory::desc bias_md(const ConvSpec& s) { return s.has_bias ? memory::desc({s.w[
 template <bool T>
 typename Prims<T>::fwd::primitive_desc fwd_pd(const ConvSpec& s, bool training) {
   using F = typename Prims<T>::fwd;
-  // Always forward_inference: a convolution keeps nothing for its backward pass (the ReLU's
-  // backward reads the saved output), and oneDNN 2.6 offers its fastest kernels (brgconv)
-  // only for inference — with forward_training it picks jit kernels at half the speed.
-  (void)training;
-  auto pk = dnnl::prop_kind::forward_inference;
+  // Training runs forward_training, inference forward_inference. Running the training
+  // forward as inference (oneDNN 2.6's faster brgconv kernels) and the backward passes in the
+  // forward's activation layouts was tried: it made full-width weight gradients differ from
+  // PyTorch's by up to 5e-3 relative (test/models/parity.test.ts), so it is not used.
+  auto pk = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   auto d = s.has_bias ? typename F::desc(pk, Prims<T>::alg, any(s.x, s.compute), any(s.w, s.compute), bias_md(s), any(s.y, s.compute), s.stride, s.pad_l, s.pad_r)
                       : typename F::desc(pk, Prims<T>::alg, any(s.x, s.compute), any(s.w, s.compute), any(s.y, s.compute), s.stride, s.pad_l, s.pad_r);
   dnnl::primitive_attr attr;
@@ -156,10 +149,7 @@ Napi::Value backward_data(const Napi::CallbackInfo& info, Tensor& dy, Tensor& w,
       typename B::desc d(Prims<T>::alg, dx, any(s.w, s.compute), dy, s.stride, s.pad_l, s.pad_r);
       return typename B::primitive_desc(d, cpu_engine(), hint);
     };
-    // Activations in the forward pass's layouts (no reorder of x, y or their gradients
-    // between the passes) when an optimised kernel supports them; else oneDNN's choice.
-    auto pd = make(hint.src_desc(), hint.dst_desc());
-    if (!optimised(pd.impl_info_str())) pd = make(any(s.x, s.compute), any(s.y, s.compute));
+    auto pd = make(any(s.x, s.compute), any(s.y, s.compute));
     debug_impl("bwdD", s, pd.impl_info_str());
     return CachedPrimitive{pd, B(pd)};
   });
@@ -194,8 +184,7 @@ Napi::Value backward_weights(const Napi::CallbackInfo& info, Tensor& x, Tensor& 
                           : typename B::desc(Prims<T>::alg, x, any(s.w, s.compute), dy, s.stride, s.pad_l, s.pad_r);
       return typename B::primitive_desc(d, cpu_engine(), hint);
     };
-    auto pd = make(hint.src_desc(), hint.dst_desc());
-    if (!optimised(pd.impl_info_str())) pd = make(any(s.x, s.compute), any(s.y, s.compute));
+    auto pd = make(any(s.x, s.compute), any(s.y, s.compute));
     debug_impl("bwdW", s, pd.impl_info_str());
     return CachedPrimitive{pd, B(pd)};
   });
