@@ -150,8 +150,13 @@ def random_weights(specs, seed):
     return out
 
 
-def fcn_forward(model, p, x):
-    """Logits (N, 21, H, W) for input x (N, 3, H, W); p maps Keras names to torch-layout tensors."""
+def plain_relu(layer, t):
+    return F.relu(t)
+
+
+def fcn_forward(model, p, x, relu=plain_relu):
+    """Logits (N, 21, H, W) for input x (N, 3, H, W); p maps Keras names to torch-layout tensors.
+    relu(layer, pre) applies each layer's ReLU (see MaskedRelu)."""
     # Plain ints, so ONNX tracing bakes the (fixed) shape in instead of tracing shape arithmetic.
     h, w = int(x.shape[2]), int(x.shape[3])
     hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
@@ -162,12 +167,12 @@ def fcn_forward(model, p, x):
     for b, nconv, _ in VGG_BLOCKS:
         for i in range(1, nconv + 1):
             name = f'block{b}_conv{i}'
-            t = F.relu(F.conv2d(t, p[f'{name}.kernel'], p[f'{name}.bias'], padding=1))
+            t = relu(name, F.conv2d(t, p[f'{name}.kernel'], p[f'{name}.bias'], padding=1))
         t = F.max_pool2d(t, 2, 2)  # block{b}_pool: 2x2 stride 2, floor
         pools[b] = t
-    t = F.relu(F.conv2d(t, p['conv6.kernel'], p['conv6.bias'], padding=3))
+    t = relu('conv6', F.conv2d(t, p['conv6.kernel'], p['conv6.bias'], padding=3))
     # drop6: identity (rate 0 in the reference)
-    t = F.relu(F.conv2d(t, p['conv7.kernel'], p['conv7.bias']))
+    t = relu('conv7', F.conv2d(t, p['conv7.kernel'], p['conv7.bias']))
     # drop7: identity
     score = F.conv2d(t, p['score7.kernel'], p['score7.bias'])
 
@@ -186,6 +191,35 @@ def fcn_forward(model, p, x):
             skip3 = up('skip4_upsample', skip4) + F.conv2d(pools[3], p['score3.kernel'], p['score3.bias'])
             out = up('fcn8', skip3)
     return out[:, :, :h, :w]
+
+
+class MaskedRelu:
+    """ReLU whose on/off pattern comes from the engine under test (U8 masks, 1 = positive,
+    named by layer, at the padded size). A pre-activation within float32 rounding of zero can
+    land on either side of the kink in two correct implementations, and where its gradient is
+    large that one element moves a whole weight gradient. Following the engine's decisions
+    keeps the comparison on one side of every kink; `worst` records how far from zero any
+    disagreeing pre-activation was (relative to its layer's largest), so a wrong mask — a
+    real bug — still shows."""
+
+    def __init__(self, masks):
+        self.masks = masks
+        self.flips = 0
+        self.worst = 0.0
+
+    def __call__(self, layer, t):
+        if layer not in self.masks:
+            die(f'--relu-masks: no mask for layer {layer}')
+        m = torch.from_numpy(self.masks[layer].astype(np.bool_))
+        if tuple(m.shape) != tuple(t.shape):
+            die(f'--relu-masks: {layer} mask has shape {list(m.shape)}, expected {list(t.shape)}')
+        with torch.no_grad():
+            flip = (t > 0) != m
+            n = int(flip.sum())
+            if n:
+                self.flips += n
+                self.worst = max(self.worst, float(t[flip].abs().max() / t.abs().max().clamp_min(1e-300)))
+        return torch.where(m, t, torch.zeros_like(t))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +418,8 @@ def cmd_step(args):
     y = load_labels(args.labels, x.shape)
     trainable = resolve_trainable(args.trainable, specs)
     p = torch_params(weights, requires_grad=trainable)
-    logits = fcn_forward(args.model, p, torch.from_numpy(x))
+    relu = MaskedRelu(read_safetensors(args.relu_masks)[0]) if args.relu_masks else plain_relu
+    logits = fcn_forward(args.model, p, torch.from_numpy(x), relu)
     yt = torch.from_numpy(y)
     count = int((yt != IGNORE).sum())
     loss_sum = F.cross_entropy(logits, yt, ignore_index=IGNORE, reduction='sum')
@@ -394,6 +429,9 @@ def cmd_step(args):
 
     state = read_safetensors(args.state)[0] if args.state else {}
     out = {'logits': logits.detach().numpy().astype(np_dtype), 'loss': np.array([loss.item()], dtype=np_dtype)}
+    if args.relu_masks:
+        out['relu_flips'] = np.array([relu.flips], dtype=np.int64)
+        out['relu_flip_worst'] = np.array([relu.worst], dtype=np.float64)
     names = [n for n in param_names(specs) if n.rsplit('.', 1)[0] in trainable]
 
     def state_of(key, like):
@@ -491,6 +529,7 @@ def main(argv=None):
     s.add_argument('--reduction', choices=('mean', 'sum'), default='mean')
     s.add_argument('--trainable', default='all', help="'all' (every conv layer, transposed convs frozen) and/or comma-separated layer names")
     s.add_argument('--outputs', default='grad,updated,state', help='which of grad, updated, state to write (comma-separated)')
+    s.add_argument('--relu-masks', help="U8 ReLU on/off masks by layer name (.safetensors): the reference follows them (see MaskedRelu)")
     s.add_argument('--state', help='optimiser state in: m.<name>, v.<name>, t (Adam) or velocity.<name> (SGD)')
 
     e = sub.add_parser('export-onnx', help='fixed-shape ONNX graph, input "input", output "logits"')

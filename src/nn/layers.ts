@@ -107,6 +107,11 @@ export class Conv2d {
     return y;
   }
 
+  /** The output a training forward kept for the backward pass (null otherwise): for inspection. */
+  get savedOutput(): Tensor | null {
+    return this.savedY;
+  }
+
   /** Returns dL/dx when `inputGrad`, else null; sets the parameters' gradients when trainable. */
   backward(dy: Tensor, inputGrad: boolean): Tensor | null {
     const x = this.savedX, y = this.savedY;

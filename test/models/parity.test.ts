@@ -7,13 +7,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { native } from '../../src/engine/binding.js';
+import { native, type Tensor } from '../../src/engine/binding.js';
 import { FCN, type FcnKind } from '../../src/models/fcn.js';
 import { saveWeights, toKerasLayout, weightsToKeras } from '../../src/models/weights.js';
 import { glorotUniform } from '../../src/nn/init.js';
 import { Rng } from '../../src/data/prng.js';
 import { writeNpy } from '../../src/io/npy.js';
-import { readSafetensors } from '../../src/io/safetensors.js';
+import { readSafetensors, writeSafetensors, type SafetensorsTensor } from '../../src/io/safetensors.js';
 import { Adam, Sgd, type Optimizer } from '../../src/train/optim.js';
 import { trainStep } from '../../src/train/step.js';
 import { findPython } from '../reference/python.js';
@@ -60,6 +60,31 @@ function makeModel(c: Case, seed: number): FCN {
   return model;
 }
 
+/**
+ * Our ReLU on/off pattern of a training forward (1 where the output is positive), by layer,
+ * for the reference to follow (MaskedRelu in scripts/torch_fcn.py): a pre-activation within
+ * float32 rounding of zero may fall on either side of the kink in two correct
+ * implementations, and one such element with a large gradient moves a weight gradient by
+ * 1e-2 (seen at full width). The reference reports how far from zero any disagreement was.
+ */
+function reluMasks(model: FCN, x: Tensor): Map<string, SafetensorsTensor> {
+  const masks = new Map<string, SafetensorsTensor>();
+  const { logits, tape } = model.forwardTrain(x, 'float32', 0);
+  try {
+    for (const l of model.layers()) {
+      if (!l.relu) continue;
+      const y = l.savedOutput!;
+      const v = y.toArray() as Float32Array;
+      masks.set(l.name, { dtype: 'U8', shape: y.dims, data: Uint8Array.from(v, (a) => (a > 0 ? 1 : 0)) });
+    }
+  } finally {
+    logits.dispose();
+    tape.dispose();
+  }
+  return masks;
+}
+const FLIP_TOL = 1e-5; // a disagreeing pre-activation must be within FLIP_TOL · its layer's max |pre|
+
 function makeBatch(c: Case, seed: number): { images: Float32Array; labels: Uint8Array } {
   const rng = new Rng(seed);
   const images = Float32Array.from({ length: c.n * 3 * c.h * c.w }, () => rng.uniform(-120, 130));
@@ -105,14 +130,18 @@ function checkCase(c: Case, optimizers: ('adam' | 'sgd')[]) {
       // own lr 1e-4.
       const lr = '1e-4';
       const opt: Optimizer = kind === 'adam' ? new Adam({ lr: Number(lr), l2: 1e-3 }) : new Sgd({ lr: 1e-3, momentum: 0.9, weightDecay: 5e-3 });
+      const masksPath = path.join(dir, 'masks.safetensors');
+      writeSafetensors(masksPath, reluMasks(m, x));
       const { loss } = trainStep(m, opt, x, yT, { reduction: 'mean' });
       const args =
         kind === 'adam'
           ? ['--optimizer', 'adam', '--lr', lr, '--l2', '1e-3']
           : ['--optimizer', 'sgd', '--lr', '1e-3', '--momentum', '0.9', '--weight-decay', '5e-3'];
       const out = path.join(dir, `${kind}.safetensors`);
-      runTorch(['step', ...common, '--weights', path.join(dir, 'w.safetensors'), '--labels', path.join(dir, 'y.npy'), '--reduction', 'mean', '--out', out, ...stepOutputs, ...args]);
+      runTorch(['step', ...common, '--weights', path.join(dir, 'w.safetensors'), '--labels', path.join(dir, 'y.npy'), '--reduction', 'mean', '--out', out, ...stepOutputs, ...args, '--relu-masks', masksPath]);
       const r = readSafetensors(out).tensors;
+      const worst = (r.get('relu_flip_worst')!.data as Float64Array)[0];
+      assert.ok(worst <= FLIP_TOL, `${kind}: a ReLU is on/off where the reference's pre-activation is ${worst.toExponential(2)} of its layer's largest`);
       const refLoss = (r.get('loss')!.data as Float64Array | Float32Array)[0];
       assert.ok(Math.abs(loss - refLoss) <= STEP_TOL * Math.abs(refLoss), `${kind}: loss ${loss} vs ${refLoss}`);
       const after = weightsToKeras(m);
@@ -156,3 +185,33 @@ test('narrow FCN-16s and FCN-32s match PyTorch at 45×70', { skip }, () => {
   checkCase({ kind: 'fcn32', width: 0.0625, n: 1, h: 45, w: 70 }, ['sgd']);
 });
 test('full-width FCN-8s matches PyTorch at 40×36 (Adam and SGD)', { skip, timeout: 900_000 }, () => checkCase({ kind: 'fcn8', width: 1, n: 1, h: 40, w: 36 }, ['adam', 'sgd']));
+
+test('a ReLU mask that is wrong away from the kink is reported', { skip }, () => {
+  const c: Case = { kind: 'fcn32', width: 0.0625, n: 1, h: 32, w: 32 };
+  const dir = mkdtempSync(path.join(tmpdir(), 'fcn-parity-'));
+  try {
+    const { images, labels } = makeBatch(c, 7);
+    writeNpy(path.join(dir, 'x.npy'), images, [c.n, 3, c.h, c.w]);
+    writeNpy(path.join(dir, 'y.npy'), labels, [c.n, c.h, c.w]);
+    const model = makeModel(c, 3);
+    saveWeights(path.join(dir, 'w.safetensors'), model);
+    const x = native.fromArray([c.n, 3, c.h, c.w], images);
+    const masks = reluMasks(model, x);
+    // Switch off an active unit of block2_conv1: a bug, not rounding.
+    const m = masks.get('block2_conv1')!;
+    const on = (m.data as Uint8Array).indexOf(1);
+    assert.ok(on >= 0);
+    (m.data as Uint8Array)[on] = 0;
+    writeSafetensors(path.join(dir, 'masks.safetensors'), masks);
+    const out = path.join(dir, 'step.safetensors');
+    runTorch(['step', '--model', c.kind, '--width', String(c.width), '--input', path.join(dir, 'x.npy'), '--dtype', 'float64', '--weights', path.join(dir, 'w.safetensors'),
+      '--labels', path.join(dir, 'y.npy'), '--out', out, '--outputs', 'grad', '--relu-masks', path.join(dir, 'masks.safetensors')]);
+    const r = readSafetensors(out).tensors;
+    assert.ok(Number((r.get('relu_flips')!.data as BigInt64Array)[0]) >= 1); // and what it changes downstream
+    assert.ok((r.get('relu_flip_worst')!.data as Float64Array)[0] > FLIP_TOL);
+    x.dispose();
+    model.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
