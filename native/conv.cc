@@ -2,6 +2,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+
+#include "eltwise.h"
 
 namespace fcn {
 
@@ -146,12 +149,112 @@ Napi::Value forward(const Napi::CallbackInfo& info, Tensor& x, Tensor& w, Tensor
   return out;
 }
 
+// A stride-1 convolution's input gradient is itself a convolution: of dy with the weights
+// transposed (in ↔ out channels) and flipped in space, padded by k−1−p. Run that way it uses
+// oneDNN's forward brgconv kernels, which are faster than its backward-data kernels (conv6's
+// 7×7 at 16×16: 2.3× in bf16).
+bool input_grad_as_forward(const ConvSpec& s) {
+  return !s.transposed && s.stride == memory::dims{1, 1} && s.pad_l == s.pad_r && s.pad_l[0] < s.w[2] && s.pad_l[1] < s.w[3];
+}
+
+ConvSpec input_grad_spec(const ConvSpec& s) {
+  ConvSpec f = s;
+  f.relu = false;
+  f.has_bias = false;
+  f.x = s.y;
+  f.w = {s.w[1], s.w[0], s.w[2], s.w[3]};
+  f.y = s.x;
+  f.pad_l = f.pad_r = {s.w[2] - 1 - s.pad_l[0], s.w[3] - 1 - s.pad_l[1]};
+  return f;
+}
+
+// Element offset of index i along dimension d of a blocked descriptor, as oneDNN lays it out
+// (outer strides plus the position inside every inner block on d). Offsets are separable
+// by dimension, so a table per dimension turns any 4-d index into four lookups.
+std::vector<int64_t> offsets_along(const dnnl_memory_desc_t& md, int d) {
+  const auto& b = md.format_desc.blocking;
+  std::vector<int64_t> t(size_t(md.dims[d]));
+  for (int64_t i = 0; i < md.dims[d]; i++) {
+    int64_t pos = i, off = 0, blk_stride = 1;
+    for (int k = b.inner_nblks - 1; k >= 0; k--) {
+      if (b.inner_idxs[k] == d) {
+        off += (pos % b.inner_blks[k]) * blk_stride;
+        pos /= b.inner_blks[k];
+      }
+      blk_stride *= b.inner_blks[k];
+    }
+    t[size_t(i)] = off + pos * b.strides[d];
+  }
+  return t;
+}
+
+// dst[i][o][kh][kw] = w[o][i][KH−1−kh][KW−1−kw], converted to dst's data type and written
+// straight into dst's layout (one pass over the master weights, no temporary).
+void transpose_flip_into(const Tensor& w, Tensor& dst) {
+  const dnnl_memory_desc_t& md = dst.md.data;
+  if (md.format_kind != dnnl_blocked || !is_plain(w.md) || w.md.data_type() != dt::f32)
+    throw std::runtime_error("conv backward: unexpected weights layout for the transposed weights");
+  const auto dims = w.dims();
+  const int64_t O = dims[0], I = dims[1], KH = dims[2], KW = dims[3];
+  std::vector<int64_t> ti = offsets_along(md, 0), to = offsets_along(md, 1), th = offsets_along(md, 2), tw = offsets_along(md, 3);
+  bool padded = false;
+  for (int d = 0; d < md.ndims; d++) padded = padded || md.padded_dims[d] != md.dims[d];
+  if (padded) std::memset(dst.ptr, 0, dst.bytes);  // oneDNN expects zeros in the padding
+  const float* src = static_cast<const float*>(w.ptr);
+  const int64_t off0 = md.offset0;
+  const bool bf16 = dst.md.data_type() == dt::bf16;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t o = 0; o < O; o++)
+    for (int64_t i = 0; i < I; i++) {
+      const float* k = src + (o * I + i) * KH * KW;
+      const int64_t base = off0 + ti[size_t(i)] + to[size_t(o)];
+      for (int64_t h = 0; h < KH; h++)
+        for (int64_t x = 0; x < KW; x++) {
+          const float v = k[(KH - 1 - h) * KW + (KW - 1 - x)];
+          const int64_t at = base + th[size_t(h)] + tw[size_t(x)];
+          if (bf16) static_cast<uint16_t*>(dst.ptr)[at] = f32_to_bf16(v);
+          else static_cast<float*>(dst.ptr)[at] = v;
+        }
+    }
+}
+
+Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, const Napi::Object& o) {
+  ConvSpec f = input_grad_spec(s);
+  auto& cp = cached(f.key("bwdDF"), [&] {
+    auto pd = fwd_pd<false>(f, false);
+    debug_impl("bwdD as fwd", f, pd.impl_info_str());
+    return CachedPrimitive{pd, dnnl::convolution_forward(pd)};
+  });
+  std::vector<Scratch> keep;
+  memory src = in_layout(dy, cp.pd.src_desc(), keep);
+  // The caller's cache holds transposed weights only (it is this path's own cache).
+  Tensor* cache = Tensor::FromOptional(o.Has("weightsCache") ? o.Get("weightsCache") : env.Null(), "weightsCache");
+  Napi::Value fresh = env.Null();
+  memory wei;
+  if (cache && cache->md == cp.pd.weights_desc()) {
+    wei = cache->mem();
+  } else {
+    Napi::Object t = Tensor::Create(env, cp.pd.weights_desc());
+    transpose_flip_into(w, *Tensor::Unwrap(t));
+    fresh = t;
+    wei = Tensor::Unwrap(t)->mem();
+  }
+  Napi::Object dx = Tensor::Create(env, cp.pd.dst_desc());
+  cp.prim.execute(cpu_stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, Tensor::Unwrap(dx)->mem()}});
+  cpu_stream().wait();
+  auto out = Napi::Object::New(env);
+  out.Set("dx", dx);
+  out.Set("weightsCache", fresh);
+  return out;
+}
+
 template <bool T>
 Napi::Value backward_data(const Napi::CallbackInfo& info, Tensor& dy, Tensor& w, Tensor& x, const Napi::Object& o) {
   Napi::Env env = info.Env();
   ConvSpec s = parse_spec(env, x.dims(), w.dims(), opt_bool(o, "bias", false), o);
   s.relu = false;  // the ReLU's own backward is applied to dy before this
   if (dy.dims() != s.y) throw Napi::TypeError::New(env, "conv backward: dy is " + dims_key(dy.dims()) + ", expected " + dims_key(s.y));
+  if (input_grad_as_forward(s) && is_plain(w.md) && w.md.data_type() == dt::f32) return input_grad_by_forward(env, s, dy, w, o);
   auto& cp = cached(s.key("bwdD"), [&] {
     using B = typename Prims<T>::bwd_data;
     auto hint = fwd_pd<T>(s, true);

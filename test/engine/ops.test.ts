@@ -28,6 +28,11 @@ const convCases: ConvCase[] = [
   { name: '3×3 same, bias + ReLU', x: [2, 3, 7, 6], w: [4, 3, 3, 3], stride: 1, pad: 1, relu: true, bias: true, transposed: false },
   { name: '7×7 same (conv6)', x: [1, 5, 4, 3], w: [6, 5, 7, 7], stride: 1, pad: 3, relu: true, bias: true, transposed: false },
   { name: '1×1 score, no ReLU', x: [2, 8, 3, 5], w: [3, 8, 1, 1], stride: 1, pad: 0, relu: false, bias: true, transposed: false },
+  // Channel counts that oneDNN stores in padded blocks (its blocked layouts, and the input
+  // gradient computed as a forward convolution with transposed, flipped weights).
+  { name: '3×3 same, 20 → 33 channels', x: [1, 20, 6, 5], w: [33, 20, 3, 3], stride: 1, pad: 1, relu: true, bias: true, transposed: false },
+  { name: '7×7 same, 17 → 35 channels', x: [1, 17, 5, 4], w: [35, 17, 7, 7], stride: 1, pad: 3, relu: true, bias: true, transposed: false },
+  { name: '1×1, 40 → 21 channels', x: [2, 40, 3, 3], w: [21, 40, 1, 1], stride: 1, pad: 0, relu: false, bias: true, transposed: false },
   { name: 'transposed 4/2 pad 1', x: [1, 3, 3, 4], w: [3, 3, 4, 4], stride: 2, pad: 1, relu: false, bias: false, transposed: true },
   { name: 'transposed 16/8 pad 4', x: [1, 2, 2, 3], w: [2, 2, 16, 16], stride: 8, pad: 4, relu: false, bias: false, transposed: true },
 ];
