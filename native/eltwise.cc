@@ -6,9 +6,6 @@ namespace fcn {
 
 namespace {
 
-Napi::Object options(const Napi::CallbackInfo& info, size_t i) {
-  return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(info.Env());
-}
 
 // Element count of the buffer, padding included: element-wise ops run over the raw
 // buffer, so they work in any layout (padding zeros stay zero under every op here).
@@ -140,7 +137,7 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
 Napi::Value DropoutForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Tensor& x = Tensor::From(info[0], "x");
-  auto o = options(info, 1);
+  auto o = opt_object(info, 1);
   double rate = opt_num(o, "rate", 0.5);
   if (!(rate >= 0 && rate < 1)) throw Napi::TypeError::New(env, "dropout: rate must be in [0, 1)");
   uint64_t seed = uint64_t(opt_num(o, "seed", 0));
@@ -166,7 +163,7 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Tensor& dy = Tensor::From(info[0], "dy");
   Tensor& mask = Tensor::From(info[1], "mask");
-  auto o = options(info, 2);
+  auto o = opt_object(info, 2);
   double rate = opt_num(o, "rate", 0.5);
   std::vector<Scratch> keep;
   memory::desc want = with_type(mask.md, dy.md.data_type());
@@ -188,7 +185,7 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
 Napi::Value CropPad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Tensor& x = Tensor::From(info[0], "x");
-  auto o = options(info, 1);
+  auto o = opt_object(info, 1);
   auto d = x.dims();
   if (d.size() != 4) throw Napi::TypeError::New(env, "cropPad: x must be N,C,H,W");
   int64_t top = opt_int(o, "top", 0), left = opt_int(o, "left", 0);

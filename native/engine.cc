@@ -98,6 +98,10 @@ bool opt_bool(const Napi::Object& o, const char* name, bool fallback) {
   return v.As<Napi::Boolean>().Value();
 }
 
+Napi::Object opt_object(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(info.Env());
+}
+
 std::string opt_str(const Napi::Object& o, const char* name, const std::string& fallback) {
   auto v = get(o, name);
   if (v.IsUndefined() || v.IsNull()) return fallback;

@@ -38,6 +38,8 @@ tag plain_tag(int ndims);
 memory::desc plain_desc(const memory::dims& dims, dt type);
 bool is_plain(const memory::desc& md);
 
+// The options object at argument i (an empty one when absent).
+Napi::Object opt_object(const Napi::CallbackInfo& info, size_t i);
 // Reads small option values from a JS object, with messages that name the option.
 int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback);
 bool opt_bool(const Napi::Object& o, const char* name, bool fallback);

@@ -38,9 +38,6 @@ PoolSpec parse(const Napi::Env& env, const Tensor& x, const Napi::Object& o) {
   return s;
 }
 
-Napi::Object options(const Napi::CallbackInfo& info, size_t i) {
-  return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(info.Env());
-}
 
 }  // namespace
 
@@ -49,7 +46,7 @@ Napi::Object options(const Napi::CallbackInfo& info, size_t i) {
 Napi::Value MaxPoolForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Tensor& x = Tensor::From(info[0], "x");
-  auto o = options(info, 1);
+  auto o = opt_object(info, 1);
   PoolSpec s = parse(env, x, o);
   bool training = opt_bool(o, "training", false);
   // The source layout is part of the key: pooling runs in whatever layout x already has.
@@ -80,7 +77,7 @@ Napi::Value MaxPoolBackward(const Napi::CallbackInfo& info) {
   Tensor& dy = Tensor::From(info[0], "dy");
   Tensor& ws = Tensor::From(info[1], "workspace");
   Tensor& x = Tensor::From(info[2], "x");
-  auto o = options(info, 3);
+  auto o = opt_object(info, 3);
   PoolSpec s = parse(env, x, o);
   if (dy.dims() != s.y) throw Napi::TypeError::New(env, "maxPool backward: dy is " + dims_key(dy.dims()) + ", expected " + dims_key(s.y));
   auto& cp = cached(s.key("poolB") + md_key(x.md) + md_key(dy.md), [&] {

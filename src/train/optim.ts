@@ -83,17 +83,17 @@ export class Adam extends StatefulOptimizer implements Optimizer {
     this.steps++;
     const t = this.steps;
     const alpha = (this.lr * Math.sqrt(1 - this.beta2 ** t)) / (1 - this.beta1 ** t);
-    for (const p of params) {
-      if (!p.trainable || !p.grad) continue;
-      native.adamUpdate(p.value, p.grad, this.slot('m', p), this.slot('v', p), {
-        alpha,
-        beta1: this.beta1,
-        beta2: this.beta2,
-        epsilon: this.epsilon,
-        l2: p.regularized ? this.l2 : 0,
-      });
-      p.version++;
-    }
+    const live = params.filter((p) => p.trainable && p.grad);
+    // One native call over every parameter: one pass of threads, not one per tensor.
+    native.adamUpdateAll(
+      live.map((p) => p.value),
+      live.map((p) => p.grad!),
+      live.map((p) => this.slot('m', p)),
+      live.map((p) => this.slot('v', p)),
+      live.map((p) => (p.regularized ? this.l2 : 0)),
+      { alpha, beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon },
+    );
+    for (const p of live) p.version++;
   }
 
   stateScalars(): Record<string, number> {
