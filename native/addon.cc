@@ -46,6 +46,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("zeros", Napi::Function::New<guarded<Zeros>>(env, "zeros"));
   exports.Set("reorder", Napi::Function::New<guarded<Reorder>>(env, "reorder"));
   exports.Set("copyInto", Napi::Function::New<guarded<CopyInto>>(env, "copyInto"));
+  exports.Set("permute", Napi::Function::New<guarded<Permute>>(env, "permute"));
   exports.Set("poolStats", Napi::Function::New<guarded<PoolStats>>(env, "poolStats"));
   exports.Set("poolTrim", Napi::Function::New<guarded<PoolTrim>>(env, "poolTrim"));
   exports.Set("convForward", Napi::Function::New<guarded<ConvForward>>(env, "convForward"));

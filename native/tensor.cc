@@ -289,6 +289,36 @@ Napi::Value Reorder(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// permute(t, perm) → a plain tensor with t's axes reordered: out dims[k] = t dims[perm[k]]
+// (oneDNN's reorder reads t through the permuted strides: the Keras ↔ engine weight layouts).
+Napi::Value Permute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tensor& src = Tensor::From(info[0], "tensor");
+  if (!is_plain(src.md)) throw Napi::TypeError::New(env, "permute: the tensor must be in the plain layout");
+  const auto dims = src.dims();
+  const size_t r = dims.size();
+  if (!info[1].IsArray() || info[1].As<Napi::Array>().Length() != r)
+    throw Napi::TypeError::New(env, "permute: perm must list each of the tensor's " + std::to_string(r) + " axes once");
+  auto perm = info[1].As<Napi::Array>();
+  memory::dims strides(r), out_dims(r), view_strides(r);
+  strides[r - 1] = 1;
+  for (size_t k = r - 1; k-- > 0;) strides[k] = strides[k + 1] * dims[k + 1];
+  std::vector<bool> seen(r, false);
+  for (uint32_t k = 0; k < r; k++) {
+    Napi::Value v = perm.Get(k);
+    double a = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (a < 0 || a >= double(r) || a != double(int64_t(a)) || seen[size_t(a)])
+      throw Napi::TypeError::New(env, "permute: perm must list each of the tensor's " + std::to_string(r) + " axes once");
+    seen[size_t(a)] = true;
+    out_dims[k] = dims[size_t(a)];
+    view_strides[k] = strides[size_t(a)];
+  }
+  memory::desc view(out_dims, src.md.data_type(), view_strides);
+  Napi::Object out = Tensor::Create(env, plain_desc(out_dims, src.md.data_type()));
+  reorder_into(memory(view, cpu_engine(), src.ptr), Tensor::Unwrap(out)->mem());
+  return out;
+}
+
 // copyInto(dst, src): dst's values become src's, converting layout and type as needed.
 Napi::Value CopyInto(const Napi::CallbackInfo& info) {
   Tensor& dst = Tensor::From(info[0], "dst");

@@ -66,6 +66,7 @@ Napi::Value Zeros(const Napi::CallbackInfo& info);
 Napi::Value WriteArray(const Napi::CallbackInfo& info);
 Napi::Value Reorder(const Napi::CallbackInfo& info);
 Napi::Value CopyInto(const Napi::CallbackInfo& info);
+Napi::Value Permute(const Napi::CallbackInfo& info);
 Napi::Value PoolStats(const Napi::CallbackInfo& info);
 Napi::Value PoolTrim(const Napi::CallbackInfo& info);
 

@@ -63,6 +63,8 @@ export interface Native {
   writeArray(t: Tensor, data: Float32Array | Uint16Array | Uint8Array | Int32Array, offset?: number): void;
   reorder(t: Tensor, options?: { dtype?: DType; like?: Tensor | null }): Tensor;
   copyInto(dst: Tensor, src: Tensor): void;
+  /** A plain tensor with t's axes reordered (t plain): out dims[k] = t dims[perm[k]]. */
+  permute(t: Tensor, perm: number[]): Tensor;
   poolStats(): { liveBytes: number; liveBuffers: number; pooledBytes: number; primitives: number };
   poolTrim(clearPrimitives?: boolean): void;
   convForward(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvOptions): { y: Tensor; weightsCache: Tensor | null };

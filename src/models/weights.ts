@@ -17,28 +17,6 @@ function kerasAxes(p: Param): number[] {
   return p.transposed ? [2, 3, 0, 1] : [2, 3, 1, 0];
 }
 
-/** dst = src with its axes reordered: dst dims are srcDims[perm[k]]. */
-export function permuteAxes(src: Float32Array, srcDims: number[], perm: number[]): Float32Array {
-  const rank = srcDims.length;
-  if (rank === 1) return src.slice();
-  const srcStrides = new Array<number>(rank);
-  srcStrides[rank - 1] = 1;
-  for (let k = rank - 2; k >= 0; k--) srcStrides[k] = srcStrides[k + 1] * srcDims[k + 1];
-  const dstDims = perm.map((a) => srcDims[a]);
-  const step = perm.map((a) => srcStrides[a]);
-  const dst = new Float32Array(src.length);
-  // Four nested loops over the destination, reading the source through permuted strides.
-  const [d0, d1, d2, d3] = dstDims, [s0, s1, s2, s3] = step;
-  let o = 0;
-  for (let a = 0; a < d0; a++)
-    for (let b = 0; b < d1; b++)
-      for (let c = 0; c < d2; c++) {
-        let base = a * s0 + b * s1 + c * s2;
-        for (let d = 0; d < d3; d++, base += s3) dst[o++] = src[base];
-      }
-  return dst;
-}
-
 function inversePerm(perm: number[]): number[] {
   const inv = new Array<number>(perm.length);
   perm.forEach((a, k) => (inv[a] = k));
@@ -51,7 +29,22 @@ export function kerasShape(p: Param): number[] {
 
 /** A parameter's value (or another array of its shape, e.g. its gradient) in Keras layout. */
 export function toKerasLayout(p: Param, t: Tensor = p.value): SafetensorsTensor {
-  return { dtype: 'F32', shape: kerasShape(p), data: permuteAxes(t.toArray() as Float32Array, p.dims, kerasAxes(p)) };
+  const k = native.permute(t, kerasAxes(p));
+  try {
+    return { dtype: 'F32', shape: kerasShape(p), data: k.toArray() as Float32Array };
+  } finally {
+    k.dispose();
+  }
+}
+
+/** A Keras-layout array as the engine's tensor for parameter p (O,I,KH,KW or (out)). */
+function fromKerasLayout(p: Param, data: Float32Array): Tensor {
+  const k = native.fromArray(kerasShape(p), data);
+  try {
+    return native.permute(k, inversePerm(kerasAxes(p)));
+  } finally {
+    k.dispose();
+  }
 }
 
 /** The model's parameters as Keras-layout float32 arrays, by checkpoint name. */
@@ -75,7 +68,7 @@ export function saveWeights(path: string, model: FCN, metadata: Record<string, s
  */
 export function loadWeightsInto(model: FCN, file: SafetensorsFile, source: string): void {
   const expected = new Set<string>();
-  const staged: [Param, Float32Array][] = [];
+  const staged: [Param, SafetensorsTensor][] = [];
   for (const p of model.params()) {
     expected.add(p.name);
     const t = file.tensors.get(p.name);
@@ -84,12 +77,12 @@ export function loadWeightsInto(model: FCN, file: SafetensorsFile, source: strin
     if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
       throw new Error(`${source}: tensor '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${want.join(', ')}]`);
     if (t.dtype !== 'F32') throw new Error(`${source}: tensor '${p.name}' is ${t.dtype}, expected F32`);
-    staged.push([p, permuteAxes(t.data as Float32Array, want, inversePerm(kerasAxes(p)))]);
+    staged.push([p, t]);
   }
   // Training checkpoints carry the optimiser's state beside the weights, under `optimizer.`.
   const extra = [...file.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX));
   if (extra !== undefined) throw new Error(`${source}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
-  for (const [p, values] of staged) p.assign(native.fromArray(p.dims, values));
+  for (const [p, t] of staged) p.assign(fromKerasLayout(p, t.data as Float32Array));
 }
 
 export interface LoadOptions {
@@ -112,7 +105,7 @@ export function loadMatchingWeights(model: FCN, file: SafetensorsFile, source: s
     if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
       throw new Error(`${source}: tensor '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${want.join(', ')}]`);
     if (t.dtype !== 'F32') throw new Error(`${source}: tensor '${p.name}' is ${t.dtype}, expected F32`);
-    p.assign(native.fromArray(p.dims, permuteAxes(t.data as Float32Array, want, inversePerm(kerasAxes(p)))));
+    p.assign(fromKerasLayout(p, t.data as Float32Array));
     loaded.add(p.name.slice(0, p.name.lastIndexOf('.')));
   }
   return loaded;

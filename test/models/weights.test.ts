@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { native } from '../../src/engine/binding.js';
 import { FCN } from '../../src/models/fcn.js';
-import { loadModel, saveWeights, weightsToKeras, permuteAxes } from '../../src/models/weights.js';
+import { loadModel, saveWeights, weightsToKeras } from '../../src/models/weights.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { bilinearPlane } from '../../src/nn/init.js';
 
@@ -60,11 +60,20 @@ test('names and Keras layouts: conv kernels (kh, kw, in, out), transposed (kh, k
   m.dispose();
 });
 
-test('permuteAxes inverts', () => {
+test('native permute moves axes as asked and its inverse restores them; bad perms are refused', () => {
   const src = Float32Array.from({ length: 2 * 3 * 4 * 5 }, (_, i) => i);
-  const t = permuteAxes(src, [2, 3, 4, 5], [2, 3, 1, 0]);
-  const back = permuteAxes(t, [4, 5, 3, 2], [3, 2, 0, 1]);
-  assert.deepEqual(back, src);
+  const t = native.fromArray([2, 3, 4, 5], src);
+  const k = native.permute(t, [2, 3, 1, 0]); // O,I,KH,KW → KH,KW,I,O
+  assert.deepEqual(k.dims, [4, 5, 3, 2]);
+  const kv = k.toArray() as Float32Array;
+  // k[h][w][i][o] = t[o][i][h][w]
+  for (const [o, i, h, w] of [[0, 0, 0, 0], [1, 2, 3, 4], [1, 0, 2, 1], [0, 2, 1, 3]])
+    assert.equal(kv[((h * 5 + w) * 3 + i) * 2 + o], src[((o * 3 + i) * 4 + h) * 5 + w]);
+  const back = native.permute(k, [3, 2, 0, 1]);
+  assert.deepEqual(back.toArray(), src);
+  assert.throws(() => native.permute(t, [0, 1, 1, 2]), /each of the tensor's 4 axes once/);
+  assert.throws(() => native.permute(t, [0, 1, 2]), /each of the tensor's 4 axes once/);
+  for (const x of [t, k, back]) x.dispose();
 });
 
 test('loading a file for another model names the first offending tensor and both shapes', () => {
