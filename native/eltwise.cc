@@ -1,5 +1,6 @@
 #include "eltwise.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace fcn {
@@ -230,15 +231,21 @@ Napi::Value Argmax(const Napi::CallbackInfo& info) {
   Napi::Object y = Tensor::Create(env, plain_desc({d[0], d[2], d[3]}, dt::u8));
   uint8_t* yp = static_cast<uint8_t*>(Tensor::Unwrap(y)->ptr);
   const int64_t C = d[1], HW = d[2] * d[3];
+  // Threads split every image into runs of pixels (batch 1 is the common case), each
+  // keeping its running maxima on the stack.
+  constexpr int64_t RUN = 1024;
+  const int64_t runs = (HW + RUN - 1) / RUN;
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < d[0]; n++) {
-    const float* base = xp + n * C * HW;
-    uint8_t* out = yp + n * HW;
-    std::vector<float> best(base, base + HW);
-    std::fill(out, out + HW, 0);
+  for (int64_t job = 0; job < d[0] * runs; job++) {
+    const int64_t n = job / runs, p0 = (job % runs) * RUN, len = std::min(RUN, HW - p0);
+    const float* base = xp + n * C * HW + p0;
+    uint8_t* out = yp + n * HW + p0;
+    float best[RUN];
+    std::copy(base, base + len, best);
+    std::fill(out, out + len, 0);
     for (int64_t c = 1; c < C; c++) {
       const float* plane = base + c * HW;
-      for (int64_t i = 0; i < HW; i++)
+      for (int64_t i = 0; i < len; i++)
         if (plane[i] > best[i]) {
           best[i] = plane[i];
           out[i] = uint8_t(c);

@@ -250,6 +250,22 @@ test('softmax cross-entropy rejects labels that are not classes', () => {
   assert.throws(() => native.softmaxCrossEntropy(xt, lt), /label 7 at pixel 2 is not a class/);
 });
 
+test('argmax over images larger than one run of pixels, batch 2', () => {
+  const [n, c, h, w] = [2, 5, 40, 53]; // 2120 pixels per image: three runs, the last partial
+  const data = Float32Array.from({ length: n * c * h * w }, (_, i) => Math.sin(i * 12.9898) * 43758.5453 % 1);
+  const t = native.fromArray([n, c, h, w], data);
+  const got = native.argmax(t);
+  const labels = got.toArray() as Uint8Array;
+  for (let b = 0; b < n; b++)
+    for (let p = 0; p < h * w; p++) {
+      let best = 0;
+      for (let k = 1; k < c; k++) if (data[(b * c + k) * h * w + p] > data[(b * c + best) * h * w + p]) best = k;
+      assert.equal(labels[b * h * w + p], best, `image ${b} pixel ${p}`);
+    }
+  t.dispose();
+  got.dispose();
+});
+
 test('argmax picks the first largest channel', () => {
   const x = ref.arr([1, 3, 1, 4], [0, 5, 1, 2, /**/ 3, 5, 0, 2, /**/ 1, 0, 9, 2]);
   assert.deepEqual(Array.from(native.argmax(toTensor(x)).toArray()), [1, 0, 2, 0]);
