@@ -7,7 +7,7 @@
 // time: only the confusion matrix grows, never a list of predictions.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { native, type Precision } from '../engine/binding.js';
+import { native, type Precision, type Tensor } from '../engine/binding.js';
 import { engineConfig } from '../engine/config.js';
 import { readLabel } from '../data/labels.js';
 import { readSample, type Dataset, type RawSample, type SampleEntry } from '../data/datasets.js';
@@ -64,6 +64,21 @@ function checkClassCount(what: string, numClasses: number, dataset: Dataset): vo
   if (numClasses !== n) throw new Error(`${what} predicts ${numClasses} classes but ${dataset.name} has ${n} (${dataset.classes.names.slice(0, 4).join(', ')}${n > 4 ? ', …' : ''})`);
 }
 
+/**
+ * The labels the logits (N×classes×H×W) predict, counted into `cm` against `truth` (N×H×W):
+ * how training, validation and evaluation all score a batch.
+ */
+export function scoreLogits(cm: ConfusionMatrix, logits: Tensor, truth: Uint8Array): Uint8Array {
+  const pred = native.argmax(logits);
+  try {
+    const labels = pred.toArray() as Uint8Array;
+    cm.update(truth, labels);
+    return labels;
+  } finally {
+    pred.dispose();
+  }
+}
+
 /** Segments every image of the dataset and scores the predictions against its labels. */
 export async function evaluate(model: FCN, dataset: Dataset, options: EvaluateOptions = {}): Promise<EvaluationResult> {
   checkClassCount(`model ${model.kind}`, model.numClasses, dataset);
@@ -78,12 +93,7 @@ export async function evaluate(model: FCN, dataset: Dataset, options: EvaluateOp
     try {
       const logits = model.predictLogits(x, precision);
       try {
-        const labelsT = native.argmax(logits);
-        try {
-          confusion.update(raw.label, labelsT.toArray() as Uint8Array);
-        } finally {
-          labelsT.dispose();
-        }
+        scoreLogits(confusion, logits, raw.label);
       } finally {
         logits.dispose();
       }

@@ -18,6 +18,7 @@ import { DataLoader, type Batch } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
 import { toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
 import { ConfusionMatrix } from '../eval/confusion.js';
+import { scoreLogits } from '../eval/evaluate.js';
 import { openJsonl, type JsonlLog } from '../report/jsonl.js';
 import { progress as makeProgress, type ProgressStream } from '../report/progress.js';
 import { writeChart } from '../report/plot.js';
@@ -148,16 +149,14 @@ async function validate(model: FCN, loader: DataLoader, c: TrainConfig, epoch: n
   const samples: SampleRow[] = [];
   for await (const b of loader.epoch(epoch)) {
     const [x, y] = batchTensors(b);
-    let logits: Tensor | null = null, pred: Tensor | null = null, grad: Tensor | null = null;
+    let logits: Tensor | null = null, grad: Tensor | null = null;
     try {
       logits = model.predictLogits(x, c.precision);
       const ce = native.softmaxCrossEntropy(logits, y, { reduction: 'sum' });
       grad = ce.grad;
       lossSum += ce.loss;
       validSum += ce.valid;
-      pred = native.argmax(logits);
-      const p = pred.toArray() as Uint8Array;
-      cm.update(b.labels, p);
+      const p = scoreLogits(cm, logits, b.labels);
       const plane = b.height * b.width;
       for (let i = 0; i < b.n && samples.length < c.samples; i++) {
         const image = b.images.subarray(i * 3 * plane, (i + 1) * 3 * plane);
@@ -168,7 +167,7 @@ async function validate(model: FCN, loader: DataLoader, c: TrainConfig, epoch: n
         });
       }
     } finally {
-      disposeAll(x, y, logits, pred, grad);
+      disposeAll(x, y, logits, grad);
     }
     await tick();
   }
@@ -264,7 +263,7 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
         const t0 = performance.now();
         for await (const b of trainLoader.epoch(globalEpoch, { startBatch: state.batch })) {
           const [x, y] = batchTensors(b);
-          let logits: Tensor | null = null, pred: Tensor | null = null;
+          let logits: Tensor | null = null;
           try {
             const r = computeGradients(model, x, y, { precision: c.precision, reduction: c.loss.reduction, seed: mixSeed(c.seed, globalEpoch, b.batchIndex), keepLogits: true });
             logits = r.logits;
@@ -275,8 +274,7 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
             }
             optimizer!.step(model.params());
             state.step++;
-            pred = native.argmax(logits!);
-            cm.update(b.labels, pred.toArray() as Uint8Array);
+            scoreLogits(cm, logits!, b.labels);
             lossSum += perPixel(r.loss, r.valid, c.loss.reduction) * r.valid;
             validSum += r.valid;
             images += b.n;
@@ -285,7 +283,7 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
             if (state.step % c.logEvery === 0) log.write({ type: 'step', step: state.step, stage: state.stage + 1, epoch: globalEpoch + 1, batch: state.batch, loss, lr: state.lr, imagesPerSecond: images / ((performance.now() - t0) / 1000) });
             bar?.tick(1, { loss: loss.toFixed(4) });
           } finally {
-            disposeAll(x, y, logits, pred);
+            disposeAll(x, y, logits);
           }
           options.onStep?.(state, model);
           await tick(); // lets Ctrl-C and native finalisers in
