@@ -250,6 +250,41 @@ test('softmax cross-entropy rejects labels that are not classes', () => {
   assert.throws(() => native.softmaxCrossEntropy(xt, lt), /label 7 at pixel 2 is not a class/);
 });
 
+// Over ≥ 4096 pixels float32 weight gradients are a matrix product of dy and im2col(x),
+// built in chunks of pixels: the first case needs two chunks, the second has batch 2 and 7×7.
+for (const c of [
+  { x: [1, 256, 64, 64], w: [3, 256, 3, 3], pad: 1 },
+  { x: [2, 8, 48, 48], w: [6, 8, 7, 7], pad: 3 },
+]) {
+  test(`conv weight gradient over ${c.x.join('×')} (${c.w[2]}×${c.w[3]}) matches a float64 sum`, () => {
+    const [n, ci, h, w] = c.x, [co, , k] = c.w, p = c.pad;
+    const xs = Float32Array.from({ length: n * ci * h * w }, (_, i) => Math.sin(i * 0.61) + 0.1);
+    const dys = Float32Array.from({ length: n * co * h * w }, (_, i) => Math.cos(i * 0.37));
+    const xt = native.fromArray(c.x, xs), dyt = native.fromArray([n, co, h, w], dys);
+    const { dw, db } = native.convBackwardWeights(xt, dyt, { stride: [1, 1], padding: [p, p, p, p], weightsDims: c.w, bias: true });
+    const got = dw.toArray() as Float32Array, gotB = db!.toArray() as Float32Array;
+    const want = new Float64Array(co * ci * k * k), wantB = new Float64Array(co);
+    for (let b = 0; b < n; b++)
+      for (let o = 0; o < co; o++) {
+        const g = dys.subarray((b * co + o) * h * w, (b * co + o + 1) * h * w);
+        for (const v of g) wantB[o] += v;
+        for (let i = 0; i < ci; i++) {
+          const xi = xs.subarray((b * ci + i) * h * w, (b * ci + i + 1) * h * w);
+          for (let kh = 0; kh < k; kh++)
+            for (let kw = 0; kw < k; kw++) {
+              let sum = 0;
+              for (let y = Math.max(0, p - kh); y < Math.min(h, h + p - kh); y++)
+                for (let x = Math.max(0, p - kw); x < Math.min(w, w + p - kw); x++) sum += xi[(y + kh - p) * w + x + kw - p] * g[y * w + x];
+              want[((o * ci + i) * k + kh) * k + kw] += sum;
+            }
+        }
+      }
+    assert.ok(ref.relError(Array.from(got), Array.from(want)) < 1e-5, `dw error ${ref.relError(Array.from(got), Array.from(want))}`);
+    assert.ok(ref.relError(Array.from(gotB), Array.from(wantB)) < 1e-5, `db error ${ref.relError(Array.from(gotB), Array.from(wantB))}`);
+    for (const t of [xt, dyt, dw, db]) t?.dispose();
+  });
+}
+
 test('argmax over images larger than one run of pixels, batch 2', () => {
   const [n, c, h, w] = [2, 5, 40, 53]; // 2120 pixels per image: three runs, the last partial
   const data = Float32Array.from({ length: n * c * h * w }, (_, i) => Math.sin(i * 12.9898) * 43758.5453 % 1);
