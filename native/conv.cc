@@ -367,7 +367,8 @@ Napi::Value weight_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& x, T
   const float* xp = static_cast<const float*>(xm.get_data_handle());
   const float* dyp = static_cast<const float*>(dym.get_data_handle());
   const int64_t chunk = std::min(P, std::max<int64_t>(256, (int64_t(32) << 20) / (KKI * 4)));
-  Scratch col(size_t(chunk * KKI * 4));
+  // One size for every layer, so that the pool keeps a single im2col buffer for them all.
+  Scratch col(size_t(std::max<int64_t>(int64_t(32) << 20, chunk * KKI * 4)));
   Scratch acc(size_t(O * KKI * 4));  // dW as O × (KH, KW, I)
   memory c_mem(memory::desc({O, KKI}, dt::f32, tag::ab), cpu_engine(), acc.ptr);
   for (int64_t p0 = 0; p0 < P; p0 += chunk) {
