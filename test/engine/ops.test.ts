@@ -244,6 +244,33 @@ for (const reduction of ['mean', 'sum'] as const) {
   });
 }
 
+test('softmax cross-entropy over images of several runs of pixels, batch 2: loss and exact gradient', () => {
+  const [n, c, h, w] = [2, 21, 20, 30]; // 600 pixels per image: three runs, the last partial
+  const x = ref.randomArr([n, c, h, w], 16, 4);
+  const labels = Uint8Array.from({ length: n * h * w }, (_, i) => (i % 11 === 5 ? 255 : (i * 13) % c));
+  const xt = toTensor(x), lt = native.fromArray([n, h, w], labels);
+  const { loss, valid, grad } = native.softmaxCrossEntropy(xt, lt, { reduction: 'mean' });
+  const lossRef = ref.softmaxCrossEntropy(x, labels, 'mean');
+  assert.ok(Math.abs(loss - lossRef) < 1e-6 * Math.abs(lossRef), `loss ${loss} vs ${lossRef}`);
+  // dL/dx = (softmax − onehot) / valid, in float64; ignored pixels exactly 0.
+  const g = values(grad), want = new Array<number>(g.length).fill(0);
+  for (let b = 0; b < n; b++)
+    for (let p = 0; p < h * w; p++) {
+      const y = labels[b * h * w + p];
+      if (y === 255) continue;
+      const at = (k: number) => (b * c + k) * h * w + p;
+      let m = -Infinity;
+      for (let k = 0; k < c; k++) m = Math.max(m, x.data[at(k)]);
+      let sum = 0;
+      for (let k = 0; k < c; k++) sum += Math.exp(x.data[at(k)] - m);
+      for (let k = 0; k < c; k++) want[at(k)] = (Math.exp(x.data[at(k)] - m) / sum - (k === y ? 1 : 0)) / valid;
+    }
+  assert.ok(ref.relError(g, want) < 1e-5, `gradient error ${ref.relError(g, want)}`);
+  for (let b = 0; b < n; b++)
+    for (let p = 0; p < h * w; p++) if (labels[b * h * w + p] === 255) for (let k = 0; k < c; k++) assert.equal(g[(b * c + k) * h * w + p], 0);
+  for (const t of [xt, lt, grad]) t.dispose();
+});
+
 test('softmax cross-entropy rejects labels that are not classes', () => {
   const xt = native.zeros([1, 3, 2, 2]);
   const lt = native.fromArray([1, 2, 2], Uint8Array.from([0, 1, 7, 255]));
