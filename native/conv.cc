@@ -1,9 +1,9 @@
 #include "conv.h"
 
-#include <cstdio>
-#include <cstdlib>
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "eltwise.h"
