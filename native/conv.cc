@@ -122,8 +122,10 @@ Tensor* weights_cache(const Napi::Env& env, const Napi::Object& o) {
 // Weights in the layout the primitive wants: the caller's cached copy when it still
 // matches, else a fresh reorder that is handed back so the caller can cache it until the
 // weights change (reordering conv6's 400 MB on every call would cost more than the conv).
-memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::desc& want, Napi::Value& fresh) {
-  if (w.md == want) return w.mem();
+// With `transpose_flip` the copy holds the input-gradient convolution's weights (see
+// pack_weights), never w itself.
+memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::desc& want, Napi::Value& fresh, bool transpose_flip = false) {
+  if (!transpose_flip && w.md == want) return w.mem();
   if (cache && cache->md == want) return cache->mem();
   Napi::Object t = Tensor::Create(env, want);
   auto t0 = std::chrono::steady_clock::now();
@@ -131,12 +133,12 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
   // here (conv6: 144 ms); pack_weights does it in 94 ms. Every other case (float32, 1×1) its
   // reorder is the faster one.
   const bool spatial_bf16 = want.data_type() == dt::bf16 && want.dims().size() == 4 && want.dims()[2] * want.dims()[3] > 1;
-  if (spatial_bf16 && is_plain(w.md) && w.md.data_type() == dt::f32 && want.dims() == w.dims() && want.data.format_kind == dnnl_blocked)
-    pack_weights(w, *Tensor::Unwrap(t), false);
+  if (transpose_flip || (spatial_bf16 && is_plain(w.md) && w.md.data_type() == dt::f32 && want.dims() == w.dims() && want.data.format_kind == dnnl_blocked))
+    pack_weights(w, *Tensor::Unwrap(t), transpose_flip);
   else
     reorder_into(w.mem(), Tensor::Unwrap(t)->mem());
   static const bool debug = std::getenv("FCN_DEBUG_IMPL") != nullptr;
-  if (debug) std::fprintf(stderr, "fcn: weights %s in %.1f ms\n", md_key(want).c_str(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  if (debug) std::fprintf(stderr, "fcn: %sweights %s in %.1f ms\n", transpose_flip ? "transposed " : "", md_key(want).c_str(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   fresh = t;
   return Tensor::Unwrap(t)->mem();
 }
@@ -284,23 +286,9 @@ Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, 
   });
   std::vector<Scratch> keep;
   memory src = in_layout(dy, cp.pd.src_desc(), keep);
-  // The caller's cache holds transposed weights only (it is this path's own cache).
-  Tensor* cache = weights_cache(env, o);
+  // The caller's cache for this path holds transposed weights only.
   Napi::Value fresh = env.Null();
-  memory wei;
-  if (cache && cache->md == cp.pd.weights_desc()) {
-    wei = cache->mem();
-  } else {
-    Napi::Object t = Tensor::Create(env, cp.pd.weights_desc());
-    auto t0 = std::chrono::steady_clock::now();
-    pack_weights(w, *Tensor::Unwrap(t), true);
-    static const bool debug = std::getenv("FCN_DEBUG_IMPL") != nullptr;
-    if (debug)
-      std::fprintf(stderr, "fcn: transposed weights %s in %.1f ms\n", md_key(cp.pd.weights_desc()).c_str(),
-                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    fresh = t;
-    wei = Tensor::Unwrap(t)->mem();
-  }
+  memory wei = prepared_weights(env, w, weights_cache(env, o), cp.pd.weights_desc(), fresh, true);
   Napi::Object dx = Tensor::Create(env, cp.pd.dst_desc());
   cp.prim.execute(cpu_stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, Tensor::Unwrap(dx)->mem()}});
   cpu_stream().wait();

@@ -37,42 +37,9 @@ const convCases: ConvCase[] = [
   { name: 'transposed 16/8 pad 4', x: [1, 2, 2, 3], w: [2, 2, 16, 16], stride: 8, pad: 4, relu: false, bias: false, transposed: true },
 ];
 
-for (const c of convCases) {
-  test(`conv ${c.name}: forward and gradients`, () => {
-    const x = ref.randomArr(c.x, 1, 1), w = ref.randomArr(c.w, 2, 0.5), b = c.bias ? ref.randomArr([c.w[0]], 3, 0.3) : null;
-    const p = { stride: c.stride, pad: c.pad, relu: c.relu, transposed: c.transposed };
-    const yRef = ref.conv(x, w, b, p);
-    const xt = toTensor(x), wt = toTensor(w), bt = b ? toTensor(b) : null;
-    const opts = { stride: [c.stride, c.stride] as [number, number], padding: [c.pad, c.pad, c.pad, c.pad] as [number, number, number, number], transposed: c.transposed };
-    const { y, weightsCache } = native.convForward(xt, wt, bt, { ...opts, relu: c.relu, training: true });
-    assert.deepEqual(y.dims, yRef.dims);
-    assert.ok(ref.relError(values(y), yRef.data) < FWD_TOL, `forward error ${ref.relError(values(y), yRef.data)}`);
-
-    // L = Σ r ⊙ y, so dL/dy = r.
-    const r = ref.randomArr(yRef.dims, 4);
-    const loss = (xx: ref.Arr, ww: ref.Arr, bb: ref.Arr | null) => ref.dot(ref.conv(xx, ww, bb, p), r);
-    const dy = toTensor(r);
-    const dpre = c.relu ? native.reluBackward(dy, y) : dy;
-    const { dx } = native.convBackwardData(dpre, wt, xt, opts);
-    const { dw, db } = native.convBackwardWeights(xt, dpre, { ...opts, weightsDims: c.w, bias: c.bias });
-
-    const ix = sample(x.data.length), iw = sample(w.data.length);
-    const gx = values(dx), gw = values(dw);
-    const nx = ref.numericGrad((a) => loss(a, w, b), x, ix), nw = ref.numericGrad((a) => loss(x, a, b), w, iw);
-    assert.ok(ref.relError(ix.map((i) => gx[i]), nx) < GRAD_TOL, `dx error ${ref.relError(ix.map((i) => gx[i]), nx)}`);
-    assert.ok(ref.relError(iw.map((i) => gw[i]), nw) < GRAD_TOL, `dw error ${ref.relError(iw.map((i) => gw[i]), nw)}`);
-    if (b) {
-      const ib = sample(b.data.length), gb = values(db!);
-      const nb = ref.numericGrad((a) => loss(x, w, a), b, ib);
-      assert.ok(ref.relError(ib.map((i) => gb[i]), nb) < GRAD_TOL, `db error`);
-    }
-    for (const t of [xt, wt, bt, y, weightsCache, dy, dpre, dx, dw, db]) t?.dispose();
-  });
-}
-
 // bfloat16 compute: inputs and weights rounded to 8-bit mantissas (relative error 2⁻⁹ each),
 // fp32 accumulation, bf16 outputs. Errors relative to the largest value stay near 1%; the
-// tolerances are loose by that much, not tuned to pass (fp32 above uses 1e-5 and 1e-3).
+// tolerances are loose by that much, not tuned to pass (fp32 uses 1e-5 and 1e-3).
 const BF16_FWD_TOL = 2e-2;
 const BF16_GRAD_TOL = 3e-2;
 /** The values as float32, whatever the tensor's dtype. */
@@ -84,42 +51,49 @@ const f32values = (t: Tensor) => {
   return v;
 };
 
-for (const c of convCases) {
-  test(`conv ${c.name}, bfloat16: forward and gradients within bf16 tolerance`, () => {
-    const x = ref.randomArr(c.x, 1, 1), w = ref.randomArr(c.w, 2, 0.5), b = c.bias ? ref.randomArr([c.w[0]], 3, 0.3) : null;
-    const p = { stride: c.stride, pad: c.pad, relu: c.relu, transposed: c.transposed };
-    const yRef = ref.conv(x, w, b, p);
-    const xt = toTensor(x), wt = toTensor(w), bt = b ? toTensor(b) : null;
-    const opts = { stride: [c.stride, c.stride] as [number, number], padding: [c.pad, c.pad, c.pad, c.pad] as [number, number, number, number], transposed: c.transposed, dtype: 'bfloat16' as const };
-    const { y, weightsCache } = native.convForward(xt, wt, bt, { ...opts, relu: c.relu, training: true });
-    assert.equal(y.dtype, 'bfloat16');
-    assert.deepEqual(y.dims, yRef.dims);
-    const fe = ref.relError(f32values(y), yRef.data);
-    assert.ok(fe < BF16_FWD_TOL, `forward error ${fe}`);
-    assert.ok(fe > 0, 'bf16 compute actually rounds (not silently fp32)');
+const precisions = [
+  { dtype: 'float32' as const, suffix: ': forward and gradients', fwdTol: FWD_TOL, gradTol: GRAD_TOL },
+  { dtype: 'bfloat16' as const, suffix: ', bfloat16: forward and gradients within bf16 tolerance', fwdTol: BF16_FWD_TOL, gradTol: BF16_GRAD_TOL },
+];
 
-    const r = ref.randomArr(yRef.dims, 4);
-    const loss = (xx: ref.Arr, ww: ref.Arr, bb: ref.Arr | null) => ref.dot(ref.conv(xx, ww, bb, p), r);
-    const dy = toTensor(r);
-    const dpre = c.relu ? native.reluBackward(dy, y) : dy;
-    const { dx } = native.convBackwardData(dpre, wt, xt, opts);
-    const { dw, db } = native.convBackwardWeights(xt, dpre, { ...opts, weightsDims: c.w, bias: c.bias });
-    assert.equal(dw.dtype, 'float32', 'weight gradients reach the fp32 master weights as float32');
-    const ix = sample(x.data.length), iw = sample(w.data.length);
-    const gx = f32values(dx), gw = values(dw);
-    const nx = ref.numericGrad((a) => loss(a, w, b), x, ix), nw = ref.numericGrad((a) => loss(x, a, b), w, iw);
-    const ex = ref.relError(ix.map((i) => gx[i]), nx), ew = ref.relError(iw.map((i) => gw[i]), nw);
-    assert.ok(ex < BF16_GRAD_TOL, `dx error ${ex}`);
-    assert.ok(ew < BF16_GRAD_TOL, `dw error ${ew}`);
-    if (b) {
-      const ib = sample(b.data.length), gb = values(db!);
-      const nb = ref.numericGrad((a) => loss(x, w, a), b, ib);
-      const eb = ref.relError(ib.map((i) => gb[i]), nb);
-      assert.ok(eb < BF16_GRAD_TOL, `db error ${eb}`);
-    }
-    for (const t of [xt, wt, bt, y, weightsCache, dy, dpre, dx, dw, db]) t?.dispose();
-  });
-}
+for (const pr of precisions)
+  for (const c of convCases) {
+    test(`conv ${c.name}${pr.suffix}`, () => {
+      const x = ref.randomArr(c.x, 1, 1), w = ref.randomArr(c.w, 2, 0.5), b = c.bias ? ref.randomArr([c.w[0]], 3, 0.3) : null;
+      const p = { stride: c.stride, pad: c.pad, relu: c.relu, transposed: c.transposed };
+      const yRef = ref.conv(x, w, b, p);
+      const xt = toTensor(x), wt = toTensor(w), bt = b ? toTensor(b) : null;
+      const opts = { stride: [c.stride, c.stride] as [number, number], padding: [c.pad, c.pad, c.pad, c.pad] as [number, number, number, number], transposed: c.transposed, dtype: pr.dtype };
+      const { y, weightsCache } = native.convForward(xt, wt, bt, { ...opts, relu: c.relu, training: true });
+      assert.equal(y.dtype, pr.dtype);
+      assert.deepEqual(y.dims, yRef.dims);
+      const fe = ref.relError(f32values(y), yRef.data);
+      assert.ok(fe < pr.fwdTol, `forward error ${fe}`);
+      if (pr.dtype === 'bfloat16') assert.ok(fe > 0, 'bf16 compute actually rounds (not silently fp32)');
+
+      // L = Σ r ⊙ y, so dL/dy = r.
+      const r = ref.randomArr(yRef.dims, 4);
+      const loss = (xx: ref.Arr, ww: ref.Arr, bb: ref.Arr | null) => ref.dot(ref.conv(xx, ww, bb, p), r);
+      const dy = toTensor(r);
+      const dpre = c.relu ? native.reluBackward(dy, y) : dy;
+      const { dx } = native.convBackwardData(dpre, wt, xt, opts);
+      const { dw, db } = native.convBackwardWeights(xt, dpre, { ...opts, weightsDims: c.w, bias: c.bias });
+      assert.equal(dw.dtype, 'float32', 'weight gradients reach the fp32 master weights as float32');
+      const ix = sample(x.data.length), iw = sample(w.data.length);
+      const gx = f32values(dx), gw = values(dw);
+      const nx = ref.numericGrad((a) => loss(a, w, b), x, ix), nw = ref.numericGrad((a) => loss(x, a, b), w, iw);
+      const ex = ref.relError(ix.map((i) => gx[i]), nx), ew = ref.relError(iw.map((i) => gw[i]), nw);
+      assert.ok(ex < pr.gradTol, `dx error ${ex}`);
+      assert.ok(ew < pr.gradTol, `dw error ${ew}`);
+      if (b) {
+        const ib = sample(b.data.length), gb = values(db!);
+        const nb = ref.numericGrad((a) => loss(x, w, a), b, ib);
+        const eb = ref.relError(ib.map((i) => gb[i]), nb);
+        assert.ok(eb < pr.gradTol, `db error ${eb}`);
+      }
+      for (const t of [xt, wt, bt, y, weightsCache, dy, dpre, dx, dw, db]) t?.dispose();
+    });
+  }
 
 test('max pool, bfloat16: forward exact on bf16 values, gradient routed to the max', () => {
   const x = ref.randomArr([2, 3, 7, 5], 5);
