@@ -1,0 +1,81 @@
+// One loader for every weight file people hold: the project's safetensors, Keras `.h5`
+// (the seed's FCN models and Keras's VGG16 ImageNet files) and Caffe `.caffemodel` (the
+// paper's FCN models and Caffe's VGG16). The format is detected from the file's content,
+// never its extension. Each reader presents the file in one common form: the project's layer
+// names (`block1_conv1`, `conv6`, `score7`, `fcn8`…) and Keras layouts — convolution kernels
+// (kh, kw, in, out), transposed-convolution kernels (kh, kw, out, in), biases (out), float32 —
+// plus string metadata saying what network the file implies. Tensors are converted one at a
+// time when asked for (`read`), so a 500 MB file is never held as several full copies.
+import { closeSync, openSync, readSync } from 'node:fs';
+
+export type WeightFormat = 'safetensors' | 'keras-h5' | 'caffemodel';
+
+/** A tensor of a weight file, converted to the common form only when read. */
+export interface WeightEntry {
+  /** Keras-layout shape (see above). */
+  shape: number[];
+  /** The float32 values in that layout; each call may convert again, so call once. */
+  read(): Float32Array;
+}
+
+export interface WeightSource {
+  path: string;
+  format: WeightFormat;
+  /**
+   * What the file implies, as strings (the keys of the project's safetensors metadata):
+   * `model` (fcn32|fcn16|fcn8; absent for a backbone), `backbone` ('vgg16' for an ImageNet
+   * VGG16 file), `style` (keras|caffe), `width`, `classes`, `skip_scales` ("0.01,0.0001" for
+   * Caffe's at-once FCN-8s), `class_names` (JSON array) when known, and anything else the
+   * format records.
+   */
+  metadata: Record<string, string>;
+  /** Tensors by `<layer>.kernel` / `<layer>.bias`, input to output. */
+  tensors: Map<string, WeightEntry>;
+  /** One line per thing the reader did that a user should know (e.g. layers left out). */
+  notes: string[];
+}
+
+const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** The format of a weight file from its first bytes; null when it is none of them. */
+export function detectWeightFormat(path: string): WeightFormat | null {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const head = Buffer.alloc(1024 + 8);
+    const n = readSync(fd, head, 0, head.length, 0);
+    // HDF5: the signature at offset 0, 512, 1024… (a user block may precede it).
+    for (const at of [0, 512, 1024]) if (n >= at + 8 && head.subarray(at, at + 8).equals(HDF5_SIGNATURE)) return 'keras-h5';
+    // safetensors: an 8-byte little-endian header length, then a JSON object.
+    if (n >= 9 && head[8] === 0x7b /* { */ && head.readBigUInt64LE(0) < 100_000_000n) return 'safetensors';
+    // A Caffe NetParameter starts with a field tag: name (1, string), layers (2, V1),
+    // input (3), or layer (100, encoded as 0xa2 0x06); protobuf has no magic number, so the
+    // Caffe reader confirms by decoding.
+    if (n >= 1 && (head[0] === 0x0a || head[0] === 0x12 || head[0] === 0x1a || (head[0] === 0xa2 && head[1] === 0x06))) return 'caffemodel';
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Opens any weight file the project reads. Readers load lazily, so a user of safetensors
+ * alone never loads the HDF5 or protobuf code.
+ */
+export async function readWeightSource(path: string): Promise<WeightSource> {
+  const format = detectWeightFormat(path);
+  switch (format) {
+    case 'safetensors':
+      return (await import('./safetensors-source.js')).safetensorsSource(path);
+    case 'keras-h5':
+      return (await import('./keras-h5.js')).readKerasH5(path);
+    case 'caffemodel':
+      return (await import('./caffemodel.js')).readCaffeModel(path);
+    default:
+      throw new Error(`${path}: not a weight file this project reads (expected safetensors, Keras .h5 or Caffe .caffemodel)`);
+  }
+}
