@@ -1,0 +1,330 @@
+// ONNX export of an FCN: one self-contained file that ONNX Runtime (or any ONNX engine) runs
+// on plain pixels.
+//
+// Input  `image`  float32 [batch, 3, height, width], RGB, values 0–255, any height and width.
+// Output `logits` float32 [batch, classes, height, width], class scores before softmax, at the
+//                 input's own size.
+// Output `labels` int64   [batch, height, width], the arg-max class of every pixel (the first
+//                 class on ties); left out with `labels: false`.
+//
+// The preprocessing is inside the graph — RGB → BGR (a Gather over the channels) minus the
+// model's BGR means — so users feed pixels, not network input. The rest follows FCN.run():
+// Keras style pads the preprocessed image at the bottom and right with zeros (the mean colour)
+// to a multiple of 32, with the amount computed from Shape at run time, and slices the logits
+// back to height × width; Caffe style pads nothing, pools with ceil_mode, and crops each skip's
+// scores and the final scores at the model's offsets to the size of a reference tensor read
+// with Shape. Dropout is the identity at inference and is left out.
+//
+// Weights are initializers whose raw_data holds little-endian float32. The file is produced
+// as a sequence of chunks: the protobuf messages around the weights are encoded with the
+// schema in io/onnx.ts, and each weight's bytes are converted from the engine only when its
+// chunk is reached, so writing a 500 MB model holds one tensor at a time, not the whole file.
+import { endianness } from 'node:os';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { native } from '../engine/binding.js';
+import type { FCN } from '../models/fcn.js';
+import type { Conv2d } from '../nn/layers.js';
+import { meansBgr, type Means } from '../data/transforms.js';
+import { VOC_CLASS_NAMES } from '../data/classes.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import {
+  GraphProto, ModelProto, OnnxAttributeType, OnnxDataType, OnnxField, TensorProto, encodeMessage, valueInfo,
+  type OnnxAttribute, type OnnxNode, type OnnxTensorHeader, type OnnxValueInfo,
+} from '../io/onnx.js';
+
+export const ONNX_INPUT = 'image';
+export const ONNX_LOGITS = 'logits';
+export const ONNX_LABELS = 'labels';
+export const DEFAULT_OPSET = 13;
+/** Opset 13 has every operator the graph uses in its current form. */
+export const MIN_OPSET = 13;
+/**
+ * The newest opset whose IR version is settled here (ONNX 1.18: opset 23, IR 11);
+ * onnxruntime-node 1.30 runs up to 26. The graph is the same in all of them.
+ */
+export const MAX_OPSET = 23;
+
+export interface OnnxExportOptions {
+  /** ONNX operator set version, MIN_OPSET…MAX_OPSET (default 13). */
+  opset?: number;
+  /** Add the `labels` output (arg-max over classes); default true. */
+  labels?: boolean;
+  /** Class names for the metadata; default: the model's own, else VOC's for 21 classes. */
+  classNames?: readonly string[];
+  /** Extra metadata_props entries (e.g. the source weight file). */
+  metadata?: Record<string, string>;
+}
+
+/**
+ * The parts of the model's Caffe-style description this exporter reads. Declared here as
+ * optional so the exporter works with models that have only the Keras style.
+ */
+interface StyledModel {
+  style?: 'keras' | 'caffe';
+  means?: Means;
+  skipScales?: readonly [number, number] | null;
+  cropOffsets?: () => { score4?: number; score3?: number; final: number };
+  classNames?: readonly string[];
+}
+
+// The ONNX IR version of the ONNX release that introduced each opset.
+function irVersionFor(opset: number): number {
+  if (opset <= 14) return 7;
+  if (opset <= 18) return 8;
+  if (opset <= 20) return 9;
+  if (opset <= 22) return 10;
+  return 11;
+}
+
+function producerVersion(): string {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  try {
+    return (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown'; // informative only
+  }
+}
+
+/** A graph initializer: small constants carry their values in the header; weights are read lazily. */
+interface Initializer {
+  header: OnnxTensorHeader;
+  /** Bytes of raw_data, converted when the chunk is written. */
+  raw?: { byteLength: number; read: () => Uint8Array };
+}
+
+const attrInts = (name: string, ints: number[]): OnnxAttribute => ({ name, type: OnnxAttributeType.INTS, ints });
+const attrInt = (name: string, i: number): OnnxAttribute => ({ name, type: OnnxAttributeType.INT, i });
+
+class GraphBuilder {
+  readonly nodes: OnnxNode[] = [];
+  readonly initializers: Initializer[] = [];
+  private readonly names = new Set<string>();
+
+  private claim(name: string): string {
+    if (this.names.has(name)) throw new Error(`ONNX export: the value name '${name}' is used twice`);
+    this.names.add(name);
+    return name;
+  }
+
+  /** Adds a node with one output named `output` and returns that name. */
+  op(opType: string, inputs: string[], output: string, attribute: OnnxAttribute[] = []): string {
+    this.nodes.push({ opType, input: inputs, output: [this.claim(output)], name: output, attribute });
+    return output;
+  }
+
+  int64(name: string, values: number[], dims: number[] = [values.length]): string {
+    this.initializers.push({ header: { name: this.claim(name), dims, dataType: OnnxDataType.INT64, int64Data: values } });
+    return name;
+  }
+
+  float(name: string, values: number[], dims: number[] = [values.length]): string {
+    this.initializers.push({ header: { name: this.claim(name), dims, dataType: OnnxDataType.FLOAT, floatData: values } });
+    return name;
+  }
+
+  weight(name: string, dims: number[], read: () => Float32Array): string {
+    const byteLength = 4 * dims.reduce((a, b) => a * b, 1);
+    const readBytes = () => {
+      const values = read();
+      if (values.byteLength !== byteLength) throw new Error(`ONNX export: ${name} has ${values.length} values, its shape [${dims.join(', ')}] needs ${byteLength / 4}`);
+      return littleEndianBytes(values);
+    };
+    this.initializers.push({ header: { name: this.claim(name), dims, dataType: OnnxDataType.FLOAT }, raw: { byteLength, read: readBytes } });
+    return name;
+  }
+}
+
+/** float32 values as little-endian bytes (a view on x86/ARM, a swapped copy on big-endian hosts). */
+function littleEndianBytes(values: Float32Array): Uint8Array {
+  const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  if (endianness() === 'LE') return bytes;
+  const swapped = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i += 4) {
+    swapped[i] = bytes[i + 3]!;
+    swapped[i + 1] = bytes[i + 2]!;
+    swapped[i + 2] = bytes[i + 1]!;
+    swapped[i + 3] = bytes[i]!;
+  }
+  return swapped;
+}
+
+/** Kernel and bias initializers of a layer in ONNX layouts. */
+function layerWeights(g: GraphBuilder, layer: Conv2d): string[] {
+  const k = layer.kernel;
+  // The engine keeps every kernel as (out, in, kh, kw): that is ONNX Conv's W. ONNX
+  // ConvTranspose's W is (in, out, kh, kw), one swap of the first two axes.
+  const dims = layer.transposed ? [k.dims[1]!, k.dims[0]!, k.dims[2]!, k.dims[3]!] : [...k.dims];
+  const kernel = g.weight(k.name, dims, () => {
+    if (!layer.transposed) return k.value.toArray() as Float32Array;
+    const swapped = native.permute(k.value, [1, 0, 2, 3]);
+    try {
+      return swapped.toArray() as Float32Array;
+    } finally {
+      swapped.dispose();
+    }
+  });
+  const inputs = [kernel];
+  const b = layer.bias;
+  if (b) inputs.push(g.weight(b.name, [...b.dims], () => b.value.toArray() as Float32Array));
+  return inputs;
+}
+
+function conv(g: GraphBuilder, layer: Conv2d, x: string): string {
+  const [, , kh, kw] = layer.kernel.dims;
+  const p = layer.padding, s = layer.stride;
+  const attrs = [attrInts('kernel_shape', [kh!, kw!]), attrInts('strides', [s, s]), attrInts('pads', [p, p, p, p])];
+  const y = g.op(layer.transposed ? 'ConvTranspose' : 'Conv', [x, ...layerWeights(g, layer)], layer.relu ? `${layer.name}_linear` : layer.name, attrs);
+  return layer.relu ? g.op('Relu', [y], layer.name) : y;
+}
+
+/** The model as an ONNX graph (initializers not yet converted). */
+function buildGraph(model: FCN & StyledModel, withLabels: boolean): { graph: GraphBuilder; inputs: OnnxValueInfo[]; outputs: OnnxValueInfo[] } {
+  const g = new GraphBuilder();
+  const caffe = model.style === 'caffe';
+  const classes = model.numClasses;
+
+  // Spatial size of a value, int64 [2] = (height, width), for pads and crops.
+  const sizeOf = (x: string) => g.op('Gather', [g.op('Shape', [x], `${x}_shape`), 'hw_axes'], `${x}_hw`, [attrInt('axis', 0)]);
+  g.int64('hw_axes', [2, 3]);
+  const imageHw = sizeOf(ONNX_INPUT);
+
+  // Preprocessing: RGB → BGR, minus the BGR means (no scaling), as the engine's toNetworkInput.
+  const bgr = g.op('Gather', [ONNX_INPUT, g.int64('bgr_channels', [2, 1, 0])], 'image_bgr', [attrInt('axis', 1)]);
+  let x = g.op('Sub', [bgr, g.float('means_bgr', meansBgr(model.means ?? 'keras'), [1, 3, 1, 1])], 'preprocessed');
+
+  if (!caffe) {
+    // Zeros at the bottom and right up to a multiple of 32: pad = (32 − size mod 32) mod 32.
+    const stride = g.int64('output_stride', [32], []);
+    const rest = g.op('Mod', [imageHw, stride], 'image_hw_mod_32');
+    const pad = g.op('Mod', [g.op('Sub', [stride, rest], 'pad_hw_or_32'), stride], 'pad_hw');
+    const pads = g.op('Concat', [g.int64('pads_begin', [0, 0, 0, 0, 0, 0]), pad], 'pads', [attrInt('axis', 0)]); // N, C, H, W begins; N, C ends; H, W ends
+    x = g.op('Pad', [x, pads], 'padded', [{ name: 'mode', type: OnnxAttributeType.STRING, s: Buffer.from('constant') }]);
+  }
+
+  let pool3 = '', pool4 = '';
+  for (const [i, block] of model.blocks.entries()) {
+    for (const layer of block.convs) x = conv(g, layer, x);
+    const name = `block${i + 1}_pool`;
+    x = g.op('MaxPool', [x], name, [attrInts('kernel_shape', [2, 2]), attrInts('strides', [2, 2]), attrInt('ceil_mode', block.pool.ceil ? 1 : 0)]);
+    if (i === 2) pool3 = x;
+    if (i === 3) pool4 = x;
+  }
+  x = conv(g, model.conv6, x);
+  x = conv(g, model.conv7, x);
+  x = conv(g, model.score7, x);
+
+  const offsets = caffe && model.cropOffsets ? model.cropOffsets() : { final: 0 };
+  // A crop of `value` at (offset, offset) to the spatial size `size` (int64 [2]).
+  const crop = (value: string, offset: number, size: string, output: string) => {
+    const starts = g.int64(`${output}_starts`, [offset, offset]);
+    const ends = offset === 0 ? size : g.op('Add', [size, starts], `${output}_ends`);
+    return g.op('Slice', [value, starts, ends, 'hw_axes'], output);
+  };
+  // A skip: the pool (scaled, for Caffe's at-once FCN-8s) scored, cropped to the upsampled
+  // coarser scores in Caffe style, and added to them.
+  const skip = (coarse: string, up: Conv2d, score: Conv2d, pool: string, scale: number | undefined, offset: number | undefined, name: string) => {
+    const upsampled = conv(g, up, coarse);
+    const scaled = scale === undefined || scale === 1 ? pool : g.op('Mul', [pool, g.float(`${pool}_scale`, [scale], [])], `${pool}_scaled`);
+    let scores = conv(g, score, scaled);
+    if (offset !== undefined) scores = crop(scores, offset, sizeOf(upsampled), `${score.name}_cropped`);
+    return g.op('Add', [upsampled, scores], name);
+  };
+  const scales = model.skipScales ?? undefined;
+  if (model.score7Upsample && model.score4) {
+    x = skip(x, model.score7Upsample, model.score4, pool4, scales?.[0], caffe ? offsets.score4 : undefined, 'skip4');
+    if (model.skip4Upsample && model.score3) x = skip(x, model.skip4Upsample, model.score3, pool3, scales?.[1], caffe ? offsets.score3 : undefined, 'skip3');
+  }
+  x = conv(g, model.upsample, x);
+  crop(x, offsets.final, imageHw, ONNX_LOGITS);
+  if (withLabels) g.op('ArgMax', [ONNX_LOGITS], ONNX_LABELS, [attrInt('axis', 1), attrInt('keepdims', 0)]);
+
+  const inputs = [valueInfo(ONNX_INPUT, OnnxDataType.FLOAT, ['batch', 3, 'height', 'width'], 'RGB pixels, 0-255, NCHW; preprocessing is in the graph')];
+  const outputs = [valueInfo(ONNX_LOGITS, OnnxDataType.FLOAT, ['batch', classes, 'height', 'width'], 'class scores before softmax')];
+  if (withLabels) outputs.push(valueInfo(ONNX_LABELS, OnnxDataType.INT64, ['batch', 'height', 'width'], 'arg-max class per pixel'));
+  return { graph: g, inputs, outputs };
+}
+
+function metadataOf(model: FCN & StyledModel, options: OnnxExportOptions): Record<string, string> {
+  const classNames = options.classNames ?? model.classNames ?? (model.numClasses === VOC_CLASS_NAMES.length ? VOC_CLASS_NAMES : undefined);
+  if (classNames && classNames.length !== model.numClasses) throw new Error(`ONNX export: ${classNames.length} class names for a model of ${model.numClasses} classes`);
+  const meta: Record<string, string> = {
+    model: model.kind,
+    style: model.style ?? 'keras',
+    width: String(model.width),
+    classes: String(model.numClasses),
+    means: JSON.stringify(meansBgr(model.means ?? 'keras')),
+    means_order: 'BGR',
+    input: `${ONNX_INPUT}: float32 [batch, 3, height, width], RGB 0-255`,
+    outputs: `${ONNX_LOGITS}: float32 [batch, classes, height, width]${options.labels === false ? '' : `; ${ONNX_LABELS}: int64 [batch, height, width]`}`,
+  };
+  if (classNames) meta.class_names = JSON.stringify(classNames);
+  if (model.skipScales) meta.skip_scales = model.skipScales.join(',');
+  return { ...meta, ...options.metadata };
+}
+
+/** Protobuf varint of a non-negative integer below 2^53. */
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+
+/** The key of a length-delimited field followed by the length. */
+const lengthDelimited = (field: number, length: number) => Uint8Array.from([...varint(field * 8 + 2), ...varint(length)]);
+
+/**
+ * The ONNX file as chunks, in order. Weights are read from the model while iterating: keep
+ * the model alive (not disposed, not training) until the iteration ends.
+ */
+export function onnxChunks(model: FCN, options: OnnxExportOptions = {}): Iterable<Uint8Array> {
+  const opset = options.opset ?? DEFAULT_OPSET;
+  if (!Number.isInteger(opset) || opset < MIN_OPSET || opset > MAX_OPSET) throw new Error(`ONNX export: opset must be an integer from ${MIN_OPSET} to ${MAX_OPSET}, got ${opset}`);
+  const styled = model as FCN & StyledModel;
+  const { graph, inputs, outputs } = buildGraph(styled, options.labels ?? true);
+  const metadata = metadataOf(styled, options);
+
+  const head = encodeMessage(ModelProto, {
+    irVersion: irVersionFor(opset),
+    producerName: 'fcn',
+    producerVersion: producerVersion(),
+    docString: `${model.kind} (${metadata.style} style, width ${model.width}, ${model.numClasses} classes). Input ${metadata.input}; outputs ${metadata.outputs}.`,
+    opsetImport: [{ domain: '', version: opset }],
+    metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
+  });
+  // The graph without its initializers; they are appended to the graph message below (a
+  // protobuf message may carry the items of a repeated field anywhere in its bytes).
+  const body = encodeMessage(GraphProto, { name: model.kind, node: graph.nodes, input: inputs, output: outputs });
+  const initializers = graph.initializers.map((init) => {
+    const header = encodeMessage(TensorProto, init.header);
+    const rawKey = init.raw ? lengthDelimited(OnnxField.tensorRawData, init.raw.byteLength) : new Uint8Array(0);
+    const length = header.length + rawKey.length + (init.raw?.byteLength ?? 0);
+    return { header, rawKey, length, raw: init.raw, key: lengthDelimited(OnnxField.graphInitializer, length) };
+  });
+  const graphLength = body.length + initializers.reduce((sum, i) => sum + i.key.length + i.length, 0);
+
+  return (function* () {
+    yield head;
+    yield lengthDelimited(OnnxField.modelGraph, graphLength);
+    yield body;
+    for (const i of initializers) {
+      yield Buffer.concat([i.key, i.header, i.rawKey]);
+      if (i.raw) yield i.raw.read();
+    }
+  })();
+}
+
+/** The ONNX file in memory (for small models and tests; use writeOnnx for large ones). */
+export function exportOnnx(model: FCN, options: OnnxExportOptions = {}): Uint8Array {
+  return Buffer.concat([...onnxChunks(model, options)]);
+}
+
+/** Writes the ONNX file atomically, converting one weight at a time. */
+export function writeOnnx(file: string, model: FCN, options: OnnxExportOptions = {}): void {
+  writeFileAtomic(file, onnxChunks(model, options));
+}
