@@ -65,9 +65,16 @@ export interface DownloadOptions {
   onNote?: (msg: string) => void;
   /** Milliseconds to wait before an automatic retry (default 1000, doubled each time). */
   retryDelayMs?: number;
+  /**
+   * Exact size of the file in bytes, when known: a server announcing another size is refused
+   * before any data is kept, and a finished download of another size is deleted.
+   */
+  expectedBytes?: number;
 }
 
 class TransferError extends Error {}
+/** The server's file is not the one expected: what was received is deleted, never resumed. */
+class WrongFileError extends Error {}
 
 function md5File(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -123,8 +130,11 @@ async function transfer(url: string, part: string, o: DownloadOptions, note: (m:
     }
     note(`resuming at ${formatBytes(have)}`);
   } else if (code === 416 && have > 0) {
-    // Nothing more to send: the part file is already whole (the checksum will tell).
+    // Nothing more to send: the part file is already whole (the checksum will tell), unless
+    // the server says its file is shorter than what we hold.
     res.resume();
+    const whole = /\*\/(\d+)/.exec(String(res.headers['content-range'] ?? ''));
+    if (whole && Number(whole[1]) !== have) throw new WrongFileError(`${part} holds ${have} bytes but the file on the server has ${whole[1]}`);
     return;
   } else if (code === 200) {
     if (have > 0) note('server does not support resuming; starting over');
@@ -133,7 +143,14 @@ async function transfer(url: string, part: string, o: DownloadOptions, note: (m:
     throw new Error(`${url}: HTTP ${code} ${res.statusMessage ?? ''}`.trim());
   }
   const length = res.headers['content-length'] !== undefined ? Number(res.headers['content-length']) : undefined;
-  const total = length !== undefined ? start + length : o.approxBytes;
+  // The whole file's size as the server states it: Content-Range's total on a resume, else Content-Length.
+  const rangeTotal = /\/(\d+)\s*$/.exec(String(res.headers['content-range'] ?? ''));
+  const announced = code === 206 && rangeTotal ? Number(rangeTotal[1]) : length !== undefined ? start + length : undefined;
+  if (o.expectedBytes !== undefined && announced !== undefined && announced !== o.expectedBytes) {
+    res.destroy();
+    throw new WrongFileError(`the server's file has ${announced} bytes, expected ${o.expectedBytes}`);
+  }
+  const total = announced ?? o.expectedBytes ?? o.approxBytes;
   const out = createWriteStream(part, { flags: start > 0 ? 'a' : 'w' });
   let received = start;
   const samples: [number, number][] = [[performance.now(), received]];
@@ -191,6 +208,10 @@ export async function downloadFile(url: string, dest: string, o: DownloadOptions
   const want = o.md5?.toLowerCase();
   if (want !== undefined && !/^[0-9a-f]{32}$/.test(want)) throw new Error(`md5 must be 32 hex digits, got "${o.md5}"`);
   const note = o.onNote ?? (() => {});
+  if (existsSync(dest) && o.expectedBytes !== undefined && statSync(dest).size !== o.expectedBytes) {
+    note(`${dest} exists but has ${statSync(dest).size} bytes, not ${o.expectedBytes}: downloading again`);
+    await rm(dest);
+  }
   if (existsSync(dest)) {
     const sum = await md5File(dest);
     if (!want || sum === want) return { path: dest, md5: sum, skipped: true };
@@ -205,6 +226,10 @@ export async function downloadFile(url: string, dest: string, o: DownloadOptions
       await transfer(url, part, o, note);
       break;
     } catch (e) {
+      if (e instanceof WrongFileError) {
+        await rm(part, { force: true });
+        throw new Error(`${url}: download refused (${(e as Error).message}); nothing was kept`);
+      }
       const have = existsSync(part) ? statSync(part).size : 0;
       if (!(e instanceof TransferError) || attempt >= retries) {
         const hint = have > 0 ? `; ${formatBytes(have)} kept in ${part}, run again to resume` : '';
@@ -214,6 +239,11 @@ export async function downloadFile(url: string, dest: string, o: DownloadOptions
       await new Promise((r) => setTimeout(r, delay));
       delay *= 2;
     }
+  }
+  const got = statSync(part).size;
+  if (o.expectedBytes !== undefined && got !== o.expectedBytes) {
+    await rm(part, { force: true });
+    throw new Error(`${dest}: size mismatch: got ${got} bytes, expected ${o.expectedBytes}; the download was deleted`);
   }
   const sum = await md5File(part);
   if (want && sum !== want) {
