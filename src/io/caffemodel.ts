@@ -1,6 +1,511 @@
-// Placeholder until the Caffe .caffemodel reader lands.
-import type { WeightSource } from './weight-source.js';
+// Caffe `.caffemodel` weights (the paper's FCN-32s/16s/8s and FCN-8s at-once releases, and
+// Caffe's VGG16) presented as a WeightSource: the project's layer names and Keras layouts.
+//
+// A `.caffemodel` is one protobuf NetParameter: a list of layers (`layer`, field 100, in files
+// since 2015; `layers`, field 2, the V1 form of older files such as VGG16's), each with its
+// parameter blobs. The file is read once into a buffer; the float blobs are decoded as views
+// into it (see caffe-schema.ts) and converted to Keras layout only inside each entry's
+// `read()`, one tensor at a time, so a 500 MB file is never held as several full copies.
+//
+// Layouts: Caffe Convolution blobs are (out, in, kh, kw) → Keras (kh, kw, in, out);
+// Deconvolution blobs are (in, out, kh, kw) → Keras transposed (kh, kw, out, in); an
+// InnerProduct fc6 (out, 512·7·7) is a 7×7 convolution whose inputs Caffe flattened as C, H, W.
+import { readFile } from 'node:fs/promises';
+import { endianness } from 'node:os';
+import protobuf from 'protobufjs';
+import {
+  caffeLayerTypes,
+  NET_FIELD_LAYER,
+  NET_FIELD_NAME,
+  NET_FIELD_V1_LAYERS,
+  V1_LAYER_TYPES,
+  type BlobMessage,
+  type LayerMessage,
+  type V1LayerMessage,
+} from './caffe-schema.js';
+import type { WeightEntry, WeightSource } from './weight-source.js';
+
+type Op = 'conv' | 'deconv';
+
+/** A Caffe layer that maps to a project layer. */
+interface LayerRole {
+  project: string;
+  op: Op;
+  kernel: number;
+}
+
+// VGG16: [block, convs, channels at full width].
+const VGG_BLOCKS: [number, number, number][] = [
+  [1, 2, 64],
+  [2, 2, 128],
+  [3, 3, 256],
+  [4, 3, 512],
+  [5, 3, 512],
+];
+const FC_CHANNELS = 4096;
+
+const ROLES = new Map<string, LayerRole>([
+  ...VGG_BLOCKS.flatMap(([b, n]) =>
+    Array.from({ length: n }, (_, k): [string, LayerRole] => [`conv${b}_${k + 1}`, { project: `block${b}_conv${k + 1}`, op: 'conv', kernel: 3 }]),
+  ),
+  ['fc6', { project: 'conv6', op: 'conv', kernel: 7 }],
+  ['fc7', { project: 'conv7', op: 'conv', kernel: 1 }],
+  ['score_fr', { project: 'score7', op: 'conv', kernel: 1 }],
+  ['upscore', { project: 'fcn32', op: 'deconv', kernel: 64 }],
+  ['upscore2', { project: 'score7_upsample', op: 'deconv', kernel: 4 }],
+  ['score_pool4', { project: 'score4', op: 'conv', kernel: 1 }],
+  ['upscore16', { project: 'fcn16', op: 'deconv', kernel: 32 }],
+  ['upscore_pool4', { project: 'skip4_upsample', op: 'deconv', kernel: 4 }],
+  ['score_pool3', { project: 'score3', op: 'conv', kernel: 1 }],
+  ['upscore8', { project: 'fcn8', op: 'deconv', kernel: 16 }],
+]);
+
+const VGG_CONVS = VGG_BLOCKS.flatMap(([b, n]) => Array.from({ length: n }, (_, k) => `conv${b}_${k + 1}`));
+const BODY = [...VGG_CONVS, 'fc6', 'fc7'];
+/** Caffe layers of each network, input to output (the order of the project's tensors). */
+const NETWORK_LAYERS = {
+  vgg16: BODY,
+  fcn32: [...BODY, 'score_fr', 'upscore'],
+  fcn16: [...BODY, 'score_fr', 'upscore2', 'score_pool4', 'upscore16'],
+  fcn8: [...BODY, 'score_fr', 'upscore2', 'score_pool4', 'upscore_pool4', 'score_pool3', 'upscore8'],
+} as const;
+type Network = keyof typeof NETWORK_LAYERS;
+const NETWORK_TITLES: Record<Network, string> = { vgg16: 'VGG16', fcn32: 'FCN-32s', fcn16: 'FCN-16s', fcn8: 'FCN-8s' };
+
+/** The at-once FCN-8s scales pool4 and pool3 before scoring them (Caffe Scale layers). */
+const SCALE_LAYERS = ['scale_pool4', 'scale_pool3'] as const;
+/** The layer whose output channels each Scale layer multiplies. */
+const SCALED_POOL_SOURCE: Record<(typeof SCALE_LAYERS)[number], string> = { scale_pool4: 'conv4_3', scale_pool3: 'conv3_3' };
+/** VGG16's ImageNet classifier: no place in the project's networks. */
+const IMAGENET_CLASSIFIER = 'fc8';
+
+/** A blob's values: a view into the file's bytes, float32 (`data`) or float64 (`double_data`). */
+interface BlobValues {
+  bytes: Uint8Array;
+  bytesPerValue: 4 | 8;
+  count: number;
+}
+
+interface CaffeBlob {
+  dims: number[];
+  values: BlobValues;
+}
+
+interface CaffeLayer {
+  /** Position in the file, from 1, for messages about unnamed layers. */
+  index: number;
+  name: string;
+  type: string;
+  blobs: CaffeBlob[];
+}
 
 export async function readCaffeModel(path: string): Promise<WeightSource> {
-  throw new Error(`${path}: reading Caffe .caffemodel files is not built yet`);
+  // Blob values are read as typed arrays over the file's little-endian bytes.
+  if (endianness() !== 'LE') throw new Error(`${path}: reading .caffemodel files needs a little-endian machine`);
+  let file: Buffer;
+  try {
+    file = await readFile(path);
+  } catch (e) {
+    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const { layers, form } = decodeNet(file, path);
+  return interpret(layers, form, path);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+// NetParameter's top-level fields and their wire types (0 varint, 2 length-delimited). Any
+// other field means the bytes are not a NetParameter: protobuf has no magic number, and this
+// is what tells a damaged or foreign file from a Caffe one.
+const NET_FIELDS = new Map<number, number[]>([
+  [1, [2]], // name
+  [2, [2]], // layers (V1)
+  [3, [2]], // input
+  [4, [0, 2]], // input_dim
+  [5, [0]], // force_backward
+  [6, [2]], // state
+  [7, [0]], // debug_info
+  [8, [2]], // input_shape
+  [100, [2]], // layer
+]);
+
+/** Walks the NetParameter's top level itself, so that a damaged layer can be named. */
+function decodeNet(file: Buffer, path: string): { layers: CaffeLayer[]; form: 'V1' | 'V2' } {
+  const types = caffeLayerTypes();
+  const reader = protobuf.Reader.create(file);
+  const layers: CaffeLayer[] = [];
+  const forms = new Set<'V1' | 'V2'>();
+  const after = () => (layers.length ? ` after layer '${layers[layers.length - 1].name}'` : '');
+  while (reader.pos < reader.len) {
+    const at = reader.pos;
+    let field: number, wire: number;
+    try {
+      const tag = reader.uint32();
+      field = tag >>> 3;
+      wire = tag & 7;
+    } catch {
+      throw new Error(`${path}: not a Caffe NetParameter, or truncated (unreadable field tag at byte ${at}${after()})`);
+    }
+    if (!NET_FIELDS.get(field)?.includes(wire))
+      throw new Error(`${path}: not a Caffe NetParameter, or damaged (field ${field} with wire type ${wire} at byte ${at}${after()})`);
+    if (field !== NET_FIELD_LAYER && field !== NET_FIELD_V1_LAYERS) {
+      try {
+        if (field === NET_FIELD_NAME) reader.string();
+        else reader.skipType(wire);
+      } catch (e) {
+        throw new Error(`${path}: not a Caffe NetParameter, or truncated (field ${field} at byte ${at}: ${(e as Error).message})`);
+      }
+      continue;
+    }
+    const index = layers.length + 1;
+    const v1 = field === NET_FIELD_V1_LAYERS;
+    let length: number;
+    try {
+      length = reader.uint32();
+    } catch {
+      throw new Error(`${path}: truncated in layer ${index} (its length is cut off at byte ${at}${after()})`);
+    }
+    const start = reader.pos;
+    if (start + length > reader.len) {
+      const name = peekLayerName(file.subarray(start), v1);
+      const what = name !== null ? `layer '${name}'` : `layer ${index}`;
+      throw new Error(`${path}: truncated in ${what}: its record needs ${length} bytes from byte ${start}, the file has ${reader.len - start}${after()}`);
+    }
+    let layer: CaffeLayer;
+    try {
+      layer = v1 ? fromV1(types.v1Layer.decode(reader, length) as unknown as V1LayerMessage, index, path) : fromV2(types.layer.decode(reader, length) as unknown as LayerMessage, index, path);
+    } catch (e) {
+      if ((e as Error).message.startsWith(path)) throw e;
+      const name = peekLayerName(file.subarray(start, start + length), v1);
+      throw new Error(`${path}: damaged record of ${name !== null ? `layer '${name}'` : `layer ${index}`} at byte ${start} (${(e as Error).message})`);
+    }
+    reader.pos = start + length;
+    forms.add(v1 ? 'V1' : 'V2');
+    layers.push(layer);
+  }
+  if (!layers.length) throw new Error(`${path}: not a Caffe .caffemodel: the NetParameter holds no layers`);
+  if (forms.size > 1) throw new Error(`${path}: mixes the V1 'layers' and current 'layer' lists, which Caffe never writes`);
+  return { layers, form: forms.has('V1') ? 'V1' : 'V2' };
+}
+
+/** The name field of a (possibly cut-off) layer record, or null when it cannot be read. */
+function peekLayerName(record: Uint8Array, v1: boolean): string | null {
+  const nameField = v1 ? 4 : 1;
+  const r = protobuf.Reader.create(record);
+  try {
+    while (r.pos < r.len) {
+      const tag = r.uint32();
+      if (tag >>> 3 === nameField && (tag & 7) === 2) return r.string();
+      r.skipType(tag & 7);
+    }
+  } catch {
+    // Cut off before the name.
+  }
+  return null;
+}
+
+function fromV2(m: LayerMessage, index: number, path: string): CaffeLayer {
+  const name = m.name ?? `#${index}`;
+  return { index, name, type: m.type ?? '(no type)', blobs: (m.blobs ?? []).map((b, i) => blobOf(b, name, i, path)) };
+}
+
+function fromV1(m: V1LayerMessage, index: number, path: string): CaffeLayer {
+  if (m.layer && !m.name)
+    throw new Error(`${path}: layer ${index} ('${m.layer.name ?? ''}') is in Caffe's V0 form (before 2014); convert the file with Caffe's upgrade_net_proto_binary first`);
+  const name = m.name ?? `#${index}`;
+  const type = m.type === undefined ? '(no type)' : (V1_LAYER_TYPES.get(m.type) ?? `V1 type ${m.type}`);
+  return { index, name, type, blobs: (m.blobs ?? []).map((b, i) => blobOf(b, name, i, path)) };
+}
+
+function dimNumber(d: number | { toNumber(): number }): number {
+  return typeof d === 'number' ? d : d.toNumber();
+}
+
+function blobOf(m: BlobMessage, layer: string, i: number, path: string): CaffeBlob {
+  const where = `${path}: layer '${layer}' blob ${i}`;
+  // Files since 2015 carry `shape`; older ones the 4-D num, channels, height, width.
+  const dims = m.shape ? (m.shape.dim ?? []).map(dimNumber) : [m.num ?? 0, m.channels ?? 0, m.height ?? 0, m.width ?? 0];
+  if (dims.some((d) => !Number.isSafeInteger(d) || d < 0)) throw new Error(`${where}: invalid shape [${dims.join(', ')}]`);
+  const count = dims.reduce((a, b) => a * b, 1);
+  const f32 = m.data ?? new Uint8Array(0), f64 = m.double_data ?? new Uint8Array(0);
+  if (f32.length && f64.length) throw new Error(`${where}: holds both float and double values`);
+  const bytesPerValue = f64.length ? 8 : 4;
+  const bytes = f64.length ? f64 : f32;
+  if (bytes.length % bytesPerValue !== 0) throw new Error(`${where}: ${bytes.length} bytes of values is not a whole number of ${bytesPerValue === 4 ? 'floats' : 'doubles'}`);
+  const held = bytes.length / bytesPerValue;
+  if (held !== count) {
+    // Caffe writes packed values; unpacked ones would have been skipped as another wire type.
+    const hint = held === 0 ? ' (none: no packed float or double values)' : '';
+    throw new Error(`${where}: holds ${held} values${hint}, its shape [${dims.join(', ')}] needs ${count}`);
+  }
+  return { dims, values: { bytes, bytesPerValue, count } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interpretation: which network, checks, tensors
+
+/** Caffe's layers with weights, by name, checked against what a VGG16/FCN file may hold. */
+function interpret(all: CaffeLayer[], form: 'V1' | 'V2', path: string): WeightSource {
+  const notes: string[] = [];
+  const byName = new Map<string, CaffeLayer>();
+  const scales = new Map<string, CaffeLayer>();
+  let classifier: CaffeLayer | null = null;
+  for (const layer of all) {
+    if (!layer.blobs.length) continue; // ReLU, Pooling, Crop, Dropout, Eltwise, data, loss…
+    if (byName.has(layer.name) || scales.has(layer.name) || (classifier && classifier.name === layer.name))
+      throw new Error(`${path}: two layers named '${layer.name}' hold weights`);
+    if (ROLES.has(layer.name)) byName.set(layer.name, layer);
+    else if ((SCALE_LAYERS as readonly string[]).includes(layer.name)) scales.set(layer.name, layer);
+    else if (layer.name === IMAGENET_CLASSIFIER) classifier = layer;
+    else throw new Error(`${path}: layer '${layer.name}' (${layer.type}) holds weights but is not a layer of Caffe's VGG16 or FCN networks`);
+  }
+
+  const network = whichNetwork(byName, path);
+  const wanted: readonly string[] = NETWORK_LAYERS[network];
+  for (const name of wanted) if (!byName.has(name)) throw new Error(`${path}: has no layer '${name}' with weights, which ${NETWORK_TITLES[network]} needs`);
+  for (const name of byName.keys())
+    if (!wanted.includes(name)) throw new Error(`${path}: layer '${name}' does not belong in ${NETWORK_TITLES[network]} (the file's final upsampling makes it one)`);
+  if (classifier) {
+    if (network !== 'vgg16') throw new Error(`${path}: layer '${classifier.name}' (VGG16's ImageNet classifier) holds weights in ${NETWORK_TITLES[network]}`);
+    notes.push(`${path}: left out '${classifier.name}', VGG16's ImageNet classifier (${(squeezeTo(classifier.blobs[0].dims, 2) ?? classifier.blobs[0].dims).join('×')} weights): the FCNs score classes with their own layers`);
+  }
+
+  // Shapes, input to output: each layer's inputs are its source layer's outputs.
+  const outChannels = new Map<string, number>();
+  const tensors = new Map<string, WeightEntry>();
+  let classes = 0;
+  for (const name of wanted) {
+    const layer = byName.get(name)!;
+    const role = ROLES.get(name)!;
+    const source = inputSource(name);
+    const inC = source === null ? 3 : source === 'classes' ? classes : outChannels.get(source)!;
+    const entries = role.op === 'deconv' ? deconvEntries(layer, role, inC, path) : convEntries(layer, role, inC, source, path, notes);
+    outChannels.set(name, entries.outC);
+    if (name === 'score_fr') classes = entries.outC;
+    for (const [k, e] of entries.tensors) tensors.set(k, e);
+  }
+
+  const width = widthOf(outChannels, path);
+  const metadata: Record<string, string> = { style: 'caffe', width: String(width) };
+  if (network === 'vgg16') metadata.backbone = 'vgg16';
+  else {
+    metadata.model = network;
+    metadata.classes = String(classes);
+  }
+  if (scales.size) {
+    if (network !== 'fcn8' || scales.size !== SCALE_LAYERS.length)
+      throw new Error(`${path}: Scale layers ${[...scales.keys()].map((s) => `'${s}'`).join(', ')} in ${NETWORK_TITLES[network]}: only the at-once FCN-8s scales its skips, with both ${SCALE_LAYERS.join(' and ')}`);
+    metadata.skip_scales = SCALE_LAYERS.map((s) => formatFloat32(constantScale(scales.get(s)!, outChannels.get(SCALED_POOL_SOURCE[s])!, path))).join(',');
+    notes.push(`${path}: at-once FCN-8s: pool4 and pool3 are scaled by ${metadata.skip_scales} (read from ${SCALE_LAYERS.join(', ')})`);
+  }
+  if (form === 'V1') notes.push(`${path}: read Caffe's deprecated V1 layer list (the form of files written before 2015)`);
+  return { path, format: 'caffemodel', metadata, tensors, notes };
+}
+
+/** The network a file holds, from its final upsampling layer (none: a VGG16 backbone). */
+function whichNetwork(byName: Map<string, CaffeLayer>, path: string): Network {
+  const finals = (['upscore', 'upscore16', 'upscore8'] as const).filter((n) => byName.has(n));
+  if (finals.length > 1) throw new Error(`${path}: has more than one final upsampling layer (${finals.join(', ')})`);
+  if (finals.length === 0) {
+    if (byName.has('score_fr')) throw new Error(`${path}: layer 'score_fr' is there but no final upsampling layer (upscore, upscore16 or upscore8)`);
+    return 'vgg16';
+  }
+  return ({ upscore: 'fcn32', upscore16: 'fcn16', upscore8: 'fcn8' } as const)[finals[0]];
+}
+
+/** The layer whose outputs a layer reads: null for the image, 'classes' for class scores. */
+function inputSource(name: string): string | null {
+  switch (name) {
+    case 'conv1_1':
+      return null;
+    case 'fc6':
+      return 'conv5_3';
+    case 'fc7':
+      return 'fc6';
+    case 'score_fr':
+      return 'fc7';
+    case 'score_pool4':
+      return 'conv4_3';
+    case 'score_pool3':
+      return 'conv3_3';
+  }
+  if (ROLES.get(name)!.op === 'deconv') return 'classes';
+  const i = VGG_CONVS.indexOf(name);
+  return VGG_CONVS[i - 1];
+}
+
+/** The blob's dims without the leading 1s that Caffe's old 4-D shapes add, down to `rank`. */
+function squeezeTo(dims: number[], rank: number): number[] | null {
+  const d = [...dims];
+  while (d.length > rank && d[0] === 1) d.shift();
+  return d.length === rank ? d : null;
+}
+
+function shapeText(dims: readonly number[]): string {
+  return `[${dims.join(', ')}]`;
+}
+
+function convEntries(
+  layer: CaffeLayer,
+  role: LayerRole,
+  inC: number,
+  source: string | null,
+  path: string,
+  notes: string[],
+): { outC: number; tensors: [string, WeightEntry][] } {
+  const what = `${path}: layer '${layer.name}' (${layer.type})`;
+  const k = role.kernel;
+  const fromLayer = source === null ? 'the image' : `'${source}'`;
+  if (layer.type !== 'Convolution' && !(layer.type === 'InnerProduct' && (layer.name === 'fc6' || layer.name === 'fc7')))
+    throw new Error(`${what}: expected a Convolution${layer.name === 'fc6' || layer.name === 'fc7' ? ' or InnerProduct' : ''}`);
+  if (layer.blobs.length !== 2) throw new Error(`${what}: has ${layer.blobs.length} blob${layer.blobs.length === 1 ? '' : 's'}, expected 2 (weights and bias)`);
+  const [weights, bias] = layer.blobs;
+  // As (out, in, kh, kw), the layout of a Caffe convolution.
+  let caffeDims: number[];
+  if (layer.type === 'InnerProduct') {
+    const d = squeezeTo(weights.dims, 2);
+    const flat = inC * k * k;
+    if (!d || d[1] !== flat)
+      throw new Error(`${what}: weights have shape ${shapeText(weights.dims)}, expected [outputs, ${flat}] (the ${inC} channels of ${fromLayer} × ${k} × ${k})`);
+    caffeDims = [d[0], inC, k, k];
+    notes.push(`${path}: InnerProduct '${layer.name}' (${d[0]}×${flat}) read as the ${k}×${k} convolution '${role.project}'`);
+  } else {
+    if (weights.dims.length !== 4 || weights.dims[1] !== inC || weights.dims[2] !== k || weights.dims[3] !== k)
+      throw new Error(`${what}: weights have shape ${shapeText(weights.dims)}, expected [outputs, ${inC}, ${k}, ${k}] (inputs: the ${inC} channels of ${fromLayer})`);
+    caffeDims = weights.dims;
+  }
+  const outC = caffeDims[0];
+  if (outC < 1) throw new Error(`${what}: weights have shape ${shapeText(weights.dims)}, with no outputs`);
+  const b = squeezeTo(bias.dims, 1);
+  if (!b || b[0] !== outC) throw new Error(`${what}: bias has shape ${shapeText(bias.dims)}, expected [${outC}]`);
+  const kernelShape = [k, k, inC, outC];
+  return {
+    outC,
+    tensors: [
+      [`${role.project}.kernel`, { shape: kernelShape, read: () => finite(toKerasKernel(weights.values, caffeDims), what, `${role.project}.kernel`) }],
+      [`${role.project}.bias`, { shape: [outC], read: () => finite(copyValues(bias.values), what, `${role.project}.bias`) }],
+    ],
+  };
+}
+
+function deconvEntries(layer: CaffeLayer, role: LayerRole, classes: number, path: string): { outC: number; tensors: [string, WeightEntry][] } {
+  const what = `${path}: layer '${layer.name}' (${layer.type})`;
+  const k = role.kernel;
+  if (layer.type !== 'Deconvolution') throw new Error(`${what}: expected a Deconvolution`);
+  if (layer.blobs.length === 2) throw new Error(`${what}: has a bias; the FCN upsampling layers have none (bias_term: false)`);
+  if (layer.blobs.length !== 1) throw new Error(`${what}: has ${layer.blobs.length} blobs, expected 1 (weights)`);
+  const [weights] = layer.blobs;
+  // Caffe's Deconvolution blob is (in, out, kh, kw); here in = out = the classes.
+  const d = weights.dims;
+  if (d.length !== 4 || d[0] !== classes || d[1] !== classes || d[2] !== k || d[3] !== k)
+    throw new Error(`${what}: weights have shape ${shapeText(d)}, expected [${classes}, ${classes}, ${k}, ${k}] (the ${classes} classes of 'score_fr', kernel ${k})`);
+  return {
+    outC: classes,
+    tensors: [[`${role.project}.kernel`, { shape: [k, k, classes, classes], read: () => finite(toKerasKernel(weights.values, d), what, `${role.project}.kernel`) }]],
+  };
+}
+
+/** The width multiplier: conv1_1's outputs over 64, checked against every layer's channels. */
+function widthOf(outChannels: Map<string, number>, path: string): number {
+  // The model's channel rule (src/models/fcn.ts scaledChannels), restated so that reading a
+  // file does not load the native engine.
+  const scaled = (c: number, w: number) => Math.max(1, Math.round(c * w));
+  const expected = (w: number): [string, number][] => [
+    ...VGG_BLOCKS.flatMap(([b, n, c]) => Array.from({ length: n }, (_, i): [string, number] => [`conv${b}_${i + 1}`, scaled(c, w)])),
+    ['fc6', scaled(FC_CHANNELS, w)],
+    ['fc7', scaled(FC_CHANNELS, w)],
+  ];
+  // conv1_1's 64 channels give the width coarsely; fc6's 4096 finely (e.g. 0.1 → 6/64 vs 410/4096).
+  const candidates = [outChannels.get('conv1_1')! / 64, outChannels.get('fc6')! / FC_CHANNELS];
+  for (const w of candidates) if (w <= 1 && expected(w).every(([n, c]) => outChannels.get(n) === c)) return w;
+  const w = candidates[0];
+  const [name, c] = expected(w).find(([n, c]) => outChannels.get(n) !== c) ?? ['conv1_1', 64];
+  throw new Error(`${path}: layer '${name}' has ${outChannels.get(name)} outputs; VGG16 at width ${w} (from conv1_1's ${outChannels.get('conv1_1')}) has ${c}`);
+}
+
+/** The one value of an at-once Scale layer's blob (one per channel, all equal). */
+function constantScale(layer: CaffeLayer, channels: number, path: string): number {
+  const what = `${path}: layer '${layer.name}' (${layer.type})`;
+  if (layer.type !== 'Scale') throw new Error(`${what}: expected a Scale layer`);
+  if (layer.blobs.length !== 1) throw new Error(`${what}: has ${layer.blobs.length} blobs, expected 1 (the scale; no bias)`);
+  const blob = layer.blobs[0];
+  const d = squeezeTo(blob.dims, 1);
+  if (!d || d[0] !== channels) throw new Error(`${what}: scale has shape ${shapeText(blob.dims)}, expected [${channels}] (one per channel of '${SCALED_POOL_SOURCE[layer.name as (typeof SCALE_LAYERS)[number]]}')`);
+  const v = copyValues(blob.values);
+  const first = v[0];
+  if (!Number.isFinite(first)) throw new Error(`${what}: scale is ${first}`);
+  const other = v.findIndex((x) => x !== first);
+  if (other >= 0) throw new Error(`${what}: scale is not constant (channel 0: ${first}, channel ${other}: ${v[other]}); the project scales each skip by one number`);
+  return first;
+}
+
+/** The shortest decimal that reads back as the same float32 (0.01, not 0.009999999776). */
+function formatFloat32(v: number): string {
+  for (let p = 1; p <= 9; p++) {
+    const s = Number(v.toPrecision(p));
+    if (Math.fround(s) === v) return String(s);
+  }
+  return String(v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values
+
+/**
+ * `count` values from `start` as a typed array: a view into the file's buffer when it is
+ * aligned for the type, else a copy of just that range.
+ */
+function valuesAt(v: BlobValues, start: number, count: number): Float32Array | Float64Array {
+  const size = v.bytesPerValue;
+  const offset = v.bytes.byteOffset + start * size;
+  const aligned = offset % size === 0;
+  // (A Buffer's slice() is a view, not a copy: copy explicitly.)
+  const buffer = aligned ? v.bytes.buffer : new Uint8Array(v.bytes.subarray(start * size, (start + count) * size)).buffer;
+  const at = aligned ? offset : 0;
+  return size === 4 ? new Float32Array(buffer, at, count) : new Float64Array(buffer, at, count);
+}
+
+function copyValues(v: BlobValues): Float32Array {
+  return Float32Array.from(valuesAt(v, 0, v.count));
+}
+
+/**
+ * A Caffe (A, B, kh, kw) blob as Keras (kh, kw, B, A). Convolutions: (out, in, …) →
+ * (kh, kw, in, out); deconvolutions: (in, out, …) → (kh, kw, out, in). The blob is taken a
+ * few A-slices at a time, so a misaligned blob is copied in small pieces, not whole.
+ */
+function toKerasKernel(v: BlobValues, [a, b, kh, kw]: number[]): Float32Array {
+  const out = new Float32Array(a * b * kh * kw);
+  const slab = b * kh * kw;
+  // Consecutive A's land side by side in the output: a block of them fills cache lines.
+  const BLOCK = 16;
+  for (let a0 = 0; a0 < a; a0 += BLOCK) {
+    const na = Math.min(BLOCK, a - a0);
+    const src = valuesAt(v, a0 * slab, na * slab);
+    for (let bi = 0; bi < b; bi++) {
+      for (let y = 0; y < kh; y++) {
+        for (let x = 0; x < kw; x++) {
+          const p = (bi * kh + y) * kw + x;
+          const base = ((y * kw + x) * b + bi) * a + a0;
+          for (let j = 0; j < na; j++) out[base + j] = src[j * slab + p];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The array itself, or an error naming the layer when it holds NaN or an infinity. */
+function finite(values: Float32Array, what: string, tensor: string): Float32Array {
+  let bad = 0;
+  let example = 0;
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) {
+      if (bad === 0) example = values[i];
+      bad++;
+    }
+  }
+  if (bad) throw new Error(`${what}: ${tensor} holds ${bad} non-finite value${bad === 1 ? '' : 's'} (e.g. ${example})`);
+  return values;
 }
