@@ -22,6 +22,7 @@ Usage:
   fcn eval --predictions DIR --data ROOT [--split val] [--json]   score label maps made elsewhere
   fcn segment <image|folder>... --weights w.safetensors [--out DIR] [--compare a,b,c]   label maps, overlays
   fcn info                            CPU, oneDNN, threads and precision
+  fcn weights fetch|list|inspect|convert ...   pretrained weights, any weight file (fcn weights --help)
   fcn train --data ROOT [--schedule seed|paper | --model M] [--out RUN] | --resume RUN
   fcn demo [--out DIR]                synthesise data, train FCN-32s→16s→8s, evaluate, report
 
@@ -119,6 +120,7 @@ const commands: Record<string, Command> = {
   data: async (argv) => (await import('./data.js')).dataCommand(argv),
   eval: async (argv) => (await import('./eval.js')).evalCommand(argv),
   segment: async (argv) => (await import('./segment.js')).segmentCommand(argv),
+  weights: async (argv) => (await import('./weights.js')).weightsCommand(argv),
 };
 
 export async function main(argv: string[]): Promise<number> {
