@@ -33,6 +33,8 @@ export interface WeightSource {
   tensors: Map<string, WeightEntry>;
   /** One line per thing the reader did that a user should know (e.g. layers left out). */
   notes: string[];
+  /** Releases what the reader holds open (an HDF5 file) before every tensor has been read. */
+  close?(): void;
 }
 
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
