@@ -213,7 +213,8 @@ async function inspectCmd(argv: string[]): Promise<number> {
   out.push(`tensors   ${tensors.length}, ${parameters.toLocaleString('en-US')} parameters`);
   const nameWidth = Math.max(0, ...tensors.map((t) => t.name.length));
   for (const t of tensors) out.push(`  ${t.name.padEnd(nameWidth)}  [${t.shape.join(', ')}]`);
-  if (source.notes.length) out.push('notes', ...source.notes.map((n) => `  ${n}`));
+  // The file is named above: notes that start with its path lose the repetition.
+  if (source.notes.length) out.push('notes', ...source.notes.map((n) => `  ${n.startsWith(`${path}: `) ? n.slice(path.length + 2) : n}`));
   process.stdout.write(`${out.join('\n')}\n`);
   return 0;
 }
@@ -230,7 +231,7 @@ async function convertCmd(argv: string[]): Promise<number> {
     throw new Error(`${out}: cannot create its folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const source = await readWeightSource(input);
-  for (const n of source.notes) process.stderr.write(`${input}: ${n}\n`);
+  for (const n of source.notes) process.stderr.write(`${n.startsWith(input) ? n : `${input}: ${n}`}\n`);
   const provenance = { converted_from: basename(input), source_format: source.format };
   if (source.metadata['model'] === undefined) {
     // A backbone (VGG16 ImageNet) is no model to build: its tensors are written as they are,

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { main } from '../../src/cli/main.js';
 import { weightsCommand } from '../../src/cli/weights.js';
@@ -11,7 +13,9 @@ import { f32, readSafetensors, writeSafetensors } from '../../src/io/safetensors
 import { KNOWN_WEIGHTS_NAMES, cachedPath } from '../../src/io/weights-cache.js';
 import { FCN } from '../../src/models/fcn.js';
 import { WEIGHTS_FORMAT, kerasShape, loadModel, saveWeights } from '../../src/models/weights.js';
-import { captureOutput, tempDir } from '../data/helpers.js';
+import { captureOutput, sharedRoot, tempDir } from '../data/helpers.js';
+import { requires } from '../prereq.js';
+import { findPython, runPython } from '../reference/python.js';
 
 const run = (...argv: string[]) => captureOutput(() => weightsCommand(argv));
 
@@ -237,5 +241,59 @@ describe('fetch and list against a local server', { timeout: 30_000 }, () => {
     assert.equal(r.code, 1);
     assert.match(r.err, new RegExp(`^fcn weights fetch: ${bad.replace(/[.?]/g, '\\$&')}: download failed \\(HTTP 404 Not Found\\)`));
     assert.ok(!existsSync(cachedPath('fcn16s')));
+  });
+});
+
+// Caffe files written independently of the reader by scripts/make_caffemodel.py (protoc
+// compiles Caffe's own schema), which also writes the tensors a correct reader gives.
+const caffeProto = join(sharedRoot, 'caffe', 'caffe.proto');
+const caffePython = findPython(['google.protobuf', 'numpy']);
+const hasProtoc = spawnSync('protoc', ['--version']).status === 0;
+const caffeSkip = requires(caffePython !== null && hasProtoc && existsSync(caffeProto),
+  `make_caffemodel.py needs python3 with protobuf and numpy, protoc and ${caffeProto}`);
+
+describe('Caffe files', { skip: caffeSkip, timeout: 60_000 }, () => {
+  const dir = join(tmp.dir, 'caffe');
+  before(() => {
+    const script = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'make_caffemodel.py');
+    runPython(caffePython!, 'import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")',
+      [script, '--caffe-proto', caffeProto, '--out', dir, '--nets', 'fcn8-atonce,vgg16', '--width', '0.0625']);
+  });
+
+  test("inspect an at-once FCN-8s .caffemodel: Caffe style, the skip scales, every tensor, the reader's notes", async () => {
+    const file = join(dir, 'fcn8-atonce.v2.caffemodel');
+    const r = await run('inspect', file, '--json');
+    assert.equal(r.code, 0, r.err);
+    const json = JSON.parse(r.out);
+    assert.equal(json.format, 'caffemodel');
+    assert.deepEqual(json.network, { model: 'fcn8', style: 'caffe', width: '0.0625', classes: '21', 'skip scales': '0.01,0.0001' });
+    const want = readSafetensors(join(dir, 'fcn8-atonce.safetensors'));
+    assert.deepEqual(
+      Object.fromEntries(json.tensors.map((t: { name: string; shape: number[] }) => [t.name, t.shape])),
+      Object.fromEntries([...want.tensors].map(([n, t]) => [n, t.shape])),
+    );
+    assert.ok(json.notes.some((n: string) => /0\.01/.test(n)), json.notes.join('\n'));
+    const text = await run('inspect', file);
+    assert.match(text.out, /^format +caffemodel$/m);
+    assert.match(text.out, /^network +fcn8, style caffe, width 0\.0625, classes 21, skip scales 0\.01,0\.0001$/m);
+    assert.match(text.out, /^notes\n {2}\S/m);
+  });
+
+  test('convert a Caffe VGG16 (V1 layers): the reader\'s tensors, written as they are, with the backbone metadata', async () => {
+    const out = join(tmp.dir, 'vgg16-caffe.safetensors');
+    const r = await run('convert', join(dir, 'vgg16.v1.caffemodel'), out);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /fc8/, 'the note about the left-out ImageNet classifier reaches the user');
+    const want = readSafetensors(join(dir, 'vgg16.safetensors'));
+    const got = readSafetensors(out);
+    assert.deepEqual([...got.tensors.keys()].sort(), [...want.tensors.keys()].sort());
+    for (const [name, t] of want.tensors) {
+      assert.deepEqual(got.tensors.get(name)!.shape, t.shape, name);
+      assert.deepEqual(got.tensors.get(name)!.data, t.data, name);
+    }
+    assert.equal(got.metadata['backbone'], 'vgg16');
+    assert.equal(got.metadata['style'], 'caffe');
+    assert.equal(got.metadata['source_format'], 'caffemodel');
+    assert.equal(got.metadata['model'], undefined);
   });
 });
