@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -131,7 +131,7 @@ describe('inspect and convert', () => {
       assert.match(r.out, /^network +fcn8,/m);
     } finally {
       // The cached "fcn8s" is a stand-in: leave the cache empty for the other tests.
-      await import('node:fs/promises').then((fs) => fs.rm(dest));
+      rmSync(dest);
     }
   });
 
