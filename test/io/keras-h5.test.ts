@@ -236,3 +236,29 @@ test('NaN or infinite values are reported when the tensor is read', { skip }, as
   await assertFails(() => inf.tensors.get('conv7.bias')!.read(), [quoted(h5('inf')), /layer 'fc2' \(conv7\) bias has non-finite values/]);
   inf.close!();
 });
+
+test('corrupted bytes in the file structure: a clean read or an error naming the file, never a crash', { skip }, async () => {
+  makeFixtures();
+  const original = readFileSync(h5('fcn8'));
+  const damaged = join(dir, 'damaged.h5');
+  let seed = 2024;
+  const next = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0);
+  let failures = 0;
+  for (let k = 0; k < 30; k++) {
+    const bytes = Buffer.from(original);
+    // The superblock, group headers, attributes and symbol tables sit in the first few KB.
+    const at = next() % 8000;
+    for (let j = 0; j < 4; j++) bytes[at + j] = next() & 0xff;
+    writeFileSync(damaged, bytes);
+    try {
+      const source = await readKerasH5(damaged);
+      for (const entry of source.tensors.values()) entry.read();
+    } catch (e) {
+      failures++;
+      assert.ok(e instanceof Error && e.message.startsWith(`${damaged}: `), `corruption at ${at}: ${String(e)}`);
+      assert.doesNotMatch(e.message, /HDF5-DIAG/);
+    }
+  }
+  assert.ok(failures > 0, 'some corruptions were detected');
+  assertSameTensors(await readKerasH5(h5('fcn8')), expected('fcn8'));
+});
