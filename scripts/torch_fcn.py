@@ -193,6 +193,70 @@ def fcn_forward(model, p, x, relu=plain_relu):
     return out[:, :, :h, :w]
 
 
+# The paper's Caffe network: its crop offsets as the released prototxts state them (written
+# out here on purpose: the engine computes its own from the layer geometry).
+CAFFE_CROPS = {'fcn32': {'final': 19}, 'fcn16': {'score4': 5, 'final': 27}, 'fcn8': {'score4': 5, 'score3': 9, 'final': 31}}
+
+
+def caffe_forward(model, p, x, relu=plain_relu, skip_scales=None):
+    """The Caffe-style FCN: conv1_1 padding 100, ceil pooling, fc6 (conv6) 7x7 unpadded,
+    unpadded deconvolutions and Caffe's crops; skip_scales multiplies pool4/pool3 before
+    their score layers (the at-once FCN-8s)."""
+    h, w = int(x.shape[2]), int(x.shape[3])
+    crops = CAFFE_CROPS[model]
+    t = x
+    pools = {}
+    for b, nconv, _ in VGG_BLOCKS:
+        for i in range(1, nconv + 1):
+            name = f'block{b}_conv{i}'
+            t = relu(name, F.conv2d(t, p[f'{name}.kernel'], p[f'{name}.bias'], padding=100 if (b, i) == (1, 1) else 1))
+        t = F.max_pool2d(t, 2, 2, ceil_mode=True)
+        pools[b] = t
+    t = relu('conv6', F.conv2d(t, p['conv6.kernel'], p['conv6.bias']))
+    t = relu('conv7', F.conv2d(t, p['conv7.kernel'], p['conv7.bias']))
+    score = F.conv2d(t, p['score7.kernel'], p['score7.bias'])
+
+    def up(layer, t):
+        k = DECONV_KERNEL[layer]
+        return F.conv_transpose2d(t, p[f'{layer}.kernel'], stride=k // 2)
+
+    def crop(t, o, like_h, like_w):
+        return t[:, :, o:o + like_h, o:o + like_w]
+
+    def skip_scores(b, layer, scale_index):
+        pool = pools[b]
+        if skip_scales is not None:
+            pool = pool * skip_scales[scale_index]
+        return F.conv2d(pool, p[f'{layer}.kernel'], p[f'{layer}.bias'])
+
+    if model == 'fcn32':
+        out = up('fcn32', score)
+    else:
+        u = up('score7_upsample', score)
+        fuse = u + crop(skip_scores(4, 'score4', 0), crops['score4'], u.shape[2], u.shape[3])
+        if model == 'fcn16':
+            out = up('fcn16', fuse)
+        else:
+            u = up('skip4_upsample', fuse)
+            fuse = u + crop(skip_scores(3, 'score3', 1), crops['score3'], u.shape[2], u.shape[3])
+            out = up('fcn8', fuse)
+    return crop(out, crops['final'], h, w)
+
+
+def network(args):
+    """The forward function the arguments select: (model, p, x, relu) -> logits."""
+    if args.style == 'keras':
+        if args.skip_scales:
+            die('--skip-scales applies to --style caffe')
+        return fcn_forward
+    scales = None
+    if args.skip_scales:
+        scales = [float(v) for v in args.skip_scales.split(',')]
+        if len(scales) != 2 or args.model != 'fcn8':
+            die('--skip-scales takes two numbers (pool4, pool3) and applies to fcn8')
+    return lambda model, p, x, relu=plain_relu: caffe_forward(model, p, x, relu, scales)
+
+
 class MaskedRelu:
     """ReLU whose on/off pattern comes from the engine under test (U8 masks, 1 = positive,
     named by layer, at the padded size). A pre-activation within float32 rounding of zero can
@@ -387,6 +451,8 @@ def add_common(ap):
     ap.add_argument('--out', required=True, help='output .safetensors')
     ap.add_argument('--dtype', choices=('float32', 'float64'), default='float32')
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0 = torch default)')
+    ap.add_argument('--style', choices=('keras', 'caffe'), default='keras', help="keras: the seed's network; caffe: the paper's")
+    ap.add_argument('--skip-scales', help='caffe fcn8 at-once: factors of pool4,pool3 before their scores, e.g. 0.01,0.0001')
 
 
 def setup(args):
@@ -408,7 +474,7 @@ def st_name(dtype):
 def cmd_forward(args):
     np_dtype, specs, weights, x = setup(args)
     with torch.no_grad():
-        logits = fcn_forward(args.model, torch_params(weights), torch.from_numpy(x))
+        logits = network(args)(args.model, torch_params(weights), torch.from_numpy(x))
     write_safetensors(args.out, {'logits': logits.numpy().astype(np_dtype)},
                       {'model': args.model, 'width': repr(args.width), 'dtype': args.dtype})
 
@@ -419,7 +485,7 @@ def cmd_step(args):
     trainable = resolve_trainable(args.trainable, specs)
     p = torch_params(weights, requires_grad=trainable)
     relu = MaskedRelu(read_safetensors(args.relu_masks)[0]) if args.relu_masks else plain_relu
-    logits = fcn_forward(args.model, p, torch.from_numpy(x), relu)
+    logits = network(args)(args.model, p, torch.from_numpy(x), relu)
     yt = torch.from_numpy(y)
     count = int((yt != IGNORE).sum())
     loss_sum = F.cross_entropy(logits, yt, ignore_index=IGNORE, reduction='sum')

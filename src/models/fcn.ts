@@ -9,9 +9,18 @@ import { Rng } from '../data/prng.js';
 
 export type FcnKind = 'fcn32' | 'fcn16' | 'fcn8';
 export const FCN_KINDS: readonly FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
+/**
+ * 'keras': the seed's network — 'same' convolutions, floor pooling, the input padded to a
+ * multiple of 32. 'caffe': the paper's — block1_conv1 padding 100, pooling that rounds up,
+ * conv6 without padding, unpadded upsampling and crops that realign each map with the input.
+ */
+export type FcnStyle = 'keras' | 'caffe';
+export const FCN_STYLES: readonly FcnStyle[] = ['keras', 'caffe'];
 export const NUM_CLASSES = 21;
-/** The body's total stride: inputs are padded to a multiple of it. */
+/** The body's total stride: inputs are padded to a multiple of it (keras style). */
 export const OUTPUT_STRIDE = 32;
+/** The scaling of the pool4/pool3 features in the paper's FCN-8s trained "at once". */
+export const AT_ONCE_SKIP_SCALES: readonly [number, number] = [0.01, 0.0001];
 
 export interface FcnOptions {
   kind: FcnKind;
@@ -20,6 +29,11 @@ export interface FcnOptions {
   numClasses?: number;
   /** Dropout rate of drop6 and drop7 (the seed used 0.2). */
   dropout?: number;
+  style?: FcnStyle;
+  /** Factors applied to block4_pool and block3_pool before score4/score3 (caffe at-once). */
+  skipScales?: readonly [number, number] | null;
+  /** Class names, when known (they travel in the weights' metadata). */
+  classNames?: readonly string[];
 }
 
 /** Channels of a full-width layer scaled by the width multiplier. */
@@ -46,10 +60,54 @@ export interface TrainOutput {
   tape: Tape;
 }
 
+/**
+ * Where a map's pixels sit in the input: input coordinate = scale · index + shift, for the
+ * centre of each pixel's window. Composed layer by layer, it gives the crop that realigns
+ * two maps (Caffe's crop offsets are computed this way, not pasted).
+ */
+interface CoordMap {
+  scale: number;
+  shift: number;
+}
+
+/** The map of a layer's output through a layer with kernel k, stride s, padding p. */
+function throughLayer(m: CoordMap, k: number, s: number, p: number, transposed: boolean): CoordMap {
+  // Output pixel i of a convolution/pooling is centred on input s·i − p + (k−1)/2; a
+  // transposed convolution inverts that relation.
+  const [a, b] = transposed ? [1 / s, (p - (k - 1) / 2) / s] : [s, (k - 1) / 2 - p];
+  return { scale: m.scale * a, shift: m.scale * b + m.shift };
+}
+
+/** The crop offset that aligns map `t` with map `ref` (both at the same scale). */
+function alignOffset(t: CoordMap, ref: CoordMap): number {
+  if (Math.abs(t.scale - ref.scale) > 1e-9) throw new Error(`cannot align maps at scales ${t.scale} and ${ref.scale}`);
+  const o = (ref.shift - t.shift) / t.scale;
+  if (!Number.isInteger(Math.round(o * 1e6) / 1e6) || o < 0) throw new Error(`maps do not align on whole pixels (offset ${o})`);
+  return Math.round(o);
+}
+
+/** A value of the recorded forward pass: a tensor and whether a gradient must reach it. */
+interface Value {
+  t: Tensor;
+  id: number;
+  needsGrad: boolean;
+}
+
+/** One step of the recorded forward pass: its backward maps dL/doutput to dL/dinputs. */
+interface Node {
+  inputs: Value[];
+  output: Value;
+  /** Gradients for the inputs whose `needsGrad` is set (null elsewhere). Disposes nothing. */
+  backward: (dy: Tensor) => (Tensor | null)[];
+}
+
 export class FCN {
   readonly kind: FcnKind;
+  readonly style: FcnStyle;
   readonly width: number;
   readonly numClasses: number;
+  readonly classNames: readonly string[] | null;
+  readonly skipScales: readonly [number, number] | null;
   readonly blocks: Block[] = [];
   readonly conv6: Conv2d;
   readonly drop6: Dropout;
@@ -63,35 +121,51 @@ export class FCN {
   readonly score3: Conv2d | null = null;
   /** The final upsampling to full resolution: fcn32 (×32), fcn16 (×16) or fcn8 (×8). */
   readonly upsample: Conv2d;
+  /** The last training forward pass, walked backwards by backward(). */
+  private recorded: Node[] = [];
 
   constructor(options: FcnOptions) {
     const { kind } = options;
     if (!FCN_KINDS.includes(kind)) throw new Error(`unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
+    const style = options.style ?? 'keras';
+    if (!FCN_STYLES.includes(style)) throw new Error(`unknown network style '${style}' (expected ${FCN_STYLES.join(', ')})`);
     const width = options.width ?? 1;
     if (!(width > 0 && width <= 1)) throw new Error(`width must be in (0, 1], got ${width}`);
+    const skipScales = options.skipScales ?? null;
+    if (skipScales && (kind !== 'fcn8' || skipScales.length !== 2 || !skipScales.every((v) => Number.isFinite(v) && v > 0)))
+      throw new Error(`skip scales apply to fcn8 and are two positive numbers, got ${kind} with ${JSON.stringify(skipScales)}`);
     this.kind = kind;
+    this.style = style;
     this.width = width;
+    this.skipScales = skipScales;
     const classes = (this.numClasses = options.numClasses ?? NUM_CLASSES);
+    if (options.classNames && options.classNames.length !== classes) throw new Error(`${options.classNames.length} class names given for ${classes} classes`);
+    this.classNames = options.classNames ? [...options.classNames] : null;
     const rate = options.dropout ?? 0.2;
+    const caffe = style === 'caffe';
 
     let inC = 3;
     for (const [b, n, c] of VGG_BLOCKS) {
       const out = scaledChannels(c, width);
       const convs: Conv2d[] = [];
       for (let i = 1; i <= n; i++) {
-        convs.push(new Conv2d(`block${b}_conv${i}`, { inChannels: inC, outChannels: out, kernel: 3, relu: true }));
+        // Caffe pads the first convolution by 100 so that any input survives the 7×7 conv6
+        // without padding; the crops at the end take the margin off again.
+        const padding = caffe && b === 1 && i === 1 ? 100 : 1;
+        convs.push(new Conv2d(`block${b}_conv${i}`, { inChannels: inC, outChannels: out, kernel: 3, padding, relu: true }));
         inC = out;
       }
-      this.blocks.push({ convs, pool: new MaxPool2d(`block${b}_pool`) });
+      this.blocks.push({ convs, pool: new MaxPool2d(`block${b}_pool`, 2, caffe) });
     }
     const fc = scaledChannels(4096, width);
     const c3 = scaledChannels(256, width), c4 = scaledChannels(512, width);
-    this.conv6 = new Conv2d('conv6', { inChannels: inC, outChannels: fc, kernel: 7, relu: true });
+    this.conv6 = new Conv2d('conv6', { inChannels: inC, outChannels: fc, kernel: 7, padding: caffe ? 0 : 3, relu: true });
     this.drop6 = new Dropout('drop6', rate, 6);
     this.conv7 = new Conv2d('conv7', { inChannels: fc, outChannels: fc, kernel: 1, relu: true });
     this.drop7 = new Dropout('drop7', rate, 7);
     this.score7 = new Conv2d('score7', { inChannels: fc, outChannels: classes, kernel: 1 });
-    const up = (name: string, k: number, s: number) => new Conv2d(name, { inChannels: classes, outChannels: classes, kernel: k, stride: s, transposed: true });
+    const up = (name: string, k: number, s: number) =>
+      new Conv2d(name, { inChannels: classes, outChannels: classes, kernel: k, stride: s, transposed: true, ...(caffe ? { padding: 0 } : {}) });
     if (kind === 'fcn32') {
       this.upsample = up('fcn32', 64, 32);
     } else {
@@ -105,8 +179,13 @@ export class FCN {
         this.upsample = up('fcn8', 16, 8);
       }
     }
-    // The seed freezes its bilinear upsampling layers.
+    // The seed freezes its bilinear upsampling layers (so does the paper).
     for (const l of this.upsamplers()) l.trainable = false;
+  }
+
+  /** The BGR means preprocessing subtracts: the seed's Keras ones or Caffe's. */
+  get means(): 'keras' | 'caffe' {
+    return this.style;
   }
 
   /** Every layer with parameters, input to output. */
@@ -145,9 +224,38 @@ export class FCN {
   }
 
   /**
-   * Logits N×classes×H×W (plain float32) for a preprocessed batch N×3×H×W. Any H×W: the
-   * input is padded at the bottom/right with zeros (the mean colour after preprocessing)
-   * to a multiple of 32, and the logits are cropped back.
+   * The offsets of the crops that realign maps with each other and with the input: score4
+   * (block4_pool's scores cropped to the upsampled score7), score3 (block3_pool's scores
+   * cropped to the upsampled skip4) and the final crop of the upsampled scores to the input.
+   * Computed from every layer's kernel, stride and padding: all 0 in the keras style, and
+   * Caffe's 5, 9 and 19/27/31 in the caffe style.
+   */
+  cropOffsets(): { score4?: number; score3?: number; final: number } {
+    const data: CoordMap = { scale: 1, shift: 0 };
+    const through = (m: CoordMap, l: Conv2d) => throughLayer(m, l.spec.kernel, l.stride, l.padding, l.transposed);
+    const pooled: CoordMap[] = [];
+    let m = data;
+    for (const block of this.blocks) {
+      for (const conv of block.convs) m = through(m, conv);
+      m = throughLayer(m, block.pool.kernel, block.pool.kernel, 0, false);
+      pooled.push(m);
+    }
+    for (const l of [this.conv6, this.conv7, this.score7]) m = through(m, l);
+    const out: { score4?: number; score3?: number; final: number } = { final: 0 };
+    if (this.score7Upsample && this.score4) {
+      m = through(m, this.score7Upsample);
+      out.score4 = alignOffset(through(pooled[3], this.score4), m);
+      if (this.skip4Upsample && this.score3) {
+        m = through(m, this.skip4Upsample);
+        out.score3 = alignOffset(through(pooled[2], this.score3), m);
+      }
+    }
+    out.final = alignOffset(through(m, this.upsample), data);
+    return out;
+  }
+
+  /**
+   * Logits N×classes×H×W (plain float32) for a preprocessed batch N×3×H×W, at any H×W.
    */
   predictLogits(x: Tensor, precision: Precision = 'float32'): Tensor {
     const ctx: ForwardContext = { training: false, precision, tape: null, seed: 0 };
@@ -166,131 +274,157 @@ export class FCN {
     }
   }
 
+  /**
+   * The forward pass. In the keras style the input is padded at the bottom/right with zeros
+   * (the mean colour after preprocessing) to a multiple of 32; in the caffe style conv1's
+   * margin does that job. Either way the crops bring the logits back to the input's size.
+   * In training every step is recorded (with the tape owning its tensors) for backward();
+   * in inference each tensor is freed as soon as nothing further reads it.
+   */
   private run(x: Tensor, ctx: ForwardContext): Tensor {
     const [, , h, w] = x.dims;
-    const hp = Math.ceil(h / OUTPUT_STRIDE) * OUTPUT_STRIDE, wp = Math.ceil(w / OUTPUT_STRIDE) * OUTPUT_STRIDE;
-    this.inputSize = [h, w];
-    // In training the tape keeps every activation; in inference each is freed once used
-    // (except the caller's input and the pools the skips read later).
-    const keep = (t: Tensor) => (ctx.tape ? ctx.tape.keep(t) : t);
-    let pool3: Tensor | null = null, pool4: Tensor | null = null;
-    const done = (t: Tensor) => {
-      if (!ctx.tape && t !== x && t !== pool3 && t !== pool4) t.dispose();
-    };
-    let t = h === hp && w === wp ? x : keep(native.cropPad(x, { height: hp, width: wp }));
-    const step = (f: (v: Tensor) => Tensor | null) => {
-      const y = f(t);
-      if (y) {
-        keep(y);
-        done(t);
-        t = y;
+    const training = ctx.tape !== null;
+    const nodes: Node[] = [];
+    this.recorded = [];
+    let nextId = 0;
+    const input: Value = { t: x, id: nextId++, needsGrad: false };
+    // Inference frees each tensor once read, except the input (the caller's) and the pools
+    // the skips read later (freed by the skips).
+    const retained = new Set<Value>([input]);
+    /** Runs one step; records it in training (the tape owns its output unless `owned`). */
+    const apply = (inputs: Value[], forward: () => Tensor, backward: (dy: Tensor) => (Tensor | null)[], opts: { trainable?: boolean; owned?: boolean } = {}): Value => {
+      const y = forward();
+      const out: Value = { t: y, id: nextId++, needsGrad: (opts.trainable ?? false) || inputs.some((v) => v.needsGrad) };
+      if (training) {
+        if (!opts.owned) ctx.tape!.keep(y);
+        nodes.push({ inputs, output: out, backward });
+      } else {
+        for (const v of inputs) if (!retained.has(v) && !v.t.disposed) v.t.dispose();
       }
+      return out;
     };
-    for (const [i, block] of this.blocks.entries()) {
-      for (const conv of block.convs) step((v) => conv.forward(v, ctx));
-      step((v) => block.pool.forward(v, ctx)); // block i+1 ends at 1/2, 1/4, 1/8, 1/16, 1/32
-      if (i === 2) pool3 = t; // 1/8
-      if (i === 3) pool4 = t; // 1/16
-    }
-    step((v) => this.conv6.forward(v, ctx)); // 1/32
-    step((v) => this.drop6.forward(v, ctx));
-    step((v) => this.conv7.forward(v, ctx));
-    step((v) => this.drop7.forward(v, ctx));
-    step((v) => this.score7.forward(v, ctx));
-    if (this.score7Upsample && this.score4) {
-      const s4 = keep(this.score4.forward(pool4!, ctx));
-      step((v) => this.score7Upsample!.forward(v, ctx)); // 1/16
-      step((v) => native.add(v, s4)); // skip4
-      done(s4);
-      if (this.skip4Upsample && this.score3) {
-        const s3 = keep(this.score3.forward(pool3!, ctx));
-        step((v) => this.skip4Upsample!.forward(v, ctx)); // 1/8
-        step((v) => native.add(v, s3)); // skip3
-        done(s3);
+    const conv = (l: Conv2d, v: Value) => apply([v], () => l.forward(v.t, ctx), (dy) => [l.backward(dy, v.needsGrad)], { trainable: l.trainable });
+    const crop = (v: Value, top: number, height: number, width: number): Value => {
+      const [, , ih, iw] = v.t.dims;
+      if (top === 0 && ih === height && iw === width) return v;
+      return apply(
+        [v],
+        () => native.cropPad(v.t, { top, left: top, height, width }),
+        // A crop's backward pads the gradient back with zeros: the crop with offsets negated.
+        (dy) => [v.needsGrad ? native.cropPad(dy, { top: -top, left: -top, height: ih, width: iw }) : null],
+      );
+    };
+    const add = (a: Value, b: Value): Value =>
+      apply([a, b], () => native.add(a.t, b.t), (dy) => [a.needsGrad ? native.reorder(dy) : null, b.needsGrad ? native.reorder(dy) : null]);
+    const scale = (v: Value, factor: number): Value => apply([v], () => native.scale(v.t, factor), (dy) => [v.needsGrad ? native.scale(dy, factor) : null]);
+
+    const offsets = this.cropOffsets();
+    try {
+      let t = input;
+      if (this.style === 'keras') {
+        const hp = Math.ceil(h / OUTPUT_STRIDE) * OUTPUT_STRIDE, wp = Math.ceil(w / OUTPUT_STRIDE) * OUTPUT_STRIDE;
+        if (hp !== h || wp !== w) t = apply([t], () => native.cropPad(x, { height: hp, width: wp }), () => [null]);
       }
+      let pool3: Value | null = null, pool4: Value | null = null;
+      for (const [i, block] of this.blocks.entries()) {
+        for (const c of block.convs) t = conv(c, t);
+        const v = t;
+        t = apply([v], () => block.pool.forward(v.t, ctx), (dy) => [v.needsGrad ? block.pool.backward(dy) : null]); // 1/2, 1/4, 1/8, 1/16, 1/32
+        if (i === 2 && this.score3) retained.add((pool3 = t)); // 1/8
+        if (i === 3 && this.score4) retained.add((pool4 = t)); // 1/16
+      }
+      t = conv(this.conv6, t);
+      for (const [drop, next] of [[this.drop6, this.conv7], [this.drop7, this.score7]] as const) {
+        const v = t;
+        const dropped = drop.forward(v.t, ctx); // null: identity (inference, or rate 0)
+        if (dropped) t = apply([v], () => dropped, (dy) => [drop.backward(dy)]);
+        t = conv(next, t);
+      }
+      // A skip: the pool's scores (scaled first in the at-once model), cropped to the map
+      // they join.
+      const skip = (pool: Value, score: Conv2d, factor: number | undefined, offset: number, like: Value): Value => {
+        const s = conv(score, factor === undefined ? pool : scale(pool, factor));
+        retained.delete(pool);
+        if (!training) pool.t.dispose();
+        return crop(s, offset, like.t.dims[2], like.t.dims[3]);
+      };
+      if (this.score7Upsample && this.score4 && pool4) {
+        t = conv(this.score7Upsample, t); // 1/16
+        t = add(t, skip(pool4, this.score4, this.skipScales?.[0], offsets.score4!, t)); // skip4
+        if (this.skip4Upsample && this.score3 && pool3) {
+          t = conv(this.skip4Upsample, t); // 1/8
+          t = add(t, skip(pool3, this.score3, this.skipScales?.[1], offsets.score3!, t)); // skip3
+        }
+      }
+      t = conv(this.upsample, t); // 1/1
+      // The edge: plain float32 logits at the input's own size, owned by the caller.
+      const full = t;
+      const [, , uh, uw] = full.t.dims;
+      const o = offsets.final;
+      const logits = apply(
+        [full],
+        () => native.cropPad(full.t, { top: o, left: o, height: h, width: w }),
+        (dy) => [native.cropPad(dy, { top: -o, left: -o, height: uh, width: uw })],
+        { owned: true },
+      );
+      if (training) {
+        this.recorded = nodes;
+        this.logits = logits;
+      }
+      return logits.t;
+    } catch (e) {
+      this.recorded = [];
+      throw e;
     }
-    const pools = [pool3, pool4];
-    pool3 = pool4 = null;
-    for (const p of pools) if (p) done(p);
-    const full = keep(this.upsample.forward(t, ctx)); // 1/1, Hp×Wp
-    done(t);
-    // The edge: plain float32 logits at the input's own size.
-    const logits = native.cropPad(full, { height: h, width: w });
-    done(full);
-    return logits;
   }
 
-  private inputSize: [number, number] = [0, 0];
+  private logits: Value | null = null;
 
   /**
    * Backpropagates dL/dlogits (N×classes×H×W) through the last training forward pass,
-   * setting the gradients of every trainable parameter. Layers below the lowest trainable
-   * one are skipped. Disposes nothing it was given.
+   * setting the gradients of every trainable parameter. Only the steps a gradient must pass
+   * through run. Disposes nothing it was given.
    */
   backward(dlogits: Tensor): void {
-    const chain = [...this.blocks.flatMap((b) => b.convs), this.conv6, this.conv7, this.score7];
-    // A layer's input gradient is wanted only when something below it is trainable.
-    const trainableBelow = (layers: Conv2d[]) => layers.some((l) => l.trainable);
-    const below = (l: Conv2d) => {
-      if (l === this.score4) return trainableBelow(this.blocks.slice(0, 4).flatMap((b) => b.convs));
-      if (l === this.score3) return trainableBelow(this.blocks.slice(0, 3).flatMap((b) => b.convs));
-      const i = chain.indexOf(l);
-      return i < 0 ? trainableBelow(chain) || trainableBelow([this.score4, this.score3].filter((x): x is Conv2d => x !== null)) : trainableBelow(chain.slice(0, i));
-    };
-    if (!this.layers().some((l) => l.trainable)) return;
+    const nodes = this.recorded, logits = this.logits;
+    this.recorded = [];
+    this.logits = null;
+    if (!logits || nodes.length === 0) throw new Error(`${this.kind}: backward without a training forward pass`);
+    if (!logits.needsGrad) return;
     // The previous step's gradients go back to the buffer pool before the new ones are
     // made (same sizes): peak memory holds one set of gradients, not two.
     for (const p of this.params()) if (p.trainable) p.setGrad(null);
-    const [hp, wp] = this.inputSize.map((s) => Math.ceil(s / OUTPUT_STRIDE) * OUTPUT_STRIDE);
-    let g: Tensor | null = native.cropPad(dlogits, { height: hp, width: wp });
-    let dPool3: Tensor | null = null, dPool4: Tensor | null = null;
-    const swap = (next: Tensor | null) => {
-      if (next !== g) disposeAll(g);
-      g = next;
-    };
-    const join = (extra: Tensor) => {
-      if (g) {
-        swap(native.add(g, extra));
-        extra.dispose();
-      } else g = extra;
+    const grads = new Map<number, Tensor>();
+    const accumulate = (v: Value, g: Tensor | null) => {
+      if (!g) return;
+      const prev = grads.get(v.id);
+      if (!prev) return void grads.set(v.id, g);
+      // Two paths meet where a skip reads a pool: their gradients add.
+      grads.set(v.id, native.add(prev, g));
+      disposeAll(prev, g);
     };
     try {
-      swap(this.upsample.backward(g, true));
-      if (this.skip4Upsample && this.score3) {
-        dPool3 = this.score3.backward(g!, below(this.score3));
-        swap(this.skip4Upsample.backward(g!, true));
-      }
-      if (this.score7Upsample && this.score4) {
-        dPool4 = this.score4.backward(g!, below(this.score4));
-        swap(this.score7Upsample.backward(g!, true));
-      }
-      swap(this.score7.backward(g!, below(this.score7)));
-      if (g) swap(this.drop7.backward(g) ?? g);
-      if (g) swap(this.conv7.backward(g, below(this.conv7)));
-      if (g) swap(this.drop6.backward(g) ?? g);
-      if (g) swap(this.conv6.backward(g, below(this.conv6)));
-      for (let i = this.blocks.length - 1; i >= 0; i--) {
-        // The skips join the body's gradient at the pools they read.
-        if (i === 3 && dPool4) {
-          join(dPool4);
-          dPool4 = null;
+      for (let i = nodes.length - 1; i >= 0; i--) {
+        const node = nodes[i];
+        const dy = node.output === logits ? dlogits : grads.get(node.output.id);
+        if (!dy) continue;
+        grads.delete(node.output.id);
+        try {
+          const dx = node.backward(dy);
+          node.inputs.forEach((v, k) => (v.needsGrad ? accumulate(v, dx[k]) : disposeAll(dx[k])));
+        } finally {
+          if (dy !== dlogits) dy.dispose();
         }
-        if (i === 2 && dPool3) {
-          join(dPool3);
-          dPool3 = null;
-        }
-        if (!g) continue;
-        const block = this.blocks[i];
-        swap(block.pool.backward(g));
-        for (let j = block.convs.length - 1; j >= 0 && g; j--) swap(block.convs[j].backward(g, below(block.convs[j])));
       }
     } finally {
-      disposeAll(g, dPool3, dPool4);
+      for (const g of grads.values()) disposeAll(g);
     }
   }
 
   /** Frees every parameter and prepared weight copy. */
   dispose(): void {
+    this.recorded = [];
+    this.logits = null;
     for (const l of this.layers()) {
       l.clearCaches();
       for (const p of l.params()) p.dispose();

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { native, type Tensor } from '../../src/engine/binding.js';
-import { FCN, type FcnKind } from '../../src/models/fcn.js';
+import { AT_ONCE_SKIP_SCALES, FCN, type FcnKind, type FcnStyle } from '../../src/models/fcn.js';
 import { saveWeights, toKerasLayout, weightsToKeras } from '../../src/models/weights.js';
 import { glorotUniform } from '../../src/nn/init.js';
 import { Rng } from '../../src/data/prng.js';
@@ -48,11 +48,13 @@ interface Case {
   n: number;
   h: number;
   w: number;
+  style?: FcnStyle;
+  skipScales?: readonly [number, number];
 }
 
 /** A model with every kernel random (skip scores too, so every path carries gradient). */
 function makeModel(c: Case, seed: number): FCN {
-  const model = new FCN({ kind: c.kind, width: c.width, dropout: 0 });
+  const model = new FCN({ kind: c.kind, width: c.width, dropout: 0, style: c.style, skipScales: c.skipScales });
   model.initialize(seed);
   const rng = new Rng(seed + 1);
   for (const l of model.layers()) if (!l.transposed && (l.name === 'score4' || l.name === 'score3')) glorotUniform(l.kernel, rng);
@@ -104,7 +106,8 @@ function checkCase(c: Case, optimizers: ('adam' | 'sgd')[]) {
     const { images, labels } = makeBatch(c, 7);
     writeNpy(path.join(dir, 'x.npy'), images, [c.n, 3, c.h, c.w]);
     writeNpy(path.join(dir, 'y.npy'), labels, [c.n, c.h, c.w]);
-    const common = ['--model', c.kind, '--width', String(c.width), '--input', path.join(dir, 'x.npy'), ...refArgs];
+    const styleArgs = ['--style', c.style ?? 'keras', ...(c.skipScales ? ['--skip-scales', c.skipScales.join(',')] : [])];
+    const common = ['--model', c.kind, '--width', String(c.width), '--input', path.join(dir, 'x.npy'), ...refArgs, ...styleArgs];
 
     // Forward.
     const model = makeModel(c, 3);
@@ -183,6 +186,17 @@ test('narrow FCN-8s matches PyTorch at 97×40', { skip }, () => checkCase({ kind
 test('narrow FCN-16s and FCN-32s match PyTorch at 45×70', { skip }, () => {
   checkCase({ kind: 'fcn16', width: 0.0625, n: 1, h: 45, w: 70 }, ['adam']);
   checkCase({ kind: 'fcn32', width: 0.0625, n: 1, h: 45, w: 70 }, ['sgd']);
+});
+// The paper's Caffe network: conv1 padding 100, pooling that rounds up (67×45 and 500×375
+// leave partial windows), unpadded conv6 and upsampling, crops at computed offsets.
+test('Caffe-style FCN-8s matches PyTorch at 67×45 (Adam and SGD)', { skip }, () => checkCase({ kind: 'fcn8', style: 'caffe', width: 0.0625, n: 1, h: 67, w: 45 }, ['adam', 'sgd']));
+test('Caffe-style FCN-32s and FCN-16s match PyTorch at 500×375', { skip }, () => {
+  checkCase({ kind: 'fcn32', style: 'caffe', width: 0.0625, n: 1, h: 375, w: 500 }, []);
+  checkCase({ kind: 'fcn16', style: 'caffe', width: 0.0625, n: 1, h: 375, w: 500 }, ['adam']);
+});
+test('Caffe-style FCN-8s at once (scaled skips) matches PyTorch at 500×375 and 33×97', { skip }, () => {
+  checkCase({ kind: 'fcn8', style: 'caffe', skipScales: AT_ONCE_SKIP_SCALES, width: 0.0625, n: 1, h: 375, w: 500 }, []);
+  checkCase({ kind: 'fcn8', style: 'caffe', skipScales: AT_ONCE_SKIP_SCALES, width: 0.0625, n: 2, h: 33, w: 97 }, ['adam']);
 });
 test('full-width FCN-8s matches PyTorch at 40×36 (Adam and SGD)', { skip, timeout: 900_000 }, () => checkCase({ kind: 'fcn8', width: 1, n: 1, h: 40, w: 36 }, ['adam', 'sgd']));
 
