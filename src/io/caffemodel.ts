@@ -454,14 +454,19 @@ function formatFloat32(v: number): string {
 
 /**
  * `count` values from `start` as a typed array: a view into the file's buffer when it is
- * aligned for the type, else a copy of just that range.
+ * aligned for the type, else a copy of just that range (into `scratch` when it is given and
+ * large enough, so that a caller taking a blob piece by piece reuses one buffer).
  */
-function valuesAt(v: BlobValues, start: number, count: number): Float32Array | Float64Array {
+function valuesAt(v: BlobValues, start: number, count: number, scratch?: Uint8Array): Float32Array | Float64Array {
   const size = v.bytesPerValue;
   const offset = v.bytes.byteOffset + start * size;
   const aligned = offset % size === 0;
-  // (A Buffer's slice() is a view, not a copy: copy explicitly.)
-  const buffer = aligned ? v.bytes.buffer : new Uint8Array(v.bytes.subarray(start * size, (start + count) * size)).buffer;
+  let buffer = v.bytes.buffer;
+  if (!aligned) {
+    const copy = scratch && scratch.byteOffset === 0 && scratch.length >= count * size ? scratch : new Uint8Array(count * size);
+    copy.set(v.bytes.subarray(start * size, (start + count) * size));
+    buffer = copy.buffer;
+  }
   const at = aligned ? offset : 0;
   return size === 4 ? new Float32Array(buffer, at, count) : new Float64Array(buffer, at, count);
 }
@@ -472,24 +477,44 @@ function copyValues(v: BlobValues): Float32Array {
 
 /**
  * A Caffe (A, B, kh, kw) blob as Keras (kh, kw, B, A). Convolutions: (out, in, …) →
- * (kh, kw, in, out); deconvolutions: (in, out, …) → (kh, kw, out, in). The blob is taken a
- * few A-slices at a time, so a misaligned blob is copied in small pieces, not whole.
+ * (kh, kw, in, out); deconvolutions: (in, out, …) → (kh, kw, out, in).
+ *
+ * A transpose of the (A, B·kh·kw) matrix with the columns reordered, in tiles: a tile of
+ * source rows is first packed into a small buffer, then each of its columns is written as
+ * one contiguous run of the output. Going straight from source to output reads or writes
+ * with a stride of A or B·kh·kw floats, often a multiple of 4 KB (4096 outputs: 16 KB) that
+ * maps every access to one cache set: 4.7 s for VGG16's conv6 instead of about 0.5 s.
+ * The blob is taken ROWS A-slices at a time, so a misaligned blob is copied in pieces.
  */
 function toKerasKernel(v: BlobValues, [a, b, kh, kw]: number[]): Float32Array {
   const out = new Float32Array(a * b * kh * kw);
-  const slab = b * kh * kw;
-  // Consecutive A's land side by side in the output: a block of them fills cache lines.
-  const BLOCK = 16;
-  for (let a0 = 0; a0 < a; a0 += BLOCK) {
-    const na = Math.min(BLOCK, a - a0);
-    const src = valuesAt(v, a0 * slab, na * slab);
-    for (let bi = 0; bi < b; bi++) {
-      for (let y = 0; y < kh; y++) {
-        for (let x = 0; x < kw; x++) {
-          const p = (bi * kh + y) * kw + x;
-          const base = ((y * kw + x) * b + bi) * a + a0;
-          for (let j = 0; j < na; j++) out[base + j] = src[j * slab + p];
-        }
+  const taps = kh * kw;
+  const slab = b * taps; // one source row: the weights of one A
+  const ROWS = 64, COLS = 64;
+  const tile = new Float32Array(ROWS * COLS);
+  // Every piece starts on a whole value, so a blob is aligned or misaligned throughout.
+  const misaligned = v.bytes.byteOffset % v.bytesPerValue !== 0;
+  const scratch = misaligned ? new Uint8Array(Math.min(ROWS, a) * slab * v.bytesPerValue) : undefined;
+  const dest = new Int32Array(COLS); // output offset of each column of the tile (row 0)
+  if (out.length > 2 ** 31 - 1) throw new Error(`a blob of ${out.length} values is beyond this reader's limit of 2^31`);
+  for (let a0 = 0; a0 < a; a0 += ROWS) {
+    const na = Math.min(ROWS, a - a0);
+    const src = valuesAt(v, a0 * slab, na * slab, scratch);
+    for (let p0 = 0; p0 < slab; p0 += COLS) {
+      const np = Math.min(COLS, slab - p0);
+      for (let j = 0; j < na; j++) {
+        const from = j * slab + p0, to = j * COLS;
+        for (let t = 0; t < np; t++) tile[to + t] = src[from + t];
+      }
+      // Source column p = bi·taps + r (r = y·kw + x) goes to output row (r·B + bi), at A's a0.
+      for (let t = 0; t < np; t++) {
+        const p = p0 + t;
+        const bi = Math.floor(p / taps);
+        dest[t] = ((p - bi * taps) * b + bi) * a + a0;
+      }
+      for (let t = 0; t < np; t++) {
+        const base = dest[t];
+        for (let j = 0; j < na; j++) out[base + j] = tile[j * COLS + t];
       }
     }
   }
@@ -498,6 +523,10 @@ function toKerasKernel(v: BlobValues, [a, b, kh, kw]: number[]): Float32Array {
 
 /** The array itself, or an error naming the layer when it holds NaN or an infinity. */
 function finite(values: Float32Array, what: string, tensor: string): Float32Array {
+  // x·0 is ±0 for a finite x and NaN otherwise: one quick pass, then a count only if needed.
+  let probe = 0;
+  for (let i = 0; i < values.length; i++) probe += values[i] * 0;
+  if (probe === 0) return values;
   let bad = 0;
   let example = 0;
   for (let i = 0; i < values.length; i++) {
