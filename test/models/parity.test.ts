@@ -24,16 +24,18 @@ const script = path.resolve(import.meta.dirname, '..', '..', 'scripts', 'torch_f
 
 const FWD_TOL = 1e-4; // max |diff| ≤ FWD_TOL · max |ref|
 const STEP_TOL = 1e-4; // relative, per tensor
+const ADAM_TINY_GRAD = 1e-5; // 100 ε: below it Adam's update amplifies rounding of g
 
 function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
   return m;
 }
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+/** max |a − b| over the elements `only` selects (all by default) ÷ max |b|. */
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>, only: Uint8Array | null = null): number {
   assert.equal(a.length, b.length);
   let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+  for (let i = 0; i < a.length; i++) if (!only || only[i]) d = Math.max(d, Math.abs(a[i] - b[i]));
   return d / Math.max(maxAbs(b), 1e-12);
 }
 
@@ -161,12 +163,13 @@ function checkCase(c: Case, optimizers: ('adam' | 'sgd')[]) {
         const wRef = r.get(`updated.${p.name}`)!.data as Float64Array | Float32Array;
         const w1 = after.get(p.name)!.data as Float32Array;
         // Adam moves a weight by ≈ ±α wherever |g| ≫ ε, so at gradients near ε its update
-        // magnifies float32 rounding of g (α·δ/ε). At full width that alone made updated
-        // weights differ by 3e-4 to 1.6e-3 of their range from run to run, while every gradient
-        // matched to 1e-4: there the Adam update is checked through the gradients (its formula
-        // has its own test in test/engine/ops.test.ts); SGD's update, linear in g, is compared.
-        if (!(c.width === 1 && kind === 'adam'))
-          assert.ok(relDiff(w1, wRef) <= STEP_TOL, `${kind}: updated ${p.name} differs by ${relDiff(w1, wRef).toExponential(2)}`);
+        // magnifies float32 rounding of g (α·δ/ε): where |g| < ADAM_TINY_GRAD the update is
+        // checked through the gradient alone (the update formula has its own float64 test in
+        // test/engine/ops.test.ts). Seen: 1.7e-4 of the range on AVX2 kernels at width
+        // 0.0625, 3e-4 to 1.6e-3 at full width, all at such elements. SGD's update, linear in
+        // g, is compared everywhere.
+        const mask = kind === 'adam' ? Uint8Array.from(gRef, (v) => (Math.abs(v) >= ADAM_TINY_GRAD ? 1 : 0)) : null;
+        assert.ok(relDiff(w1, wRef, mask) <= STEP_TOL, `${kind}: updated ${p.name} differs by ${relDiff(w1, wRef, mask).toExponential(2)}`);
         checked++;
       }
       assert.ok(checked >= 10, `checked ${checked} parameters`);
