@@ -1,19 +1,173 @@
-// Command-line argument helpers: one error type, one message format ("fcn <cmd>: <problem>").
+// Command-line argument helpers: one error type, one message format ("fcn <cmd>: <problem>"),
+// and one parser that every command goes through, so that each answers --help from the same
+// description it parses with, and each unknown option gets the nearest known one suggested.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { formatHelp } from './help.js';
 
 export class UsageError extends Error {}
 
+/** Thrown by `parse` when --help or -h was given: the caller prints `text` and exits 0. */
+export class HelpRequested extends Error {
+  constructor(readonly text: string) {
+    super('help requested');
+  }
+}
+
 type Options = NonNullable<ParseArgsConfig['options']>;
 
-export function parse<T extends Options>(command: string, argv: string[], options: T): { values: { [K in keyof T]?: T[K] extends { type: 'boolean' } ? boolean : string }; positionals: string[] } {
-  try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as never;
-  } catch (e) {
-    // node:util's messages can run to several lines of hints: keep the first, one line in all.
-    const first = (e as Error).message.split('\n')[0].replace(/\. To specify a positional.*$/s, '');
-    const hint = /starting with a dash/.test((e as Error).message) ? ' (for a value starting with a dash, write --name=-value)' : '';
-    throw new UsageError(`fcn ${command}: ${first}${hint}`);
+/** What `--default` of an option shows for one the command cannot do without. */
+export const REQUIRED = 'required';
+
+/** One option as `parse` reads it and --help describes it. */
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  short?: string;
+  /** The value's placeholder in --help (FILE, N, DIR…); string options only. */
+  value?: string;
+  /** What the option does, one line. */
+  help: string;
+  /**
+   * What happens without the option, as --help prints it after "default:" ("10", "off",
+   * "all cores"), or REQUIRED. Mandatory so that no option's help can leave it out.
+   */
+  default: string;
+}
+
+export type OptionSpecs = Record<string, OptionSpec>;
+
+/** A command or subcommand: what it parses, and everything its --help says. */
+export interface CommandSpec<T extends OptionSpecs = OptionSpecs> {
+  /** 'train', 'data fetch'. */
+  name: string;
+  /** One line: what the command does. */
+  summary: string;
+  /** Usage lines without the leading `fcn <name> `, e.g. '--data ROOT [options]'. */
+  usage: string[];
+  /** Optional paragraphs after the usage (what the command writes, how inputs are found…). */
+  details?: string;
+  /**
+   * How positional arguments appear in --help (e.g. 'IMAGE|FOLDER...'); without it, any
+   * positional argument is an error rather than being silently ignored.
+   */
+  positionals?: string;
+  options: T;
+  /** Full command lines, each runnable as shown. */
+  examples: string[];
+}
+
+export type ParsedValues<T> = { [K in keyof T]?: T[K] extends { type: 'boolean' } ? boolean : string };
+
+export interface Parsed<T> {
+  values: ParsedValues<T>;
+  positionals: string[];
+}
+
+/** Declares a command; the identity function, there for type inference of `options`. */
+export function defineCommand<T extends OptionSpecs>(spec: CommandSpec<T>): CommandSpec<T> {
+  return spec;
+}
+
+/** --help / -h anywhere before a `--` end-of-options marker. */
+function wantsHelp(argv: readonly string[]): boolean {
+  for (const a of argv) {
+    if (a === '--') return false;
+    if (a === '--help' || a === '-h') return true;
   }
+  return false;
+}
+
+/**
+ * Parses `argv` against a command's spec (or, for callers not yet described by one, a plain
+ * node:util options object). --help/-h wins over every other argument: it throws
+ * HelpRequested with the command's help. Errors are UsageErrors in the common format, with
+ * the nearest known option suggested for an unknown one.
+ */
+export function parse<T extends OptionSpecs>(spec: CommandSpec<T>, argv: string[]): Parsed<T>;
+export function parse<T extends Options>(command: string, argv: string[], options: T): Parsed<T>;
+export function parse(specOrCommand: CommandSpec | string, argv: string[], plainOptions?: Options): Parsed<Options> {
+  const spec = typeof specOrCommand === 'string' ? undefined : specOrCommand;
+  const command = spec ? spec.name : (specOrCommand as string);
+  const options: Options = spec
+    ? Object.fromEntries(Object.entries(spec.options).map(([name, o]) => [name, { type: o.type, ...(o.short ? { short: o.short } : {}) }]))
+    : { ...plainOptions };
+  if (wantsHelp(argv) && !('help' in options)) {
+    throw new HelpRequested(formatHelp(spec ?? plainSpec(command, options)));
+  }
+  let parsed: Parsed<Options>;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as never;
+  } catch (e) {
+    throw new UsageError(`fcn ${command}: ${describeParseError(command, e as NodeJS.ErrnoException, Object.keys(options))}`);
+  }
+  if (spec && spec.positionals === undefined && parsed.positionals.length > 0) {
+    throw new UsageError(`fcn ${command}: unexpected argument '${parsed.positionals[0]}' (fcn ${command} --help shows the usage)`);
+  }
+  return parsed;
+}
+
+/** A minimal spec for commands parsed from a plain options object: their options, listed. */
+function plainSpec(command: string, options: Options): CommandSpec {
+  return {
+    name: command,
+    summary: '',
+    usage: ['[options]'],
+    options: Object.fromEntries(Object.entries(options).map(([name, o]) => [name, { type: o.type, help: '', default: '', ...(o.short ? { short: o.short } : {}) }])),
+    examples: [],
+  };
+}
+
+/** node:util's parse errors in the common one-line format. */
+function describeParseError(command: string, e: NodeJS.ErrnoException, known: string[]): string {
+  const message = e.message;
+  const unknown = /^Unknown option '([^']+)'/.exec(message);
+  if (unknown) {
+    const given = unknown[1]!;
+    const near = given.startsWith('--') ? nearestOptions(given.slice(2), known) : [];
+    const hint = near.length ? `did you mean ${near.map((n) => `--${n}`).join(' or ')}?` : `fcn ${command} --help lists the options`;
+    return `unknown option '${given}' (${hint})`;
+  }
+  const missing = /^Option '(-\S+)(?:, (--\S+))? <value>' argument missing/.exec(message);
+  if (missing) return `${missing[2] ?? missing[1]} needs a value`;
+  const ambiguous = /^Option '(-\S+)(?:, (--\S+))? <value>' argument is ambiguous/.exec(message);
+  if (ambiguous) {
+    const flag = ambiguous[2] ?? ambiguous[1]!;
+    return `${flag} argument is ambiguous (for a value starting with a dash, write ${flag}=-VALUE)`;
+  }
+  const noValue = /^Option '(-\S+)(?:, (--\S+))?' does not take an argument/.exec(message);
+  if (noValue) return `${noValue[2] ?? noValue[1]} takes no value`;
+  // Anything else: node:util's first line, which names the option.
+  return message.split('\n')[0]!;
+}
+
+/** Edit distance counting a swap of two neighbouring letters as one edit (optimal string alignment). */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * The known option names nearest to an unknown one: within a few edits (a third of the
+ * longer name, at most 3: beyond that it is another word, not a typo), or else the known
+ * names it abbreviates or extends ('--out' for '--output'). Ties are all returned.
+ */
+export function nearestOptions(given: string, known: readonly string[]): string[] {
+  const names = known.filter((k) => k !== 'help');
+  const close = names
+    .map((name) => ({ name, d: editDistance(given, name) }))
+    .filter(({ name, d }) => d <= Math.min(3, Math.max(1, Math.floor(Math.max(given.length, name.length) / 3))));
+  if (close.length) {
+    const best = Math.min(...close.map((c) => c.d));
+    return close.filter((c) => c.d === best).map((c) => c.name);
+  }
+  if (given.length < 3) return [];
+  return names.filter((name) => name.length >= 3 && (name.startsWith(given) || given.startsWith(name)));
 }
 
 export function requireString(command: string, value: string | undefined, flag: string): string {

@@ -17,8 +17,10 @@ import { colorize, writeRgbPng } from '../report/viz.js';
 import { writeHtmlReport } from '../report/html.js';
 import { defaultConfig, type TrainConfig } from '../train/config.js';
 import { runTraining } from './train.js';
-import { UsageError, parse, parseNumber } from './args.js';
-import { applyEngineFlags, engineFlags, writableDir } from './engine-flags.js';
+import { UsageError, defineCommand, parse, parseNumber } from './args.js';
+import { applyEngineFlags } from './engine-flags.js';
+import { engineOptionSpecs } from './help.js';
+import { prepareOutputDir } from '../io/paths.js';
 
 /** The demo's recipe: the seed's staging on a narrow network and small images. */
 export function demoConfig(root: string, seed: number, size: number): TrainConfig {
@@ -41,14 +43,31 @@ export function demoConfig(root: string, seed: number, size: number): TrainConfi
   return c;
 }
 
+export const demoSpec = defineCommand({
+  name: 'demo',
+  summary: 'synthesise data, train FCN-32s → 16s → 8s, evaluate, write a report',
+  usage: ['[--out DIR] [--count N] [--size PX] [--seed N]'],
+  details: `Offline, a few minutes on 2 cores: synthesises scenes of five object classes, trains a
+narrow FCN-8s (width 0.25) through the staged recipe, evaluates it, segments validation images
+with every stage's model side by side, and writes DIR/report.html.`,
+  options: {
+    out: { type: 'string', value: 'DIR', help: 'output folder (data, run, segments, report)', default: 'runs/demo-<date>' },
+    count: { type: 'string', value: 'N', help: 'synthetic scenes, at least 10', default: '300' },
+    size: { type: 'string', value: 'PX', help: 'scene size, a multiple of 32, at least 64', default: '128' },
+    seed: { type: 'string', value: 'N', help: 'random seed of the data and the training', default: '0' },
+    ...engineOptionSpecs,
+  },
+  examples: ['fcn demo --out runs/demo --threads 2'],
+});
+
 export async function demoCommand(argv: string[]): Promise<number> {
-  const { values } = parse('demo', argv, { ...engineFlags, out: { type: 'string' }, count: { type: 'string' }, size: { type: 'string' }, seed: { type: 'string' } });
+  const { values } = parse(demoSpec, argv);
   applyEngineFlags('demo', values);
   const count = parseNumber('demo', values.count, 'count', (n) => Number.isInteger(n) && n >= 10, 'an integer ≥ 10') ?? 300;
   const size = parseNumber('demo', values.size, 'size', (n) => Number.isInteger(n) && n >= 64 && n % 32 === 0, 'a multiple of 32, at least 64') ?? 128;
   const seed = parseNumber('demo', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;
   const out = path.resolve(values.out ?? path.join('runs', `demo-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
-  writableDir('demo', out, 'out');
+  prepareOutputDir('demo', 'out', values.out ?? out);
   const t0 = performance.now();
   const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(0)} s`;
   const cfg = engineConfig();

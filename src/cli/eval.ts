@@ -9,17 +9,35 @@ import { formatMetricsTable } from '../eval/confusion.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
-import { UsageError, parse, parseNumber, requireString } from './args.js';
-import { applyEngineFlags, engineFlags, requireDir, requireFile, writableFile } from './engine-flags.js';
+import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
+import { applyEngineFlags } from './engine-flags.js';
+import { engineOptionSpecs } from './help.js';
+import { checkInputDir, checkInputFile, prepareOutputFile } from '../io/paths.js';
 
-export const EVAL_HELP = `Usage:
-  fcn eval --weights w.safetensors --data ROOT [--split val] [--limit N] [--json] [--out metrics.json]
-  fcn eval --predictions DIR --data ROOT [--split val] [--json] [--out metrics.json]
-      Pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and per-class IoU over a
-      split (VOC, SBD or custom root; default split val), each image at its own size, void
-      excluded. --predictions scores <id>.png label maps made elsewhere (palette indices).
-      Options: --kind voc|sbd|custom, --classes FILE, --threads N, --precision float32|bfloat16|auto.
-`;
+export const evalSpec = defineCommand({
+  name: 'eval',
+  summary: 'the paper\'s four metrics and per-class IoU on a dataset split',
+  usage: ['--weights FILE --data ROOT [--split val] [--limit N] [--json] [--out FILE]', '--predictions DIR --data ROOT [--split val] [--json] [--out FILE]'],
+  details: `Pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and per-class IoU over a
+split of a VOC, SBD or custom root, each image at its own size, void excluded. --predictions
+scores <id>.png label maps made elsewhere (palette indices) the same way.`,
+  options: {
+    weights: { type: 'string', value: 'FILE', help: 'evaluate this model', default: `${REQUIRED}, or --predictions` },
+    predictions: { type: 'string', value: 'DIR', help: 'score the <id>.png label maps in DIR instead', default: 'none' },
+    data: { type: 'string', value: 'ROOT', help: 'dataset root: VOC, SBD or custom', default: REQUIRED },
+    split: { type: 'string', value: 'NAME', help: 'split name, or a list file of ids', default: 'val; custom roots: every image with a mask' },
+    kind: { type: 'string', value: 'K', help: 'voc, sbd or custom', default: 'detected from the root' },
+    classes: { type: 'string', value: 'FILE', help: 'class names and colours (classes.json)', default: 'the root\'s classes.json, else the 21 VOC classes' },
+    limit: { type: 'string', value: 'N', help: 'score only the first N images', default: 'all' },
+    json: { type: 'boolean', help: 'print the metrics as JSON instead of a table', default: 'off' },
+    out: { type: 'string', value: 'FILE', help: 'also write the metrics as JSON to FILE', default: 'not written' },
+    ...engineOptionSpecs,
+  },
+  examples: [
+    'fcn eval --weights fcn8.safetensors --data data/VOCdevkit/VOC2012 --split val --out metrics.json',
+    'fcn eval --predictions other-tool/ --data data/VOCdevkit/VOC2012 --split val --json',
+  ],
+});
 
 const cmd = 'eval';
 const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
@@ -34,7 +52,7 @@ function splitListDir(root: string, kind: DetectedKind): string {
 /** Checks the split before opening the dataset, so a typo names the splits that do exist. */
 function checkSplit(root: string, kind: DetectedKind, split: string): void {
   if (split.endsWith('.txt') || split.includes('/')) {
-    if (!existsSync(split)) throw usage(`split list '${split}' not found`);
+    checkInputFile(cmd, 'split', split);
     return;
   }
   const dir = splitListDir(root, kind);
@@ -47,7 +65,7 @@ function checkSplit(root: string, kind: DetectedKind, split: string): void {
 }
 
 async function openSplit(root: string, values: { kind?: string; split?: string; classes?: string }): Promise<{ dataset: Dataset; split: string }> {
-  requireDir(cmd, root, 'data root');
+  checkInputDir(cmd, 'data', root);
   if (values.kind !== undefined && !['voc', 'sbd', 'custom'].includes(values.kind)) throw usage(`--kind must be voc, sbd or custom, got '${values.kind}'`);
   let kind: DetectedKind;
   try {
@@ -58,7 +76,7 @@ async function openSplit(root: string, values: { kind?: string; split?: string; 
   // A custom dataset without a split list is scored on every image that has a mask.
   const split = values.split ?? (kind === 'custom' ? '' : 'val');
   if (split !== '') checkSplit(root, kind, split);
-  if (values.classes !== undefined) requireFile(cmd, values.classes, 'classes file');
+  if (values.classes !== undefined) checkInputFile(cmd, 'classes', values.classes);
   const dataset = await openDataset(root, {
     kind,
     ...(split !== '' ? { split } : {}),
@@ -68,25 +86,16 @@ async function openSplit(root: string, values: { kind?: string; split?: string; 
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(cmd, argv, {
-    ...engineFlags,
-    weights: { type: 'string' }, predictions: { type: 'string' }, data: { type: 'string' }, split: { type: 'string' },
-    kind: { type: 'string' }, classes: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, out: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(EVAL_HELP);
-    return 0;
-  }
-  if (positionals.length > 0) throw usage(`unexpected argument '${positionals[0]}'`);
+  const { values } = parse(evalSpec, argv);
   if (values.weights === undefined && values.predictions === undefined) throw usage('--weights (evaluate a model) or --predictions (score label maps) is required');
   if (values.weights !== undefined && values.predictions !== undefined) throw usage('give --weights or --predictions, not both');
   applyEngineFlags(cmd, values);
   const root = requireString(cmd, values.data, 'data');
   const limit = parseNumber(cmd, values.limit, 'limit', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
-  if (values.weights !== undefined) requireFile(cmd, values.weights, 'weights file');
-  if (values.predictions !== undefined) requireDir(cmd, values.predictions, 'predictions folder');
-  if (values.out !== undefined) writableFile(cmd, values.out, 'out');
+  if (values.weights !== undefined) checkInputFile(cmd, 'weights', values.weights);
+  if (values.predictions !== undefined) checkInputDir(cmd, 'predictions', values.predictions);
+  checkInputDir(cmd, 'data', root);
+  if (values.out !== undefined) prepareOutputFile(cmd, 'out', values.out);
   const { dataset, split } = await openSplit(root, values);
 
   const total = limit === undefined ? dataset.entries.length : Math.min(limit, dataset.entries.length);

@@ -1,6 +1,5 @@
 // The `fcn` command line.
 import path from 'node:path';
-import { mkdirSync } from 'node:fs';
 import { configureEngine, cpuFeatures, engineConfig } from '../engine/config.js';
 import { native, type Precision } from '../engine/binding.js';
 import { FCN, FCN_KINDS, type FcnKind } from '../models/fcn.js';
@@ -9,33 +8,67 @@ import { segment } from '../models/segment.js';
 import { writeLabelPng } from '../io/image.js';
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
-import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { HelpRequested, REQUIRED, UsageError, defineCommand, nearestOptions, parse, parseNumber, requireString } from './args.js';
+import { engineOptionSpecs, formatTopHelp, packageVersion } from './help.js';
+import { checkInputFile, prepareOutputFile } from '../io/paths.js';
 import { applyEngineFlags } from './engine-flags.js';
 
-const HELP = `fcn — Fully Convolutional Networks for semantic segmentation
+/** One line per command for `fcn --help`; a command missing here is listed without one. */
+const SUMMARIES: Record<string, string> = {
+  init: 'write a new model\'s weights (seeded random initialisation)',
+  predict: 'segment one image: a palette label map, optionally raw logits',
+  info: 'CPU, oneDNN, threads and precision',
+  demo: 'synthesise data, train FCN-32s → 16s → 8s, evaluate, write a report',
+  train: 'train one model or a staged recipe, with checkpoints, resume and Ctrl-C',
+  data: 'datasets: fetch, check, synth, split',
+  eval: 'the paper\'s four metrics and per-class IoU on a dataset split',
+  segment: 'label maps, overlays and model comparisons for image files',
+  weights: 'pretrained weights, any weight file',
+  export: 'a model as an ONNX file that runs on plain RGB pixels',
+};
 
-Usage:
-  fcn init --model fcn32|fcn16|fcn8 [--width W] [--seed N] --out weights.safetensors
-  fcn predict --weights w.safetensors --image photo.jpg [--labels out.png] [--logits out.npy]
-  fcn data fetch|check|synth ...      datasets (fcn data --help)
-  fcn eval --weights w.safetensors --data ROOT [--split val] [--json] [--out F]   metrics (fcn eval --help)
-  fcn eval --predictions DIR --data ROOT [--split val] [--json]   score label maps made elsewhere
-  fcn segment <image|folder>... --weights w.safetensors [--out DIR] [--compare a,b,c]   label maps, overlays
-  fcn info                            CPU, oneDNN, threads and precision
-  fcn weights fetch|list|inspect|convert ...   pretrained weights, any weight file (fcn weights --help)
-  fcn train --data ROOT [--schedule seed|paper | --model M] [--out RUN] | --resume RUN
-  fcn demo [--out DIR]                synthesise data, train FCN-32s→16s→8s, evaluate, report
+export const initSpec = defineCommand({
+  name: 'init',
+  summary: SUMMARIES.init!,
+  usage: ['--model fcn32|fcn16|fcn8 [--width W] [--seed N] --out FILE'],
+  details: 'Writes a safetensors file: glorot-uniform kernels from the seed, bilinear upsampling.',
+  options: {
+    model: { type: 'string', value: 'M', help: `the network: ${FCN_KINDS.join(', ')}`, default: REQUIRED },
+    width: { type: 'string', value: 'W', help: 'channel width factor in (0, 1]: below 1, a narrower VGG16 for quick runs', default: '1' },
+    seed: { type: 'string', value: 'N', help: 'random seed of the initialisation', default: '0' },
+    out: { type: 'string', value: 'FILE', help: 'the weights file to write', default: REQUIRED },
+    ...engineOptionSpecs,
+  },
+  examples: ['fcn init --model fcn8 --width 0.125 --seed 1 --out fcn8-narrow.safetensors'],
+});
 
-Options for every command:
-  --threads N       engine threads (default: FCN_THREADS, else all cores)
-  --precision P     float32 | bfloat16 | auto (default auto: see fcn info)
-`;
+export const predictSpec = defineCommand({
+  name: 'predict',
+  summary: SUMMARIES.predict!,
+  usage: ['--weights FILE --image FILE [--labels FILE] [--logits FILE]'],
+  details: 'The label map is a palette PNG (VOC colours, pixel value = class index) at the image\'s own size;\nthe logits are the class scores before softmax, float32 NumPy (classes, H, W).',
+  options: {
+    weights: { type: 'string', value: 'FILE', help: 'the model\'s weights', default: REQUIRED },
+    image: { type: 'string', value: 'FILE', help: 'a JPEG or PNG image', default: REQUIRED },
+    labels: { type: 'string', value: 'FILE', help: 'where to write the label map', default: '<image name>_labels.png in the current folder' },
+    logits: { type: 'string', value: 'FILE', help: 'where to write the logits (.npy)', default: 'not written' },
+    ...engineOptionSpecs,
+  },
+  examples: ['fcn predict --weights fcn8.safetensors --image photo.jpg --labels photo_labels.png --logits photo.npy'],
+});
+
+export const infoSpec = defineCommand({
+  name: 'info',
+  summary: SUMMARIES.info!,
+  usage: ['[--threads N] [--precision P]'],
+  details: 'Prints the CPU\'s features, oneDNN\'s version and ISA, the threads, and the precision used with the reason.',
+  options: { ...engineOptionSpecs },
+  examples: ['fcn info --precision bfloat16'],
+});
 
 type Command = (argv: string[]) => Promise<number>;
 
 const engineOptions = applyEngineFlags;
-
-const common = { threads: { type: 'string' }, precision: { type: 'string' } } as const;
 
 function parseKind(command: string, value: string | undefined): FcnKind {
   const kind = requireString(command, value, 'model');
@@ -43,22 +76,14 @@ function parseKind(command: string, value: string | undefined): FcnKind {
   return kind as FcnKind;
 }
 
-function ensureParentDir(command: string, file: string): void {
-  try {
-    mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  } catch (e) {
-    throw new UsageError(`fcn ${command}: cannot create the folder of ${file} (${(e as NodeJS.ErrnoException).code})`);
-  }
-}
-
 const init: Command = async (argv) => {
-  const { values } = parse('init', argv, { ...common, model: { type: 'string' }, width: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' } });
+  const { values } = parse(initSpec, argv);
   engineOptions('init', values);
   const kind = parseKind('init', values.model);
   const width = parseNumber('init', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
   const seed = parseNumber('init', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;
   const out = requireString('init', values.out, 'out');
-  ensureParentDir('init', out);
+  prepareOutputFile('init', 'out', out);
   const model = new FCN({ kind, width });
   try {
     model.initialize(seed);
@@ -72,20 +97,26 @@ const init: Command = async (argv) => {
 };
 
 const predict: Command = async (argv) => {
-  const { values } = parse('predict', argv, { ...common, weights: { type: 'string' }, image: { type: 'string' }, labels: { type: 'string' }, logits: { type: 'string' } });
+  const { values } = parse(predictSpec, argv);
   engineOptions('predict', values);
   const weights = requireString('predict', values.weights, 'weights');
   const image = requireString('predict', values.image, 'image');
   const labelsOut = values.labels ?? `${path.parse(image).name}_labels.png`;
+  // Every path is checked before the model is loaded: a bad output fails now, not after the work.
+  checkInputFile('predict', 'weights', weights);
+  checkInputFile('predict', 'image', image);
+  for (const [flag, out] of [['labels', labelsOut], ['logits', values.logits]] as const) {
+    if (out === undefined) continue;
+    if (path.resolve(out) === path.resolve(image)) throw new UsageError(`fcn predict: --${flag} '${out}': is the input image, which it would overwrite`);
+    prepareOutputFile('predict', flag, out);
+  }
   const model = loadModel(weights);
   try {
     const t0 = performance.now();
     const result = await segment(model, image, { logits: values.logits !== undefined });
     const ms = performance.now() - t0;
-    ensureParentDir('predict', labelsOut);
     await writeLabelPng(labelsOut, result.labels, result.width, result.height);
     if (values.logits !== undefined) {
-      ensureParentDir('predict', values.logits);
       writeNpy(values.logits, result.logits!, [model.numClasses, result.height, result.width]);
     }
     console.log(`${image}: ${result.width}×${result.height}, ${model.kind}, ${ms.toFixed(0)} ms (${engineConfig().precision}, ${engineConfig().threads} threads)`);
@@ -98,7 +129,7 @@ const predict: Command = async (argv) => {
 };
 
 const info: Command = async (argv) => {
-  const { values } = parse('info', argv, { ...common });
+  const { values } = parse(infoSpec, argv);
   engineOptions('info', values);
   const n = native.info();
   const cfg = engineConfig();
@@ -121,23 +152,45 @@ const commands: Record<string, Command> = {
   eval: async (argv) => (await import('./eval.js')).evalCommand(argv),
   segment: async (argv) => (await import('./segment.js')).segmentCommand(argv),
   weights: async (argv) => (await import('./weights.js')).weightsCommand(argv),
+  export: async (argv) => (await import('./export.js')).exportCommand(argv),
 };
+
+/** The names of every command, for --help and for tests that go through each. */
+export const commandNames = (): string[] => Object.keys(commands);
+
+const topHelp = () => formatTopHelp(Object.keys(commands).map((name) => ({ name, summary: SUMMARIES[name] ?? `see fcn ${name} --help` })));
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(HELP);
-    return name ? 0 : 1;
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`fcn ${packageVersion()}\n`);
+    return 0;
   }
+  if (!name || name === '--help' || name === '-h') {
+    // Without a command, the help is the answer but the call was still wrong.
+    (name ? process.stdout : process.stderr).write(topHelp());
+    return name ? 0 : 2;
+  }
+  // `fcn help <command>` is `fcn <command> --help`.
+  if (name === 'help') return rest.length ? main([rest[0]!, '--help']) : main(['--help']);
   const command = commands[name];
   if (!command) {
-    console.error(`fcn: unknown command '${name}' (commands: ${Object.keys(commands).join(', ')})`);
+    const near = nearestCommand(name);
+    console.error(`fcn: unknown command '${name}' (${near ? `did you mean ${near}? ` : ''}commands: ${Object.keys(commands).join(', ')})`);
     return 2;
   }
   try {
     return await command(rest);
   } catch (e) {
+    if (e instanceof HelpRequested) {
+      process.stdout.write(e.text);
+      return 0;
+    }
     console.error(e instanceof UsageError ? e.message : `fcn ${name}: ${(e as Error).message}`);
     return e instanceof UsageError ? 2 : 1;
   }
+}
+
+function nearestCommand(name: string): string | undefined {
+  return nearestOptions(name, Object.keys(commands))[0];
 }

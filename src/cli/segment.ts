@@ -1,35 +1,45 @@
 // `fcn segment`: label maps, overlays, class shares and model comparisons for image files.
 import path from 'node:path';
-import { readClassSet } from '../data/classes.js';
+import { readClassSet, type ClassSet } from '../data/classes.js';
 import type { FCN } from '../models/fcn.js';
 import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
-import { UsageError, parse, parseNumber } from './args.js';
-import { applyEngineFlags, engineFlags, requireFile, writableDir } from './engine-flags.js';
+import { REQUIRED, UsageError, defineCommand, parse, parseNumber } from './args.js';
+import { applyEngineFlags } from './engine-flags.js';
+import { engineOptionSpecs } from './help.js';
+import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
 
-export const SEGMENT_HELP = `Usage:
-  fcn segment <image|folder>... --weights w.safetensors [--out DIR] [--classes FILE] [--alpha A]
-              [--compare w32.safetensors,w16.safetensors,w8.safetensors]
-      For each image (folders: every .jpg/.jpeg/.png inside): <stem>.png, a VOC palette label map
-      (pixel value = class index); <stem>_overlay.png; <stem>.json with class pixel shares.
-      --compare writes <stem>_compare.png: the image and each model's map side by side, with a
-      legend (without --weights, the last compared model writes the other files).
-      Default output folder: segments/. --classes: class names (classes.json) for non-VOC models.
-`;
+export const segmentSpec = defineCommand({
+  name: 'segment',
+  summary: 'label maps, overlays and model comparisons for image files',
+  usage: ['IMAGE|FOLDER... --weights FILE [--out DIR] [--classes FILE] [--alpha A]', 'IMAGE|FOLDER... [--weights FILE] --compare FILE,FILE,... [--labels DIR] [--out DIR]'],
+  details: `For each image (a folder gives every .jpg/.jpeg/.png in it): <stem>.png, a VOC palette label
+map (pixel value = class index); <stem>_overlay.png; <stem>.json with class pixel shares.
+--compare writes <stem>_compare.png: the image, its ground truth when it has one, and each
+model's map side by side with a legend (without --weights, the last compared model writes the
+other files). Ground truth: <stem>.png in --labels DIR; else, for an image of a VOC root,
+SegmentationClass/<id>.png of that root, or SegmentationClass/<stem>.png in the image's folder.`,
+  positionals: 'IMAGE|FOLDER...',
+  options: {
+    weights: { type: 'string', value: 'FILE', help: 'the model whose label maps, overlays and shares are written', default: `${REQUIRED}, unless --compare` },
+    compare: { type: 'string', value: 'FILES', help: 'comma-separated weight files drawn side by side in <stem>_compare.png', default: 'no comparison' },
+    labels: { type: 'string', value: 'DIR', help: 'ground-truth label maps (<stem>.png) for the comparison', default: 'found next to each image, if any' },
+    out: { type: 'string', value: 'DIR', help: 'output folder', default: 'segments' },
+    classes: { type: 'string', value: 'FILE', help: 'class names and colours (classes.json) for non-VOC models', default: 'the 21 VOC classes' },
+    alpha: { type: 'string', value: 'A', help: 'opacity of the class colours in the overlay, in [0, 1]', default: '0.5' },
+    ...engineOptionSpecs,
+  },
+  examples: [
+    'fcn segment photos/ --weights fcn8.safetensors --out segments/',
+    'fcn segment data/VOCdevkit/VOC2012/JPEGImages/2007_000033.jpg --compare fcn32.safetensors,fcn16.safetensors,fcn8.safetensors',
+  ],
+});
 
 const cmd = 'segment';
 const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
 
 export async function segmentCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(cmd, argv, {
-    ...engineFlags,
-    weights: { type: 'string' }, compare: { type: 'string' }, out: { type: 'string' }, classes: { type: 'string' }, alpha: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(SEGMENT_HELP);
-    return 0;
-  }
+  const { values, positionals } = parse(segmentSpec, argv);
   applyEngineFlags(cmd, values);
   if (positionals.length === 0) throw usage('no images given (expected image files or folders)');
   const compareFiles = values.compare === undefined ? [] : values.compare.split(',').map((s) => s.trim());
@@ -37,8 +47,13 @@ export async function segmentCommand(argv: string[]): Promise<number> {
   if (values.weights === undefined && compareFiles.length === 0) throw usage('--weights is required');
   const alpha = parseNumber(cmd, values.alpha, 'alpha', (n) => n >= 0 && n <= 1, 'in [0, 1]');
   const weightFiles = [...(values.weights !== undefined ? [values.weights] : []), ...compareFiles];
-  for (const f of weightFiles) requireFile(cmd, f, 'weights file');
-  if (values.classes !== undefined) requireFile(cmd, values.classes, 'classes file');
+  if (values.weights !== undefined) checkInputFile(cmd, 'weights', values.weights);
+  for (const f of compareFiles) checkInputFile(cmd, 'compare', f);
+  if (values.classes !== undefined) checkInputFile(cmd, 'classes', values.classes);
+  if (values.labels !== undefined) {
+    if (compareFiles.length === 0) throw usage('--labels gives the ground truth of --compare pictures: add --compare');
+    checkInputDir(cmd, 'labels', values.labels);
+  }
   let images: string[];
   try {
     images = collectImages(positionals);
@@ -46,7 +61,7 @@ export async function segmentCommand(argv: string[]): Promise<number> {
     throw usage((e as Error).message);
   }
   const out = values.out ?? 'segments';
-  writableDir(cmd, out, 'out');
+  prepareOutputDir(cmd, 'out', out);
 
   // One model per distinct file: a file given both as --weights and in --compare loads once.
   const loaded = new Map<string, FCN>();
@@ -62,8 +77,10 @@ export async function segmentCommand(argv: string[]): Promise<number> {
       if (m.numClasses !== primary.numClasses) throw usage(`${f} predicts ${m.numClasses} classes, ${values.weights ?? compareFiles[compareFiles.length - 1]} ${primary.numClasses}: models compared must share their classes`);
     }
     let classNames: string[] | undefined;
+    let classSet: ClassSet | undefined;
     if (values.classes !== undefined) {
-      classNames = (await readClassSet(values.classes)).names;
+      classSet = await readClassSet(values.classes);
+      classNames = classSet.names;
       if (classNames.length !== primary.numClasses) throw usage(`${values.classes} names ${classNames.length} classes but the model predicts ${primary.numClasses}`);
     }
     const compareModels = compareFiles.map((source) => ({ model: modelOf(source), source }));
@@ -74,6 +91,8 @@ export async function segmentCommand(argv: string[]): Promise<number> {
       compare: compareModels.map((c, i) => ({ title: titles[i]!, model: c.model })),
       ...(classNames ? { classNames } : {}),
       ...(alpha !== undefined ? { alpha } : {}),
+      ...(values.labels !== undefined ? { truthDir: values.labels } : {}),
+      ...(classSet ? { truthClasses: classSet } : {}),
       onImage: (r, done, total) => {
         const top = r.shares.slice(0, 3).map((s) => `${s.name} ${(100 * s.share).toFixed(1)}%`).join(', ');
         process.stdout.write(`[${done}/${total}] ${r.image} ${r.width}×${r.height}: ${top} → ${r.labels}\n`);

@@ -5,47 +5,69 @@ import { engineConfig } from '../engine/config.js';
 import { FCN_KINDS, type FcnKind } from '../models/fcn.js';
 import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedule, type TrainConfig } from '../train/config.js';
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
-import { UsageError, parse, parseNumber } from './args.js';
-import { applyEngineFlags, engineFlags, requireDir, requireFile, writableDir } from './engine-flags.js';
+import { REQUIRED, UsageError, defineCommand, parse, parseNumber, type ParsedValues } from './args.js';
+import { applyEngineFlags } from './engine-flags.js';
+import { engineOptionSpecs } from './help.js';
+import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
 
-const options = {
-  ...engineFlags,
-  data: { type: 'string' },
-  schedule: { type: 'string' },
-  model: { type: 'string' },
-  init: { type: 'string' },
-  epochs: { type: 'string' },
-  'final-epochs': { type: 'string' },
-  config: { type: 'string' },
-  out: { type: 'string' },
-  resume: { type: 'string' },
-  width: { type: 'string' },
-  batch: { type: 'string' },
-  lr: { type: 'string' },
-  l2: { type: 'string' },
-  optimizer: { type: 'string' },
-  momentum: { type: 'string' },
-  'weight-decay': { type: 'string' },
-  reduction: { type: 'string' },
-  size: { type: 'string' },
-  scale: { type: 'string' },
-  flip: { type: 'boolean' },
-  dropout: { type: 'string' },
-  seed: { type: 'string' },
-  workers: { type: 'string' },
-  'train-split': { type: 'string' },
-  'val-split': { type: 'string' },
-  'limit-train': { type: 'string' },
-  'limit-val': { type: 'string' },
-} as const;
+// The defaults --help shows come from the configuration itself, so they cannot drift from it.
+const seedDefaults = defaultConfig('');
+const paperDefaults = applySchedule(seedDefaults, 'paper');
 
-type Values = ReturnType<typeof parse<typeof options>>['values'];
+export const trainSpec = defineCommand({
+  name: 'train',
+  summary: 'train one model or a staged recipe, with checkpoints, resume and Ctrl-C',
+  usage: ['--data ROOT [--schedule seed|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P]'],
+  details: `--schedule seed: FCN-32s, then FCN-16s from it training its new layers, then FCN-8s the
+same way, then every layer (Adam). --schedule paper: the Caffe solver (SGD momentum ${paperDefaults.optimizer.momentum},
+summed loss, batch ${paperDefaults.batchSize}, lr ${paperDefaults.stages.map((s) => s.lr).join(' / ')}). Settings come from the defaults, then the
+schedule, then --config, then flags. The run folder holds config.json, log.jsonl, plots/,
+samples/ and checkpoints/ (last, best, one per stage). Ctrl-C finishes the step, saves and
+exits; --resume RUN continues where it stopped.`,
+  options: {
+    data: { type: 'string', value: 'ROOT', help: 'dataset root: VOC, SBD or custom (see fcn data)', default: `${REQUIRED}, unless --resume` },
+    schedule: { type: 'string', value: 'S', help: 'seed or paper: a staged recipe', default: 'seed, unless --model' },
+    model: { type: 'string', value: 'M', help: `train one stage of this model instead (${FCN_KINDS.join(', ')})`, default: 'the schedule\'s stages' },
+    init: { type: 'string', value: 'FILE', help: 'weights to start the first stage from (e.g. a VGG16 backbone)', default: 'random initialisation' },
+    epochs: { type: 'string', value: 'N', help: 'epochs per stage', default: String(seedDefaults.stages[0]!.epochs) },
+    'final-epochs': { type: 'string', value: 'N', help: 'epochs of the seed schedule\'s last stage (all layers)', default: '--epochs' },
+    config: { type: 'string', value: 'FILE', help: 'a JSON file of settings (any part of config.json)', default: 'none' },
+    out: { type: 'string', value: 'RUN', help: 'the run folder', default: 'runs/<date>-<model>' },
+    resume: { type: 'string', value: 'RUN', help: 'continue this run with its own settings', default: 'a new run' },
+    width: { type: 'string', value: 'W', help: 'channel width factor in (0, 1]', default: String(seedDefaults.model.width) },
+    batch: { type: 'string', value: 'N', help: 'images per step', default: `${seedDefaults.batchSize}; paper: ${paperDefaults.batchSize}` },
+    lr: { type: 'string', value: 'LR', help: 'learning rate of every stage', default: `${seedDefaults.optimizer.lr}; paper: ${paperDefaults.stages.map((s) => s.lr).join(' / ')} by stage` },
+    l2: { type: 'string', value: 'L', help: 'Adam: L2 penalty on conv kernels', default: String(seedDefaults.optimizer.l2) },
+    optimizer: { type: 'string', value: 'O', help: 'adam or sgd', default: `${seedDefaults.optimizer.kind}; paper: ${paperDefaults.optimizer.kind}` },
+    momentum: { type: 'string', value: 'M', help: 'SGD momentum', default: String(seedDefaults.optimizer.momentum) },
+    'weight-decay': { type: 'string', value: 'D', help: 'SGD weight decay', default: String(seedDefaults.optimizer.weightDecay) },
+    reduction: { type: 'string', value: 'R', help: 'loss over pixels: mean or sum', default: `${seedDefaults.loss.reduction}; paper: ${paperDefaults.loss.reduction}` },
+    size: { type: 'string', value: 'PX', help: 'images padded/resized to PX×PX, a multiple of 32 (0 keeps their size)', default: String(seedDefaults.data.size) },
+    scale: { type: 'string', value: 'MIN,MAX', help: 'random rescaling range for training', default: `${seedDefaults.data.scale.join(',')} (off)` },
+    flip: { type: 'boolean', help: 'random horizontal flips for training', default: seedDefaults.data.flip ? 'on' : 'off' },
+    dropout: { type: 'string', value: 'P', help: 'dropout rate after conv6 and conv7', default: `${seedDefaults.model.dropout}; paper: ${paperDefaults.model.dropout}` },
+    seed: { type: 'string', value: 'N', help: 'random seed (initialisation, data order, augmentation)', default: String(seedDefaults.seed) },
+    workers: { type: 'string', value: 'N', help: 'image decoding worker threads', default: String(seedDefaults.data.workers) },
+    'train-split': { type: 'string', value: 'NAME', help: 'training split (a name or a list file)', default: seedDefaults.data.trainSplit },
+    'val-split': { type: 'string', value: 'NAME', help: 'validation split (a name or a list file)', default: seedDefaults.data.valSplit },
+    'limit-train': { type: 'string', value: 'N', help: 'use at most N training images (0: all)', default: String(seedDefaults.data.limitTrain) },
+    'limit-val': { type: 'string', value: 'N', help: 'use at most N validation images (0: all)', default: String(seedDefaults.data.limitVal) },
+    ...engineOptionSpecs,
+  },
+  examples: [
+    'fcn train --data data/VOCdevkit/VOC2012 --schedule seed --init vgg16.safetensors --out runs/seed',
+    'fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --epochs 5 --out runs/small',
+    'fcn train --resume runs/small',
+  ],
+});
+
+type Values = ParsedValues<typeof trainSpec.options>;
 
 /** Defaults, then the schedule, then a JSON config file, then flags: the last one wins. */
 export function resolveConfig(v: Values): TrainConfig {
   const cmd = 'train';
   if (!v.data) throw new UsageError('fcn train: --data is required (a dataset root: see fcn data)');
-  requireDir(cmd, v.data, 'dataset root');
+  checkInputDir(cmd, 'data', v.data);
   if (v.schedule && v.model) throw new UsageError('fcn train: give --schedule or --model, not both');
   const schedule = (v.schedule ?? (v.model ? undefined : 'seed')) as Schedule | undefined;
   if (schedule && !['seed', 'paper'].includes(schedule)) throw new UsageError(`fcn train: unknown schedule '${schedule}' (expected seed or paper)`);
@@ -57,13 +79,13 @@ export function resolveConfig(v: Values): TrainConfig {
   const finalEpochs = int('final-epochs', v['final-epochs']);
   let c = defaultConfig(v.data);
   if (v.init) {
-    requireFile(cmd, v.init, 'initial weights');
+    checkInputFile(cmd, 'init', v.init);
     c.model.init = v.init;
   }
   if (schedule) c = applySchedule(c, schedule, epochs, finalEpochs);
   else c.stages = [{ model: v.model as FcnKind, epochs: epochs ?? 10, trainable: 'all' }];
   if (v.config) {
-    requireFile(cmd, v.config, 'config file');
+    checkInputFile(cmd, 'config', v.config);
     let json: unknown;
     try {
       json = JSON.parse(readFileSync(v.config, 'utf8'));
@@ -144,7 +166,7 @@ export async function runTraining(config: TrainConfig, runDir: string, resume: b
 }
 
 export async function trainCommand(argv: string[]): Promise<number> {
-  const { values: v } = parse('train', argv, options);
+  const { values: v } = parse(trainSpec, argv);
   applyEngineFlags('train', v);
   let config: TrainConfig, runDir: string;
   if (v.resume) {
@@ -159,10 +181,16 @@ export async function trainCommand(argv: string[]): Promise<number> {
     } catch (e) {
       throw new UsageError(`fcn train: ${(e as Error).message}`);
     }
+    prepareOutputDir('train', 'resume', runDir);
+    try {
+      checkInputDir('train', 'data', config.data.root);
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message} (the dataset root recorded in ${file})`);
+    }
   } else {
     config = resolveConfig(v);
     runDir = v.out ?? path.join('runs', `${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}-${config.stages.at(-1)!.model}`);
-    writableDir('train', runDir, 'out');
+    prepareOutputDir('train', 'out', runDir);
     if (existsSync(runPaths(runDir).config)) throw new UsageError(`fcn train: ${runDir} already holds a run (use --resume ${runDir} to continue it, or another --out)`);
   }
   console.error(`fcn train: run directory ${runDir}`);

@@ -1,8 +1,11 @@
 // Segmenting image files into files: for each image a VOC palette label map (pixel value =
 // class index, so any VOC tool reads it), a colour overlay, a JSON of class pixel shares, and
-// optionally a side-by-side comparison of several models.
-import { readdirSync, statSync } from 'node:fs';
-import { basename, extname, join, resolve } from 'node:path';
+// optionally a side-by-side comparison of several models, next to the ground truth when the
+// image has one.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import { classSetFromNames, type ClassSet } from '../data/classes.js';
+import { readLabel } from '../data/labels.js';
 import type { Precision } from '../engine/binding.js';
 import type { Means } from '../data/transforms.js';
 import { readImageRgb, writeLabelPng, type RgbImage } from '../io/image.js';
@@ -53,6 +56,26 @@ export function compareTitles(models: { model: FCN; source: string }[]): string[
   return base.map((t, i) => (base.filter((u) => u === t).length > 1 ? `${t} (${basename(models[i]!.source, extname(models[i]!.source))})` : t));
 }
 
+/**
+ * The ground-truth label file of an image, if it has one. With `truthDir`, only
+ * `<truthDir>/<stem>.png`. Otherwise, where datasets keep it: an image of a VOC root
+ * (`<root>/JPEGImages/<id>.jpg`) has `<root>/SegmentationClass/<id>.png`; any image may have
+ * `SegmentationClass/<stem>.png` in its own folder; an image of an SBD root (`img/<id>.jpg`)
+ * has `cls/<id>.mat`.
+ */
+export function groundTruthFile(image: string, truthDir?: string): string | undefined {
+  const stem = basename(image, extname(image));
+  const folder = dirname(resolve(image));
+  const candidates = truthDir !== undefined
+    ? [join(truthDir, `${stem}.png`)]
+    : [
+        ...(basename(folder) === 'JPEGImages' ? [join(dirname(folder), 'SegmentationClass', `${stem}.png`)] : []),
+        join(folder, 'SegmentationClass', `${stem}.png`),
+        ...(basename(folder) === 'img' ? [join(dirname(folder), 'cls', `${stem}.mat`)] : []),
+      ];
+  return candidates.find((f) => existsSync(f) && statSync(f).isFile());
+}
+
 export interface SegmentFilesOptions {
   /** Output folder (must exist or be creatable by the caller). */
   out: string;
@@ -65,6 +88,13 @@ export interface SegmentFilesOptions {
   means?: Means;
   /** Opacity of the class colours in the overlay (default 0.5). */
   alpha?: number;
+  /**
+   * Ground truth for the comparison pictures: a folder of `<stem>.png` label maps. Without
+   * it, each image's ground truth is looked for where datasets keep it (groundTruthFile).
+   */
+  truthDir?: string;
+  /** Classes and colours to read colour-coded (RGB) ground-truth masks with (default: classNames over the VOC palette). */
+  truthClasses?: ClassSet;
   /** Called after each image's files are written. */
   onImage?: (result: SegmentedFile, done: number, total: number) => void;
 }
@@ -78,6 +108,8 @@ export interface SegmentedFile {
   overlay: string;
   json: string;
   compare?: string;
+  /** The ground-truth label file drawn in the comparison, if the image has one. */
+  truth?: string;
   shares: ClassShare[];
 }
 
@@ -127,6 +159,13 @@ export async function segmentFiles(images: readonly string[], options: SegmentFi
     await writeRgbPng(files.overlay, overlay(rgb, result.labels, options.alpha ?? 0.5));
     if (compare.length > 0) {
       const panels = [];
+      const truthFile = groundTruthFile(image, options.truthDir);
+      if (truthFile !== undefined) {
+        const truth = await readLabel(truthFile, options.truthClasses ?? classSetFromNames(result.classes));
+        if (truth.width !== rgb.width || truth.height !== rgb.height) throw new Error(`${truthFile}: the ground truth is ${truth.width}×${truth.height} but ${image} is ${rgb.width}×${rgb.height}`);
+        panels.push({ title: 'ground truth', labels: truth.data });
+        files.truth = truthFile;
+      }
       for (const c of compare) {
         const labels = c.model === model ? result.labels : (await segment(c.model, rgb, seg)).labels;
         panels.push({ title: c.title, labels });
@@ -140,6 +179,7 @@ export async function segmentFiles(images: readonly string[], options: SegmentFi
       height: rgb.height,
       model: model.kind,
       labels: basename(files.labels),
+      ...(files.truth !== undefined ? { truth: files.truth } : {}),
       classes: shares.map(({ name, index, pixels, share }) => ({ name, index, pixels, share })),
     };
     writeFileAtomic(files.json, JSON.stringify(json, null, 2) + '\n');

@@ -56,7 +56,7 @@ test('bad arguments: one clear line, non-zero exit', async () => {
     [['init', '--model', 'fcn9', '--out', path.join(tmp.dir, 'x.safetensors')], /fcn init: unknown model 'fcn9'/],
     [['init', '--model', 'fcn8'], /fcn init: --out is required/],
     [['init', '--model', 'fcn8', '--width', '2', '--out', path.join(tmp.dir, 'x.safetensors')], /--width must be in \(0, 1\]/],
-    [['predict', '--weights', path.join(tmp.dir, 'none.safetensors'), '--image', notImage], /none.safetensors: cannot read file/],
+    [['predict', '--weights', path.join(tmp.dir, 'none.safetensors'), '--image', notImage], /--weights '.*none\.safetensors': no such file/],
     [['predict', '--weights', w, '--image', notImage], /notes.txt: not a readable image/],
     [['predict', '--weights', w], /--image is required/],
     [['predict', '--weights', notImage, '--image', notImage], /notes.txt/],

@@ -61,19 +61,19 @@ test('every bad argument prints one clear line and exits non-zero', { timeout: 1
   wide.dispose();
   const cases: [string[], RegExp][] = [
     [['--data', data, '--model', 'fcn9'], /unknown model 'fcn9'/],
-    [['--data', path.join(tmp.dir, 'nowhere'), '--model', 'fcn8'], /dataset root '.*nowhere' not found/],
+    [['--data', path.join(tmp.dir, 'nowhere'), '--model', 'fcn8'], /--data '.*nowhere': no such folder/],
     [['--model', 'fcn8'], /--data is required/],
     [['--data', data, '--schedule', 'fast'], /unknown schedule 'fast'/],
     [['--data', data, '--schedule', 'seed', '--model', 'fcn8'], /give --schedule or --model, not both/],
-    [[...small, '--model', 'fcn8', '--out', path.join(unwritable, 'run')], /out/],
+    [[...small, '--model', 'fcn8', '--out', path.join(unwritable, 'run')], /--out '.*file-not-dir\/run': '.*file-not-dir' is a file, not a folder/],
     [[...small, '--model', 'fcn8', '--lr=-1'], /--lr must be a positive number/],
     [[...small, '--model', 'fcn8', '--lr', '-1'], /argument is ambiguous/],
     [[...small, '--model', 'fcn8', '--scale', '2'], /--scale must be MIN,MAX/],
     [[...small, '--model', 'fcn8', '--size', '100'], /data.size must be a multiple of 32/],
-    [[...small, '--model', 'fcn8', '--init', path.join(tmp.dir, 'missing.safetensors')], /initial weights '.*missing.safetensors' not found/],
+    [[...small, '--model', 'fcn8', '--init', path.join(tmp.dir, 'missing.safetensors')], /--init '.*missing\.safetensors': no such file/],
     [[...small, '--model', 'fcn8', '--epochs', '1', '--init', wrongWidth, '--out', path.join(tmp.dir, 'wrong-init')], /wide.safetensors: tensor 'block1_conv1.kernel' has shape \[3, 3, 3, 8\], the model expects \[3, 3, 3, 4\]/],
     [['--resume', path.join(tmp.dir, 'not-a-run')], /is not a run directory/],
-    [[...small, '--model', 'fcn8', '--bogus'], /Unknown option '--bogus'/],
+    [[...small, '--model', 'fcn8', '--bogus'], /unknown option '--bogus'/],
   ];
   for (const [args, pattern] of cases) {
     const r = await runCli('train', ...args);

@@ -103,7 +103,7 @@ describe('fcn data command line', () => {
     const cases: [string[], RegExp][] = [
       [['synth'], /^fcn data synth: --out is required\n$/],
       [['synth', '--out', dir, '--count', 'x'], /^fcn data synth: --count must be an integer ≥ 2, got 'x'\n$/],
-      [['synth', '--out', dir, '--bogus'], /^fcn data synth: Unknown option '--bogus'\n$/],
+      [['synth', '--out', dir, '--bogus'], /^fcn data synth: unknown option '--bogus' \(fcn data synth --help lists the options\)\n$/],
       [['check'], /^fcn data check: expected one dataset root, got none\n$/],
       [['check', dir, '--split', 'a', '--list', 'b'], /^fcn data check: give --split or --list, not both\n$/],
       [['check', join(dir, 'nope')], /^fcn data check: .*nope: no such folder\n$/],
