@@ -128,7 +128,7 @@ function describeParseError(command: string, e: NodeJS.ErrnoException, known: st
   }
   const missing = /^Option '(-\S+)(?:, (--\S+))? <value>' argument missing/.exec(message);
   if (missing) return `${missing[2] ?? missing[1]} needs a value`;
-  const ambiguous = /^Option '(-\S+)(?:, (--\S+))? <value>' argument is ambiguous/.exec(message);
+  const ambiguous = /^Option '(-[^\s',]+)(?:, (--[^\s',]+))?(?: <value>)?' argument is ambiguous/.exec(message);
   if (ambiguous) {
     const flag = ambiguous[2] ?? ambiguous[1]!;
     return `${flag} argument is ambiguous (for a value starting with a dash, write ${flag}=-VALUE)`;
