@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { native } from '../engine/binding.js';
 import type { FCN } from '../models/fcn.js';
 import type { Conv2d } from '../nn/layers.js';
-import { meansBgr, type Means } from '../data/transforms.js';
+import { meansBgr } from '../data/transforms.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import {
@@ -55,18 +55,6 @@ export interface OnnxExportOptions {
   classNames?: readonly string[];
   /** Extra metadata_props entries (e.g. the source weight file). */
   metadata?: Record<string, string>;
-}
-
-/**
- * The parts of the model's Caffe-style description this exporter reads. Declared here as
- * optional so the exporter works with models that have only the Keras style.
- */
-interface StyledModel {
-  style?: 'keras' | 'caffe';
-  means?: Means;
-  skipScales?: readonly [number, number] | null;
-  cropOffsets?: () => { score4?: number; score3?: number; final: number };
-  classNames?: readonly string[];
 }
 
 // The ONNX IR version of the ONNX release that introduced each opset.
@@ -180,7 +168,7 @@ function conv(g: GraphBuilder, layer: Conv2d, x: string): string {
 }
 
 /** The model as an ONNX graph (initializers not yet converted). */
-function buildGraph(model: FCN & StyledModel, withLabels: boolean): { graph: GraphBuilder; inputs: OnnxValueInfo[]; outputs: OnnxValueInfo[] } {
+function buildGraph(model: FCN, withLabels: boolean): { graph: GraphBuilder; inputs: OnnxValueInfo[]; outputs: OnnxValueInfo[] } {
   const g = new GraphBuilder();
   const caffe = model.style === 'caffe';
   const classes = model.numClasses;
@@ -192,7 +180,7 @@ function buildGraph(model: FCN & StyledModel, withLabels: boolean): { graph: Gra
 
   // Preprocessing: RGB → BGR, minus the BGR means (no scaling), as the engine's toNetworkInput.
   const bgr = g.op('Gather', [ONNX_INPUT, g.int64('bgr_channels', [2, 1, 0])], 'image_bgr', [attrInt('axis', 1)]);
-  let x = g.op('Sub', [bgr, g.float('means_bgr', meansBgr(model.means ?? 'keras'), [1, 3, 1, 1])], 'preprocessed');
+  let x = g.op('Sub', [bgr, g.float('means_bgr', meansBgr(model.means), [1, 3, 1, 1])], 'preprocessed');
 
   if (!caffe) {
     // Zeros at the bottom and right up to a multiple of 32: pad = (32 − size mod 32) mod 32.
@@ -215,7 +203,7 @@ function buildGraph(model: FCN & StyledModel, withLabels: boolean): { graph: Gra
   x = conv(g, model.conv7, x);
   x = conv(g, model.score7, x);
 
-  const offsets = caffe && model.cropOffsets ? model.cropOffsets() : { final: 0 };
+  const offsets = model.cropOffsets(); // all 0 in the keras style
   // A crop of `value` at (offset, offset) to the spatial size `size` (int64 [2]).
   const crop = (value: string, offset: number, size: string, output: string) => {
     const starts = g.int64(`${output}_starts`, [offset, offset]);
@@ -246,15 +234,15 @@ function buildGraph(model: FCN & StyledModel, withLabels: boolean): { graph: Gra
   return { graph: g, inputs, outputs };
 }
 
-function metadataOf(model: FCN & StyledModel, options: OnnxExportOptions): Record<string, string> {
+function metadataOf(model: FCN, options: OnnxExportOptions): Record<string, string> {
   const classNames = options.classNames ?? model.classNames ?? (model.numClasses === VOC_CLASS_NAMES.length ? VOC_CLASS_NAMES : undefined);
   if (classNames && classNames.length !== model.numClasses) throw new Error(`ONNX export: ${classNames.length} class names for a model of ${model.numClasses} classes`);
   const meta: Record<string, string> = {
     model: model.kind,
-    style: model.style ?? 'keras',
+    style: model.style,
     width: String(model.width),
     classes: String(model.numClasses),
-    means: JSON.stringify(meansBgr(model.means ?? 'keras')),
+    means: JSON.stringify(meansBgr(model.means)),
     means_order: 'BGR',
     input: `${ONNX_INPUT}: float32 [batch, 3, height, width], RGB 0-255`,
     outputs: `${ONNX_LOGITS}: float32 [batch, classes, height, width]${options.labels === false ? '' : `; ${ONNX_LABELS}: int64 [batch, height, width]`}`,
@@ -285,9 +273,8 @@ const lengthDelimited = (field: number, length: number) => Uint8Array.from([...v
 export function onnxChunks(model: FCN, options: OnnxExportOptions = {}): Iterable<Uint8Array> {
   const opset = options.opset ?? DEFAULT_OPSET;
   if (!Number.isInteger(opset) || opset < MIN_OPSET || opset > MAX_OPSET) throw new Error(`ONNX export: opset must be an integer from ${MIN_OPSET} to ${MAX_OPSET}, got ${opset}`);
-  const styled = model as FCN & StyledModel;
-  const { graph, inputs, outputs } = buildGraph(styled, options.labels ?? true);
-  const metadata = metadataOf(styled, options);
+  const { graph, inputs, outputs } = buildGraph(model, options.labels ?? true);
+  const metadata = metadataOf(model, options);
 
   const head = encodeMessage(ModelProto, {
     irVersion: irVersionFor(opset),

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { FCN, type FcnKind } from '../../src/models/fcn.js';
+import { FCN, type FcnKind, type FcnOptions } from '../../src/models/fcn.js';
 import { toKerasLayout } from '../../src/models/weights.js';
 import { native } from '../../src/engine/binding.js';
 import { configureEngine } from '../../src/engine/config.js';
@@ -28,8 +28,8 @@ configureEngine({ threads: 2, precision: 'float32' });
  * initialisation) so the skips matter, biases so their layout is checked, and the upsampling
  * kernels (bilinear and diagonal otherwise) so a transposed or flipped kernel would show.
  */
-function randomModel(kind: FcnKind, seed: number, extra: Record<string, unknown> = {}): FCN {
-  const model = new FCN({ kind, width: 0.0625, ...extra } as ConstructorParameters<typeof FCN>[0]);
+function randomModel(kind: FcnKind, seed: number, extra: Partial<FcnOptions> = {}): FCN {
+  const model = new FCN({ kind, width: 0.0625, ...extra });
   model.initialize(seed);
   const rng = new Rng(seed + 1000);
   for (const l of model.layers()) {
@@ -159,14 +159,10 @@ for (const kind of ['fcn32', 'fcn16', 'fcn8'] as const) {
   });
 }
 
-// The Caffe-style network (padding 100, ceil pools, crops) lands with FCN's `style` option.
-const probe = new FCN({ kind: 'fcn32', width: 0.0625, style: 'caffe' } as ConstructorParameters<typeof FCN>[0]);
-const caffeReady = (probe as unknown as { style?: string }).style === 'caffe';
-probe.dispose();
-
+// The paper's Caffe network: padding 100, ceil pools, crops at the model's offsets.
 for (const [kind, skipScales] of [['fcn32', null], ['fcn16', null], ['fcn8', null], ['fcn8', [0.01, 0.0001]]] as const) {
   const label = `caffe ${kind}${skipScales ? ' at once (skip scales 0.01, 0.0001)' : ''}`;
-  test(`${label}: ORT on the exported file gives the engine's fp32 logits`, { skip: caffeReady ? false : 'FCN has no caffe style yet' }, async () => {
+  test(`${label}: ORT on the exported file gives the engine's fp32 logits`, async () => {
     const model = randomModel(kind, 5, { style: 'caffe', skipScales });
     try {
       await compareWithEngine(model, exportOnnx(model), [[375, 500, 1], [45, 67, 2]], 'caffe');
@@ -288,16 +284,16 @@ test('fcn export onnx writes a file ORT runs, with the documented names; --help;
 
   const help = await runCli('export', '--help');
   assert.equal(help.code, 0);
-  for (const s of ['--weights', '--out', '--opset', 'default 13', 'Example', 'fcn export onnx --weights', ONNX_INPUT, ONNX_LOGITS, ONNX_LABELS]) assert.ok(help.out.includes(s), `help mentions ${s}:\n${help.out}`);
+  for (const s of ['--weights', '--out', '--opset', '(default: 13)', 'Examples', '--logits-only', 'fcn export onnx --weights', ONNX_INPUT, ONNX_LOGITS, ONNX_LABELS]) assert.ok(help.out.includes(s), `help mentions ${s}:\n${help.out}`);
 
   const cases: [string[], RegExp][] = [
-    [['export', 'onnx', '--weights', path.join(tmp.dir, 'none.safetensors'), '--out', out], /fcn export: --weights: .*none\.safetensors: no such file, and not a known weights name/],
+    [['export', 'onnx', '--weights', path.join(tmp.dir, 'none.safetensors'), '--out', out], /fcn export: --weights '.*none\.safetensors': no such file/],
     [['export', 'onnx', '--out', out], /fcn export: --weights is required/],
     [['export', 'onnx', '--weights', weights], /fcn export: --out is required/],
     [['export', 'onnx', '--weights', weights, '--out', out, '--opset', '9'], /fcn export: --opset must be an integer from 13 to \d+, got '9'/],
     [['export', 'tflite', '--weights', weights, '--out', out], /fcn export: unknown format 'tflite' \(expected onnx\)/],
     [['export', '--weights', weights, '--out', out], /fcn export: no format given/],
-    [['export', 'onnx', '--weights', weights, '--out', out, '--classes', shortFile], /fcn export: .*three-classes\.json names 3 classes but the model predicts 21/],
+    [['export', 'onnx', '--weights', weights, '--out', out, '--classes', shortFile], /fcn export: --classes '.*three-classes\.json': names 3 classes, the model predicts 21/],
   ];
   for (const [args, pattern] of cases) {
     const bad = await runCli(...args);
