@@ -3,6 +3,7 @@
 // produce as safetensors in the project's naming.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -10,11 +11,17 @@ import { fileURLToPath } from 'node:url';
 import { readKerasH5 } from '../../src/io/keras-h5.js';
 import { readWeightSource, type WeightSource } from '../../src/io/weight-source.js';
 import { readSafetensors, type SafetensorsFile } from '../../src/io/safetensors.js';
+import { writeNpy } from '../../src/io/npy.js';
+import { native } from '../../src/engine/binding.js';
+import { loadModel } from '../../src/models/weights.js';
+import { Rng } from '../../src/data/prng.js';
 import { findPython, runPython } from '../reference/python.js';
 import { requires } from '../prereq.js';
 
 const python = findPython(['h5py', 'numpy']);
 const skip = requires(python !== null, 'python3 with h5py and numpy (Debian python3-h5py) is not installed');
+const torchPython = findPython(['h5py', 'numpy', 'torch']);
+const skipTorch = requires(torchPython !== null, 'python3 with h5py, numpy and torch (Debian python3-h5py, python3-torch) is not installed');
 const SCRIPTS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts');
 const WIDTH = 0.0625;
 
@@ -262,3 +269,63 @@ test('corrupted bytes in the file structure: a clean read or an error naming the
   assert.ok(failures > 0, 'some corruptions were detected');
   assertSameTensors(await readKerasH5(h5('fcn8')), expected('fcn8'));
 });
+
+/** max |a − b| / max |b|. */
+function relativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let diff = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / Math.max(scale, 1e-30);
+}
+
+// PyTorch starts slowly (seconds), so it checks FCN-8s alone: every skip path is in it.
+for (const [kind, withTorch] of [
+  ['fcn32', false],
+  ['fcn8', true],
+] as const) {
+  const title = `${kind} loaded from .h5: the same logits as from the equivalent safetensors${withTorch ? " and as PyTorch's" : ''}`;
+  test(title, { skip: skip || (withTorch && skipTorch) }, async () => {
+    makeFixtures();
+    // 70×90: not a multiple of 32, so padding and cropping are on the path too.
+    const [h, w] = [70, 90];
+    const rng = new Rng(11);
+    const image = Float32Array.from({ length: 3 * h * w }, () => rng.uniform(-120, 120));
+    const fromH5 = await loadModel(h5(kind));
+    const fromSafetensors = await loadModel(expectedPath(kind));
+    const x = native.fromArray([1, 3, h, w], image);
+    try {
+      assert.equal(fromH5.kind, kind);
+      assert.equal(fromH5.width, WIDTH);
+      const logitsH5 = fromH5.predictLogits(x);
+      const logitsSt = fromSafetensors.predictLogits(x);
+      const ours = logitsH5.toArray() as Float32Array;
+      assert.deepEqual(ours, logitsSt.toArray() as Float32Array);
+      assert.deepEqual(logitsH5.dims, [1, 21, h, w]);
+      assert.ok(ours.some((v) => v !== ours[0]), 'the logits vary, so differing weights would show');
+      logitsH5.dispose();
+      logitsSt.dispose();
+      if (!withTorch) return;
+
+      // PyTorch's forward from the safetensors written beside the .h5 by the fixture script.
+      const inputPath = join(dir, `${kind}-x.npy`), outPath = join(dir, `${kind}-torch.safetensors`);
+      writeNpy(inputPath, image, [1, 3, h, w]);
+      const r = spawnSync(
+        torchPython!,
+        [join(SCRIPTS, 'torch_fcn.py'), 'forward', '--model', kind, '--width', String(WIDTH), '--weights', expectedPath(kind), '--input', inputPath, '--out', outPath, '--dtype', 'float64'],
+        { encoding: 'utf8', timeout: 300_000 },
+      );
+      assert.equal(r.status, 0, `torch_fcn.py forward failed: ${r.stderr}`);
+      const reference = readSafetensors(outPath).tensors.get('logits')!;
+      assert.deepEqual(reference.shape, [1, 21, h, w]);
+      const err = relativeDifference(ours, reference.data as Float64Array);
+      assert.ok(err <= 1e-4, `logits differ from PyTorch's: max |diff| = ${err.toExponential(2)} · max |ref|`);
+    } finally {
+      x.dispose();
+      fromH5.dispose();
+      fromSafetensors.dispose();
+    }
+  });
+}
