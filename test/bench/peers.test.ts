@@ -9,8 +9,9 @@ import { exportOnnx, ortForward, torchBench, torchPython } from '../../bench/pee
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { spawnSync } from 'node:child_process';
+import { requires } from '../prereq.js';
 
-const skip = torchPython() ? false : 'python3 with torch not found';
+const skip = requires(torchPython() !== null, 'python3 with torch not found (apt-get install python3-torch)');
 const dir = mkdtempSync(join(tmpdir(), 'fcn-peers-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dataCommand } from '../../src/cli/data.js';
+import { requires } from '../prereq.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** The shared read-only material, next to the repository. */
@@ -12,10 +13,13 @@ export const sharedData = join(sharedRoot, 'data');
 export const vocRoot = join(sharedData, 'VOCdevkit', 'VOC2012');
 export const sbdRoot = join(sharedData, 'benchmark_RELEASE', 'dataset');
 
-/** A skip reason for node:test when the shared data is absent, else false. */
+/**
+ * The `skip` option of a test that reads the shared real data: false when every path exists;
+ * otherwise the reason, and in CI a failing test (see test/prereq.ts): CI always has the data.
+ */
 export function needShared(...paths: string[]): string | false {
   const missing = [sharedData, ...paths].find((p) => !existsSync(p));
-  return missing ? `shared data not found at ${missing} (tests using the real VOC/SBD samples are skipped)` : false;
+  return requires(missing === undefined, `shared data not found at ${missing} (tests using the real VOC/SBD samples need it)`);
 }
 
 export function tempDir(prefix: string): { dir: string; cleanup: () => void } {

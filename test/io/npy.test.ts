@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeNpy, npyHeader, parseNpy, readNpy, writeNpy, type NpyData } from '../../src/io/npy.js';
 import { findPython, runPython } from '../reference/python.js';
+import { requires } from '../prereq.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'fcn-npy-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
@@ -136,12 +137,10 @@ else:
     print(json.dumps(out))
 `;
 
-test('cross-check with numpy.load and np.save', (t) => {
-  const py = findPython(['numpy']);
-  if (!py) {
-    t.skip('python3 with numpy not found');
-    return;
-  }
+const py = findPython(['numpy']);
+
+test('cross-check with numpy.load and np.save', { skip: requires(py !== null, 'python3 with numpy not found (apt-get install python3-numpy)') }, () => {
+  if (!py) return;
   const list = samples();
   for (const [name, data, shape] of list) writeNpy(join(dir, `${name}.npy`), data, shape);
   const seen = JSON.parse(runPython(py, PY, ['load', dir, ...list.map(([n]) => n)])) as Record<string, { descr: string; shape: number[]; c: boolean; hex: string }>;

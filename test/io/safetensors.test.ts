@@ -13,6 +13,7 @@ import {
 } from '../../src/io/safetensors.js';
 import { writeFileAtomic, writeFileAtomicAsync } from '../../src/io/atomic.js';
 import { findPython, runPython } from '../reference/python.js';
+import { requires } from '../prereq.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'fcn-st-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
@@ -244,12 +245,10 @@ else:
     print(json.dumps({k: {'dtype': dt, 'shape': list(a.shape), 'hex': a.tobytes().hex()} for k, (dt, a) in arrs.items()}))
 `;
 
-test('cross-check with a hand-written numpy reader and writer', (t) => {
-  const py = findPython(['numpy']);
-  if (!py) {
-    t.skip('python3 with numpy not found');
-    return;
-  }
+const py = findPython(['numpy']);
+
+test('cross-check with a hand-written numpy reader and writer', { skip: requires(py !== null, 'python3 with numpy not found (apt-get install python3-numpy)') }, () => {
+  if (!py) return;
   const ours = join(dir, 'ours.safetensors');
   const tensors = sample();
   writeSafetensors(ours, tensors, { source: 'fcn' });

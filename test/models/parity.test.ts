@@ -17,9 +17,10 @@ import { readSafetensors, writeSafetensors, type SafetensorsTensor } from '../..
 import { Adam, Sgd, type Optimizer } from '../../src/train/optim.js';
 import { trainStep } from '../../src/train/step.js';
 import { findPython } from '../reference/python.js';
+import { requires } from '../prereq.js';
 
 const python = findPython(['torch', 'numpy']);
-const skip = python ? false : 'python3 with torch (Debian python3-torch) is not installed';
+const skip = requires(python !== null, 'python3 with torch (Debian python3-torch) is not installed');
 const script = path.resolve(import.meta.dirname, '..', '..', 'scripts', 'torch_fcn.py');
 
 const FWD_TOL = 1e-4; // max |diff| ≤ FWD_TOL · max |ref|

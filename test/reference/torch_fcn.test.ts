@@ -11,10 +11,11 @@ import { fileURLToPath } from 'node:url';
 import { readSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../../src/io/safetensors.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { findPython } from './python.js';
+import { requires } from '../prereq.js';
 
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'torch_fcn.py');
 const python = findPython(['torch', 'numpy']);
-const skip = python ? false : 'python3 with torch and numpy not found (apt-get install python3-torch)';
+const skip = requires(python !== null, 'python3 with torch and numpy not found (apt-get install python3-torch)');
 const dir = mkdtempSync(join(tmpdir(), 'fcn-torchref-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 

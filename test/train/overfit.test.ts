@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { requires } from '../prereq.js';
 import path from 'node:path';
 import { native } from '../../src/engine/binding.js';
 import { FCN } from '../../src/models/fcn.js';
@@ -12,7 +13,7 @@ import { toNetworkInput, resizeWithPad } from '../../src/data/transforms.js';
 import { ConfusionMatrix } from '../../src/eval/confusion.js';
 
 const voc = path.resolve(import.meta.dirname, '..', '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
-const skip = existsSync(voc) ? false : `the real VOC sample is not at ${voc}`;
+const skip = requires(existsSync(voc), `the real VOC sample is not at ${voc}`);
 
 test('a narrow FCN-8s overfits 8 real VOC images (training mIoU ≥ 0.85)', { skip, timeout: 600_000 }, async () => {
   const S = 128, n = 8;
