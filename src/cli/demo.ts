@@ -26,7 +26,7 @@ import { prepareOutputDir } from '../io/paths.js';
 export function demoConfig(root: string, seed: number, size: number): TrainConfig {
   const c = defaultConfig(root);
   c.data = { ...c.data, size, workers: 1 };
-  c.model = { width: 0.25, dropout: 0.1 };
+  c.model = { ...c.model, width: 0.25, dropout: 0.1 };
   c.optimizer = { ...c.optimizer, kind: 'adam', lr: 1e-3, l2: 1e-5 };
   c.batchSize = 8;
   c.seed = seed;
@@ -90,9 +90,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
   // 3. Evaluation of the final FCN-8s at each image's own size.
   const valSet = await openDataset(dataDir, { split: 'val' });
   const finalWeights = outcome.stageWeights.at(-1)!;
-  const model = loadModel(finalWeights);
+  const model = await loadModel(finalWeights);
   // Every stage's model side by side: what each added, as in the paper's comparison figure.
-  const stageModels = outcome.stageWeights.map((w) => ({ model: loadModel(w), source: w }));
+  const stageModels = await Promise.all(outcome.stageWeights.map(async (w) => ({ model: await loadModel(w), source: w })));
   try {
     const result = await evaluate(model, valSet, { precision: cfg.precision });
     const evalJson = { weights: finalWeights, split: 'val', ...evaluationToJson(result) };

@@ -104,7 +104,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   let result: EvaluationResult;
   let source: Record<string, string | number>;
   if (values.weights !== undefined) {
-    const model = loadModel(values.weights);
+    const model = await loadModel(values.weights);
     try {
       result = await evaluate(model, dataset, { onProgress, ...(limit !== undefined ? { limit } : {}) });
       source = { weights: values.weights, model: model.kind, width: model.width, precision: engineConfig().precision };

@@ -110,7 +110,7 @@ const predict: Command = async (argv) => {
     if (path.resolve(out) === path.resolve(image)) throw new UsageError(`fcn predict: --${flag} '${out}': is the input image, which it would overwrite`);
     prepareOutputFile('predict', flag, out);
   }
-  const model = loadModel(weights);
+  const model = await loadModel(weights);
   try {
     const t0 = performance.now();
     const result = await segment(model, image, { logits: values.logits !== undefined });

@@ -68,7 +68,7 @@ export async function segmentCommand(argv: string[]): Promise<number> {
   try {
     for (const f of weightFiles) {
       const key = path.resolve(f);
-      if (!loaded.has(key)) loaded.set(key, loadModel(f));
+      if (!loaded.has(key)) loaded.set(key, await loadModel(f));
     }
     const modelOf = (f: string) => loaded.get(path.resolve(f))!;
     const primary = modelOf(values.weights ?? compareFiles[compareFiles.length - 1]!);

@@ -84,7 +84,7 @@ export async function evaluate(model: FCN, dataset: Dataset, options: EvaluateOp
   checkClassCount(`model ${model.kind}`, model.numClasses, dataset);
   const entries = selectEntries(dataset, options.limit);
   const precision = options.precision ?? engineConfig().precision;
-  const means = options.means ?? 'keras';
+  const means = options.means ?? model.means;
   const confusion = new ConfusionMatrix(model.numClasses);
   let done = 0;
   for await (const raw of readAhead<RawSample>(entries.length, (i) => readSample(entries[i]!, dataset.classes))) {

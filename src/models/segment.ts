@@ -1,11 +1,17 @@
-// Segmenting images with a trained model: preprocessing as the seed (RGB → BGR minus the
-// Keras means), a forward pass at the image's own size, argmax to a label map.
+// Segmenting images with a trained model: preprocessing as the model's style wants (RGB →
+// BGR minus the Keras or Caffe means), a forward pass at the image's own size, argmax to a label map.
 import { native, type Precision } from '../engine/binding.js';
 import { engineConfig } from '../engine/config.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import { toNetworkInput, type Means } from '../data/transforms.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import type { FCN } from './fcn.js';
+
+/** The model's class names: from its weights' metadata, else VOC's for 21 classes. */
+export function modelClassNames(model: FCN): readonly string[] {
+  if (model.classNames) return model.classNames;
+  return model.numClasses === VOC_CLASS_NAMES.length ? VOC_CLASS_NAMES : Array.from({ length: model.numClasses }, (_, i) => `class${i}`);
+}
 
 export interface Segmentation {
   /** One class index per pixel, row-major height × width. */
@@ -29,7 +35,7 @@ export interface SegmentOptions {
 export async function segment(model: FCN, image: string | RgbImage, options: SegmentOptions = {}): Promise<Segmentation> {
   const rgb = typeof image === 'string' ? await readImageRgb(image) : image;
   const { width, height } = rgb;
-  const input = toNetworkInput({ id: '', width, height, image: rgb.data, label: new Uint8Array(0) }, options.means ?? 'keras');
+  const input = toNetworkInput({ id: '', width, height, image: rgb.data, label: new Uint8Array(0) }, options.means ?? model.means);
   const x = native.fromArray([1, 3, height, width], input.image);
   try {
     const logits = model.predictLogits(x, options.precision ?? engineConfig().precision);
@@ -37,7 +43,7 @@ export async function segment(model: FCN, image: string | RgbImage, options: Seg
       const labelsT = native.argmax(logits);
       const labels = labelsT.toArray() as Uint8Array;
       labelsT.dispose();
-      const classes = options.classNames ?? (model.numClasses === VOC_CLASS_NAMES.length ? VOC_CLASS_NAMES : Array.from({ length: model.numClasses }, (_, i) => `class${i}`));
+      const classes = options.classNames ?? modelClassNames(model);
       return { labels, width, height, classes, ...(options.logits ? { logits: logits.toArray() as Float32Array } : {}) };
     } finally {
       logits.dispose();

@@ -1,10 +1,15 @@
 // Model weights as safetensors files in Keras layouts, so that a Keras `.h5` maps one to
 // one: `<layer>.kernel` is (kh, kw, in, out) for convolutions and (kh, kw, out, in) for
 // transposed convolutions, `<layer>.bias` is (out), all float32. The metadata records the
-// model and width so that a file alone rebuilds its network.
+// model, style, width, classes (and their names) so that a file alone rebuilds its network.
+// Loading goes through the one WeightSource interface, so Keras `.h5` and Caffe
+// `.caffemodel` files load wherever safetensors do.
 import { native, type Tensor } from '../engine/binding.js';
-import { readSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
-import { FCN, FCN_KINDS, type FcnKind } from './fcn.js';
+import { writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
+import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnOptions, type FcnStyle } from './fcn.js';
+import { readWeightSource, type WeightEntry, type WeightSource } from '../io/weight-source.js';
+import { sourceFromSafetensors } from '../io/safetensors-source.js';
+import { resolveWeights } from '../io/weights-cache.js';
 import type { Param } from '../nn/param.js';
 
 export const WEIGHTS_FORMAT = 'fcn-keras-layout';
@@ -53,7 +58,15 @@ export function weightsToKeras(model: FCN): Map<string, SafetensorsTensor> {
 }
 
 export function weightsMetadata(model: FCN): Record<string, string> {
-  return { format: WEIGHTS_FORMAT, model: model.kind, width: String(model.width), classes: String(model.numClasses) };
+  return {
+    format: WEIGHTS_FORMAT,
+    model: model.kind,
+    style: model.style,
+    width: String(model.width),
+    classes: String(model.numClasses),
+    ...(model.skipScales ? { skip_scales: model.skipScales.join(',') } : {}),
+    ...(model.classNames ? { class_names: JSON.stringify(model.classNames) } : {}),
+  };
 }
 
 /** Writes the model's weights atomically. */
@@ -61,73 +74,151 @@ export function saveWeights(path: string, model: FCN, metadata: Record<string, s
   writeSafetensors(path, weightsToKeras(model), { ...weightsMetadata(model), ...metadata });
 }
 
-/**
- * Loads every parameter of `model` from a Keras-layout file. Fails on the first tensor whose
- * name is missing or whose shape differs, naming it and both shapes; extra tensors are an
- * error too (they mean the file is for another model).
- */
-export function loadWeightsInto(model: FCN, file: SafetensorsFile, source: string): void {
-  const expected = new Set<string>();
-  const staged: [Param, SafetensorsTensor][] = [];
-  for (const p of model.params()) {
-    expected.add(p.name);
-    const t = file.tensors.get(p.name);
-    const want = kerasShape(p);
-    if (!t) throw new Error(`${source}: tensor '${p.name}' is missing (expected shape [${want.join(', ')}] for ${model.kind} width ${model.width})`);
-    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
-      throw new Error(`${source}: tensor '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${want.join(', ')}]`);
-    if (t.dtype !== 'F32') throw new Error(`${source}: tensor '${p.name}' is ${t.dtype}, expected F32`);
-    staged.push([p, t]);
-  }
-  // Training checkpoints carry the optimiser's state beside the weights, under `optimizer.`.
-  const extra = [...file.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX));
-  if (extra !== undefined) throw new Error(`${source}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
-  for (const [p, t] of staged) p.assign(fromKerasLayout(p, t.data as Float32Array));
-}
-
 export interface LoadOptions {
   /** Required when the file does not record its model (e.g. converted from elsewhere). */
   kind?: FcnKind;
   width?: number;
   dropout?: number;
+  /** Accept NaN/Inf weights (for debugging a diverged run); refused by default. */
+  allowNonFinite?: boolean;
+}
+
+function shapeMismatch(source: string, name: string, found: number[], want: number[]): string | null {
+  if (found.length === want.length && found.every((d, i) => d === want[i])) return null;
+  return `${source}: tensor '${name}' has shape [${found.join(', ')}], the model expects [${want.join(', ')}]`;
+}
+
+/** Reads one tensor of a source, refusing non-finite values unless allowed. */
+function readChecked(source: WeightSource, name: string, entry: WeightEntry, allowNonFinite: boolean): Float32Array {
+  const data = entry.read();
+  if (!allowNonFinite) {
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i];
+      if (v - v !== 0) throw new Error(`${source.path}: tensor '${name}' has a non-finite value (${v}) at element ${i}: the weights are corrupt or come from a diverged run`);
+    }
+  }
+  return data;
 }
 
 /**
- * Copies the tensors of `file` that `model` has (same name; the shape must match) and
- * returns their layer names: for starting from a backbone or another model's weights.
+ * Loads every parameter of `model` from a weight source. Every name and shape is checked
+ * before any value is read: the first missing tensor or differing shape fails, naming it and
+ * both shapes; extra tensors are an error too (they mean the file is for another model).
+ * A failure while reading values (non-finite weights, a damaged file) leaves the model
+ * partly loaded: callers dispose it.
  */
-export function loadMatchingWeights(model: FCN, file: SafetensorsFile, source: string): Set<string> {
-  const loaded = new Set<string>();
+export function loadSourceInto(model: FCN, source: WeightSource, options: { allowNonFinite?: boolean } = {}): void {
+  const where = source.path;
+  const expected = new Set<string>();
+  const staged: [Param, WeightEntry][] = [];
   for (const p of model.params()) {
-    const t = file.tensors.get(p.name);
-    if (!t) continue;
+    expected.add(p.name);
+    const t = source.tensors.get(p.name);
     const want = kerasShape(p);
-    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
-      throw new Error(`${source}: tensor '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${want.join(', ')}]`);
-    if (t.dtype !== 'F32') throw new Error(`${source}: tensor '${p.name}' is ${t.dtype}, expected F32`);
-    p.assign(fromKerasLayout(p, t.data as Float32Array));
+    if (!t) throw new Error(`${where}: tensor '${p.name}' is missing (expected shape [${want.join(', ')}] for ${model.kind} width ${model.width})`);
+    const bad = shapeMismatch(where, p.name, t.shape, want);
+    if (bad) throw new Error(bad);
+    staged.push([p, t]);
+  }
+  // Training checkpoints carry the optimiser's state beside the weights, under `optimizer.`.
+  const extra = [...source.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX));
+  if (extra !== undefined) throw new Error(`${where}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
+  for (const [p, t] of staged) p.assign(fromKerasLayout(p, readChecked(source, p.name, t, options.allowNonFinite ?? false)));
+}
+
+/** As loadSourceInto, from a safetensors file already read. */
+export function loadWeightsInto(model: FCN, file: SafetensorsFile, source: string): void {
+  loadSourceInto(model, sourceFromSafetensors(file, source));
+}
+
+/**
+ * Copies the tensors of `source` that `model` has (same name; the shape must match) and
+ * returns their layer names: for starting from a backbone (VGG16) or another model's weights.
+ */
+export function loadMatchingSource(model: FCN, source: WeightSource, options: { allowNonFinite?: boolean } = {}): Set<string> {
+  const staged: [Param, WeightEntry][] = [];
+  for (const p of model.params()) {
+    const t = source.tensors.get(p.name);
+    if (!t) continue;
+    const bad = shapeMismatch(source.path, p.name, t.shape, kerasShape(p));
+    if (bad) throw new Error(bad);
+    staged.push([p, t]);
+  }
+  const loaded = new Set<string>();
+  for (const [p, t] of staged) {
+    p.assign(fromKerasLayout(p, readChecked(source, p.name, t, options.allowNonFinite ?? false)));
     loaded.add(p.name.slice(0, p.name.lastIndexOf('.')));
   }
   return loaded;
 }
 
-/** Builds the model a weights file describes and loads it. */
-export function loadModel(path: string, options: LoadOptions = {}): FCN {
-  return modelFromFile(readSafetensors(path), path, options);
+/** As loadMatchingSource, from a safetensors file already read. */
+export function loadMatchingWeights(model: FCN, file: SafetensorsFile, source: string): Set<string> {
+  return loadMatchingSource(model, sourceFromSafetensors(file, source));
 }
 
-/** As loadModel, from a file already read. */
+/**
+ * Opens any weight file the project reads — safetensors, Keras `.h5`, Caffe `.caffemodel` —
+ * by path, or a known pretrained name (`fcn8s`, `vgg16`…) from the weights cache.
+ */
+export async function openWeights(pathOrName: string): Promise<WeightSource> {
+  return readWeightSource(resolveWeights(pathOrName));
+}
+
+/** Builds the model a weights file describes (model, style, width, classes) and loads it. */
+export async function loadModel(pathOrName: string, options: LoadOptions = {}): Promise<FCN> {
+  const source = await openWeights(pathOrName);
+  try {
+    return modelFromSource(source, options);
+  } finally {
+    source.close?.();
+  }
+}
+
+/** As loadModel, from a safetensors file already read (training checkpoints). */
 export function modelFromFile(file: SafetensorsFile, path: string, options: LoadOptions = {}): FCN {
-  const meta = file.metadata;
+  return modelFromSource(sourceFromSafetensors(file, path), options);
+}
+
+/** The network a source's metadata implies, as FCN options (without loading anything). */
+export function modelOptionsFromSource(source: WeightSource, options: LoadOptions = {}): FcnOptions {
+  const path = source.path;
+  const meta = source.metadata;
+  if (!meta.model && meta.backbone && !options.kind)
+    throw new Error(`${path}: holds a ${meta.backbone} backbone, not an FCN: start training from it with \`fcn train --init ${path}\``);
   const kind = (options.kind ?? meta.model) as FcnKind | undefined;
   if (!kind) throw new Error(`${path}: the file does not say which model it holds: pass the model (fcn32, fcn16 or fcn8)`);
   if (!FCN_KINDS.includes(kind)) throw new Error(`${path}: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
   if (options.kind && meta.model && options.kind !== meta.model) throw new Error(`${path}: holds a ${meta.model} model, not ${options.kind}`);
-  const width = options.width ?? (meta.width !== undefined ? Number(meta.width) : inferWidth(file));
+  const style = (meta.style ?? 'keras') as FcnStyle;
+  if (!FCN_STYLES.includes(style)) throw new Error(`${path}: unknown network style '${style}' in its metadata (expected ${FCN_STYLES.join(', ')})`);
+  const width = options.width ?? (meta.width !== undefined ? Number(meta.width) : inferWidth(source));
+  if (!(width > 0 && width <= 1)) throw new Error(`${path}: width ${meta.width} in its metadata is not in (0, 1]`);
   const numClasses = meta.classes !== undefined ? Number(meta.classes) : undefined;
-  const model = new FCN({ kind, width, numClasses, dropout: options.dropout });
+  if (numClasses !== undefined && !(Number.isInteger(numClasses) && numClasses >= 1)) throw new Error(`${path}: classes '${meta.classes}' in its metadata is not a positive integer`);
+  let skipScales: [number, number] | null = null;
+  if (meta.skip_scales) {
+    const v = meta.skip_scales.split(',').map(Number);
+    if (v.length !== 2 || !v.every((x) => Number.isFinite(x) && x > 0)) throw new Error(`${path}: skip_scales '${meta.skip_scales}' in its metadata is not two positive numbers`);
+    skipScales = [v[0], v[1]];
+  }
+  let classNames: string[] | undefined;
+  if (meta.class_names) {
+    try {
+      classNames = JSON.parse(meta.class_names) as string[];
+    } catch {
+      throw new Error(`${path}: class_names in its metadata is not a JSON array`);
+    }
+    if (!Array.isArray(classNames) || !classNames.every((n) => typeof n === 'string')) throw new Error(`${path}: class_names in its metadata is not a list of names`);
+  }
+  return { kind, style, width, numClasses, skipScales, classNames, dropout: options.dropout };
+}
+
+/** Builds and loads the model a weight source describes. */
+export function modelFromSource(source: WeightSource, options: LoadOptions = {}): FCN {
+  const model = new FCN(modelOptionsFromSource(source, options));
   try {
-    loadWeightsInto(model, file, path);
+    loadSourceInto(model, source, options);
   } catch (e) {
     model.dispose();
     throw e;
@@ -136,7 +227,7 @@ export function modelFromFile(file: SafetensorsFile, path: string, options: Load
 }
 
 /** The width multiplier implied by block1_conv1's output channels (64 at full width). */
-function inferWidth(file: SafetensorsFile): number {
-  const k = file.tensors.get('block1_conv1.kernel');
+function inferWidth(source: WeightSource): number {
+  const k = source.tensors.get('block1_conv1.kernel');
   return k ? k.shape[3] / 64 : 1;
 }

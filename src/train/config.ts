@@ -1,7 +1,7 @@
 // Training configuration: defaults, the seed's and the paper's recipes, and validation.
 // A run directory records the fully resolved configuration, so a run can be repeated or
 // resumed from it alone.
-import { FCN_KINDS, type FcnKind } from '../models/fcn.js';
+import { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
 
 /** Which layers a stage trains. */
 export type Trainable =
@@ -41,7 +41,12 @@ export interface TrainConfig {
   model: {
     width: number;
     dropout: number;
-    /** Weights to start the first stage from (any FCN weights file or a checkpoint). */
+    /** The seed's network ('keras') or the paper's Caffe network ('caffe'). */
+    style: FcnStyle;
+    /**
+     * Weights to start the first stage from: any weights file the project reads (safetensors,
+     * Keras .h5, Caffe .caffemodel — a VGG16 backbone or an FCN) or a known name (`vgg16`).
+     */
     init?: string;
   };
   optimizer: {
@@ -89,7 +94,7 @@ export function paperStages(epochs = 10): StageConfig[] {
 export function defaultConfig(root: string): TrainConfig {
   return {
     data: { root, trainSplit: 'train', valSplit: 'val', size: 512, scale: [1, 1], flip: false, means: 'keras', workers: 1, limitTrain: 0, limitVal: 0 },
-    model: { width: 1, dropout: 0.2 },
+    model: { width: 1, dropout: 0.2, style: 'keras' },
     optimizer: { kind: 'adam', lr: 1e-4, l2: 1e-5, momentum: 0.99, weightDecay: 5e-4 },
     loss: { reduction: 'mean' },
     batchSize: 16,
@@ -109,7 +114,9 @@ export function applySchedule(config: TrainConfig, schedule: Schedule, epochs?: 
     optimizer: { ...config.optimizer, kind: 'sgd', momentum: 0.99, weightDecay: 5e-4, lr: 1e-10 },
     loss: { reduction: 'sum' },
     batchSize: 1,
-    model: { ...config.model, dropout: 0.5 },
+    // The paper's network, with Caffe's means.
+    model: { ...config.model, dropout: 0.5, style: 'caffe' },
+    data: { ...config.data, means: 'caffe' },
     stages: paperStages(epochs ?? 10),
   };
 }
@@ -147,6 +154,7 @@ export function validateConfig(c: TrainConfig, source = 'config'): void {
   nonNegInt('data.limitVal', c.data.limitVal);
   if (!(c.model.width > 0 && c.model.width <= 1)) fail('model.width', c.model.width, 'in (0, 1]');
   if (!(c.model.dropout >= 0 && c.model.dropout < 1)) fail('model.dropout', c.model.dropout, 'in [0, 1)');
+  if (!FCN_STYLES.includes(c.model.style)) fail('model.style', c.model.style, FCN_STYLES.map((s) => `'${s}'`).join(' or '));
   if (!['adam', 'sgd'].includes(c.optimizer.kind)) fail('optimizer.kind', c.optimizer.kind, "'adam' or 'sgd'");
   if (!(c.optimizer.lr > 0)) fail('optimizer.lr', c.optimizer.lr, 'positive');
   nonNeg('optimizer.l2', c.optimizer.l2);

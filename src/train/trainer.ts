@@ -10,8 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { native, type Tensor } from '../engine/binding.js';
 import { disposeAll } from '../engine/tensor.js';
 import { FCN, type FcnKind } from '../models/fcn.js';
-import { loadMatchingWeights, saveWeights } from '../models/weights.js';
-import { readSafetensors } from '../io/safetensors.js';
+import { loadMatchingSource, openWeights, saveWeights } from '../models/weights.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { openDataset, type Dataset } from '../data/datasets.js';
 import { DataLoader, type Batch } from '../data/loader.js';
@@ -239,12 +238,21 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
       previousKind = state.stage > 0 ? c.stages[state.stage - 1].model : null;
       if (!model) {
         // A new stage: its model starts from the previous stage's weights (or --init).
-        model = new FCN({ kind: stage.model, width: c.model.width, numClasses: trainSet.classes.names.length, dropout: c.model.dropout });
+        model = new FCN({ kind: stage.model, width: c.model.width, style: c.model.style, numClasses: trainSet.classes.names.length, classNames: trainSet.classes.names, dropout: c.model.dropout });
         model.initialize(c.seed);
         const from = state.stage > 0 ? paths.stage(state.stage - 1, c.stages[state.stage - 1].model) : c.model.init;
         if (from) {
-          const loaded = loadMatchingWeights(model, readSafetensors(from), from);
-          if (loaded.size === 0) throw new Error(`${from}: no tensor matches a layer of ${stage.model}`);
+          const source = await openWeights(from);
+          try {
+            const loaded = loadMatchingSource(model, source);
+            if (loaded.size === 0) throw new Error(`${from}: no tensor matches a layer of ${stage.model}`);
+            if (state.stage === 0) {
+              log.write({ type: 'init', from: source.path, format: source.format, layers: [...loaded], notes: source.notes });
+              for (const note of source.notes) out?.write(`${note}\n`);
+            }
+          } finally {
+            source.close?.();
+          }
         }
         state.lr = stage.lr ?? c.optimizer.lr;
         optimizer = makeOptimizer(c, state.lr);

@@ -24,7 +24,7 @@ test('fcn eval --json: the metrics and confusion matrix of the evaluate API, wit
   const r = await runCli('eval', '--weights', weights, '--data', data, '--split', 'trainval', '--json');
   assert.equal(r.code, 0, r.err);
   const json = JSON.parse(r.out);
-  const model = loadModel(weights);
+  const model = await loadModel(weights);
   try {
     const ds = await openDataset(data, { split: 'trainval' });
     const api = await evaluate(model, ds);

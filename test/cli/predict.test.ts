@@ -41,7 +41,7 @@ test('init writes a seeded model; predict writes a palette label map and (21, H,
   const npy = readNpy(logits);
   assert.equal(npy.dtype, 'float32');
   assert.deepEqual(npy.shape, [21, H, W]);
-  const model = loadModel(w);
+  const model = await loadModel(w);
   const api = await segment(model, image, { logits: true, precision: 'float32' });
   model.dispose();
   assert.deepEqual(npy.data, api.logits);

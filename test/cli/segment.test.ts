@@ -54,7 +54,7 @@ test('fcn segment: per image a palette label map equal to the API, an overlay an
   assert.equal(r.code, 0, r.err);
   const images = collectImages([single, folder]);
   assert.match(r.out, new RegExp(`wrote ${images.length} images to`));
-  const model = loadModel(w.fcn8);
+  const model = await loadModel(w.fcn8);
   const palette = vocPalette(256);
   try {
     for (const image of images) {
@@ -102,7 +102,7 @@ test('fcn segment --compare: one side-by-side image per input, the same picture 
   // The photo and three maps side by side: wider than four copies of the image.
   assert.ok(got.width > 4 * rgb.width, `width ${got.width}`);
 
-  const models = [w.fcn32, w.fcn16, w.fcn8].map((source) => ({ model: loadModel(source), source }));
+  const models = await Promise.all([w.fcn32, w.fcn16, w.fcn8].map(async (source) => ({ model: await loadModel(source), source })));
   try {
     const titles = compareTitles(models);
     assert.deepEqual(titles, ['FCN-32s', 'FCN-16s', 'FCN-8s'], 'titled by the kind each file records');
@@ -119,7 +119,7 @@ test('fcn segment --compare: one side-by-side image per input, the same picture 
   // Two files of one kind are told apart by their names.
   const twin = join(tmp.dir, 'w8-other.safetensors');
   copyFileSync(w.fcn8, twin);
-  const pair = [w.fcn8, twin].map((source) => ({ model: loadModel(source), source }));
+  const pair = await Promise.all([w.fcn8, twin].map(async (source) => ({ model: await loadModel(source), source })));
   try {
     assert.deepEqual(compareTitles(pair), ['FCN-8s (w8)', 'FCN-8s (w8-other)']);
   } finally {

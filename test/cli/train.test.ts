@@ -40,7 +40,7 @@ test('Ctrl-C (SIGINT) finishes the step, saves a loadable checkpoint, exits 0; -
   assert.match(err, /continue with: fcn train --resume/);
   const ck = readCheckpoint(path.join(run, 'checkpoints', 'last.safetensors'));
   assert.ok(ck.state.step > 0 && ck.state.history.length < 8, `stopped at step ${ck.state.step}`);
-  const model = loadModel(path.join(run, 'checkpoints', 'last.safetensors'));
+  const model = await loadModel(path.join(run, 'checkpoints', 'last.safetensors'));
   assert.equal(model.kind, 'fcn8');
   model.dispose();
   const resumed = await runCli('train', '--resume', run, '--threads', '2');

@@ -11,7 +11,7 @@ import { bilinearPlane } from '../../src/nn/init.js';
 
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'fcn-weights-'));
 
-test('save → load round-trips every parameter bit-exactly, with the model in the metadata', () => {
+test('save → load round-trips every parameter bit-exactly, with the model in the metadata', async () => {
   const dir = tmp();
   try {
     const a = new FCN({ kind: 'fcn16', width: 0.0625 });
@@ -20,7 +20,7 @@ test('save → load round-trips every parameter bit-exactly, with the model in t
     const file = readSafetensors(path.join(dir, 'w.safetensors'));
     assert.equal(file.metadata.model, 'fcn16');
     assert.equal(file.metadata.width, '0.0625');
-    const b = loadModel(path.join(dir, 'w.safetensors'));
+    const b = await loadModel(path.join(dir, 'w.safetensors'));
     assert.equal(b.kind, 'fcn16');
     assert.equal(b.width, 0.0625);
     const pa = a.params(), pb = b.params();
@@ -76,7 +76,7 @@ test('native permute moves axes as asked and its inverse restores them; bad perm
   for (const x of [t, k, back]) x.dispose();
 });
 
-test('loading a file for another model names the first offending tensor and both shapes', () => {
+test('loading a file for another model names the first offending tensor and both shapes', async () => {
   const dir = tmp();
   try {
     const m = new FCN({ kind: 'fcn8', width: 0.0625 });
@@ -87,17 +87,17 @@ test('loading a file for another model names the first offending tensor and both
     const bad = new Map(tensors);
     bad.set('block2_conv1.kernel', { dtype: 'F32', shape: [3, 3, 4, 9], data: new Float32Array(3 * 3 * 4 * 9) });
     writeSafetensors(file, bad, { model: 'fcn8', width: '0.0625' });
-    assert.throws(() => loadModel(file), /tensor 'block2_conv1.kernel' has shape \[3, 3, 4, 9\], the model expects \[3, 3, 4, 8\]/);
+    await assert.rejects(() => loadModel(file), /tensor 'block2_conv1.kernel' has shape \[3, 3, 4, 9\], the model expects \[3, 3, 4, 8\]/);
     // A missing tensor.
     const missing = new Map(tensors);
     missing.delete('score3.kernel');
     writeSafetensors(file, missing, { model: 'fcn8', width: '0.0625' });
-    assert.throws(() => loadModel(file), /tensor 'score3.kernel' is missing/);
+    await assert.rejects(() => loadModel(file), /tensor 'score3.kernel' is missing/);
     // FCN-8s weights into FCN-32s: extra tensors.
     writeSafetensors(file, tensors, {});
-    assert.throws(() => loadModel(file, { kind: 'fcn32', width: 0.0625 }), /'score4.kernel' is not a parameter of fcn32|is missing/);
-    assert.throws(() => loadModel(file), /does not say which model/);
-    assert.throws(() => loadModel(path.join(dir, 'nope.safetensors'), { kind: 'fcn8' }), /nope.safetensors: cannot read file/);
+    await assert.rejects(() => loadModel(file, { kind: 'fcn32', width: 0.0625 }), /'score4.kernel' is not a parameter of fcn32|is missing/);
+    await assert.rejects(() => loadModel(file), /does not say which model/);
+    await assert.rejects(() => loadModel(path.join(dir, 'nope.safetensors'), { kind: 'fcn8' }), /nope.safetensors: no such file/);
     m.dispose();
   } finally {
     rmSync(dir, { recursive: true, force: true });

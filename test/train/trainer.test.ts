@@ -27,7 +27,7 @@ after(() => tmp.cleanup());
 function config(stages: TrainConfig['stages']): TrainConfig {
   const c = defaultConfig(data);
   c.data = { ...c.data, size: 128, workers: 1 };
-  c.model = { width: 0.125, dropout: 0 };
+  c.model = { ...c.model, width: 0.125, dropout: 0 };
   c.optimizer = { ...c.optimizer, lr: 1e-3 };
   c.batchSize = 8;
   c.samples = 2;
@@ -71,7 +71,7 @@ test('staged training: validation mean IoU improves stage over stage; frozen lay
   assert.equal(log.filter((l) => l.type === 'epoch').length, 13);
   const best = readSafetensors(path.join(dir, 'checkpoints', 'best.safetensors')).metadata;
   assert.equal(Number(best.val_mean_iou), Math.max(...r.state.history.map((h) => h.val!.meanIoU)));
-  assert.deepEqual(layerNames('fcn8').sort(), loadModel(r.stageWeights[3]).layers().map((l) => l.name).sort());
+  assert.deepEqual(layerNames('fcn8').sort(), (await loadModel(r.stageWeights[3])).layers().map((l) => l.name).sort());
 });
 
 test('resume: 2 epochs straight equal 1.5 epochs, a stop, and a resume (weights and optimiser state)', { timeout: 300_000 }, async () => {
@@ -119,7 +119,7 @@ test('a non-finite loss stops the run with a message and keeps the last good che
   });
   const ck = readCheckpoint(path.join(dir, 'checkpoints', 'last.safetensors'));
   assert.deepEqual([ck.state.stage, ck.state.epoch, ck.state.step], [0, 1, 8], 'the checkpoint of the last completed epoch');
-  const model = loadModel(path.join(dir, 'checkpoints', 'last.safetensors'));
+  const model = await loadModel(path.join(dir, 'checkpoints', 'last.safetensors'));
   for (const p of model.params()) assert.ok((p.value.toArray() as Float32Array).every(Number.isFinite), `${p.name} is finite`);
   model.dispose();
   const log = await readJsonl<{ type: string }>(path.join(dir, 'log.jsonl'));
