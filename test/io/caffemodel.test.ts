@@ -9,9 +9,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { native } from '../../src/engine/binding.js';
 import { readCaffeModel } from '../../src/io/caffemodel.js';
+import { writeNpy } from '../../src/io/npy.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { detectWeightFormat, readWeightSource, type WeightSource } from '../../src/io/weight-source.js';
+import { loadModel } from '../../src/models/weights.js';
 import { findPython } from '../reference/python.js';
 import { requires } from '../prereq.js';
 
@@ -133,10 +136,12 @@ test('vgg16: fc6/fc7 InnerProducts become conv6 7×7 / conv7 1×1; fc8 is left o
   const [kh, kw, cin, cout] = reference.shape;
   const got = (await readCaffeModel(fixture('vgg16').caffemodels.V2!)).tensors.get('conv6.kernel')!.read();
   const rows = rawInnerProductRows(fixture('vgg16').caffemodels.V2!, 'fc6', cout, cin * kh * kw);
-  for (const [o, c, y, x] of [[0, 0, 0, 0], [1, 2, 3, 4], [cout - 1, cin - 1, 6, 6], [17, 5, 0, 6]]) {
-    const keras = ((y * kw + x) * cin + c) * cout + o;
-    assert.equal(got[keras], rows[o * cin * kh * kw + c * kh * kw + y * kw + x], `conv6 [${y}, ${x}, ${c}, ${o}]`);
-  }
+  let mismatches = 0;
+  for (let o = 0; o < cout; o++)
+    for (let c = 0; c < cin; c++)
+      for (let y = 0; y < kh; y++)
+        for (let x = 0; x < kw; x++) if (got[((y * kw + x) * cin + c) * cout + o] !== rows[((o * cin + c) * kh + y) * kw + x]) mismatches++;
+  assert.equal(mismatches, 0, 'conv6 elements that are not fc6 reshaped as (out, C, 7, 7)');
 });
 
 /** fc6's weights in Caffe's own (out, in) order, read by Python's protobuf from the file. */
@@ -242,3 +247,79 @@ test('not a NetParameter: random bytes, a safetensors file, an empty file', { sk
   }
   await assert.rejects(readCaffeModel(join(dir, 'missing.caffemodel')), /missing\.caffemodel: cannot read file \(ENOENT\)/);
 });
+
+// ---------------------------------------------------------------------------------------------
+// Logits parity: the model loadModel builds from a .caffemodel against the PyTorch reference
+// (scripts/torch_fcn.py, Caffe style) run on the fixture's own safetensors arrays. A layout or
+// naming mistake in the reader, or a wrong style or skip scale in its metadata, shows here.
+
+const torchPython = findPython(['torch', 'numpy']);
+const torchSkip = skip || requires(torchPython !== null, 'python3 with torch and numpy (Debian python3-torch) is not installed');
+const TORCH_SCRIPT = join(repoRoot, 'scripts', 'torch_fcn.py');
+const FWD_TOL = 1e-4; // max |ours − reference| ≤ FWD_TOL · max |reference|
+
+function relativeDifference(ours: Float32Array, reference: ArrayLike<number>): number {
+  assert.equal(ours.length, reference.length);
+  let diff = 0, scale = 0;
+  for (let i = 0; i < ours.length; i++) {
+    diff = Math.max(diff, Math.abs(ours[i] - reference[i]));
+    scale = Math.max(scale, Math.abs(reference[i]));
+  }
+  return diff / Math.max(scale, 1e-12);
+}
+
+/** Preprocessed-looking input (BGR minus means): values spread over −120…130. */
+function randomInput(h: number, w: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: 3 * h * w }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s / 2 ** 32) * 250 - 120;
+  });
+}
+
+// 500×375 is a Pascal VOC image's usual size; at 67×45 Caffe's ceil pooling rounds up. Each
+// reference run starts PyTorch (seconds), so the large size is checked on two of the nets; the
+// network's own geometry at every size is test/models/parity.test.ts's subject.
+const PARITY_CASES: { net: string; form: 'V1' | 'V2'; sizes: [number, number][] }[] = [
+  { net: 'fcn32', form: 'V2', sizes: [[375, 500], [45, 67]] },
+  { net: 'fcn16', form: 'V1', sizes: [[45, 67]] },
+  { net: 'fcn8', form: 'V2', sizes: [[45, 67]] },
+  { net: 'fcn8-atonce', form: 'V2', sizes: [[375, 500], [45, 67]] },
+];
+
+for (const { net, form, sizes } of PARITY_CASES) {
+  const sizeText = sizes.map(([h, w]) => `${w}×${h}`).join(', ');
+  test(`${net} (${form}): loadModel(.caffemodel) logits match PyTorch's Caffe-style network at ${sizeText}`, { skip: torchSkip }, async () => {
+    const f = fixture(net);
+    const model = await loadModel(f.caffemodels[form]!);
+    try {
+      const atOnce = net === 'fcn8-atonce';
+      assert.equal(model.style, 'caffe');
+      assert.equal(model.kind, f.metadata.model);
+      assert.equal(model.width, WIDTH);
+      assert.deepEqual(model.skipScales, atOnce ? [0.01, 0.0001] : null);
+      for (const [h, w] of sizes) {
+        const images = randomInput(h, w, h * 1000 + w);
+        const input = join(dir, `x-${net}-${h}x${w}.npy`), out = join(dir, `logits-${net}-${h}x${w}.safetensors`);
+        writeNpy(input, images, [1, 3, h, w]);
+        const args = [TORCH_SCRIPT, 'forward', '--model', f.metadata.model, '--width', String(WIDTH), '--style', 'caffe', '--weights', f.safetensors, '--input', input, '--out', out, '--dtype', 'float64'];
+        if (atOnce) args.push('--skip-scales', '0.01,0.0001');
+        const r = spawnSync(torchPython!, args, { encoding: 'utf8', timeout: 300_000 });
+        if (r.status !== 0) throw new Error(`torch_fcn.py forward failed: ${r.stderr}`);
+        const reference = readSafetensors(out).tensors.get('logits')!;
+        const x = native.fromArray([1, 3, h, w], images);
+        const logits = model.predictLogits(x);
+        try {
+          assert.deepEqual(logits.dims, reference.shape);
+          const err = relativeDifference(logits.toArray() as Float32Array, reference.data as Float64Array);
+          assert.ok(err <= FWD_TOL, `${net} ${h}×${w}: relative difference ${err.toExponential(2)} > ${FWD_TOL}`);
+        } finally {
+          logits.dispose();
+          x.dispose();
+        }
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+}
