@@ -1,7 +1,6 @@
 // `fcn weights fetch|list|inspect|convert`: known pretrained weights, the per-user cache,
 // and any weight file (safetensors, Keras .h5, Caffe .caffemodel) looked at or converted.
-import { mkdirSync } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { formatBytes, progressPrinter } from '../data/fetch.js';
 import { f32, writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
 import { readWeightSource, type WeightSource } from '../io/weight-source.js';
@@ -9,6 +8,7 @@ import {
   KNOWN_WEIGHTS, KNOWN_WEIGHTS_NAMES, type KnownWeightsName, cacheDir, cacheState, fetchWeights, isKnownWeights, resolveWeights, urlVariable, weightsUrl,
 } from '../io/weights-cache.js';
 import { WEIGHTS_FORMAT, loadModel, saveWeights, weightsMetadata } from '../models/weights.js';
+import { prepareOutputFile } from '../io/paths.js';
 import { UsageError, parse, parseNumber } from './args.js';
 
 const KNOWN = KNOWN_WEIGHTS_NAMES.join(', ');
@@ -225,11 +225,8 @@ async function convertCmd(argv: string[]): Promise<number> {
   const input = resolveWeights(positionals[0]!);
   const out = positionals[1]!;
   if (resolve(input) === resolve(out)) throw usage(`convert: the output ${out} is the input file`);
-  try {
-    mkdirSync(dirname(resolve(out)), { recursive: true });
-  } catch (e) {
-    throw new Error(`${out}: cannot create its folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  // Checked and created by io/paths: a recursive mkdir would spin for ever under /proc.
+  prepareOutputFile('weights convert', '', out);
   const source = await readWeightSource(input);
   for (const n of source.notes) process.stderr.write(`${n.startsWith(input) ? n : `${input}: ${n}`}\n`);
   const provenance = { converted_from: basename(input), source_format: source.format };

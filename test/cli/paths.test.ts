@@ -161,6 +161,7 @@ test('every command refuses outputs under /proc and /sys at once, before loading
     [['data', 'synth', '--out', procOut], `fcn data synth: --out '${procOut}': '/proc' ${PROC}`],
     [['data', 'fetch', 'voc2012', '--dir', procOut], `fcn data fetch: --dir '${procOut}': '/proc' ${PROC}`],
     [['data', 'split', 'seed', '--voc', emptyDir, '--sbd', emptyDir, '--out', procOut], `fcn data split: --out '${procOut}': '/proc' ${PROC}`],
+    [['weights', 'convert', junkWeights, '/proc/fcn-no-such/w.safetensors'], `fcn weights convert: /proc/fcn-no-such/w.safetensors: '/proc' ${PROC}`],
   ];
   assertFailsFast(runInChild(cases.map(([a]) => a)), cases.map(([, e]) => e));
   assert.ok(!existsSync('/sys/fs/cgroup/fcn-demo'), 'nothing made under /sys');
