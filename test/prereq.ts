@@ -2,6 +2,7 @@
 // whose prerequisite is missing skips with the reason; in CI (CI=true) it fails with it, so a
 // green CI run means every check ran.
 import { test } from 'node:test';
+import { bf16Available } from '../src/engine/config.js';
 
 /**
  * The `skip` option for node:test: false when `ok`; otherwise the reason (locally), or — in
@@ -16,4 +17,12 @@ export function requires(ok: boolean, reason: string): string | false {
     // The dependent tests still skip (they cannot run), but the run fails.
   }
   return reason;
+}
+
+/**
+ * The `skip` option of tests that run bfloat16: a CPU without AVX-512 cannot run oneDNN's
+ * bf16 primitives. Hardware, not an install, so this skips in CI too, saying why.
+ */
+export function bf16Skip(): string | false {
+  return bf16Available() ? false : 'this CPU has no AVX-512: oneDNN runs no bfloat16 primitive on it (hardware, not a missing install)';
 }

@@ -71,6 +71,21 @@ export function autoPrecision(cpu: CpuFeatures = cpuFeatures()): { precision: Pr
   return { precision: 'float32', reason: 'no native bf16 arithmetic' };
 }
 
+/**
+ * Whether oneDNN runs bfloat16 primitives on this CPU at all: the 2.x line needs AVX-512
+ * (avx512_core, where it emulates bf16 arithmetic when avx512_bf16 is absent); on an AVX2-only
+ * CPU every bf16 convolution, pooling or eltwise primitive is refused.
+ */
+export function bf16Available(cpu: CpuFeatures = cpuFeatures()): boolean {
+  return cpu.avx512;
+}
+
+/** Throws a clear error when `precision` cannot run on this CPU. */
+export function assertPrecisionSupported(precision: Precision): void {
+  if (precision === 'bfloat16' && !bf16Available())
+    throw new Error('bfloat16 needs a CPU with AVX-512 (oneDNN runs no bf16 primitive without it); this CPU has AVX2 at most: use float32 (--precision float32 or auto)');
+}
+
 let current: EngineConfig | null = null;
 
 function threadsFromEnv(): number | undefined {
@@ -115,7 +130,9 @@ export function configureEngine(options: EngineOptions = {}): EngineConfig {
     choice = 'auto';
     source = 'auto';
   }
-  current = { threads, precision: choice === 'auto' ? auto.precision : choice, precisionSource: source, precisionReason: auto.reason };
+  const precision = choice === 'auto' ? auto.precision : choice;
+  assertPrecisionSupported(precision);
+  current = { threads, precision, precisionSource: source, precisionReason: auto.reason };
   return current;
 }
 

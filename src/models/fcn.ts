@@ -6,6 +6,7 @@ import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js
 import { Param } from '../nn/param.js';
 import { bilinearInit, glorotUniform, heUniform, zeroInit } from '../nn/init.js';
 import { Rng } from '../data/prng.js';
+import { assertPrecisionSupported } from '../engine/config.js';
 
 export type FcnKind = 'fcn32' | 'fcn16' | 'fcn8';
 export const FCN_KINDS: readonly FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
@@ -282,6 +283,7 @@ export class FCN {
    * in inference each tensor is freed as soon as nothing further reads it.
    */
   private run(x: Tensor, ctx: ForwardContext): Tensor {
+    assertPrecisionSupported(ctx.precision);
     const [, , h, w] = x.dims;
     const training = ctx.tape !== null;
     const nodes: Node[] = [];

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native, type Tensor } from '../../src/engine/binding.js';
 import * as ref from './reference.js';
+import { bf16Skip } from '../prereq.js';
 
 const FWD_TOL = 1e-5; // float32 forward vs float64 reference, relative to the largest value
 const GRAD_TOL = 1e-3; // float32 analytic gradient vs float64 central differences
@@ -58,7 +59,7 @@ const precisions = [
 
 for (const pr of precisions)
   for (const c of convCases) {
-    test(`conv ${c.name}${pr.suffix}`, () => {
+    test(`conv ${c.name}${pr.suffix}`, { skip: pr.dtype === 'bfloat16' ? bf16Skip() : false }, () => {
       const x = ref.randomArr(c.x, 1, 1), w = ref.randomArr(c.w, 2, 0.5), b = c.bias ? ref.randomArr([c.w[0]], 3, 0.3) : null;
       const p = { stride: c.stride, pad: c.pad, relu: c.relu, transposed: c.transposed };
       const yRef = ref.conv(x, w, b, p);
@@ -95,7 +96,7 @@ for (const pr of precisions)
     });
   }
 
-test('max pool, bfloat16: forward exact on bf16 values, gradient routed to the max', () => {
+test('max pool, bfloat16: forward exact on bf16 values, gradient routed to the max', { skip: bf16Skip() }, () => {
   const x = ref.randomArr([2, 3, 7, 5], 5);
   const xt = toTensor(x);
   const xb = native.reorder(xt, { dtype: 'bfloat16' });
@@ -113,7 +114,7 @@ test('max pool, bfloat16: forward exact on bf16 values, gradient routed to the m
   for (const t of [xt, xb, y, workspace, dy, dx]) t?.dispose();
 });
 
-test('add and dropout in bfloat16 keep the dtype and match fp32 within bf16 rounding', () => {
+test('add and dropout in bfloat16 keep the dtype and match fp32 within bf16 rounding', { skip: bf16Skip() }, () => {
   const a = ref.randomArr([1, 21, 6, 6], 21), b = ref.randomArr([1, 21, 6, 6], 22);
   const ab = native.reorder(toTensor(a), { dtype: 'bfloat16' }), bb = native.reorder(toTensor(b), { dtype: 'bfloat16' });
   const s = native.add(ab, bb);

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { requires } from '../prereq.js';
+import { bf16Skip, requires } from '../prereq.js';
 import path from 'node:path';
 import { native, type Precision, type Tensor } from '../../src/engine/binding.js';
 import { FCN } from '../../src/models/fcn.js';
@@ -16,7 +16,7 @@ import { glorotUniform } from '../../src/nn/init.js';
 import { Rng } from '../../src/data/prng.js';
 
 const voc = path.resolve(import.meta.dirname, '..', '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
-const skip = requires(existsSync(voc), `the real VOC sample is not at ${voc}`);
+const skip = requires(existsSync(voc), `the real VOC sample is not at ${voc}`) || bf16Skip();
 
 /** n real VOC images (split order, from `offset`) resized with padding to S×S, as a batch. */
 async function vocBatch(split: 'train' | 'val', offset: number, n: number, S: number): Promise<{ x: Tensor; y: Tensor; labels: Uint8Array }> {
