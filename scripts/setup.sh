@@ -4,7 +4,8 @@
 # when already done, so a second run takes a second or two.
 #   scripts/setup.sh          what the library and CLI need
 #   scripts/setup.sh --test   plus what the tests and benchmarks need (PyTorch, SciPy, h5py,
-#                             protobuf: independent writers of Keras and Caffe fixtures)
+#                             protobuf: independent writers of Keras and Caffe fixtures;
+#                             Chromium: the web page tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 apt_pkgs=(libdnnl-dev)
-[ $want_test = 1 ] && apt_pkgs+=(python3-torch python3-numpy python3-scipy python3-h5py python3-protobuf protobuf-compiler)
+[ $want_test = 1 ] && apt_pkgs+=(python3-torch python3-numpy python3-scipy python3-h5py python3-protobuf protobuf-compiler chromium)
 
 missing=()
 for p in "${apt_pkgs[@]}"; do
