@@ -1,5 +1,10 @@
-// The native entry point: every function the addon exports, in one list.
+// The native entry point: every function the addon exports, in one list, each run inside a
+// call frame that turns any failure into a JS error naming the function.
 #include <omp.h>
+
+#include <algorithm>
+#include <mutex>
+#include <stdexcept>
 
 #include "conv.h"
 #include "eltwise.h"
@@ -9,13 +14,23 @@
 
 namespace fcn {
 
-static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
-  if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int32Value() < 1) throw Napi::TypeError::New(info.Env(), "setThreads: count must be a positive integer");
-  omp_set_num_threads(info[0].As<Napi::Number>().Int32Value());
+EnvState& state_of(Napi::Env env) {
+  EnvState* s = env.GetInstanceData<EnvState>();
+  if (!s) throw std::logic_error("the addon's state is missing");
+  return *s;
+}
+
+namespace {
+
+// Threads beyond this are a mistake (each costs a stack), not a configuration.
+constexpr int64_t kMaxThreads = 1024;
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  omp_set_num_threads(int(read_int(info[0], "count", 1, kMaxThreads)));
   return info.Env().Undefined();
 }
 
-static const char* isa_name(dnnl::cpu_isa isa) {
+const char* isa_name(dnnl::cpu_isa isa) {
   switch (isa) {
     case dnnl::cpu_isa::sse41: return "sse41";
     case dnnl::cpu_isa::avx: return "avx";
@@ -29,7 +44,7 @@ static const char* isa_name(dnnl::cpu_isa isa) {
   }
 }
 
-static Napi::Value Info(const Napi::CallbackInfo& info) {
+Napi::Value Info(const Napi::CallbackInfo& info) {
   auto o = Napi::Object::New(info.Env());
   const dnnl_version_t* v = dnnl_version();
   o.Set("onednnVersion", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch));
@@ -39,36 +54,102 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value PoolStats(const Napi::CallbackInfo& info) {
+  const EnvState& s = frame().state;
+  auto o = Napi::Object::New(info.Env());
+  o.Set("liveBytes", double(s.pool->live_bytes()));
+  o.Set("liveBuffers", double(s.pool->live_buffers()));
+  o.Set("pooledBytes", double(s.pool->idle_bytes()));
+  o.Set("pooledBuffers", double(s.pool->idle_buffers()));
+  o.Set("primitives", double(s.primitives.size()));
+  return o;
+}
+
+// poolTrim(clearPrimitives = false): frees every idle buffer (and cached primitive).
+Napi::Value PoolTrim(const Napi::CallbackInfo& info) {
+  const bool primitives = info[0].IsUndefined() ? false : read_bool(info[0], "clearPrimitives");
+  EnvState& s = frame().state;
+  s.pool->trim();
+  if (primitives) s.primitives.clear();
+  return info.Env().Undefined();
+}
+
+// Behind every environment's cache, oneDNN keeps a process-wide one of its own (1024 primitives
+// by default), which would hold on to what ours let go: it gets the same bound (the last one
+// set in any thread).
+void bound_onednn_cache(int64_t primitives) { dnnl::set_primitive_cache_capacity(int(std::min<int64_t>(primitives, INT32_MAX))); }
+
+// setCacheLimits({poolBytes?, primitives?}) → the limits in force. Lowering a limit releases
+// what is over it at once.
+Napi::Value SetCacheLimits(const Napi::CallbackInfo& info) {
+  Napi::Object o = options_arg(info, 0);
+  EnvState& s = frame().state;
+  const Napi::Value pool_bytes = o.Get("poolBytes"), primitives = o.Get("primitives");
+  const bool set_pool = !pool_bytes.IsUndefined() && !pool_bytes.IsNull(), set_primitives = !primitives.IsUndefined() && !primitives.IsNull();
+  const int64_t pool_limit = set_pool ? read_int(pool_bytes, "poolBytes", 0, kMaxSafeInteger) : int64_t(s.pool->idle_limit());
+  const int64_t primitive_limit = set_primitives ? read_int(primitives, "primitives", 0, kMaxSafeInteger) : int64_t(s.primitives.limit());
+  s.pool->set_idle_limit(size_t(pool_limit));
+  s.primitives.set_limit(size_t(primitive_limit));
+  if (set_primitives) bound_onednn_cache(primitive_limit);
+  auto out = Napi::Object::New(info.Env());
+  out.Set("poolBytes", double(s.pool->idle_limit()));
+  out.Set("primitives", double(s.primitives.limit()));
+  return out;
+}
+
+using NativeFn = Napi::Value (*)(const Napi::CallbackInfo&);
+struct Export {
+  const char* name;
+  NativeFn fn;
+};
+
+// The addon's functions (src/engine/binding.ts types the same list, and
+// test/engine/exports.test.ts checks that the two agree).
+constexpr Export kExports[] = {
+    {"fromArray", FromArray},
+    {"writeArray", WriteArray},
+    {"zeros", Zeros},
+    {"reorder", Reorder},
+    {"permute", Permute},
+    {"poolStats", PoolStats},
+    {"poolTrim", PoolTrim},
+    {"setCacheLimits", SetCacheLimits},
+    {"convForward", ConvForward},
+    {"convBackwardData", ConvBackwardData},
+    {"convBackwardWeights", ConvBackwardWeights},
+    {"maxPoolForward", MaxPoolForward},
+    {"maxPoolBackward", MaxPoolBackward},
+    {"reluForward", ReluForward},
+    {"reluBackward", ReluBackward},
+    {"add", Add},
+    {"scale", Scale},
+    {"dropoutForward", DropoutForward},
+    {"dropoutBackward", DropoutBackward},
+    {"cropPad", CropPad},
+    {"argmax", Argmax},
+    {"softmaxCrossEntropy", SoftmaxCrossEntropy},
+    {"adamUpdate", AdamUpdate},
+    {"adamUpdateAll", AdamUpdateAll},
+    {"sgdUpdate", SgdUpdate},
+    {"sumSquares", SumSquares},
+    {"setThreads", SetThreads},
+    {"info", Info},
+};
+
+Napi::Value Call(const Napi::CallbackInfo& info) {
+  const Export& e = *static_cast<const Export*>(info.Data());
+  return guarded(info.Env(), e.name, [&] { return e.fn(info); });
+}
+
+}  // namespace
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // Deleted with the environment: a worker's state goes when the worker does.
+  env.SetInstanceData(new EnvState());
+  static std::once_flag onednn_cache_bounded;
+  std::call_once(onednn_cache_bounded, [] { bound_onednn_cache(PrimitiveCache::kDefaultLimit); });
   Tensor::Init(env, exports);
-  exports.Set("fromArray", Napi::Function::New<guarded<FromArray>>(env, "fromArray"));
-  exports.Set("writeArray", Napi::Function::New<guarded<WriteArray>>(env, "writeArray"));
-  exports.Set("zeros", Napi::Function::New<guarded<Zeros>>(env, "zeros"));
-  exports.Set("reorder", Napi::Function::New<guarded<Reorder>>(env, "reorder"));
-  exports.Set("copyInto", Napi::Function::New<guarded<CopyInto>>(env, "copyInto"));
-  exports.Set("permute", Napi::Function::New<guarded<Permute>>(env, "permute"));
-  exports.Set("poolStats", Napi::Function::New<guarded<PoolStats>>(env, "poolStats"));
-  exports.Set("poolTrim", Napi::Function::New<guarded<PoolTrim>>(env, "poolTrim"));
-  exports.Set("convForward", Napi::Function::New<guarded<ConvForward>>(env, "convForward"));
-  exports.Set("convBackwardData", Napi::Function::New<guarded<ConvBackwardData>>(env, "convBackwardData"));
-  exports.Set("convBackwardWeights", Napi::Function::New<guarded<ConvBackwardWeights>>(env, "convBackwardWeights"));
-  exports.Set("maxPoolForward", Napi::Function::New<guarded<MaxPoolForward>>(env, "maxPoolForward"));
-  exports.Set("maxPoolBackward", Napi::Function::New<guarded<MaxPoolBackward>>(env, "maxPoolBackward"));
-  exports.Set("reluForward", Napi::Function::New<guarded<ReluForward>>(env, "reluForward"));
-  exports.Set("reluBackward", Napi::Function::New<guarded<ReluBackward>>(env, "reluBackward"));
-  exports.Set("add", Napi::Function::New<guarded<Add>>(env, "add"));
-  exports.Set("scale", Napi::Function::New<guarded<Scale>>(env, "scale"));
-  exports.Set("dropoutForward", Napi::Function::New<guarded<DropoutForward>>(env, "dropoutForward"));
-  exports.Set("dropoutBackward", Napi::Function::New<guarded<DropoutBackward>>(env, "dropoutBackward"));
-  exports.Set("cropPad", Napi::Function::New<guarded<CropPad>>(env, "cropPad"));
-  exports.Set("argmax", Napi::Function::New<guarded<Argmax>>(env, "argmax"));
-  exports.Set("softmaxCrossEntropy", Napi::Function::New<guarded<SoftmaxCrossEntropy>>(env, "softmaxCrossEntropy"));
-  exports.Set("adamUpdate", Napi::Function::New<guarded<AdamUpdate>>(env, "adamUpdate"));
-  exports.Set("adamUpdateAll", Napi::Function::New<guarded<AdamUpdateAll>>(env, "adamUpdateAll"));
-  exports.Set("sgdUpdate", Napi::Function::New<guarded<SgdUpdate>>(env, "sgdUpdate"));
-  exports.Set("sumSquares", Napi::Function::New<guarded<SumSquares>>(env, "sumSquares"));
-  exports.Set("setThreads", Napi::Function::New<guarded<SetThreads>>(env, "setThreads"));
-  exports.Set("info", Napi::Function::New<guarded<Info>>(env, "info"));
+  for (const Export& e : kExports) exports.Set(e.name, Napi::Function::New<Call>(env, e.name, const_cast<Export*>(&e)));
   return exports;
 }
 

@@ -1,5 +1,7 @@
 // Convolution and transposed convolution (oneDNN deconvolution): forward with bias and
-// ReLU fused as a post-op, backward data, backward weights+bias.
+// ReLU fused as a post-op, backward data, backward weights+bias. The oneDNN primitives are
+// here; the faster special paths and the weight packer have files of their own
+// (conv_input_grad, conv_weight_grad, conv_weights).
 #pragma once
 #include "tensor.h"
 

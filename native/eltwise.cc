@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace fcn {
 
 namespace {
-
 
 // Element count of the buffer, padding included: element-wise ops run over the raw
 // buffer, so they work in any layout (padding zeros stay zero under every op here).
@@ -62,15 +62,15 @@ memory::desc with_type(memory::desc md, dt type) {
 
 // reluForward(x) → y, in x's layout.
 Napi::Value ReluForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   Tensor& x = Tensor::From(info[0], "x");
-  auto& cp = cached("reluF" + md_key(x.md), [&] {
+  require_float(x, "x");
+  auto cp = cached("reluF" + md_key(x.md), [&] {
     dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::eltwise_relu, x.md, 0.f, 0.f);
     dnnl::eltwise_forward::primitive_desc pd(d, cpu_engine());
     return CachedPrimitive{pd, dnnl::eltwise_forward(pd)};
   });
-  Napi::Object y = Tensor::Create(env, x.md);
-  cp.prim.execute(cpu_stream(), {{DNNL_ARG_SRC, x.mem()}, {DNNL_ARG_DST, Tensor::Unwrap(y)->mem()}});
+  Napi::Object y = Tensor::Create(info.Env(), x.md);
+  cp.prim.execute(cpu_stream(), {{DNNL_ARG_SRC, x.mem()}, {DNNL_ARG_DST, Tensor::Of(y).mem()}});
   cpu_stream().wait();
   return y;
 }
@@ -78,11 +78,12 @@ Napi::Value ReluForward(const Napi::CallbackInfo& info) {
 // reluBackward(dy, y) → dx: uses the ReLU's output, so a ReLU fused into a convolution
 // needs nothing kept but that convolution's output.
 Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   Tensor& dy = Tensor::From(info[0], "dy");
   Tensor& y = Tensor::From(info[1], "y");
-  if (dy.dims() != y.dims()) throw Napi::TypeError::New(env, "reluBackward: dy is " + dims_key(dy.dims()) + " but y is " + dims_key(y.dims()));
-  auto& cp = cached("reluB" + md_key(y.md), [&] {
+  require_float(dy, "dy");
+  require_float(y, "y");
+  if (dy.dims() != y.dims()) throw_range_error("dy is " + dims_key(dy.dims()) + " but y is " + dims_key(y.dims()));
+  auto cp = cached("reluB" + md_key(y.md), [&] {
     dnnl::eltwise_forward::desc fd(dnnl::prop_kind::forward_training, dnnl::algorithm::eltwise_relu_use_dst_for_bwd, y.md, 0.f, 0.f);
     dnnl::eltwise_forward::primitive_desc hint(fd, cpu_engine());
     dnnl::eltwise_backward::desc d(dnnl::algorithm::eltwise_relu_use_dst_for_bwd, y.md, y.md, 0.f, 0.f);
@@ -91,68 +92,78 @@ Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
   });
   std::vector<Scratch> keep;
   memory ddst = in_layout(dy, y.md, keep);
-  Napi::Object dx = Tensor::Create(env, y.md);
-  cp.prim.execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DST, y.mem()}, {DNNL_ARG_DIFF_SRC, Tensor::Unwrap(dx)->mem()}});
+  Napi::Object dx = Tensor::Create(info.Env(), y.md);
+  cp.prim.execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DST, y.mem()}, {DNNL_ARG_DIFF_SRC, Tensor::Of(dx).mem()}});
   cpu_stream().wait();
   return dx;
 }
 
 // add(a, b) → a + b in a's layout (b is reordered to it when needed).
 Napi::Value Add(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   Tensor& a = Tensor::From(info[0], "a");
   Tensor& b = Tensor::From(info[1], "b");
-  if (a.dims() != b.dims()) throw Napi::TypeError::New(env, "add: shapes differ (" + dims_key(a.dims()) + " vs " + dims_key(b.dims()) + ")");
-  auto& cp = cached("add" + md_key(a.md), [&] {
+  require_float(a, "a");
+  require_float(b, "b");
+  if (a.dims() != b.dims()) throw_range_error("shapes differ (" + dims_key(a.dims()) + " vs " + dims_key(b.dims()) + ")");
+  auto cp = cached("add" + md_key(a.md), [&] {
     dnnl::binary::desc d(dnnl::algorithm::binary_add, a.md, a.md, a.md);
     dnnl::binary::primitive_desc pd(d, cpu_engine());
     return CachedPrimitive{pd, dnnl::binary(pd)};
   });
   std::vector<Scratch> keep;
   memory bm = in_layout(b, a.md, keep);
-  Napi::Object c = Tensor::Create(env, a.md);
-  cp.prim.execute(cpu_stream(), {{DNNL_ARG_SRC_0, a.mem()}, {DNNL_ARG_SRC_1, bm}, {DNNL_ARG_DST, Tensor::Unwrap(c)->mem()}});
+  Napi::Object c = Tensor::Create(info.Env(), a.md);
+  cp.prim.execute(cpu_stream(), {{DNNL_ARG_SRC_0, a.mem()}, {DNNL_ARG_SRC_1, bm}, {DNNL_ARG_DST, Tensor::Of(c).mem()}});
   cpu_stream().wait();
   return c;
 }
 
 // scale(x, s) → s·x, in x's layout.
 Napi::Value Scale(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+  const float s = float(read_number(info[1], "factor"));
   Tensor& x = Tensor::From(info[0], "x");
-  if (!info[1].IsNumber()) throw Napi::TypeError::New(env, "scale: factor must be a number");
-  float s = info[1].As<Napi::Number>().FloatValue();
-  auto& cp = cached("scale" + md_key(x.md) + std::to_string(s), [&] {
+  require_float(x, "x");
+  // The primitive bakes the factor in: the key holds its exact bits (printing it with a
+  // fixed number of decimals would let nearby factors share a primitive).
+  uint32_t bits;
+  std::memcpy(&bits, &s, sizeof bits);
+  auto cp = cached("scale" + md_key(x.md) + "|" + std::to_string(bits), [&] {
     dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::eltwise_linear, x.md, s, 0.f);
     dnnl::eltwise_forward::primitive_desc pd(d, cpu_engine());
     return CachedPrimitive{pd, dnnl::eltwise_forward(pd)};
   });
-  Napi::Object y = Tensor::Create(env, x.md);
-  cp.prim.execute(cpu_stream(), {{DNNL_ARG_SRC, x.mem()}, {DNNL_ARG_DST, Tensor::Unwrap(y)->mem()}});
+  Napi::Object y = Tensor::Create(info.Env(), x.md);
+  cp.prim.execute(cpu_stream(), {{DNNL_ARG_SRC, x.mem()}, {DNNL_ARG_DST, Tensor::Of(y).mem()}});
   cpu_stream().wait();
   return y;
 }
+
+namespace {
+double dropout_rate(const Napi::Object& o) {
+  const double rate = opt_num(o, "rate", 0.5);
+  if (!(rate >= 0 && rate < 1)) throw_range_error("rate must be in [0, 1), got " + describe(Napi::Number::New(o.Env(), rate)));
+  return rate;
+}
+}  // namespace
 
 // dropoutForward(x, {rate, seed}) → {y, mask}: inverted dropout (kept values scaled by
 // 1/(1−rate)); the mask is one byte per element in x's layout.
 Napi::Value DropoutForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  auto o = options_arg(info, 1);
+  const double rate = dropout_rate(o);
+  const uint64_t seed = uint64_t(opt_int(o, "seed", 0, 0, kMaxSafeInteger));
   Tensor& x = Tensor::From(info[0], "x");
-  auto o = opt_object(info, 1);
-  double rate = opt_num(o, "rate", 0.5);
-  if (!(rate >= 0 && rate < 1)) throw Napi::TypeError::New(env, "dropout: rate must be in [0, 1)");
-  uint64_t seed = uint64_t(opt_num(o, "seed", 0));
+  require_float(x, "x");
   Napi::Object y = Tensor::Create(env, x.md);
   Napi::Object mask = Tensor::Create(env, with_type(x.md, dt::u8));
-  Tensor* yt = Tensor::Unwrap(y);
-  Tensor* mt = Tensor::Unwrap(mask);
+  Tensor& yt = Tensor::Of(y);
+  Tensor& mt = Tensor::Of(mask);
   size_t n = buffer_elems(x);
   if (x.md.data_type() == dt::f32)
-    dropout_fwd(static_cast<const float*>(x.ptr), static_cast<float*>(yt->ptr), static_cast<uint8_t*>(mt->ptr), n, float(rate), seed);
-  else if (x.md.data_type() == dt::bf16)
-    dropout_fwd(static_cast<const uint16_t*>(x.ptr), static_cast<uint16_t*>(yt->ptr), static_cast<uint8_t*>(mt->ptr), n, float(rate), seed);
+    dropout_fwd(static_cast<const float*>(x.ptr), static_cast<float*>(yt.ptr), static_cast<uint8_t*>(mt.ptr), n, float(rate), seed);
   else
-    throw Napi::TypeError::New(env, "dropout: x must be float32 or bfloat16");
+    dropout_fwd(static_cast<const uint16_t*>(x.ptr), static_cast<uint16_t*>(yt.ptr), static_cast<uint8_t*>(mt.ptr), n, float(rate), seed);
   auto out = Napi::Object::New(env);
   out.Set("y", y);
   out.Set("mask", mask);
@@ -161,21 +172,23 @@ Napi::Value DropoutForward(const Napi::CallbackInfo& info) {
 
 // dropoutBackward(dy, mask, {rate}) → dx
 Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+  auto o = options_arg(info, 2);
+  const double rate = dropout_rate(o);
   Tensor& dy = Tensor::From(info[0], "dy");
   Tensor& mask = Tensor::From(info[1], "mask");
-  auto o = opt_object(info, 2);
-  double rate = opt_num(o, "rate", 0.5);
+  require_float(dy, "dy");
+  require_dtype(mask, "mask", {dt::u8});
+  if (dy.dims() != mask.dims()) throw_range_error("dy is " + dims_key(dy.dims()) + " but the mask " + dims_key(mask.dims()));
   std::vector<Scratch> keep;
   memory::desc want = with_type(mask.md, dy.md.data_type());
   memory d = in_layout(dy, want, keep);
-  Napi::Object dx = Tensor::Create(env, want);
-  Tensor* dxt = Tensor::Unwrap(dx);
-  size_t n = buffer_elems(*dxt);
+  Napi::Object dx = Tensor::Create(info.Env(), want);
+  Tensor& dxt = Tensor::Of(dx);
+  size_t n = buffer_elems(dxt);
   if (want.data_type() == dt::f32)
-    dropout_bwd(static_cast<const float*>(d.get_data_handle()), static_cast<const uint8_t*>(mask.ptr), static_cast<float*>(dxt->ptr), n, float(rate));
+    dropout_bwd(static_cast<const float*>(d.get_data_handle()), static_cast<const uint8_t*>(mask.ptr), static_cast<float*>(dxt.ptr), n, float(rate));
   else
-    dropout_bwd(static_cast<const uint16_t*>(d.get_data_handle()), static_cast<const uint8_t*>(mask.ptr), static_cast<uint16_t*>(dxt->ptr), n, float(rate));
+    dropout_bwd(static_cast<const uint16_t*>(d.get_data_handle()), static_cast<const uint8_t*>(mask.ptr), static_cast<uint16_t*>(dxt.ptr), n, float(rate));
   return dx;
 }
 
@@ -184,25 +197,27 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
 // Negative offsets pad; its own backward is cropPad with the offsets negated. The result is
 // always plain float32: this is the edge where the network's output leaves oneDNN layouts.
 Napi::Value CropPad(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+  auto o = options_arg(info, 1);
+  const int64_t top = opt_int(o, "top", 0, -kMaxSafeInteger, kMaxSafeInteger), left = opt_int(o, "left", 0, -kMaxSafeInteger, kMaxSafeInteger);
+  const int64_t height = opt_int(o, "height", 0, 1, kMaxElements), width = opt_int(o, "width", 0, 1, kMaxElements);
+  const float value = float(opt_num(o, "value", 0));
   Tensor& x = Tensor::From(info[0], "x");
-  auto o = opt_object(info, 1);
-  auto d = x.dims();
-  if (d.size() != 4) throw Napi::TypeError::New(env, "cropPad: x must be N,C,H,W");
-  int64_t top = opt_int(o, "top", 0), left = opt_int(o, "left", 0);
-  int64_t oh = opt_int(o, "height", d[2]), ow = opt_int(o, "width", d[3]);
-  float value = float(opt_num(o, "value", 0));
-  if (oh < 1 || ow < 1) throw Napi::TypeError::New(env, "cropPad: height and width must be positive");
+  require_rank(x, "x", 4, "N,C,H,W");
+  require_float(x, "x");
+  const auto d = x.dims();
+  const int64_t oh = height ? height : d[2], ow = width ? width : d[3];
+  const memory::dims out_dims{d[0], d[1], oh, ow};
+  checked_numel(out_dims, "the result " + list_str(out_dims));
   std::vector<Scratch> keep;
   memory src = in_layout(x, plain_desc(d, dt::f32), keep);
   const float* xp = static_cast<const float*>(src.get_data_handle());
-  Napi::Object y = Tensor::Create(env, plain_desc({d[0], d[1], oh, ow}, dt::f32));
-  float* yp = static_cast<float*>(Tensor::Unwrap(y)->ptr);
+  Napi::Object y = Tensor::Create(info.Env(), plain_desc(out_dims, dt::f32));
+  float* yp = static_cast<float*>(Tensor::Of(y).ptr);
   const int64_t H = d[2], W = d[3], planes = d[0] * d[1];
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; p++) {
     for (int64_t i = 0; i < oh; i++) {
-      int64_t si = i + top;
+      const int64_t si = i + top;
       float* row = yp + (p * oh + i) * ow;
       if (si < 0 || si >= H) {
         for (int64_t j = 0; j < ow; j++) row[j] = value;
@@ -210,7 +225,7 @@ Napi::Value CropPad(const Napi::CallbackInfo& info) {
       }
       const float* srow = xp + (p * H + si) * W;
       for (int64_t j = 0; j < ow; j++) {
-        int64_t sj = j + left;
+        const int64_t sj = j + left;
         row[j] = (sj >= 0 && sj < W) ? srow[sj] : value;
       }
     }
@@ -220,16 +235,16 @@ Napi::Value CropPad(const Napi::CallbackInfo& info) {
 
 // argmax(x) → uint8 N,H,W: the index of the largest channel (the first on ties).
 Napi::Value Argmax(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   Tensor& x = Tensor::From(info[0], "x");
+  require_rank(x, "x", 4, "N,C,H,W");
+  require_float(x, "x");
   auto d = x.dims();
-  if (d.size() != 4) throw Napi::TypeError::New(env, "argmax: x must be N,C,H,W");
-  if (d[1] > 255) throw Napi::TypeError::New(env, "argmax: at most 255 channels");
+  if (d[1] > 256) throw_range_error("x has " + std::to_string(d[1]) + " channels, at most 256 fit in uint8 labels");
   std::vector<Scratch> keep;
   memory src = in_layout(x, plain_desc(d, dt::f32), keep);
   const float* xp = static_cast<const float*>(src.get_data_handle());
-  Napi::Object y = Tensor::Create(env, plain_desc({d[0], d[2], d[3]}, dt::u8));
-  uint8_t* yp = static_cast<uint8_t*>(Tensor::Unwrap(y)->ptr);
+  Napi::Object y = Tensor::Create(info.Env(), plain_desc({d[0], d[2], d[3]}, dt::u8));
+  uint8_t* yp = static_cast<uint8_t*>(Tensor::Of(y).ptr);
   const int64_t C = d[1], HW = d[2] * d[3];
   // Threads split every image into runs of pixels (batch 1 is the common case), each
   // keeping its running maxima on the stack.

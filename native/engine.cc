@@ -2,7 +2,10 @@
 
 #include <omp.h>
 
-#include <mutex>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
 #include <sstream>
 
 namespace fcn {
@@ -12,29 +15,107 @@ dnnl::engine& cpu_engine() {
   return eng;
 }
 
-dnnl::stream& cpu_stream() {
-  static dnnl::stream strm(cpu_engine());
-  return strm;
+// ---- primitive cache ------------------------------------------------------------------
+CachedPrimitive PrimitiveCache::get(const std::string& key, const std::function<CachedPrimitive()>& make) {
+  auto it = index_.find(key);
+  if (it != index_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->second;
+  }
+  CachedPrimitive made = make();
+  if (limit_ == 0) return made;
+  lru_.emplace_front(key, made);
+  try {
+    index_.emplace(key, lru_.begin());
+  } catch (...) {
+    lru_.pop_front();
+    throw;
+  }
+  set_limit(limit_);
+  return made;
 }
 
-static std::unordered_map<std::string, CachedPrimitive>& cache() {
-  static std::unordered_map<std::string, CachedPrimitive> c;
-  return c;
+void PrimitiveCache::clear() {
+  index_.clear();
+  lru_.clear();
+}
+
+void PrimitiveCache::set_limit(size_t limit) {
+  limit_ = limit;
+  while (index_.size() > limit_) {
+    index_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
 }
 
 // oneDNN (OpenMP runtime) fixes a primitive's thread count when it is created, so the
 // count in force is part of the key: after setThreads a new primitive is made.
-CachedPrimitive& cached(const std::string& key, const std::function<CachedPrimitive()>& make) {
-  auto& c = cache();
-  std::string k = std::to_string(omp_get_max_threads()) + "t|" + key;
-  auto it = c.find(k);
-  if (it != c.end()) return it->second;
-  return c.emplace(k, make()).first->second;
+CachedPrimitive cached(const std::string& key, const std::function<CachedPrimitive()>& make) {
+  return frame().state.primitives.get(std::to_string(omp_get_max_threads()) + "t|" + key, make);
 }
 
-void clear_primitive_cache() { cache().clear(); }
-size_t primitive_cache_size() { return cache().size(); }
+// ---- call frames and errors -----------------------------------------------------------
+namespace {
+thread_local CallFrame* innermost = nullptr;
+}
 
+CallFrame::CallFrame(Napi::Env env, const char* op) : env(env), state(state_of(env)), op(op), outer_(innermost) { innermost = this; }
+
+CallFrame& frame() {
+  if (!innermost) throw std::logic_error("native call without a call frame");
+  return *innermost;
+}
+
+CallFrame::~CallFrame() {
+  innermost = outer_;
+  release_pins(pinned);
+}
+
+void throw_type_error(const std::string& what) {
+  CallFrame& f = frame();
+  throw Napi::TypeError::New(f.env, std::string(f.op) + ": " + what);
+}
+
+void throw_range_error(const std::string& what) {
+  CallFrame& f = frame();
+  throw Napi::RangeError::New(f.env, std::string(f.op) + ": " + what);
+}
+
+Napi::Value guarded(Napi::Env env, const char* op, const std::function<Napi::Value()>& body) {
+  try {
+    CallFrame call(env, op);
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const dnnl::error& e) {
+    if (e.status == dnnl_out_of_memory) throw Napi::RangeError::New(env, std::string(op) + ": out of memory (oneDNN)");
+    throw Napi::Error::New(env, std::string(op) + ": oneDNN: " + e.what() + " (status " + std::to_string(int(e.status)) + ")");
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, std::string(op) + ": out of memory");
+  } catch (const std::length_error&) {
+    throw Napi::RangeError::New(env, std::string(op) + ": out of memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string(op) + ": " + e.what());
+  } catch (...) {
+    throw Napi::Error::New(env, std::string(op) + ": unexpected native error");
+  }
+}
+
+// ---- sizes ----------------------------------------------------------------------------
+int64_t checked_mul(int64_t a, int64_t b, const std::string& what) {
+  int64_t p;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &p) || p > kMaxElements)
+    throw_range_error(what + " would hold more than 2^40 elements");
+  return p;
+}
+
+int64_t checked_numel(const memory::dims& d, const std::string& what) {
+  int64_t n = 1;
+  for (auto v : d) n = checked_mul(n, v, what);
+  return n;
+}
+
+// ---- keys and messages ----------------------------------------------------------------
 std::string dims_key(const memory::dims& d) {
   std::string s;
   for (size_t i = 0; i < d.size(); i++) {
@@ -42,6 +123,40 @@ std::string dims_key(const memory::dims& d) {
     s += std::to_string(d[i]);
   }
   return s;
+}
+
+std::string list_str(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+static std::string number_str(double d) {
+  if (std::isnan(d)) return "NaN";
+  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+  // The shortest form that reads back as the same number, as JS prints it.
+  char buf[32];
+  for (int precision = 1; precision <= 17; precision++) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, d);
+    if (std::strtod(buf, nullptr) == d) break;
+  }
+  return buf;
+}
+
+std::string describe(const Napi::Value& v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return v.As<Napi::Boolean>().Value() ? "true" : "false";
+    case napi_number: return number_str(v.As<Napi::Number>().DoubleValue());
+    case napi_string: return "a string";
+    case napi_symbol: return "a symbol";
+    case napi_function: return "a function";
+    case napi_bigint: return "a bigint";
+    case napi_external: return "an external";
+    case napi_object: return v.IsArray() ? "an array" : v.IsTypedArray() ? "a typed array" : "an object";
+  }
+  return "a value";
 }
 
 std::string md_key(const memory::desc& md) {
@@ -60,6 +175,7 @@ std::string md_key(const memory::desc& md) {
   return s.str();
 }
 
+// ---- layouts and types ----------------------------------------------------------------
 tag plain_tag(int ndims) {
   switch (ndims) {
     case 1: return tag::a;
@@ -67,7 +183,7 @@ tag plain_tag(int ndims) {
     case 3: return tag::abc;
     case 4: return tag::abcd;
     case 5: return tag::abcde;
-    default: throw std::runtime_error("tensors of rank " + std::to_string(ndims) + " are not supported (1 to 5)");
+    default: throw_range_error("tensors of rank " + std::to_string(ndims) + " are not supported (1 to 5)");
   }
 }
 
@@ -75,60 +191,12 @@ memory::desc plain_desc(const memory::dims& dims, dt type) { return memory::desc
 
 bool is_plain(const memory::desc& md) { return md == plain_desc(md.dims(), md.data_type()); }
 
-static Napi::Value get(const Napi::Object& o, const char* name) { return o.Has(name) ? o.Get(name) : o.Env().Undefined(); }
-
-int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback) {
-  auto v = get(o, name);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + name + "' must be a number");
-  return v.As<Napi::Number>().Int64Value();
-}
-
-double opt_num(const Napi::Object& o, const char* name, double fallback) {
-  auto v = get(o, name);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + name + "' must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-bool opt_bool(const Napi::Object& o, const char* name, bool fallback) {
-  auto v = get(o, name);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("option '") + name + "' must be a boolean");
-  return v.As<Napi::Boolean>().Value();
-}
-
-Napi::Object opt_object(const Napi::CallbackInfo& info, size_t i) {
-  return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(info.Env());
-}
-
-std::string opt_str(const Napi::Object& o, const char* name, const std::string& fallback) {
-  auto v = get(o, name);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string("option '") + name + "' must be a string");
-  return v.As<Napi::String>().Utf8Value();
-}
-
-std::vector<int64_t> opt_ints(const Napi::Object& o, const char* name, std::vector<int64_t> fallback) {
-  auto v = get(o, name);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsArray()) throw Napi::TypeError::New(o.Env(), std::string("option '") + name + "' must be an array of integers");
-  auto a = v.As<Napi::Array>();
-  std::vector<int64_t> out;
-  for (uint32_t i = 0; i < a.Length(); i++) {
-    Napi::Value e = a.Get(i);
-    if (!e.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + name + "' must be an array of integers");
-    out.push_back(e.As<Napi::Number>().Int64Value());
-  }
-  return out;
-}
-
-dt parse_dtype(const Napi::Env& env, const std::string& s) {
+dt parse_dtype(const std::string& s) {
   if (s == "float32") return dt::f32;
   if (s == "bfloat16") return dt::bf16;
   if (s == "uint8") return dt::u8;
   if (s == "int32") return dt::s32;
-  throw Napi::TypeError::New(env, "unknown dtype '" + s + "' (float32, bfloat16, uint8, int32)");
+  throw_range_error("unknown dtype '" + s + "' (float32, bfloat16, uint8, int32)");
 }
 
 const char* dtype_name(dt type) {
@@ -148,6 +216,123 @@ size_t dtype_size(dt type) {
     case dt::u8: return 1;
     default: throw std::runtime_error("unsupported data type");
   }
+}
+
+// ---- arguments ------------------------------------------------------------------------
+// The bound a value broke: "≥ lo", "≤ hi", or "from lo to hi" when it is unclear which.
+static std::string bound_str(int64_t lo, int64_t hi, bool below, bool above) {
+  if (hi >= kMaxSafeInteger || (below && !above)) return "≥ " + std::to_string(lo);
+  if (above && !below) return "≤ " + std::to_string(hi);
+  return "from " + std::to_string(lo) + " to " + std::to_string(hi);
+}
+
+int64_t read_int(const Napi::Value& v, const std::string& name, int64_t lo, int64_t hi) {
+  if (!v.IsNumber()) throw_type_error(name + " must be an integer, got " + describe(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= double(lo) && d <= double(hi)) || d != std::floor(d))
+    throw_range_error(name + " must be an integer " + bound_str(lo, hi, d < double(lo), d > double(hi)) + ", got " + describe(v));
+  return int64_t(d);
+}
+
+double read_number(const Napi::Value& v, const std::string& name) {
+  if (!v.IsNumber()) throw_type_error(name + " must be a number, got " + describe(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throw_range_error(name + " must be a finite number, got " + describe(v));
+  return d;
+}
+
+bool read_bool(const Napi::Value& v, const std::string& name) {
+  if (!v.IsBoolean()) throw_type_error(name + " must be a boolean, got " + describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::vector<int64_t> read_ints(const Napi::Value& v, const std::string& name, size_t count, int64_t lo, int64_t hi) {
+  const std::string kind = count ? "an array of " + std::to_string(count) + " integers" : "an array of integers";
+  if (!v.IsArray()) throw_type_error(name + " must be " + kind + ", got " + describe(v));
+  auto a = v.As<Napi::Array>();
+  const uint32_t n = a.Length();
+  if (count && n != count) throw_range_error(name + " must have " + std::to_string(count) + " values, got " + std::to_string(n));
+  if (n > 64) throw_range_error(name + " has " + std::to_string(n) + " values");
+  std::vector<int64_t> out;
+  bool in_range = true, integral = true, below = false, above = false;
+  std::vector<std::string> shown;
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsNumber()) throw_type_error(name + " must be " + kind + ", got " + describe(e) + " at index " + std::to_string(i));
+    const double d = e.As<Napi::Number>().DoubleValue();
+    shown.push_back(describe(e));
+    if (d != std::floor(d)) integral = false;
+    below = below || d < double(lo);
+    above = above || d > double(hi);
+    if (!(d >= double(lo) && d <= double(hi)) || d != std::floor(d)) in_range = false;
+    out.push_back(in_range ? int64_t(d) : 0);
+  }
+  if (!in_range) {
+    std::string got = "[";
+    for (size_t i = 0; i < shown.size(); i++) got += (i ? ", " : "") + shown[i];
+    throw_range_error(name + " must be " + (integral ? "" : "integers ") + bound_str(lo, hi, below, above) + ", got " + got + "]");
+  }
+  return out;
+}
+
+memory::dims read_dims(const Napi::Value& v, const std::string& name) {
+  auto d = read_ints(v, name, 0, 1, kMaxElements);
+  if (d.empty() || d.size() > 5) throw_range_error(name + " must have 1 to 5 sizes, got " + std::to_string(d.size()));
+  checked_numel(d, "a tensor of dims " + list_str(d));
+  return d;
+}
+
+Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Value v = info[i];
+  if (v.IsUndefined() || v.IsNull()) return Napi::Object::New(info.Env());
+  if (!v.IsObject() || v.IsArray() || v.IsFunction()) throw_type_error("options must be an object, got " + describe(v));
+  return v.As<Napi::Object>();
+}
+
+// Absent options are undefined or null; a getter runs once.
+static bool absent(const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); }
+
+int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  Napi::Value v = o.Get(name);
+  return absent(v) ? fallback : read_int(v, name, lo, hi);
+}
+
+double opt_num(const Napi::Object& o, const char* name, double fallback) {
+  Napi::Value v = o.Get(name);
+  return absent(v) ? fallback : read_number(v, name);
+}
+
+bool opt_bool(const Napi::Object& o, const char* name, bool fallback) {
+  Napi::Value v = o.Get(name);
+  return absent(v) ? fallback : read_bool(v, name);
+}
+
+std::vector<int64_t> opt_ints(const Napi::Object& o, const char* name, std::vector<int64_t> fallback, size_t count, int64_t lo, int64_t hi) {
+  Napi::Value v = o.Get(name);
+  return absent(v) ? fallback : read_ints(v, name, count, lo, hi);
+}
+
+std::string opt_str(const Napi::Object& o, const char* name, const std::string& fallback) {
+  Napi::Value v = o.Get(name);
+  if (absent(v)) return fallback;
+  if (!v.IsString()) throw_type_error(std::string(name) + " must be a string, got " + describe(v));
+  return v.As<Napi::String>().Utf8Value();
+}
+
+std::string opt_choice(const Napi::Object& o, const char* name, const std::string& fallback, const std::vector<std::string>& allowed) {
+  std::string s = opt_str(o, name, fallback);
+  std::string list;
+  for (const auto& a : allowed) {
+    if (a == s) return s;
+    list += (list.empty() ? "'" : ", '") + a + "'";
+  }
+  throw_range_error(std::string(name) + " must be one of " + list + ", got '" + s + "'");
+}
+
+dt opt_dtype(const Napi::Object& o, const char* name, dt fallback, const std::vector<dt>& allowed) {
+  std::vector<std::string> names;
+  for (dt t : allowed) names.push_back(dtype_name(t));
+  return parse_dtype(opt_choice(o, name, dtype_name(fallback), names));
 }
 
 }  // namespace fcn

@@ -1,14 +1,23 @@
-// The one oneDNN CPU engine and stream, the primitive cache, and the glue that every
-// op family shares (argument checks, descriptor keys, error conversion).
+// What every op family shares: the oneDNN engine, the per-environment state (buffer pool,
+// primitive cache, stream), the call frame that names the running op in errors, argument
+// and option checks, and descriptor keys.
 #pragma once
 
 #include <napi.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <atomic>
+#include <cstdint>
+#include <exception>
 #include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "buffers.h"
 
 namespace fcn {
 
@@ -16,55 +25,162 @@ using dnnl::memory;
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
+// One CPU engine for the process: a oneDNN engine is immutable and safe to share between
+// threads. Streams are not, so every environment (main thread, each worker) has its own.
 dnnl::engine& cpu_engine();
-dnnl::stream& cpu_stream();
 
 // Every oneDNN primitive descriptor is expensive to create (it picks an implementation);
-// ops look theirs up by a key that spells out every shape, layout and parameter.
+// ops look theirs up by a key that spells out every shape, layout and parameter. Entries are
+// handles (reference-counted), so an op keeps its primitive alive even if the cache evicts it
+// while the op runs.
 struct CachedPrimitive {
   dnnl::primitive_desc_base pd;
   dnnl::primitive prim;
 };
-CachedPrimitive& cached(const std::string& key, const std::function<CachedPrimitive()>& make);
-void clear_primitive_cache();
-size_t primitive_cache_size();
+
+// Least recently used primitives are dropped beyond `limit` entries: every distinct input
+// size makes new ones, and a long evaluation over images of many sizes must not keep them all.
+class PrimitiveCache {
+ public:
+  static constexpr size_t kDefaultLimit = 256;
+  CachedPrimitive get(const std::string& key, const std::function<CachedPrimitive()>& make);
+  void clear();
+  void set_limit(size_t limit);
+  size_t limit() const { return limit_; }
+  size_t size() const { return index_.size(); }
+
+ private:
+  using Entry = std::pair<std::string, CachedPrimitive>;
+  std::list<Entry> lru_;  // most recently used first
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+  size_t limit_ = kDefaultLimit;
+};
+
+// What the addon keeps per Node environment (the main thread and every worker load their own
+// instance): nothing is shared between environments but the engine.
+struct EnvState {
+  Napi::FunctionReference tensor_ctor;
+  // Shared with every tensor: a tensor finalised after its environment's state (at teardown)
+  // still returns its buffer to a live pool.
+  std::shared_ptr<BufferPool> pool = std::make_shared<BufferPool>();
+  PrimitiveCache primitives;
+  dnnl::stream stream{cpu_engine()};
+  // Set while an op creates a tensor: JS cannot construct one itself.
+  bool constructing_tensor = false;
+};
+EnvState& state_of(Napi::Env env);
+
+class Tensor;
+
+// The op running on this thread. Every export and Tensor method opens one: errors name the op,
+// helpers find the environment's state without threading it through every call, and tensors the
+// op reads stay pinned (a dispose() from JS during the call — say from an option getter — is
+// deferred until the call returns). A thread runs one environment at a time and frames nest
+// (a getter may call another export), so the innermost frame is the current one.
+class CallFrame {
+ public:
+  CallFrame(Napi::Env env, const char* op);
+  ~CallFrame();
+  CallFrame(const CallFrame&) = delete;
+  CallFrame& operator=(const CallFrame&) = delete;
+
+  Napi::Env env;
+  EnvState& state;
+  const char* op;
+  std::vector<Tensor*> pinned;
+
+ private:
+  CallFrame* outer_;
+};
+CallFrame& frame();
+// Unpins what a frame pinned, completing the dispose() calls it deferred (tensor.cc).
+void release_pins(const std::vector<Tensor*>& pinned) noexcept;
+inline dnnl::stream& cpu_stream() { return frame().state.stream; }
+CachedPrimitive cached(const std::string& key, const std::function<CachedPrimitive()>& make);
+
+// Runs an export or a Tensor method inside a frame named `op`. Errors the op raised itself
+// (and JS exceptions from getters it ran) pass through; anything else becomes a JS error
+// naming the op — out of memory a RangeError, oneDNN's refusals and other C++ exceptions an
+// Error — so that no C++ exception reaches node-api (which would abort the process).
+Napi::Value guarded(Napi::Env env, const char* op, const std::function<Napi::Value()>& body);
+
+// Errors: "<op>: <what>". TypeError for an argument of the wrong kind or type, RangeError for a
+// bad value or size (including shapes that do not fit together).
+[[noreturn]] void throw_type_error(const std::string& what);
+[[noreturn]] void throw_range_error(const std::string& what);
+
+// Exceptions must not leave an OpenMP parallel region (the runtime would terminate the
+// process): code that can throw inside one runs in capture(), and rethrow() after the region
+// reports the first exception.
+class ParallelErrors {
+ public:
+  template <typename F>
+  void capture(F&& body) noexcept {
+    try {
+      body();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!first_) first_ = std::current_exception();
+    }
+  }
+  void rethrow() const {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::exception_ptr first_;
+};
+
+// Limits on what arguments may describe. Tensors hold at most 2^40 elements (4 TB of float32:
+// nothing that can be allocated comes close, and no size or offset computed from them overflows).
+// oneDNN's kernels keep spatial sizes, channels, kernel sizes, strides and paddings in 32-bit
+// ints, so convolution and pooling geometry is held to that range.
+constexpr int64_t kMaxElements = int64_t(1) << 40;
+constexpr int64_t kMaxGeometry = INT32_MAX;
+constexpr int64_t kMaxSafeInteger = (int64_t(1) << 53) - 1;  // JS numbers are exact up to here
+
+// a·b, or a RangeError naming `what` when the product leaves [0, kMaxElements].
+int64_t checked_mul(int64_t a, int64_t b, const std::string& what);
+// The element count of dims (each ≥ 1), or a RangeError naming `what`.
+int64_t checked_numel(const memory::dims& d, const std::string& what);
 
 // A readable, exact key for a memory descriptor: dims, data type and the full layout.
 std::string md_key(const memory::desc& md);
 std::string dims_key(const memory::dims& d);
+// "[0, 1]": how messages show lists of numbers.
+std::string list_str(const std::vector<int64_t>& v);
+// How a JS value is shown in messages: numbers by value, anything else by kind.
+std::string describe(const Napi::Value& v);
 
 // The plain (row-major) layout tag for a rank.
 tag plain_tag(int ndims);
 memory::desc plain_desc(const memory::dims& dims, dt type);
 bool is_plain(const memory::desc& md);
 
-// The options object at argument i (an empty one when absent).
-Napi::Object opt_object(const Napi::CallbackInfo& info, size_t i);
-// Reads small option values from a JS object, with messages that name the option.
-int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback);
-bool opt_bool(const Napi::Object& o, const char* name, bool fallback);
-double opt_num(const Napi::Object& o, const char* name, double fallback);
-std::vector<int64_t> opt_ints(const Napi::Object& o, const char* name, std::vector<int64_t> fallback);
-std::string opt_str(const Napi::Object& o, const char* name, const std::string& fallback);
-dt parse_dtype(const Napi::Env& env, const std::string& s);
+dt parse_dtype(const std::string& s);
 const char* dtype_name(dt type);
 size_t dtype_size(dt type);
 
-// Wraps a native function so that oneDNN and C++ errors reach JS as Errors, not aborts.
-using NativeFn = Napi::Value (*)(const Napi::CallbackInfo&);
-template <NativeFn F>
-Napi::Value guarded(const Napi::CallbackInfo& info) {
-  try {
-    return F(info);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const dnnl::error& e) {
-    throw Napi::Error::New(info.Env(), std::string("oneDNN: ") + e.what() + " (status " + std::to_string(int(e.status)) + ")");
-  } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(info.Env(), "out of memory allocating a tensor");
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
-  }
-}
+// Arguments. `name` is how the message calls the value.
+int64_t read_int(const Napi::Value& v, const std::string& name, int64_t lo, int64_t hi);
+double read_number(const Napi::Value& v, const std::string& name);  // any finite number
+bool read_bool(const Napi::Value& v, const std::string& name);
+// A list of `count` integers in [lo, hi] (count 0: any length).
+std::vector<int64_t> read_ints(const Napi::Value& v, const std::string& name, size_t count, int64_t lo, int64_t hi);
+memory::dims read_dims(const Napi::Value& v, const std::string& name);  // 1 to 5 positive sizes
+
+// The options object at argument i: an empty one when absent (undefined or null), a TypeError
+// when it is something else. Each reader returns `fallback` for an absent (undefined or null)
+// option; the option's name is the name in its messages.
+Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i);
+int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback, int64_t lo, int64_t hi);
+double opt_num(const Napi::Object& o, const char* name, double fallback);
+bool opt_bool(const Napi::Object& o, const char* name, bool fallback);
+std::vector<int64_t> opt_ints(const Napi::Object& o, const char* name, std::vector<int64_t> fallback, size_t count, int64_t lo, int64_t hi);
+std::string opt_str(const Napi::Object& o, const char* name, const std::string& fallback);
+// One of `allowed` (a TypeError for a non-string, a RangeError for any other string).
+std::string opt_choice(const Napi::Object& o, const char* name, const std::string& fallback, const std::vector<std::string>& allowed);
+dt opt_dtype(const Napi::Object& o, const char* name, dt fallback, const std::vector<dt>& allowed);
 
 }  // namespace fcn

@@ -10,17 +10,16 @@ namespace fcn {
 //   'sum' does not (Caffe's). With no labelled pixel the loss and gradient are 0.
 Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  auto o = options_arg(info, 2);
+  const std::string reduction = opt_choice(o, "reduction", "mean", {"mean", "sum"});
+  const int64_t ignore = opt_int(o, "ignore", 255, 0, 255);
   Tensor& logits = Tensor::From(info[0], "logits");
   Tensor& labels = Tensor::From(info[1], "labels");
-  auto o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
-  std::string reduction = opt_str(o, "reduction", "mean");
-  if (reduction != "mean" && reduction != "sum") throw Napi::TypeError::New(env, "softmaxCrossEntropy: reduction must be 'mean' or 'sum'");
-  int64_t ignore = opt_int(o, "ignore", 255);
+  require_rank(logits, "logits", 4, "N,C,H,W");
+  require_float(logits, "logits");
+  require_dtype(labels, "labels", {dt::u8});
   auto d = logits.dims();
-  if (d.size() != 4) throw Napi::TypeError::New(env, "softmaxCrossEntropy: logits must be N,C,H,W");
-  if (labels.md.data_type() != dt::u8 || labels.dims() != memory::dims{d[0], d[2], d[3]})
-    throw Napi::TypeError::New(env, "softmaxCrossEntropy: labels must be uint8 " + dims_key({d[0], d[2], d[3]}) + ", got " + dtype_name(labels.md.data_type()) + " " +
-                                        dims_key(labels.dims()));
+  require_dims(labels, "labels", {d[0], d[2], d[3]});
   std::vector<Scratch> keep;
   memory lm = in_layout(logits, plain_desc(d, dt::f32), keep);
   memory ym = in_layout(labels, plain_desc(labels.dims(), dt::u8), keep);
@@ -28,19 +27,19 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
   const uint8_t* y = static_cast<const uint8_t*>(ym.get_data_handle());
   const int64_t N = d[0], C = d[1], HW = d[2] * d[3], P = N * HW;
 
-  int64_t valid = 0, bad = -1;
-#pragma omp parallel for reduction(+ : valid) reduction(max : bad) schedule(static)
+  int64_t valid = 0, bad = P;  // the first pixel whose label is not a class
+#pragma omp parallel for reduction(+ : valid) reduction(min : bad) schedule(static)
   for (int64_t p = 0; p < P; p++) {
     if (y[p] == ignore) continue;
-    if (y[p] >= C) bad = p;
+    if (y[p] >= C) bad = std::min(bad, p);
     valid++;
   }
-  if (bad >= 0)
-    throw Napi::RangeError::New(env, "softmaxCrossEntropy: label " + std::to_string(int(y[bad])) + " at pixel " + std::to_string(bad) + " is not a class (0.." +
-                                         std::to_string(C - 1) + ") nor the ignore label " + std::to_string(ignore));
+  if (bad < P)
+    throw_range_error("label " + std::to_string(int(y[bad])) + " at pixel " + std::to_string(bad) + " is not a class (0.." + std::to_string(C - 1) +
+                      ") nor the ignore label " + std::to_string(ignore));
   const float scale = reduction == "mean" ? (valid > 0 ? 1.f / float(valid) : 0.f) : 1.f;
   Napi::Object g = Tensor::Create(env, plain_desc(d, dt::f32));
-  float* gp = static_cast<float*>(Tensor::Unwrap(g)->ptr);
+  float* gp = static_cast<float*>(Tensor::Of(g).ptr);
   double total = 0;
   // Runs of RUN pixels of one image, channel plane by channel plane: every access is
   // contiguous (per pixel, the 21 planes would be 21 strided streams read twice).

@@ -1,5 +1,7 @@
 #include "pool.h"
 
+#include <algorithm>
+
 namespace fcn {
 
 namespace {
@@ -12,32 +14,46 @@ struct PoolSpec {
   }
 };
 
+struct PoolOptions {
+  int64_t kernel, stride;
+  bool ceil;
+};
+
+PoolOptions read_options(const Napi::Object& o) {
+  PoolOptions p;
+  p.kernel = opt_int(o, "kernel", 2, 1, kMaxGeometry);
+  p.stride = opt_int(o, "stride", p.kernel, 1, kMaxGeometry);
+  p.ceil = opt_bool(o, "ceil", false);
+  return p;
+}
+
 // Ceil rounding (Caffe) keeps a last, partial window: it is expressed as extra padding
-// on the bottom/right, which max pooling ignores.
-PoolSpec parse(const Napi::Env& env, const Tensor& x, const Napi::Object& o) {
+// on the bottom/right, which max pooling ignores. A last window that would start past the
+// input (possible when the stride exceeds the kernel) would cover nothing and is dropped.
+// Floor rounding needs no padding: oneDNN's size rule rounds down too.
+PoolSpec make_spec(const Tensor& x, const PoolOptions& p) {
   PoolSpec s;
+  require_rank(x, "x", 4, "N,C,H,W");
+  require_float(x, "x");
   s.x = x.dims();
-  if (s.x.size() != 4) throw Napi::TypeError::New(env, "maxPool: input must be N,C,H,W");
-  int64_t k = opt_int(o, "kernel", 2), st = opt_int(o, "stride", k);
-  bool ceil = opt_bool(o, "ceil", false);
-  if (k < 1 || st < 1) throw Napi::TypeError::New(env, "maxPool: kernel and stride must be positive");
+  for (int i = 1; i < 4; i++)
+    if (s.x[i] > kMaxGeometry) throw_range_error("x is " + dims_key(s.x) + ": sizes above " + std::to_string(kMaxGeometry) + " are not supported");
+  const int64_t k = p.kernel, st = p.stride;
+  if (s.x[2] < k || s.x[3] < k) throw_range_error("input " + dims_key(s.x) + " is smaller than the window (" + std::to_string(k) + ")");
   s.kernel = {k, k};
   s.stride = {st, st};
   s.type = x.md.data_type();
-  int64_t oh, ow;
-  if (ceil) {
-    oh = (s.x[2] - k + st - 1) / st + 1;
-    ow = (s.x[3] - k + st - 1) / st + 1;
-  } else {
-    oh = (s.x[2] - k) / st + 1;
-    ow = (s.x[3] - k) / st + 1;
+  memory::dims out(2);
+  for (int i = 0; i < 2; i++) {
+    const int64_t in = s.x[2 + i];
+    int64_t o = p.ceil ? (in - k + st - 1) / st + 1 : (in - k) / st + 1;
+    if (p.ceil && (o - 1) * st >= in) o--;
+    out[size_t(i)] = o;
   }
-  if (s.x[2] < k || s.x[3] < k) throw Napi::TypeError::New(env, "maxPool: input " + dims_key(s.x) + " is smaller than the window");
-  s.pad_r = {(oh - 1) * st + k - s.x[2], (ow - 1) * st + k - s.x[3]};
-  s.y = {s.x[0], s.x[1], oh, ow};
+  for (int i = 0; i < 2; i++) s.pad_r[size_t(i)] = std::max<int64_t>(0, (out[size_t(i)] - 1) * st + k - s.x[2 + size_t(i)]);
+  s.y = {s.x[0], s.x[1], out[0], out[1]};
   return s;
 }
-
 
 }  // namespace
 
@@ -45,23 +61,24 @@ PoolSpec parse(const Napi::Env& env, const Tensor& x, const Napi::Object& o) {
 //   → {y, workspace: Tensor|null}. Pooling keeps x's layout (no reorder for blocked inputs).
 Napi::Value MaxPoolForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  auto o = options_arg(info, 1);
+  const PoolOptions p = read_options(o);
+  const bool training = opt_bool(o, "training", false);
   Tensor& x = Tensor::From(info[0], "x");
-  auto o = opt_object(info, 1);
-  PoolSpec s = parse(env, x, o);
-  bool training = opt_bool(o, "training", false);
+  PoolSpec s = make_spec(x, p);
   // The source layout is part of the key: pooling runs in whatever layout x already has.
-  auto& cp = cached(s.key(training ? "poolT" : "poolI") + md_key(x.md), [&] {
+  auto cp = cached(s.key(training ? "poolT" : "poolI") + md_key(x.md), [&] {
     dnnl::pooling_forward::desc d(training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
                                   x.md, memory::desc(s.y, s.type, tag::any), s.stride, s.kernel, s.pad_l, s.pad_r);
     dnnl::pooling_forward::primitive_desc pd(d, cpu_engine());
     return CachedPrimitive{pd, dnnl::pooling_forward(pd)};
   });
   Napi::Object y = Tensor::Create(env, cp.pd.dst_desc());
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x.mem()}, {DNNL_ARG_DST, Tensor::Unwrap(y)->mem()}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x.mem()}, {DNNL_ARG_DST, Tensor::Of(y).mem()}};
   Napi::Value ws = env.Null();
   if (training) {
     ws = Tensor::Create(env, cp.pd.workspace_desc());
-    args.emplace(DNNL_ARG_WORKSPACE, Tensor::Unwrap(ws.As<Napi::Object>())->mem());
+    args.emplace(DNNL_ARG_WORKSPACE, Tensor::Of(ws.As<Napi::Object>()).mem());
   }
   cp.prim.execute(cpu_stream(), args);
   cpu_stream().wait();
@@ -74,13 +91,14 @@ Napi::Value MaxPoolForward(const Napi::CallbackInfo& info) {
 // maxPoolBackward(dy, workspace, x, {kernel, stride, ceil}) → dx (in x's layout)
 Napi::Value MaxPoolBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  const PoolOptions p = read_options(options_arg(info, 3));
   Tensor& dy = Tensor::From(info[0], "dy");
   Tensor& ws = Tensor::From(info[1], "workspace");
   Tensor& x = Tensor::From(info[2], "x");
-  auto o = opt_object(info, 3);
-  PoolSpec s = parse(env, x, o);
-  if (dy.dims() != s.y) throw Napi::TypeError::New(env, "maxPool backward: dy is " + dims_key(dy.dims()) + ", expected " + dims_key(s.y));
-  auto& cp = cached(s.key("poolB") + md_key(x.md) + md_key(dy.md), [&] {
+  PoolSpec s = make_spec(x, p);
+  require_float(dy, "dy");
+  require_dims(dy, "dy", s.y);
+  auto cp = cached(s.key("poolB") + md_key(x.md) + md_key(dy.md), [&] {
     dnnl::pooling_forward::desc fd(dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, x.md, memory::desc(s.y, s.type, tag::any), s.stride,
                                    s.kernel, s.pad_l, s.pad_r);
     dnnl::pooling_forward::primitive_desc hint(fd, cpu_engine());
@@ -90,9 +108,9 @@ Napi::Value MaxPoolBackward(const Napi::CallbackInfo& info) {
   });
   std::vector<Scratch> keep;
   memory ddst = in_layout(dy, cp.pd.diff_dst_desc(), keep);
-  if (ws.md != cp.pd.workspace_desc()) throw Napi::TypeError::New(env, "maxPool backward: workspace does not belong to this pooling");
+  if (ws.md != cp.pd.workspace_desc()) throw_range_error("the workspace does not belong to this pooling (" + md_key(ws.md) + ", expected " + md_key(cp.pd.workspace_desc()) + ")");
   Napi::Object dx = Tensor::Create(env, cp.pd.diff_src_desc());
-  cp.prim.execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WORKSPACE, ws.mem()}, {DNNL_ARG_DIFF_SRC, Tensor::Unwrap(dx)->mem()}});
+  cp.prim.execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WORKSPACE, ws.mem()}, {DNNL_ARG_DIFF_SRC, Tensor::Of(dx).mem()}});
   cpu_stream().wait();
   return dx;
 }

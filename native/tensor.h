@@ -1,26 +1,24 @@
 // Tensors in native memory: a oneDNN memory descriptor (shape, data type, layout — plain
-// or any blocked layout a primitive prefers) over a buffer from a size-keyed pool.
+// or any blocked layout a primitive prefers) over a buffer from the environment's pool.
 // JS holds them as `Tensor` objects; `dispose()` frees deterministically and the GC
 // finaliser is only a safety net.
 #pragma once
+
+#include <initializer_list>
 
 #include "engine.h"
 
 namespace fcn {
 
-// Buffers are recycled by exact byte size: a training step asks for the same sizes every
-// time, so after the first step nothing is allocated (and no pages are faulted in) again.
-void* pool_acquire(size_t bytes);
-void pool_release(void* p, size_t bytes);
-
 // A pooled scratch buffer that returns itself when it goes out of scope.
 struct Scratch {
+  BufferPool& pool;
   void* ptr = nullptr;
   size_t bytes = 0;
-  explicit Scratch(size_t n) : ptr(pool_acquire(n)), bytes(n) {}
+  explicit Scratch(size_t n) : pool(*frame().state.pool), ptr(pool.acquire(n)), bytes(n) {}
   Scratch(const Scratch&) = delete;
-  Scratch(Scratch&& o) noexcept : ptr(o.ptr), bytes(o.bytes) { o.ptr = nullptr; }
-  ~Scratch() { if (ptr) pool_release(ptr, bytes); }
+  Scratch(Scratch&& o) noexcept : pool(o.pool), ptr(o.ptr), bytes(o.bytes) { o.ptr = nullptr; }
+  ~Scratch() { pool.release(ptr, bytes); }
 };
 
 class Tensor : public Napi::ObjectWrap<Tensor> {
@@ -28,10 +26,13 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   static void Init(Napi::Env env, Napi::Object exports);
   // A new tensor with the given descriptor; contents zeroed when `zero`.
   static Napi::Object Create(Napi::Env env, const memory::desc& md, bool zero = false);
-  // Unwraps a JS value into a live tensor, or throws a TypeError naming `what`.
-  static Tensor& From(const Napi::Value& v, const char* what);
+  // Unwraps a JS value into a live tensor of this environment, pinned until the op returns,
+  // or throws a TypeError naming `what`.
+  static Tensor& From(const Napi::Value& v, const std::string& what);
   // As From, but null/undefined give nullptr.
-  static Tensor* FromOptional(const Napi::Value& v, const char* what);
+  static Tensor* FromOptional(const Napi::Value& v, const std::string& what);
+  // The tensor behind an object Create made (no checks).
+  static Tensor& Of(const Napi::Object& o) { return *Unwrap(o); }
 
   explicit Tensor(const Napi::CallbackInfo& info);
   ~Tensor() override;
@@ -39,6 +40,9 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   memory::desc md;
   void* ptr = nullptr;
   size_t bytes = 0;
+  // Calls in progress that read this tensor, and a dispose() that waits for them.
+  int pins = 0;
+  bool dispose_requested = false;
 
   memory mem() const { return memory(md, cpu_engine(), ptr); }
   memory::dims dims() const { return md.dims(); }
@@ -47,6 +51,7 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
 
  private:
   Napi::Env env_;
+  std::shared_ptr<BufferPool> pool_;
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value GetDims(const Napi::CallbackInfo& info);
   Napi::Value GetDtype(const Napi::CallbackInfo& info);
@@ -55,6 +60,13 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   Napi::Value GetBytes(const Napi::CallbackInfo& info);
   Napi::Value ToArray(const Napi::CallbackInfo& info);
 };
+
+// Argument checks on tensors, with messages that name the argument.
+void require_rank(const Tensor& t, const std::string& what, size_t rank, const char* axes);
+void require_dtype(const Tensor& t, const std::string& what, std::initializer_list<dt> allowed);
+void require_dims(const Tensor& t, const std::string& what, const memory::dims& want);
+// float32 or bfloat16: what every float op takes.
+inline void require_float(const Tensor& t, const std::string& what) { require_dtype(t, what, {dt::f32, dt::bf16}); }
 
 // Makes `src` available in layout/type `want`: returns it as is when it already matches,
 // otherwise reorders into a scratch buffer kept alive by `keep`.
@@ -65,9 +77,6 @@ Napi::Value FromArray(const Napi::CallbackInfo& info);
 Napi::Value Zeros(const Napi::CallbackInfo& info);
 Napi::Value WriteArray(const Napi::CallbackInfo& info);
 Napi::Value Reorder(const Napi::CallbackInfo& info);
-Napi::Value CopyInto(const Napi::CallbackInfo& info);
 Napi::Value Permute(const Napi::CallbackInfo& info);
-Napi::Value PoolStats(const Napi::CallbackInfo& info);
-Napi::Value PoolTrim(const Napi::CallbackInfo& info);
 
 }  // namespace fcn

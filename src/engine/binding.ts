@@ -28,7 +28,6 @@ export interface ConvOptions {
   padding?: [number, number, number, number];
   relu?: boolean;
   transposed?: boolean;
-  training?: boolean;
   dtype?: Precision;
   weightsCache?: Tensor | null;
 }
@@ -55,6 +54,67 @@ export interface NativeInfo {
   cpuRuntime: string;
 }
 
+/** The native pool's and primitive cache's contents (this thread's; each worker has its own). */
+export interface PoolStats {
+  /** Bytes and count of buffers held by tensors and ops. */
+  liveBytes: number;
+  liveBuffers: number;
+  /** Idle buffers kept for reuse (at most the poolBytes limit). */
+  pooledBytes: number;
+  pooledBuffers: number;
+  /** Cached oneDNN primitives (at most the primitives limit). */
+  primitives: number;
+}
+
+/** Bounds on what the engine keeps for reuse; the least recently used goes first. */
+export interface CacheLimits {
+  /** Bytes of idle buffers (default 1 GiB). */
+  poolBytes: number;
+  /** Cached oneDNN primitives (default 256). */
+  primitives: number;
+}
+
+/**
+ * The addon's exports. `Native` below is checked against this list at compile time, and
+ * test/engine/exports.test.ts checks the list against the addon itself.
+ */
+export const NATIVE_EXPORTS = [
+  'Tensor',
+  'fromArray',
+  'writeArray',
+  'zeros',
+  'reorder',
+  'permute',
+  'poolStats',
+  'poolTrim',
+  'setCacheLimits',
+  'convForward',
+  'convBackwardData',
+  'convBackwardWeights',
+  'maxPoolForward',
+  'maxPoolBackward',
+  'reluForward',
+  'reluBackward',
+  'add',
+  'scale',
+  'dropoutForward',
+  'dropoutBackward',
+  'cropPad',
+  'argmax',
+  'softmaxCrossEntropy',
+  'adamUpdate',
+  'adamUpdateAll',
+  'sgdUpdate',
+  'sumSquares',
+  'setThreads',
+  'info',
+] as const;
+export type NativeExport = (typeof NATIVE_EXPORTS)[number];
+
+/**
+ * The typed addon. Every function checks its arguments: a wrong kind or type throws a
+ * TypeError, a bad value or size a RangeError, each message starting with the function's name.
+ */
 export interface Native {
   Tensor: abstract new () => Tensor;
   fromArray(dims: number[], data: Float32Array | Uint16Array | Uint8Array | Int32Array): Tensor;
@@ -62,11 +122,13 @@ export interface Native {
   /** Copies data into a plain tensor in place, from element `offset` on (dtype must match). */
   writeArray(t: Tensor, data: Float32Array | Uint16Array | Uint8Array | Int32Array, offset?: number): void;
   reorder(t: Tensor, options?: { dtype?: DType; like?: Tensor | null }): Tensor;
-  copyInto(dst: Tensor, src: Tensor): void;
   /** A plain tensor with t's axes reordered (t plain): out dims[k] = t dims[perm[k]]. */
   permute(t: Tensor, perm: number[]): Tensor;
-  poolStats(): { liveBytes: number; liveBuffers: number; pooledBytes: number; primitives: number };
+  poolStats(): PoolStats;
+  /** Frees every idle buffer (and, with clearPrimitives, every cached primitive). */
   poolTrim(clearPrimitives?: boolean): void;
+  /** Sets either bound (lowering one releases what is over it at once); returns those in force. */
+  setCacheLimits(limits?: Partial<CacheLimits>): CacheLimits;
   convForward(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvOptions): { y: Tensor; weightsCache: Tensor | null };
   convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: ConvOptions & { bias?: boolean }): { dx: Tensor; weightsCache: Tensor | null };
   convBackwardWeights(x: Tensor, dy: Tensor, options: ConvOptions & { weightsDims: number[]; bias: boolean }): { dw: Tensor; db: Tensor | null };
@@ -89,6 +151,11 @@ export interface Native {
   setThreads(n: number): void;
   info(): NativeInfo;
 }
+
+// Native must name exactly the listed exports (a compile error otherwise).
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true> = T;
+export type NativeMatchesExports = Assert<Same<keyof Native, NativeExport>>;
 
 function load(): Native {
   const here = path.dirname(fileURLToPath(import.meta.url));

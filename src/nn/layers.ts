@@ -95,7 +95,6 @@ export class Conv2d {
     const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
       ...this.options(ctx.precision),
       relu: this.relu,
-      training: ctx.training,
       weightsCache: this.forwardWeights.get(this.kernel),
     });
     this.forwardWeights.update(this.kernel, weightsCache);

@@ -65,7 +65,7 @@ for (const pr of precisions)
       const yRef = ref.conv(x, w, b, p);
       const xt = toTensor(x), wt = toTensor(w), bt = b ? toTensor(b) : null;
       const opts = { stride: [c.stride, c.stride] as [number, number], padding: [c.pad, c.pad, c.pad, c.pad] as [number, number, number, number], transposed: c.transposed, dtype: pr.dtype };
-      const { y, weightsCache } = native.convForward(xt, wt, bt, { ...opts, relu: c.relu, training: true });
+      const { y, weightsCache } = native.convForward(xt, wt, bt, { ...opts, relu: c.relu });
       assert.equal(y.dtype, pr.dtype);
       assert.deepEqual(y.dims, yRef.dims);
       const fe = ref.relError(f32values(y), yRef.data);

@@ -1,0 +1,81 @@
+#include "buffers.h"
+
+#include <cstdlib>
+#include <new>
+
+namespace fcn {
+
+BufferPool::~BufferPool() { trim(); }
+
+void* BufferPool::acquire(size_t bytes) {
+  const size_t size = rounded(bytes);
+  if (size < bytes) throw std::bad_alloc();  // rounding wrapped around
+  auto it = by_size_.find(size);
+  void* p = nullptr;
+  if (it != by_size_.end()) {
+    auto block = it->second.back();
+    it->second.pop_back();
+    if (it->second.empty()) by_size_.erase(it);
+    p = block->ptr;
+    lru_.erase(block);
+    idle_bytes_ -= size;
+  } else {
+    p = std::aligned_alloc(64, size);
+    if (!p && !lru_.empty()) {
+      // Idle buffers of other sizes may be what stands in the way.
+      trim();
+      p = std::aligned_alloc(64, size);
+    }
+    if (!p) throw std::bad_alloc();
+  }
+  live_bytes_ += size;
+  live_buffers_++;
+  return p;
+}
+
+void BufferPool::release(void* p, size_t bytes) noexcept {
+  if (!p) return;
+  const size_t size = rounded(bytes);
+  live_bytes_ -= size;
+  live_buffers_--;
+  if (size > idle_limit_) {
+    std::free(p);
+    return;
+  }
+  try {
+    lru_.push_front({size, p});
+    try {
+      by_size_[size].push_back(lru_.begin());
+    } catch (...) {
+      lru_.pop_front();
+      throw;
+    }
+  } catch (...) {
+    std::free(p);  // no memory to remember it by: it is not kept
+    return;
+  }
+  idle_bytes_ += size;
+  evict_to(idle_limit_);
+}
+
+void BufferPool::evict_to(size_t bytes) noexcept {
+  while (idle_bytes_ > bytes && !lru_.empty()) {
+    const Block oldest = lru_.back();
+    // The globally oldest idle buffer is the oldest of its size, first in its queue.
+    auto it = by_size_.find(oldest.bytes);
+    it->second.pop_front();
+    if (it->second.empty()) by_size_.erase(it);
+    lru_.pop_back();
+    idle_bytes_ -= oldest.bytes;
+    std::free(oldest.ptr);
+  }
+}
+
+void BufferPool::trim() noexcept { evict_to(0); }
+
+void BufferPool::set_idle_limit(size_t bytes) noexcept {
+  idle_limit_ = bytes;
+  evict_to(bytes);
+}
+
+}  // namespace fcn

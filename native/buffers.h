@@ -1,0 +1,53 @@
+// Native buffers, recycled by size. A training step asks for the same sizes every time, so
+// after the first step nothing is allocated (and no pages are faulted in) again. Idle buffers
+// are bounded in bytes, the least recently released freed first: images of ever new sizes
+// (evaluation streams a split at each image's own size) would otherwise keep every size's
+// buffers for good.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <list>
+#include <unordered_map>
+
+namespace fcn {
+
+class BufferPool {
+ public:
+  static constexpr size_t kDefaultIdleLimit = size_t(1) << 30;
+
+  BufferPool() = default;
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+  ~BufferPool();
+
+  // A 64-byte aligned buffer of at least `bytes` (throws std::bad_alloc).
+  void* acquire(size_t bytes);
+  // Takes back a buffer from acquire(bytes) with the same `bytes`.
+  void release(void* p, size_t bytes) noexcept;
+  // Frees every idle buffer.
+  void trim() noexcept;
+  void set_idle_limit(size_t bytes) noexcept;
+
+  size_t idle_limit() const { return idle_limit_; }
+  size_t idle_bytes() const { return idle_bytes_; }
+  size_t idle_buffers() const { return lru_.size(); }
+  size_t live_bytes() const { return live_bytes_; }
+  size_t live_buffers() const { return live_buffers_; }
+
+ private:
+  struct Block {
+    size_t bytes;
+    void* ptr;
+  };
+  static size_t rounded(size_t bytes) { return (bytes == 0 ? 64 : bytes + 63) / 64 * 64; }
+  void evict_to(size_t bytes) noexcept;
+
+  std::list<Block> lru_;  // idle buffers, most recently released first
+  // Per size, its idle buffers in release order (the oldest first), to reuse the newest.
+  std::unordered_map<size_t, std::deque<std::list<Block>::iterator>> by_size_;
+  size_t idle_limit_ = kDefaultIdleLimit;
+  size_t idle_bytes_ = 0, live_bytes_ = 0, live_buffers_ = 0;
+};
+
+}  // namespace fcn

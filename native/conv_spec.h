@@ -1,0 +1,69 @@
+// What the convolution paths share: one convolution's geometry and precision, the oneDNN
+// primitive families for convolution and transposed convolution, and the forward primitive
+// descriptor every path starts from.
+#pragma once
+#include "tensor.h"
+
+namespace fcn {
+
+// Shapes are N,C,H,W for activations and O,I,KH,KW for weights, for both convolution
+// and transposed convolution (oneDNN's deconvolution weights are output-channel first too).
+struct ConvSpec {
+  bool transposed = false;
+  bool relu = false;
+  bool has_bias = false;
+  dt compute = dt::f32;
+  memory::dims x, w, y;
+  memory::dims stride{1, 1}, pad_l{0, 0}, pad_r{0, 0};
+
+  std::string key(const char* op) const {
+    return std::string(op) + (transposed ? "T" : "C") + (relu ? "r" : "") + (has_bias ? "b" : "") + dtype_name(compute) + "|" +
+           dims_key(x) + "|" + dims_key(w) + "|" + dims_key(stride) + "|" + dims_key(pad_l) + "|" + dims_key(pad_r);
+  }
+};
+
+template <bool Transposed>
+struct Prims;
+template <>
+struct Prims<false> {
+  using fwd = dnnl::convolution_forward;
+  using bwd_data = dnnl::convolution_backward_data;
+  using bwd_weights = dnnl::convolution_backward_weights;
+  static constexpr dnnl::algorithm alg = dnnl::algorithm::convolution_direct;
+};
+template <>
+struct Prims<true> {
+  using fwd = dnnl::deconvolution_forward;
+  using bwd_data = dnnl::deconvolution_backward_data;
+  using bwd_weights = dnnl::deconvolution_backward_weights;
+  static constexpr dnnl::algorithm alg = dnnl::algorithm::deconvolution_direct;
+};
+
+inline memory::desc any_layout(const memory::dims& d, dt type) { return memory::desc(d, type, tag::any); }
+inline memory::desc bias_md(const ConvSpec& s) { return s.has_bias ? memory::desc({s.w[0]}, dt::f32, tag::a) : memory::desc(); }
+
+// With FCN_DEBUG_IMPL set, prints which oneDNN implementation a path got.
+void debug_impl(const char* what, const ConvSpec& s, const char* impl);
+
+// Always forward_inference: a convolution keeps nothing for its backward pass (the ReLU's
+// backward reads the saved output), and oneDNN 2.6 offers its fastest kernels (brgconv)
+// only for inference — with forward_training it picks jit kernels at half the speed.
+// (Their float32 sums round differently, so a pre-activation within rounding of zero can
+// switch its ReLU: test/models/parity.test.ts explains how the reference allows for that.)
+template <bool T>
+typename Prims<T>::fwd::primitive_desc fwd_pd(const ConvSpec& s) {
+  using F = typename Prims<T>::fwd;
+  const auto pk = dnnl::prop_kind::forward_inference;
+  auto d = s.has_bias ? typename F::desc(pk, Prims<T>::alg, any_layout(s.x, s.compute), any_layout(s.w, s.compute), bias_md(s), any_layout(s.y, s.compute), s.stride,
+                                         s.pad_l, s.pad_r)
+                      : typename F::desc(pk, Prims<T>::alg, any_layout(s.x, s.compute), any_layout(s.w, s.compute), any_layout(s.y, s.compute), s.stride, s.pad_l, s.pad_r);
+  dnnl::primitive_attr attr;
+  if (s.relu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  return typename F::primitive_desc(d, attr, cpu_engine());
+}
+
+}  // namespace fcn

@@ -1,0 +1,97 @@
+#include "conv_weight_grad.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace fcn {
+
+bool weight_grad_as_matmul(const ConvSpec& s) {
+  const int64_t pixels = s.y[0] * s.y[2] * s.y[3];
+  return !s.transposed && s.compute == dt::f32 && s.stride == memory::dims{1, 1} && pixels >= 4096;
+}
+
+Napi::Value weight_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& dy) {
+  const int64_t I = s.x[1], H = s.x[2], W = s.x[3];
+  const int64_t O = s.w[0], KH = s.w[2], KW = s.w[3], OH = s.y[2], OW = s.y[3];
+  const int64_t KKI = KH * KW * I, P = s.y[0] * OH * OW;
+  const int64_t pt = s.pad_l[0], pl = s.pad_l[1];
+  std::vector<Scratch> keep;
+  // Channels last: a pixel's channels are contiguous in both.
+  memory xm = in_layout(x, memory::desc(s.x, dt::f32, tag::nhwc), keep);
+  memory dym = in_layout(dy, memory::desc(s.y, dt::f32, tag::nhwc), keep);
+  const float* xp = static_cast<const float*>(xm.get_data_handle());
+  const float* dyp = static_cast<const float*>(dym.get_data_handle());
+  const int64_t chunk = std::min(P, std::max<int64_t>(256, (int64_t(32) << 20) / (KKI * 4)));
+  // One size for every layer, so that the pool keeps a single im2col buffer for them all.
+  Scratch col(size_t(std::max<int64_t>(int64_t(32) << 20, chunk * KKI * 4)));
+  Scratch acc(size_t(O * KKI * 4));  // dW as O × (KH, KW, I)
+  memory c_mem(memory::desc({O, KKI}, dt::f32, tag::ab), cpu_engine(), acc.ptr);
+  for (int64_t p0 = 0; p0 < P; p0 += chunk) {
+    const int64_t rows = std::min(chunk, P - p0);
+    float* cp = static_cast<float*>(col.ptr);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+      const int64_t p = p0 + r, n = p / (OH * OW), oh = (p / OW) % OH, ow = p % OW;
+      float* row = cp + r * KKI;
+      for (int64_t kh = 0; kh < KH; kh++) {
+        const int64_t ih = oh + kh - pt;
+        for (int64_t kw = 0; kw < KW; kw++) {
+          const int64_t iw = ow + kw - pl;
+          float* dst = row + (kh * KW + kw) * I;
+          if (ih < 0 || ih >= H || iw < 0 || iw >= W) std::memset(dst, 0, size_t(I) * 4);
+          else std::memcpy(dst, xp + ((n * H + ih) * W + iw) * I, size_t(I) * 4);
+        }
+      }
+    }
+    const bool first = p0 == 0;
+    auto mm = cached("wgradMM|" + std::to_string(O) + "|" + std::to_string(rows) + "|" + std::to_string(KKI) + (first ? "" : "+"), [&] {
+      memory::desc a({O, rows}, dt::f32, memory::dims{1, O});  // dyᵀ: dy's pixel rows read transposed
+      memory::desc b({rows, KKI}, dt::f32, tag::ab);
+      dnnl::primitive_attr attr;
+      if (!first) {
+        dnnl::post_ops po;
+        po.append_sum(1.f);
+        attr.set_post_ops(po);
+      }
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, memory::desc({O, KKI}, dt::f32, tag::ab)), attr, cpu_engine());
+      debug_impl("bwdW as matmul", s, pd.impl_info_str());
+      return CachedPrimitive{pd, dnnl::matmul(pd)};
+    });
+    memory a_mem(mm.pd.src_desc(), cpu_engine(), const_cast<float*>(dyp + p0 * O));
+    memory b_mem(mm.pd.weights_desc(), cpu_engine(), col.ptr);
+    mm.prim.execute(cpu_stream(), {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    cpu_stream().wait();
+  }
+  // O × (KH, KW, I) → O, I, KH, KW: a reorder from the permuted strides.
+  Napi::Object dw = Tensor::Create(env, plain_desc(s.w, dt::f32));
+  memory::desc view(s.w, dt::f32, memory::dims{KKI, 1, KW * I, I});
+  reorder_into(memory(view, cpu_engine(), acc.ptr), Tensor::Of(dw).mem());
+  Napi::Value db = env.Null();
+  if (s.has_bias) {
+    db = Tensor::Create(env, memory::desc({O}, dt::f32, tag::a));
+    float* bp = static_cast<float*>(Tensor::Of(db.As<Napi::Object>()).ptr);
+    std::fill(bp, bp + O, 0.f);
+    ParallelErrors errors;
+#pragma omp parallel
+    {
+      std::vector<double> part;
+      errors.capture([&] { part.assign(size_t(O), 0.0); });
+      // A thread without its partial sums still meets the loop (every thread must), doing nothing.
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < P; p++) {
+        if (part.empty()) continue;
+        const float* g = dyp + p * O;
+        for (int64_t o = 0; o < O; o++) part[size_t(o)] += g[o];
+      }
+#pragma omp critical
+      for (size_t o = 0; o < part.size(); o++) bp[o] += float(part[o]);
+    }
+    errors.rethrow();
+  }
+  auto out = Napi::Object::New(env);
+  out.Set("dw", dw);
+  out.Set("db", db);
+  return out;
+}
+
+}  // namespace fcn

@@ -1,0 +1,19 @@
+// Convolution weights in the layout a primitive wants. The caller (a layer) keeps the
+// prepared copy until its weights change: reordering conv6's 400 MB on every call would cost
+// more than the convolution.
+#pragma once
+#include "tensor.h"
+
+namespace fcn {
+
+// The caller's prepared copy of the weights (option 'weightsCache'), if it matches `want`,
+// else a fresh one, handed back in `fresh` so the caller can cache it. With `transpose_flip`
+// the copy holds the input-gradient convolution's weights (see pack_weights), never w itself.
+memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::desc& want, Napi::Value& fresh, bool transpose_flip = false);
+
+// Packs plain float32 weights w (O, I, KH, KW) into dst's blocked layout and data type, in one
+// pass with no full-size temporary: dst = w, or with `transpose_flip`
+// dst[i][o][kh][kw] = w[o][i][KH−1−kh][KW−1−kw] (the input-gradient convolution's weights).
+void pack_weights(const Tensor& w, Tensor& dst, bool transpose_flip);
+
+}  // namespace fcn
