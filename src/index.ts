@@ -1,5 +1,5 @@
 // The fcn package: models, engine configuration, data, training and evaluation.
-export { native, configureEngine, engineConfig, Tape, disposeAll, tensorFrom } from './engine/index.js';
+export { native, configureEngine, engineConfig, Tape, disposeAll } from './engine/index.js';
 export type { Tensor, DType, Precision, NativeInfo } from './engine/index.js';
 export { FCN, FCN_KINDS, NUM_CLASSES, OUTPUT_STRIDE, scaledChannels, type FcnKind, type FcnOptions } from './models/fcn.js';
 export { loadModel, saveWeights, loadWeightsInto, weightsToKeras, toKerasLayout } from './models/weights.js';
