@@ -61,6 +61,20 @@ export interface TrainOutput {
   tape: Tape;
 }
 
+/** The class score maps inside the forward pass that predictStages copies out. */
+export type StageMapName = 'score7' | 'score4' | 'fuse4' | 'score3' | 'fuse3';
+
+export interface StageMap {
+  name: StageMapName;
+  /** Input pixels per map pixel: 32, 16 or 8. */
+  stride: number;
+  /** [1, classes, h, w]. */
+  dims: number[];
+  data: Float32Array;
+}
+
+const STAGE_STRIDES: Record<StageMapName, number> = { score7: 32, score4: 16, fuse4: 16, score3: 8, fuse3: 8 };
+
 /**
  * Where a map's pixels sit in the input: input coordinate = scale · index + shift, for the
  * centre of each pixel's window. Composed layer by layer, it gives the crop that realigns
@@ -124,6 +138,8 @@ export class FCN {
   readonly upsample: Conv2d;
   /** The last training forward pass, walked backwards by backward(). */
   private recorded: Node[] = [];
+  /** Set by predictStages only: receives the score maps as the forward pass makes them. */
+  private tap: ((name: StageMapName, t: Tensor) => void) | null = null;
 
   constructor(options: FcnOptions) {
     const { kind } = options;
@@ -263,6 +279,28 @@ export class FCN {
     return this.run(x, ctx);
   }
 
+  /**
+   * As predictLogits, also copying out the score maps each stage adds, for showing how the
+   * skips refine the coarse map: score7 (1/32); for FCN-16s/8s the block4_pool skip scores
+   * and their sum with the upsampled score7 (score4, fuse4 at 1/16); for FCN-8s the
+   * block3_pool ones (score3, fuse3 at 1/8). Batch 1. In the keras style, map pixel (i, j)
+   * covers input pixels [s·i, s·(i+1)) × [s·j, s·(j+1)) of the input padded to 32.
+   */
+  predictStages(x: Tensor, precision: Precision = 'float32'): { logits: Tensor; maps: StageMap[] } {
+    const maps: StageMap[] = [];
+    this.tap = (name, t) => {
+      const raw = t.toArray();
+      // bfloat16 activations come out as their raw upper 16 bits.
+      const data = raw instanceof Uint16Array ? new Float32Array(Uint32Array.from(raw, (b) => b << 16).buffer) : Float32Array.from(raw);
+      maps.push({ name, stride: STAGE_STRIDES[name], dims: [...t.dims], data });
+    };
+    try {
+      return { logits: this.predictLogits(x, precision), maps };
+    } finally {
+      this.tap = null;
+    }
+  }
+
   /** A training forward pass: the tape owns every activation until disposed after backward. */
   forwardTrain(x: Tensor, precision: Precision, seed: number): TrainOutput {
     const tape = new Tape();
@@ -342,6 +380,7 @@ export class FCN {
         if (dropped) t = apply([v], () => dropped, (dy) => [drop.backward(dy)]);
         t = conv(next, t);
       }
+      this.tap?.('score7', t.t);
       // A skip: the pool's scores (scaled first in the at-once model), cropped to the map
       // they join.
       const skip = (pool: Value, score: Conv2d, factor: number | undefined, offset: number, like: Value): Value => {
@@ -352,10 +391,16 @@ export class FCN {
       };
       if (this.score7Upsample && this.score4 && pool4) {
         t = conv(this.score7Upsample, t); // 1/16
-        t = add(t, skip(pool4, this.score4, this.skipScales?.[0], offsets.score4!, t)); // skip4
+        const s4 = skip(pool4, this.score4, this.skipScales?.[0], offsets.score4!, t);
+        this.tap?.('score4', s4.t);
+        t = add(t, s4); // skip4
+        this.tap?.('fuse4', t.t);
         if (this.skip4Upsample && this.score3 && pool3) {
           t = conv(this.skip4Upsample, t); // 1/8
-          t = add(t, skip(pool3, this.score3, this.skipScales?.[1], offsets.score3!, t)); // skip3
+          const s3 = skip(pool3, this.score3, this.skipScales?.[1], offsets.score3!, t);
+          this.tap?.('score3', s3.t);
+          t = add(t, s3); // skip3
+          this.tap?.('fuse3', t.t);
         }
       }
       t = conv(this.upsample, t); // 1/1
