@@ -13,6 +13,7 @@ import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString 
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, prepareOutputFile } from '../io/paths.js';
+import { checkWeightsArgument } from '../io/weights-cache.js';
 
 export const evalSpec = defineCommand({
   name: 'eval',
@@ -92,7 +93,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   applyEngineFlags(cmd, values);
   const root = requireString(cmd, values.data, 'data');
   const limit = parseNumber(cmd, values.limit, 'limit', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
-  if (values.weights !== undefined) checkInputFile(cmd, 'weights', values.weights);
+  if (values.weights !== undefined) checkWeightsArgument(cmd, 'weights', values.weights);
   if (values.predictions !== undefined) checkInputDir(cmd, 'predictions', values.predictions);
   checkInputDir(cmd, 'data', root);
   if (values.out !== undefined) prepareOutputFile(cmd, 'out', values.out);

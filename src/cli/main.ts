@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { configureEngine, cpuFeatures, engineConfig } from '../engine/config.js';
 import { native, type Precision } from '../engine/binding.js';
-import { FCN, FCN_KINDS, type FcnKind } from '../models/fcn.js';
+import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
 import { segment } from '../models/segment.js';
 import { writeLabelPng } from '../io/image.js';
@@ -11,6 +11,7 @@ import { classShares } from '../report/viz.js';
 import { HelpRequested, REQUIRED, UsageError, defineCommand, nearestOptions, parse, parseNumber, requireString } from './args.js';
 import { engineOptionSpecs, formatTopHelp, packageVersion } from './help.js';
 import { checkInputFile, prepareOutputFile } from '../io/paths.js';
+import { checkWeightsArgument } from '../io/weights-cache.js';
 import { applyEngineFlags } from './engine-flags.js';
 
 /** One line per command for `fcn --help`; a command missing here is listed without one. */
@@ -30,11 +31,12 @@ const SUMMARIES: Record<string, string> = {
 export const initSpec = defineCommand({
   name: 'init',
   summary: SUMMARIES.init!,
-  usage: ['--model fcn32|fcn16|fcn8 [--width W] [--seed N] --out FILE'],
+  usage: ['--model fcn32|fcn16|fcn8 [--style keras|caffe] [--width W] [--seed N] --out FILE'],
   details: 'Writes a safetensors file: glorot-uniform kernels from the seed, bilinear upsampling.',
   options: {
     model: { type: 'string', value: 'M', help: `the network: ${FCN_KINDS.join(', ')}`, default: REQUIRED },
     width: { type: 'string', value: 'W', help: 'channel width factor in (0, 1]: below 1, a narrower VGG16 for quick runs', default: '1' },
+    style: { type: 'string', value: 'S', help: "keras (the seed's network) or caffe (the paper's: conv1 padding 100, ceil pooling, crops)", default: 'keras' },
     seed: { type: 'string', value: 'N', help: 'random seed of the initialisation', default: '0' },
     out: { type: 'string', value: 'FILE', help: 'the weights file to write', default: REQUIRED },
     ...engineOptionSpecs,
@@ -48,7 +50,7 @@ export const predictSpec = defineCommand({
   usage: ['--weights FILE --image FILE [--labels FILE] [--logits FILE]'],
   details: 'The label map is a palette PNG (VOC colours, pixel value = class index) at the image\'s own size;\nthe logits are the class scores before softmax, float32 NumPy (classes, H, W).',
   options: {
-    weights: { type: 'string', value: 'FILE', help: 'the model\'s weights', default: REQUIRED },
+    weights: { type: 'string', value: 'FILE|NAME', help: 'the model\'s weights: .safetensors, Keras .h5, .caffemodel, or a fetched name (fcn8s…)', default: REQUIRED },
     image: { type: 'string', value: 'FILE', help: 'a JPEG or PNG image', default: REQUIRED },
     labels: { type: 'string', value: 'FILE', help: 'where to write the label map', default: '<image name>_labels.png in the current folder' },
     logits: { type: 'string', value: 'FILE', help: 'where to write the logits (.npy)', default: 'not written' },
@@ -82,14 +84,16 @@ const init: Command = async (argv) => {
   const kind = parseKind('init', values.model);
   const width = parseNumber('init', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
   const seed = parseNumber('init', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;
+  const style = (values.style ?? 'keras') as FcnStyle;
+  if (!FCN_STYLES.includes(style)) throw new UsageError(`fcn init: --style must be ${FCN_STYLES.join(' or ')}, got '${style}'`);
   const out = requireString('init', values.out, 'out');
   prepareOutputFile('init', 'out', out);
-  const model = new FCN({ kind, width });
+  const model = new FCN({ kind, width, style });
   try {
     model.initialize(seed);
     saveWeights(out, model, { seed: String(seed) });
     const count = model.params().reduce((s, p) => s + p.dims.reduce((a, b) => a * b, 1), 0);
-    console.log(`wrote ${out}: ${kind}, width ${width}, seed ${seed}, ${count.toLocaleString('en-US')} parameters`);
+    console.log(`wrote ${out}: ${kind} (${style} style), width ${width}, seed ${seed}, ${count.toLocaleString('en-US')} parameters`);
   } finally {
     model.dispose();
   }
@@ -103,7 +107,7 @@ const predict: Command = async (argv) => {
   const image = requireString('predict', values.image, 'image');
   const labelsOut = values.labels ?? `${path.parse(image).name}_labels.png`;
   // Every path is checked before the model is loaded: a bad output fails now, not after the work.
-  checkInputFile('predict', 'weights', weights);
+  checkWeightsArgument('predict', 'weights', weights);
   checkInputFile('predict', 'image', image);
   for (const [flag, out] of [['labels', labelsOut], ['logits', values.logits]] as const) {
     if (out === undefined) continue;

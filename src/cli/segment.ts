@@ -8,6 +8,7 @@ import { REQUIRED, UsageError, defineCommand, parse, parseNumber } from './args.
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
+import { checkWeightsArgument } from '../io/weights-cache.js';
 
 export const segmentSpec = defineCommand({
   name: 'segment',
@@ -47,7 +48,7 @@ export async function segmentCommand(argv: string[]): Promise<number> {
   if (values.weights === undefined && compareFiles.length === 0) throw usage('--weights is required');
   const alpha = parseNumber(cmd, values.alpha, 'alpha', (n) => n >= 0 && n <= 1, 'in [0, 1]');
   const weightFiles = [...(values.weights !== undefined ? [values.weights] : []), ...compareFiles];
-  if (values.weights !== undefined) checkInputFile(cmd, 'weights', values.weights);
+  if (values.weights !== undefined) checkWeightsArgument(cmd, 'weights', values.weights);
   for (const f of compareFiles) checkInputFile(cmd, 'compare', f);
   if (values.classes !== undefined) checkInputFile(cmd, 'classes', values.classes);
   if (values.labels !== undefined) {

@@ -2,7 +2,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { engineConfig } from '../engine/config.js';
-import { FCN_KINDS, type FcnKind } from '../models/fcn.js';
+import { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
+import { checkWeightsArgument } from '../io/weights-cache.js';
 import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedule, type TrainConfig } from '../train/config.js';
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
 import { REQUIRED, UsageError, defineCommand, parse, parseNumber, type ParsedValues } from './args.js';
@@ -28,7 +29,8 @@ exits; --resume RUN continues where it stopped.`,
     data: { type: 'string', value: 'ROOT', help: 'dataset root: VOC, SBD or custom (see fcn data)', default: `${REQUIRED}, unless --resume` },
     schedule: { type: 'string', value: 'S', help: 'seed or paper: a staged recipe', default: 'seed, unless --model' },
     model: { type: 'string', value: 'M', help: `train one stage of this model instead (${FCN_KINDS.join(', ')})`, default: 'the schedule\'s stages' },
-    init: { type: 'string', value: 'FILE', help: 'weights to start the first stage from (e.g. a VGG16 backbone)', default: 'random initialisation' },
+    init: { type: 'string', value: 'FILE|NAME', help: 'weights to start the first stage from: any weights file (.safetensors, Keras .h5, .caffemodel) or a fetched name (vgg16, vgg16-notop, fcn32s…)', default: 'random initialisation' },
+    style: { type: 'string', value: 'S', help: "network: keras (the seed's: 'same' convs, input padded to 32) or caffe (the paper's: conv1 padding 100, ceil pooling, crops; Caffe means)", default: `${seedDefaults.model.style}; paper: ${paperDefaults.model.style}` },
     epochs: { type: 'string', value: 'N', help: 'epochs per stage', default: String(seedDefaults.stages[0]!.epochs) },
     'final-epochs': { type: 'string', value: 'N', help: 'epochs of the seed schedule\'s last stage (all layers)', default: '--epochs' },
     config: { type: 'string', value: 'FILE', help: 'a JSON file of settings (any part of config.json)', default: 'none' },
@@ -55,7 +57,7 @@ exits; --resume RUN continues where it stopped.`,
     ...engineOptionSpecs,
   },
   examples: [
-    'fcn train --data data/VOCdevkit/VOC2012 --schedule seed --init vgg16.safetensors --out runs/seed',
+    'fcn train --data data/VOCdevkit/VOC2012 --schedule seed --init vgg16 --out runs/seed',
     'fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --epochs 5 --out runs/small',
     'fcn train --resume runs/small',
   ],
@@ -79,7 +81,8 @@ export function resolveConfig(v: Values): TrainConfig {
   const finalEpochs = int('final-epochs', v['final-epochs']);
   let c = defaultConfig(v.data);
   if (v.init) {
-    checkInputFile(cmd, 'init', v.init);
+    // A known name (vgg16, fcn8s…) stays a name in config.json; it must be in the cache.
+    checkWeightsArgument(cmd, 'init', v.init);
     c.model.init = v.init;
   }
   if (schedule) c = applySchedule(c, schedule, epochs, finalEpochs);
@@ -119,6 +122,11 @@ export function resolveConfig(v: Values): TrainConfig {
     c.data.scale = [parts[0], parts[1]];
   });
   set(v.flip, (x) => (c.data.flip = x));
+  set(v.style, (x) => {
+    if (!FCN_STYLES.includes(x as FcnStyle)) throw new UsageError(`fcn train: --style must be ${FCN_STYLES.join(' or ')}, got '${x}'`);
+    c.model.style = x as FcnStyle;
+    c.data.means = x as FcnStyle;
+  });
   set(parseNumber(cmd, v.dropout, 'dropout', (n) => n >= 0 && n < 1, 'in [0, 1)'), (x) => (c.model.dropout = x));
   set(int('seed', v.seed), (x) => (c.seed = x));
   set(int('workers', v.workers), (x) => (c.data.workers = x));

@@ -9,6 +9,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { downloadFile, formatBytes, type ProgressEvent } from '../data/fetch.js';
 import type { WeightFormat } from './weight-source.js';
+import { checkInputFile } from './paths.js';
+import { UsageError } from '../cli/args.js';
 
 export interface KnownWeights {
   name: string;
@@ -227,4 +229,21 @@ export function resolveWeights(nameOrPath: string, env: NodeJS.ProcessEnv = proc
     );
   }
   throw new Error(`${nameOrPath}: no such file, and not a known weights name (known: ${KNOWN_WEIGHTS_NAMES.join(', ')})`);
+}
+
+/**
+ * Checks a `--weights`/`--init` argument before any work starts: a known name must be in the
+ * cache (the error says how to fetch it), anything else must be a readable file. Returns the
+ * file to load.
+ */
+export function checkWeightsArgument(cmd: string, flag: string, value: string): string {
+  if (!isKnownWeights(value)) {
+    checkInputFile(cmd, flag, value);
+    return value;
+  }
+  try {
+    return resolveWeights(value);
+  } catch (e) {
+    throw new UsageError(`fcn ${cmd}: --${flag} '${value}': ${(e as Error).message}`);
+  }
 }

@@ -21,7 +21,7 @@ test('init writes a seeded model; predict writes a palette label map and (21, H,
   const w = path.join(tmp.dir, 'w.safetensors'), w2 = path.join(tmp.dir, 'w2.safetensors');
   const init = await runCli('init', '--model', 'fcn16', '--width', '0.0625', '--seed', '4', '--out', w);
   assert.equal(init.code, 0, init.err);
-  assert.match(init.out, /fcn16, width 0.0625, seed 4/);
+  assert.match(init.out, /fcn16 \(keras style\), width 0.0625, seed 4/);
   await runCli('init', '--model', 'fcn16', '--width', '0.0625', '--seed', '4', '--out', w2);
   assert.deepEqual(readFileSync(w), readFileSync(w2), 'same seed, same bytes');
   assert.equal(readSafetensors(w).metadata.model, 'fcn16');
