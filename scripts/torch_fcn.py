@@ -56,7 +56,7 @@ def scaled(c, w):
 # Architecture
 
 
-def layer_specs(model, w):
+def layer_specs(model, w, classes=NUM_CLASSES):
     """Ordered dict name -> spec. spec: kind ('conv' | 'deconv'), k, cin, cout, and for deconvs
     stride and pad (PyTorch padding equal to Keras 'same': (k - s) / 2)."""
     if model not in MODELS:
@@ -73,21 +73,21 @@ def layer_specs(model, w):
     fc = scaled(FC_CHANNELS, w)
     specs['conv6'] = dict(kind='conv', k=7, cin=chans[5], cout=fc)
     specs['conv7'] = dict(kind='conv', k=1, cin=fc, cout=fc)
-    specs['score7'] = dict(kind='conv', k=1, cin=fc, cout=NUM_CLASSES)
+    specs['score7'] = dict(kind='conv', k=1, cin=fc, cout=classes)
 
     def deconv(k, s):
-        return dict(kind='deconv', k=k, cin=NUM_CLASSES, cout=NUM_CLASSES, stride=s, pad=(k - s) // 2)
+        return dict(kind='deconv', k=k, cin=classes, cout=classes, stride=s, pad=(k - s) // 2)
 
     if model == 'fcn32':
         specs['fcn32'] = deconv(DECONV_KERNEL['fcn32'], 32)
     else:
         specs['score7_upsample'] = deconv(4, 2)
-        specs['score4'] = dict(kind='conv', k=1, cin=chans[4], cout=NUM_CLASSES)
+        specs['score4'] = dict(kind='conv', k=1, cin=chans[4], cout=classes)
         if model == 'fcn16':
             specs['fcn16'] = deconv(32, 16)
         else:
             specs['skip4_upsample'] = deconv(4, 2)
-            specs['score3'] = dict(kind='conv', k=1, cin=chans[3], cout=NUM_CLASSES)
+            specs['score3'] = dict(kind='conv', k=1, cin=chans[3], cout=classes)
             specs['fcn8'] = deconv(16, 8)
     return specs
 
@@ -451,6 +451,7 @@ def add_common(ap):
     ap.add_argument('--out', required=True, help='output .safetensors')
     ap.add_argument('--dtype', choices=('float32', 'float64'), default='float32')
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0 = torch default)')
+    ap.add_argument('--classes', type=int, default=NUM_CLASSES, help='number of classes (forward only; training uses 21)')
     ap.add_argument('--style', choices=('keras', 'caffe'), default='keras', help="keras: the seed's network; caffe: the paper's")
     ap.add_argument('--skip-scales', help='caffe fcn8 at-once: factors of pool4,pool3 before their scores, e.g. 0.01,0.0001')
 
@@ -461,7 +462,7 @@ def setup(args):
     if args.weights is None:
         die('--weights is required')
     np_dtype = np.float64 if args.dtype == 'float64' else np.float32
-    specs = layer_specs(args.model, args.width)
+    specs = layer_specs(args.model, args.width, args.classes)
     weights = load_weights(args.weights, specs, np_dtype)
     x = load_input(args.input, np_dtype)
     return np_dtype, specs, weights, x
@@ -480,6 +481,8 @@ def cmd_forward(args):
 
 
 def cmd_step(args):
+    if args.classes != NUM_CLASSES:
+        die(f'step: the labels are VOC classes (0-{NUM_CLASSES - 1}): --classes must be {NUM_CLASSES}')
     np_dtype, specs, weights, x = setup(args)
     y = load_labels(args.labels, x.shape)
     trainable = resolve_trainable(args.trainable, specs)

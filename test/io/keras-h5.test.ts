@@ -10,10 +10,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readKerasH5 } from '../../src/io/keras-h5.js';
 import { readWeightSource, type WeightSource } from '../../src/io/weight-source.js';
-import { readSafetensors, type SafetensorsFile } from '../../src/io/safetensors.js';
+import { readSafetensors, writeSafetensors, type SafetensorsFile } from '../../src/io/safetensors.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { native } from '../../src/engine/binding.js';
-import { loadModel } from '../../src/models/weights.js';
+import { loadMatchingSource, loadModel, openWeights, toKerasLayout } from '../../src/models/weights.js';
+import { FCN } from '../../src/models/fcn.js';
 import { Rng } from '../../src/data/prng.js';
 import { findPython, runPython } from '../reference/python.js';
 import { requires } from '../prereq.js';
@@ -281,9 +282,24 @@ function relativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number 
   return diff / Math.max(scale, 1e-30);
 }
 
-// PyTorch starts slowly (seconds), so it checks FCN-8s alone: every skip path is in it.
+/** PyTorch's logits (float64) of the seed network on the weights of a safetensors file. */
+function torchLogits(weightsPath: string, kind: string, classes: number, image: Float32Array, h: number, w: number, tag: string): Float64Array {
+  const inputPath = join(dir, `${tag}-x.npy`), outPath = join(dir, `${tag}-torch.safetensors`);
+  writeNpy(inputPath, image, [1, 3, h, w]);
+  const r = spawnSync(
+    torchPython!,
+    [join(SCRIPTS, 'torch_fcn.py'), 'forward', '--model', kind, '--width', String(WIDTH), '--classes', String(classes), '--weights', weightsPath, '--input', inputPath, '--out', outPath, '--dtype', 'float64'],
+    { encoding: 'utf8', timeout: 300_000 },
+  );
+  assert.equal(r.status, 0, `torch_fcn.py forward failed: ${r.stderr}`);
+  const reference = readSafetensors(outPath).tensors.get('logits')!;
+  assert.deepEqual(reference.shape, [1, classes, h, w]);
+  return reference.data as Float64Array;
+}
+
 for (const [kind, withTorch] of [
-  ['fcn32', false],
+  ['fcn32', true],
+  ['fcn16', true],
   ['fcn8', true],
 ] as const) {
   const title = `${kind} loaded from .h5: the same logits as from the equivalent safetensors${withTorch ? " and as PyTorch's" : ''}`;
@@ -303,24 +319,15 @@ for (const [kind, withTorch] of [
       const logitsSt = fromSafetensors.predictLogits(x);
       const ours = logitsH5.toArray() as Float32Array;
       assert.deepEqual(ours, logitsSt.toArray() as Float32Array);
-      assert.deepEqual(logitsH5.dims, [1, 21, h, w]);
+      assert.deepEqual(logitsH5.dims, [1, fromH5.numClasses, h, w]);
       assert.ok(ours.some((v) => v !== ours[0]), 'the logits vary, so differing weights would show');
       logitsH5.dispose();
       logitsSt.dispose();
       if (!withTorch) return;
 
       // PyTorch's forward from the safetensors written beside the .h5 by the fixture script.
-      const inputPath = join(dir, `${kind}-x.npy`), outPath = join(dir, `${kind}-torch.safetensors`);
-      writeNpy(inputPath, image, [1, 3, h, w]);
-      const r = spawnSync(
-        torchPython!,
-        [join(SCRIPTS, 'torch_fcn.py'), 'forward', '--model', kind, '--width', String(WIDTH), '--weights', expectedPath(kind), '--input', inputPath, '--out', outPath, '--dtype', 'float64'],
-        { encoding: 'utf8', timeout: 300_000 },
-      );
-      assert.equal(r.status, 0, `torch_fcn.py forward failed: ${r.stderr}`);
-      const reference = readSafetensors(outPath).tensors.get('logits')!;
-      assert.deepEqual(reference.shape, [1, 21, h, w]);
-      const err = relativeDifference(ours, reference.data as Float64Array);
+      const reference = torchLogits(expectedPath(kind), kind, fromH5.numClasses, image, h, w, kind);
+      const err = relativeDifference(ours, reference);
       assert.ok(err <= 1e-4, `logits differ from PyTorch's: max |diff| = ${err.toExponential(2)} · max |ref|`);
     } finally {
       x.dispose();
@@ -329,3 +336,35 @@ for (const [kind, withTorch] of [
     }
   });
 }
+
+// The seed's first stage: FCN-32s whose VGG16 body (conv6/conv7 from fc1/fc2) comes from the
+// ImageNet file and whose head (score7, fcn32) keeps its initialisation. PyTorch runs on the
+// fixture script's own arrays for the body, so the name mapping and the fc1 reshape are
+// checked independently of our reader.
+test("a VGG16 .h5 as --init: FCN-32s logits match PyTorch's on the file's arrays plus the model's own head", { skip: skip || skipTorch }, async () => {
+  makeFixtures();
+  const model = new FCN({ kind: 'fcn32', width: WIDTH });
+  const source = await openWeights(h5('vgg16'));
+  try {
+    model.initialize(9);
+    const loaded = loadMatchingSource(model, source);
+    assert.deepEqual([...loaded].sort(), model.layers().filter((l) => l.name.startsWith('block') || l.name === 'conv6' || l.name === 'conv7').map((l) => l.name).sort());
+    const tensors = new Map(expected('vgg16').tensors);
+    for (const name of ['score7.kernel', 'score7.bias', 'fcn32.kernel']) tensors.set(name, toKerasLayout(model.params().find((p) => p.name === name)!));
+    const referenceWeights = join(dir, 'vgg16-init-reference.safetensors');
+    writeSafetensors(referenceWeights, tensors);
+    const [h, w] = [64, 83];
+    const rng = new Rng(12);
+    const image = Float32Array.from({ length: 3 * h * w }, () => rng.uniform(-120, 120));
+    const x = native.fromArray([1, 3, h, w], image);
+    const logits = model.predictLogits(x);
+    const ours = logits.toArray() as Float32Array;
+    logits.dispose();
+    x.dispose();
+    const err = relativeDifference(ours, torchLogits(referenceWeights, 'fcn32', 21, image, h, w, 'vgg16-init'));
+    assert.ok(err <= 1e-4, `logits differ from PyTorch's: max |diff| = ${err.toExponential(2)} · max |ref|`);
+  } finally {
+    source.close?.();
+    model.dispose();
+  }
+});
