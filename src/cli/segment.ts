@@ -49,7 +49,7 @@ export async function segmentCommand(argv: string[]): Promise<number> {
   const alpha = parseNumber(cmd, values.alpha, 'alpha', (n) => n >= 0 && n <= 1, 'in [0, 1]');
   const weightFiles = [...(values.weights !== undefined ? [values.weights] : []), ...compareFiles];
   if (values.weights !== undefined) checkWeightsArgument(cmd, 'weights', values.weights);
-  for (const f of compareFiles) checkInputFile(cmd, 'compare', f);
+  for (const f of compareFiles) checkWeightsArgument(cmd, 'compare', f);
   if (values.classes !== undefined) checkInputFile(cmd, 'classes', values.classes);
   if (values.labels !== undefined) {
     if (compareFiles.length === 0) throw usage('--labels gives the ground truth of --compare pictures: add --compare');

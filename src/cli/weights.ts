@@ -7,7 +7,7 @@ import { readWeightSource, type WeightSource } from '../io/weight-source.js';
 import {
   KNOWN_WEIGHTS, KNOWN_WEIGHTS_NAMES, type KnownWeightsName, cacheDir, cacheState, fetchWeights, isKnownWeights, resolveWeights, urlVariable, weightsUrl,
 } from '../io/weights-cache.js';
-import { WEIGHTS_FORMAT, loadModel, saveWeights, weightsMetadata } from '../models/weights.js';
+import { WEIGHTS_FORMAT, modelFromSource, saveWeights, weightsMetadata } from '../models/weights.js';
 import { prepareOutputFile } from '../io/paths.js';
 import { UsageError, parse, parseNumber } from './args.js';
 
@@ -197,6 +197,7 @@ async function inspectCmd(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw usage(`inspect: expected one weight file or known name, got ${positionals.length ? positionals.map((p) => `'${p}'`).join(' ') : 'none'}`);
   const path = resolveWeights(positionals[0]!);
   const source = await readWeightSource(path);
+  source.close?.(); // only names, shapes and metadata are shown: no tensor is read
   const network = impliedNetwork(source);
   const tensors = [...source.tensors].map(([name, t]) => ({ name, shape: t.shape }));
   const parameters = tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
@@ -228,6 +229,14 @@ async function convertCmd(argv: string[]): Promise<number> {
   // Checked and created by io/paths: a recursive mkdir would spin for ever under /proc.
   prepareOutputFile('weights convert', '', out);
   const source = await readWeightSource(input);
+  try {
+    return convertSource(source, input, out);
+  } finally {
+    source.close?.();
+  }
+}
+
+function convertSource(source: WeightSource, input: string, out: string): number {
   for (const n of source.notes) process.stderr.write(`${n.startsWith(input) ? n : `${input}: ${n}`}\n`);
   const provenance = { converted_from: basename(input), source_format: source.format };
   if (source.metadata['model'] === undefined) {
@@ -239,7 +248,8 @@ async function convertCmd(argv: string[]): Promise<number> {
     process.stdout.write(`wrote ${out}: ${tensors.size} tensors${source.metadata['backbone'] ? ` of a ${source.metadata['backbone']} backbone` : ''} (from ${input}, ${source.format})\n`);
     return 0;
   }
-  const model = await loadModel(input);
+  // The model is built from the source already open: the file is read once.
+  const model = modelFromSource(source);
   try {
     // Keep what the source says beyond what the model itself records (style, skip scales, class names).
     const own = weightsMetadata(model);

@@ -101,7 +101,7 @@ describe('inspect and convert', () => {
     const r = await run('inspect', modelFile);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^format +safetensors$/m);
-    assert.match(r.out, /^network +fcn8, width 0\.0625, classes 21$/m);
+    assert.match(r.out, /^network +fcn8, style keras, width 0\.0625, classes 21$/m);
     assert.match(r.out, new RegExp(`^metadata  format = ${WEIGHTS_FORMAT}$`, 'm'));
     const listed = [...r.out.matchAll(/^ {2}(\S+) +\[([\d, ]+)\]$/gm)].map((m) => ({ name: m[1]!, shape: m[2]!.split(', ').map(Number) }));
     assert.deepEqual(new Set(listed.map((t) => JSON.stringify(t))), new Set(expected.map((t) => JSON.stringify(t))));
