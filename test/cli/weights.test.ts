@@ -114,7 +114,7 @@ describe('inspect and convert', () => {
     assert.equal(j.code, 0, j.err);
     const json = JSON.parse(j.out);
     assert.equal(json.format, 'safetensors');
-    assert.deepEqual(json.network, { model: 'fcn8', width: '0.0625', classes: '21' });
+    assert.deepEqual(json.network, { model: 'fcn8', style: 'keras', width: '0.0625', classes: '21' });
     assert.equal(json.tensors.length, expected.length);
     assert.equal(json.parameters, parameters);
     assert.deepEqual(json.notes, []);
