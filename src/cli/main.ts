@@ -26,6 +26,7 @@ const SUMMARIES: Record<string, string> = {
   segment: 'label maps, overlays and model comparisons for image files',
   weights: 'pretrained weights, any weight file',
   export: 'a model as an ONNX file that runs on plain RGB pixels',
+  serve: 'a web page: FCN-32s/16s/8s side by side, drawing, how it works, live training',
 };
 
 export const initSpec = defineCommand({
@@ -157,6 +158,7 @@ const commands: Record<string, Command> = {
   segment: async (argv) => (await import('./segment.js')).segmentCommand(argv),
   weights: async (argv) => (await import('./weights.js')).weightsCommand(argv),
   export: async (argv) => (await import('./export.js')).exportCommand(argv),
+  serve: async (argv) => (await import('./serve.js')).serveCommand(argv),
 };
 
 /** The names of every command, for --help and for tests that go through each. */

@@ -1,0 +1,114 @@
+// `fcn serve`: a web page where FCN-32s, 16s and 8s segment pictures side by side, a drawing
+// canvas, a walk through the network's score maps, and live training curves.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { engineConfig } from '../engine/config.js';
+import { isKnownWeights } from '../io/weights-cache.js';
+import { checkInputFile } from '../io/paths.js';
+import { createServer } from '../serve/server.js';
+import { latestDemo } from '../serve/sources.js';
+import { UsageError, defineCommand, parse, parseNumber } from './args.js';
+import { applyEngineFlags } from './engine-flags.js';
+import { engineOptionSpecs } from './help.js';
+
+const cmd = 'serve';
+const DEFAULT_RUNS = 'runs';
+
+export const serveSpec = defineCommand({
+  name: cmd,
+  summary: 'a web page: FCN-32s/16s/8s side by side, drawing, how it works, live training',
+  usage: ['[--weights W[,W2,W3]] [--host H] [--port N] [--runs DIR[,DIR]] [--max-upload-mb N] [--max-pixels N] [--queue N]'],
+  details: `Serves a page with four parts: Segment (upload, drop, paste or pick an example: each model's
+label map, an overlay, class shares, top-3 classes under the pointer), Draw (shapes drawn with the
+mouse, segmented as you draw), How it works (the picture's own score maps at 1/32, 1/16 and 1/8)
+and Training (a run's curves, followed live while fcn train writes it). Without --weights, the
+models are the stages of the latest fcn demo under runs/ (the demo runs first if there is none).
+The JSON API: POST /api/segment, POST /api/stages, GET /api/models, /api/runs, /api/runs/NAME,
+/api/runs/NAME/events (server-sent events), /api/health.`,
+  options: {
+    weights: { type: 'string', value: 'W[,W2,W3]', help: 'weight files (any format) or known names: several are compared side by side', default: 'the latest fcn demo run\'s stage models' },
+    host: { type: 'string', value: 'H', help: 'address to listen on (another than 127.0.0.1 exposes the page to the network)', default: '127.0.0.1' },
+    port: { type: 'string', value: 'N', help: 'port to listen on (0: any free port)', default: '8080' },
+    runs: { type: 'string', value: 'DIR[,DIR]', help: 'folders searched for training runs (a folder with config.json is a run)', default: DEFAULT_RUNS },
+    'max-upload-mb': { type: 'string', value: 'N', help: 'largest upload, in megabytes', default: '10' },
+    'max-pixels': { type: 'string', value: 'N', help: 'largest picture, in decoded pixels (checked from the header before decoding)', default: '4000000' },
+    queue: { type: 'string', value: 'N', help: 'pictures that may wait while one is segmented; more are refused with 503', default: '8' },
+    ...engineOptionSpecs,
+  },
+  examples: [
+    'fcn serve',
+    'fcn serve --weights runs/demo/run/checkpoints/stage1-fcn32.safetensors,runs/demo/run/checkpoints/stage5-fcn8.safetensors --port 8081',
+    'fcn serve --weights fcn8s --max-pixels 1000000',
+  ],
+});
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { values } = parse(serveSpec, argv);
+  applyEngineFlags(cmd, values);
+  const port = parseNumber(cmd, values.port, 'port', (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'an integer from 0 to 65535') ?? 8080;
+  const host = values.host ?? '127.0.0.1';
+  const maxUploadMb = parseNumber(cmd, values['max-upload-mb'], 'max-upload-mb', (n) => n > 0 && n <= 1024, 'a number of megabytes in (0, 1024]') ?? 10;
+  const maxPixels = parseNumber(cmd, values['max-pixels'], 'max-pixels', (n) => Number.isInteger(n) && n >= 1024, 'an integer ≥ 1024') ?? 4_000_000;
+  const queue = parseNumber(cmd, values.queue, 'queue', (n) => Number.isInteger(n) && n >= 0 && n <= 1000, 'an integer from 0 to 1000') ?? 8;
+  const runRoots = (values.runs ?? DEFAULT_RUNS).split(',').map((s) => s.trim()).filter(Boolean);
+
+  let weights: string[];
+  let origin: string;
+  if (values.weights !== undefined) {
+    weights = values.weights.split(',').map((s) => s.trim()).filter(Boolean);
+    if (weights.length === 0) throw new UsageError(`fcn ${cmd}: --weights needs at least one file`);
+    for (const w of weights) if (!isKnownWeights(w)) checkInputFile(cmd, 'weights', w);
+    origin = weights.length === 1 ? weights[0]! : `${weights.length} files`;
+    // A run's checkpoints: its training curves belong on the page too.
+    for (const w of weights) {
+      const run = path.dirname(path.dirname(path.resolve(w)));
+      if (path.basename(path.dirname(path.resolve(w))) === 'checkpoints' && existsSync(path.join(run, 'config.json')) && !runRoots.some((r) => run.startsWith(path.resolve(r) + path.sep))) runRoots.push(run);
+    }
+  } else {
+    let demo = runRoots.map((r) => latestDemo(r)).find((d) => d !== null) ?? null;
+    if (!demo) {
+      const out = path.join(runRoots[0]!, `demo-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`);
+      console.log(`fcn serve: no finished fcn demo under ${runRoots.join(', ')}: running it first to have models to show (${out}, a few minutes on 2 cores)…`);
+      const { demoCommand } = await import('./demo.js');
+      const cfg = engineConfig();
+      const code = await demoCommand(['--out', out, '--threads', String(cfg.threads), '--precision', cfg.precision]);
+      if (code !== 0) {
+        console.error(`fcn serve: the demo did not finish (exit code ${code}); give models with --weights`);
+        return code;
+      }
+      demo = latestDemo(runRoots[0]!);
+      if (!demo) throw new Error(`the demo in ${out} left no stage models`);
+    }
+    weights = demo.weights;
+    origin = path.relative(process.cwd(), path.dirname(demo.weights[0]!)) || '.';
+  }
+
+  const cfg = engineConfig();
+  console.log(`fcn serve: loading ${weights.length} model${weights.length === 1 ? '' : 's'} from ${origin} (${cfg.precision}, ${cfg.threads} threads)…`);
+  const served = await createServer({ weights, runRoots, maxUploadBytes: Math.round(maxUploadMb * 2 ** 20), maxPixels, queueLimit: queue, threads: cfg.threads, precision: cfg.precision });
+  let address: string;
+  try {
+    address = await served.app.listen({ host, port });
+  } catch (e) {
+    await served.app.close();
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new UsageError(`fcn ${cmd}: port ${port} on ${host} is in use: choose another with --port (0 picks a free one)`);
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new UsageError(`fcn ${cmd}: cannot listen on --host '${host}': no such local address`);
+    throw e;
+  }
+  console.log(`fcn serve: ${served.models.map((m) => m.title).join(', ')} at ${address}  (Ctrl-C stops)`);
+  if (!['127.0.0.1', 'localhost', '::1'].includes(host)) console.log(`fcn serve: listening on ${host}: other machines on the network can reach this page`);
+
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  console.log('fcn serve: stopping');
+  await served.app.close();
+  return 0;
+}

@@ -1,0 +1,21 @@
+// Errors the server answers with a status and a message meant for the person who sent the
+// request: every 4xx says what was wrong and what is accepted.
+
+export class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+    /** Extra response headers (Retry-After for a full queue). */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** The JSON body of every error answer. */
+export interface ErrorBody {
+  error: string;
+  statusCode: number;
+}
+
+export const errorBody = (statusCode: number, message: string): ErrorBody => ({ error: message, statusCode });

@@ -1,0 +1,185 @@
+// The server's side of inference: one worker thread that holds the models, and a bounded
+// queue in front of it. One job runs at a time (the engine already uses every core for one
+// forward pass); up to `queueLimit` more wait; beyond that a request is refused at once with
+// 503 and a Retry-After estimated from recent job times, instead of piling up memory and
+// latency. If the worker dies, the jobs it held fail with 500 and a new worker is started.
+import { Worker } from 'node:worker_threads';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { workerExecArgv } from '../data/loader.js';
+import { HttpError } from './errors.js';
+import type { Job, ModelInfo, Rgb, SegmentAnswer, WorkerInit, WorkerMessage } from './protocol.js';
+
+type StagedMessage = Extract<WorkerMessage, { type: 'staged' }>;
+type JobInput = { type: 'segment'; rgb: Rgb; models: number[]; top3: boolean } | { type: 'stages'; rgb: Rgb; model: number };
+
+interface Pending {
+  job: Job;
+  resolve: (m: WorkerMessage) => void;
+  reject: (e: Error) => void;
+  queuedAt: number;
+  startedAt?: number;
+}
+
+export interface InferenceOptions extends WorkerInit {
+  /** Jobs that may wait while one runs; more are refused with 503. */
+  queueLimit: number;
+}
+
+export interface InferenceStats {
+  running: number;
+  waiting: number;
+  queueLimit: number;
+  completed: number;
+  refused: number;
+  workerRestarts: number;
+  /** Mean job time in ms over the recent jobs (exponential average), null before the first. */
+  recentJobMs: number | null;
+}
+
+/**
+ * How to start the worker: the compiled worker.js next to this module, or, from the
+ * TypeScript sources (tests, tsx), a bootstrap that registers tsx's loader inside the worker
+ * first (as the data loader's workers do: tsx's hooks do not reach a worker by themselves).
+ */
+function workerScript(): { script: string | URL; eval: boolean } {
+  const js = new URL('./worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(js))) return { script: js, eval: false };
+  const api = import.meta.resolve('tsx/esm/api');
+  const ts = new URL('./worker.ts', import.meta.url).href;
+  return { script: `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts)}); });`, eval: true };
+}
+
+export class Inference {
+  models: ModelInfo[] = [];
+  private worker: Worker | null = null;
+  private current: Pending | null = null;
+  private readonly waiting: Pending[] = [];
+  private nextId = 1;
+  private completed = 0;
+  private refused = 0;
+  private restarts = 0;
+  private averageMs: number | null = null;
+  private closed = false;
+  private ready: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly options: InferenceOptions) {}
+
+  /** Starts the worker and waits until it has loaded every model (or failed to). */
+  static async start(options: InferenceOptions): Promise<Inference> {
+    const inference = new Inference(options);
+    inference.ready = inference.spawn();
+    await inference.ready;
+    return inference;
+  }
+
+  private spawn(): Promise<void> {
+    const { script, eval: isEval } = workerScript();
+    const init: WorkerInit = { weights: this.options.weights, threads: this.options.threads, precision: this.options.precision, delayMs: this.options.delayMs };
+    const worker = new Worker(script, { eval: isEval, workerData: init, execArgv: workerExecArgv(process.execArgv) });
+    this.worker = worker;
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      worker.on('message', (m: WorkerMessage) => {
+        if (m.type === 'ready') {
+          started = true;
+          this.models = m.models;
+          resolve();
+          this.dispatch();
+        } else if (m.type === 'fatal') {
+          reject(new Error(m.message));
+          void worker.terminate();
+        } else {
+          this.finish(m);
+        }
+      });
+      const lost = (why: string) => {
+        if (this.worker !== worker) return;
+        this.worker = null;
+        if (!started) return reject(new Error(`the inference worker stopped while loading the models (${why})`));
+        // The jobs it held are lost: fail them clearly rather than leave them hanging.
+        const error = new HttpError(500, `the inference worker stopped (${why}); it is being restarted: try again`);
+        this.current?.reject(error);
+        this.current = null;
+        if (this.closed) return;
+        this.restarts++;
+        this.ready = this.spawn().catch((e: Error) => {
+          for (const p of this.waiting.splice(0)) p.reject(new HttpError(500, `the inference worker cannot restart: ${e.message}`));
+        });
+      };
+      worker.on('error', (e) => lost(e.message));
+      worker.on('exit', (code) => lost(`exit code ${code}`));
+    });
+  }
+
+  stats(): InferenceStats {
+    return {
+      running: this.current ? 1 : 0,
+      waiting: this.waiting.length,
+      queueLimit: this.options.queueLimit,
+      completed: this.completed,
+      refused: this.refused,
+      workerRestarts: this.restarts,
+      recentJobMs: this.averageMs === null ? null : Math.round(this.averageMs),
+    };
+  }
+
+  /** Label maps of `models` on one picture (with the top-3 tables when asked). */
+  async segment(rgb: Rgb, models: number[], top3: boolean): Promise<SegmentAnswer[]> {
+    const m = await this.submit({ type: 'segment', rgb, models, top3 });
+    if (m.type !== 'segmented') throw new Error(`unexpected answer ${m.type}`);
+    return m.answers;
+  }
+
+  /** The score maps of each stage of one model on one picture. */
+  async stages(rgb: Rgb, model: number): Promise<StagedMessage> {
+    const m = await this.submit({ type: 'stages', rgb, model });
+    if (m.type !== 'staged') throw new Error(`unexpected answer ${m.type}`);
+    return m;
+  }
+
+  private submit(input: JobInput): Promise<WorkerMessage> {
+    if (this.closed) return Promise.reject(new HttpError(503, 'the server is shutting down'));
+    const busy = this.current !== null || this.worker === null;
+    if (busy && this.waiting.length >= this.options.queueLimit) {
+      this.refused++;
+      const seconds = Math.max(1, Math.ceil((((this.averageMs ?? 1000) * (this.waiting.length + 1)) / 1000)));
+      return Promise.reject(new HttpError(503, `the server is busy: ${this.waiting.length} picture${this.waiting.length === 1 ? '' : 's'} already wait for the model (--queue ${this.options.queueLimit}); retry in ${seconds} s`, { 'retry-after': String(seconds) }));
+    }
+    const job = { ...input, id: this.nextId++ } as Job;
+    return new Promise<WorkerMessage>((resolve, reject) => {
+      this.waiting.push({ job, resolve, reject, queuedAt: performance.now() });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    if (this.current || !this.worker || this.waiting.length === 0) return;
+    const next = this.waiting.shift()!;
+    next.startedAt = performance.now();
+    this.current = next;
+    this.worker.postMessage(next.job);
+  }
+
+  private finish(m: WorkerMessage): void {
+    const p = this.current;
+    if (!p || !('id' in m) || m.id !== p.job.id) return;
+    this.current = null;
+    const ms = performance.now() - p.startedAt!;
+    this.averageMs = this.averageMs === null ? ms : 0.7 * this.averageMs + 0.3 * ms;
+    this.completed++;
+    if (m.type === 'failed') p.reject(new HttpError(500, `inference failed: ${m.message}`));
+    else p.resolve(m);
+    this.dispatch();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.waiting.splice(0)) p.reject(new HttpError(503, 'the server is shutting down'));
+    const w = this.worker;
+    this.worker = null;
+    if (w) await w.terminate();
+    this.current?.reject(new HttpError(503, 'the server is shutting down'));
+    this.current = null;
+  }
+}

@@ -1,0 +1,57 @@
+// Messages between the server and its inference worker.
+import type { Precision } from '../engine/binding.js';
+import type { ClassShare } from '../report/viz.js';
+import type { FcnKind, FcnStyle, StageMapName } from '../models/fcn.js';
+
+export interface WorkerInit {
+  /** Weight files (any format) or known names, loaded in this order. */
+  weights: string[];
+  threads: number;
+  precision: Precision;
+  /**
+   * Tests only: milliseconds the worker sleeps before each job, standing in for a slow model
+   * so that the queue and the event loop can be observed under load without burning CPU.
+   */
+  delayMs?: number;
+}
+
+export interface ModelInfo {
+  kind: FcnKind;
+  style: FcnStyle;
+  width: number;
+  numClasses: number;
+  classNames: string[];
+}
+
+export interface Rgb {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+export type Job =
+  | { type: 'segment'; id: number; rgb: Rgb; models: number[]; top3: boolean }
+  | { type: 'stages'; id: number; rgb: Rgb; model: number };
+
+export interface SegmentAnswer {
+  model: number;
+  png: Uint8Array;
+  shares: ClassShare[];
+  ms: number;
+  top3?: Uint8Array;
+}
+
+export interface StageViewMessage {
+  name: StageMapName;
+  stride: number;
+  coarse: { width: number; height: number; png: Uint8Array };
+  upsampled: Uint8Array;
+  shares: ClassShare[];
+}
+
+export type WorkerMessage =
+  | { type: 'ready'; models: ModelInfo[] }
+  | { type: 'fatal'; message: string }
+  | { type: 'segmented'; id: number; answers: SegmentAnswer[] }
+  | { type: 'staged'; id: number; width: number; height: number; views: StageViewMessage[]; final: { png: Uint8Array; shares: ClassShare[] }; ms: number }
+  | { type: 'failed'; id: number; message: string };

@@ -1,0 +1,51 @@
+// Which models the server shows: the weight files given, or the stage models of the latest
+// `fcn demo` run — FCN-32s, FCN-16s and FCN-8s as the staged recipe left them.
+import { readdirSync, statSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import type { FcnKind } from '../models/fcn.js';
+
+export interface DemoModels {
+  /** The demo's output folder (holding report.html and run/). */
+  out: string;
+  /** Its training run folder. */
+  run: string;
+  /** The last stage's weights of each kind, FCN-32s first. */
+  weights: string[];
+}
+
+const STAGE_FILE = /^stage(\d+)-(fcn32|fcn16|fcn8)\.safetensors$/;
+const ORDER: FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
+
+/** The stage models of a finished demo output folder, or null if it has none. */
+export function demoModels(out: string): DemoModels | null {
+  const run = path.join(out, 'run');
+  const checkpoints = path.join(run, 'checkpoints');
+  // report.html is written last: a demo stopped half-way is not picked.
+  if (!existsSync(path.join(out, 'report.html')) || !existsSync(checkpoints)) return null;
+  const byKind = new Map<FcnKind, { stage: number; file: string }>();
+  for (const f of readdirSync(checkpoints)) {
+    const m = STAGE_FILE.exec(f);
+    if (!m) continue;
+    const stage = Number(m[1]), kind = m[2] as FcnKind;
+    if (stage > (byKind.get(kind)?.stage ?? 0)) byKind.set(kind, { stage, file: path.join(checkpoints, f) });
+  }
+  const weights = ORDER.filter((k) => byKind.has(k)).map((k) => byKind.get(k)!.file);
+  return weights.length ? { out, run, weights } : null;
+}
+
+/** The most recent finished demo under `root` (by the time of its report), or null. */
+export function latestDemo(root: string): DemoModels | null {
+  let entries: string[];
+  try {
+    entries = readdirSync(root);
+  } catch {
+    return null;
+  }
+  const demos = entries
+    .map((e) => path.join(root, e))
+    .map((out) => ({ out, models: demoModels(out) }))
+    .filter((d): d is { out: string; models: DemoModels } => d.models !== null)
+    .map((d) => ({ ...d, time: statSync(path.join(d.out, 'report.html')).mtimeMs }))
+    .sort((a, b) => b.time - a.time);
+  return demos[0]?.models ?? null;
+}

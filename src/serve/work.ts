@@ -1,0 +1,184 @@
+// What the inference worker computes for the page, as plain functions of a model and a
+// decoded picture: label maps (through segment(), so they are exactly `fcn predict`'s), their
+// palette PNGs and class shares, the three most probable classes of every pixel, and the
+// score maps of each stage for the "How it works" page.
+import { encode as encodePng } from 'fast-png';
+import { native, type Precision } from '../engine/binding.js';
+import { vocPalette, type RgbImage } from '../io/image.js';
+import { toNetworkInput } from '../data/transforms.js';
+import { classShares, type ClassShare } from '../report/viz.js';
+import { modelClassNames, segment } from '../models/segment.js';
+import type { FCN, StageMap, StageMapName } from '../models/fcn.js';
+
+const PALETTE = vocPalette(256);
+
+/** A label map as an indexed PNG: pixel value = class index, VOC palette (as writeLabelPng). */
+export function labelPng(labels: Uint8Array, width: number, height: number): Uint8Array {
+  return encodePng({ width, height, data: labels, depth: 8, channels: 1, palette: PALETTE });
+}
+
+/** Bytes per pixel of a top-3 table: three class indices, then their probabilities × 255. */
+export const TOP3_BYTES = 6;
+
+/**
+ * The three most probable classes of each pixel and their softmax probabilities, from logits
+ * classes × plane: per pixel [c1, c2, c3, round(255·p1), round(255·p2), round(255·p3)].
+ */
+export function top3Table(logits: Float32Array, classes: number, plane: number): Uint8Array {
+  const out = new Uint8Array(plane * TOP3_BYTES);
+  const k = Math.min(3, classes);
+  const idx = [0, 0, 0], val = [0, 0, 0];
+  for (let p = 0; p < plane; p++) {
+    let max = -Infinity;
+    for (let c = 0; c < classes; c++) max = Math.max(max, logits[c * plane + p]);
+    let sum = 0;
+    val.fill(-Infinity);
+    for (let c = 0; c < classes; c++) {
+      const v = logits[c * plane + p];
+      sum += Math.exp(v - max);
+      // Insertion into the three best; ties keep the lower class index first, as argmax does.
+      if (v > val[2]) {
+        let j = 2;
+        while (j > 0 && v > val[j - 1]) {
+          val[j] = val[j - 1];
+          idx[j] = idx[j - 1];
+          j--;
+        }
+        val[j] = v;
+        idx[j] = c;
+      }
+    }
+    const o = p * TOP3_BYTES;
+    for (let j = 0; j < 3; j++) {
+      out[o + j] = j < k ? idx[j] : 0;
+      out[o + 3 + j] = j < k ? Math.round((255 * Math.exp(val[j] - max)) / sum) : 0;
+    }
+  }
+  return out;
+}
+
+export interface ModelAnswer {
+  labels: Uint8Array;
+  png: Uint8Array;
+  shares: ClassShare[];
+  /** Milliseconds of the forward pass and argmax (segment()). */
+  ms: number;
+  top3?: Uint8Array;
+}
+
+/** One model on one picture, through segment() as `fcn predict` does. */
+export async function answerFor(model: FCN, rgb: RgbImage, options: { precision: Precision; top3: boolean }): Promise<ModelAnswer> {
+  const t0 = performance.now();
+  const seg = await segment(model, rgb, { precision: options.precision, logits: options.top3 });
+  const ms = performance.now() - t0;
+  return {
+    labels: seg.labels,
+    png: labelPng(seg.labels, seg.width, seg.height),
+    shares: classShares(seg.labels, seg.classes),
+    ms,
+    ...(options.top3 ? { top3: top3Table(seg.logits!, model.numClasses, seg.width * seg.height) } : {}),
+  };
+}
+
+/** One step of the "How it works" walk through the network. */
+export interface StageView {
+  name: StageMapName;
+  stride: number;
+  /** The winning class of each cell of the map at its own resolution, cropped to the picture. */
+  coarse: { width: number; height: number; png: Uint8Array };
+  /** The winning class after bilinear upsampling of the scores to the picture's size. */
+  upsampled: Uint8Array;
+  /** Classes present in the upsampled map, largest first. */
+  shares: ClassShare[];
+}
+
+export interface StagesAnswer {
+  width: number;
+  height: number;
+  views: StageView[];
+  /** The model's own output: identical to segment()'s labels. */
+  final: { png: Uint8Array; shares: ClassShare[] };
+  ms: number;
+}
+
+/** Argmax over classes of a [1, C, h, w] map, for the top-left rows × cols cells. */
+function argmaxMap(map: StageMap, rows: number, cols: number): Uint8Array {
+  const [, classes, h, w] = map.dims;
+  const out = new Uint8Array(rows * cols);
+  for (let y = 0; y < rows; y++) {
+    for (let x = 0; x < cols; x++) {
+      let best = 0, bestV = -Infinity;
+      for (let c = 0; c < classes; c++) {
+        const v = map.data[(c * h + y) * w + x];
+        if (v > bestV) { bestV = v; best = c; }
+      }
+      out[y * cols + x] = best;
+    }
+  }
+  return out;
+}
+
+/**
+ * Bilinear upsampling of the scores by the map's stride, as the network's frozen transposed
+ * convolutions (kernel 2s, bilinear weights) do: output pixel y reads the map at
+ * (y + ½)/s − ½, with zeros beyond the map's edge; then the argmax over classes.
+ */
+function upsampledArgmax(map: StageMap, width: number, height: number): Uint8Array {
+  const [, classes, h, w] = map.dims;
+  const s = map.stride;
+  const out = new Uint8Array(width * height);
+  const scores = new Float64Array(classes);
+  const axis = (o: number, n: number) => {
+    const u = (o + 0.5) / s - 0.5;
+    const i0 = Math.floor(u), f = u - i0;
+    return { i0, i1: i0 + 1, w0: i0 >= 0 && i0 < n ? 1 - f : 0, w1: i0 + 1 >= 0 && i0 + 1 < n ? f : 0 };
+  };
+  const cols = Array.from({ length: width }, (_, x) => axis(x, w));
+  for (let y = 0; y < height; y++) {
+    const r = axis(y, h);
+    for (let x = 0; x < width; x++) {
+      const c = cols[x];
+      scores.fill(0);
+      const add = (yy: number, xx: number, wt: number) => {
+        if (wt === 0) return;
+        for (let k = 0; k < classes; k++) scores[k] += wt * map.data[(k * h + yy) * w + xx];
+      };
+      add(r.i0, c.i0, r.w0 * c.w0);
+      add(r.i0, c.i1, r.w0 * c.w1);
+      add(r.i1, c.i0, r.w1 * c.w0);
+      add(r.i1, c.i1, r.w1 * c.w1);
+      let best = 0;
+      for (let k = 1; k < classes; k++) if (scores[k] > scores[best]) best = k;
+      out[y * width + x] = best;
+    }
+  }
+  return out;
+}
+
+/** The score maps of every stage of `model` on one picture, as label maps coarse and upsampled. */
+export function stagesFor(model: FCN, rgb: RgbImage, precision: Precision): StagesAnswer {
+  const { width, height } = rgb;
+  const t0 = performance.now();
+  const input = toNetworkInput({ id: '', width, height, image: rgb.data, label: new Uint8Array(0) }, model.means);
+  const x = native.fromArray([1, 3, height, width], input.image);
+  let logits: ReturnType<FCN['predictStages']>['logits'] | null = null;
+  try {
+    const out = model.predictStages(x, precision);
+    logits = out.logits;
+    const labelsT = native.argmax(logits);
+    const labels = labelsT.toArray() as Uint8Array;
+    labelsT.dispose();
+    const names = modelClassNames(model);
+    const views = out.maps.map((map): StageView => {
+      // The picture covers the top-left ceil(h/s) × ceil(w/s) cells (the rest is padding).
+      const rows = Math.min(map.dims[2], Math.ceil(height / map.stride)), cols = Math.min(map.dims[3], Math.ceil(width / map.stride));
+      const coarse = argmaxMap(map, rows, cols);
+      const upsampled = upsampledArgmax(map, width, height);
+      return { name: map.name, stride: map.stride, coarse: { width: cols, height: rows, png: labelPng(coarse, cols, rows) }, upsampled: labelPng(upsampled, width, height), shares: classShares(upsampled, names) };
+    });
+    return { width, height, views, final: { png: labelPng(labels, width, height), shares: classShares(labels, names) }, ms: performance.now() - t0 };
+  } finally {
+    x.dispose();
+    logits?.dispose();
+  }
+}
