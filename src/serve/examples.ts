@@ -11,8 +11,8 @@ export interface Example {
   height: number;
 }
 
-/** Scenes picked from the synthetic set for showing several shapes each (seed 2024). */
-const SCENES = [3, 8, 14, 21];
+/** Scenes of the synthetic set (seed 2024) with three or four shapes each, every class among them. */
+const SCENES = [1, 33, 37, 21];
 const SEED = 2024;
 
 export async function makeExamples(size = 192): Promise<Example[]> {
