@@ -216,13 +216,68 @@ Napi::Value Tensor::ToArray(const Napi::CallbackInfo& info) {
   });
 }
 
-// fromArray(dims, typedArray) → a plain tensor holding a copy of the data.
+// Checks perm lists each of the r axes once; gives the permuted dims and the strides that read
+// a row-major array of `dims` in the permuted axis order.
+static void permuted_view(const memory::dims& dims, const std::vector<int64_t>& perm, memory::dims& out_dims, memory::dims& view_strides) {
+  const size_t r = dims.size();
+  const std::string must = "perm must list each of the tensor's " + std::to_string(r) + " axes once";
+  if (perm.size() != r || r == 0) throw_range_error(must + ", got " + list_str(perm));
+  memory::dims strides(r);
+  out_dims.assign(r, 0);
+  view_strides.assign(r, 0);
+  strides[r - 1] = 1;
+  for (size_t k = r - 1; k-- > 0;) strides[k] = strides[k + 1] * dims[k + 1];
+  std::vector<bool> seen(r, false);
+  for (size_t k = 0; k < r; k++) {
+    const int64_t a = perm[k];
+    if (a < 0 || a >= int64_t(r) || seen[size_t(a)]) throw_range_error(must + ", got " + list_str(perm));
+    seen[size_t(a)] = true;
+    out_dims[k] = dims[size_t(a)];
+    view_strides[k] = strides[size_t(a)];
+  }
+}
+
+// The Keras ↔ engine kernel permutations, (A, B, C, D) → (D, C, A, B) or (C, D, A, B), as a
+// tiled transpose: a strided reorder reads conv6's kernel (7, 7, 512, 4096) 8 MB apart per
+// element, while here each tile reads runs of D contiguous values and writes runs of A·B.
+static bool kernel_permute(const memory::dims& dims, const std::vector<int64_t>& perm, const float* src, float* dst) {
+  if (dims.size() != 4 || perm[2] != 0 || perm[3] != 1) return false;
+  const bool swap_cd = perm[0] == 3 && perm[1] == 2;
+  if (!swap_cd && !(perm[0] == 2 && perm[1] == 3)) return false;
+  const int64_t AB = dims[0] * dims[1], C = dims[2], D = dims[3], CD = C * D;
+  constexpr int64_t kTile = 64;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t d0 = 0; d0 < D; d0 += kTile) {
+      const int64_t d1 = std::min(D, d0 + kTile);
+      for (int64_t k = 0; k < AB; k++) {
+        const float* row = src + k * CD + c * D;
+        for (int64_t d = d0; d < d1; d++) dst[(swap_cd ? d * C + c : c * D + d) * AB + k] = row[d];
+      }
+    }
+  return true;
+}
+
+// fromArray(dims, typedArray, perm?) → a plain tensor holding a copy of the data; with perm,
+// the data (row-major, shape dims) is copied with its axes reordered, as permute would, in
+// one pass (weight files in Keras layouts load without an intermediate copy).
 Napi::Value FromArray(const Napi::CallbackInfo& info) {
   auto dims = read_dims(info[0], "dims");
   TypedData d = typed_data(info[1], "data");
   const int64_t n = checked_numel(dims, "dims");
   if (int64_t(d.length) != n)
     throw_range_error("data has " + std::to_string(d.length) + " elements but dims " + dims_key(dims) + " need " + std::to_string(n));
+  if (!info[2].IsUndefined()) {
+    if (!info[2].IsArray()) throw_type_error("perm must be an array of axes, got " + describe(info[2]));
+    memory::dims out_dims, view_strides;
+    permuted_view(dims, read_ints(info[2], "perm", 0, 0, kMaxSafeInteger), out_dims, view_strides);
+    const std::vector<int64_t> perm = read_ints(info[2], "perm", 0, 0, kMaxSafeInteger);
+    Napi::Object obj = Tensor::Create(info.Env(), plain_desc(out_dims, d.type));
+    if (n == 0) return obj;
+    if (d.type == dt::f32 && kernel_permute(dims, perm, reinterpret_cast<const float*>(d.data), static_cast<float*>(Tensor::Of(obj).ptr))) return obj;
+    reorder_into(memory(memory::desc(out_dims, d.type, view_strides), cpu_engine(), d.data), Tensor::Of(obj).mem());
+    return obj;
+  }
   Napi::Object obj = Tensor::Create(info.Env(), plain_desc(dims, d.type));
   std::memcpy(Tensor::Of(obj).ptr, d.data, size_t(n) * dtype_size(d.type));
   return obj;
@@ -245,7 +300,9 @@ Napi::Value WriteArray(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// zeros(dims, dtype = 'float32') → a plain zero tensor.
+// zeros(dims, dtype = 'float32', uninitialized = false) → a plain zero tensor; uninitialized
+// skips the fill for a tensor about to be replaced whole (a model built only to be loaded:
+// its untouched pages cost no memory).
 Napi::Value Zeros(const Napi::CallbackInfo& info) {
   auto dims = read_dims(info[0], "dims");
   dt type = dt::f32;
@@ -253,7 +310,12 @@ Napi::Value Zeros(const Napi::CallbackInfo& info) {
     if (!info[1].IsString()) throw_type_error("dtype must be a string, got " + describe(info[1]));
     type = parse_dtype(info[1].As<Napi::String>().Utf8Value());
   }
-  return Tensor::Create(info.Env(), plain_desc(dims, type), true);
+  bool uninitialized = false;
+  if (!info[2].IsUndefined()) {
+    if (!info[2].IsBoolean()) throw_type_error("uninitialized must be a boolean, got " + describe(info[2]));
+    uninitialized = info[2].As<Napi::Boolean>().Value();
+  }
+  return Tensor::Create(info.Env(), plain_desc(dims, type), !uninitialized);
 }
 
 // reorder(t, {dtype?, like?}) → a new tensor with t's values in like's layout (or plain)
@@ -282,23 +344,9 @@ Napi::Value Reorder(const Napi::CallbackInfo& info) {
 Napi::Value Permute(const Napi::CallbackInfo& info) {
   Tensor& src = Tensor::From(info[0], "tensor");
   if (!is_plain(src.md)) throw_type_error("the tensor must be in the plain layout");
-  const auto dims = src.dims();
-  const size_t r = dims.size();
-  const std::string must = "perm must list each of the tensor's " + std::to_string(r) + " axes once";
-  if (!info[1].IsArray()) throw_type_error(must + ", got " + describe(info[1]));
-  std::vector<int64_t> perm = read_ints(info[1], "perm", 0, 0, kMaxSafeInteger);
-  if (perm.size() != r) throw_range_error(must + ", got " + list_str(perm));
-  memory::dims strides(r), out_dims(r), view_strides(r);
-  strides[r - 1] = 1;
-  for (size_t k = r - 1; k-- > 0;) strides[k] = strides[k + 1] * dims[k + 1];
-  std::vector<bool> seen(r, false);
-  for (size_t k = 0; k < r; k++) {
-    const int64_t a = perm[k];
-    if (a >= int64_t(r) || seen[size_t(a)]) throw_range_error(must + ", got " + list_str(perm));
-    seen[size_t(a)] = true;
-    out_dims[k] = dims[size_t(a)];
-    view_strides[k] = strides[size_t(a)];
-  }
+  if (!info[1].IsArray()) throw_type_error("perm must list each of the tensor's " + std::to_string(src.dims().size()) + " axes once, got " + describe(info[1]));
+  memory::dims out_dims, view_strides;
+  permuted_view(src.dims(), read_ints(info[1], "perm", 0, 0, kMaxSafeInteger), out_dims, view_strides);
   memory::desc view(out_dims, src.md.data_type(), view_strides);
   Napi::Object out = Tensor::Create(info.Env(), plain_desc(out_dims, src.md.data_type()));
   reorder_into(memory(view, cpu_engine(), src.ptr), Tensor::Of(out).mem());

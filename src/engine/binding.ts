@@ -117,8 +117,10 @@ export type NativeExport = (typeof NATIVE_EXPORTS)[number];
  */
 export interface Native {
   Tensor: abstract new () => Tensor;
-  fromArray(dims: number[], data: Float32Array | Uint16Array | Uint8Array | Int32Array): Tensor;
-  zeros(dims: number[], dtype?: DType): Tensor;
+  /** A plain copy of row-major `data` of shape dims; with perm, its axes reordered as permute would (one pass). */
+  fromArray(dims: number[], data: Float32Array | Uint16Array | Uint8Array | Int32Array, perm?: number[]): Tensor;
+  /** A plain zero tensor; `uninitialized` skips the fill for a tensor about to be replaced whole. */
+  zeros(dims: number[], dtype?: DType, uninitialized?: boolean): Tensor;
   /** Copies data into a plain tensor in place, from element `offset` on (dtype must match). */
   writeArray(t: Tensor, data: Float32Array | Uint16Array | Uint8Array | Int32Array, offset?: number): void;
   reorder(t: Tensor, options?: { dtype?: DType; like?: Tensor | null }): Tensor;

@@ -35,6 +35,8 @@ export interface FcnOptions {
   skipScales?: readonly [number, number] | null;
   /** Class names, when known (they travel in the weights' metadata). */
   classNames?: readonly string[];
+  /** Leave the parameters unfilled, for a model built only to be loaded (see loadModel). */
+  uninitialized?: boolean;
 }
 
 /** Channels of a full-width layer scaled by the width multiplier. */
@@ -160,6 +162,7 @@ export class FCN {
     this.classNames = options.classNames ? [...options.classNames] : null;
     const rate = options.dropout ?? 0.2;
     const caffe = style === 'caffe';
+    const unfilled = { uninitialized: options.uninitialized ?? false };
 
     let inC = 3;
     for (const [b, n, c] of VGG_BLOCKS) {
@@ -169,30 +172,30 @@ export class FCN {
         // Caffe pads the first convolution by 100 so that any input survives the 7×7 conv6
         // without padding; the crops at the end take the margin off again.
         const padding = caffe && b === 1 && i === 1 ? 100 : 1;
-        convs.push(new Conv2d(`block${b}_conv${i}`, { inChannels: inC, outChannels: out, kernel: 3, padding, relu: true }));
+        convs.push(new Conv2d(`block${b}_conv${i}`, { inChannels: inC, outChannels: out, kernel: 3, padding, relu: true, ...unfilled }));
         inC = out;
       }
       this.blocks.push({ convs, pool: new MaxPool2d(`block${b}_pool`, 2, caffe) });
     }
     const fc = scaledChannels(4096, width);
     const c3 = scaledChannels(256, width), c4 = scaledChannels(512, width);
-    this.conv6 = new Conv2d('conv6', { inChannels: inC, outChannels: fc, kernel: 7, padding: caffe ? 0 : 3, relu: true });
+    this.conv6 = new Conv2d('conv6', { inChannels: inC, outChannels: fc, kernel: 7, padding: caffe ? 0 : 3, relu: true, ...unfilled });
     this.drop6 = new Dropout('drop6', rate, 6);
-    this.conv7 = new Conv2d('conv7', { inChannels: fc, outChannels: fc, kernel: 1, relu: true });
+    this.conv7 = new Conv2d('conv7', { inChannels: fc, outChannels: fc, kernel: 1, relu: true, ...unfilled });
     this.drop7 = new Dropout('drop7', rate, 7);
-    this.score7 = new Conv2d('score7', { inChannels: fc, outChannels: classes, kernel: 1 });
+    this.score7 = new Conv2d('score7', { inChannels: fc, outChannels: classes, kernel: 1, ...unfilled });
     const up = (name: string, k: number, s: number) =>
-      new Conv2d(name, { inChannels: classes, outChannels: classes, kernel: k, stride: s, transposed: true, ...(caffe ? { padding: 0 } : {}) });
+      new Conv2d(name, { inChannels: classes, outChannels: classes, kernel: k, stride: s, transposed: true, ...(caffe ? { padding: 0 } : {}), ...unfilled });
     if (kind === 'fcn32') {
       this.upsample = up('fcn32', 64, 32);
     } else {
       this.score7Upsample = up('score7_upsample', 4, 2);
-      this.score4 = new Conv2d('score4', { inChannels: c4, outChannels: classes, kernel: 1 });
+      this.score4 = new Conv2d('score4', { inChannels: c4, outChannels: classes, kernel: 1, ...unfilled });
       if (kind === 'fcn16') {
         this.upsample = up('fcn16', 32, 16);
       } else {
         this.skip4Upsample = up('skip4_upsample', 4, 2);
-        this.score3 = new Conv2d('score3', { inChannels: c3, outChannels: classes, kernel: 1 });
+        this.score3 = new Conv2d('score3', { inChannels: c3, outChannels: classes, kernel: 1, ...unfilled });
         this.upsample = up('fcn8', 16, 8);
       }
     }

@@ -42,14 +42,9 @@ export function toKerasLayout(p: Param, t: Tensor = p.value): SafetensorsTensor 
   }
 }
 
-/** A Keras-layout array as the engine's tensor for parameter p (O,I,KH,KW or (out)). */
+/** A Keras-layout array as the engine's tensor for parameter p (O,I,KH,KW or (out)), in one native pass. */
 function fromKerasLayout(p: Param, data: Float32Array): Tensor {
-  const k = native.fromArray(kerasShape(p), data);
-  try {
-    return native.permute(k, inversePerm(kerasAxes(p)));
-  } finally {
-    k.dispose();
-  }
+  return native.fromArray(kerasShape(p), data, inversePerm(kerasAxes(p)));
 }
 
 /** The model's parameters as Keras-layout float32 arrays, by checkpoint name. */
@@ -88,16 +83,17 @@ function shapeMismatch(source: string, name: string, found: number[], want: numb
   return `${source}: tensor '${name}' has shape [${found.join(', ')}], the model expects [${want.join(', ')}]`;
 }
 
-/** Reads one tensor of a source, refusing non-finite values unless allowed. */
-function readChecked(source: WeightSource, name: string, entry: WeightEntry, allowNonFinite: boolean): Float32Array {
+/** Reads one tensor of a source as the engine's tensor for p, refusing non-finite values unless allowed. */
+function readChecked(source: WeightSource, p: Param, entry: WeightEntry, allowNonFinite: boolean): Tensor {
   const data = entry.read();
-  if (!allowNonFinite) {
-    for (let i = 0; i < data.length; i++) {
-      const v = data[i];
-      if (v - v !== 0) throw new Error(`${source.path}: tensor '${name}' has a non-finite value (${v}) at element ${i}: the weights are corrupt or come from a diverged run`);
-    }
+  const t = fromKerasLayout(p, data);
+  // A sum of squares (accumulated natively in double) is finite exactly when every value is.
+  if (!allowNonFinite && !Number.isFinite(native.sumSquares(t))) {
+    t.dispose();
+    const i = data.findIndex((v) => !Number.isFinite(v));
+    throw new Error(`${source.path}: tensor '${p.name}' has a non-finite value (${data[i]}) at element ${i}: the weights are corrupt or come from a diverged run`);
   }
-  return data;
+  return t;
 }
 
 /**
@@ -123,7 +119,7 @@ export function loadSourceInto(model: FCN, source: WeightSource, options: { allo
   // Training checkpoints carry the optimiser's state beside the weights, under `optimizer.`.
   const extra = [...source.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX));
   if (extra !== undefined) throw new Error(`${where}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
-  for (const [p, t] of staged) p.assign(fromKerasLayout(p, readChecked(source, p.name, t, options.allowNonFinite ?? false)));
+  for (const [p, t] of staged) p.assign(readChecked(source, p, t, options.allowNonFinite ?? false));
 }
 
 /** As loadSourceInto, from a safetensors file already read. */
@@ -146,7 +142,7 @@ export function loadMatchingSource(model: FCN, source: WeightSource, options: { 
   }
   const loaded = new Set<string>();
   for (const [p, t] of staged) {
-    p.assign(fromKerasLayout(p, readChecked(source, p.name, t, options.allowNonFinite ?? false)));
+    p.assign(readChecked(source, p, t, options.allowNonFinite ?? false));
     loaded.add(p.name.slice(0, p.name.lastIndexOf('.')));
   }
   return loaded;
@@ -216,7 +212,8 @@ export function modelOptionsFromSource(source: WeightSource, options: LoadOption
 
 /** Builds and loads the model a weight source describes. */
 export function modelFromSource(source: WeightSource, options: LoadOptions = {}): FCN {
-  const model = new FCN(modelOptionsFromSource(source, options));
+  // Every parameter is replaced by the file's: filling them first would only cost memory.
+  const model = new FCN({ ...modelOptionsFromSource(source, options), uninitialized: true });
   try {
     loadSourceInto(model, source, options);
   } catch (e) {

@@ -46,6 +46,8 @@ export interface ConvSpec {
   relu?: boolean;
   bias?: boolean;
   transposed?: boolean;
+  /** Leave the parameters unfilled: the layer is built only to be loaded (every value replaced). */
+  uninitialized?: boolean;
 }
 
 /** Convolution (or transposed convolution) with optional bias and fused ReLU. */
@@ -70,9 +72,9 @@ export class Conv2d {
     if (!Number.isInteger(this.padding)) throw new Error(`${name}: kernel ${spec.kernel} with stride ${this.stride} has no symmetric 'same' padding`);
     this.relu = spec.relu ?? false;
     const k = spec.kernel;
-    this.kernel = new Param(`${name}.kernel`, native.zeros([spec.outChannels, spec.inChannels, k, k]), 'kernel', this.transposed);
+    this.kernel = new Param(`${name}.kernel`, native.zeros([spec.outChannels, spec.inChannels, k, k], 'float32', spec.uninitialized ?? false), 'kernel', this.transposed);
     const hasBias = spec.bias ?? !this.transposed;
-    this.bias = hasBias ? new Param(`${name}.bias`, native.zeros([spec.outChannels]), 'bias', this.transposed) : null;
+    this.bias = hasBias ? new Param(`${name}.bias`, native.zeros([spec.outChannels], 'float32', spec.uninitialized ?? false), 'bias', this.transposed) : null;
   }
 
   params(): Param[] {

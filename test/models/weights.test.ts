@@ -76,6 +76,26 @@ test('native permute moves axes as asked and its inverse restores them; bad perm
   for (const x of [t, k, back]) x.dispose();
 });
 
+test('fromArray with a permutation equals permute of the plain copy (the kernel transposes and any other order)', () => {
+  const dims = [3, 5, 70, 130]; // more than one 64-wide tile of the last axis
+  const src = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i) * 100);
+  const plain = native.fromArray(dims, src);
+  for (const perm of [[3, 2, 0, 1], [2, 3, 0, 1], [1, 0, 3, 2], [0, 2, 3, 1]]) {
+    const direct = native.fromArray(dims, src, perm), twoStep = native.permute(plain, perm);
+    assert.deepEqual(direct.dims, perm.map((a) => dims[a]));
+    assert.deepEqual(direct.toArray(), twoStep.toArray(), `perm ${perm}`);
+    // One element by the definition: out[i0][i1][i2][i3] = src at the index whose axis perm[k] is i_k.
+    const out = direct.toArray() as Float32Array, od = direct.dims;
+    const at = [1, 2, 1, 2], srcIndex = [0, 0, 0, 0];
+    perm.forEach((a, k) => (srcIndex[a] = at[k]));
+    assert.equal(out[((at[0] * od[1] + at[1]) * od[2] + at[2]) * od[3] + at[3]], src[((srcIndex[0] * dims[1] + srcIndex[1]) * dims[2] + srcIndex[2]) * dims[3] + srcIndex[3]]);
+    direct.dispose();
+    twoStep.dispose();
+  }
+  assert.throws(() => native.fromArray(dims, src, [0, 0, 1, 2]), /each of the tensor's 4 axes once/);
+  plain.dispose();
+});
+
 test('loading a file for another model names the first offending tensor and both shapes', async () => {
   const dir = tmp();
   try {
