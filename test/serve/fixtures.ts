@@ -65,8 +65,9 @@ function setLayer(l: Conv2d, kernel: (o: number, i: number, y: number, x: number
  * A shape model set by hand: block1_conv1 computes two colour detectors from the BGR input
  * minus the means — red (R' − G' − 0.2·B' − 60) and blue (B' − R' − 0.2·G' − 80), scaled by
  * 0.05 — and every later convolution passes channels 0 and 1 through by their centre tap.
- * The score layers (score7, and score4/score3 on the pools for FCN-16s/8s) score disc as
- * 2·red − 1 and box as 2·blue − 1 against a background of 0; the other classes stay at −5.
+ * The score layers score disc from red and box from blue against a background of 0: score7
+ * as 2·red − 1; the skips (score4, score3 on the pools, FCN-16s/8s) as 3·x − 6 and 4·x − 10.
+ * The other classes stay lower still.
  */
 export function shapeModel(kind: FcnKind, width = 0.0625): FCN {
   const m = new FCN({ kind, width, numClasses: SYNTH_CLASS_NAMES.length, classNames: SYNTH_CLASS_NAMES });
@@ -82,7 +83,10 @@ export function shapeModel(kind: FcnKind, width = 0.0625): FCN {
     if (l.name === 'block1_conv1') {
       setLayer(l, (o, i, y, x) => (o < 2 && y === cy && x === cx ? detectors[o]![i]! : 0), (o) => (o < 2 ? detectorBias[o]! : 0));
     } else if (l === m.score7 || l === m.score4 || l === m.score3) {
-      setLayer(l, (o, i) => ((o === 1 && i === 0) || (o === 2 && i === 1) ? 2 : 0), (o) => (o === 0 ? 0 : o <= 2 ? -1 : -5));
+      // The finer the skip, the more firmly it says "not here" where it sees no colour, so
+      // that adding it trims the blobs the coarser maps leave (as trained skips do).
+      const [gain, offset] = l === m.score7 ? [2, -1] : l === m.score4 ? [3, -6] : [4, -10];
+      setLayer(l, (o, i) => ((o === 1 && i === 0) || (o === 2 && i === 1) ? gain : 0), (o) => (o === 0 ? 0 : o <= 2 ? offset : -5 + offset));
     } else {
       setLayer(l, (o, i, y, x) => (o < 2 && o === i && y === cy && x === cx ? 1 : 0));
     }
