@@ -1,4 +1,9 @@
 {
+  "variables": {
+    # 1 where an MPI library is installed (scripts/find-mpi.cjs): then the optional fcn_mpi
+    # addon is built beside the engine. Without MPI the project builds exactly as before.
+    "fcn_mpi%": "<!(node scripts/find-mpi.cjs found)"
+  },
   "targets": [{
     "target_name": "fcn_native",
     "sources": [
@@ -18,5 +23,21 @@
       "GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
       "OTHER_CPLUSPLUSFLAGS": ["-O3", "-Xpreprocessor", "-fopenmp"]
     }
-  }]
+  }],
+  "conditions": [["fcn_mpi==1", {
+    "targets": [{
+      "target_name": "fcn_mpi",
+      "sources": ["native/mpi.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!@(node scripts/find-mpi.cjs include)"],
+      "libraries": ["<!@(node scripts/find-mpi.cjs libs)", "-ldl"],
+      "ldflags": ["<!@(node scripts/find-mpi.cjs ldflags)"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra"],
+      "conditions": [["target_arch==\"x64\"", { "cflags_cc": ["-mavx2", "-mfma"] }]],
+      # OMPI_SKIP_MPICXX / MPICH_SKIP_MPICXX: the C API only (the deprecated C++ bindings warn).
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "OMPI_SKIP_MPICXX=1", "MPICH_SKIP_MPICXX=1"],
+      "xcode_settings": { "GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17" }
+    }]
+  }]]
 }

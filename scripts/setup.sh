@@ -5,7 +5,7 @@
 #   scripts/setup.sh          what the library and CLI need
 #   scripts/setup.sh --test   plus what the tests and benchmarks need (PyTorch, SciPy, h5py,
 #                             protobuf: independent writers of Keras and Caffe fixtures;
-#                             Chromium: the web page tests)
+#                             Chromium: the web page tests; Open MPI: data-parallel training)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 apt_pkgs=(libdnnl-dev)
-[ $want_test = 1 ] && apt_pkgs+=(python3-torch python3-numpy python3-scipy python3-h5py python3-protobuf protobuf-compiler chromium)
+[ $want_test = 1 ] && apt_pkgs+=(python3-torch python3-numpy python3-scipy python3-h5py python3-protobuf protobuf-compiler chromium libopenmpi-dev openmpi-bin)
 
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -40,11 +40,24 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   touch node_modules/.package-lock.json
 fi
 
-# Native addon: rebuild when any native source is newer than the built module.
+# Native addons: rebuild when any native source is newer than the built module. The MPI
+# addon (native/mpi.cc) is built only where MPI is found (scripts/find-mpi.cjs), and is
+# compared with its own module: it is also due when MPI was installed after the last build.
 addon=build/Release/fcn_native.node
-if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
+mpi_addon=build/Release/fcn_mpi.node
+stale_mpi=""
+if [ "$(node scripts/find-mpi.cjs found)" = 1 ]; then
+  [ -f "$mpi_addon" ] || stale_mpi=missing
+  [ -n "$stale_mpi" ] || stale_mpi="$(find native/mpi.cc binding.gyp scripts/find-mpi.cjs -newer "$mpi_addon" 2>/dev/null | head -1)"
+fi
+if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" ! -name mpi.cc 2>/dev/null | head -1)" ]; then
   echo "setup: building the native addon"
   npx --no-install node-gyp rebuild --loglevel=error >/tmp/fcn-node-gyp.log 2>&1 || { cat /tmp/fcn-node-gyp.log >&2; exit 1; }
+elif [ -n "$stale_mpi" ]; then
+  # Only the MPI addon: configure (it may be a new target) and build incrementally, leaving
+  # the engine's module as it is.
+  echo "setup: building the MPI addon"
+  { npx --no-install node-gyp configure --loglevel=error && npx --no-install node-gyp build --loglevel=error; } >/tmp/fcn-node-gyp.log 2>&1 || { cat /tmp/fcn-node-gyp.log >&2; exit 1; }
 fi
 
 # TypeScript: rebuild when any source is newer than the stamp.

@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { configureEngine, cpuFeatures, engineConfig } from '../engine/config.js';
 import { native, type Precision } from '../engine/binding.js';
+import { mpiSummary } from '../engine/mpi.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
 import { segment } from '../models/segment.js';
@@ -18,7 +19,7 @@ import { applyEngineFlags } from './engine-flags.js';
 const SUMMARIES: Record<string, string> = {
   init: 'write a new model\'s weights (seeded random initialisation)',
   predict: 'segment one image: a palette label map, optionally raw logits',
-  info: 'CPU, oneDNN, threads and precision',
+  info: 'CPU, oneDNN, threads, precision and MPI',
   demo: 'synthesise data, train FCN-32s → 16s → 8s, evaluate, write a report',
   train: 'train one model or a staged recipe, with checkpoints, resume and Ctrl-C',
   data: 'datasets: fetch, check, synth, split',
@@ -64,7 +65,7 @@ export const infoSpec = defineCommand({
   name: 'info',
   summary: SUMMARIES.info!,
   usage: ['[--threads N] [--precision P]'],
-  details: 'Prints the CPU\'s features, oneDNN\'s version and ISA, the threads, and the precision used with the reason.',
+  details: 'Prints the CPU\'s features, oneDNN\'s version and ISA, the threads, the precision used with the reason, and whether MPI (data-parallel fcn train under mpirun) is built in and which library.',
   options: { ...engineOptionSpecs },
   examples: ['fcn info --precision bfloat16'],
 });
@@ -144,6 +145,7 @@ const info: Command = async (argv) => {
   console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}, ${cfg.threads} threads`);
   const why = cfg.precisionSource === 'auto' ? `auto: ${cfg.precisionReason}` : `${cfg.precisionSource === 'env' ? 'FCN_PRECISION' : '--precision'}; auto would say: ${cfg.precisionReason}`;
   console.log(`precision ${cfg.precision} (${why})`);
+  console.log(mpiSummary());
   return 0;
 };
 
