@@ -3,7 +3,7 @@
 // writes as it goes, so a run followed here may be training in another process right now.
 // Only a run found by the scan can be named, and only its plots/ and samples/ images are
 // served: a name or file the scan did not produce is unknown (404), whatever its spelling.
-import { readdirSync, statSync, readFileSync, existsSync, openSync, readSync, closeSync, fstatSync } from 'node:fs';
+import { readdirSync, statSync, readFileSync, existsSync, openSync, readSync, closeSync, fstatSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import type { EpochRecord } from '../train/checkpoint.js';
 
@@ -76,7 +76,14 @@ export function runFile(run: RunRef, folder: string, file: string): { root: stri
     return undefined;
   }
   if (!names.includes(file)) return undefined;
-  return statSync(path.join(root, file)).isFile() ? { root, file } : undefined;
+  // A link out of the run (samples/x.png → /etc/passwd) is not the run's file.
+  try {
+    const real = realpathSync(path.join(root, file));
+    if (!real.startsWith(realpathSync(run.dir) + path.sep) || !statSync(real).isFile()) return undefined;
+  } catch {
+    return undefined;
+  }
+  return { root, file };
 }
 
 function listImages(run: RunRef, folder: RunFolder): string[] {

@@ -42,8 +42,9 @@ export async function decodeUpload(bytes: Buffer, limits: UploadLimits): Promise
   if (!type) throw new HttpError(415, `the upload is not a ${ACCEPTED} image (its content was checked, not its name or Content-Type)`);
   let width: number | undefined, height: number | undefined;
   try {
-    // Header only: sharp reads the dimensions without decoding a pixel.
-    ({ width, height } = await sharp(bytes).metadata());
+    // Header only: sharp reads the dimensions without decoding a pixel (its own pixel limit
+    // is lifted here so that the answer can say how large the picture claims to be).
+    ({ width, height } = await sharp(bytes, { limitInputPixels: false }).metadata());
   } catch (e) {
     throw new HttpError(400, `the ${type.toUpperCase()} image cannot be read (${(e as Error).message})`);
   }
