@@ -116,6 +116,8 @@ interface Node {
   output: Value;
   /** Gradients for the inputs whose `needsGrad` is set (null elsewhere). Disposes nothing. */
   backward: (dy: Tensor) => (Tensor | null)[];
+  /** The parameters whose gradients this step's backward sets (a layer runs once per pass). */
+  params?: Param[];
 }
 
 export class FCN {
@@ -335,18 +337,18 @@ export class FCN {
     // the skips read later (freed by the skips).
     const retained = new Set<Value>([input]);
     /** Runs one step; records it in training (the tape owns its output unless `owned`). */
-    const apply = (inputs: Value[], forward: () => Tensor, backward: (dy: Tensor) => (Tensor | null)[], opts: { trainable?: boolean; owned?: boolean } = {}): Value => {
+    const apply = (inputs: Value[], forward: () => Tensor, backward: (dy: Tensor) => (Tensor | null)[], opts: { trainable?: boolean; owned?: boolean; params?: Param[] } = {}): Value => {
       const y = forward();
       const out: Value = { t: y, id: nextId++, needsGrad: (opts.trainable ?? false) || inputs.some((v) => v.needsGrad) };
       if (training) {
         if (!opts.owned) ctx.tape!.keep(y);
-        nodes.push({ inputs, output: out, backward });
+        nodes.push({ inputs, output: out, backward, ...(opts.params ? { params: opts.params } : {}) });
       } else {
         for (const v of inputs) if (!retained.has(v) && !v.t.disposed) v.t.dispose();
       }
       return out;
     };
-    const conv = (l: Conv2d, v: Value) => apply([v], () => l.forward(v.t, ctx), (dy) => [l.backward(dy, v.needsGrad)], { trainable: l.trainable });
+    const conv = (l: Conv2d, v: Value) => apply([v], () => l.forward(v.t, ctx), (dy) => [l.backward(dy, v.needsGrad)], { trainable: l.trainable, params: l.params() });
     const crop = (v: Value, top: number, height: number, width: number): Value => {
       const [, , ih, iw] = v.t.dims;
       if (top === 0 && ih === height && iw === width) return v;
@@ -433,9 +435,11 @@ export class FCN {
   /**
    * Backpropagates dL/dlogits (N×classes×H×W) through the last training forward pass,
    * setting the gradients of every trainable parameter. Only the steps a gradient must pass
-   * through run. Disposes nothing it was given.
+   * through run. Disposes nothing it was given. `onGradReady` is called for each trainable
+   * parameter as soon as its gradient is final (output layers first), while the pass goes on:
+   * data-parallel training starts sending gradients from there.
    */
-  backward(dlogits: Tensor): void {
+  backward(dlogits: Tensor, onGradReady?: (p: Param) => void): void {
     const nodes = this.recorded, logits = this.logits;
     this.recorded = [];
     this.logits = null;
@@ -462,6 +466,7 @@ export class FCN {
         try {
           const dx = node.backward(dy);
           node.inputs.forEach((v, k) => (v.needsGrad ? accumulate(v, dx[k]) : disposeAll(dx[k])));
+          if (onGradReady) for (const p of node.params ?? []) if (p.trainable && p.grad) onGradReady(p);
         } finally {
           if (dy !== dlogits) dy.dispose();
         }

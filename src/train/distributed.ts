@@ -1,0 +1,439 @@
+// Synchronous data-parallel training over MPI: `mpirun -np N fcn train …` runs N copies of
+// the trainer, one per rank, that together do what one process does with the same global batch.
+//
+//  - Data: every rank computes the global order of each epoch (a function of the seed and the
+//    epoch only) and takes its slice of every global batch: rank r gets images
+//    [r·B/N, (r+1)·B/N) of each batch of B. Augmentation is seeded per dataset item, so each
+//    image is augmented as one process would. The last, shorter batch of an epoch is split the
+//    same way; a rank whose share is empty still takes part in the step with zero gradients.
+//  - Gradients: each rank computes the summed cross-entropy of its share; the sum over ranks
+//    of the labelled pixels (and of the loss) travels first, then the gradients, summed over
+//    ranks and scaled by 1/(labelled pixels of the global batch) for the 'mean' loss (by 1 for
+//    'sum'): exactly the gradient of one process on the whole batch, up to float32 summation
+//    order. The gradients travel in buckets (PyTorch DDP's scheme): parameters in the order the
+//    backward pass finishes them, grouped up to a size, each bucket's MPI_Iallreduce started as
+//    soon as its last gradient is final, while the backward pass carries on below it.
+//  - Every rank applies the same update to the same weights, so weights stay identical; a
+//    checksum compared across ranks after every epoch proves it (a mismatch stops the job).
+//
+// Only rank 0 writes (config, log, plots, samples, checkpoints) and reports progress; the
+// other ranks compute. The run folder must be visible to every rank (as mpirun's working
+// directory usually is): a resumed run reads its checkpoint on every rank.
+import { native, type Tensor } from '../engine/binding.js';
+import { configureEngine } from '../engine/config.js';
+import { disposeAll } from '../engine/tensor.js';
+import { startMpi, mpiLaunch, type AllreducePrecision, type MpiNative, type MpiSession } from '../engine/mpi.js';
+import type { FCN } from '../models/fcn.js';
+import type { Param } from '../nn/param.js';
+import { DataLoader, type Batch, type LoaderOptions } from '../data/loader.js';
+import type { StepOptions, StepResult } from './step.js';
+import os from 'node:os';
+
+/** Ranks disagree (weights, settings) or one cannot take part: the job stops. */
+export class DistributedError extends Error {}
+
+export interface DistributedOptions {
+  /** How gradients travel: float32, or bfloat16 (half the bytes, float32 additions). */
+  precision: AllreducePrecision;
+  /** Bucket size in MB (10^6 bytes of float32 gradients). */
+  bucketMb: number;
+  /**
+   * Start each bucket as soon as the backward pass has finished it (default); false: all
+   * after the backward pass (to measure what the overlap hides).
+   */
+  overlap?: boolean;
+}
+
+export const DEFAULT_BUCKET_MB = 25;
+/** The first bucket is small so that communication starts early (as DDP's 1 MB one). */
+const FIRST_BUCKET_BYTES = 1e6;
+
+interface Slot {
+  param: Param;
+  bucket: number;
+  /** Element offset in the bucket's buffer. */
+  offset: number;
+  size: number;
+}
+
+interface Bucket {
+  slots: Slot[];
+  buffer: Float32Array;
+  /** Gradients of this step still to come. */
+  pending: number;
+  /** The request in flight, once started. */
+  request: number | null;
+}
+
+/** What one step's gradient exchange did. */
+export interface ReduceStats {
+  buckets: number;
+  /** float32 bytes of gradients exchanged (half travels with bfloat16). */
+  bytes: number;
+  /** Buckets started before the backward pass ended. */
+  startedDuringBackward: number;
+  /** Time spent copying gradients out of and back into the engine. */
+  copyMs: number;
+  /** Time the step waited for the exchange after its backward pass: what the overlap did not hide. */
+  exposedMs: number;
+}
+
+/**
+ * Sums the gradients of a set of trainable parameters over every rank, in buckets started
+ * as the backward pass finishes them. The buckets are the same on every rank (built from the
+ * parameter list and trainable flags, which every rank shares), and are always started in the
+ * same order, which MPI's collectives require.
+ */
+export class GradientReducer {
+  readonly buckets: Bucket[] = [];
+  private readonly slots = new Map<Param, Slot>();
+  private filled = new Set<Param>();
+  private next = 0;
+  private scale = 1;
+  private active = false;
+  private copyMs = 0;
+  private startedDuringBackward = 0;
+
+  constructor(
+    private readonly mpi: MpiNative,
+    /** The trainable parameters, input to output (model.params() order). */
+    params: Param[],
+    private readonly options: DistributedOptions,
+  ) {
+    const cap = options.bucketMb * 1e6;
+    let current: Slot[] = [], bytes = 0;
+    const close = () => {
+      if (current.length === 0) return;
+      const size = current.reduce((s, x) => s + x.size, 0);
+      this.buckets.push({ slots: current, buffer: new Float32Array(size), pending: 0, request: null });
+      current = [];
+      bytes = 0;
+    };
+    // The backward pass finishes parameters from the output back: buckets follow that order.
+    for (const param of [...params].reverse()) {
+      const size = param.dims.reduce((a, b) => a * b, 1);
+      const limit = this.buckets.length === 0 ? Math.min(cap, FIRST_BUCKET_BYTES) : cap;
+      if (bytes > 0 && bytes + 4 * size > limit) close();
+      const slot: Slot = { param, bucket: this.buckets.length, offset: current.reduce((s, x) => s + x.size, 0), size };
+      current.push(slot);
+      this.slots.set(param, slot);
+      bytes += 4 * size;
+    }
+    close();
+  }
+
+  get bytes(): number {
+    return this.buckets.reduce((s, b) => s + 4 * b.buffer.length, 0);
+  }
+
+  /** A new step: gradients will be multiplied by `scale` once summed. */
+  begin(scale: number): void {
+    if (this.active) throw new Error('GradientReducer: begin() while a step is in progress');
+    this.active = true;
+    this.scale = scale;
+    this.next = 0;
+    this.filled = new Set();
+    this.copyMs = 0;
+    this.startedDuringBackward = 0;
+    for (const b of this.buckets) {
+      b.pending = b.slots.length;
+      b.request = null;
+    }
+  }
+
+  /** The backward pass's callback: `p`'s gradient is final. */
+  ready(p: Param): void {
+    const slot = this.slots.get(p);
+    if (!slot || !this.active || this.filled.has(p)) return;
+    const t0 = performance.now();
+    const g = p.grad!;
+    if (g.dtype !== 'float32') throw new Error(`${p.name}: its gradient is ${g.dtype}; the reducer sums float32`);
+    const b = this.buckets[slot.bucket]!;
+    b.buffer.set(g.toArray() as Float32Array, slot.offset);
+    this.copyMs += performance.now() - t0;
+    this.filled.add(p);
+    b.pending--;
+    if (this.options.overlap ?? true) this.startReady(true);
+  }
+
+  /** Starts, in order, every bucket whose gradients are all in. */
+  private startReady(duringBackward: boolean): void {
+    while (this.next < this.buckets.length && this.buckets[this.next]!.pending === 0) {
+      const b = this.buckets[this.next++]!;
+      b.request = this.mpi.iallreduce(b.buffer, { precision: this.options.precision, scale: this.scale });
+      if (duringBackward) this.startedDuringBackward++;
+    }
+  }
+
+  /**
+   * After the backward pass (or instead of it, on a rank without images this step): any
+   * gradient that did not come is zero; every bucket is started, waited for, and the summed
+   * gradients become the parameters' gradients.
+   */
+  finish(): ReduceStats {
+    if (!this.active) throw new Error('GradientReducer: finish() without begin()');
+    const t0 = performance.now();
+    try {
+      for (const b of this.buckets) {
+        if (b.pending === 0) continue;
+        for (const s of b.slots) if (!this.filled.has(s.param)) b.buffer.fill(0, s.offset, s.offset + s.size);
+        b.pending = 0;
+      }
+      this.startReady(false);
+      for (const b of this.buckets) this.mpi.wait(b.request!);
+      const exposedMs = performance.now() - t0;
+      const t1 = performance.now();
+      for (const b of this.buckets) {
+        for (const s of b.slots) {
+          const values = b.buffer.subarray(s.offset, s.offset + s.size);
+          const g = s.param.grad;
+          if (g && !g.disposed && g.layout === 'plain' && g.dtype === 'float32') native.writeArray(g, values);
+          else s.param.setGrad(native.fromArray(s.param.dims, values));
+        }
+      }
+      this.copyMs += performance.now() - t1;
+      return { buckets: this.buckets.length, bytes: this.bytes, startedDuringBackward: this.startedDuringBackward, copyMs: this.copyMs, exposedMs };
+    } finally {
+      this.active = false;
+    }
+  }
+}
+
+/** What a distributed step returns: the global batch's loss and labelled pixels, and more. */
+export interface DistributedStepResult extends StepResult {
+  /** Images of the global batch. */
+  images: number;
+  /** Whether any rank asked to stop (its signal was aborted) when the step began. */
+  stop: boolean;
+  reduce: ReduceStats;
+}
+
+/** A placeholder for a rank's empty share of a global batch. */
+function emptyBatch(epoch: number, batchIndex: number): Batch {
+  return { ids: [], indices: [], images: new Float32Array(0), labels: new Uint8Array(0), n: 0, height: 0, width: 0, sizes: [], epoch, batchIndex };
+}
+
+/**
+ * The training batches of one rank: its slice of every global batch of one process's order,
+ * one batch (possibly empty) for every global batch, so that every rank steps together.
+ */
+export class ShardedTrainLoader extends DataLoader {
+  readonly globalBatch: number;
+
+  constructor(options: LoaderOptions, readonly rank: number, readonly ranks: number) {
+    const global = options.batchSize ?? 1;
+    if (global % ranks !== 0) throw new DistributedError(`the batch (${global}) must divide evenly among ${ranks} ranks`);
+    super({ ...options, batchSize: global / ranks });
+    this.globalBatch = global;
+  }
+
+  override order(epoch: number): number[] {
+    const all = super.order(epoch);
+    const mine: number[] = [];
+    for (let start = 0; start < all.length; start += this.globalBatch) {
+      mine.push(...all.slice(start + this.rank * this.batchSize, Math.min(start + this.globalBatch, start + (this.rank + 1) * this.batchSize)));
+    }
+    return mine;
+  }
+
+  /** Global batches per epoch, as one process has. */
+  override get batchesPerEpoch(): number {
+    return this.dropLast ? Math.floor(this.size / this.globalBatch) : Math.ceil(this.size / this.globalBatch);
+  }
+
+  override async *epoch(epoch: number, opts: { startBatch?: number } = {}): AsyncGenerator<Batch> {
+    let expected = opts.startBatch ?? 0;
+    for await (const b of super.epoch(epoch, opts)) {
+      while (expected < b.batchIndex) yield emptyBatch(epoch, expected++);
+      yield b;
+      expected = b.batchIndex + 1;
+    }
+    while (expected < this.batchesPerEpoch) yield emptyBatch(epoch, expected++);
+  }
+}
+
+/**
+ * The validation images of one rank: a contiguous slice of the split (rank 0's first, so its
+ * sample grid shows the images one process shows), scored locally and summed over ranks.
+ */
+export class ShardedValLoader extends DataLoader {
+  private readonly lo: number;
+  private readonly hi: number;
+
+  constructor(options: LoaderOptions, rank: number, ranks: number) {
+    const global = options.batchSize ?? 1;
+    super({ ...options, shuffle: false, batchSize: Math.max(1, Math.floor(global / ranks)) });
+    const chunk = Math.ceil(this.size / ranks);
+    this.lo = Math.min(this.size, rank * chunk);
+    this.hi = Math.min(this.size, (rank + 1) * chunk);
+  }
+
+  override order(): number[] {
+    return Array.from({ length: this.hi - this.lo }, (_, i) => this.lo + i);
+  }
+
+  override get batchesPerEpoch(): number {
+    return Math.ceil((this.hi - this.lo) / this.batchSize);
+  }
+}
+
+/** A data-parallel run's context: this rank, its gradient reducer, and the collectives the trainer needs. */
+export class Distributed {
+  readonly rank: number;
+  readonly size: number;
+  readonly mpi: MpiNative;
+  private reducer: { key: string; model: FCN; reducer: GradientReducer } | null = null;
+
+  constructor(readonly session: MpiSession, readonly options: DistributedOptions) {
+    this.rank = session.rank;
+    this.size = session.size;
+    this.mpi = session.mpi;
+    if (!(options.bucketMb > 0)) throw new DistributedError(`the bucket size must be positive, got ${options.bucketMb} MB`);
+  }
+
+  get isRoot(): boolean {
+    return this.rank === 0;
+  }
+
+  /** Fails when the global batch does not divide among the ranks. */
+  checkBatch(batch: number): void {
+    if (batch % this.size !== 0)
+      throw new DistributedError(`the batch (${batch} images per step, over all ranks) does not divide among ${this.size} ranks: use a batch that is a multiple of ${this.size}`);
+  }
+
+  trainLoader(options: LoaderOptions): DataLoader {
+    return new ShardedTrainLoader(options, this.rank, this.size);
+  }
+
+  valLoader(options: LoaderOptions): DataLoader {
+    return new ShardedValLoader(options, this.rank, this.size);
+  }
+
+  /** The reducer of the model's trainable parameters (rebuilt when they change). */
+  reducerFor(model: FCN): GradientReducer {
+    const params = model.params().filter((p) => p.trainable);
+    const key = params.map((p) => p.name).join(',');
+    if (!this.reducer || this.reducer.model !== model || this.reducer.key !== key) this.reducer = { key, model, reducer: new GradientReducer(this.mpi, params, this.options) };
+    return this.reducer.reducer;
+  }
+
+  /**
+   * One step's gradients on this rank's share `b` of the global batch (maybe empty), summed
+   * over ranks into every trainable parameter's gradient. The returned loss and labelled
+   * pixels are the global batch's. `stop`: this rank wants to stop after this step.
+   */
+  computeGradients(model: FCN, b: Batch, o: StepOptions & { stop?: boolean } = {}): DistributedStepResult {
+    const reduction = o.reduction ?? 'mean';
+    let x: Tensor | null = null, y: Tensor | null = null, logits: Tensor | null = null, grad: Tensor | null = null;
+    let tape: { dispose(): void } | null = null;
+    let keep = false;
+    try {
+      let loss = 0, valid = 0;
+      if (b.n > 0) {
+        x = native.fromArray([b.n, 3, b.height, b.width], b.images);
+        y = native.fromArray([b.n, b.height, b.width], b.labels);
+        const f = model.forwardTrain(x, o.precision ?? 'float32', o.seed ?? 0);
+        logits = f.logits;
+        tape = f.tape;
+        const ce = native.softmaxCrossEntropy(logits, y, { reduction: 'sum' });
+        grad = ce.grad;
+        loss = ce.loss;
+        valid = ce.valid;
+      }
+      // The global batch's loss, labelled pixels, images, and whether anyone stops.
+      const totals = Float64Array.of(loss, valid, b.n, o.stop ? 1 : 0);
+      this.mpi.allreduce(totals);
+      const [lossSum, validSum, images, stops] = totals as unknown as [number, number, number, number];
+      const scale = reduction === 'mean' ? (validSum > 0 ? 1 / validSum : 0) : 1;
+      const reducer = this.reducerFor(model);
+      reducer.begin(scale);
+      let reduce: ReduceStats;
+      try {
+        if (grad) model.backward(grad, (p) => reducer.ready(p));
+        else for (const p of model.params()) if (p.trainable) p.setGrad(null);
+      } finally {
+        reduce = reducer.finish();
+      }
+      keep = o.keepLogits === true;
+      return {
+        loss: reduction === 'mean' ? (validSum > 0 ? lossSum / validSum : 0) : lossSum,
+        valid: validSum,
+        logits: keep ? logits : null,
+        images,
+        stop: stops > 0,
+        reduce,
+      };
+    } finally {
+      tape?.dispose();
+      disposeAll(x, y, grad, keep ? null : logits);
+    }
+  }
+
+  /** Sums the array over every rank, in place. */
+  sum(values: Float64Array): void {
+    this.mpi.allreduce(values);
+  }
+
+  /** Whether any rank says yes. */
+  any(flag: boolean): boolean {
+    const v = Float64Array.of(flag ? 1 : 0);
+    this.mpi.allreduce(v);
+    return v[0]! > 0;
+  }
+
+  /** Every parameter of `model` becomes rank 0's (DDP does the same when it starts). */
+  broadcastWeights(model: FCN): void {
+    for (const p of model.params()) {
+      const values = p.value.toArray() as Float32Array;
+      this.mpi.broadcast(values, 0);
+      if (this.isRoot) continue;
+      native.writeArray(p.value, values);
+      p.version++;
+    }
+  }
+
+  /** A checksum of every parameter's bytes, in model order. */
+  weightsChecksum(model: FCN): string {
+    const sums = model.params().map((p) => `${p.name}:${this.mpi.checksum(p.value.toArray())}`);
+    return this.mpi.checksum(new TextEncoder().encode(sums.join('\n')));
+  }
+
+  /** Stops the job (a DistributedError on every rank) unless every rank holds rank 0's weights. */
+  checkWeights(model: FCN, when: string): string {
+    const mine = this.weightsChecksum(model);
+    const root = new TextEncoder().encode(mine);
+    this.mpi.broadcast(root, 0);
+    const rootSum = new TextDecoder().decode(root);
+    const differs = new Float64Array(this.size);
+    differs[this.rank] = rootSum === mine ? 0 : 1;
+    this.mpi.allreduce(differs);
+    const bad = [...differs].flatMap((v, i) => (v > 0 ? [i] : []));
+    if (bad.length > 0)
+      throw new DistributedError(`the weights differ across ranks ${when}: rank${bad.length > 1 ? 's' : ''} ${bad.join(', ')} hold${bad.length > 1 ? '' : 's'} other weights than rank 0 (checksum ${rootSum}); stopping`);
+    return mine;
+  }
+}
+
+/** Settings of a data-parallel run. */
+export interface StartOptions extends DistributedOptions {
+  /** Whether the thread count was chosen (--threads, FCN_THREADS); if not, ranks share the cores. */
+  threadsGiven: boolean;
+}
+
+/**
+ * The data-parallel context when this process was started by mpirun with more than one rank,
+ * else null. Ranks on one machine share its cores (unless the thread count was given).
+ */
+export function startDistributed(o: StartOptions): Distributed | null {
+  const launch = mpiLaunch();
+  if (!launch || launch.size <= 1) return null;
+  let session: MpiSession;
+  try {
+    session = startMpi();
+  } catch (e) {
+    throw new DistributedError(`started by mpirun as rank ${launch.rank} of ${launch.size}, but ${(e as Error).message}`);
+  }
+  if (session.size !== launch.size) throw new DistributedError(`mpirun says ${launch.size} ranks but MPI has ${session.size}: is the MPI library the one mpirun belongs to?`);
+  if (!o.threadsGiven && launch.localSize > 1) configureEngine({ threads: Math.max(1, Math.floor(os.availableParallelism() / launch.localSize)) });
+  return new Distributed(session, o);
+}
