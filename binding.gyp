@@ -17,8 +17,8 @@
     "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
     "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-fexceptions"],
     "conditions": [["target_arch==\"x64\"", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c"] }]],
-    "ldflags": ["-fopenmp", "-Wl,-rpath,<!(node scripts/find-onednn.cjs lib)"],
-    "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS"],
+    "ldflags": ["-fopenmp", "-Wl,-z,nodelete", "-Wl,-rpath,<!(node scripts/find-onednn.cjs lib)"],
+    "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
     "xcode_settings": {
       "GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
       "OTHER_CPLUSPLUSFLAGS": ["-O3", "-Xpreprocessor", "-fopenmp"]

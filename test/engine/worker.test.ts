@@ -7,6 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { native } from '../../src/engine/binding.js';
 import { FCN } from '../../src/models/fcn.js';
 
@@ -51,5 +53,34 @@ if (!isMainThread) {
     // The workers' instances are gone; this thread's own state is intact.
     assert.deepEqual(labels(), main);
     assert.equal(native.poolStats().liveBuffers, 0);
+  });
+
+  test('workers terminated in the middle of native calls, in a process where only workers load the addon', () => {
+    // With no other thread holding the addon, each worker's exit unloads it (and what it
+    // links, OpenMP included) while that worker's OpenMP threads still exist; a terminated
+    // worker's last call cannot throw its error into JS. Neither may bring the process down.
+    const addon = fileURLToPath(new URL('../../build/Release/fcn_native.node', import.meta.url));
+    const worker = `
+      const { parentPort } = require('node:worker_threads');
+      const native = require(${JSON.stringify(addon)});
+      const kept = Array.from({ length: 20 }, () => native.zeros([1, 8, 16, 16]));
+      const x = native.zeros([1, 3, 48, 48]), w = native.zeros([8, 3, 3, 3]);
+      parentPort.postMessage('running');
+      for (;;) native.convForward(x, w, null, { padding: [1, 1, 1, 1] }).y.dispose();`;
+    const main = `
+      const { Worker } = require('node:worker_threads');
+      (async () => {
+        for (let round = 0; round < 3; round++) {
+          const workers = [0, 1].map(() => new Worker(${JSON.stringify(worker)}, { eval: true }));
+          await Promise.all(workers.map((w) => new Promise((resolve) => w.once('message', resolve))));
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          await Promise.all(workers.map((w) => w.terminate()));
+        }
+        console.log('survived');
+      })();`;
+    const r = spawnSync(process.execPath, ['-e', main], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.signal, null, `the process died of ${r.signal}: ${r.stderr}`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'survived');
   });
 }
