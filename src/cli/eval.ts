@@ -14,6 +14,7 @@ import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, prepareOutputFile } from '../io/paths.js';
 import { checkWeightsArgument } from '../io/weights-cache.js';
+import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
 export const evalSpec = defineCommand({
   name: 'eval',
@@ -30,6 +31,7 @@ scores <id>.png label maps made elsewhere (palette indices) the same way.`,
     kind: { type: 'string', value: 'K', help: 'voc, sbd or custom', default: 'detected from the root' },
     classes: { type: 'string', value: 'FILE', help: 'class names and colours (classes.json)', default: 'the root\'s classes.json, else the 21 VOC classes' },
     limit: { type: 'string', value: 'N', help: 'score only the first N images', default: 'all' },
+    'max-pixels': { type: 'string', value: 'N', help: 'refuse a larger image before decoding it (its header gives the size)', default: String(DEFAULT_MAX_PIXELS) },
     json: { type: 'boolean', help: 'print the metrics as JSON instead of a table', default: 'off' },
     out: { type: 'string', value: 'FILE', help: 'also write the metrics as JSON to FILE', default: 'not written' },
     ...engineOptionSpecs,
@@ -93,6 +95,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   applyEngineFlags(cmd, values);
   const root = requireString(cmd, values.data, 'data');
   const limit = parseNumber(cmd, values.limit, 'limit', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
+  const maxPixels = parseNumber(cmd, values['max-pixels'], 'max-pixels', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
   if (values.weights !== undefined) checkWeightsArgument(cmd, 'weights', values.weights);
   if (values.predictions !== undefined) checkInputDir(cmd, 'predictions', values.predictions);
   checkInputDir(cmd, 'data', root);
@@ -107,13 +110,13 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (values.weights !== undefined) {
     const model = await loadModel(values.weights);
     try {
-      result = await evaluate(model, dataset, { onProgress, ...(limit !== undefined ? { limit } : {}) });
+      result = await evaluate(model, dataset, { onProgress, ...(limit !== undefined ? { limit } : {}), ...(maxPixels !== undefined ? { maxPixels } : {}) });
       source = { weights: values.weights, model: model.kind, width: model.width, precision: engineConfig().precision };
     } finally {
       model.dispose();
     }
   } else {
-    result = await scorePredictions({ predictionsDir: values.predictions!, dataset, onProgress, ...(limit !== undefined ? { limit } : {}) });
+    result = await scorePredictions({ predictionsDir: values.predictions!, dataset, onProgress, ...(limit !== undefined ? { limit } : {}), ...(maxPixels !== undefined ? { maxPixels } : {}) });
     source = { predictions: values.predictions! };
   }
   bar.done({ mIoU: result.metrics.meanIoU });

@@ -5,8 +5,8 @@ import { native, type Precision } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
-import { segment } from '../models/segment.js';
-import { writeLabelPng } from '../io/image.js';
+import { segment } from '../infer/inference.js';
+import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '../io/image.js';
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
 import { HelpRequested, REQUIRED, UsageError, defineCommand, nearestOptions, parse, parseNumber, requireString } from './args.js';
@@ -56,6 +56,7 @@ export const predictSpec = defineCommand({
     image: { type: 'string', value: 'FILE', help: 'a JPEG or PNG image', default: REQUIRED },
     labels: { type: 'string', value: 'FILE', help: 'where to write the label map', default: '<image name>_labels.png in the current folder' },
     logits: { type: 'string', value: 'FILE', help: 'where to write the logits (.npy)', default: 'not written' },
+    'max-pixels': { type: 'string', value: 'N', help: 'refuse a larger image before decoding it (its header gives the size)', default: String(DEFAULT_MAX_PIXELS) },
     ...engineOptionSpecs,
   },
   examples: ['fcn predict --weights fcn8.safetensors --image photo.jpg --labels photo_labels.png --logits photo.npy'],
@@ -108,6 +109,7 @@ const predict: Command = async (argv) => {
   const weights = requireString('predict', values.weights, 'weights');
   const image = requireString('predict', values.image, 'image');
   const labelsOut = values.labels ?? `${path.parse(image).name}_labels.png`;
+  const maxPixels = parseNumber('predict', values['max-pixels'], 'max-pixels', (n) => Number.isInteger(n) && n >= 1, 'a positive integer') ?? DEFAULT_MAX_PIXELS;
   // Every path is checked before the model is loaded: a bad output fails now, not after the work.
   checkWeightsArgument('predict', 'weights', weights);
   checkInputFile('predict', 'image', image);
@@ -116,16 +118,20 @@ const predict: Command = async (argv) => {
     if (path.resolve(out) === path.resolve(image)) throw new UsageError(`fcn predict: --${flag} '${out}': is the input image, which it would overwrite`);
     prepareOutputFile('predict', flag, out);
   }
+  // A decompression bomb is refused from its header before the weights are read.
+  const declared = await imageSize(image);
+  checkPixelLimit(image, declared.width, declared.height, maxPixels);
   const model = await loadModel(weights);
   try {
     const t0 = performance.now();
-    const result = await segment(model, image, { logits: values.logits !== undefined });
+    const result = await segment(model, image, { logits: values.logits !== undefined, maxPixels });
     const ms = performance.now() - t0;
     await writeLabelPng(labelsOut, result.labels, result.width, result.height);
     if (values.logits !== undefined) {
       writeNpy(values.logits, result.logits!, [model.numClasses, result.height, result.width]);
     }
-    console.log(`${image}: ${result.width}×${result.height}, ${model.kind}, ${ms.toFixed(0)} ms (${engineConfig().precision}, ${engineConfig().threads} threads)`);
+    const tiles = result.plan.tiled ? `, in ${result.plan.tiles} tiles of ≤${result.plan.tileSize}²` : '';
+    console.log(`${image}: ${result.width}×${result.height}, ${model.kind}, ${ms.toFixed(0)} ms (${engineConfig().precision}, ${engineConfig().threads} threads${tiles})`);
     for (const s of classShares(result.labels, result.classes).slice(0, 8)) console.log(`  ${s.name.padEnd(12)} ${(100 * s.share).toFixed(1).padStart(5)}%`);
     console.log(`labels: ${labelsOut}${values.logits ? `\nlogits: ${values.logits} (float32, ${model.numClasses}×${result.height}×${result.width})` : ''}`);
   } finally {

@@ -9,6 +9,7 @@ import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
 import { checkWeightsArgument } from '../io/weights-cache.js';
+import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
 export const segmentSpec = defineCommand({
   name: 'segment',
@@ -28,6 +29,7 @@ SegmentationClass/<id>.png of that root, or SegmentationClass/<stem>.png in the 
     out: { type: 'string', value: 'DIR', help: 'output folder', default: 'segments' },
     classes: { type: 'string', value: 'FILE', help: 'class names and colours (classes.json) for non-VOC models', default: 'the 21 VOC classes' },
     alpha: { type: 'string', value: 'A', help: 'opacity of the class colours in the overlay, in [0, 1]', default: '0.5' },
+    'max-pixels': { type: 'string', value: 'N', help: 'refuse a larger image before decoding it (its header gives the size)', default: String(DEFAULT_MAX_PIXELS) },
     ...engineOptionSpecs,
   },
   examples: [
@@ -47,6 +49,7 @@ export async function segmentCommand(argv: string[]): Promise<number> {
   if (compareFiles.some((f) => f === '')) throw usage(`--compare must be a comma-separated list of weight files, got '${values.compare}'`);
   if (values.weights === undefined && compareFiles.length === 0) throw usage('--weights is required');
   const alpha = parseNumber(cmd, values.alpha, 'alpha', (n) => n >= 0 && n <= 1, 'in [0, 1]');
+  const maxPixels = parseNumber(cmd, values['max-pixels'], 'max-pixels', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
   const weightFiles = [...(values.weights !== undefined ? [values.weights] : []), ...compareFiles];
   if (values.weights !== undefined) checkWeightsArgument(cmd, 'weights', values.weights);
   for (const f of compareFiles) checkWeightsArgument(cmd, 'compare', f);
@@ -92,6 +95,7 @@ export async function segmentCommand(argv: string[]): Promise<number> {
       compare: compareModels.map((c, i) => ({ title: titles[i]!, model: c.model })),
       ...(classNames ? { classNames } : {}),
       ...(alpha !== undefined ? { alpha } : {}),
+      ...(maxPixels !== undefined ? { maxPixels } : {}),
       ...(values.labels !== undefined ? { truthDir: values.labels } : {}),
       ...(classSet ? { truthClasses: classSet } : {}),
       onImage: (r, done, total) => {

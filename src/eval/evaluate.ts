@@ -4,16 +4,21 @@
 // Each image is segmented at its own size, so the ground truth is never resized (resizing a
 // label map would invent or drop pixels of small objects and change the metrics); void (255)
 // truth pixels are left out, as the paper's score.py does. The split streams one image at a
-// time: only the confusion matrix grows, never a list of predictions.
+// time: only the confusion matrix grows, never a list of predictions. Each image goes through
+// the same inference as fcn predict (infer/inference.ts: whole, or in tiles when large), and
+// the engine's idle buffers are released when they pile up, so memory stays flat over a split
+// of many image sizes.
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, extname, join } from 'node:path';
 import { native, type Precision, type Tensor } from '../engine/binding.js';
 import { engineConfig } from '../engine/config.js';
 import { readLabel } from '../data/labels.js';
-import { readSample, type Dataset, type RawSample, type SampleEntry } from '../data/datasets.js';
-import { toNetworkInput, type Means } from '../data/transforms.js';
+import type { Dataset, SampleEntry } from '../data/datasets.js';
+import type { Means } from '../data/transforms.js';
 import type { LabelMap } from '../data/mat.js';
+import { checkPixelLimit, imageSize, readImageRgb, type RgbImage } from '../io/image.js';
 import type { FCN } from '../models/fcn.js';
+import { segmentImage } from '../infer/inference.js';
 import { ConfusionMatrix, type Metrics } from './confusion.js';
 
 export interface EvaluationResult {
@@ -31,6 +36,10 @@ export interface EvaluateOptions {
   onProgress?: (done: number, total: number, id: string) => void;
   /** Only the first N images of the split. */
   limit?: number;
+  /** Refuse images (and label PNGs) with more decoded pixels than this, before decoding. */
+  maxPixels?: number;
+  /** Activation memory for one image (see infer/inference.ts); larger images run in tiles. */
+  memoryBudget?: number;
 }
 
 function selectEntries(dataset: Dataset, limit: number | undefined): SampleEntry[] {
@@ -86,24 +95,35 @@ export async function evaluate(model: FCN, dataset: Dataset, options: EvaluateOp
   const precision = options.precision ?? engineConfig().precision;
   const means = options.means ?? model.means;
   const confusion = new ConfusionMatrix(model.numClasses);
+  const read = (i: number) => readPair(entries[i]!, dataset, options.maxPixels);
   let done = 0;
-  for await (const raw of readAhead<RawSample>(entries.length, (i) => readSample(entries[i]!, dataset.classes))) {
-    const input = toNetworkInput(raw, means);
-    const x = native.fromArray([1, 3, raw.height, raw.width], input.image);
-    try {
-      const logits = model.predictLogits(x, precision);
-      try {
-        scoreLogits(confusion, logits, raw.label);
-      } finally {
-        logits.dispose();
-      }
-    } finally {
-      x.dispose();
-    }
+  for await (const { entry, image, label } of readAhead(entries.length, read)) {
+    const { labels } = segmentImage(model, image, { precision, means, name: entry.image, ...(options.memoryBudget !== undefined ? { memoryBudget: options.memoryBudget } : {}) });
+    confusion.update(label.data, labels);
     done++;
-    options.onProgress?.(done, entries.length, raw.id);
+    options.onProgress?.(done, entries.length, entry.id);
   }
   return { metrics: confusion.compute(), confusion, images: done, classNames: [...dataset.classes.names] };
+}
+
+/** A PNG label map's declared size checked against the pixel limit (SBD's .mat files are small). */
+async function checkLabelPixels(file: string, maxPixels: number | undefined): Promise<void> {
+  if (extname(file).toLowerCase() !== '.png') return;
+  const size = await imageSize(file);
+  checkPixelLimit(file, size.width, size.height, maxPixels);
+}
+
+/**
+ * An entry's image and ground truth, both checked against the pixel limit from their headers
+ * before either is decoded (a label PNG can be a decompression bomb as well), and of one size.
+ */
+async function readPair(entry: SampleEntry, dataset: Dataset, maxPixels: number | undefined): Promise<{ entry: SampleEntry; image: RgbImage; label: LabelMap }> {
+  await checkLabelPixels(entry.label, maxPixels);
+  const [image, label] = await Promise.all([readImageRgb(entry.image, maxPixels !== undefined ? { maxPixels } : {}), readLabel(entry.label, dataset.classes)]);
+  if (image.width !== label.width || image.height !== label.height) {
+    throw new Error(`${entry.label}: label is ${label.width}×${label.height} but its image ${basename(entry.image)} is ${image.width}×${image.height}`);
+  }
+  return { entry, image, label };
 }
 
 export interface ScoreOptions {
@@ -112,6 +132,8 @@ export interface ScoreOptions {
   dataset: Dataset;
   onProgress?: (done: number, total: number, id: string) => void;
   limit?: number;
+  /** Refuse label PNGs with more decoded pixels than this, before decoding. */
+  maxPixels?: number;
 }
 
 /** The path of each id's prediction; an error listing the first few ids that have none. */
@@ -137,7 +159,10 @@ export async function scorePredictions(options: ScoreOptions): Promise<Evaluatio
   const files = predictionFiles(predictionsDir, entries);
   const classes = dataset.classes;
   const confusion = new ConfusionMatrix(classes.names.length);
-  const read = async (i: number): Promise<[LabelMap, LabelMap]> => Promise.all([readLabel(entries[i]!.label, classes), readLabel(files[i]!, classes)]);
+  const read = async (i: number): Promise<[LabelMap, LabelMap]> => {
+    await Promise.all([checkLabelPixels(entries[i]!.label, options.maxPixels), checkLabelPixels(files[i]!, options.maxPixels)]);
+    return Promise.all([readLabel(entries[i]!.label, classes), readLabel(files[i]!, classes)]);
+  };
   let done = 0;
   for await (const [truth, pred] of readAhead(entries.length, read)) {
     const entry = entries[done]!, file = files[done]!;

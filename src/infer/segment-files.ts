@@ -11,7 +11,7 @@ import type { Means } from '../data/transforms.js';
 import { readImageRgb, writeLabelPng, type RgbImage } from '../io/image.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { FCN, FcnKind } from '../models/fcn.js';
-import { segment } from '../models/segment.js';
+import { segmentImage, type InferenceOptions } from './inference.js';
 import { classShares, overlay, writeComparison, writeRgbPng, type ClassShare } from '../report/viz.js';
 
 const IMAGE_EXTS = new Set(['.jpg', '.jpeg', '.png']);
@@ -95,6 +95,10 @@ export interface SegmentFilesOptions {
   truthDir?: string;
   /** Classes and colours to read colour-coded (RGB) ground-truth masks with (default: classNames over the VOC palette). */
   truthClasses?: ClassSet;
+  /** Refuse images with more decoded pixels than this, before decoding (default: io/image's). */
+  maxPixels?: number;
+  /** Activation memory for one image (see infer/inference.ts); larger images run in tiles. */
+  memoryBudget?: number;
   /** Called after each image's files are written. */
   onImage?: (result: SegmentedFile, done: number, total: number) => void;
 }
@@ -135,12 +139,17 @@ export async function segmentFiles(images: readonly string[], options: SegmentFi
   const { out, model } = options;
   const compare = options.compare ?? [];
   const items = plan([...images], out, compare.length > 0);
-  const seg = { ...(options.precision ? { precision: options.precision } : {}), ...(options.means ? { means: options.means } : {}), ...(options.classNames ? { classNames: options.classNames } : {}) };
+  const seg: InferenceOptions = {
+    ...(options.precision ? { precision: options.precision } : {}),
+    ...(options.means ? { means: options.means } : {}),
+    ...(options.classNames ? { classNames: options.classNames } : {}),
+    ...(options.memoryBudget !== undefined ? { memoryBudget: options.memoryBudget } : {}),
+  };
   const results: SegmentedFile[] = [];
   // Decode the next image while the engine works on this one.
   const decode = (i: number): Promise<RgbImage> | undefined => {
     if (i >= items.length) return undefined;
-    const p = readImageRgb(items[i]!.image);
+    const p = readImageRgb(items[i]!.image, options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {});
     p.catch(() => undefined);
     return p;
   };
@@ -149,7 +158,7 @@ export async function segmentFiles(images: readonly string[], options: SegmentFi
     const { image, stem } = items[i]!;
     const rgb = await next!;
     next = decode(i + 1);
-    const result = await segment(model, rgb, seg);
+    const result = segmentImage(model, rgb, { ...seg, name: image });
     const shares = classShares(result.labels, result.classes);
     const files: SegmentedFile = {
       image, stem, width: rgb.width, height: rgb.height,
@@ -167,7 +176,7 @@ export async function segmentFiles(images: readonly string[], options: SegmentFi
         files.truth = truthFile;
       }
       for (const c of compare) {
-        const labels = c.model === model ? result.labels : (await segment(c.model, rgb, seg)).labels;
+        const labels = c.model === model ? result.labels : segmentImage(c.model, rgb, { ...seg, name: image }).labels;
         panels.push({ title: c.title, labels });
       }
       files.compare = join(out, `${stem}_compare.png`);

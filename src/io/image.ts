@@ -2,7 +2,7 @@
 // fast-png writes indexed (palette) PNGs, which sharp cannot: a VOC label map must keep the
 // class index as the pixel value, with the VOC palette for viewing.
 import { readFile, writeFile } from 'node:fs/promises';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { encode as encodePng } from 'fast-png';
 
 export interface RgbImage {
@@ -12,16 +12,66 @@ export interface RgbImage {
   height: number;
 }
 
-/** Decodes an image file to 8-bit RGB (alpha dropped, EXIF orientation applied). */
-export async function readImageRgb(path: string): Promise<RgbImage> {
+/**
+ * The default limit on an image's decoded pixels: 100 megapixels (300 MB of RGB). A small
+ * compressed file can declare a huge image (a "decompression bomb": a 100 kB PNG of one colour
+ * can be 30000×30000, 2.7 GB decoded), so the size its header declares is checked first.
+ */
+export const DEFAULT_MAX_PIXELS = 100_000_000;
+
+export interface ReadImageOptions {
+  /** Refuse images with more pixels than this, before decoding (default DEFAULT_MAX_PIXELS). */
+  maxPixels?: number;
+}
+
+function megapixels(n: number): string {
+  const mp = n / 1e6;
+  return `${mp >= 10 ? mp.toFixed(0) : mp.toPrecision(2)} megapixels`;
+}
+
+/** The error for an image over the limit, naming the file and both sizes. */
+export function checkPixelLimit(path: string, width: number, height: number, maxPixels: number = DEFAULT_MAX_PIXELS): void {
+  if (!(maxPixels > 0)) throw new Error(`maxPixels must be positive, got ${maxPixels}`);
+  if (width * height > maxPixels) {
+    throw new Error(`${path}: the image is ${width}×${height}, ${megapixels(width * height)}, over the limit of ${megapixels(maxPixels)} for a decoded image (--max-pixels raises it)`);
+  }
+}
+
+/** An image file's size from its header alone (nothing is decoded). */
+export async function imageSize(path: string): Promise<{ width: number; height: number }> {
+  let meta: Metadata;
+  try {
+    meta = await sharp(path).metadata();
+  } catch (e) {
+    throw new Error(`${path}: not a readable image (${(e as Error).message})`);
+  }
+  if (!meta.width || !meta.height) throw new Error(`${path}: not a readable image (no size in its header)`);
+  return { width: meta.width, height: meta.height };
+}
+
+/**
+ * Decodes an image file to 8-bit RGB (alpha dropped, EXIF orientation applied). The size in
+ * the header is checked against `maxPixels` before any pixel is decoded.
+ */
+export async function readImageRgb(path: string, options: ReadImageOptions = {}): Promise<RgbImage> {
+  const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
   } catch (e) {
     throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
+  let meta: Metadata;
   try {
-    const { data, info } = await sharp(bytes).rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    meta = await sharp(bytes).metadata();
+  } catch (e) {
+    throw new Error(`${path}: not a readable image (${(e as Error).message})`);
+  }
+  if (meta.width && meta.height) checkPixelLimit(path, meta.width, meta.height, maxPixels);
+  try {
+    // libvips enforces the limit as well, for a format whose header does not state the size.
+    const { data, info } = await sharp(bytes, { limitInputPixels: Number.isFinite(maxPixels) ? Math.floor(maxPixels) : false })
+      .rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`expected 3 channels, got ${info.channels}`);
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
   } catch (e) {

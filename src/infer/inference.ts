@@ -1,0 +1,481 @@
+// Inference: decoded RGB (or an image file) and a model in; a label map, and when asked the
+// logits or class probabilities, out. Every command that segments goes through here: fcn
+// predict, fcn segment, fcn eval, the demo and the web server.
+//
+// Small images run whole, as the model's own forward pass does. A large one would need
+// ~1.1 kB of activations per pixel at full width (a 12 MP photo: ~13 GB), so above a memory
+// budget the forward pass runs in stages, each within the budget:
+//
+//  1. the VGG16 body in square tiles of the input, keeping block5_pool and the skips' class
+//     scores (score4 on block4_pool, score3 on block3_pool: 1×1 convolutions, so per pixel).
+//     Tiles start on the 32-pixel grid and overlap by the receptive field of block5_pool
+//     (212 px: margins of 107 px, 128 with the grid), so every stitched pixel equals the
+//     whole image's (see tiling.ts). What is kept is small: ~4 bytes per input pixel.
+//  2. conv6 → conv7 → score7 on the stitched block5_pool (1/32 of the input's pixels, but
+//     4096 channels), in windows overlapping by conv6's reach (3 pixels) when over budget;
+//  3. the skips' upsampling and sums on the whole 1/16 and 1/8 score maps (21 channels);
+//  4. the final upsampling, crop and argmax in output windows, each reading the few 1/8 map
+//     pixels its transposed convolution needs.
+//
+// Every pixel of every stage is computed from exactly the values the whole-image pass uses, so
+// the logits equal the whole image's up to float32 rounding (oneDNN may sum in another order
+// for another shape) everywhere — no seams — and the labels equal them except where a pixel's
+// two best scores are closer than that rounding (test/infer/tiles.test.ts measures both).
+// Why not whole-network tiles with an overlap: the network's receptive field through conv6
+// and the upsampling reaches ~250 px, and at ~1.1 kB/px a tile within budget is ~700 px wide,
+// which would leave ~200 px of each tile for the result (~12× the work).
+import { native, type Precision, type Tensor } from '../engine/binding.js';
+import { engineConfig } from '../engine/config.js';
+import { disposeAll } from '../engine/tensor.js';
+import { VOC_CLASS_NAMES } from '../data/classes.js';
+import { meansBgr, type Means } from '../data/transforms.js';
+import { readImageRgb, type RgbImage } from '../io/image.js';
+import { scaledChannels, type FCN } from '../models/fcn.js';
+import type { Conv2d, ForwardContext } from '../nn/layers.js';
+import { backboneSizes, backboneSupports, convOutputSize, headSupport, mapRanges, marginFor, planAxis, type AxisPlan } from './tiling.js';
+
+/** The model's class names: from its weights' metadata, else VOC's for 21 classes. */
+export function modelClassNames(model: FCN): readonly string[] {
+  if (model.classNames) return model.classNames;
+  return model.numClasses === VOC_CLASS_NAMES.length ? VOC_CLASS_NAMES : Array.from({ length: model.numClasses }, (_, i) => `class${i}`);
+}
+
+/**
+ * Activation memory one image may use (bytes, excluding the model's weights and the results),
+ * 512 MiB by default: a full-width FCN-8s holds ~1.1 GB of weights and their prepared copies,
+ * so a 12 MP photo peaks at ~1.8 GB. The whole image runs in one pass while its estimate fits.
+ */
+export const DEFAULT_MEMORY_BUDGET = 512 * 2 ** 20;
+
+/** How an image ran: whole, or tiled with the number of windows of each stage. */
+export interface InferencePlan {
+  tiled: boolean;
+  /** Input tiles of the VGG16 body (1 when whole) and their side in pixels. */
+  tiles: number;
+  tileSize: number;
+  /** Windows of conv6–score7 on the 1/32 map, and of the final upsampling. */
+  headWindows: number;
+  outputWindows: number;
+}
+
+export interface Segmentation {
+  /** One class index per pixel, row-major height × width. */
+  labels: Uint8Array;
+  width: number;
+  height: number;
+  classes: readonly string[];
+  /** Raw class scores before softmax, classes × height × width, when asked for. */
+  logits?: Float32Array;
+  /** Softmax of the logits, classes × height × width, when asked for. */
+  probabilities?: Float32Array;
+  plan: InferencePlan;
+}
+
+export interface InferenceOptions {
+  precision?: Precision;
+  /** Preprocessing means (default: the model's, keras or caffe). */
+  means?: Means;
+  classNames?: readonly string[];
+  /** Also return the logits (4 bytes × classes per pixel). */
+  logits?: boolean;
+  /** Also return the class probabilities (4 bytes × classes per pixel). */
+  probabilities?: boolean;
+  /** 'auto' (default): whole while the estimate fits `memoryBudget`, else tiled; or force one. */
+  tiling?: 'auto' | 'whole' | 'tiled';
+  /** Activation bytes an image may use (default DEFAULT_MEMORY_BUDGET); sets the tiles' sizes. */
+  memoryBudget?: number;
+  /** Side of the input tiles in pixels, a multiple of 32 (default: from the memory budget). */
+  tileSize?: number;
+  /** The image's name in error messages (a path, an id). */
+  name?: string;
+}
+
+export interface SegmentOptions extends InferenceOptions {
+  /** For a path: refuse images with more decoded pixels (see io/image.ts). */
+  maxPixels?: number;
+}
+
+/**
+ * RGB bytes → the network's input for the window [top, top+height) × [left, left+width): CHW
+ * float, BGR order, means subtracted. Pixels outside the image are 0, the mean colour, as the
+ * network's own padding.
+ */
+export function networkInput(rgb: RgbImage, means: Means, top = 0, left = 0, height = rgb.height, width = rgb.width): Float32Array {
+  const [mb, mg, mr] = meansBgr(means);
+  const n = height * width;
+  const out = new Float32Array(3 * n);
+  const src = rgb.data, W = rgb.width;
+  const y1 = Math.min(height, rgb.height - top), x0 = Math.max(0, -left), x1 = Math.min(width, W - left);
+  for (let y = Math.max(0, -top); y < y1; y++) {
+    const row = y * width;
+    for (let x = x0, p = ((top + y) * W + left + x0) * 3; x < x1; x++, p += 3) {
+      out[row + x] = src[p + 2]! - mb;
+      out[n + row + x] = src[p + 1]! - mg;
+      out[2 * n + row + x] = src[p]! - mr;
+    }
+  }
+  return out;
+}
+
+// Bytes per pixel, float32, measured with bench/infer-rss.ts on full-width models and
+// scaled by the first block's channels (which dominate): the whole forward pass
+// (block1's two activations and their reorders, the upsampled scores and their crop) and the
+// body alone.
+const wholeBytesPerPixel = (model: FCN) => 4 * (3 + 3.5 * scaledChannels(64, model.width)) + 12 * model.numClasses;
+const bodyBytesPerPixel = (model: FCN) => 4 * (3 + 2.5 * scaledChannels(64, model.width));
+/** Per block5_pool pixel: its copy, conv6's and conv7's outputs and a reorder. */
+const headBytesPerCell = (model: FCN) => 4 * (2 * scaledChannels(512, model.width) + 3 * scaledChannels(4096, model.width) + model.numClasses);
+/** Per output pixel: the upsampled window, its crop, the logits and probabilities read out. */
+const outputBytesPerPixel = (model: FCN) => 4 * 4 * model.numClasses;
+
+/** Extra rows and columns the caffe style's conv1 padding of 100 adds to every map of the body. */
+const conv1Growth = (model: FCN) => 2 * (model.blocks[0]!.convs[0]!.padding - 1);
+
+/** The estimated activation bytes of running `height × width` whole. */
+export function wholeImageBytes(model: FCN, height: number, width: number): number {
+  const g = conv1Growth(model);
+  return wholeBytesPerPixel(model) * (height + g) * (width + g);
+}
+
+const FLOAT_CONTEXT = (precision: Precision): ForwardContext => ({ training: false, precision, tape: null, seed: 0 });
+
+/** A tensor's values as float32 (bfloat16 widened: exact). */
+function toFloat32(t: Tensor): Float32Array {
+  const raw = t.toArray();
+  if (raw instanceof Float32Array) return raw;
+  if (raw instanceof Uint16Array) return new Float32Array(Uint32Array.from(raw, (b) => b << 16).buffer);
+  throw new Error(`expected a float tensor, got ${t.dtype}`);
+}
+
+/** Runs `f` on `x` and frees `x` (the caller's tensor is consumed). */
+function then(x: Tensor, f: (x: Tensor) => Tensor): Tensor {
+  try {
+    return f(x);
+  } finally {
+    x.dispose();
+  }
+}
+
+/**
+ * Idle engine buffers above this are released after each image and between stages. The pool
+ * keeps freed buffers by exact size for reuse; images of many sizes would otherwise fill it
+ * with buffers no later image fits (up to the engine's own bound).
+ */
+export const IDLE_BUFFER_LIMIT = 256 * 2 ** 20;
+
+/** Releases the engine's idle buffers when they exceed `limit` bytes. */
+export function releaseIdleBuffers(limit = IDLE_BUFFER_LIMIT): void {
+  if (native.poolStats().pooledBytes > limit) native.poolTrim();
+}
+
+/** The error for logits holding NaN or infinities: a broken model must not yield a label map. */
+function checkFinite(name: string, logits: Tensor, where: string): void {
+  if (Number.isFinite(native.sumSquares(logits))) return;
+  const data = logits.toArray() as Float32Array;
+  let nan = 0, inf = 0;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (Number.isNaN(v)) nan++;
+    else if (!Number.isFinite(v)) inf++;
+  }
+  // A sum of squares beyond float64's range from finite float32 values is impossible, so at
+  // least one of the two counts is positive.
+  throw new Error(`${name}: the model produced non-finite scores (${nan} NaN and ${inf} infinite of ${data.length} values${where}); its weights or the precision are at fault, not the image`);
+}
+
+/** Softmax over the classes of logits classes × plane, in place into `out` at `offset` per class. */
+function softmaxInto(logits: Float32Array, classes: number, plane: number, out: Float32Array, outPlane: number, place: (p: number) => number): void {
+  for (let p = 0; p < plane; p++) {
+    let max = -Infinity;
+    for (let c = 0; c < classes; c++) max = Math.max(max, logits[c * plane + p]!);
+    let sum = 0;
+    for (let c = 0; c < classes; c++) sum += Math.exp(logits[c * plane + p]! - max);
+    const q = place(p);
+    for (let c = 0; c < classes; c++) out[c * outPlane + q] = Math.exp(logits[c * plane + p]! - max) / sum;
+  }
+}
+
+interface Outputs {
+  labels: Uint8Array;
+  logits?: Float32Array;
+  probabilities?: Float32Array;
+}
+
+/**
+ * Reads a window of logits (1 × classes × h × w) into the image's outputs at (top, left):
+ * checked for non-finite values, argmax into the labels, logits and probabilities if asked.
+ */
+function readOut(name: string, logits: Tensor, out: Outputs, imageWidth: number, imageHeight: number, top: number, left: number, where: string): void {
+  checkFinite(name, logits, where);
+  const [, classes, h, w] = logits.dims as [number, number, number, number];
+  const pred = native.argmax(logits);
+  try {
+    const labels = pred.toArray() as Uint8Array;
+    for (let y = 0; y < h; y++) out.labels.set(labels.subarray(y * w, (y + 1) * w), (top + y) * imageWidth + left);
+  } finally {
+    pred.dispose();
+  }
+  if (!out.logits && !out.probabilities) return;
+  const data = logits.toArray() as Float32Array;
+  const plane = imageWidth * imageHeight, at = (p: number) => (top + Math.floor(p / w)) * imageWidth + left + (p % w);
+  if (out.logits) {
+    for (let c = 0; c < classes; c++) for (let y = 0; y < h; y++) out.logits.set(data.subarray((c * h + y) * w, (c * h + y + 1) * w), c * plane + (top + y) * imageWidth + left);
+  }
+  if (out.probabilities) softmaxInto(data, classes, h * w, out.probabilities, plane, at);
+}
+
+/** A map of the whole image assembled from tiles: float32, classes/channels × height × width. */
+class StitchedMap {
+  readonly data: Float32Array;
+  constructor(readonly channels: number, readonly height: number, readonly width: number) {
+    this.data = new Float32Array(channels * height * width);
+  }
+
+  /**
+   * Copies rows × cols (whole-map indices) from a tile's map (1 × channels × th × tw) whose
+   * pixel (0, 0) is whole-map pixel (rowOffset, colOffset).
+   */
+  paste(tile: Tensor, rows: { from: number; to: number }, cols: { from: number; to: number }, rowOffset: number, colOffset: number): void {
+    if (rows.to <= rows.from || cols.to <= cols.from) return;
+    const [, c, th, tw] = tile.dims as [number, number, number, number];
+    if (c !== this.channels || rows.from - rowOffset < 0 || rows.to - rowOffset > th || cols.from - colOffset < 0 || cols.to - colOffset > tw) {
+      throw new Error(`tile plan: a ${c}×${th}×${tw} tile at (${rowOffset}, ${colOffset}) does not hold rows ${rows.from}…${rows.to - 1}, columns ${cols.from}…${cols.to - 1} of a ${this.channels}×${this.height}×${this.width} map`);
+    }
+    const src = toFloat32(tile);
+    const n = cols.to - cols.from;
+    for (let ch = 0; ch < c; ch++) {
+      for (let y = rows.from; y < rows.to; y++) {
+        const s = (ch * th + y - rowOffset) * tw + cols.from - colOffset;
+        this.data.set(src.subarray(s, s + n), (ch * this.height + y) * this.width + cols.from);
+      }
+    }
+  }
+
+  /** The window [top, top+h) × [left, left+w) as a tensor. */
+  window(top: number, left: number, h: number, w: number): Tensor {
+    if (top === 0 && left === 0 && h === this.height && w === this.width) return native.fromArray([1, this.channels, h, w], this.data);
+    const out = new Float32Array(this.channels * h * w);
+    for (let ch = 0; ch < this.channels; ch++) {
+      for (let y = 0; y < h; y++) {
+        const s = (ch * this.height + top + y) * this.width + left;
+        out.set(this.data.subarray(s, s + w), (ch * h + y) * w);
+      }
+    }
+    return native.fromArray([1, this.channels, h, w], out);
+  }
+
+  tensor(): Tensor {
+    return this.window(0, 0, this.height, this.width);
+  }
+}
+
+/** Calls `f` for every window of a two-axis plan, row by row. */
+function eachWindow(rows: AxisPlan, cols: AxisPlan, f: (ky: number, kx: number) => void): void {
+  for (let ky = 0; ky < rows.windows.length; ky++) for (let kx = 0; kx < cols.windows.length; kx++) f(ky, kx);
+}
+
+const side = (bytes: number, perPixel: number) => Math.floor(Math.sqrt(bytes / perPixel));
+
+/**
+ * The staged forward pass for a large image (see the top of this file); mirrors FCN's own
+ * inference pass layer for layer.
+ */
+function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptions, 'precision' | 'means' | 'memoryBudget' | 'name'>> & InferenceOptions): { outputs: Outputs; plan: InferencePlan } {
+  const { width: W, height: H } = rgb;
+  const ctx = FLOAT_CONTEXT(o.precision);
+  const budget = o.memoryBudget;
+  const K = model.numClasses;
+
+  // 1. The body in input tiles.
+  const sup = backboneSupports(model);
+  const kept = [sup.pool5, ...(model.score4 ? [sup.pool4] : []), ...(model.score3 ? [sup.pool3] : [])];
+  const margin = marginFor(...kept);
+  const minTile = 2 * Math.ceil(margin / 32) * 32 + 64;
+  let tileSize = o.tileSize ?? Math.max(minTile, Math.floor((side(budget, bodyBytesPerPixel(model)) - conv1Growth(model)) / 32) * 32);
+  if (!(Number.isInteger(tileSize) && tileSize % 32 === 0 && tileSize >= minTile)) throw new Error(`tileSize must be a multiple of 32 of at least ${minTile} (this model's margins are ${margin} px), got ${o.tileSize}`);
+  const rowPlan = planAxis(H, tileSize, margin, 32), colPlan = planAxis(W, tileSize, margin, 32);
+  const sizesY = backboneSizes(model, H), sizesX = backboneSizes(model, W);
+  const c5 = model.blocks[4]!.convs.at(-1)!.spec.outChannels;
+  const pool5 = new StitchedMap(c5, sizesY.pool5, sizesX.pool5);
+  const score4 = model.score4 ? new StitchedMap(K, sizesY.pool4, sizesX.pool4) : null;
+  const score3 = model.score3 ? new StitchedMap(K, sizesY.pool3, sizesX.pool3) : null;
+  const maps = [
+    { map: pool5, s: sup.pool5, rows: mapRanges(rowPlan, sup.pool5, sizesY.pool5), cols: mapRanges(colPlan, sup.pool5, sizesX.pool5) },
+    ...(score4 ? [{ map: score4, s: sup.pool4, rows: mapRanges(rowPlan, sup.pool4, sizesY.pool4), cols: mapRanges(colPlan, sup.pool4, sizesX.pool4) }] : []),
+    ...(score3 ? [{ map: score3, s: sup.pool3, rows: mapRanges(rowPlan, sup.pool3, sizesY.pool3), cols: mapRanges(colPlan, sup.pool3, sizesX.pool3) }] : []),
+  ];
+  const keras = model.style === 'keras';
+  eachWindow(rowPlan, colPlan, (ky, kx) => {
+    const wy = rowPlan.windows[ky]!, wx = colPlan.windows[kx]!;
+    // Keras pads the input to a multiple of 32 with the mean colour: a window reaching the
+    // image's end is padded the same way (windows start on the grid).
+    const th = keras ? Math.ceil((wy.end - wy.start) / 32) * 32 : wy.end - wy.start;
+    const tw = keras ? Math.ceil((wx.end - wx.start) / 32) * 32 : wx.end - wx.start;
+    const outs = body(model, native.fromArray([1, 3, th, tw], networkInput(rgb, o.means, wy.start, wx.start, th, tw)), ctx);
+    try {
+      const tensors = [outs.pool5, ...(score4 ? [outs.score4!] : []), ...(score3 ? [outs.score3!] : [])];
+      maps.forEach(({ map, s, rows, cols }, i) => map.paste(tensors[i]!, rows[ky]!, cols[kx]!, wy.start / s.stride, wx.start / s.stride));
+    } finally {
+      disposeAll(outs.pool5, outs.score4, outs.score3);
+    }
+    // Each tile's buffers go back to the system: edge tiles have other sizes than inner
+    // ones, and a pool holding one tile's buffers while the next allocates its own would
+    // double the peak. Fresh pages cost ~0.1 s a tile; the tile's work takes seconds.
+    releaseIdleBuffers(0);
+  });
+
+  // 2. conv6 → conv7 → score7 on block5_pool, in windows when over budget.
+  const hs = headSupport(model);
+  const headMargin = marginFor(hs);
+  const headTile = Math.max(2 * headMargin + 1, o.tileSize !== undefined ? Math.floor(tileSize / 32) : side(budget, headBytesPerCell(model)));
+  const headRows = planAxis(pool5.height, headTile, headMargin, 1), headCols = planAxis(pool5.width, headTile, headMargin, 1);
+  const chainSize = (n: number) => [model.conv6, model.conv7, model.score7].reduce((m, l) => convOutputSize(m, l.spec.kernel, l.stride, l.padding), n);
+  const score7 = new StitchedMap(K, chainSize(pool5.height), chainSize(pool5.width));
+  const s7rows = mapRanges(headRows, hs, score7.height), s7cols = mapRanges(headCols, hs, score7.width);
+  eachWindow(headRows, headCols, (ky, kx) => {
+    const wy = headRows.windows[ky]!, wx = headCols.windows[kx]!;
+    let t = pool5.window(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start);
+    for (const l of [model.conv6, model.conv7, model.score7]) t = then(t, (x) => l.forward(x, ctx));
+    try {
+      score7.paste(t, s7rows[ky]!, s7cols[kx]!, wy.start, wx.start);
+    } finally {
+      t.dispose();
+    }
+  });
+  releaseIdleBuffers(0);
+
+  // 3. The skips on the whole (small) score maps, as FCN's forward pass.
+  const offsets = model.cropOffsets();
+  const crop = (t: Tensor, top: number, like: Tensor): Tensor => {
+    const [, , h, w] = like.dims as [number, number, number, number];
+    return top === 0 && t.dims[2] === h && t.dims[3] === w ? t : then(t, (x) => native.cropPad(x, { top, left: top, height: h, width: w }));
+  };
+  const skip = (t: Tensor, up: Conv2d, scores: StitchedMap, offset: number): Tensor => {
+    const u = then(t, (x) => up.forward(x, ctx));
+    try {
+      const s = crop(scores.tensor(), offset, u);
+      try {
+        return native.add(u, s);
+      } finally {
+        s.dispose();
+      }
+    } finally {
+      u.dispose();
+    }
+  };
+  let fused = score7.tensor();
+  if (model.score7Upsample && score4) fused = skip(fused, model.score7Upsample, score4, offsets.score4!);
+  if (model.skip4Upsample && score3) fused = skip(fused, model.skip4Upsample, score3, offsets.score3!);
+
+  // 4. The final upsampling in output windows: output pixel y (upsampled pixel y + crop
+  // offset) reads the fused pixels i with stride·i − padding + k = y + offset, k < kernel.
+  const outputs: Outputs = {
+    labels: new Uint8Array(W * H),
+    ...(o.logits ? { logits: new Float32Array(K * W * H) } : {}),
+    ...(o.probabilities ? { probabilities: new Float32Array(K * W * H) } : {}),
+  };
+  const up = model.upsample;
+  const s = up.stride, k = up.spec.kernel, p = up.padding, off = offsets.final;
+  const outTile = Math.max(s, Math.floor((o.tileSize ?? side(budget, outputBytesPerPixel(model))) / s) * s);
+  const outRows = planAxis(H, outTile, 0, s), outCols = planAxis(W, outTile, 0, s);
+  const [, , fh, fw] = fused.dims as [number, number, number, number];
+  const band = (from: number, to: number, n: number) => ({ i0: Math.max(0, Math.floor((from + off + p - k + 1) / s)), i1: Math.min(n, Math.floor((to - 1 + off + p) / s) + 1) });
+  try {
+    eachWindow(outRows, outCols, (ky, kx) => {
+      const wy = outRows.windows[ky]!, wx = outCols.windows[kx]!;
+      const by = band(wy.start, wy.end, fh), bx = band(wx.start, wx.end, fw);
+      const u = then(native.cropPad(fused, { top: by.i0, left: bx.i0, height: by.i1 - by.i0, width: bx.i1 - bx.i0 }), (x) => up.forward(x, ctx));
+      const top = wy.start + off - s * by.i0, left = wx.start + off - s * bx.i0;
+      const h = wy.end - wy.start, w = wx.end - wx.start;
+      if (top + h > u.dims[2]! || left + w > u.dims[3]!) {
+        u.dispose();
+        throw new Error(`tile plan: the upsampled window ${u.dims[3]}×${u.dims[2]} does not hold ${w}×${h} at (${left}, ${top})`);
+      }
+      const logits = then(u, (x) => native.cropPad(x, { top, left, height: h, width: w }));
+      try {
+        readOut(o.name, logits, outputs, W, H, wy.start, wx.start, ` in the window at (${wx.start}, ${wy.start}), ${w}×${h}`);
+      } finally {
+        logits.dispose();
+      }
+    });
+  } finally {
+    fused.dispose();
+  }
+  return {
+    outputs,
+    plan: { tiled: true, tiles: rowPlan.windows.length * colPlan.windows.length, tileSize, headWindows: headRows.windows.length * headCols.windows.length, outputWindows: outRows.windows.length * outCols.windows.length },
+  };
+}
+
+/**
+ * The body on one input tile: block5_pool, and the skips' scores on block4_pool and
+ * block3_pool (scaled first in the at-once model). Consumes `x`.
+ */
+function body(model: FCN, x: Tensor, ctx: ForwardContext): { pool5: Tensor; score4: Tensor | null; score3: Tensor | null } {
+  let t = x;
+  let score4: Tensor | null = null, score3: Tensor | null = null;
+  const scoreOf = (pool: Tensor, score: Conv2d, factor: number | undefined) =>
+    factor === undefined ? score.forward(pool, ctx) : then(native.scale(pool, factor), (scaled) => score.forward(scaled, ctx));
+  try {
+    for (const [i, block] of model.blocks.entries()) {
+      for (const c of block.convs) t = then(t, (v) => c.forward(v, ctx));
+      t = then(t, (v) => block.pool.forward(v, ctx));
+      if (i === 2 && model.score3) score3 = scoreOf(t, model.score3, model.skipScales?.[1]);
+      if (i === 3 && model.score4) score4 = scoreOf(t, model.score4, model.skipScales?.[0]);
+    }
+    return { pool5: t, score4, score3 };
+  } catch (e) {
+    disposeAll(t, score4, score3);
+    throw e;
+  }
+}
+
+/**
+ * Segments decoded RGB with `model`: the label map, and the logits or probabilities when
+ * asked. Whole when the estimated activations fit the memory budget, else in stages of tiles
+ * that give the same scores (see the top of this file). Synchronous: it keeps the engine busy
+ * until done (a server runs it in a worker).
+ */
+export function segmentImage(model: FCN, rgb: RgbImage, options: InferenceOptions = {}): Segmentation {
+  const { width, height } = rgb;
+  if (!(Number.isInteger(width) && Number.isInteger(height) && width > 0 && height > 0) || rgb.data.length !== width * height * 3) {
+    throw new Error(`${options.name ?? 'image'}: expected ${width}×${height}×3 RGB bytes, got ${rgb.data.length}`);
+  }
+  const o = {
+    ...options,
+    precision: options.precision ?? engineConfig().precision,
+    means: options.means ?? model.means,
+    memoryBudget: options.memoryBudget ?? DEFAULT_MEMORY_BUDGET,
+    name: options.name ?? 'image',
+  };
+  if (!(o.memoryBudget > 0)) throw new Error(`memoryBudget must be a positive number of bytes, got ${o.memoryBudget}`);
+  const tiling = o.tiling ?? 'auto';
+  const classes = o.classNames ?? modelClassNames(model);
+  const tiled = tiling === 'tiled' || (tiling === 'auto' && wholeImageBytes(model, height, width) > o.memoryBudget);
+  try {
+    if (tiled) {
+      const { outputs, plan } = tiledForward(model, rgb, o);
+      return { ...outputs, width, height, classes, plan };
+    }
+    const outputs: Outputs = {
+      labels: new Uint8Array(width * height),
+      ...(o.logits ? { logits: new Float32Array(model.numClasses * width * height) } : {}),
+      ...(o.probabilities ? { probabilities: new Float32Array(model.numClasses * width * height) } : {}),
+    };
+    const logits = then(native.fromArray([1, 3, height, width], networkInput(rgb, o.means)), (x) => model.predictLogits(x, o.precision));
+    try {
+      readOut(o.name, logits, outputs, width, height, 0, 0, '');
+    } finally {
+      logits.dispose();
+    }
+    return { ...outputs, width, height, classes, plan: { tiled: false, tiles: 1, tileSize: Math.max(width, height), headWindows: 1, outputWindows: 1 } };
+  } finally {
+    releaseIdleBuffers();
+  }
+}
+
+/** Segments one image (a path, decoded with the pixel limit, or decoded RGB) with `model`. */
+export async function segment(model: FCN, image: string | RgbImage, options: SegmentOptions = {}): Promise<Segmentation> {
+  const rgb = typeof image === 'string' ? await readImageRgb(image, options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}) : image;
+  return segmentImage(model, rgb, { ...options, ...(typeof image === 'string' && options.name === undefined ? { name: image } : {}) });
+}

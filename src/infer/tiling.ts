@@ -1,0 +1,160 @@
+// Where the pixels of the network's maps come from, and how to cut a large image into
+// windows whose stitched maps equal the whole image's.
+//
+// A map pixel i (at stride S) is computed from the input pixels [S·i + lo, S·i + hi] (its
+// receptive field, "support"), plus zero padding where that range leaves the input. A window
+// of the input, run through the same layers, reproduces every map pixel whose support lies
+// inside the window — or reaches past it only where the window's edge is the image's own edge,
+// so that the padding is the same as the whole image's. That needs the window to start on the
+// map's pixel grid: a multiple of 32 for the pooled maps in both styles (the caffe style's
+// conv1 padding of 100 shifts the whole image and a window alike, so it changes the supports,
+// not the grid). Then window map pixel j is whole-image map pixel j + start/S, and the stitched
+// map equals the whole image's up to float rounding (oneDNN may sum in another order for
+// another shape).
+import type { FCN } from '../models/fcn.js';
+import type { Conv2d } from '../nn/layers.js';
+
+/** Map pixel i reads the input coordinates [stride·i + lo, stride·i + hi]. */
+export interface Support {
+  stride: number;
+  lo: number;
+  hi: number;
+}
+
+const IDENTITY: Support = { stride: 1, lo: 0, hi: 0 };
+
+/** The support after a convolution or pooling with kernel k, stride s and padding p. */
+function throughWindow(m: Support, k: number, s: number, p: number): Support {
+  // Output j reads input j·s − p … j·s − p + k − 1.
+  return { stride: m.stride * s, lo: m.lo - m.stride * p, hi: m.hi + m.stride * (k - 1 - p) };
+}
+
+const throughConv = (m: Support, l: Conv2d): Support => throughWindow(m, l.spec.kernel, l.stride, l.padding);
+
+/** The pooled maps the skips and the head read: block3_pool (1/8), block4_pool (1/16), block5_pool (1/32). */
+export function backboneSupports(model: FCN): { pool3: Support; pool4: Support; pool5: Support } {
+  const pooled: Support[] = [];
+  let m = IDENTITY;
+  for (const block of model.blocks) {
+    for (const conv of block.convs) m = throughConv(m, conv);
+    m = throughWindow(m, block.pool.kernel, block.pool.kernel, 0);
+    pooled.push(m);
+  }
+  return { pool3: pooled[2]!, pool4: pooled[3]!, pool5: pooled[4]! };
+}
+
+/** score7 in block5_pool pixels: conv6 (7×7), conv7 and score7 (1×1). */
+export function headSupport(model: FCN): Support {
+  return [model.conv6, model.conv7, model.score7].reduce(throughConv, IDENTITY);
+}
+
+/** The size of a map after a convolution or pooling along one axis. */
+export function convOutputSize(n: number, k: number, s: number, p: number, ceil = false): number {
+  const span = n + 2 * p - k;
+  return (ceil ? Math.ceil(span / s) : Math.floor(span / s)) + 1;
+}
+
+/** Sizes of block3/4/5_pool along one axis of an input of `n` pixels (keras: padded to 32 first). */
+export function backboneSizes(model: FCN, n: number): { pool3: number; pool4: number; pool5: number } {
+  const sizes: number[] = [];
+  let size = model.style === 'keras' ? Math.ceil(n / 32) * 32 : n;
+  for (const block of model.blocks) {
+    for (const c of block.convs) size = convOutputSize(size, c.spec.kernel, c.stride, c.padding);
+    size = convOutputSize(size, block.pool.kernel, block.pool.kernel, 0, block.pool.ceil);
+    sizes.push(size);
+  }
+  return { pool3: sizes[2]!, pool4: sizes[3]!, pool5: sizes[4]! };
+}
+
+/** One window along an axis: the input range it reads and the range of the axis it answers for. */
+export interface AxisWindow {
+  /** Input range read, [start, end). */
+  start: number;
+  end: number;
+  /** The part of the axis this window's results are kept for, [keepStart, keepEnd). */
+  keepStart: number;
+  keepEnd: number;
+}
+
+export interface AxisPlan {
+  length: number;
+  windows: AxisWindow[];
+}
+
+/**
+ * Cuts [0, length) into windows of at most `tile` pixels, each starting at a multiple of
+ * `align` (the last one may be shorter), whose kept ranges partition the axis and reach at
+ * least `margin` pixels inside every window edge that is not an edge of the axis. The work is
+ * the length plus two margins per cut, so the plan has the fewest windows that fit: the two
+ * at the ends, which need a margin on one side only, keep more than the others.
+ */
+export function planAxis(length: number, tile: number, margin: number, align: number): AxisPlan {
+  if (!(Number.isInteger(length) && length > 0)) throw new Error(`planAxis: length must be a positive integer, got ${length}`);
+  if (length <= tile) return { length, windows: [{ start: 0, end: length, keepStart: 0, keepEnd: length }] };
+  const down = (v: number) => Math.floor(v / align) * align;
+  const up = (v: number) => Math.ceil(v / align) * align;
+  const m = up(margin);
+  // A window keeps at least `align` pixels; both its margins are rounded out to the grid.
+  if (tile < 2 * m + align) throw new Error(`tiles of ${tile} pixels are too small for a margin of ${margin} on both sides (at least ${2 * m + align})`);
+  const endKeep = tile - m, innerKeep = tile - 2 * m;
+  for (let n = 2; n <= length; n++) {
+    // Cut points in proportion to what each window can keep, on the grid.
+    const weights = Array.from({ length: n }, (_, k) => (k === 0 || k === n - 1 ? endKeep : innerKeep));
+    const total = weights.reduce((a, b) => a + b, 0);
+    if (total < length) continue;
+    let sum = 0;
+    const bounds = [0, ...weights.map((w, k) => (k === n - 1 ? length : down(((sum += w) * length) / total)))];
+    if (bounds.some((b, k) => k > 0 && b <= bounds[k - 1]!)) break;
+    const windows = bounds.slice(0, n).map((keepStart, k) => {
+      const keepEnd = bounds[k + 1]!;
+      return { start: Math.max(0, keepStart - m), end: k === n - 1 ? length : Math.min(length, keepEnd + m), keepStart, keepEnd };
+    });
+    if (windows.every((w) => w.end - w.start <= tile)) return { length, windows };
+  }
+  throw new Error(`cannot cut ${length} pixels into windows of ${tile} with margins of ${margin} aligned to ${align}`);
+}
+
+/**
+ * The window a map pixel belongs to: the one whose kept range holds the centre of its
+ * support (pixels centred before the axis go to the first window, after it to the last).
+ */
+export function ownerOf(plan: AxisPlan, s: Support, i: number): number {
+  const centre = s.stride * i + (s.lo + s.hi) / 2;
+  const k = plan.windows.findIndex((w) => centre < w.keepEnd);
+  return k === -1 ? plan.windows.length - 1 : k;
+}
+
+/** Whether window `w` computes map pixel `i` as the whole axis does. */
+export function computesExactly(plan: AxisPlan, w: AxisWindow, s: Support, i: number): boolean {
+  const lo = s.stride * i + s.lo, hi = s.stride * i + s.hi;
+  return (w.start === 0 || lo >= w.start) && (w.end === plan.length || hi < w.end);
+}
+
+/** The margin a support needs on each side of a kept range: its half width, rounded up, plus one. */
+export function marginFor(...supports: Support[]): number {
+  return Math.max(...supports.map((s) => Math.ceil((s.hi - s.lo) / 2) + 1));
+}
+
+/**
+ * For each window, the range of map pixels it is kept for, in whole-map indices [from, to),
+ * checked to be computed exactly by that window (an error otherwise: a bug in the plan).
+ */
+export function mapRanges(plan: AxisPlan, s: Support, mapSize: number): { from: number; to: number }[] {
+  const ranges = plan.windows.map(() => ({ from: Infinity, to: -Infinity }));
+  for (let i = 0; i < mapSize; i++) {
+    const k = ownerOf(plan, s, i);
+    const w = plan.windows[k]!;
+    if (!computesExactly(plan, w, s, i)) throw new Error(`tile plan: map pixel ${i} (stride ${s.stride}) is not computed exactly by its window [${w.start}, ${w.end}) of ${plan.length}`);
+    const r = ranges[k]!;
+    r.from = Math.min(r.from, i);
+    r.to = Math.max(r.to, i + 1);
+  }
+  // Pixels are assigned in increasing order of their centres, so each window's are contiguous.
+  let next = 0;
+  return ranges.map((r) => {
+    if (r.from === Infinity) return { from: next, to: next };
+    if (r.from !== next) throw new Error(`tile plan: map pixels ${next}…${r.from - 1} (stride ${s.stride}) belong to no window`);
+    next = r.to;
+    return r;
+  });
+}
