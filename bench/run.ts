@@ -7,7 +7,9 @@
 // batch 1), then {id, value} rows: rss_train_mb and rss_infer_mb (peak RSS, each in a process
 // of its own: bench/rss.ts), 500×375 forward, batch-4 throughput, 1-thread forward, and
 // end-to-end training images/s on the VOC sample through the DataLoader with the share of
-// time spent waiting for data.
+// time spent waiting for data; then the data-parallel rows mpi_* (bench/mpi.ts: allreduce of
+// FCN-8s's gradients over 2 ranks, a step on 1 process × 2 threads vs 2 ranks × 1 thread, the
+// share of the exchange the overlap hides), when Open MPI is installed.
 //
 // Prints a table of times and ratios and writes bench/results.json:
 //   { machine: {…}, rows: [ { id, ours_ms, peer, peer_ms, ratio } | { id, value } ] }
@@ -30,6 +32,7 @@ import { vocDataset } from '../src/data/datasets.js';
 import { DataLoader } from '../src/data/loader.js';
 import { trainPipeline } from '../src/data/transforms.js';
 import { exportOnnx, ortForward, torchBench, torchPython } from './peers.js';
+import { mpiRows } from './mpi.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const work = path.join(here, '.work');
@@ -272,6 +275,9 @@ async function main(): Promise<void> {
       value('voc_data_wait_pct', 100 * r.waitShare, 'percent of that time the engine waited for data');
     }
   }
+  // Data-parallel training over MPI (processes of their own, under mpirun).
+  rows.push(...mpiRows({ reps: Math.min(reps, 3), want, log }));
+
   const load = os.loadavg();
   const result = { machine: { ...machine(threads), onnxruntime: ortVersion, cpuFeatures: cpuFeatures(), autoPrecision: autoPrecision(), loadavg_start: loadStart.map((l) => Math.round(l * 100) / 100), loadavg_end: load.map((l) => Math.round(l * 100) / 100) }, rows };
   writeFileSync(path.join(here, 'results.json'), JSON.stringify(result, null, 2) + '\n');
