@@ -6,7 +6,6 @@
 #include <napi.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
-#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <functional>

@@ -42,7 +42,8 @@ void Tensor::Init(Napi::Env env, Napi::Object exports) {
 // node-api runs finalisers only after the event loop turns, so V8 must see what disposed
 // wrappers still hold to collect them in time.
 Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info), env_(info.Env()) {
-  if (!state_of(info.Env()).constructing_tensor)
+  const EnvState* state = info.Env().GetInstanceData<EnvState>();
+  if (!state || !state->constructing_tensor)
     throw Napi::TypeError::New(info.Env(), "Tensor: cannot be constructed directly: use fromArray, zeros or an op");
   adjust_external_memory(env_, int64_t(sizeof(Tensor)));
 }
