@@ -5,7 +5,8 @@
 // Rows: fwd512_bf16_vs_ort, fwd512_bf16_vs_torch (PyTorch bf16 autocast, channels-last),
 // fwd512_fp32_vs_ort, train512_bf16_vs_torch, train512_fp32_vs_torch (full-width FCN-8s,
 // batch 1), then {id, value} rows: rss_train_mb and rss_infer_mb (peak RSS, each in a process
-// of its own: bench/rss.ts), 500×375 forward, batch-4 throughput, 1-thread forward, and
+// of its own: bench/rss.ts), serve_p95_ms and serve_rss_mb (fcn serve under load: bench/serve.ts),
+// 500×375 forward, batch-4 throughput, 1-thread forward, and
 // end-to-end training images/s on the VOC sample through the DataLoader with the share of
 // time spent waiting for data; then the data-parallel rows mpi_* (bench/mpi.ts: allreduce of
 // FCN-8s's gradients over 2 ranks, a step on 1 process × 2 threads vs 2 ranks × 1 thread, the
@@ -32,6 +33,7 @@ import { vocDataset } from '../src/data/datasets.js';
 import { DataLoader } from '../src/data/loader.js';
 import { trainPipeline } from '../src/data/transforms.js';
 import { exportOnnx, ortForward, torchBench, torchPython } from './peers.js';
+import { runServeBench } from './serve.js';
 import { mpiRows } from './mpi.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -253,6 +255,16 @@ async function main(): Promise<void> {
     if (!want(`rss_${mode}_mb`)) continue;
     const mb = rssOf(mode, auto, threads);
     if (mb !== null) value(`rss_${mode}_mb`, mb, `peak RSS, full FCN-8s ${mode === 'train' ? '3 training steps' : '3 forward passes'} at 512², ${auto}`);
+  }
+
+  // fcn serve under load: 200 requests from 8 clients (bench/serve.ts, a server process of its own).
+  if (want('serve_p95_ms') || want('serve_rss_mb')) {
+    const s = runServeBench(threads);
+    if (s) {
+      const setup = `${s.requests} requests from ${s.clients} clients, 2/3 valid (VOC photos ${s.vocWidth} px wide, 128² scenes) through FCN-32s/16s/8s at width ${s.width}`;
+      value('serve_p95_ms', s.p95Ms, `fcn serve p95 latency of valid requests (p50 ${s.p50Ms} ms), ${setup}`);
+      if (s.maxRssMb !== null) value('serve_rss_mb', s.maxRssMb, `fcn serve peak RSS under that load`);
+    }
   }
 
   // Other shapes, batch and threads (ours only).

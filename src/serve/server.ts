@@ -90,6 +90,34 @@ class ResultCache {
   }
 }
 
+/** Reads what is left of a request and drops it, up to `cap` bytes and 30 s. */
+function drain(stream: NodeJS.ReadableStream & { destroy?: () => void; readableEnded?: boolean }, cap: number): Promise<void> {
+  if (stream.readableEnded) return Promise.resolve();
+  return new Promise((resolve) => {
+    let bytes = 0;
+    const finish = () => {
+      clearTimeout(timer);
+      stream.removeListener('data', onData);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > cap) {
+        stream.destroy?.();
+        finish();
+      }
+    };
+    const timer = setTimeout(() => {
+      stream.destroy?.();
+      finish();
+    }, 30_000);
+    stream.on('data', onData);
+    stream.once('end', finish);
+    stream.once('close', finish);
+    stream.resume();
+  });
+}
+
 const dataUrl = (png: Uint8Array) => `data:image/png;base64,${Buffer.from(png.buffer, png.byteOffset, png.byteLength).toString('base64')}`;
 
 export async function createServer(config: ServeConfig): Promise<Served> {
@@ -144,7 +172,23 @@ export async function createServer(config: ServeConfig): Promise<Served> {
   // Bodies: multipart forms (the page), or the picture's bytes as the whole body (curl
   // --data-binary) whatever the Content-Type says: the content decides what it is.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.maxUploadBytes }, (_req, body, done) => done(null, body));
+  // An upload over the limit is read to its end (up to a bound) before the 413 goes out:
+  // a server that answers and closes while the client is still sending leaves most clients
+  // (fetch, browsers) with a reset connection instead of the message.
+  const drainCap = Math.max(64 * 2 ** 20, 4 * config.maxUploadBytes);
+  app.addContentTypeParser('*', (request, payload, done) => {
+    const declared = Number(request.headers['content-length']);
+    if (declared > drainCap) return done(tooLarge(declared, config.maxUploadBytes), undefined);
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    payload.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes <= config.maxUploadBytes) chunks.push(chunk);
+      else if (bytes > drainCap) payload.destroy(tooLarge(bytes, config.maxUploadBytes));
+    });
+    payload.on('error', (e) => done(e instanceof HttpError ? e : new HttpError(400, `the upload was cut short (${e.message})`), undefined));
+    payload.on('end', () => (bytes > config.maxUploadBytes ? done(tooLarge(bytes, config.maxUploadBytes), undefined) : done(null, Buffer.concat(chunks))));
+  });
   await app.register(fastifyMultipart, { limits: { fileSize: config.maxUploadBytes, files: 1, fields: 8, parts: 9, fieldSize: 1024, headerPairs: 100 } });
   await app.register(fastifyStatic, { root: WEB_ROOT, prefix: '/', index: 'index.html', dotfiles: 'deny', cacheControl: false });
 
@@ -152,8 +196,13 @@ export async function createServer(config: ServeConfig): Promise<Served> {
     if (request.isMultipart()) {
       const part = await request.file();
       if (!part) throw new HttpError(400, `the form has no file: send the picture in a file field (e.g. image=@photo.jpg)`);
-      const bytes = await part.toBuffer();
-      return bytes;
+      try {
+        return await part.toBuffer();
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'FST_REQ_FILE_TOO_LARGE') throw e;
+        await drain(request.raw, drainCap);
+        throw tooLarge(null, config.maxUploadBytes);
+      }
     }
     const body = request.body;
     if (!Buffer.isBuffer(body) || body.length === 0) throw new HttpError(400, `no picture in the request: send a ${ACCEPTED} image as the body or as a multipart form file`);

@@ -65,8 +65,13 @@ test('an upload over --max-upload-mb is refused with 413, as the body or as a fo
   const r = await postBytes(big, 'image/png');
   assert.equal(r.status, 413);
   assert.match(r.json.error, /the upload \(0\.29 MB\) is larger than the limit of 0\.25 MB \(--max-upload-mb\)/);
+  // Far over the limit, through fetch: the answer arrives (the server reads the upload to
+  // its end first), not a connection reset.
+  const huge = await fetch(server.url + '/api/segment', { method: 'POST', body: new Uint8Array(Buffer.concat([big, Buffer.alloc(3 * 2 ** 20)])), headers: { 'content-type': 'image/png' } });
+  assert.equal(huge.status, 413);
+  assert.match(((await huge.json()) as any).error, /the upload \(3\.29 MB\) is larger than the limit of 0\.25 MB/);
   const form = new FormData();
-  form.append('image', new Blob([new Uint8Array(big)], { type: 'image/png' }), 'big.png');
+  form.append('image', new Blob([new Uint8Array(Buffer.concat([big, Buffer.alloc(3 * 2 ** 20)]))], { type: 'image/png' }), 'big.png');
   const m = await fetch(server.url + '/api/segment', { method: 'POST', body: form });
   assert.equal(m.status, 413);
   assert.match(((await m.json()) as any).error, /larger than the limit of 0\.25 MB \(--max-upload-mb\)/);

@@ -9,8 +9,10 @@ export const current = { blob: null, name: '', img: null, rgba: null, width: 0, 
 
 /** Class names of each model by class index, for naming the top-3 classes under the pointer. */
 let classNames = [];
+let limits = null;
 
 export function setupSegment(app) {
+  limits = app.limits;
   classNames = app.models.map((m) => new Map(m.classes.map((c) => [c.index, c.name])));
   const drop = $('dropzone');
   $('file-input').addEventListener('change', (e) => {
@@ -68,6 +70,10 @@ let generation = 0;
 /** Sends a picture to every model and shows the answers. */
 export async function segmentPicture(blob, name) {
   const mine = ++generation;
+  if (limits && blob.size > limits.maxUploadBytes) {
+    status(`${name} is ${(blob.size / 2 ** 20).toFixed(1)} MB: the server takes up to ${(limits.maxUploadBytes / 2 ** 20).toFixed(1)} MB (fcn serve --max-upload-mb)`, true);
+    return;
+  }
   status(`segmenting ${name}…`);
   $('segment-results').dataset.ready = 'false';
   let answer;
