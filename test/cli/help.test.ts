@@ -4,20 +4,30 @@
 // options suggest the nearest known one; --version prints package.json's version.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { nearestOptions, type CommandSpec } from '../../src/cli/args.js';
-import { commandNames, infoSpec, initSpec, predictSpec } from '../../src/cli/main.js';
+import { commandNames } from '../../src/cli/main.js';
 import { trainSpec } from '../../src/cli/train.js';
-import { evalSpec } from '../../src/cli/eval.js';
-import { segmentSpec } from '../../src/cli/segment.js';
-import { demoSpec } from '../../src/cli/demo.js';
 import { dataCheckSpec, dataFetchSpec, dataSplitSpec, dataSynthSpec } from '../../src/cli/data.js';
-import { exportSpec } from '../../src/cli/export.js';
 import { repoRoot } from '../data/helpers.js';
 import { runCli } from '../eval/fixtures.js';
 
-const specs: CommandSpec[] = [initSpec, predictSpec, infoSpec, trainSpec, evalSpec, segmentSpec, demoSpec, dataFetchSpec, dataCheckSpec, dataSynthSpec, dataSplitSpec, exportSpec];
+const isSpec = (v: unknown): v is CommandSpec =>
+  typeof v === 'object' && v !== null && typeof (v as CommandSpec).name === 'string' && Array.isArray((v as CommandSpec).usage) && typeof (v as CommandSpec).options === 'object' && Array.isArray((v as CommandSpec).examples);
+
+/** Every command spec exported by a module of src/cli: a new command is checked without being listed here. */
+const specs: CommandSpec[] = [];
+for (const file of readdirSync(join(repoRoot, 'src', 'cli')).filter((f) => f.endsWith('.ts')).sort()) {
+  const module = (await import(pathToFileURL(join(repoRoot, 'src', 'cli', file)).href)) as Record<string, unknown>;
+  for (const value of Object.values(module)) if (isSpec(value) && !specs.includes(value)) specs.push(value);
+}
+
+test('the command specs are found: one for every command and data subcommand', () => {
+  const names = specs.map((s) => s.name);
+  for (const name of ['init', 'predict', 'info', 'demo', 'train', 'eval', 'segment', 'data fetch', 'data check', 'data synth', 'data split']) assert.ok(names.includes(name), `a spec for ${name}`);
+});
 
 /** Help text with its line wrapping undone, so a description can be found whole. */
 const flat = (s: string) => s.replace(/\s+/g, ' ');
