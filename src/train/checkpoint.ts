@@ -1,7 +1,8 @@
 // Training checkpoints: one safetensors file holding the weights (Keras layout, so `fcn
 // predict` reads it like any weights file), the optimiser's state under `optimizer.` and the
 // training state as JSON metadata. One file, written atomically: a crash or Ctrl-C at any
-// moment leaves either the previous checkpoint or the new one, never a mix.
+// moment leaves either the previous checkpoint or the new one, never a mix. (The trainer
+// also keeps the generation before as last.prev, for a `last` damaged after the fact.)
 import { native, type Tensor } from '../engine/binding.js';
 import { readSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
 import type { FCN } from '../models/fcn.js';
@@ -52,11 +53,25 @@ export function readCheckpoint(path: string): { file: SafetensorsFile; state: Tr
   const file = readSafetensors(path);
   const raw = file.metadata.train_state;
   if (!raw) throw new Error(`${path}: not a training checkpoint (no train_state in its metadata)`);
+  let state: TrainState;
   try {
-    return { file, state: JSON.parse(raw) as TrainState };
+    state = JSON.parse(raw) as TrainState;
   } catch (e) {
     throw new Error(`${path}: its train_state is not valid JSON (${(e as Error).message})`);
   }
+  const bad = stateProblem(state);
+  if (bad) throw new Error(`${path}: its train_state is damaged (${bad})`);
+  return { file, state };
+}
+
+/** What is wrong with a parsed train_state, or null: a resume must not start from nonsense. */
+function stateProblem(s: TrainState): string | null {
+  if (s === null || typeof s !== 'object') return 'not an object';
+  for (const k of ['stage', 'epoch', 'batch', 'step'] as const) if (!(Number.isInteger(s[k]) && s[k] >= 0)) return `${k} is ${JSON.stringify(s[k])}`;
+  if (!(typeof s.lr === 'number' && s.lr > 0)) return `lr is ${JSON.stringify(s.lr)}`;
+  if (!s.optimizer || !['adam', 'sgd'].includes(s.optimizer.kind) || typeof s.optimizer.scalars !== 'object') return 'no optimizer kind and scalars';
+  if (!Array.isArray(s.history)) return 'no history';
+  return null;
 }
 
 export function loadCheckpoint(path: string, dropout: number): LoadedCheckpoint {

@@ -1,9 +1,12 @@
 // Staged training as the seed describes it: a run is a list of stages (FCN-32s, then FCN-16s
 // from it, then FCN-8s from that, then everything unfrozen), each some epochs long. After
-// every epoch: validation, a checkpoint (atomic), the best model by validation mean IoU, the
-// JSONL log, the loss and mean-IoU plots and a grid of sample predictions. Ctrl-C finishes
-// the step, saves and returns; `resume` continues exactly where a run stopped.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+// every epoch: validation, a checkpoint (atomic, the one before kept as `last.prev`), the best
+// model by validation mean IoU, the JSONL log, the loss and mean-IoU plots and a grid of
+// sample predictions. Ctrl-C finishes the step, saves and returns; `resume` continues exactly
+// where a run stopped, from the previous checkpoint when the last one is missing or damaged.
+// The loop is flat functions in the manner of torchvision's reference scripts: train() walks
+// stages and epochs; trainOneEpoch, endOfEpoch, saveLast and stopNonFinite do the work.
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +22,7 @@ import { toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/trans
 import { ConfusionMatrix } from '../eval/confusion.js';
 import { scoreLogits } from '../eval/evaluate.js';
 import { openJsonl, type JsonlLog } from '../report/jsonl.js';
-import { progress as makeProgress, type ProgressStream } from '../report/progress.js';
+import { progress as makeProgress, type Progress, type ProgressStream } from '../report/progress.js';
 import { writeChart } from '../report/plot.js';
 import { writeSampleGrid, type SampleRow } from '../report/viz.js';
 import { Adam, Sgd, type Optimizer } from './optim.js';
@@ -30,11 +33,16 @@ import { validateConfig, type StageConfig, type TrainConfig } from './config.js'
 /** The loss or a weight became NaN or infinite: the run stops, its last checkpoint stays good. */
 export class NonFiniteLossError extends Error {}
 
+/** `resume` found no checkpoint it could load: the run is not started over in its folder. */
+export class ResumeError extends Error {}
+
 export interface RunPaths {
   dir: string;
   config: string;
   log: string;
   last: string;
+  /** The checkpoint before `last` (one generation), for when `last` is lost or damaged. */
+  previous: string;
   best: string;
   plots: string;
   samples: string;
@@ -48,6 +56,7 @@ export function runPaths(dir: string): RunPaths {
     config: path.join(dir, 'config.json'),
     log: path.join(dir, 'log.jsonl'),
     last: path.join(dir, 'checkpoints', 'last.safetensors'),
+    previous: path.join(dir, 'checkpoints', 'last.prev.safetensors'),
     best: path.join(dir, 'checkpoints', 'best.safetensors'),
     plots: path.join(dir, 'plots'),
     samples: path.join(dir, 'samples'),
@@ -56,7 +65,10 @@ export function runPaths(dir: string): RunPaths {
 }
 
 export interface TrainOptions {
-  /** Continue from the run directory's last checkpoint. */
+  /**
+   * Continue from the run directory's last checkpoint (or, when it is missing or does not
+   * load, the previous one, saying so); with neither, fail with a ResumeError.
+   */
   resume?: boolean;
   /** Aborting finishes the current step, saves a checkpoint and returns 'interrupted'. */
   signal?: AbortSignal;
@@ -72,13 +84,21 @@ export interface TrainOutcome {
   paths: RunPaths;
   /** Weights files of the completed stages. */
   stageWeights: string[];
+  /** The checkpoint a resumed run continued from. */
+  resumedFrom?: string;
 }
 
-/** The layers each model has, for deciding what a stage adds. */
+/**
+ * The layers a model of this kind has, read off a minimal instance of it (one channel per
+ * layer, one class), so the list cannot drift from FCN's own.
+ */
 export function layerNames(kind: FcnKind): string[] {
-  const body = [1, 2, 3, 4, 5].flatMap((b) => Array.from({ length: b <= 2 ? 2 : 3 }, (_, i) => `block${b}_conv${i + 1}`));
-  const heads = kind === 'fcn32' ? ['fcn32'] : kind === 'fcn16' ? ['score7_upsample', 'score4', 'fcn16'] : ['score7_upsample', 'score4', 'skip4_upsample', 'score3', 'fcn8'];
-  return [...body, 'conv6', 'conv7', 'score7', ...heads];
+  const probe = new FCN({ kind, width: 1 / 4096, numClasses: 1 });
+  try {
+    return probe.layers().map((l) => l.name);
+  } finally {
+    probe.dispose();
+  }
 }
 
 /** Sets which layers train in a stage (bilinear upsampling layers stay frozen unless named). */
@@ -194,175 +214,358 @@ async function writePlots(p: RunPaths, history: EpochRecord[]): Promise<void> {
   });
 }
 
+/** What the stages and epochs of one call of train() share. */
+interface Run {
+  readonly config: TrainConfig;
+  readonly paths: RunPaths;
+  readonly options: TrainOptions;
+  /** Where progress and notes go (null: nowhere). */
+  readonly out: ProgressStream | null;
+  readonly log: JsonlLog;
+  readonly trainLoader: DataLoader;
+  readonly valLoader: DataLoader;
+  readonly classNames: readonly string[];
+  readonly validates: boolean;
+  readonly state: TrainState;
+  readonly stageWeights: string[];
+  /** The checkpoint this call resumed from, if any. */
+  readonly resumedFrom: string | null;
+  /**
+   * Whether `paths.last` holds a checkpoint known to load (written by this call, or resumed
+   * from): only such a file may become the previous generation, so a damaged `last` never
+   * replaces a good `last.prev`.
+   */
+  lastIsGood: boolean;
+}
+
+/** The stage in progress: its settings, model and optimiser. */
+interface StageRun {
+  readonly stage: StageConfig;
+  readonly model: FCN;
+  readonly optimizer: Optimizer;
+}
+
+/** What trainOneEpoch gathered over the batches it ran. */
+interface EpochTotals {
+  confusion: ConfusionMatrix;
+  /** Cross-entropy summed over labelled pixels, and their number. */
+  lossSum: number;
+  validSum: number;
+  images: number;
+  seconds: number;
+  bar: Progress | null;
+}
+
+function initialState(c: TrainConfig): TrainState {
+  return { stage: 0, epoch: 0, batch: 0, step: 0, lr: c.stages[0].lr ?? c.optimizer.lr, optimizer: { kind: c.optimizer.kind, scalars: {} }, best: null, history: [] };
+}
+
+/** Epochs over the whole run before the state's epoch (from 0). */
+function globalEpoch(c: TrainConfig, state: TrainState): number {
+  return c.stages.slice(0, state.stage).reduce((n, st) => n + st.epochs, 0) + state.epoch;
+}
+
+interface Resumed {
+  state: TrainState;
+  current: StageRun;
+  from: string;
+  /** The newer checkpoints passed over, each with why. */
+  skipped: string[];
+}
+
+/**
+ * Loads the newest checkpoint of the run that loads: `last`, else `last.prev`. Anything
+ * wrong with a file — missing, truncated, not a checkpoint, non-finite weights — passes to
+ * the next; with none left, a ResumeError names every file and its reason.
+ */
+function loadResumePoint(c: TrainConfig, paths: RunPaths): Resumed {
+  const skipped: string[] = [];
+  for (const file of [paths.last, paths.previous]) {
+    if (!existsSync(file)) {
+      skipped.push(`${file}: no such file`);
+      continue;
+    }
+    try {
+      const ck = loadCheckpoint(file, c.model.dropout);
+      // A finished run resumed has no stage left to train: its last one stands in.
+      const stage = c.stages[Math.min(ck.state.stage, c.stages.length - 1)];
+      try {
+        const optimizer = makeOptimizer(c, ck.state.lr);
+        optimizer.loadState(ck.optimizerArrays, ck.state.optimizer.scalars);
+        optimizer.lr = ck.state.lr;
+        return { state: ck.state, current: { stage, model: ck.model, optimizer }, from: file, skipped };
+      } finally {
+        disposeAll(...ck.optimizerArrays.values());
+      }
+    } catch (e) {
+      const message = (e as Error).message;
+      skipped.push(message.includes(file) ? message : `${file}: ${message}`);
+    }
+  }
+  throw new ResumeError(
+    `cannot resume ${paths.dir}: no checkpoint loads (${skipped.join('; ')}); it holds a run, so it is not started over: train into another folder to start afresh`,
+  );
+}
+
+/** A new stage's model: seeded, then the previous stage's weights (or --init) where they fit. */
+async function startStage(run: Run): Promise<StageRun> {
+  const { config: c, state } = run;
+  const stage = c.stages[state.stage];
+  const model = new FCN({ kind: stage.model, width: c.model.width, style: c.model.style, numClasses: run.classNames.length, classNames: run.classNames, dropout: c.model.dropout });
+  try {
+    model.initialize(c.seed);
+    const from = state.stage > 0 ? run.paths.stage(state.stage - 1, c.stages[state.stage - 1].model) : c.model.init;
+    if (from) {
+      const source = await openWeights(from);
+      try {
+        const loaded = loadMatchingSource(model, source);
+        if (loaded.size === 0) throw new Error(`${from}: no tensor matches a layer of ${stage.model}`);
+        if (state.stage === 0) {
+          run.log.write({ type: 'init', from: source.path, format: source.format, layers: [...loaded], notes: source.notes });
+          for (const note of source.notes) run.out?.write(`${note}\n`);
+        }
+      } finally {
+        source.close?.();
+      }
+    }
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  state.lr = stage.lr ?? c.optimizer.lr;
+  return { stage, model, optimizer: makeOptimizer(c, state.lr) };
+}
+
+/** Freezes and unfreezes the stage's layers and logs what trains. */
+function beginStage(run: Run, current: StageRun): void {
+  const { config: c, state } = run;
+  const { model, stage } = current;
+  if (model.kind !== stage.model) throw new Error(`${run.resumedFrom ?? run.paths.last}: the checkpoint holds ${model.kind} but stage ${state.stage + 1} trains ${stage.model}`);
+  const previousKind = state.stage > 0 ? c.stages[state.stage - 1].model : null;
+  applyTrainable(model, stage, previousKind === stage.model ? null : previousKind);
+  const trainable = model.layers().filter((l) => l.trainable).map((l) => l.name);
+  run.log.write({ type: 'stage', stage: state.stage + 1, model: stage.model, epochs: stage.epochs, trainable, lr: state.lr });
+}
+
+/**
+ * The batches of the epoch in progress from `state.batch` on, one optimiser step each.
+ * Returns null when aborted (after finishing its step), else the epoch's totals.
+ */
+async function trainOneEpoch(run: Run, current: StageRun): Promise<EpochTotals | null> {
+  const { config: c, state, options } = run;
+  const { model, optimizer, stage } = current;
+  const epoch = globalEpoch(c, state);
+  const label = `stage ${state.stage + 1}/${c.stages.length} ${stage.model} epoch ${state.epoch + 1}/${stage.epochs}`;
+  const bar = run.out ? makeProgress({ label, total: run.trainLoader.batchesPerEpoch - state.batch, stream: run.out, unit: 'batch' }) : null;
+  const confusion = new ConfusionMatrix(model.numClasses);
+  let lossSum = 0, validSum = 0, images = 0;
+  const t0 = performance.now();
+  for await (const b of run.trainLoader.epoch(epoch, { startBatch: state.batch })) {
+    const [x, y] = batchTensors(b);
+    let logits: Tensor | null = null;
+    try {
+      const r = computeGradients(model, x, y, { precision: c.precision, reduction: c.loss.reduction, seed: mixSeed(c.seed, epoch, b.batchIndex), keepLogits: true });
+      logits = r.logits;
+      if (!Number.isFinite(r.loss))
+        stopNonFinite(run, `the loss became ${r.loss} at stage ${state.stage + 1}, epoch ${state.epoch + 1}, batch ${b.batchIndex + 1}`, { stage: state.stage + 1, epoch: epoch + 1, batch: b.batchIndex, loss: String(r.loss) });
+      optimizer.step(model.params());
+      state.step++;
+      scoreLogits(confusion, logits!, b.labels);
+      const loss = perPixel(r.loss, r.valid, c.loss.reduction);
+      lossSum += loss * r.valid;
+      validSum += r.valid;
+      images += b.n;
+      state.batch = b.batchIndex + 1;
+      if (state.step % c.logEvery === 0) run.log.write({ type: 'step', step: state.step, stage: state.stage + 1, epoch: epoch + 1, batch: state.batch, loss, lr: state.lr, imagesPerSecond: images / ((performance.now() - t0) / 1000) });
+      bar?.tick(1, { loss: loss.toFixed(4) });
+    } finally {
+      disposeAll(x, y, logits);
+    }
+    options.onStep?.(state, model);
+    await tick(); // lets Ctrl-C and native finalisers in
+    if (options.signal?.aborted) {
+      bar?.done();
+      return null;
+    }
+  }
+  return { confusion, lossSum, validSum, images, seconds: (performance.now() - t0) / 1000, bar };
+}
+
+/**
+ * Validation, the epoch's record, the best weights, the checkpoint, plots and samples; the
+ * state moves to the start of the next epoch.
+ */
+async function endOfEpoch(run: Run, current: StageRun, totals: EpochTotals): Promise<void> {
+  const { config: c, state, paths } = run;
+  const { model, stage } = current;
+  const epoch = globalEpoch(c, state);
+  const tm = totals.confusion.compute();
+  const val = run.validates ? await validate(model, run.valLoader, c, epoch) : null;
+  const record: EpochRecord = {
+    epoch: epoch + 1,
+    stage: state.stage + 1,
+    model: stage.model,
+    lr: state.lr,
+    train: { loss: totals.validSum > 0 ? totals.lossSum / totals.validSum : 0, pixelAccuracy: tm.pixelAccuracy, meanIoU: tm.meanIoU },
+    val: val?.record ?? null,
+    imagesPerSecond: totals.images / totals.seconds,
+    seconds: totals.seconds,
+  };
+  totals.bar?.done({ loss: record.train.loss.toFixed(4), ...(val ? { 'val mIoU': val.record.meanIoU.toFixed(3) } : {}) });
+  state.history.push(record);
+  run.log.write({ type: 'epoch', ...record });
+  // A NaN can hide in a weight whose output a ReLU clamps; never save one (best or last).
+  const bad = model.params().find((p) => !Number.isFinite(native.sumSquares(p.value)));
+  if (bad) stopNonFinite(run, `${bad.name} holds a non-finite value after epoch ${epoch + 1}`, { stage: state.stage + 1, epoch: epoch + 1, parameter: bad.name });
+  state.epoch++;
+  state.batch = 0;
+  if (val && !(val.record.meanIoU <= (state.best?.meanIoU ?? -1))) {
+    state.best = { meanIoU: val.record.meanIoU, epoch: epoch + 1, stage: state.stage + 1 };
+    saveWeights(paths.best, model, { epoch: String(epoch + 1), val_mean_iou: String(val.record.meanIoU) });
+  }
+  saveLast(run, current);
+  await writePlots(paths, state.history);
+  if (val && val.samples.length > 0) {
+    mkdirSync(paths.samples, { recursive: true });
+    await writeSampleGrid(path.join(paths.samples, `epoch${String(epoch + 1).padStart(3, '0')}.png`), val.samples, {
+      classNames: run.classNames,
+      title: `epoch ${epoch + 1} (${stage.model}): image | truth | prediction`,
+    });
+  }
+}
+
+/**
+ * Writes the checkpoint of the current state (weights, optimiser, position). A good `last`
+ * first becomes `last.prev`: a hard link under a temporary name renamed over it (a copy where
+ * the file system has no hard links), so at every moment both names hold whole checkpoints;
+ * then the new `last` replaces the old one atomically.
+ */
+function saveLast(run: Run, { model, optimizer }: StageRun): void {
+  const { paths, state } = run;
+  state.optimizer = { kind: optimizer.kind, scalars: optimizer.stateScalars() };
+  if (run.lastIsGood && existsSync(paths.last)) {
+    const staging = path.join(path.dirname(paths.previous), `.${path.basename(paths.previous)}.${process.pid}.tmp`);
+    rmSync(staging, { force: true });
+    try {
+      linkSync(paths.last, staging);
+    } catch {
+      copyFileSync(paths.last, staging);
+    }
+    renameSync(staging, paths.previous);
+  }
+  saveCheckpoint(paths.last, model, optimizer, state);
+  run.lastIsGood = true;
+}
+
+/** Logs the non-finite value and stops the run, saying which checkpoint stays good. */
+function stopNonFinite(run: Run, what: string, fields: Record<string, unknown>): never {
+  run.log.write({ type: 'nonfinite', ...fields });
+  const good = run.lastIsGood ? run.paths.last : run.resumedFrom;
+  throw new NonFiniteLossError(`${what}: stopping (${good ? `the last good checkpoint is ${good}` : 'no checkpoint was written yet'})`);
+}
+
+/** The stage's weights file; the state moves to the next stage. */
+function endOfStage(run: Run, { model, stage }: StageRun): void {
+  const { state, paths } = run;
+  const file = paths.stage(state.stage, stage.model);
+  saveWeights(file, model, { stage: String(state.stage + 1) });
+  run.stageWeights.push(file);
+  run.log.write({ type: 'stage_end', stage: state.stage + 1, model: stage.model, weights: file });
+  state.stage++;
+  state.epoch = 0;
+  state.batch = 0;
+}
+
+/** The outcome of a run stopped by its signal (its checkpoint is already written). */
+function interrupted(run: Run): TrainOutcome {
+  const { state } = run;
+  // Mid-epoch the epoch in progress; at an epoch's end the one just completed.
+  const epoch = globalEpoch(run.config, state) + (state.batch > 0 ? 1 : 0);
+  run.log.write({ type: 'interrupted', stage: state.stage + 1, epoch, batch: state.batch, step: state.step, checkpoint: run.paths.last });
+  return outcomeOf(run, 'interrupted');
+}
+
+function outcomeOf(run: Run, status: TrainOutcome['status']): TrainOutcome {
+  return { status, state: run.state, paths: run.paths, stageWeights: run.stageWeights, ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}) };
+}
+
 /**
  * Trains as `config` says, in `runDir`. With `resume`, continues from the run's last
- * checkpoint (same optimiser state, learning rate, epoch and data order).
+ * checkpoint (same optimiser state, learning rate, epoch and data order), or the previous
+ * one when the last is missing or damaged; never from scratch.
  */
 export async function train(config: TrainConfig, runDir: string, options: TrainOptions = {}): Promise<TrainOutcome> {
   validateConfig(config);
+  const c = config;
   const paths = runPaths(runDir);
   mkdirSync(path.dirname(paths.last), { recursive: true });
-  const c = config;
   const out = options.progress === undefined ? process.stderr : options.progress;
 
-  let state: TrainState = { stage: 0, epoch: 0, batch: 0, step: 0, lr: c.stages[0].lr ?? c.optimizer.lr, optimizer: { kind: c.optimizer.kind, scalars: {} }, best: null, history: [] };
-  let model: FCN | null = null;
-  let optimizer: Optimizer | null = null;
-  let previousKind: FcnKind | null = null;
-  const resuming = options.resume && existsSync(paths.last);
-  if (resuming) {
-    const ck = loadCheckpoint(paths.last, c.model.dropout);
-    state = ck.state;
-    model = ck.model;
-    optimizer = makeOptimizer(c, state.lr);
-    optimizer.loadState(ck.optimizerArrays, state.optimizer.scalars);
-    optimizer.lr = state.lr;
-    disposeAll(...ck.optimizerArrays.values());
-  } else {
-    writeFileAtomic(paths.config, JSON.stringify({ ...c, codeVersion: codeVersion(), created: new Date().toISOString() }, null, 2) + '\n');
-  }
-
-  const trainSet = limit(await openDataset(c.data.root, { split: c.data.trainSplit }), c.data.limitTrain);
-  const valSet = limit(await openDataset(c.data.root, { split: c.data.valSplit }), c.data.limitVal);
-  const trainLoader = new DataLoader({ dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers });
-  const valLoader = new DataLoader({ dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers });
-  const log: JsonlLog = openJsonl(paths.log);
-  log.write({ type: resuming ? 'resume' : 'start', time: new Date().toISOString(), stage: state.stage, epoch: state.epoch, batch: state.batch, train: trainSet.entries.length, val: valSet.entries.length });
-  const stageWeights: string[] = [];
-  for (let i = 0; i < state.stage; i++) stageWeights.push(paths.stage(i, c.stages[i].model));
-  const epochsBefore = (s: number) => c.stages.slice(0, s).reduce((n, st) => n + st.epochs, 0);
-
+  const resumed = options.resume ? loadResumePoint(c, paths) : null;
+  let current: StageRun | null = resumed?.current ?? null;
+  let run: Run | null = null;
   try {
-    for (; state.stage < c.stages.length; state.stage++, state.epoch = 0, state.batch = 0) {
-      const stage = c.stages[state.stage];
-      previousKind = state.stage > 0 ? c.stages[state.stage - 1].model : null;
-      if (!model) {
-        // A new stage: its model starts from the previous stage's weights (or --init).
-        model = new FCN({ kind: stage.model, width: c.model.width, style: c.model.style, numClasses: trainSet.classes.names.length, classNames: trainSet.classes.names, dropout: c.model.dropout });
-        model.initialize(c.seed);
-        const from = state.stage > 0 ? paths.stage(state.stage - 1, c.stages[state.stage - 1].model) : c.model.init;
-        if (from) {
-          const source = await openWeights(from);
-          try {
-            const loaded = loadMatchingSource(model, source);
-            if (loaded.size === 0) throw new Error(`${from}: no tensor matches a layer of ${stage.model}`);
-            if (state.stage === 0) {
-              log.write({ type: 'init', from: source.path, format: source.format, layers: [...loaded], notes: source.notes });
-              for (const note of source.notes) out?.write(`${note}\n`);
-            }
-          } finally {
-            source.close?.();
-          }
-        }
-        state.lr = stage.lr ?? c.optimizer.lr;
-        optimizer = makeOptimizer(c, state.lr);
-      }
-      if (model.kind !== stage.model) throw new Error(`${paths.last}: the checkpoint holds ${model.kind} but stage ${state.stage + 1} trains ${stage.model}`);
-      applyTrainable(model, stage, previousKind === stage.model ? null : previousKind);
-      const trainingLayers = model.layers().filter((l) => l.trainable).map((l) => l.name);
-      log.write({ type: 'stage', stage: state.stage + 1, model: stage.model, epochs: stage.epochs, trainable: trainingLayers, lr: state.lr });
-
-      for (; state.epoch < stage.epochs; state.epoch++, state.batch = 0) {
-        const globalEpoch = epochsBefore(state.stage) + state.epoch; // from 0
-        const label = `stage ${state.stage + 1}/${c.stages.length} ${stage.model} epoch ${state.epoch + 1}/${stage.epochs}`;
-        const bar = out ? makeProgress({ label, total: trainLoader.batchesPerEpoch - state.batch, stream: out, unit: 'batch' }) : null;
-        const cm = new ConfusionMatrix(model.numClasses);
-        let lossSum = 0, validSum = 0, images = 0;
-        const t0 = performance.now();
-        for await (const b of trainLoader.epoch(globalEpoch, { startBatch: state.batch })) {
-          const [x, y] = batchTensors(b);
-          let logits: Tensor | null = null;
-          try {
-            const r = computeGradients(model, x, y, { precision: c.precision, reduction: c.loss.reduction, seed: mixSeed(c.seed, globalEpoch, b.batchIndex), keepLogits: true });
-            logits = r.logits;
-            if (!Number.isFinite(r.loss)) {
-              log.write({ type: 'nonfinite', stage: state.stage + 1, epoch: globalEpoch + 1, batch: b.batchIndex, loss: String(r.loss) });
-              const kept = existsSync(paths.last) ? `the last good checkpoint is ${paths.last}` : 'no checkpoint was written yet';
-              throw new NonFiniteLossError(`the loss became ${r.loss} at stage ${state.stage + 1}, epoch ${state.epoch + 1}, batch ${b.batchIndex + 1}: stopping (${kept})`);
-            }
-            optimizer!.step(model.params());
-            state.step++;
-            scoreLogits(cm, logits!, b.labels);
-            lossSum += perPixel(r.loss, r.valid, c.loss.reduction) * r.valid;
-            validSum += r.valid;
-            images += b.n;
-            state.batch = b.batchIndex + 1;
-            const loss = perPixel(r.loss, r.valid, c.loss.reduction);
-            if (state.step % c.logEvery === 0) log.write({ type: 'step', step: state.step, stage: state.stage + 1, epoch: globalEpoch + 1, batch: state.batch, loss, lr: state.lr, imagesPerSecond: images / ((performance.now() - t0) / 1000) });
-            bar?.tick(1, { loss: loss.toFixed(4) });
-          } finally {
-            disposeAll(x, y, logits);
-          }
-          options.onStep?.(state, model);
-          await tick(); // lets Ctrl-C and native finalisers in
-          if (options.signal?.aborted) {
-            state.optimizer = { kind: optimizer!.kind, scalars: optimizer!.stateScalars() };
-            saveCheckpoint(paths.last, model, optimizer!, state);
-            bar?.done();
-            log.write({ type: 'interrupted', stage: state.stage + 1, epoch: globalEpoch + 1, batch: state.batch, step: state.step, checkpoint: paths.last });
-            return { status: 'interrupted', state, paths, stageWeights };
-          }
-        }
-        const seconds = (performance.now() - t0) / 1000;
-        const tm = cm.compute();
-        const val = valSet.entries.length > 0 ? await validate(model, valLoader, c, globalEpoch) : null;
-        const record: EpochRecord = {
-          epoch: globalEpoch + 1,
-          stage: state.stage + 1,
-          model: stage.model,
-          lr: state.lr,
-          train: { loss: validSum > 0 ? lossSum / validSum : 0, pixelAccuracy: tm.pixelAccuracy, meanIoU: tm.meanIoU },
-          val: val?.record ?? null,
-          imagesPerSecond: images / seconds,
-          seconds,
-        };
-        bar?.done({ loss: record.train.loss.toFixed(4), ...(val ? { 'val mIoU': val.record.meanIoU.toFixed(3) } : {}) });
-        state.history.push(record);
-        log.write({ type: 'epoch', ...record });
-        state.batch = 0;
-        const nextEpoch = { ...state, epoch: state.epoch + 1 };
-        if (val && !(val.record.meanIoU <= (state.best?.meanIoU ?? -1))) {
-          state.best = nextEpoch.best = { meanIoU: val.record.meanIoU, epoch: globalEpoch + 1, stage: state.stage + 1 };
-          saveWeights(paths.best, model, { epoch: String(globalEpoch + 1), val_mean_iou: String(val.record.meanIoU) });
-        }
-        // A NaN can hide in a weight whose output a ReLU clamps; never checkpoint one.
-        const bad = model.params().find((p) => !Number.isFinite(native.sumSquares(p.value)));
-        if (bad) {
-          log.write({ type: 'nonfinite', stage: state.stage + 1, epoch: globalEpoch + 1, parameter: bad.name });
-          const kept = existsSync(paths.last) ? `the last good checkpoint is ${paths.last}` : 'no checkpoint was written yet';
-          throw new NonFiniteLossError(`${bad.name} holds a non-finite value after epoch ${globalEpoch + 1}: stopping (${kept})`);
-        }
-        nextEpoch.optimizer = { kind: optimizer!.kind, scalars: optimizer!.stateScalars() };
-        saveCheckpoint(paths.last, model, optimizer!, nextEpoch);
-        await writePlots(paths, state.history);
-        if (val && val.samples.length > 0) {
-          mkdirSync(paths.samples, { recursive: true });
-          await writeSampleGrid(path.join(paths.samples, `epoch${String(globalEpoch + 1).padStart(3, '0')}.png`), val.samples, {
-            classNames: trainSet.classes.names,
-            title: `epoch ${globalEpoch + 1} (${stage.model}): image | truth | prediction`,
-          });
-        }
-        if (options.signal?.aborted) {
-          log.write({ type: 'interrupted', stage: state.stage + 1, epoch: globalEpoch + 1, batch: 0, step: state.step, checkpoint: paths.last });
-          state = nextEpoch;
-          return { status: 'interrupted', state, paths, stageWeights };
-        }
-      }
-      saveWeights(paths.stage(state.stage, stage.model), model, { stage: String(state.stage + 1) });
-      stageWeights.push(paths.stage(state.stage, stage.model));
-      log.write({ type: 'stage_end', stage: state.stage + 1, model: stage.model, weights: paths.stage(state.stage, stage.model) });
-      model.dispose();
-      optimizer?.dispose();
-      model = null;
-      optimizer = null;
+    if (resumed && resumed.skipped.length > 0) {
+      const at = resumed.state;
+      out?.write(`resuming from ${resumed.from} (stage ${at.stage + 1}, epoch ${at.epoch + 1}, batch ${at.batch}): ${resumed.skipped.join('; ')}\n`);
     }
-    log.write({ type: 'end', time: new Date().toISOString(), best: state.best });
-    return { status: 'completed', state, paths, stageWeights };
+    if (!resumed) writeFileAtomic(paths.config, JSON.stringify({ ...c, codeVersion: codeVersion(), created: new Date().toISOString() }, null, 2) + '\n');
+
+    const trainSet = limit(await openDataset(c.data.root, { split: c.data.trainSplit }), c.data.limitTrain);
+    const valSet = limit(await openDataset(c.data.root, { split: c.data.valSplit }), c.data.limitVal);
+    const state = resumed?.state ?? initialState(c);
+    run = {
+      config: c,
+      paths,
+      options,
+      out,
+      log: openJsonl(paths.log),
+      trainLoader: new DataLoader({ dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
+      valLoader: new DataLoader({ dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
+      classNames: trainSet.classes.names,
+      validates: valSet.entries.length > 0,
+      state,
+      stageWeights: c.stages.slice(0, state.stage).map((s, i) => paths.stage(i, s.model)),
+      resumedFrom: resumed?.from ?? null,
+      lastIsGood: resumed?.from === paths.last,
+    };
+    run.log.write({
+      type: resumed ? 'resume' : 'start',
+      time: new Date().toISOString(),
+      stage: state.stage,
+      epoch: state.epoch,
+      batch: state.batch,
+      train: trainSet.entries.length,
+      val: valSet.entries.length,
+      ...(resumed ? { from: resumed.from, skipped: resumed.skipped } : {}),
+    });
+
+    while (state.stage < c.stages.length) {
+      current ??= await startStage(run);
+      beginStage(run, current);
+      while (state.epoch < current.stage.epochs) {
+        const totals = await trainOneEpoch(run, current);
+        if (!totals) {
+          saveLast(run, current);
+          return interrupted(run);
+        }
+        await endOfEpoch(run, current, totals);
+        if (options.signal?.aborted) return interrupted(run);
+      }
+      endOfStage(run, current);
+      current.model.dispose();
+      current.optimizer.dispose();
+      current = null;
+    }
+    run.log.write({ type: 'end', time: new Date().toISOString(), best: state.best });
+    return outcomeOf(run, 'completed');
   } finally {
-    model?.dispose();
-    optimizer?.dispose();
-    log.close();
-    await trainLoader.close();
-    await valLoader.close();
+    current?.model.dispose();
+    current?.optimizer.dispose();
+    if (run) {
+      run.log.close();
+      await run.trainLoader.close();
+      await run.valLoader.close();
+    }
   }
 }
