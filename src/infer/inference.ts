@@ -180,7 +180,7 @@ function checkFinite(name: string, logits: Tensor, where: string): void {
   }
   // A sum of squares beyond float64's range from finite float32 values is impossible, so at
   // least one of the two counts is positive.
-  throw new Error(`${name}: the model produced non-finite scores (${nan} NaN and ${inf} infinite of ${data.length} values${where}); its weights or the precision are at fault, not the image`);
+  throw new Error(`${name}: the model produced non-finite scores (${nan} NaN and ${inf} infinite of ${data.length} values${where}): check the weights for NaN or infinite values`);
 }
 
 /** Softmax over the classes of logits classes × plane, in place into `out` at `offset` per class. */

@@ -41,7 +41,8 @@ export function checkPixelLimit(path: string, width: number, height: number, max
 export async function imageSize(path: string): Promise<{ width: number; height: number }> {
   let meta: Metadata;
   try {
-    meta = await sharp(path).metadata();
+    // Only the header is read; sharp's own pixel limit would refuse a large one unnamed.
+    meta = await sharp(path, { limitInputPixels: false }).metadata();
   } catch (e) {
     throw new Error(`${path}: not a readable image (${(e as Error).message})`);
   }
@@ -63,7 +64,7 @@ export async function readImageRgb(path: string, options: ReadImageOptions = {})
   }
   let meta: Metadata;
   try {
-    meta = await sharp(bytes).metadata();
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (e) {
     throw new Error(`${path}: not a readable image (${(e as Error).message})`);
   }
