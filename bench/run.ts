@@ -4,8 +4,9 @@
 //
 // Rows: fwd512_bf16_vs_ort, fwd512_bf16_vs_torch (PyTorch bf16 autocast, channels-last),
 // fwd512_fp32_vs_ort, train512_bf16_vs_torch, train512_fp32_vs_torch (full-width FCN-8s,
-// batch 1), then {id, value} rows: rss_train_mb and rss_infer_mb (peak RSS, each in a process
-// of its own: bench/rss.ts), serve_p95_ms and serve_rss_mb (fcn serve under load: bench/serve.ts),
+// batch 1), then {id, value} rows: rss_train_mb, rss_infer_mb and rss_eval_mb (peak RSS, each
+// in a process of its own: bench/rss.ts; eval: fcn eval over the VOC sample's val split),
+// serve_p95_ms and serve_rss_mb (fcn serve under load: bench/serve.ts),
 // 500×375 forward, batch-4 throughput, 1-thread forward, and
 // end-to-end training images/s on the VOC sample through the DataLoader with the share of
 // time spent waiting for data; then the data-parallel rows mpi_* (bench/mpi.ts: allreduce of
@@ -114,6 +115,19 @@ function rssOf(mode: 'train' | 'infer', precision: Precision, threads: number): 
   const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(here, 'rss.ts'), mode, '--precision', precision, '--threads', String(threads)], { encoding: 'utf8', timeout: 900_000 });
   if (r.status !== 0) {
     console.error(`bench: rss.ts ${mode} failed: ${r.stderr.trim().split('\n').slice(-3).join('\n')}`);
+    return null;
+  }
+  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { maxRssMb: number }).maxRssMb;
+}
+
+/**
+ * Peak RSS of `fcn eval` over the VOC sample's val split with a full-width FCN-8s (seeded
+ * weights saved to bench/.work), in a process of its own (bench/rss.ts eval).
+ */
+function rssEval(voc: string, precision: Precision, threads: number): number | null {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(here, 'rss.ts'), 'eval', '--data', voc, '--weights', path.join(work, 'fcn8-w1-seed0.safetensors'), '--precision', precision, '--threads', String(threads)], { encoding: 'utf8', timeout: 3_600_000 });
+  if (r.status !== 0) {
+    console.error(`bench: rss.ts eval failed: ${r.stderr.trim().split('\n').slice(-3).join('\n')}`);
     return null;
   }
   return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { maxRssMb: number }).maxRssMb;
@@ -264,6 +278,16 @@ async function main(): Promise<void> {
       const setup = `${s.requests} requests from ${s.clients} clients, 2/3 valid (VOC photos ${s.vocWidth} px wide, 128² scenes) through FCN-32s/16s/8s at width ${s.width}`;
       value('serve_p95_ms', s.p95Ms, `fcn serve p95 latency of valid requests (p50 ${s.p50Ms} ms), ${setup}`);
       if (s.maxRssMb !== null) value('serve_rss_mb', s.maxRssMb, `fcn serve peak RSS under that load`);
+    }
+  }
+
+  // Peak RSS of fcn eval over the VOC val sample: images of many sizes, one after another.
+  const vocRoot = path.resolve(here, '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
+  if (want('rss_eval_mb')) {
+    if (!existsSync(vocRoot)) console.error(`bench: the VOC sample is not at ${vocRoot}: skipping rss_eval_mb`);
+    else {
+      const mb = rssEval(vocRoot, auto, threads);
+      if (mb !== null) value('rss_eval_mb', mb, `peak RSS, fcn eval of full FCN-8s on the VOC sample's val split (each image at its own size), ${auto}`);
     }
   }
 
