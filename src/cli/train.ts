@@ -23,8 +23,9 @@ export const trainSpec = defineCommand({
 same way, then every layer (Adam). --schedule paper: the Caffe solver (SGD momentum ${paperDefaults.optimizer.momentum},
 summed loss, batch ${paperDefaults.batchSize}, lr ${paperDefaults.stages.map((s) => s.lr).join(' / ')}). Settings come from the defaults, then the
 schedule, then --config, then flags. The run folder holds config.json, log.jsonl, plots/,
-samples/ and checkpoints/ (last, best, one per stage). Ctrl-C finishes the step, saves and
-exits; --resume RUN continues where it stopped.`,
+samples/ and checkpoints/ (last, last.prev before it, best, one per stage). Ctrl-C finishes
+the step, saves and exits; --resume RUN continues where it stopped (from last.prev if last is
+missing or damaged; never from scratch).`,
   options: {
     data: { type: 'string', value: 'ROOT', help: 'dataset root: VOC, SBD or custom (see fcn data)', default: `${REQUIRED}, unless --resume` },
     schedule: { type: 'string', value: 'S', help: 'seed or paper: a staged recipe', default: 'seed, unless --model' },
