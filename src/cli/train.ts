@@ -6,6 +6,7 @@ import { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fc
 import { checkWeightsArgument } from '../io/weights-cache.js';
 import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedule, type TrainConfig } from '../train/config.js';
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
+import { DEFAULT_BUCKET_MB, startDistributed, type Distributed } from '../train/distributed.js';
 import { REQUIRED, UsageError, defineCommand, parse, parseNumber, type ParsedValues } from './args.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
@@ -18,14 +19,17 @@ const paperDefaults = applySchedule(seedDefaults, 'paper');
 export const trainSpec = defineCommand({
   name: 'train',
   summary: 'train one model or a staged recipe, with checkpoints, resume and Ctrl-C',
-  usage: ['--data ROOT [--schedule seed|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P]'],
+  usage: ['--data ROOT [--schedule seed|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P]', '(under mpirun -np N: data-parallel over N ranks, same options)'],
   details: `--schedule seed: FCN-32s, then FCN-16s from it training its new layers, then FCN-8s the
 same way, then every layer (Adam). --schedule paper: the Caffe solver (SGD momentum ${paperDefaults.optimizer.momentum},
 summed loss, batch ${paperDefaults.batchSize}, lr ${paperDefaults.stages.map((s) => s.lr).join(' / ')}). Settings come from the defaults, then the
 schedule, then --config, then flags. The run folder holds config.json, log.jsonl, plots/,
 samples/ and checkpoints/ (last, last.prev before it, best, one per stage). Ctrl-C finishes
 the step, saves and exits; --resume RUN continues where it stopped (from last.prev if last is
-missing or damaged; never from scratch).`,
+missing or damaged; never from scratch). Started by mpirun -np N, the ranks train one model
+together: --batch stays the global batch (a multiple of N), each rank computes its share and
+the gradients are summed across ranks during the backward pass; only rank 0 writes the run
+folder, which every rank must see. A run resumes with any number of ranks.`,
   options: {
     data: { type: 'string', value: 'ROOT', help: 'dataset root: VOC, SBD or custom (see fcn data)', default: `${REQUIRED}, unless --resume` },
     schedule: { type: 'string', value: 'S', help: 'seed or paper: a staged recipe', default: 'seed, unless --model' },
@@ -55,12 +59,15 @@ missing or damaged; never from scratch).`,
     'val-split': { type: 'string', value: 'NAME', help: 'validation split (a name or a list file)', default: seedDefaults.data.valSplit },
     'limit-train': { type: 'string', value: 'N', help: 'use at most N training images (0: all)', default: String(seedDefaults.data.limitTrain) },
     'limit-val': { type: 'string', value: 'N', help: 'use at most N validation images (0: all)', default: String(seedDefaults.data.limitVal) },
+    'allreduce-precision': { type: 'string', value: 'P', help: 'under mpirun: gradients travel as float32 or bfloat16 (half the bytes, float32 additions)', default: 'float32' },
+    'bucket-mb': { type: 'string', value: 'MB', help: 'under mpirun: gradients are sent in buckets of this size as the backward pass finishes them', default: String(DEFAULT_BUCKET_MB) },
     ...engineOptionSpecs,
   },
   examples: [
     'fcn train --data data/VOCdevkit/VOC2012 --schedule seed --init vgg16 --out runs/seed',
     'fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --epochs 5 --out runs/small',
     'fcn train --resume runs/small',
+    'mpirun -np 2 fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --batch 8 --out runs/two',
   ],
 });
 
@@ -144,8 +151,12 @@ export function resolveConfig(v: Values): TrainConfig {
   return c;
 }
 
-/** Runs training with Ctrl-C wired to a clean stop; prints how it ended. */
-export async function runTraining(config: TrainConfig, runDir: string, resume: boolean): Promise<TrainOutcome | null> {
+/**
+ * Runs training with Ctrl-C wired to a clean stop; prints how it ended. Data-parallel, only
+ * rank 0 prints, and an error on any rank names it (the job then ends on every rank).
+ */
+export async function runTraining(config: TrainConfig, runDir: string, resume: boolean, distributed: Distributed | null = null): Promise<TrainOutcome | null> {
+  const root = !distributed || distributed.isRoot;
   const abort = new AbortController();
   const onSigint = () => {
     if (abort.signal.aborted) {
@@ -157,17 +168,19 @@ export async function runTraining(config: TrainConfig, runDir: string, resume: b
   };
   process.on('SIGINT', onSigint);
   try {
-    const outcome = await train(config, runDir, { resume, signal: abort.signal });
-    if (outcome.status === 'interrupted') {
+    const outcome = await train(config, runDir, { resume, signal: abort.signal, distributed });
+    if (outcome.status === 'interrupted' && root) {
       console.error(`fcn train: stopped at stage ${outcome.state.stage + 1}, epoch ${outcome.state.epoch + 1}, batch ${outcome.state.batch}; saved ${outcome.paths.last}`);
       console.error(`fcn train: continue with: fcn train --resume ${runDir}`);
     }
     return outcome;
   } catch (e) {
     if (e instanceof NonFiniteLossError) {
-      console.error(`fcn train: ${e.message}`);
+      // Every rank sees the same global loss and stops at the same step.
+      if (root) console.error(`fcn train: ${e.message}`);
       return null;
     }
+    if (distributed) throw new Error(`rank ${distributed.rank} of ${distributed.size}: ${(e as Error).message}`, { cause: e });
     throw e;
   } finally {
     process.off('SIGINT', onSigint);
@@ -177,9 +190,11 @@ export async function runTraining(config: TrainConfig, runDir: string, resume: b
 export async function trainCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(trainSpec, argv);
   applyEngineFlags('train', v);
+  const distributed = startDistributedRun(v);
+  const root = !distributed || distributed.isRoot;
   let config: TrainConfig, runDir: string;
   if (v.resume) {
-    const others = Object.keys(v).filter((k) => !['resume', 'threads', 'precision'].includes(k));
+    const others = Object.keys(v).filter((k) => !['resume', 'threads', 'precision', 'allreduce-precision', 'bucket-mb'].includes(k));
     if (others.length) throw new UsageError(`fcn train: --resume continues a run with its own settings; drop --${others[0]}`);
     runDir = v.resume;
     const file = runPaths(runDir).config;
@@ -190,7 +205,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     } catch (e) {
       throw new UsageError(`fcn train: ${(e as Error).message}`);
     }
-    prepareOutputDir('train', 'resume', runDir);
+    if (root) prepareOutputDir('train', 'resume', runDir);
     try {
       checkInputDir('train', 'data', config.data.root);
     } catch (e) {
@@ -199,16 +214,36 @@ export async function trainCommand(argv: string[]): Promise<number> {
   } else {
     config = resolveConfig(v);
     runDir = v.out ?? path.join('runs', `${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}-${config.stages.at(-1)!.model}`);
-    prepareOutputDir('train', 'out', runDir);
+    if (root) prepareOutputDir('train', 'out', runDir);
     if (existsSync(runPaths(runDir).config)) throw new UsageError(`fcn train: ${runDir} already holds a run (use --resume ${runDir} to continue it, or another --out)`);
   }
-  console.error(`fcn train: run directory ${runDir}`);
-  const outcome = await runTraining(config, runDir, Boolean(v.resume));
+  if (distributed) {
+    try {
+      distributed.checkBatch(config.batchSize);
+    } catch (e) {
+      throw new UsageError(`fcn train: ${(e as Error).message}`);
+    }
+    // Every rank has checked the folder before rank 0 writes in it.
+    distributed.mpi.barrier();
+  }
+  if (root) console.error(`fcn train: run directory ${runDir}${distributed ? ` (${distributed.size} ranks, ${config.batchSize / distributed.size} images each per step)` : ''}`);
+  const outcome = await runTraining(config, runDir, Boolean(v.resume), distributed);
   if (!outcome) return 1;
-  if (outcome.status === 'completed') {
+  if (outcome.status === 'completed' && root) {
     const best = outcome.state.best;
     console.log(`done: ${outcome.state.history.length} epochs${best ? `, best validation mean IoU ${best.meanIoU.toFixed(4)} (epoch ${best.epoch})` : ''}`);
     console.log(`weights: ${outcome.paths.best} (best), ${outcome.paths.last} (last)`);
   }
   return 0;
+}
+
+/**
+ * Under mpirun with more than one rank: MPI started and this rank's context (ranks on one
+ * machine share its cores unless --threads or FCN_THREADS says otherwise); else null.
+ */
+function startDistributedRun(v: Values): Distributed | null {
+  const precision = v['allreduce-precision'] ?? 'float32';
+  if (precision !== 'float32' && precision !== 'bfloat16') throw new UsageError(`fcn train: --allreduce-precision must be float32 or bfloat16, got '${precision}'`);
+  const bucketMb = parseNumber('train', v['bucket-mb'], 'bucket-mb', (n) => n > 0, 'a positive number') ?? DEFAULT_BUCKET_MB;
+  return startDistributed({ precision, bucketMb, threadsGiven: v.threads !== undefined || Boolean(process.env.FCN_THREADS) });
 }

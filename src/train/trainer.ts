@@ -26,7 +26,8 @@ import { progress as makeProgress, type Progress, type ProgressStream } from '..
 import { writeChart } from '../report/plot.js';
 import { writeSampleGrid, type SampleRow } from '../report/viz.js';
 import { Adam, Sgd, type Optimizer } from './optim.js';
-import { computeGradients } from './step.js';
+import { computeGradients, type StepResult } from './step.js';
+import type { Distributed } from './distributed.js';
 import { loadCheckpoint, saveCheckpoint, type EpochRecord, type TrainState } from './checkpoint.js';
 import { validateConfig, type StageConfig, type TrainConfig } from './config.js';
 
@@ -76,6 +77,12 @@ export interface TrainOptions {
   progress?: ProgressStream | null;
   /** Called after every optimiser step with the model being trained (e.g. to stop after a number of steps). */
   onStep?: (state: Readonly<TrainState>, model: FCN) => void;
+  /**
+   * Data-parallel training over MPI (`mpirun -np N fcn train`): this rank's context. Every rank
+   * calls train() with the same configuration and the batch stays global; only rank 0 writes
+   * the run folder and reports progress. A stop (the signal) takes effect when the ranks agree.
+   */
+  distributed?: Distributed | null;
 }
 
 export interface TrainOutcome {
@@ -162,7 +169,7 @@ interface Validation {
   samples: SampleRow[];
 }
 
-async function validate(model: FCN, loader: DataLoader, c: TrainConfig, epoch: number): Promise<Validation> {
+async function validate(model: FCN, loader: DataLoader, c: TrainConfig, epoch: number, dist: Distributed | null): Promise<Validation> {
   const cm = new ConfusionMatrix(model.numClasses);
   let lossSum = 0, validSum = 0;
   const samples: SampleRow[] = [];
@@ -189,6 +196,13 @@ async function validate(model: FCN, loader: DataLoader, c: TrainConfig, epoch: n
       disposeAll(x, y, logits, grad);
     }
     await tick();
+  }
+  if (dist) {
+    // Each rank scored its slice of the split: the counts and losses add up.
+    dist.sum(cm.counts);
+    const sums = Float64Array.of(lossSum, validSum);
+    dist.sum(sums);
+    [lossSum, validSum] = [sums[0]!, sums[1]!];
   }
   const m = cm.compute();
   return {
@@ -228,6 +242,8 @@ interface Run {
   readonly validates: boolean;
   readonly state: TrainState;
   readonly stageWeights: string[];
+  /** Data-parallel training: this rank (only rank 0 writes). */
+  readonly dist: Distributed | null;
   /** The checkpoint this call resumed from, if any. */
   readonly resumedFrom: string | null;
   /**
@@ -315,7 +331,8 @@ async function startStage(run: Run): Promise<StageRun> {
   try {
     model.initialize(c.seed);
     const from = state.stage > 0 ? run.paths.stage(state.stage - 1, c.stages[state.stage - 1].model) : c.model.init;
-    if (from) {
+    // Data-parallel: rank 0 loads, and every rank takes its weights when the stage begins.
+    if (from && writes(run)) {
       const source = await openWeights(from);
       try {
         const loaded = loadMatchingSource(model, source);
@@ -343,6 +360,7 @@ function beginStage(run: Run, current: StageRun): void {
   if (model.kind !== stage.model) throw new Error(`${run.resumedFrom ?? run.paths.last}: the checkpoint holds ${model.kind} but stage ${state.stage + 1} trains ${stage.model}`);
   const previousKind = state.stage > 0 ? c.stages[state.stage - 1].model : null;
   applyTrainable(model, stage, previousKind === stage.model ? null : previousKind);
+  run.dist?.broadcastWeights(model);
   const trainable = model.layers().filter((l) => l.trainable).map((l) => l.name);
   run.log.write({ type: 'stage', stage: state.stage + 1, model: stage.model, epochs: stage.epochs, trainable, lr: state.lr });
 }
@@ -359,22 +377,33 @@ async function trainOneEpoch(run: Run, current: StageRun): Promise<EpochTotals |
   const bar = run.out ? makeProgress({ label, total: run.trainLoader.batchesPerEpoch - state.batch, stream: run.out, unit: 'batch' }) : null;
   const confusion = new ConfusionMatrix(model.numClasses);
   let lossSum = 0, validSum = 0, images = 0;
+  // Data-parallel: whether any rank asked to stop, as the ranks agreed in the last step.
+  let agreedStop = false;
   const t0 = performance.now();
   for await (const b of run.trainLoader.epoch(epoch, { startBatch: state.batch })) {
-    const [x, y] = batchTensors(b);
-    let logits: Tensor | null = null;
+    let x: Tensor | null = null, y: Tensor | null = null, logits: Tensor | null = null;
     try {
-      const r = computeGradients(model, x, y, { precision: c.precision, reduction: c.loss.reduction, seed: mixSeed(c.seed, epoch, b.batchIndex), keepLogits: true });
+      const step = { precision: c.precision, reduction: c.loss.reduction, seed: mixSeed(c.seed, epoch, b.batchIndex), keepLogits: true };
+      // Data-parallel: `b` is this rank's share (maybe none) and r the global batch's loss.
+      let r: StepResult & { images?: number };
+      if (run.dist) {
+        const d = run.dist.computeGradients(model, b, { ...step, stop: Boolean(options.signal?.aborted) });
+        agreedStop = d.stop;
+        r = d;
+      } else {
+        [x, y] = batchTensors(b);
+        r = computeGradients(model, x, y, step);
+      }
       logits = r.logits;
       if (!Number.isFinite(r.loss))
         stopNonFinite(run, `the loss became ${r.loss} at stage ${state.stage + 1}, epoch ${state.epoch + 1}, batch ${b.batchIndex + 1}`, { stage: state.stage + 1, epoch: epoch + 1, batch: b.batchIndex, loss: String(r.loss) });
       optimizer.step(model.params());
       state.step++;
-      scoreLogits(confusion, logits!, b.labels);
+      if (logits) scoreLogits(confusion, logits, b.labels);
       const loss = perPixel(r.loss, r.valid, c.loss.reduction);
       lossSum += loss * r.valid;
       validSum += r.valid;
-      images += b.n;
+      images += r.images ?? b.n;
       state.batch = b.batchIndex + 1;
       if (state.step % c.logEvery === 0) run.log.write({ type: 'step', step: state.step, stage: state.stage + 1, epoch: epoch + 1, batch: state.batch, loss, lr: state.lr, imagesPerSecond: images / ((performance.now() - t0) / 1000) });
       bar?.tick(1, { loss: loss.toFixed(4) });
@@ -383,7 +412,7 @@ async function trainOneEpoch(run: Run, current: StageRun): Promise<EpochTotals |
     }
     options.onStep?.(state, model);
     await tick(); // lets Ctrl-C and native finalisers in
-    if (options.signal?.aborted) {
+    if (run.dist ? agreedStop : options.signal?.aborted) {
       bar?.done();
       return null;
     }
@@ -399,8 +428,9 @@ async function endOfEpoch(run: Run, current: StageRun, totals: EpochTotals): Pro
   const { config: c, state, paths } = run;
   const { model, stage } = current;
   const epoch = globalEpoch(c, state);
+  run.dist?.sum(totals.confusion.counts);
   const tm = totals.confusion.compute();
-  const val = run.validates ? await validate(model, run.valLoader, c, epoch) : null;
+  const val = run.validates ? await validate(model, run.valLoader, c, epoch, run.dist) : null;
   const record: EpochRecord = {
     epoch: epoch + 1,
     stage: state.stage + 1,
@@ -417,13 +447,16 @@ async function endOfEpoch(run: Run, current: StageRun, totals: EpochTotals): Pro
   // A NaN can hide in a weight whose output a ReLU clamps; never save one (best or last).
   const bad = model.params().find((p) => !Number.isFinite(native.sumSquares(p.value)));
   if (bad) stopNonFinite(run, `${bad.name} holds a non-finite value after epoch ${epoch + 1}`, { stage: state.stage + 1, epoch: epoch + 1, parameter: bad.name });
+  // Data-parallel: every rank must hold rank 0's weights, or the job stops before saving.
+  run.dist?.checkWeights(model, `after epoch ${epoch + 1}`);
   state.epoch++;
   state.batch = 0;
   if (val && !(val.record.meanIoU <= (state.best?.meanIoU ?? -1))) {
     state.best = { meanIoU: val.record.meanIoU, epoch: epoch + 1, stage: state.stage + 1 };
-    saveWeights(paths.best, model, { epoch: String(epoch + 1), val_mean_iou: String(val.record.meanIoU) });
+    if (writes(run)) saveWeights(paths.best, model, { epoch: String(epoch + 1), val_mean_iou: String(val.record.meanIoU) });
   }
   saveLast(run, current);
+  if (!writes(run)) return;
   await writePlots(paths, state.history);
   if (val && val.samples.length > 0) {
     mkdirSync(paths.samples, { recursive: true });
@@ -443,6 +476,7 @@ async function endOfEpoch(run: Run, current: StageRun, totals: EpochTotals): Pro
 function saveLast(run: Run, { model, optimizer }: StageRun): void {
   const { paths, state } = run;
   state.optimizer = { kind: optimizer.kind, scalars: optimizer.stateScalars() };
+  if (!writes(run)) return;
   if (run.lastIsGood && existsSync(paths.last)) {
     const staging = path.join(path.dirname(paths.previous), `.${path.basename(paths.previous)}.${process.pid}.tmp`);
     rmSync(staging, { force: true });
@@ -468,7 +502,7 @@ function stopNonFinite(run: Run, what: string, fields: Record<string, unknown>):
 function endOfStage(run: Run, { model, stage }: StageRun): void {
   const { state, paths } = run;
   const file = paths.stage(state.stage, stage.model);
-  saveWeights(file, model, { stage: String(state.stage + 1) });
+  if (writes(run)) saveWeights(file, model, { stage: String(state.stage + 1) });
   run.stageWeights.push(file);
   run.log.write({ type: 'stage_end', stage: state.stage + 1, model: stage.model, weights: file });
   state.stage++;
@@ -485,6 +519,22 @@ function interrupted(run: Run): TrainOutcome {
   return outcomeOf(run, 'interrupted');
 }
 
+/** Whether this process writes the run folder (data-parallel: rank 0 only). */
+function writes(run: Run): boolean {
+  return !run.dist || run.dist.isRoot;
+}
+
+/** The log of a rank that does not write: records go nowhere. */
+function silentLog(path: string): JsonlLog {
+  return { path, write: () => {}, close: () => {} };
+}
+
+/** One process's loader, or, data-parallel, this rank's share of it. */
+function loader(dist: Distributed | null, split: 'train' | 'val', o: ConstructorParameters<typeof DataLoader>[0]): DataLoader {
+  if (!dist) return new DataLoader(o);
+  return split === 'train' ? dist.trainLoader(o) : dist.valLoader(o);
+}
+
 function outcomeOf(run: Run, status: TrainOutcome['status']): TrainOutcome {
   return { status, state: run.state, paths: run.paths, stageWeights: run.stageWeights, ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}) };
 }
@@ -498,8 +548,11 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
   validateConfig(config);
   const c = config;
   const paths = runPaths(runDir);
-  mkdirSync(path.dirname(paths.last), { recursive: true });
-  const out = options.progress === undefined ? process.stderr : options.progress;
+  const dist = options.distributed ?? null;
+  dist?.checkBatch(c.batchSize);
+  const root = !dist || dist.isRoot;
+  if (root) mkdirSync(path.dirname(paths.last), { recursive: true });
+  const out = !root ? null : options.progress === undefined ? process.stderr : options.progress;
 
   const resumed = options.resume ? loadResumePoint(c, paths) : null;
   let current: StageRun | null = resumed?.current ?? null;
@@ -509,7 +562,9 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
       const at = resumed.state;
       out?.write(`resuming from ${resumed.from} (stage ${at.stage + 1}, epoch ${at.epoch + 1}, batch ${at.batch}): ${resumed.skipped.join('; ')}\n`);
     }
-    if (!resumed) writeFileAtomic(paths.config, JSON.stringify({ ...c, codeVersion: codeVersion(), created: new Date().toISOString() }, null, 2) + '\n');
+    const ranks = dist?.size ?? 1;
+    const allreduce = dist ? { allreduce: { precision: dist.options.precision, bucketMb: dist.options.bucketMb } } : {};
+    if (!resumed && root) writeFileAtomic(paths.config, JSON.stringify({ ...c, ranks, ...allreduce, codeVersion: codeVersion(), created: new Date().toISOString() }, null, 2) + '\n');
 
     const trainSet = limit(await openDataset(c.data.root, { split: c.data.trainSplit }), c.data.limitTrain);
     const valSet = limit(await openDataset(c.data.root, { split: c.data.valSplit }), c.data.limitVal);
@@ -519,13 +574,14 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
       paths,
       options,
       out,
-      log: openJsonl(paths.log),
-      trainLoader: new DataLoader({ dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
-      valLoader: new DataLoader({ dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
+      log: root ? openJsonl(paths.log) : silentLog(paths.log),
+      trainLoader: loader(dist, 'train', { dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
+      valLoader: loader(dist, 'val', { dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
       classNames: trainSet.classes.names,
       validates: valSet.entries.length > 0,
       state,
       stageWeights: c.stages.slice(0, state.stage).map((s, i) => paths.stage(i, s.model)),
+      dist,
       resumedFrom: resumed?.from ?? null,
       lastIsGood: resumed?.from === paths.last,
     };
@@ -537,6 +593,8 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
       batch: state.batch,
       train: trainSet.entries.length,
       val: valSet.entries.length,
+      ranks,
+      ...allreduce,
       ...(resumed ? { from: resumed.from, skipped: resumed.skipped } : {}),
     });
 
@@ -550,7 +608,7 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
           return interrupted(run);
         }
         await endOfEpoch(run, current, totals);
-        if (options.signal?.aborted) return interrupted(run);
+        if (dist ? dist.any(Boolean(options.signal?.aborted)) : options.signal?.aborted) return interrupted(run);
       }
       endOfStage(run, current);
       current.model.dispose();
