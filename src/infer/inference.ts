@@ -86,6 +86,8 @@ export interface InferenceOptions {
   memoryBudget?: number;
   /** Side of the input tiles in pixels, a multiple of 32 (default: from the memory budget). */
   tileSize?: number;
+  /** Idle engine buffers kept for the next image, at most (default IDLE_BUFFER_LIMIT); more are released. */
+  idleBufferLimit?: number;
   /** The image's name in error messages (a path, an id). */
   name?: string;
 }
@@ -117,10 +119,11 @@ export function networkInput(rgb: RgbImage, means: Means, top = 0, left = 0, hei
   return out;
 }
 
-// Bytes per pixel, float32, measured with bench/infer-rss.ts on full-width models and
-// scaled by the first block's channels (which dominate): the whole forward pass
-// (block1's two activations and their reorders, the upsampled scores and their crop) and the
-// body alone.
+// Engine memory per input pixel, float32, scaled by the first block's channels (which
+// dominate). Measured at full width (VmHWM less the weights): the whole forward pass
+// 1.07-1.14 kB/px at 512² and 1024² (block1's two activations, the upsampled scores and their
+// crop; the pool keeps each freed size), estimated 1.16 kB; one body tile with the idle
+// buffers released after each block 0.56 kB/px at 896², estimated 0.65 kB.
 const wholeBytesPerPixel = (model: FCN) => 4 * (3 + 3.5 * scaledChannels(64, model.width)) + 12 * model.numClasses;
 const bodyBytesPerPixel = (model: FCN) => 4 * (3 + 2.5 * scaledChannels(64, model.width));
 /** Per block5_pool pixel: its copy, conv6's and conv7's outputs and a reorder. */
@@ -341,6 +344,7 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
     } finally {
       t.dispose();
     }
+    releaseIdleBuffers(0);
   });
   releaseIdleBuffers(0);
 
@@ -397,6 +401,8 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
       } finally {
         logits.dispose();
       }
+      // Windows at the image's edges have other sizes than the inner ones.
+      releaseIdleBuffers(0);
     });
   } finally {
     fused.dispose();
@@ -420,6 +426,10 @@ function body(model: FCN, x: Tensor, ctx: ForwardContext): { pool5: Tensor; scor
     for (const [i, block] of model.blocks.entries()) {
       for (const c of block.convs) t = then(t, (v) => c.forward(v, ctx));
       t = then(t, (v) => block.pool.forward(v, ctx));
+      // The engine pools freed buffers by exact size and no later block has this block's
+      // sizes: released now, a tile needs its largest block's memory, not the sum of all
+      // blocks' (~600 instead of ~1000 bytes per pixel at full width).
+      releaseIdleBuffers(0);
       if (i === 2 && model.score3) score3 = scoreOf(t, model.score3, model.skipScales?.[1]);
       if (i === 3 && model.score4) score4 = scoreOf(t, model.score4, model.skipScales?.[0]);
     }
@@ -470,7 +480,7 @@ export function segmentImage(model: FCN, rgb: RgbImage, options: InferenceOption
     }
     return { ...outputs, width, height, classes, plan: { tiled: false, tiles: 1, tileSize: Math.max(width, height), headWindows: 1, outputWindows: 1 } };
   } finally {
-    releaseIdleBuffers();
+    releaseIdleBuffers(o.idleBufferLimit ?? IDLE_BUFFER_LIMIT);
   }
 }
 
