@@ -175,6 +175,10 @@ test('Training: the page follows a short fcn train in another process; its curve
   // A step record for every step, so the curve has points to grow by.
   const cfg = path.join(tmp.dir, 'train.json');
   writeFileSync(cfg, JSON.stringify({ logEvery: 1, samples: 2 }));
+  // An older, finished run is there first: the page shows it until the one asked for appears.
+  mkdirSync(path.join(runs, 'older'));
+  writeFileSync(path.join(runs, 'older', 'config.json'), JSON.stringify({ stages: [{ model: 'fcn32', epochs: 1, trainable: 'all' }] }));
+  writeFileSync(path.join(runs, 'older', 'log.jsonl'), `${JSON.stringify({ type: 'start', train: 4, val: 1 })}\n${JSON.stringify({ type: 'end', best: null })}\n`);
   const run = path.join(runs, 'live');
   training = spawn(process.execPath, ['--import', 'tsx', CLI, 'train', '--data', data, '--model', 'fcn32', '--width', '0.0625', '--size', '64', '--epochs', '2', '--batch', '2', '--config', cfg, '--out', run, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -189,6 +193,12 @@ test('Training: the page follows a short fcn train in another process; its curve
   let status = '';
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
+    // Until the run starts, the page shows the older one.
+    const run = (await page.getAttribute('#training-status', 'data-run').catch(() => null)) ?? '';
+    if (run !== 'live') {
+      await page.waitForTimeout(250);
+      continue;
+    }
     const points = Number((await page.getAttribute('#chart-steps', 'data-points').catch(() => null)) ?? 0);
     status = (await page.getAttribute('#training-status', 'data-status').catch(() => null)) ?? '';
     if (points !== seen.at(-1)) seen.push(points);
@@ -202,6 +212,8 @@ test('Training: the page follows a short fcn train in another process; its curve
   assert.equal(seen.at(-1), 40);
   assert.ok(seen.filter((n) => n > 0 && n < 40).length >= 2, `the curve grew while watched: ${seen.join(', ')}`);
   assert.ok(seen.every((n, i) => i === 0 || n > seen[i - 1]!), `it only grew: ${seen.join(', ')}`);
+  assert.equal(await page.inputValue('#run-select'), 'live');
+  assert.match((await page.textContent('#run-select option[value=live]')) ?? '', /^live — completed, 2\/2 epochs$/);
   assert.equal(await page.getAttribute('#live-badge', 'class'), 'badge live');
   assert.equal(Number(await page.getAttribute('#chart-miou', 'data-points')), 2, 'one mean IoU point per epoch');
   assert.match((await page.textContent('#final-metrics')) ?? '', /mean IoU\s*\d\.\d{4}/);

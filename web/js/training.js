@@ -10,9 +10,13 @@ const TITLES = { fcn32: 'FCN-32s', fcn16: 'FCN-16s', fcn8: 'FCN-8s' };
 let source = null;
 let followed = null;
 let listTimer = null;
+let userChose = false;
 
 export function setupTraining(app) {
-  $('run-select').addEventListener('change', () => follow($('run-select').value));
+  $('run-select').addEventListener('change', () => {
+    userChose = true;
+    follow($('run-select').value);
+  });
   app.pageHooks.training = () => refreshList();
 }
 
@@ -33,10 +37,14 @@ async function refreshList() {
     if (!$('page-training').hidden) listTimer = setTimeout(refreshList, 2000);
     return;
   }
-  const pick = runs.find((r) => r.name === (followed ?? wanted)) ?? runs[0];
-  if (wanted && !runs.some((r) => r.name === wanted) && !$('page-training').hidden) listTimer = setTimeout(refreshList, 2000);
+  // The run named in the address (?run=NAME) until the learner picks another.
+  const preferred = userChose ? followed : wanted ?? followed;
+  const pick = runs.find((r) => r.name === preferred) ?? runs.find((r) => r.name === followed) ?? runs[0];
   select.value = pick.name;
   if (pick.name !== followed) follow(pick.name);
+  // Runs started later show up while the page is open (the one asked for, soon).
+  const waitingFor = wanted && !userChose && pick.name !== wanted;
+  if (!$('page-training').hidden) listTimer = setTimeout(refreshList, waitingFor ? 2000 : 10_000);
 }
 
 function follow(name) {
@@ -68,6 +76,9 @@ function duration(s) {
 
 function render(s) {
   $('training-body').hidden = false;
+  // The run list's entry follows the run too.
+  const option = [...$('run-select').options].find((o) => o.value === s.name);
+  if (option) option.textContent = `${s.name} — ${s.status}, ${s.epochs.length}/${s.current.totalEpochs} epochs`;
   const c = s.current;
   const where = s.status === 'completed'
     ? `completed: ${s.epochs.length} epochs in ${c.stages} stage${c.stages === 1 ? '' : 's'}`
@@ -75,6 +86,7 @@ function render(s) {
   const speed = c.imagesPerSecond ? `${c.imagesPerSecond.toFixed(1)} images/s` : null;
   const eta = s.status === 'running' && c.etaSeconds !== null ? `about ${duration(c.etaSeconds)} left` : null;
   const status = $('training-status');
+  status.dataset.run = s.name;
   status.dataset.status = s.status;
   status.dataset.step = c.step;
   status.textContent = [`${s.name}: ${s.status}`, where, c.loss !== null ? `loss ${fmt(c.loss, 4)}` : null, speed, eta, s.best ? `best val mean IoU ${fmt(s.best.meanIoU)} (epoch ${s.best.epoch})` : null, s.message]
