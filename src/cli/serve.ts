@@ -85,7 +85,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
 
   const cfg = engineConfig();
   console.log(`fcn serve: loading ${weights.length} model${weights.length === 1 ? '' : 's'} from ${origin} (${cfg.precision}, ${cfg.threads} threads)…`);
-  const served = await createServer({ weights, runRoots, maxUploadBytes: Math.round(maxUploadMb * 2 ** 20), maxPixels, queueLimit: queue, threads: cfg.threads, precision: cfg.precision });
+  const loopback = ['127.0.0.1', 'localhost', '::1'].includes(host);
+  const served = await createServer({ weights, runRoots, maxUploadBytes: Math.round(maxUploadMb * 2 ** 20), maxPixels, queueLimit: queue, threads: cfg.threads, precision: cfg.precision, loopbackOnly: loopback });
   let address: string;
   try {
     address = await served.app.listen({ host, port });
@@ -97,7 +98,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     throw e;
   }
   console.log(`fcn serve: ${served.models.map((m) => m.title).join(', ')} at ${address}  (Ctrl-C stops)`);
-  if (!['127.0.0.1', 'localhost', '::1'].includes(host)) console.log(`fcn serve: listening on ${host}: other machines on the network can reach this page`);
+  if (!loopback) console.log(`fcn serve: listening on ${host}: other machines on the network can reach this page`);
 
   await new Promise<void>((resolve) => {
     const stop = () => {

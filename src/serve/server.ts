@@ -34,6 +34,12 @@ export interface ServeConfig {
   /** How often a followed run's files are looked at, ms (default 500). */
   pollMs?: number;
   logger?: boolean;
+  /**
+   * Answer only requests addressed to 127.0.0.1, localhost or [::1] (default true): a web page
+   * elsewhere cannot reach a local server through a host name of its own (DNS rebinding).
+   * Off when the server listens on another address on purpose.
+   */
+  loopbackOnly?: boolean;
 }
 
 export interface Served {
@@ -52,6 +58,8 @@ export interface PublicModel {
   source: string;
   classes: { index: number; name: string; color: string }[];
 }
+
+const LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 
 export const WEB_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'web');
 const PALETTE = vocPalette(256);
@@ -155,6 +163,12 @@ export async function createServer(config: ServeConfig): Promise<Served> {
 
   const app = Fastify({ logger: config.logger ?? false, bodyLimit: config.maxUploadBytes, routerOptions: { maxParamLength: 1000 } });
   app.addHook('onClose', async () => inference.close());
+  if (config.loopbackOnly ?? true) {
+    app.addHook('onRequest', async (request) => {
+      const host = (request.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
+      if (!LOOPBACK_NAMES.has(host)) throw new HttpError(403, `this server answers requests to 127.0.0.1 or localhost only, not to '${host}' (fcn serve --host to listen elsewhere)`);
+    });
+  }
 
   // Every error answers JSON with a message for a person; fastify's own codes get ours.
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {

@@ -209,6 +209,33 @@ test('/api/health answers at once while the worker runs a model (a real forward 
   }
 });
 
+test('a request addressed to another host name is refused (DNS rebinding)', async () => {
+  const r = await raw('GET', '/api/health', undefined, { host: 'attacker.example:8080' });
+  assert.equal(r.status, 403);
+  assert.match(JSON.parse(r.text).error, /^this server answers requests to 127\.0\.0\.1 or localhost only, not to 'attacker\.example'/);
+  for (const host of ['localhost:1234', '127.0.0.1']) assert.equal((await raw('GET', '/api/health', undefined, { host })).status, 200, host);
+});
+
+test('a worker that dies fails its job with 500, and a new one takes the next', async () => {
+  const fragile = await startServer({ weights: [files[0]!], delayMs: 2000 });
+  try {
+    const png = await discPicture(64);
+    const job = fetch(fragile.url + '/api/segment', { method: 'POST', body: new Uint8Array(png) });
+    // While the job runs, the worker thread goes away (as a crash in native code would take it).
+    for (let i = 0; i < 50 && (await (await fetch(fragile.url + '/api/health')).json() as any).queue.running === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    await (fragile.inference as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    const lost = await job;
+    assert.equal(lost.status, 500);
+    assert.match(((await lost.json()) as any).error, /^the inference worker stopped \(exit code 1\); it is being restarted: try again$/);
+    const next = await fetch(fragile.url + '/api/segment', { method: 'POST', body: new Uint8Array(png) });
+    assert.equal(next.status, 200);
+    const h = (await (await fetch(fragile.url + '/api/health')).json()) as any;
+    assert.equal(h.queue.workerRestarts, 1);
+  } finally {
+    await fragile.close();
+  }
+});
+
 test('unknown routes and methods answer JSON 404s', async () => {
   const r = await raw('GET', '/api/nothing');
   assert.equal(r.status, 404);
