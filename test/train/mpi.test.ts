@@ -1,0 +1,290 @@
+// Data-parallel training under Open MPI: N ranks at global batch B train the weights one
+// process trains at batch B (mean and summed losses, frozen and unfrozen stages, an empty share
+// in the last batch), only rank 0 writes, a run resumes with another number of ranks, and a
+// rank killed mid-epoch ends the job within seconds without spoiling the last checkpoint.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { synthesizeDataset } from '../../src/data/synth.js';
+import { configureEngine } from '../../src/engine/config.js';
+import { mpiAvailability } from '../../src/engine/mpi.js';
+import { readSafetensors } from '../../src/io/safetensors.js';
+import { readCheckpoint } from '../../src/train/checkpoint.js';
+import { defaultConfig, type TrainConfig } from '../../src/train/config.js';
+import { train } from '../../src/train/trainer.js';
+import { readJsonl } from '../../src/report/jsonl.js';
+import { repoRoot, tempDir } from '../data/helpers.js';
+import { requires } from '../prereq.js';
+
+const mpirunFound = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
+const addon = mpiAvailability();
+const skip = requires(mpirunFound, 'Open MPI (openmpi-bin) is not installed') || requires(addon.available, `the MPI addon: ${addon.available ? '' : addon.reason}`);
+
+const tmp = tempDir('mpi');
+const data = path.join(tmp.dir, 'synth');
+before(async () => {
+  configureEngine({ threads: 1, precision: 'float32' });
+  if (!skip) await synthesizeDataset({ out: data, count: 40, seed: 5, size: 64 });
+});
+after(() => tmp.cleanup());
+
+const cli = path.join(repoRoot, 'test', 'cli', 'run-cli.ts');
+const mpiEnv = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', FCN_MPI_TIMEOUT: '60' };
+/** mpirun -np N … fcn train ARGS (from source), each output line tagged with its rank. */
+const mpirunArgs = (n: number, args: string[]) => ['-np', String(n), '--oversubscribe', '--allow-run-as-root', '--bind-to', 'none', '--tag-output', '-x', 'FCN_MPI_TIMEOUT', process.execPath, '--import', 'tsx', cli, 'train', ...args];
+
+function mpirun(n: number, args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn('mpirun', mpirunArgs(n, args), { cwd: repoRoot, env: mpiEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stdout.on('data', (d) => (out += String(d)));
+  child.stderr.on('data', (d) => (err += String(d)));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, out, err })));
+}
+
+/** A narrow, dropout-free configuration (dropout masks are drawn per rank: see docs/scaling.md). */
+function config(patch: (c: TrainConfig) => void): TrainConfig {
+  const c = defaultConfig(data);
+  c.data = { ...c.data, size: 64, workers: 1, limitTrain: 9, limitVal: 4 };
+  c.model = { ...c.model, width: 0.0625, dropout: 0 };
+  c.optimizer = { ...c.optimizer, lr: 1e-3 };
+  c.batchSize = 4;
+  c.samples = 2;
+  c.seed = 3;
+  c.logEvery = 1;
+  c.precision = 'float32';
+  patch(c);
+  return c;
+}
+
+function writeConfig(name: string, c: TrainConfig): string {
+  const file = path.join(tmp.dir, `${name}.json`);
+  const { root: _root, ...dataRest } = c.data;
+  writeFileSync(file, JSON.stringify({ ...c, data: dataRest }));
+  return file;
+}
+
+const weights = (file: string) => new Map([...readSafetensors(file).tensors].filter(([k]) => !k.startsWith('optimizer.')).map(([k, t]) => [k, t.data as Float32Array]));
+
+/** Largest |a − b| over each tensor's largest |a|, worst tensor first. */
+function worstDifference(a: Map<string, Float32Array>, b: Map<string, Float32Array>): { name: string; rel: number } {
+  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
+  let worst = { name: '', rel: 0 };
+  for (const [name, x] of a) {
+    const y = b.get(name)!;
+    let mx = 0, d = 0;
+    for (let i = 0; i < x.length; i++) {
+      mx = Math.max(mx, Math.abs(x[i]!));
+      d = Math.max(d, Math.abs(x[i]! - y[i]!));
+    }
+    const rel = d / (mx || 1);
+    if (rel > worst.rel) worst = { name, rel };
+  }
+  return worst;
+}
+
+/** Largest change of any weight between two files (relative to its tensor's largest value). */
+const moved = (a: Map<string, Float32Array>, b: Map<string, Float32Array>) => worstDifference(a, b).rel;
+
+// fp32 sums over 2 ranks vs one process differ in summation order only: SGD, linear in the
+// gradients, keeps that difference (~1e-6 of the weights measured). Adam divides each gradient
+// by its own running magnitude, so where a gradient is at the level of rounding noise the
+// noise sets the update's sign: its weights drift apart by up to the learning rate per step
+// (~1e-4 of the weights after 8 steps measured). Adam is also blind to a constant factor in
+// the gradients, so the scaling of the summed gradients is checked with SGD (mean and sum).
+const TOLERANCE = 2e-5;
+const ADAM_TOLERANCE = 1e-3;
+
+/** Runs a script on 2 ranks and returns each rank's JSON line. */
+async function onTwoRanks(name: string, body: string): Promise<{ code: number | null; ranks: unknown[]; output: string }> {
+  const file = path.join(tmp.dir, `${name}.mts`);
+  writeFileSync(file, `import { startMpi } from ${JSON.stringify(path.join(repoRoot, 'src', 'engine', 'mpi.ts'))};\nconst s = startMpi();\nconst mpi = s.mpi;\n${body}\n`);
+  const child = spawn('mpirun', ['-np', '2', '--oversubscribe', '--allow-run-as-root', '--bind-to', 'none', '--tag-output', process.execPath, '--import', 'tsx', file], { cwd: repoRoot, env: mpiEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d) => (output += String(d)));
+  child.stderr.on('data', (d) => (output += String(d)));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const ranks: unknown[] = [];
+  for (const m of output.matchAll(/^\[1,(\d)\]<stdout>:(\{.*\})$/gm)) ranks[Number(m[1])] = JSON.parse(m[2]!);
+  return { code, ranks, output };
+}
+
+test('the MPI binding: sums in float32 (scaled), bf16 with float32 additions and float64; requests; broadcast; checksums; every wait has a deadline', { skip, timeout: 120_000 }, async () => {
+  const r = await onTwoRanks('binding', `
+const n = 4096;
+const f32 = Float32Array.from({ length: n }, (_, i) => i * (s.rank + 1));
+mpi.allreduce(f32, { scale: 0.5 });
+// bf16 on the wire: x and -x/2 + 1/1024 sum to x/2 + 1/1024, rounded to bf16 once per addition.
+const bf = Float32Array.from({ length: n }, (_, i) => (s.rank === 0 ? 1 : -0.5) * (i + 1) / 7 + (s.rank === 1 ? 1 / 1024 : 0));
+mpi.allreduce(bf, { precision: 'bfloat16' });
+const f64 = Float64Array.of(1e300 * (s.rank + 1), 2 ** 53 - s.rank);
+mpi.allreduce(f64);
+const big = new Float32Array(1 << 20).fill(s.rank + 1);
+const id = mpi.iallreduce(big);
+let overlap = '';
+try { mpi.iallreduce(big.subarray(1000, 2000)); } catch (e) { overlap = (e as Error).message; }
+while (!mpi.test(id));
+mpi.wait(id);
+const root = Uint8Array.of(s.rank, 7, 9);
+mpi.broadcast(root, 1);
+const same = mpi.checksum(Float32Array.of(1, 2, 3)), other = mpi.checksum(Float32Array.of(1, 2, 3 + s.rank));
+let late = '';
+if (s.rank === 0) { try { mpi.allreduce(new Float32Array(4), { timeoutSeconds: 1 }); } catch (e) { late = (e as Error).message; } }
+console.log(JSON.stringify({ f32: [f32[0], f32[1], f32[4095]], bf: Array.from(bf.subarray(0, 64)), f64: Array.from(f64), big: [big[0], big[big.length - 1]], overlap, root: Array.from(root), same, other, late, state: mpi.state() }));
+// Rank 1 joins the sum rank 0 gave up on, then both end with a non-zero code (an abort).
+if (s.rank === 1) { await new Promise((r) => setTimeout(r, 1500)); mpi.allreduce(new Float32Array(4)); }
+process.exitCode = 3;
+`);
+  const [a, b] = r.ranks as { f32: number[]; bf: number[]; f64: number[]; big: number[]; overlap: string; root: number[]; same: string; other: string; late: string; state: { size: number } }[];
+  assert.ok(a && b, r.output);
+  for (const x of [a, b]) {
+    assert.deepEqual(x.f32, [0, 1.5, 1.5 * 4095]);
+    // Every result is a bf16 value (it travelled as one), within three bf16 roundings (unit
+    // roundoff 2^-8: both inputs and the float32 sum) of the exact sum.
+    x.bf.forEach((v, i) => {
+      const a0 = (i + 1) / 7, a1 = -a0 / 2 + 1 / 1024, want = a0 + a1;
+      assert.equal(new Uint32Array(Float32Array.of(v).buffer)[0]! & 0xffff, 0, `bf16 sum ${i}: ${v} is not a bf16 value`);
+      assert.ok(Math.abs(v - want) <= 2 ** -8 * (Math.abs(a0) + Math.abs(a1) + Math.abs(want)), `bf16 sum ${i}: ${v} vs ${want}`);
+    });
+    assert.deepEqual(x.f64, [3e300, 2 ** 54 - 1]);
+    assert.deepEqual(x.big, [3, 3]);
+    assert.match(x.overlap, /^iallreduce: the data overlaps that of pending request \d+: wait for it first$/);
+    assert.deepEqual(x.root, [1, 7, 9]);
+    assert.equal(x.state.size, 2);
+  }
+  assert.equal(a.same, b.same);
+  assert.notEqual(a.other, b.other);
+  assert.match(a.late, /^allreduce: allreduce of 4 float32 values \(0\.0 MB\) did not complete within 1 s: another rank has stopped or is stuck/);
+  assert.notEqual(r.code, 0, 'a rank ending with a failure ends the job');
+});
+
+test('2 ranks × batch 2 train the weights 1 process × batch 4 trains: seed schedule (Adam, mean loss), frozen and unfrozen stages; only rank 0 writes', { skip, timeout: 240_000 }, async () => {
+  // 9 images at batch 4: batches of 4, 4, 1; in the last one rank 1's share is empty.
+  const c = config((c) => {
+    c.stages = [
+      { model: 'fcn32', epochs: 1, trainable: 'all' },
+      { model: 'fcn16', epochs: 1, trainable: 'new', lr: 3e-3 },
+      { model: 'fcn16', epochs: 1, trainable: 'all' },
+    ];
+  });
+  const one = path.join(tmp.dir, 'seed-one'), two = path.join(tmp.dir, 'seed-two');
+  const reference = await train(c, one, { progress: null });
+  assert.equal(reference.status, 'completed');
+  const r = await mpirun(2, ['--data', data, '--config', writeConfig('seed', c), '--threads', '1', '--precision', 'float32', '--out', two]);
+  assert.equal(r.code, 0, r.err);
+
+  for (let i = 0; i < 3; i++) {
+    const file = (dir: string) => path.join(dir, 'checkpoints', readdirSync(path.join(dir, 'checkpoints')).find((f) => f.startsWith(`stage${i + 1}-`))!);
+    const w = worstDifference(weights(file(one)), weights(file(two)));
+    assert.ok(w.rel < ADAM_TOLERANCE, `stage ${i + 1}: ${w.name} differs by ${w.rel} of its largest value`);
+  }
+  // Training did move the weights (so equality means something), and the frozen stage froze.
+  const [s1, s2, s3] = [1, 2, 3].map((s) => weights(path.join(two, 'checkpoints', readdirSync(path.join(two, 'checkpoints')).find((f) => f.startsWith(`stage${s}-`))!)));
+  const inherited = [...s1!.keys()].filter((k) => s2!.has(k) && !k.includes('upsample') && !k.startsWith('fcn'));
+  for (const k of inherited) assert.deepEqual(s2!.get(k), s1!.get(k), `${k} changed while frozen`);
+  assert.ok(s2!.get('score4.kernel')!.some((v) => v !== 0), 'score4 trained in the frozen stage');
+  assert.ok(moved(s2!, s3!) > 3 * ADAM_TOLERANCE, `the unfrozen stage moved the weights (by ${moved(s2!, s3!)})`);
+
+  // Only rank 0 wrote and spoke: one start record with the ranks, one record per epoch, the
+  // config's ranks, and nothing on rank 1's output.
+  const log = await readJsonl<{ type: string; ranks?: number }>(path.join(two, 'log.jsonl'));
+  assert.deepEqual(log.filter((l) => l.type === 'start').map((l) => l.ranks), [2]);
+  assert.equal(log.filter((l) => l.type === 'epoch').length, 3);
+  assert.equal(log.filter((l) => l.type === 'step').length, 9, 'three steps per epoch, logged once');
+  assert.equal((JSON.parse(readFileSync(path.join(two, 'config.json'), 'utf8')) as { ranks: number }).ranks, 2);
+  assert.equal(r.err.match(/run directory/g)?.length, 1);
+  assert.doesNotMatch(r.out + r.err, /\[1,1\]</, 'rank 1 printed something');
+});
+
+test("2 ranks train what 1 process trains with the paper's SGD (summed loss, Caffe network)", { skip, timeout: 240_000 }, async () => {
+  const c = config((c) => {
+    c.optimizer = { ...c.optimizer, kind: 'sgd', momentum: 0.99, weightDecay: 5e-4 };
+    c.loss = { reduction: 'sum' };
+    c.model = { ...c.model, style: 'caffe' };
+    c.data = { ...c.data, means: 'caffe', limitTrain: 8 };
+    c.stages = [{ model: 'fcn32', epochs: 2, trainable: 'all', lr: 1e-6 }];
+  });
+  const one = path.join(tmp.dir, 'paper-one'), two = path.join(tmp.dir, 'paper-two');
+  await train(c, one, { progress: null });
+  const r = await mpirun(2, ['--data', data, '--config', writeConfig('paper', c), '--threads', '1', '--precision', 'float32', '--out', two]);
+  assert.equal(r.code, 0, r.err);
+  const a = weights(path.join(one, 'checkpoints', 'last.safetensors')), b = weights(path.join(two, 'checkpoints', 'last.safetensors'));
+  const w = worstDifference(a, b);
+  assert.ok(w.rel < TOLERANCE, `${w.name} differs by ${w.rel} of its largest value`);
+  // The second epoch moved the weights (last.prev holds the first epoch's).
+  assert.ok(moved(weights(path.join(two, 'checkpoints', 'last.prev.safetensors')), b) > 100 * TOLERANCE, 'SGD moved the weights');
+  assert.equal(readCheckpoint(path.join(two, 'checkpoints', 'last.safetensors')).state.step, 4, 'two epochs of two global batches');
+});
+
+test('a batch that does not divide among the ranks is refused, naming both', { skip, timeout: 120_000 }, async () => {
+  const r = await mpirun(2, ['--data', data, '--model', 'fcn32', '--width', '0.0625', '--size', '64', '--batch', '3', '--epochs', '1', '--threads', '1', '--out', path.join(tmp.dir, 'odd')]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.err, /the batch \(3 images per step, over all ranks\) does not divide among 2 ranks/);
+  assert.ok(!existsSync(path.join(tmp.dir, 'odd', 'config.json')), 'nothing was started');
+});
+
+/** The node processes mpirun started, by rank. */
+function rankPids(mpirunPid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  const children = spawnSync('ps', ['-o', 'pid=', '--ppid', String(mpirunPid)], { encoding: 'utf8' }).stdout.split('\n').map(Number).filter((p) => p > 0);
+  for (const pid of children) {
+    try {
+      const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+      const rank = env.find((e) => e.startsWith('OMPI_COMM_WORLD_RANK='));
+      if (rank) out.set(Number(rank.split('=')[1]), pid);
+    } catch {
+      /* gone already */
+    }
+  }
+  return out;
+}
+
+test('a rank killed mid-epoch ends the job within 30 s naming it; the checkpoint loads and 1 rank resumes it to what 1 process trains', { skip, timeout: 300_000 }, async () => {
+  // 32 images at batch 4: eight steps per epoch, three epochs; SGD on the mean loss.
+  const c = config((c) => {
+    c.data = { ...c.data, limitTrain: 32 };
+    c.optimizer = { ...c.optimizer, kind: 'sgd', momentum: 0.9, weightDecay: 5e-4, lr: 0.01 };
+    c.stages = [{ model: 'fcn16', epochs: 3, trainable: 'all' }];
+  });
+  const straight = path.join(tmp.dir, 'kill-straight'), run = path.join(tmp.dir, 'killed');
+  await train(c, straight, { progress: null });
+
+  const child = spawn('mpirun', mpirunArgs(2, ['--data', data, '--config', writeConfig('kill', c), '--threads', '1', '--precision', 'float32', '--out', run]), { cwd: repoRoot, env: mpiEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d) => (output += String(d)));
+  child.stderr.on('data', (d) => (output += String(d)));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // Once rank 0 logs a step of epoch 2, the ranks are mid-epoch: kill rank 1.
+  const last = path.join(run, 'checkpoints', 'last.safetensors'), logFile = path.join(run, 'log.jsonl');
+  const inEpoch2 = () => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('"type":"step","step":9,');
+  const deadline = Date.now() + 180_000;
+  while (Date.now() < deadline && !inEpoch2()) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(inEpoch2(), `no step of epoch 2 logged: ${output}`);
+  const pids = rankPids(child.pid!);
+  assert.ok(pids.has(1), `rank 1's process not found among mpirun's children (${[...pids.entries()].join('; ')})`);
+  process.kill(pids.get(1)!, 'SIGKILL');
+  const killedAt = Date.now();
+  const code = await exited;
+  const seconds = (Date.now() - killedAt) / 1000;
+  assert.notEqual(code, 0, output);
+  assert.ok(seconds < 30, `the job took ${seconds} s to end`);
+  assert.match(output, /rank 1\b.*(exited on signal 9|Killed)/s, output);
+
+  // The job died mid-epoch (a step logged after the last epoch record), its last checkpoint is
+  // an epoch's end and whole; one process resumes it and ends where one process running
+  // straight through ends.
+  const before = await readJsonl<{ type: string }>(logFile);
+  assert.equal(before.at(-1)!.type, 'step', 'the job was mid-epoch when it ended');
+  const ck = readCheckpoint(last);
+  assert.equal(ck.state.batch, 0);
+  assert.ok(ck.state.epoch >= 1 && ck.state.epoch < 3, `checkpoint at epoch ${ck.state.epoch}`);
+  const resumed = await train(c, run, { resume: true, progress: null });
+  assert.equal(resumed.status, 'completed');
+  assert.equal(resumed.state.step, 24);
+  const w = worstDifference(weights(path.join(straight, 'checkpoints', 'last.safetensors')), weights(last));
+  assert.ok(w.rel < TOLERANCE, `${w.name} differs by ${w.rel} of its largest value`);
+  assert.ok(moved(weights(path.join(run, 'checkpoints', 'last.prev.safetensors')), weights(last)) > 100 * TOLERANCE, 'the last epoch moved the weights');
+  const log = await readJsonl<{ type: string; ranks?: number }>(path.join(run, 'log.jsonl'));
+  assert.deepEqual(log.filter((l) => l.type === 'start' || l.type === 'resume').map((l) => [l.type, l.ranks]), [['start', 2], ['resume', 1]]);
+});
