@@ -19,7 +19,7 @@ const paperDefaults = applySchedule(seedDefaults, 'paper');
 export const trainSpec = defineCommand({
   name: 'train',
   summary: 'train one model or a staged recipe, with checkpoints, resume and Ctrl-C',
-  usage: ['--data ROOT [--schedule seed|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P]', '(under mpirun -np N: data-parallel over N ranks, same options)'],
+  usage: ['--data ROOT [--schedule seed|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P] [--allreduce-precision P] [--bucket-mb MB]'],
   details: `--schedule seed: FCN-32s, then FCN-16s from it training its new layers, then FCN-8s the
 same way, then every layer (Adam). --schedule paper: the Caffe solver (SGD momentum ${paperDefaults.optimizer.momentum},
 summed loss, batch ${paperDefaults.batchSize}, lr ${paperDefaults.stages.map((s) => s.lr).join(' / ')}). Settings come from the defaults, then the
@@ -29,7 +29,8 @@ the step, saves and exits; --resume RUN continues where it stopped (from last.pr
 missing or damaged; never from scratch). Started by mpirun -np N, the ranks train one model
 together: --batch stays the global batch (a multiple of N), each rank computes its share and
 the gradients are summed across ranks during the backward pass; only rank 0 writes the run
-folder, which every rank must see. A run resumes with any number of ranks.`,
+folder, which every rank must see. A run resumes with any number of ranks. Example:
+mpirun -np 2 fcn train --data data/synth --model fcn8 --batch 8 --out runs/two`,
   options: {
     data: { type: 'string', value: 'ROOT', help: 'dataset root: VOC, SBD or custom (see fcn data)', default: `${REQUIRED}, unless --resume` },
     schedule: { type: 'string', value: 'S', help: 'seed or paper: a staged recipe', default: 'seed, unless --model' },
@@ -67,7 +68,6 @@ folder, which every rank must see. A run resumes with any number of ranks.`,
     'fcn train --data data/VOCdevkit/VOC2012 --schedule seed --init vgg16 --out runs/seed',
     'fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --epochs 5 --out runs/small',
     'fcn train --resume runs/small',
-    'mpirun -np 2 fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --batch 8 --out runs/two',
   ],
 });
 
