@@ -2,7 +2,7 @@
 // with the backward pass hides (the measured inputs of docs/scaling.md).
 //
 //   node --import tsx bench/mpi.ts [--width 1] [--size 512] [--reps 3] [--only ID,…]
-//   (npm run bench runs it too, as rows mpi_*)
+//   (writes bench/mpi-results.json; npm run bench runs it too, as rows mpi_* of results.json)
 //
 // Rows:
 //   mpi_allreduce_fp32_ms / _gbps, mpi_allreduce_bf16_ms / _gbps: FCN-8s's gradients (every
@@ -13,9 +13,16 @@
 //     gradients exchanged in float32 with overlap;
 //   mpi_step_2x1_exposed_ms / mpi_overlap_hidden_pct: the exchange's time left after the
 //     backward pass with overlap, and the share of the exchange (its time when started after
-//     the backward pass) that the overlap hides.
+//     the backward pass) that the overlap hides;
+//   mpi_compute_{fwd,all,head,new}_s: CPU seconds per 512² image on one thread for a forward
+//     pass (validation) and a training step of FCN-8s with every layer trainable, FCN-32s with
+//     what sits on VGG16 (the seed's first stage with --init), FCN-8s with its new layer only.
 // Each measurement runs in processes of its own (mpirun for the ranks); CPU seconds are
 // recorded beside wall time, since this machine is shared.
+//
+//   node --import tsx bench/mpi.ts --model [--results bench/mpi-results.json] [--compute-all-s S …]
+// prints docs/scaling.md's tables: step time and images/s for N machines from the measured
+// compute and a ring allreduce's cost, bucket by bucket against the backward pass.
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -113,11 +120,293 @@ async function workerStep(a: WorkerArgs, distributed: boolean): Promise<Record<s
     const wall = performance.now() - t0, cu = process.cpuUsage(c0);
     if (i > 0) rows.push({ overlap, wall, cpu: (cu.user + cu.system) / 1000, exposed, copy });
   }
+  const bytes = dist ? dist.reducerFor(model).bytes : 0;
   opt.dispose();
   model.dispose();
   const pick = (overlap: boolean) => rows.filter((r) => r.overlap === overlap);
   const summary = (rs: typeof rows) => ({ wall: median(rs.map((r) => r.wall)), cpu: median(rs.map((r) => r.cpu)), exposed: median(rs.map((r) => r.exposed)), copy: median(rs.map((r) => r.copy)) });
-  return { ranks, threads: a.threads, batch: a.batch, overlap: summary(pick(true)), ...(dist ? { noOverlap: summary(pick(false)) } : {}) };
+  return { ranks, threads: a.threads, batch: a.batch, bytes, overlap: summary(pick(true)), ...(dist ? { noOverlap: summary(pick(false)) } : {}) };
+}
+
+/** The trainable sets of the seed schedule's stages (with --init), as applyTrainable sets them. */
+type StageKind = 'all' | 'head' | 'new';
+const STAGE_MODELS: Record<StageKind, { kind: 'fcn32' | 'fcn16' | 'fcn8'; trainable: (layer: string, transposed: boolean) => boolean }> = {
+  all: { kind: 'fcn8', trainable: (l, t) => !t },
+  head: { kind: 'fcn32', trainable: (l, t) => !t && !l.startsWith('block') },
+  new: { kind: 'fcn8', trainable: (l) => l === 'score3' },
+};
+
+/** One thread, no MPI: CPU seconds per image of a forward pass and of each stage's step. */
+async function workerCompute(a: WorkerArgs): Promise<Record<string, unknown>> {
+  const { native } = await import('../src/engine/binding.js');
+  const { configureEngine } = await import('../src/engine/config.js');
+  const { FCN } = await import('../src/models/fcn.js');
+  const { Adam } = await import('../src/train/optim.js');
+  const { trainStep } = await import('../src/train/step.js');
+  configureEngine({ threads: 1, precision: 'float32' });
+  const S = a.size;
+  let seed = 99;
+  const x = native.fromArray([1, 3, S, S], new Float32Array(3 * S * S).map(() => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 200));
+  const y = native.fromArray([1, S, S], new Uint8Array(S * S).map((_, i) => (i < (S * S) / 8 ? 255 : (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % 21)));
+  const cpu = (f: () => void) => {
+    f(); // warm-up: primitives, prepared weights
+    const times: number[] = [];
+    for (let i = 0; i < Math.max(1, a.reps - 1); i++) {
+      const c0 = process.cpuUsage();
+      f();
+      const c = process.cpuUsage(c0);
+      times.push((c.user + c.system) / 1e6);
+    }
+    return median(times);
+  };
+  const out: Record<string, number> = {};
+  for (const stage of ['fwd', 'all', 'head', 'new'] as const) {
+    const spec = STAGE_MODELS[stage === 'fwd' ? 'all' : stage];
+    const model = new FCN({ kind: spec.kind, width: a.width, dropout: 0 });
+    model.initialize(0);
+    for (const l of model.layers()) l.trainable = spec.trainable(l.name, l.transposed);
+    const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
+    out[stage] = cpu(() => {
+      if (stage === 'fwd') model.predictLogits(x, 'float32').dispose();
+      else trainStep(model, opt, x, y, { precision: 'float32' });
+    });
+    opt.dispose();
+    model.dispose();
+  }
+  x.dispose();
+  y.dispose();
+  return out;
+}
+
+// ---- the model (docs/scaling.md) -------------------------------------------------------------
+
+/** What the model needs to know of one layer of the network (keras style, one image). */
+interface LayerCost {
+  name: string;
+  /** Forward multiply-adds × 2. */
+  flops: number;
+  params: { name: string; bytes: number }[];
+  trainable: boolean;
+}
+
+/** FLOPs and parameter bytes layer by layer, input to output, for a stage's trainable set. */
+async function layerCosts(stage: StageKind, width: number, size: number): Promise<LayerCost[]> {
+  const { FCN } = await import('../src/models/fcn.js');
+  const spec = STAGE_MODELS[stage];
+  const model = new FCN({ kind: spec.kind, width, numClasses: 21 });
+  try {
+    // Output side of each layer in the keras style: body convs at size/2^(block−1); conv6,
+    // conv7, score7 at 1/32; score4 at 1/16, score3 at 1/8; upsamplers read their input side.
+    const side = (name: string): number => {
+      const m = /^block(\d)_/.exec(name);
+      if (m) return size / 2 ** (Number(m[1]) - 1);
+      if (['conv6', 'conv7', 'score7', 'score7_upsample'].includes(name)) return size / 32;
+      if (['score4', 'skip4_upsample', 'fcn16'].includes(name)) return size / 16;
+      if (['score3', 'fcn8'].includes(name)) return size / 8;
+      if (name === 'fcn32') return size / 32;
+      throw new Error(`no size for ${name}`);
+    };
+    return model.layers().map((l) => {
+      const k = l.spec.kernel, hw = side(l.name) ** 2;
+      return {
+        name: l.name,
+        flops: 2 * k * k * l.spec.inChannels * l.spec.outChannels * hw,
+        params: l.params().map((p) => ({ name: p.name, bytes: 4 * p.dims.reduce((x, y) => x * y, 1) })),
+        trainable: spec.trainable(l.name, l.transposed),
+      };
+    });
+  } finally {
+    model.dispose();
+  }
+}
+
+export interface ModelInputs {
+  /** Seconds of compute per image on one machine (2 cores) for each stage's step, and a forward pass. */
+  compute: Record<StageKind | 'fwd', number>;
+  /** Our copies of the gradients out of and back into the engine, seconds per fp32 GB. */
+  copySecondsPerGb: number;
+  /** Per-message latency of the network, seconds. */
+  latency: number;
+  bucketMb: number;
+}
+
+interface Timeline {
+  backward: number;
+  /** Exchange time left after the backward pass. */
+  exposed: number;
+  /** The whole exchange, started after the backward pass. */
+  serial: number;
+  bytes: number;
+}
+
+/**
+ * One step's exchange against its backward pass. The backward pass takes 2/3 of the step's
+ * compute, spread over the layers in proportion to their FLOPs (a frozen layer costs its
+ * input gradient only, and only when a trainable layer lies below it); a parameter is ready
+ * when its layer's backward is done; buckets (as GradientReducer builds them) leave in order,
+ * one at a time, each costing a ring allreduce: 2(N−1)/N · bytes / bandwidth + 2(N−1) · latency.
+ */
+function timeline(layers: LayerCost[], stepSeconds: number, n: number, gbps: number, wireBytesPerFloat: number, m: ModelInputs): Timeline {
+  const trainableBelow = (i: number) => layers.slice(0, i).some((l) => l.trainable);
+  const cost = layers.map((l, i) => (l.trainable ? l.flops : 0) + (trainableBelow(i) ? l.flops : 0));
+  const forward = layers.reduce((sum, l) => sum + l.flops, 0);
+  const backwardFlops = cost.reduce((a, b) => a + b, 0);
+  const perFlop = stepSeconds / (forward + backwardFlops);
+  const backward = backwardFlops * perFlop;
+  // Ready times, output layers first (the reverse of the forward order).
+  const ready = new Map<string, number>();
+  let t = 0;
+  for (let i = layers.length - 1; i >= 0; i--) {
+    t += cost[i]! * perFlop;
+    if (layers[i]!.trainable) for (const p of layers[i]!.params) ready.set(p.name, t);
+  }
+  // Buckets as the reducer makes them: reverse order, the first one 1 MB, then bucketMb.
+  const params = layers.filter((l) => l.trainable).flatMap((l) => l.params).reverse();
+  const buckets: { bytes: number; ready: number }[] = [];
+  let cur = { bytes: 0, ready: 0 };
+  for (const p of params) {
+    const limit = buckets.length === 0 ? Math.min(1e6, m.bucketMb * 1e6) : m.bucketMb * 1e6;
+    if (cur.bytes > 0 && cur.bytes + p.bytes > limit) {
+      buckets.push(cur);
+      cur = { bytes: 0, ready: 0 };
+    }
+    cur.bytes += p.bytes;
+    cur.ready = Math.max(cur.ready, ready.get(p.name)!);
+  }
+  if (cur.bytes > 0) buckets.push(cur);
+  const ring = (bytes: number) => (n === 1 ? 0 : ((2 * (n - 1)) / n) * (bytes * wireBytesPerFloat / 4) / (gbps * 1e9 / 8) + 2 * (n - 1) * m.latency);
+  let end = 0, serial = 0;
+  for (const b of buckets) {
+    end = Math.max(end, b.ready) + ring(b.bytes);
+    serial += ring(b.bytes);
+  }
+  const bytes = buckets.reduce((s, b) => s + b.bytes, 0);
+  return { backward, exposed: n === 1 ? 0 : Math.max(0, end - backward), serial, bytes };
+}
+
+interface StepModel {
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+/** A step of `batch` images over n machines. */
+function step(layers: LayerCost[], stage: StageKind, batch: number, n: number, gbps: number, bf16: boolean, overlap: boolean, ddp: boolean, m: ModelInputs): StepModel {
+  const compute = m.compute[stage] * (batch / n);
+  const tl = timeline(layers, compute, n, gbps, bf16 ? 2 : 4, m);
+  // Ours copies every gradient out of the engine and back (DDP's gradients are views of its buckets).
+  const copies = n === 1 || ddp ? 0 : (m.copySecondsPerGb * tl.bytes) / 1e9;
+  const seconds = compute + copies + (n === 1 ? 0 : overlap ? tl.exposed : tl.serial);
+  return { seconds, imagesPerSecond: batch / seconds };
+}
+
+function fmtSeconds(s: number): string {
+  if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
+  if (s < 3600) return `${(s / 60).toFixed(1)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+
+/**
+ * Faster machines, to see where communication starts to dominate: the AVX-512 bf16 machine of
+ * BENCHMARKS.md (its measured 2.49 s bf16 training step, 2 threads), and, assumed (not
+ * measurements), a many-core server and an accelerator.
+ */
+const FAST_MACHINES = [
+  { seconds: 2.49, what: 'the 2-core Zen 4 of BENCHMARKS.md, bf16 compute' },
+  { seconds: 0.5, what: 'a many-core server, assumed' },
+  { seconds: 0.06, what: 'an accelerator, assumed' },
+];
+
+/** docs/scaling.md's tables, as markdown. */
+export async function scalingTables(m: ModelInputs): Promise<string> {
+  const size = 512, width = 1;
+  const layers = { all: await layerCosts('all', width, size), head: await layerCosts('head', width, size), new: await layerCosts('new', width, size) };
+  const bytes = (st: StageKind) => layers[st].filter((l) => l.trainable).flatMap((l) => l.params).reduce((a, p) => a + p.bytes, 0);
+  const out: string[] = [];
+  const speeds = [10, 25, 100];
+  const ns = [1, 2, 4, 8, 16, 32, 64];
+  out.push(`Gradient bytes per step (fp32): every layer ${(bytes('all') / 1e6).toFixed(0)} MB; FCN-32s head ${(bytes('head') / 1e6).toFixed(0)} MB; a new skip layer ${(bytes('new') / 1e3).toFixed(0)} kB.`);
+  out.push('');
+  // 1. The last stage (every layer trains): the table of step times.
+  for (const [title, batchOf] of [
+    ['global batch 16 (the seed\'s), 16/N images per machine', (n: number) => (n <= 16 ? 16 : NaN)],
+    ['1 image per machine per step (global batch N)', (n: number) => n],
+  ] as const) {
+    out.push(`**Every layer trains (last stage), ${title}.** Step time / images per second.`);
+    out.push('');
+    const head = ['N'];
+    for (const g of speeds) for (const p of ['fp32', 'bf16']) for (const o of ['overlap', 'serial']) head.push(`${g} Gb/s ${p} ${o}`);
+    out.push(`| ${head.join(' | ')} |`);
+    out.push(`|${head.map((_, i) => (i === 0 ? ' ---: ' : ' ---: ')).join('|')}|`);
+    for (const n of ns) {
+      const batch = batchOf(n);
+      if (!Number.isFinite(batch)) continue;
+      const cells = [String(n)];
+      for (const g of speeds)
+        for (const bf16 of [false, true])
+          for (const overlap of [true, false]) {
+            const r = step(layers.all, 'all', batch, n, g, bf16, overlap, false, m);
+            cells.push(`${r.seconds.toFixed(2)} / ${r.imagesPerSecond.toFixed(2)}`);
+          }
+      out.push(`| ${cells.join(' | ')} |`);
+    }
+    out.push('');
+  }
+  // 2. Parallel efficiency at the seed's batch: where adding machines stops paying.
+  out.push('**Parallel efficiency** (images/s per machine ÷ one machine\'s), every layer trains, global batch 16, fp32 with overlap / bf16 with overlap:');
+  out.push('');
+  out.push(`| N | ${speeds.map((g) => `${g} Gb/s`).join(' | ')} |`);
+  out.push(`| ---: | ${speeds.map(() => '---:').join(' | ')} |`);
+  const one = step(layers.all, 'all', 16, 1, 10, false, true, false, m).imagesPerSecond;
+  for (const n of [2, 4, 8, 16]) {
+    const cells = speeds.map((g) => {
+      const f = step(layers.all, 'all', 16, n, g, false, true, false, m).imagesPerSecond / (n * one);
+      const b = step(layers.all, 'all', 16, n, g, true, true, false, m).imagesPerSecond / (n * one);
+      return `${(100 * f).toFixed(0)}% / ${(100 * b).toFixed(0)}%`;
+    });
+    out.push(`| ${n} | ${cells.join(' | ')} |`);
+  }
+  out.push('');
+  // 2b. Where adding machines stops paying, for this machine and faster ones.
+  out.push(`**Where adding machines stops paying** (every layer trains, 1 image per machine per step, with overlap; the network alone: our gradient copies left out): parallel efficiency at N = 64, and the largest N ≤ 64 still at ≥ 80 %, fp32 / bf16 gradients. Compute per image on one machine: this machine's (measured), ${FAST_MACHINES.map((f) => `${f.seconds} s (${f.what})`).join(', ')}:`);
+  out.push('');
+  out.push(`| compute per image | ${speeds.map((g) => `${g} Gb/s at N = 64`).join(' | ')} | ${speeds.map((g) => `${g} Gb/s: N at ≥ 80 %`).join(' | ')} |`);
+  out.push(`| --- | ${speeds.map(() => '---:').join(' | ')} | ${speeds.map(() => '---:').join(' | ')} |`);
+  for (const c of [{ seconds: m.compute.all, what: 'this machine' }, ...FAST_MACHINES]) {
+    const mm: ModelInputs = { ...m, compute: { ...m.compute, all: c.seconds } };
+    const eff = (n: number, g: number, bf16: boolean) => step(layers.all, 'all', n, n, g, bf16, true, true, mm).imagesPerSecond / (n * step(layers.all, 'all', 1, 1, g, bf16, true, true, mm).imagesPerSecond);
+    const atMost = (g: number, bf16: boolean) => ns.filter((n) => eff(n, g, bf16) >= 0.8).at(-1) ?? 1;
+    const at64 = speeds.map((g) => `${(100 * eff(64, g, false)).toFixed(0)} % / ${(100 * eff(64, g, true)).toFixed(0)} %`);
+    const n80 = speeds.map((g) => `${atMost(g, false)} / ${atMost(g, true)}`);
+    out.push(`| ${c.seconds.toFixed(2)} s (${c.what}) | ${at64.join(' | ')} | ${n80.join(' | ')} |`);
+  }
+  out.push('');
+  // 3. The seed's schedule on VOC+SBD.
+  const images = 10582, batch = 16, epochs = 10, valImages = 1449;
+  const steps = Math.ceil(images / batch);
+  const stages: StageKind[] = ['head', 'new', 'new', 'all'];
+  out.push(`**The seed's schedule on VOC+SBD** (${images.toLocaleString('en-US')} images at 512², batch ${batch}, 4 stages × ${epochs} epochs with --init vgg16: FCN-32s head, FCN-16s and FCN-8s new layers, FCN-8s every layer; ${steps} steps per epoch; validation on VOC's ${valImages.toLocaleString('en-US')} val images after every epoch, shared among the machines). Wall time, fp32 / bf16 gradients, with overlap:`);
+  out.push('');
+  out.push(`| N | ${speeds.map((g) => `${g} Gb/s`).join(' | ')} | of which communication at 10 Gb/s fp32 |`);
+  out.push(`| ---: | ${speeds.map(() => '---:').join(' | ')} | ---: |`);
+  for (const n of [1, 2, 4, 8, 16]) {
+    const total = (g: number, bf16: boolean) =>
+      stages.reduce((sum, st) => sum + epochs * (steps * step(layers[st], st, batch, n, g, bf16, true, false, m).seconds + (valImages / n) * m.compute.fwd), 0);
+    const computeOnly = stages.reduce((sum, st) => sum + epochs * (steps * m.compute[st] * (batch / n) + (valImages / n) * m.compute.fwd), 0);
+    const cells = speeds.map((g) => `${fmtSeconds(total(g, false))} / ${fmtSeconds(total(g, true))}`);
+    out.push(`| ${n} | ${cells.join(' | ')} | ${fmtSeconds(total(10, false) - computeOnly)} |`);
+  }
+  out.push('');
+  // 4. Side by side with PyTorch DDP on the same numbers.
+  out.push("**Ours vs PyTorch DDP's scheme on the same numbers** (every layer trains, global batch 16, 25 Gb/s, fp32; DDP: the same buckets and overlap, no gradient copies — its gradients are views of its buckets with gradient_as_bucket_view):");
+  out.push('');
+  out.push('| N | ours step | DDP-like step | ours images/s | DDP-like images/s |');
+  out.push('| ---: | ---: | ---: | ---: | ---: |');
+  for (const n of [2, 4, 8, 16]) {
+    const o = step(layers.all, 'all', 16, n, 25, false, true, false, m), d = step(layers.all, 'all', 16, n, 25, false, true, true, m);
+    out.push(`| ${n} | ${o.seconds.toFixed(2)} s | ${d.seconds.toFixed(2)} s | ${o.imagesPerSecond.toFixed(2)} | ${d.imagesPerSecond.toFixed(2)} |`);
+  }
+  return out.join('\n');
 }
 
 // ---- the driver -----------------------------------------------------------------------------
@@ -127,7 +416,7 @@ function mpirunFound(): boolean {
 }
 
 /** Runs a worker (under mpirun with `ranks` > 0) and returns rank 0's result line. */
-function run(mode: 'allreduce' | 'step', a: WorkerArgs, ranks: number): Record<string, unknown> {
+function run(mode: 'allreduce' | 'step' | 'compute', a: WorkerArgs, ranks: number): Record<string, unknown> {
   const args = [...['--import', 'tsx', self, '--worker', mode], ...Object.entries(a).flatMap(([k, v]) => [`--${k}`, String(v)])];
   const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', OMPI_MCA_rmaps_base_oversubscribe: '1' };
   const r =
@@ -176,32 +465,84 @@ export function mpiRows(o: MpiBenchOptions = {}): MpiRow[] {
   if (stepIds.some(want)) {
     type Summary = { wall: number; cpu: number; exposed: number; copy: number };
     const one = run('step', { ...base, threads: 2 }, 0) as { overlap: Summary };
-    const two = run('step', base, 2) as { overlap: Summary; noOverlap: Summary };
+    const two = run('step', base, 2) as { bytes: number; overlap: Summary; noOverlap: Summary };
     const at = `${what}, ${size}², global batch 2, fp32, Adam`;
     add('mpi_step_1x2_ms', one.overlap.wall, `training step, ${at}: 1 process × 2 threads (CPU ${(one.overlap.cpu / 1000).toFixed(1)} s)`);
     add('mpi_step_2x1_ms', two.overlap.wall, `the same on 2 ranks × 1 thread, fp32 gradients in 25 MB buckets with overlap (rank 0's CPU ${(two.overlap.cpu / 1000).toFixed(1)} s; without overlap ${two.noOverlap.wall.toFixed(0)} ms)`);
     add('mpi_step_2x1_exposed_ms', two.overlap.exposed, `the exchange's time after the backward pass with overlap (without: ${two.noOverlap.exposed.toFixed(0)} ms); gradient copies in and out ${two.overlap.copy.toFixed(0)} ms`);
     add('mpi_overlap_hidden_pct', 100 * Math.max(0, 1 - two.overlap.exposed / two.noOverlap.exposed), 'share of the exchange hidden behind the backward pass: 1 − exposed with overlap / exposed without');
+    add('mpi_copy_s_per_gb', two.overlap.copy / 1000 / (two.bytes / 1e9), 'our gradient copies (out of the engine into the buckets, and back), seconds per GB of fp32 gradients');
+  }
+  const computeIds = ['fwd', 'all', 'head', 'new'].map((k) => `mpi_compute_${k}_s`);
+  if (computeIds.some(want)) {
+    const r = run('compute', { ...base, size, threads: 1 }, 0) as Record<'fwd' | 'all' | 'head' | 'new', number>;
+    const at = `${size}², fp32, 1 thread, CPU seconds per image`;
+    add('mpi_compute_fwd_s', r.fwd, `FCN-8s forward (validation), ${at}`);
+    add('mpi_compute_all_s', r.all, `training step, FCN-8s every layer trainable (the last stage), ${at}`);
+    add('mpi_compute_head_s', r.head, `training step, FCN-32s with VGG16 frozen (the first stage with --init), ${at}`);
+    add('mpi_compute_new_s', r.new, `training step, FCN-8s training score3 only (the 16s/8s stages), ${at}`);
   }
   return rows;
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { worker: { type: 'string' }, width: { type: 'string' }, size: { type: 'string' }, reps: { type: 'string' }, batch: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' } },
+    options: {
+      worker: { type: 'string' }, width: { type: 'string' }, size: { type: 'string' }, reps: { type: 'string' }, batch: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' },
+      model: { type: 'boolean' }, results: { type: 'string' }, 'speedup-2': { type: 'string' }, latency: { type: 'string' }, 'copy-s-per-gb': { type: 'string' },
+      'compute-fwd-s': { type: 'string' }, 'compute-all-s': { type: 'string' }, 'compute-head-s': { type: 'string' }, 'compute-new-s': { type: 'string' },
+    },
   });
   const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
   if (values.worker) {
     const a: WorkerArgs = { width: num(values.width, 1), size: num(values.size, 512), reps: num(values.reps, 3), batch: num(values.batch, 2), threads: num(values.threads, 1) };
-    const result = values.worker === 'allreduce' ? await workerAllreduce(a) : await workerStep(a, process.env.OMPI_COMM_WORLD_SIZE !== undefined);
+    const result = values.worker === 'allreduce' ? await workerAllreduce(a) : values.worker === 'compute' ? await workerCompute(a) : await workerStep(a, process.env.OMPI_COMM_WORLD_SIZE !== undefined);
     const rank = Number(process.env.OMPI_COMM_WORLD_RANK ?? 0);
     if (rank === 0) console.log(`RESULT ${JSON.stringify(result)}`);
+    return;
+  }
+  if (values.model) {
+    // Measured inputs: the mpi_* rows of bench/mpi-results.json (or results.json, or flags). One thread's CPU seconds
+    // become one 2-core machine's by the 2-thread speed-up (BENCHMARKS.md: 1.94–1.95×).
+    let measured: Record<string, number> = {};
+    const file = values.results ?? path.join(here, 'mpi-results.json');
+    try {
+      const { readFileSync } = await import('node:fs');
+      const json = JSON.parse(readFileSync(file, 'utf8')) as { rows: { id: string; value?: number }[] };
+      measured = Object.fromEntries(json.rows.filter((r) => r.id.startsWith('mpi_') && r.value !== undefined).map((r) => [r.id, r.value!]));
+    } catch {
+      console.error(`bench/mpi.ts: no mpi_* rows in ${file}: using the flags`);
+    }
+    const get = (flag: string, id: string) => {
+      const v = values[flag as keyof typeof values] as string | undefined;
+      const n = v !== undefined ? Number(v) : measured[id];
+      if (n === undefined || !Number.isFinite(n)) throw new Error(`--${flag} is needed (no ${id} measured in ${file})`);
+      return n;
+    };
+    const speedup = num(values['speedup-2'], 1.95);
+    const m: ModelInputs = {
+      compute: {
+        fwd: get('compute-fwd-s', 'mpi_compute_fwd_s') / speedup,
+        all: get('compute-all-s', 'mpi_compute_all_s') / speedup,
+        head: get('compute-head-s', 'mpi_compute_head_s') / speedup,
+        new: get('compute-new-s', 'mpi_compute_new_s') / speedup,
+      },
+      copySecondsPerGb: get('copy-s-per-gb', 'mpi_copy_s_per_gb'),
+      latency: num(values.latency, 30e-6),
+      bucketMb: 25,
+    };
+    console.log(`inputs: ${JSON.stringify(m)}\n`);
+    console.log(await scalingTables(m));
     return;
   }
   const only = values.only ? new Set(values.only.split(',')) : null;
   const load0 = os.loadavg();
   const rows = mpiRows({ width: num(values.width, 1), size: num(values.size, 512), reps: num(values.reps, 3), want: (id) => !only || only.has(id), log: (r) => console.error(`bench: ${r.id} = ${r.value}`) });
-  console.log(`\nload average ${load0.map((l) => l.toFixed(1)).join(' ')} → ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (${os.cpus()[0]?.model}, ${os.availableParallelism()} cores)`);
+  const load1 = os.loadavg();
+  console.log(`\nload average ${load0.map((l) => l.toFixed(1)).join(' ')} → ${load1.map((l) => l.toFixed(1)).join(' ')} (${os.cpus()[0]?.model}, ${os.availableParallelism()} cores)`);
+  const { writeFileSync } = await import('node:fs');
+  const machine = { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, date: new Date().toISOString(), loadavg_start: load0, loadavg_end: load1 };
+  writeFileSync(path.join(here, 'mpi-results.json'), JSON.stringify({ machine, rows }, null, 2) + '\n');
   for (const r of rows) console.log(`${r.id.padEnd(26)} ${String(r.value).padStart(9)}  ${r.note}`);
 }
 
