@@ -63,14 +63,14 @@ async function workerAllreduce(a: WorkerArgs): Promise<Record<string, unknown>> 
   // Only the bucket layout is needed: every parameter, as in the last stage (all trainable).
   const reducer = new GradientReducer(s.mpi, model.params(), { precision: 'float32', bucketMb: DEFAULT_BUCKET_MB });
   model.dispose();
-  for (const b of reducer.buckets) b.buffer.fill(1e-3 * (s.rank + 1));
+  const buffers = reducer.buckets.map((b) => new Float32Array(b.size).fill(1e-3 * (s.rank + 1)));
   const out: Record<string, unknown> = { bytes: reducer.bytes, buckets: reducer.buckets.length, ranks: s.size };
   for (const precision of ['float32', 'bfloat16'] as const) {
     const times: number[] = [];
     for (let i = 0; i <= a.reps; i++) {
       s.mpi.barrier();
       const t0 = performance.now();
-      const ids = reducer.buckets.map((b) => s.mpi.iallreduce(b.buffer, { precision, scale: 0.5 }));
+      const ids = buffers.map((b) => s.mpi.iallreduce(b, { precision, scale: 0.5 }));
       for (const id of ids) s.mpi.wait(id);
       if (i > 0) times.push(performance.now() - t0); // the first is the warm-up
     }

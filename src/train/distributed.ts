@@ -58,7 +58,14 @@ interface Slot {
 
 interface Bucket {
   slots: Slot[];
-  buffer: Float32Array;
+  /** Elements. */
+  size: number;
+  /**
+   * What travels. A bucket of several parameters has a buffer of its own that their gradients
+   * are copied into; a bucket of one parameter (conv6, conv7: most of the bytes) sends that
+   * gradient's own array, saving a copy.
+   */
+  buffer: Float32Array | null;
   /** Gradients of this step still to come. */
   pending: number;
   /** The request in flight, once started. */
@@ -105,7 +112,7 @@ export class GradientReducer {
     const close = () => {
       if (current.length === 0) return;
       const size = current.reduce((s, x) => s + x.size, 0);
-      this.buckets.push({ slots: current, buffer: new Float32Array(size), pending: 0, request: null });
+      this.buckets.push({ slots: current, size, buffer: current.length > 1 ? new Float32Array(size) : null, pending: 0, request: null });
       current = [];
       bytes = 0;
     };
@@ -123,7 +130,7 @@ export class GradientReducer {
   }
 
   get bytes(): number {
-    return this.buckets.reduce((s, b) => s + 4 * b.buffer.length, 0);
+    return this.buckets.reduce((s, b) => s + 4 * b.size, 0);
   }
 
   /** A new step: gradients will be multiplied by `scale` once summed. */
@@ -149,7 +156,9 @@ export class GradientReducer {
     const g = p.grad!;
     if (g.dtype !== 'float32') throw new Error(`${p.name}: its gradient is ${g.dtype}; the reducer sums float32`);
     const b = this.buckets[slot.bucket]!;
-    b.buffer.set(g.toArray() as Float32Array, slot.offset);
+    const values = g.toArray() as Float32Array;
+    if (b.slots.length === 1) b.buffer = values;
+    else b.buffer!.set(values, slot.offset);
     this.copyMs += performance.now() - t0;
     this.filled.add(p);
     b.pending--;
@@ -160,7 +169,7 @@ export class GradientReducer {
   private startReady(duringBackward: boolean): void {
     while (this.next < this.buckets.length && this.buckets[this.next]!.pending === 0) {
       const b = this.buckets[this.next++]!;
-      b.request = this.mpi.iallreduce(b.buffer, { precision: this.options.precision, scale: this.scale });
+      b.request = this.mpi.iallreduce(b.buffer!, { precision: this.options.precision, scale: this.scale });
       if (duringBackward) this.startedDuringBackward++;
     }
   }
@@ -176,7 +185,8 @@ export class GradientReducer {
     try {
       for (const b of this.buckets) {
         if (b.pending === 0) continue;
-        for (const s of b.slots) if (!this.filled.has(s.param)) b.buffer.fill(0, s.offset, s.offset + s.size);
+        if (!b.buffer || b.slots.length === 1) b.buffer = new Float32Array(b.size);
+        else for (const s of b.slots) if (!this.filled.has(s.param)) b.buffer.fill(0, s.offset, s.offset + s.size);
         b.pending = 0;
       }
       this.startReady(false);
@@ -185,7 +195,7 @@ export class GradientReducer {
       const t1 = performance.now();
       for (const b of this.buckets) {
         for (const s of b.slots) {
-          const values = b.buffer.subarray(s.offset, s.offset + s.size);
+          const values = b.buffer!.subarray(s.offset, s.offset + s.size);
           const g = s.param.grad;
           if (g && !g.disposed && g.layout === 'plain' && g.dtype === 'float32') native.writeArray(g, values);
           else s.param.setGrad(native.fromArray(s.param.dims, values));
@@ -195,6 +205,8 @@ export class GradientReducer {
       return { buckets: this.buckets.length, bytes: this.bytes, startedDuringBackward: this.startedDuringBackward, copyMs: this.copyMs, exposedMs };
     } finally {
       this.active = false;
+      // A one-parameter bucket's array was that step's gradient: let it go.
+      for (const b of this.buckets) if (b.slots.length === 1) b.buffer = null;
     }
   }
 }
