@@ -26,6 +26,7 @@ import { startMpi, mpiLaunch, type AllreducePrecision, type MpiNative, type MpiS
 import type { FCN } from '../models/fcn.js';
 import type { Param } from '../nn/param.js';
 import { DataLoader, type Batch, type LoaderOptions } from '../data/loader.js';
+import { mixSeed } from '../data/prng.js';
 import type { StepOptions, StepResult } from './step.js';
 import os from 'node:os';
 
@@ -344,7 +345,10 @@ export class Distributed {
       if (b.n > 0) {
         x = native.fromArray([b.n, 3, b.height, b.width], b.images);
         y = native.fromArray([b.n, b.height, b.width], b.labels);
-        const f = model.forwardTrain(x, o.precision ?? 'float32', o.seed ?? 0);
+        // Dropout masks are drawn over this rank's tensor: with the step's seed alone every rank
+        // would drop the same units of its j-th image, so the rank goes into the seed. The masks
+        // are independent per image as in one process, though not the same draws.
+        const f = model.forwardTrain(x, o.precision ?? 'float32', mixSeed(o.seed ?? 0, 0xd0, this.rank));
         logits = f.logits;
         tape = f.tape;
         const ce = native.softmaxCrossEntropy(logits, y, { reduction: 'sum' });
