@@ -166,6 +166,9 @@ function then(x: Tensor, f: (x: Tensor) => Tensor): Tensor {
  */
 export const IDLE_BUFFER_LIMIT = 256 * 2 ** 20;
 
+/** The network and image size of the last image segmented (this thread's engine has its own pool). */
+let lastShape = '';
+
 /** Releases the engine's idle buffers when they exceed `limit` bytes. */
 export function releaseIdleBuffers(limit = IDLE_BUFFER_LIMIT): void {
   if (native.poolStats().pooledBytes > limit) native.poolTrim();
@@ -462,6 +465,11 @@ export function segmentImage(model: FCN, rgb: RgbImage, options: InferenceOption
   const tiling = o.tiling ?? 'auto';
   const classes = o.classNames ?? modelClassNames(model);
   const tiled = tiling === 'tiled' || (tiling === 'auto' && wholeImageBytes(model, height, width) > o.memoryBudget);
+  // The idle buffers the last image left fit only an image of its size and network: before
+  // any other, they are released, so the peak is one image's working set, not two.
+  const shape = `${model.style}/${model.width}/${model.numClasses}/${width}×${height}/${tiled}`;
+  if (shape !== lastShape) native.poolTrim();
+  lastShape = shape;
   try {
     if (tiled) {
       const { outputs, plan } = tiledForward(model, rgb, o);

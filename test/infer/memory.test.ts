@@ -1,6 +1,7 @@
 // Images of many sizes one after another: the engine's idle buffers (pooled by exact size, so
-// no later image of another size reuses them) are released once over the limit, so memory
-// stays flat over a split or a folder of photos.
+// no image of another size reuses them) are kept for an image of the same size, released
+// before one of another size and whenever over the limit, so memory stays flat over a split or
+// a folder of photos.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../../src/engine/binding.js';
@@ -13,25 +14,30 @@ configureEngine({ threads: 2, precision: 'float32' });
 const sizes: [number, number][] = Array.from({ length: 8 }, (_, i) => [120 + 13 * i, 90 + 7 * i]);
 const image = (w: number, h: number) => ({ data: new Uint8Array(w * h * 3).map((_, i) => (i * 7) % 256), width: w, height: h });
 
-test('idle buffers stay under the limit after every image of a new size, and pile up without it', () => {
+test('idle buffers stay under the limit after every image, are reused by an image of the same size and released before one of another size', () => {
   const model = new FCN({ kind: 'fcn8', width: 0.0625 });
   model.initialize(1);
+  const pooled = () => native.poolStats().pooledBytes;
   try {
     native.poolTrim();
     const limit = 4 * 2 ** 20;
     for (const [w, h] of sizes) {
       segmentImage(model, image(w, h), { idleBufferLimit: limit });
-      const idle = native.poolStats().pooledBytes;
-      assert.ok(idle <= limit, `${w}×${h}: ${idle} idle bytes over ${limit}`);
+      assert.ok(pooled() <= limit, `${w}×${h}: ${pooled()} idle bytes over ${limit}`);
     }
-    // The same run without releasing: what the limit prevents.
+    // Without a limit: what one image leaves is kept for the next of its size...
+    const [a, b] = [image(...sizes[0]!), image(...sizes[1]!)];
+    segmentImage(model, a, { idleBufferLimit: Infinity });
+    const afterA = pooled();
+    assert.ok(afterA > 0);
+    segmentImage(model, a, { idleBufferLimit: Infinity });
+    assert.equal(pooled(), afterA, 'the same size reuses the idle buffers');
+    // ...and released before an image of another size: only the new image's are left.
+    segmentImage(model, b, { idleBufferLimit: Infinity });
+    const afterB = pooled();
     native.poolTrim();
-    let kept = 0;
-    for (const [w, h] of sizes) {
-      segmentImage(model, image(w, h), { idleBufferLimit: Infinity });
-      kept = native.poolStats().pooledBytes;
-    }
-    assert.ok(kept > 4 * limit, `without releasing, ${kept} idle bytes pile up`);
+    segmentImage(model, b, { idleBufferLimit: Infinity });
+    assert.equal(afterB, pooled(), `after ${sizes[0]} then ${sizes[1]}, only the second's buffers are idle`);
   } finally {
     model.dispose();
     native.poolTrim();
