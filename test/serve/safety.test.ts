@@ -184,28 +184,35 @@ test('a full queue answers 503 with Retry-After at once; the waiting ones are an
 test('/api/health answers at once while the worker runs a model (a real forward pass, and a blocked worker)', async () => {
   // A large picture through the three models: long enough to ask several times meanwhile.
   const big = await sharp(await discPicture(256)).resize(1000, 1000, { kernel: 'nearest' }).png().toBuffer();
-  for (const target of [server, await startServer({ weights: [files[0]!], delayMs: 1500 })]) {
-    try {
-      let done = false;
-      const job = fetch(target.url + '/api/segment', { method: 'POST', body: new Uint8Array(big) }).then(async (r) => {
-        done = true;
-        return r.status;
-      });
-      const answers: { ms: number; running: number }[] = [];
-      for (let i = 0; i < 100 && !done; i++) {
-        const t0 = performance.now();
-        const h = (await (await fetch(target.url + '/api/health')).json()) as any;
-        answers.push({ ms: performance.now() - t0, running: h.queue.running });
-        await new Promise((r) => setTimeout(r, 30));
-      }
-      assert.equal(await job, 200);
-      const during = answers.filter((a) => a.running === 1);
-      assert.ok(during.length >= 2, `health answered ${during.length} times during the inference`);
-      const slowest = Math.max(...during.map((a) => a.ms));
-      assert.ok(slowest < 250, `health took up to ${slowest.toFixed(0)} ms during the inference`);
-    } finally {
-      if (target !== server) await target.close();
+  const check = async (target: TestServer, what: string) => {
+    let done = false;
+    const t0 = performance.now();
+    const job = fetch(target.url + '/api/segment', { method: 'POST', body: new Uint8Array(big) }).then((r) => {
+      done = true;
+      return r.status;
+    });
+    const answers: { ms: number; running: number }[] = [];
+    for (let i = 0; i < 100 && !done; i++) {
+      const start = performance.now();
+      const h = (await (await fetch(target.url + '/api/health')).json()) as any;
+      answers.push({ ms: performance.now() - start, running: h.queue.running });
+      await new Promise((r) => setTimeout(r, 30));
     }
+    assert.equal(await job, 200, what);
+    const jobMs = performance.now() - t0;
+    const during = answers.filter((a) => a.running === 1).map((a) => a.ms).sort((a, b) => a - b);
+    assert.ok(during.length >= 2, `${what}: health answered ${during.length} times during the ${jobMs.toFixed(0)} ms inference`);
+    // Not held up by the model: far quicker than the job (bounds loose enough for a busy machine).
+    const median = during[during.length >> 1]!;
+    assert.ok(median < Math.min(250, jobMs / 4), `${what}: health took ${median.toFixed(0)} ms (median) during a ${jobMs.toFixed(0)} ms inference`);
+    assert.ok(during.at(-1)! < 1000, `${what}: health took up to ${during.at(-1)!.toFixed(0)} ms`);
+  };
+  await check(server, 'a real forward pass');
+  const blocked = await startServer({ weights: [files[0]!], delayMs: 1500 });
+  try {
+    await check(blocked, 'a blocked worker');
+  } finally {
+    await blocked.close();
   }
 });
 
