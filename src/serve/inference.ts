@@ -138,13 +138,26 @@ export class Inference {
     return m;
   }
 
-  private submit(input: JobInput): Promise<WorkerMessage> {
-    if (this.closed) return Promise.reject(new HttpError(503, 'the server is shutting down'));
+  /**
+   * Throws the 503 a new job would get now (the queue is full), so that a request can be
+   * refused before its upload is decoded; submit() checks again.
+   */
+  admit(): void {
+    if (this.closed) throw new HttpError(503, 'the server is shutting down');
     const busy = this.current !== null || this.worker === null;
     if (busy && this.waiting.length >= this.options.queueLimit) {
       this.refused++;
-      const seconds = Math.max(1, Math.ceil((((this.averageMs ?? 1000) * (this.waiting.length + 1)) / 1000)));
-      return Promise.reject(new HttpError(503, `the server is busy: ${this.waiting.length} picture${this.waiting.length === 1 ? '' : 's'} already wait for the model (--queue ${this.options.queueLimit}); retry in ${seconds} s`, { 'retry-after': String(seconds) }));
+      const seconds = Math.max(1, Math.ceil(((this.averageMs ?? 1000) * (this.waiting.length + 1)) / 1000));
+      const n = this.waiting.length;
+      throw new HttpError(503, `the server is busy: ${n} picture${n === 1 ? ' already waits' : 's already wait'} for the model (--queue ${this.options.queueLimit}); retry in ${seconds} s`, { 'retry-after': String(seconds) });
+    }
+  }
+
+  private submit(input: JobInput): Promise<WorkerMessage> {
+    try {
+      this.admit();
+    } catch (e) {
+      return Promise.reject(e);
     }
     const job = { ...input, id: this.nextId++ } as Job;
     return new Promise<WorkerMessage>((resolve, reject) => {

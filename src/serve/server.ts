@@ -12,7 +12,7 @@ import { vocPalette } from '../io/image.js';
 import { modelTitle } from '../infer/segment-files.js';
 import { HttpError, errorBody } from './errors.js';
 import { Inference } from './inference.js';
-import { decodeUpload, tooLarge, ACCEPTED, megapixels, type UploadLimits } from './uploads.js';
+import { decodeUpload, tooLarge, ACCEPTED, type UploadLimits } from './uploads.js';
 import { makeExamples, type Example } from './examples.js';
 import { LogTail, findRun, findRuns, runFile, summarizeRun, runUrl, type RunRef } from './runs.js';
 import type { ModelInfo, SegmentAnswer } from './protocol.js';
@@ -235,14 +235,8 @@ export async function createServer(config: ServeConfig): Promise<Served> {
   };
   const flag = (v: unknown) => v === '1' || v === 'true' || v === '';
 
-  /** Refuses at once when the queue is full, before any upload is read or decoded. */
-  const admit = () => {
-    const s = inference.stats();
-    if (s.running + s.waiting > s.queueLimit) {
-      const seconds = Math.max(1, Math.ceil(((s.recentJobMs ?? 1000) * (s.waiting + 1)) / 1000));
-      throw new HttpError(503, `the server is busy: ${s.waiting} pictures already wait for the model (--queue ${s.queueLimit}); retry in ${seconds} s`, { 'retry-after': String(seconds) });
-    }
-  };
+  /** Refuses at once when the queue is full, before the upload is decoded. */
+  const admit = () => inference.admit();
 
   app.get('/api/health', async () => ({
     status: 'ok',
@@ -392,4 +386,3 @@ export async function createServer(config: ServeConfig): Promise<Served> {
   return { app, inference, models };
 }
 
-export { megapixels };

@@ -170,7 +170,7 @@ test('a full queue answers 503 with Retry-After at once; the waiting ones are an
     assert.equal(busy.length, 2, 'the others are refused');
     for (const b of busy) {
       assert.ok(Number(b.retryAfter) >= 1, `Retry-After ${b.retryAfter}`);
-      assert.match(b.json.error, /^the server is busy: 1 picture already waits? for the model \(--queue 1\); retry in \d+ s$/);
+      assert.match(b.json.error, /^the server is busy: 1 picture already waits for the model \(--queue 1\); retry in \d+ s$/);
       assert.ok(b.ms < 600, `refused at once (${b.ms.toFixed(0)} ms), not after waiting`);
     }
     const h = (await (await fetch(slow.url + '/api/health')).json()) as any;
