@@ -387,7 +387,7 @@ export async function scalingTables(m: ModelInputs): Promise<string> {
   const stages: StageKind[] = ['head', 'new', 'new', 'all'];
   out.push(`**The seed's schedule on VOC+SBD** (${images.toLocaleString('en-US')} images at 512², batch ${batch}, 4 stages × ${epochs} epochs with --init vgg16: FCN-32s head, FCN-16s and FCN-8s new layers, FCN-8s every layer; ${steps} steps per epoch; validation on VOC's ${valImages.toLocaleString('en-US')} val images after every epoch, shared among the machines). Wall time, fp32 / bf16 gradients, with overlap:`);
   out.push('');
-  out.push(`| N | ${speeds.map((g) => `${g} Gb/s`).join(' | ')} | of which communication at 10 Gb/s fp32 |`);
+  out.push(`| N | ${speeds.map((g) => `${g} Gb/s`).join(' | ')} | of which exchange and copies, 10 Gb/s fp32 |`);
   out.push(`| ---: | ${speeds.map(() => '---:').join(' | ')} | ---: |`);
   for (const n of [1, 2, 4, 8, 16]) {
     const total = (g: number, bf16: boolean) =>

@@ -163,7 +163,8 @@ export async function runTraining(config: TrainConfig, runDir: string, resume: b
       console.error('\nfcn train: second Ctrl-C, exiting without saving');
       process.exit(130);
     }
-    console.error('\nfcn train: Ctrl-C: finishing the step and saving a checkpoint (Ctrl-C again to quit at once)');
+    // Data-parallel: every rank gets the signal (kill -INT to the ranks); rank 0 speaks.
+    if (root) console.error(`\nfcn train: Ctrl-C: finishing the step${distributed ? ' the ranks agree on' : ''} and saving a checkpoint (Ctrl-C again to quit at once)`);
     abort.abort();
   };
   process.on('SIGINT', onSigint);
