@@ -30,7 +30,8 @@
       "sources": ["native/mpi.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!@(node scripts/find-mpi.cjs include)"],
       "libraries": ["<!@(node scripts/find-mpi.cjs libs)", "-ldl"],
-      "ldflags": ["<!@(node scripts/find-mpi.cjs ldflags)"],
+      # -z nodelete: MPI, once initialised, must outlive any environment that loaded the addon.
+      "ldflags": ["-Wl,-z,nodelete", "<!@(node scripts/find-mpi.cjs ldflags)"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra"],

@@ -58,6 +58,8 @@ elif [ -n "$stale_mpi" ]; then
   # the engine's module as it is.
   echo "setup: building the MPI addon"
   { npx --no-install node-gyp configure --loglevel=error && npx --no-install node-gyp build --loglevel=error; } >/tmp/fcn-node-gyp.log 2>&1 || { cat /tmp/fcn-node-gyp.log >&2; exit 1; }
+  # make leaves a module whose inputs did not change as it was: mark it current.
+  touch "$mpi_addon"
 fi
 
 # TypeScript: rebuild when any source is newer than the stamp.
