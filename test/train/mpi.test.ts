@@ -9,7 +9,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { synthesizeDataset } from '../../src/data/synth.js';
 import { configureEngine } from '../../src/engine/config.js';
-import { mpiAvailability } from '../../src/engine/mpi.js';
+import { MPI_EXPORTS, mpiAvailability } from '../../src/engine/mpi.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
 import { defaultConfig, type TrainConfig } from '../../src/train/config.js';
@@ -95,6 +95,27 @@ const moved = (a: Map<string, Float32Array>, b: Map<string, Float32Array>) => wo
 // the gradients, so the scaling of the summed gradients is checked with SGD (mean and sum).
 const TOLERANCE = 2e-5;
 const ADAM_TOLERANCE = 1e-3;
+
+test('the MPI binding exports what src/engine/mpi.ts types, and refuses bad arguments naming the function (without initialising MPI here)', { skip }, () => {
+  if (!addon.available) return;
+  const mpi = addon.mpi;
+  assert.deepEqual(Object.keys(mpi).sort(), [...MPI_EXPORTS].sort());
+  assert.match(addon.version.library, /\S/);
+  const cases: [() => unknown, RegExp][] = [
+    [() => mpi.allreduce(new Float32Array(4)), /^allreduce: MPI is not initialised: call init\(\) first$/],
+    [() => mpi.wait(1), /^wait: MPI is not initialised/],
+    [() => mpi.barrier(), /^barrier: MPI is not initialised/],
+    [() => mpi.init({ pollMicros: 0 }), /^init: pollMicros must be a finite number in \[1/],
+    [() => mpi.init({ timeoutSeconds: 'soon' as unknown as number }), /^init: timeoutSeconds must be a number$/],
+    [() => mpi.init([] as unknown as object), /^init: options must be an object$/],
+    [() => mpi.checksum(42 as unknown as Float32Array), /^checksum: the data must be a typed array$/],
+    [() => mpi.test(1.5), /^test: id must be an integer/],
+    [() => mpi.abort(), /^abort: MPI is not initialised/],
+  ];
+  for (const [call, message] of cases) assert.throws(call, { message });
+  assert.equal(mpi.checksum(Float32Array.of(1, 2)), mpi.checksum(new Uint8Array(Float32Array.of(1, 2).buffer)), 'a checksum of the bytes');
+  assert.equal(mpi.state().initialized, false);
+});
 
 /** Runs a script on 2 ranks and returns each rank's JSON line. */
 async function onTwoRanks(name: string, body: string): Promise<{ code: number | null; ranks: unknown[]; output: string }> {
