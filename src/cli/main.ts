@@ -55,7 +55,7 @@ export const predictSpec = defineCommand({
     weights: { type: 'string', value: 'FILE|NAME', help: 'the model\'s weights: .safetensors, Keras .h5, .caffemodel, or a fetched name (fcn8s…)', default: REQUIRED },
     image: { type: 'string', value: 'FILE', help: 'a JPEG or PNG image', default: REQUIRED },
     labels: { type: 'string', value: 'FILE', help: 'where to write the label map', default: '<image name>_labels.png in the current folder' },
-    logits: { type: 'string', value: 'FILE', help: 'where to write the logits (.npy)', default: 'not written' },
+    logits: { type: 'string', value: 'FILE', help: 'where to write the logits (.npy; 4 bytes × classes per pixel, ~1 GB for 12 MP, held in memory)', default: 'not written' },
     'max-pixels': { type: 'string', value: 'N', help: 'refuse a larger image before decoding it (its header gives the size)', default: String(DEFAULT_MAX_PIXELS) },
     ...engineOptionSpecs,
   },

@@ -140,7 +140,7 @@ export function wholeImageBytes(model: FCN, height: number, width: number): numb
   return wholeBytesPerPixel(model) * (height + g) * (width + g);
 }
 
-const FLOAT_CONTEXT = (precision: Precision): ForwardContext => ({ training: false, precision, tape: null, seed: 0 });
+const inferenceContext = (precision: Precision): ForwardContext => ({ training: false, precision, tape: null, seed: 0 });
 
 /** A tensor's values as float32 (bfloat16 widened: exact). */
 function toFloat32(t: Tensor): Float32Array {
@@ -288,7 +288,7 @@ const side = (bytes: number, perPixel: number) => Math.floor(Math.sqrt(bytes / p
  */
 function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptions, 'precision' | 'means' | 'memoryBudget' | 'name'>> & InferenceOptions): { outputs: Outputs; plan: InferencePlan } {
   const { width: W, height: H } = rgb;
-  const ctx = FLOAT_CONTEXT(o.precision);
+  const ctx = inferenceContext(o.precision);
   const budget = o.memoryBudget;
   const K = model.numClasses;
 
@@ -297,7 +297,7 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
   const kept = [sup.pool5, ...(model.score4 ? [sup.pool4] : []), ...(model.score3 ? [sup.pool3] : [])];
   const margin = marginFor(...kept);
   const minTile = 2 * Math.ceil(margin / 32) * 32 + 64;
-  let tileSize = o.tileSize ?? Math.max(minTile, Math.floor((side(budget, bodyBytesPerPixel(model)) - conv1Growth(model)) / 32) * 32);
+  const tileSize = o.tileSize ?? Math.max(minTile, Math.floor((side(budget, bodyBytesPerPixel(model)) - conv1Growth(model)) / 32) * 32);
   if (!(Number.isInteger(tileSize) && tileSize % 32 === 0 && tileSize >= minTile)) throw new Error(`tileSize must be a multiple of 32 of at least ${minTile} (this model's margins are ${margin} px), got ${o.tileSize}`);
   const rowPlan = planAxis(H, tileSize, margin, 32), colPlan = planAxis(W, tileSize, margin, 32);
   const sizesY = backboneSizes(model, H), sizesX = backboneSizes(model, W);
