@@ -34,7 +34,7 @@ after(async () => {
 });
 
 async function post(server: TestServer, url: string, body: Buffer, type = 'application/octet-stream') {
-  const r = await fetch(server.url + url, { method: 'POST', body, headers: { 'content-type': type } });
+  const r = await fetch(server.url + url, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': type } });
   return { status: r.status, json: (await r.json()) as any, headers: r.headers };
 }
 
