@@ -6,11 +6,14 @@
 // ~1.1 kB of activations per pixel at full width (a 12 MP photo: ~13 GB), so above a memory
 // budget the forward pass runs in stages, each within the budget:
 //
-//  1. the VGG16 body in square tiles of the input, keeping block5_pool and the skips' class
-//     scores (score4 on block4_pool, score3 on block3_pool: 1×1 convolutions, so per pixel).
-//     Tiles start on the 32-pixel grid and overlap by the receptive field of block5_pool
-//     (212 px: margins of 107 px, 128 with the grid), so every stitched pixel equals the
-//     whole image's (see tiling.ts). What is kept is small: ~4 bytes per input pixel.
+//  1. the VGG16 body in windows whose stitched maps equal the whole image's (tiling.ts):
+//     blocks 1-3 in image tiles on the 8-pixel grid overlapping by block3_pool's receptive
+//     field (44 px: margins of 24), keeping block3_pool and score3 (1×1, so per pixel); then
+//     blocks 4-5 in windows of the stitched block3_pool, keeping block5_pool and score4. When
+//     block3_pool (16 bytes per input pixel at full width) would take more than half the
+//     budget (over ~17 MP), all five blocks run in image tiles on the 32-pixel grid instead,
+//     overlapping by block5_pool's receptive field (212 px: margins of 128) and keeping
+//     ~4 bytes per input pixel — more work, as bounded memory.
 //  2. conv6 → conv7 → score7 on the stitched block5_pool (1/32 of the input's pixels, but
 //     4096 channels), in windows overlapping by conv6's reach (3 pixels) when over budget;
 //  3. the skips' upsampling and sums on the whole 1/16 and 1/8 score maps (21 channels);
@@ -20,7 +23,8 @@
 // Every pixel of every stage is computed from exactly the values the whole-image pass uses, so
 // the logits equal the whole image's up to float32 rounding (oneDNN may sum in another order
 // for another shape) everywhere — no seams — and the labels equal them except where a pixel's
-// two best scores are closer than that rounding (test/infer/tiles.test.ts measures both).
+// two best scores are closer than that rounding (test/infer/tiles.test.ts measures both: the
+// logits within 1e-4 of their largest magnitude).
 // Why not whole-network tiles with an overlap: the network's receptive field through conv6
 // and the upsampling reaches ~250 px, and at ~1.1 kB/px a tile within budget is ~700 px wide,
 // which would leave ~200 px of each tile for the result (~12× the work).
@@ -32,7 +36,7 @@ import { meansBgr, type Means } from '../data/transforms.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import { scaledChannels, type FCN } from '../models/fcn.js';
 import type { Conv2d, ForwardContext } from '../nn/layers.js';
-import { backboneSizes, backboneSupports, convOutputSize, headSupport, mapRanges, marginFor, planAxis, type AxisPlan } from './tiling.js';
+import { convOutputSize, headSupport, mapRanges, marginFor, planAxis, poolSizes, poolSupports, type AxisPlan, type Support } from './tiling.js';
 
 /** The model's class names: from its weights' metadata, else VOC's for 21 classes. */
 export function modelClassNames(model: FCN): readonly string[] {
@@ -50,9 +54,11 @@ export const DEFAULT_MEMORY_BUDGET = 512 * 2 ** 20;
 /** How an image ran: whole, or tiled with the number of windows of each stage. */
 export interface InferencePlan {
   tiled: boolean;
-  /** Input tiles of the VGG16 body (1 when whole) and their side in pixels. */
+  /** Image tiles of the VGG16 body (1 when whole) and their side in pixels. */
   tiles: number;
   tileSize: number;
+  /** Windows of blocks 4-5 on the stitched block3_pool (0: the tiles ran all five blocks). */
+  poolWindows: number;
   /** Windows of conv6–score7 on the 1/32 map, and of the final upsampling. */
   headWindows: number;
   outputWindows: number;
@@ -292,43 +298,40 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
   const budget = o.memoryBudget;
   const K = model.numClasses;
 
-  // 1. The body in input tiles.
-  const sup = backboneSupports(model);
-  const kept = [sup.pool5, ...(model.score4 ? [sup.pool4] : []), ...(model.score3 ? [sup.pool3] : [])];
-  const margin = marginFor(...kept);
-  const minTile = 2 * Math.ceil(margin / 32) * 32 + 64;
-  const tileSize = o.tileSize ?? Math.max(minTile, Math.floor((side(budget, bodyBytesPerPixel(model)) - conv1Growth(model)) / 32) * 32);
-  if (!(Number.isInteger(tileSize) && tileSize % 32 === 0 && tileSize >= minTile)) throw new Error(`tileSize must be a multiple of 32 of at least ${minTile} (this model's margins are ${margin} px), got ${o.tileSize}`);
-  const rowPlan = planAxis(H, tileSize, margin, 32), colPlan = planAxis(W, tileSize, margin, 32);
-  const sizesY = backboneSizes(model, H), sizesX = backboneSizes(model, W);
-  const c5 = model.blocks[4]!.convs.at(-1)!.spec.outChannels;
-  const pool5 = new StitchedMap(c5, sizesY.pool5, sizesX.pool5);
-  const score4 = model.score4 ? new StitchedMap(K, sizesY.pool4, sizesX.pool4) : null;
-  const score3 = model.score3 ? new StitchedMap(K, sizesY.pool3, sizesX.pool3) : null;
-  const maps = [
-    { map: pool5, s: sup.pool5, rows: mapRanges(rowPlan, sup.pool5, sizesY.pool5), cols: mapRanges(colPlan, sup.pool5, sizesX.pool5) },
-    ...(score4 ? [{ map: score4, s: sup.pool4, rows: mapRanges(rowPlan, sup.pool4, sizesY.pool4), cols: mapRanges(colPlan, sup.pool4, sizesX.pool4) }] : []),
-    ...(score3 ? [{ map: score3, s: sup.pool3, rows: mapRanges(rowPlan, sup.pool3, sizesY.pool3), cols: mapRanges(colPlan, sup.pool3, sizesX.pool3) }] : []),
-  ];
+  // 1. The body: blocks 1-3 in image tiles and blocks 4-5 in windows of the stitched
+  // block3_pool when that map fits half the budget (~17 MP at full width), else all five
+  // blocks in image tiles. The first needs far less overlap: block3_pool sees 44 px, where
+  // block5_pool sees 212 (12 MP: ~1.1× the whole image's work instead of ~1.6×).
   const keras = model.style === 'keras';
-  eachWindow(rowPlan, colPlan, (ky, kx) => {
-    const wy = rowPlan.windows[ky]!, wx = colPlan.windows[kx]!;
-    // Keras pads the input to a multiple of 32 with the mean colour: a window reaching the
-    // image's end is padded the same way (windows start on the grid).
-    const th = keras ? Math.ceil((wy.end - wy.start) / 32) * 32 : wy.end - wy.start;
-    const tw = keras ? Math.ceil((wx.end - wx.start) / 32) * 32 : wx.end - wx.start;
-    const outs = body(model, native.fromArray([1, 3, th, tw], networkInput(rgb, o.means, wy.start, wx.start, th, tw)), ctx);
-    try {
-      const tensors = [outs.pool5, ...(score4 ? [outs.score4!] : []), ...(score3 ? [outs.score3!] : [])];
-      maps.forEach(({ map, s, rows, cols }, i) => map.paste(tensors[i]!, rows[ky]!, cols[kx]!, wy.start / s.stride, wx.start / s.stride));
-    } finally {
-      disposeAll(outs.pool5, outs.score4, outs.score3);
-    }
-    // Each tile's buffers go back to the system: edge tiles have other sizes than inner
-    // ones, and a pool holding one tile's buffers while the next allocates its own would
-    // double the peak. Fresh pages cost ~0.1 s a tile; the tile's work takes seconds.
-    releaseIdleBuffers(0);
-  });
+  // The keras network runs on the image padded to a multiple of 32 with the mean colour:
+  // tiles are cut from that padded image (networkInput fills beyond the image with 0).
+  const Hp = keras ? Math.ceil(H / 32) * 32 : H, Wp = keras ? Math.ceil(W / 32) * 32 : W;
+  const c3 = model.blocks[2]!.convs.at(-1)!.spec.outChannels;
+  const [pool3Rows, pool3Cols] = [poolSizes(model, Hp, 0, 3)[2]!, poolSizes(model, Wp, 0, 3)[2]!];
+  const pool3Bytes = 4 * c3 * pool3Rows * pool3Cols;
+  const split = pool3Bytes <= budget / 2;
+  const available = split ? budget - pool3Bytes : budget;
+  const imageInput = (top: number, left: number, h: number, w: number) => native.fromArray([1, 3, h, w], networkInput(rgb, o.means, top, left, h, w));
+  const imageTile = (align: number, minTile: number) => {
+    if (o.tileSize === undefined) return Math.max(minTile, Math.floor((side(available, bodyBytesPerPixel(model)) - conv1Growth(model)) / align) * align);
+    if (!(Number.isInteger(o.tileSize) && o.tileSize % 32 === 0 && o.tileSize >= minTile)) throw new Error(`tileSize must be a multiple of 32 of at least ${minTile} for this model, got ${o.tileSize}`);
+    return o.tileSize;
+  };
+  let first: StageResult, second: StageResult | null = null;
+  if (split) {
+    first = bodyStage(model, ctx, { from: 0, to: 3, height: Hp, width: Wp, tile: imageTile, input: imageInput });
+    const pool3 = first.pool;
+    const c4 = model.blocks[3]!.convs.at(-1)!.spec.outChannels;
+    const cellTile = (align: number, minTile: number) =>
+      Math.max(minTile, Math.floor((o.tileSize !== undefined ? o.tileSize / 8 : side(available, 4 * (c3 + 2.5 * c4))) / align) * align);
+    second = bodyStage(model, ctx, { from: 3, to: 5, height: pool3.height, width: pool3.width, tile: cellTile, input: (top, left, h, w) => pool3.window(top, left, h, w) });
+  } else {
+    first = bodyStage(model, ctx, { from: 0, to: 5, height: Hp, width: Wp, tile: imageTile, input: imageInput });
+  }
+  const pool5 = (second ?? first).pool;
+  const score3 = first.scores.get(2) ?? null;
+  const score4 = (second ?? first).scores.get(3) ?? null;
+  const tileSize = first.tile;
 
   // 2. conv6 → conv7 → score7 on block5_pool, in windows when over budget.
   const hs = headSupport(model);
@@ -412,35 +415,99 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
   }
   return {
     outputs,
-    plan: { tiled: true, tiles: rowPlan.windows.length * colPlan.windows.length, tileSize, headWindows: headRows.windows.length * headCols.windows.length, outputWindows: outRows.windows.length * outCols.windows.length },
+    plan: { tiled: true, tiles: first.windows, tileSize, poolWindows: second?.windows ?? 0, headWindows: headRows.windows.length * headCols.windows.length, outputWindows: outRows.windows.length * outCols.windows.length },
   };
 }
 
 /**
- * The body on one input tile: block5_pool, and the skips' scores on block4_pool and
- * block3_pool (scaled first in the at-once model). Consumes `x`.
+ * Blocks [from, to) of the body on one window: the last block's pool, and the skips' scores
+ * on block3_pool and block4_pool when those blocks are in the range (scaled first in the
+ * at-once model). Consumes `x`.
  */
-function body(model: FCN, x: Tensor, ctx: ForwardContext): { pool5: Tensor; score4: Tensor | null; score3: Tensor | null } {
+function body(model: FCN, x: Tensor, ctx: ForwardContext, from: number, to: number): { pool: Tensor; scores: Map<number, Tensor> } {
   let t = x;
-  let score4: Tensor | null = null, score3: Tensor | null = null;
+  const scores = new Map<number, Tensor>();
   const scoreOf = (pool: Tensor, score: Conv2d, factor: number | undefined) =>
     factor === undefined ? score.forward(pool, ctx) : then(native.scale(pool, factor), (scaled) => score.forward(scaled, ctx));
   try {
-    for (const [i, block] of model.blocks.entries()) {
+    for (let i = from; i < to; i++) {
+      const block = model.blocks[i]!;
       for (const c of block.convs) t = then(t, (v) => c.forward(v, ctx));
       t = then(t, (v) => block.pool.forward(v, ctx));
       // The engine pools freed buffers by exact size and no later block has this block's
       // sizes: released now, a tile needs its largest block's memory, not the sum of all
       // blocks' (~600 instead of ~1000 bytes per pixel at full width).
       releaseIdleBuffers(0);
-      if (i === 2 && model.score3) score3 = scoreOf(t, model.score3, model.skipScales?.[1]);
-      if (i === 3 && model.score4) score4 = scoreOf(t, model.score4, model.skipScales?.[0]);
+      const skip = skipOf(model, i);
+      if (skip) scores.set(i, scoreOf(t, skip.score, skip.factor));
     }
-    return { pool5: t, score4, score3 };
+    return { pool: t, scores };
   } catch (e) {
-    disposeAll(t, score4, score3);
+    disposeAll(t, ...scores.values());
     throw e;
   }
+}
+
+/** The skip that scores block i's pool (score3 on block3_pool, score4 on block4_pool), if any. */
+function skipOf(model: FCN, i: number): { score: Conv2d; factor: number | undefined } | null {
+  if (i === 2 && model.score3) return { score: model.score3, factor: model.skipScales?.[1] };
+  if (i === 3 && model.score4) return { score: model.score4, factor: model.skipScales?.[0] };
+  return null;
+}
+
+interface StageResult {
+  /** The last block's pool and the skips' scores of the blocks in the stage, stitched. */
+  pool: StitchedMap;
+  scores: Map<number, StitchedMap>;
+  windows: number;
+  tile: number;
+}
+
+/**
+ * Blocks [from, to) of the body in windows over their input (height × width: the padded
+ * image, or block3_pool), stitched. Windows start on the grid of the stage's pools and
+ * overlap by the receptive field of the maps kept (see tiling.ts). `tile` gives the window
+ * side for the alignment and the smallest side the margins allow; `input` makes a window's
+ * input tensor.
+ */
+function bodyStage(model: FCN, ctx: ForwardContext, stage: {
+  from: number;
+  to: number;
+  height: number;
+  width: number;
+  tile: (align: number, minTile: number) => number;
+  input: (top: number, left: number, h: number, w: number) => Tensor;
+}): StageResult {
+  const { from, to } = stage;
+  const K = model.numClasses;
+  const supports = poolSupports(model, from, to);
+  const last = supports.at(-1)!;
+  const align = last.stride;
+  const skips = supports.map((s, k) => ({ block: from + k, s })).filter(({ block }) => skipOf(model, block) !== null);
+  const margin = marginFor(last, ...skips.map((m) => m.s));
+  const tile = stage.tile(align, 2 * Math.ceil(margin / align) * align + 2 * align);
+  const rows = planAxis(stage.height, tile, margin, align), cols = planAxis(stage.width, tile, margin, align);
+  const sizesY = poolSizes(model, stage.height, from, to), sizesX = poolSizes(model, stage.width, from, to);
+  const stitched = (s: Support, channels: number, k: number) =>
+    ({ s, map: new StitchedMap(channels, sizesY[k]!, sizesX[k]!), rows: mapRanges(rows, s, sizesY[k]!), cols: mapRanges(cols, s, sizesX[k]!) });
+  const pool = stitched(last, model.blocks[to - 1]!.convs.at(-1)!.spec.outChannels, to - 1 - from);
+  const scoreMaps = skips.map(({ block, s }) => ({ block, ...stitched(s, K, block - from) }));
+  eachWindow(rows, cols, (ky, kx) => {
+    const wy = rows.windows[ky]!, wx = cols.windows[kx]!;
+    const out = body(model, stage.input(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start), ctx, from, to);
+    try {
+      for (const [m, t] of [[pool, out.pool], ...scoreMaps.map((m) => [m, out.scores.get(m.block)!] as const)] as const) {
+        m.map.paste(t, m.rows[ky]!, m.cols[kx]!, wy.start / m.s.stride, wx.start / m.s.stride);
+      }
+    } finally {
+      disposeAll(out.pool, ...out.scores.values());
+    }
+    // Each window's buffers go back to the system: edge windows have other sizes than inner
+    // ones, and a pool holding one window's buffers while the next allocates its own would
+    // double the peak. Fresh pages cost ~0.1 s a tile; the tile's work takes seconds.
+    releaseIdleBuffers(0);
+  });
+  return { pool: pool.map, scores: new Map(scoreMaps.map((m) => [m.block, m.map])), windows: rows.windows.length * cols.windows.length, tile };
 }
 
 /**
@@ -486,7 +553,7 @@ export function segmentImage(model: FCN, rgb: RgbImage, options: InferenceOption
     } finally {
       logits.dispose();
     }
-    return { ...outputs, width, height, classes, plan: { tiled: false, tiles: 1, tileSize: Math.max(width, height), headWindows: 1, outputWindows: 1 } };
+    return { ...outputs, width, height, classes, plan: { tiled: false, tiles: 1, tileSize: Math.max(width, height), poolWindows: 0, headWindows: 1, outputWindows: 1 } };
   } finally {
     releaseIdleBuffers(o.idleBufferLimit ?? IDLE_BUFFER_LIMIT);
   }

@@ -31,16 +31,25 @@ function throughWindow(m: Support, k: number, s: number, p: number): Support {
 
 const throughConv = (m: Support, l: Conv2d): Support => throughWindow(m, l.spec.kernel, l.stride, l.padding);
 
-/** The pooled maps the skips and the head read: block3_pool (1/8), block4_pool (1/16), block5_pool (1/32). */
-export function backboneSupports(model: FCN): { pool3: Support; pool4: Support; pool5: Support } {
+/**
+ * The supports of the pools of blocks [from, to) (0-based) in the coordinates of block
+ * `from`'s input: the image for 0, block3_pool's pixels for 3.
+ */
+export function poolSupports(model: FCN, from = 0, to = model.blocks.length): Support[] {
   const pooled: Support[] = [];
   let m = IDENTITY;
-  for (const block of model.blocks) {
+  for (const block of model.blocks.slice(from, to)) {
     for (const conv of block.convs) m = throughConv(m, conv);
     m = throughWindow(m, block.pool.kernel, block.pool.kernel, 0);
     pooled.push(m);
   }
-  return { pool3: pooled[2]!, pool4: pooled[3]!, pool5: pooled[4]! };
+  return pooled;
+}
+
+/** The pooled maps the skips and the head read: block3_pool (1/8), block4_pool (1/16), block5_pool (1/32). */
+export function backboneSupports(model: FCN): { pool3: Support; pool4: Support; pool5: Support } {
+  const [, , pool3, pool4, pool5] = poolSupports(model);
+  return { pool3: pool3!, pool4: pool4!, pool5: pool5! };
 }
 
 /** score7 in block5_pool pixels: conv6 (7×7), conv7 and score7 (1×1). */
@@ -54,16 +63,19 @@ export function convOutputSize(n: number, k: number, s: number, p: number, ceil 
   return (ceil ? Math.ceil(span / s) : Math.floor(span / s)) + 1;
 }
 
-/** Sizes of block3/4/5_pool along one axis of an input of `n` pixels (keras: padded to 32 first). */
-export function backboneSizes(model: FCN, n: number): { pool3: number; pool4: number; pool5: number } {
+/**
+ * The sizes of the pools of blocks [from, to) along one axis of block `from`'s input of `n`
+ * pixels (the keras style's padding to 32 is the caller's).
+ */
+export function poolSizes(model: FCN, n: number, from = 0, to = model.blocks.length): number[] {
   const sizes: number[] = [];
-  let size = model.style === 'keras' ? Math.ceil(n / 32) * 32 : n;
-  for (const block of model.blocks) {
+  let size = n;
+  for (const block of model.blocks.slice(from, to)) {
     for (const c of block.convs) size = convOutputSize(size, c.spec.kernel, c.stride, c.padding);
     size = convOutputSize(size, block.pool.kernel, block.pool.kernel, 0, block.pool.ceil);
     sizes.push(size);
   }
-  return { pool3: sizes[2]!, pool4: sizes[3]!, pool5: sizes[4]! };
+  return sizes;
 }
 
 /** One window along an axis: the input range it reads and the range of the axis it answers for. */
@@ -103,8 +115,9 @@ export function planAxis(length: number, tile: number, margin: number, align: nu
     const total = weights.reduce((a, b) => a + b, 0);
     if (total < length) continue;
     let sum = 0;
-    const bounds = [0, ...weights.map((w, k) => (k === n - 1 ? length : down(((sum += w) * length) / total)))];
-    if (bounds.some((b, k) => k > 0 && b <= bounds[k - 1]!)) break;
+    const bounds = [0];
+    for (const [k, w] of weights.entries()) bounds.push(k === n - 1 ? length : Math.max(bounds[k]! + align, down(((sum += w) * length) / total)));
+    if (bounds.some((b, k) => k > 0 && b <= bounds[k - 1]!)) continue;
     const windows = bounds.slice(0, n).map((keepStart, k) => {
       const keepEnd = bounds[k + 1]!;
       return { start: Math.max(0, keepStart - m), end: k === n - 1 ? length : Math.min(length, keepEnd + m), keepStart, keepEnd };

@@ -6,7 +6,7 @@ import { native } from '../../src/engine/binding.js';
 import { configureEngine } from '../../src/engine/config.js';
 import { FCN, type FcnKind, type FcnStyle } from '../../src/models/fcn.js';
 import { segmentImage, wholeImageBytes } from '../../src/infer/inference.js';
-import { backboneSupports, headSupport, mapRanges, marginFor, planAxis } from '../../src/infer/tiling.js';
+import { backboneSupports, headSupport, mapRanges, marginFor, planAxis, poolSupports } from '../../src/infer/tiling.js';
 import { Rng } from '../../src/data/prng.js';
 import type { RgbImage } from '../../src/io/image.js';
 
@@ -50,7 +50,7 @@ function model(kind: FcnKind, style: FcnStyle, atOnce = false): FCN {
 }
 
 test('planAxis: kept ranges partition the axis, windows fit the tile, start on the grid and keep the margin', () => {
-  for (const [length, tile, margin, align] of [[3000, 896, 107, 32], [4000, 896, 107, 32], [450, 384, 107, 32], [97, 20, 4, 1], [601, 600, 107, 32]] as const) {
+  for (const [length, tile, margin, align] of [[3000, 896, 107, 32], [4000, 896, 107, 32], [450, 384, 107, 32], [97, 20, 4, 1], [601, 600, 107, 32], [457, 32, 0, 32], [376, 232, 12, 4]] as const) {
     const plan = planAxis(length, tile, margin, align);
     assert.ok(plan.windows.length >= 2, `${length}: several windows`);
     let next = 0;
@@ -76,6 +76,8 @@ test('supports: block5_pool sees 212 pixels (VGG16), shifted by conv1\'s padding
     assert.deepEqual(backboneSupports(caffe).pool5, { stride: 32, lo: -189, hi: 22 });
     assert.deepEqual(backboneSupports(keras).pool3, { stride: 8, lo: -18, hi: 25 });
     assert.deepEqual(headSupport(keras), { stride: 1, lo: -3, hi: 3 });
+    // block5_pool in block3_pool's pixels, where blocks 4-5 run on the stitched block3_pool.
+    assert.deepEqual(poolSupports(caffe, 3).at(-1), { stride: 4, lo: -9, hi: 12 });
     assert.deepEqual(headSupport(caffe), { stride: 1, lo: 0, hi: 6 });
     assert.equal(marginFor(backboneSupports(keras).pool5), 107);
     // Every map pixel is owned by one window that computes it exactly.
@@ -88,23 +90,31 @@ test('supports: block5_pool sees 212 pixels (VGG16), shifted by conv1\'s padding
   }
 });
 
-const cases: { kind: FcnKind; style: FcnStyle; atOnce?: boolean }[] = [
-  { kind: 'fcn8', style: 'keras' },
-  { kind: 'fcn8', style: 'caffe', atOnce: true },
-  { kind: 'fcn16', style: 'caffe' },
-  { kind: 'fcn32', style: 'keras' },
+// Two ways through the body: blocks 1-3 in image tiles then blocks 4-5 in windows of the
+// stitched block3_pool (the default while that map fits half the budget), or all five blocks
+// in image tiles (a budget too small for it).
+const TWO_STAGES = { tileSize: 384 }, ONE_STAGE = { tileSize: 384, memoryBudget: 400_000 };
+const cases: { kind: FcnKind; style: FcnStyle; atOnce?: boolean; body: typeof TWO_STAGES | typeof ONE_STAGE }[] = [
+  { kind: 'fcn8', style: 'keras', body: TWO_STAGES },
+  { kind: 'fcn8', style: 'caffe', atOnce: true, body: TWO_STAGES },
+  { kind: 'fcn16', style: 'caffe', body: ONE_STAGE },
+  { kind: 'fcn32', style: 'keras', body: ONE_STAGE },
+  { kind: 'fcn8', style: 'caffe', body: ONE_STAGE },
 ];
 
-for (const { kind, style, atOnce } of cases) {
-  test(`${kind} ${style}${atOnce ? ' at-once' : ''}: tiled logits and labels equal the whole image's, every pixel, within the tolerance`, () => {
+for (const { kind, style, atOnce, body } of cases) {
+  const stages = body === TWO_STAGES ? 'blocks 1-3 and 4-5 apart' : 'all blocks in image tiles';
+  test(`${kind} ${style}${atOnce ? ' at-once' : ''}, ${stages}: tiled logits and labels equal the whole image's, every pixel, within the tolerance`, () => {
     // Not a multiple of 32 either way, so the keras padding and caffe's ceil pooling meet the tiles.
     const rgb = picture(611, 457, 1);
     const m = model(kind, style, atOnce);
     try {
       const whole = segmentImage(m, rgb, { logits: true, tiling: 'whole' });
-      const tiled = segmentImage(m, rgb, { logits: true, probabilities: true, tiling: 'tiled', tileSize: 384 });
+      const tiled = segmentImage(m, rgb, { logits: true, probabilities: true, tiling: 'tiled', ...body });
       assert.equal(whole.plan.tiled, false);
-      assert.ok(tiled.plan.tiles >= 4 && tiled.plan.headWindows >= 2 && tiled.plan.outputWindows >= 2, `several windows in every stage: ${JSON.stringify(tiled.plan)}`);
+      const { tiles, poolWindows, headWindows, outputWindows } = tiled.plan;
+      assert.ok(tiles >= 4 && headWindows >= 2 && outputWindows >= 2, `several windows in every stage: ${JSON.stringify(tiled.plan)}`);
+      assert.ok(body === TWO_STAGES ? poolWindows >= 2 : poolWindows === 0, `${stages}: ${JSON.stringify(tiled.plan)}`);
       const a = whole.logits!, b = tiled.logits!;
       const K = m.numClasses, plane = rgb.width * rgb.height;
       let scale = 0, worst = 0;
@@ -147,7 +157,7 @@ test('auto: whole while the estimate fits the memory budget, tiled above it', ()
     const small = segmentImage(m, rgb, { memoryBudget: estimate / 20 });
     assert.equal(small.plan.tiled, true);
     assert.ok(small.plan.tiles >= 2, JSON.stringify(small.plan));
-    assert.throws(() => segmentImage(m, rgb, { tiling: 'tiled', tileSize: 100 }), /tileSize must be a multiple of 32 of at least 320/);
+    assert.throws(() => segmentImage(m, rgb, { tiling: 'tiled', tileSize: 100 }), /tileSize must be a multiple of 32 of at least \d+ for this model, got 100/);
   } finally {
     m.dispose();
   }
