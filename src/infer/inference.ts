@@ -236,11 +236,14 @@ function readOut(name: string, logits: Tensor, out: Outputs, imageWidth: number,
   if (out.probabilities) softmaxInto(data, classes, h * w, out.probabilities, plane, at);
 }
 
-/** A map of the whole image assembled from tiles: float32, classes/channels × height × width. */
+/**
+ * A map of the whole image assembled from tiles: float32, channels × height × width, held by
+ * the engine so that dispose() frees it at once (a block3_pool of a 12 MP photo is 190 MB).
+ */
 class StitchedMap {
-  readonly data: Float32Array;
+  private readonly t: Tensor;
   constructor(readonly channels: number, readonly height: number, readonly width: number) {
-    this.data = new Float32Array(channels * height * width);
+    this.t = native.zeros([1, channels, height, width]);
   }
 
   /**
@@ -258,26 +261,22 @@ class StitchedMap {
     for (let ch = 0; ch < c; ch++) {
       for (let y = rows.from; y < rows.to; y++) {
         const s = (ch * th + y - rowOffset) * tw + cols.from - colOffset;
-        this.data.set(src.subarray(s, s + n), (ch * this.height + y) * this.width + cols.from);
+        native.writeArray(this.t, src.subarray(s, s + n), (ch * this.height + y) * this.width + cols.from);
       }
     }
   }
 
-  /** The window [top, top+h) × [left, left+w) as a tensor. */
+  /** The window [top, top+h) × [left, left+w), a tensor of its own. */
   window(top: number, left: number, h: number, w: number): Tensor {
-    if (top === 0 && left === 0 && h === this.height && w === this.width) return native.fromArray([1, this.channels, h, w], this.data);
-    const out = new Float32Array(this.channels * h * w);
-    for (let ch = 0; ch < this.channels; ch++) {
-      for (let y = 0; y < h; y++) {
-        const s = (ch * this.height + top + y) * this.width + left;
-        out.set(this.data.subarray(s, s + w), (ch * h + y) * w);
-      }
-    }
-    return native.fromArray([1, this.channels, h, w], out);
+    return native.cropPad(this.t, { top, left, height: h, width: w });
   }
 
   tensor(): Tensor {
     return this.window(0, 0, this.height, this.width);
+  }
+
+  dispose(): void {
+    disposeAll(this.t);
   }
 }
 
@@ -317,84 +316,101 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
     if (!(Number.isInteger(o.tileSize) && o.tileSize % 32 === 0 && o.tileSize >= minTile)) throw new Error(`tileSize must be a multiple of 32 of at least ${minTile} for this model, got ${o.tileSize}`);
     return o.tileSize;
   };
-  let first: StageResult, second: StageResult | null = null;
-  if (split) {
-    first = bodyStage(model, ctx, { from: 0, to: 3, height: Hp, width: Wp, tile: imageTile, input: imageInput });
-    const pool3 = first.pool;
-    const c4 = model.blocks[3]!.convs.at(-1)!.spec.outChannels;
-    const cellTile = (align: number, minTile: number) =>
-      Math.max(minTile, Math.floor((o.tileSize !== undefined ? o.tileSize / 8 : side(available, 4 * (c3 + 2.5 * c4))) / align) * align);
-    second = bodyStage(model, ctx, { from: 3, to: 5, height: pool3.height, width: pool3.width, tile: cellTile, input: (top, left, h, w) => pool3.window(top, left, h, w) });
-  } else {
-    first = bodyStage(model, ctx, { from: 0, to: 5, height: Hp, width: Wp, tile: imageTile, input: imageInput });
-  }
-  const pool5 = (second ?? first).pool;
-  const score3 = first.scores.get(2) ?? null;
-  const score4 = (second ?? first).scores.get(3) ?? null;
-  const tileSize = first.tile;
-
-  // 2. conv6 → conv7 → score7 on block5_pool, in windows when over budget.
-  const hs = headSupport(model);
-  const headMargin = marginFor(hs);
-  const headTile = Math.max(2 * headMargin + 1, o.tileSize !== undefined ? Math.floor(tileSize / 32) : side(budget, headBytesPerCell(model)));
-  const headRows = planAxis(pool5.height, headTile, headMargin, 1), headCols = planAxis(pool5.width, headTile, headMargin, 1);
-  const chainSize = (n: number) => [model.conv6, model.conv7, model.score7].reduce((m, l) => convOutputSize(m, l.spec.kernel, l.stride, l.padding), n);
-  const score7 = new StitchedMap(K, chainSize(pool5.height), chainSize(pool5.width));
-  const s7rows = mapRanges(headRows, hs, score7.height), s7cols = mapRanges(headCols, hs, score7.width);
-  eachWindow(headRows, headCols, (ky, kx) => {
-    const wy = headRows.windows[ky]!, wx = headCols.windows[kx]!;
-    let t = pool5.window(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start);
-    for (const l of [model.conv6, model.conv7, model.score7]) t = then(t, (x) => l.forward(x, ctx));
-    try {
-      score7.paste(t, s7rows[ky]!, s7cols[kx]!, wy.start, wx.start);
-    } finally {
-      t.dispose();
-    }
-    releaseIdleBuffers(0);
-  });
-  releaseIdleBuffers(0);
-
-  // 3. The skips on the whole (small) score maps, as FCN's forward pass.
-  const offsets = model.cropOffsets();
-  const crop = (t: Tensor, top: number, like: Tensor): Tensor => {
-    const [, , h, w] = like.dims as [number, number, number, number];
-    return top === 0 && t.dims[2] === h && t.dims[3] === w ? t : then(t, (x) => native.cropPad(x, { top, left: top, height: h, width: w }));
+  // Every stitched map is freed as soon as no later stage reads it, and on an error.
+  const held = new Set<StitchedMap>();
+  const hold = (r: StageResult) => {
+    for (const m of [r.pool, ...r.scores.values()]) held.add(m);
+    return r;
   };
-  const skip = (t: Tensor, up: Conv2d, scores: StitchedMap, offset: number): Tensor => {
-    const u = then(t, (x) => up.forward(x, ctx));
-    try {
-      const s = crop(scores.tensor(), offset, u);
-      try {
-        return native.add(u, s);
-      } finally {
-        s.dispose();
-      }
-    } finally {
-      u.dispose();
-    }
+  const release = (m: StitchedMap) => {
+    m.dispose();
+    held.delete(m);
   };
-  let fused = score7.tensor();
-  if (model.score7Upsample && score4) fused = skip(fused, model.score7Upsample, score4, offsets.score4!);
-  if (model.skip4Upsample && score3) fused = skip(fused, model.skip4Upsample, score3, offsets.score3!);
-
-  // 4. The final upsampling in output windows: output pixel y (upsampled pixel y + crop
-  // offset) reads the fused pixels i with stride·i − padding + k = y + offset, k < kernel.
-  const outputs: Outputs = {
-    labels: new Uint8Array(W * H),
-    ...(o.logits ? { logits: new Float32Array(K * W * H) } : {}),
-    ...(o.probabilities ? { probabilities: new Float32Array(K * W * H) } : {}),
-  };
-  const up = model.upsample;
-  const s = up.stride, k = up.spec.kernel, p = up.padding, off = offsets.final;
-  const outTile = Math.max(s, Math.floor((o.tileSize ?? side(budget, outputBytesPerPixel(model))) / s) * s);
-  const outRows = planAxis(H, outTile, 0, s), outCols = planAxis(W, outTile, 0, s);
-  const [, , fh, fw] = fused.dims as [number, number, number, number];
-  const band = (from: number, to: number, n: number) => ({ i0: Math.max(0, Math.floor((from + off + p - k + 1) / s)), i1: Math.min(n, Math.floor((to - 1 + off + p) / s) + 1) });
+  let fused: Tensor | null = null;
   try {
+    let first: StageResult, second: StageResult | null = null;
+    if (split) {
+      first = hold(bodyStage(model, ctx, { from: 0, to: 3, height: Hp, width: Wp, tile: imageTile, input: imageInput }));
+      const pool3 = first.pool;
+      const c4 = model.blocks[3]!.convs.at(-1)!.spec.outChannels;
+      const cellTile = (align: number, minTile: number) =>
+        Math.max(minTile, Math.floor((o.tileSize !== undefined ? o.tileSize / 8 : side(available, 4 * (c3 + 2.5 * c4))) / align) * align);
+      second = hold(bodyStage(model, ctx, { from: 3, to: 5, height: pool3.height, width: pool3.width, tile: cellTile, input: (top, left, h, w) => pool3.window(top, left, h, w) }));
+      release(pool3);
+    } else {
+      first = hold(bodyStage(model, ctx, { from: 0, to: 5, height: Hp, width: Wp, tile: imageTile, input: imageInput }));
+    }
+    const pool5 = (second ?? first).pool;
+    const score3 = first.scores.get(2) ?? null;
+    const score4 = (second ?? first).scores.get(3) ?? null;
+    const tileSize = first.tile;
+
+    // 2. conv6 → conv7 → score7 on block5_pool, in windows when over budget.
+    const hs = headSupport(model);
+    const headMargin = marginFor(hs);
+    const headTile = Math.max(2 * headMargin + 1, o.tileSize !== undefined ? Math.floor(tileSize / 32) : side(budget, headBytesPerCell(model)));
+    const headRows = planAxis(pool5.height, headTile, headMargin, 1), headCols = planAxis(pool5.width, headTile, headMargin, 1);
+    const chainSize = (n: number) => [model.conv6, model.conv7, model.score7].reduce((m, l) => convOutputSize(m, l.spec.kernel, l.stride, l.padding), n);
+    const score7 = new StitchedMap(K, chainSize(pool5.height), chainSize(pool5.width));
+    held.add(score7);
+    const s7rows = mapRanges(headRows, hs, score7.height), s7cols = mapRanges(headCols, hs, score7.width);
+    eachWindow(headRows, headCols, (ky, kx) => {
+      const wy = headRows.windows[ky]!, wx = headCols.windows[kx]!;
+      let t = pool5.window(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start);
+      for (const l of [model.conv6, model.conv7, model.score7]) t = then(t, (x) => l.forward(x, ctx));
+      try {
+        score7.paste(t, s7rows[ky]!, s7cols[kx]!, wy.start, wx.start);
+      } finally {
+        t.dispose();
+      }
+      releaseIdleBuffers(0);
+    });
+    release(pool5);
+    releaseIdleBuffers(0);
+
+    // 3. The skips on the whole (small) score maps, as FCN's forward pass.
+    const offsets = model.cropOffsets();
+    const crop = (t: Tensor, top: number, like: Tensor): Tensor => {
+      const [, , h, w] = like.dims as [number, number, number, number];
+      return top === 0 && t.dims[2] === h && t.dims[3] === w ? t : then(t, (x) => native.cropPad(x, { top, left: top, height: h, width: w }));
+    };
+    const skip = (t: Tensor, up: Conv2d, scores: StitchedMap, offset: number): Tensor => {
+      const u = then(t, (x) => up.forward(x, ctx));
+      try {
+        const s = crop(scores.tensor(), offset, u);
+        try {
+          return native.add(u, s);
+        } finally {
+          s.dispose();
+        }
+      } finally {
+        u.dispose();
+      }
+    };
+    fused = score7.tensor();
+    if (model.score7Upsample && score4) fused = skip(fused, model.score7Upsample, score4, offsets.score4!);
+    if (model.skip4Upsample && score3) fused = skip(fused, model.skip4Upsample, score3, offsets.score3!);
+    const fusedMap = fused;
+    for (const m of [...held]) release(m);
+
+    // 4. The final upsampling in output windows: output pixel y (upsampled pixel y + crop
+    // offset) reads the fused pixels i with stride·i − padding + k = y + offset, k < kernel.
+    const outputs: Outputs = {
+      labels: new Uint8Array(W * H),
+      ...(o.logits ? { logits: new Float32Array(K * W * H) } : {}),
+      ...(o.probabilities ? { probabilities: new Float32Array(K * W * H) } : {}),
+    };
+    const up = model.upsample;
+    const s = up.stride, k = up.spec.kernel, p = up.padding, off = offsets.final;
+    // Half the budget: this stage runs with every layer's prepared weights in memory.
+    const outTile = Math.max(s, Math.floor((o.tileSize ?? side(budget / 2, outputBytesPerPixel(model))) / s) * s);
+    const outRows = planAxis(H, outTile, 0, s), outCols = planAxis(W, outTile, 0, s);
+    const [, , fh, fw] = fusedMap.dims as [number, number, number, number];
+    const band = (from: number, to: number, n: number) => ({ i0: Math.max(0, Math.floor((from + off + p - k + 1) / s)), i1: Math.min(n, Math.floor((to - 1 + off + p) / s) + 1) });
     eachWindow(outRows, outCols, (ky, kx) => {
       const wy = outRows.windows[ky]!, wx = outCols.windows[kx]!;
       const by = band(wy.start, wy.end, fh), bx = band(wx.start, wx.end, fw);
-      const u = then(native.cropPad(fused, { top: by.i0, left: bx.i0, height: by.i1 - by.i0, width: bx.i1 - bx.i0 }), (x) => up.forward(x, ctx));
+      const u = then(native.cropPad(fusedMap, { top: by.i0, left: bx.i0, height: by.i1 - by.i0, width: bx.i1 - bx.i0 }), (x) => up.forward(x, ctx));
       const top = wy.start + off - s * by.i0, left = wx.start + off - s * bx.i0;
       const h = wy.end - wy.start, w = wx.end - wx.start;
       if (top + h > u.dims[2]! || left + w > u.dims[3]!) {
@@ -410,13 +426,14 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
       // Windows at the image's edges have other sizes than the inner ones.
       releaseIdleBuffers(0);
     });
+    return {
+      outputs,
+      plan: { tiled: true, tiles: first.windows, tileSize, poolWindows: second?.windows ?? 0, headWindows: headRows.windows.length * headCols.windows.length, outputWindows: outRows.windows.length * outCols.windows.length },
+    };
   } finally {
-    fused.dispose();
+    disposeAll(fused);
+    for (const m of held) m.dispose();
   }
-  return {
-    outputs,
-    plan: { tiled: true, tiles: first.windows, tileSize, poolWindows: second?.windows ?? 0, headWindows: headRows.windows.length * headCols.windows.length, outputWindows: outRows.windows.length * outCols.windows.length },
-  };
 }
 
 /**
@@ -492,21 +509,27 @@ function bodyStage(model: FCN, ctx: ForwardContext, stage: {
     ({ s, map: new StitchedMap(channels, sizesY[k]!, sizesX[k]!), rows: mapRanges(rows, s, sizesY[k]!), cols: mapRanges(cols, s, sizesX[k]!) });
   const pool = stitched(last, model.blocks[to - 1]!.convs.at(-1)!.spec.outChannels, to - 1 - from);
   const scoreMaps = skips.map(({ block, s }) => ({ block, ...stitched(s, K, block - from) }));
-  eachWindow(rows, cols, (ky, kx) => {
-    const wy = rows.windows[ky]!, wx = cols.windows[kx]!;
-    const out = body(model, stage.input(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start), ctx, from, to);
-    try {
-      for (const [m, t] of [[pool, out.pool], ...scoreMaps.map((m) => [m, out.scores.get(m.block)!] as const)] as const) {
-        m.map.paste(t, m.rows[ky]!, m.cols[kx]!, wy.start / m.s.stride, wx.start / m.s.stride);
+  const maps = [pool, ...scoreMaps];
+  try {
+    eachWindow(rows, cols, (ky, kx) => {
+      const wy = rows.windows[ky]!, wx = cols.windows[kx]!;
+      const out = body(model, stage.input(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start), ctx, from, to);
+      try {
+        for (const [m, t] of [[pool, out.pool], ...scoreMaps.map((m) => [m, out.scores.get(m.block)!] as const)] as const) {
+          m.map.paste(t, m.rows[ky]!, m.cols[kx]!, wy.start / m.s.stride, wx.start / m.s.stride);
+        }
+      } finally {
+        disposeAll(out.pool, ...out.scores.values());
       }
-    } finally {
-      disposeAll(out.pool, ...out.scores.values());
-    }
-    // Each window's buffers go back to the system: edge windows have other sizes than inner
-    // ones, and a pool holding one window's buffers while the next allocates its own would
-    // double the peak. Fresh pages cost ~0.1 s a tile; the tile's work takes seconds.
-    releaseIdleBuffers(0);
-  });
+      // Each window's buffers go back to the system: edge windows have other sizes than inner
+      // ones, and a pool holding one window's buffers while the next allocates its own would
+      // double the peak. Fresh pages cost ~0.1 s a tile; the tile's work takes seconds.
+      releaseIdleBuffers(0);
+    });
+  } catch (e) {
+    for (const m of maps) m.map.dispose();
+    throw e;
+  }
   return { pool: pool.map, scores: new Map(scoreMaps.map((m) => [m.block, m.map])), windows: rows.windows.length * cols.windows.length, tile };
 }
 

@@ -43,3 +43,26 @@ test('idle buffers stay under the limit after every image, are reused by an imag
     native.poolTrim();
   }
 });
+
+test('tiled inference leaves no tensor behind, also when it fails midway', () => {
+  const model = new FCN({ kind: 'fcn8', width: 0.0625, style: 'caffe' });
+  model.initialize(2);
+  const live = () => native.poolStats().liveBytes;
+  try {
+    const rgb = image(420, 350);
+    segmentImage(model, rgb, { tiling: 'tiled', tileSize: 320 }); // prepares every layer's weights
+    const before = live();
+    const r = segmentImage(model, rgb, { tiling: 'tiled', tileSize: 320 });
+    assert.ok(r.plan.tiles >= 2 && r.plan.poolWindows >= 2, JSON.stringify(r.plan));
+    assert.equal(live(), before, 'live bytes after a tiled image');
+    // A NaN in score7's bias fails the image in the output stage, after every map was made.
+    const bias = model.score7.bias!;
+    bias.assign(native.fromArray(bias.dims, new Float32Array(bias.dims[0]!).fill(NaN)));
+    const withNaN = live();
+    assert.throws(() => segmentImage(model, rgb, { tiling: 'tiled', tileSize: 320 }), /non-finite scores/);
+    assert.equal(live(), withNaN, 'live bytes after a failed tiled image');
+  } finally {
+    model.dispose();
+    native.poolTrim();
+  }
+});
