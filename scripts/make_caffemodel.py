@@ -221,7 +221,8 @@ def fill_blob(pb, blob, array, form, double=False):
         blob.data.extend(flat)
 
 
-def set_params_v2(pb, msg, layer):
+def set_params(pb, msg, layer):
+    """Layer parameters, the same fields in both forms (V1 nets have no Crop or Input layers)."""
     p = layer.params
     if layer.type in ('Convolution', 'Deconvolution'):
         cp = msg.convolution_param
@@ -259,30 +260,6 @@ def v1_type(pb, type_):
     return getattr(pb.V1LayerParameter, names[type_])
 
 
-def set_params_v1(pb, msg, layer):
-    p = layer.params
-    if layer.type in ('Convolution', 'Deconvolution'):
-        cp = msg.convolution_param
-        cp.num_output = p['num_output']
-        cp.kernel_size.append(p['kernel_size'])
-        if p.get('pad'):
-            cp.pad.append(p['pad'])
-        if p.get('stride'):
-            cp.stride.append(p['stride'])
-        if p.get('bias_term') is False:
-            cp.bias_term = False
-    elif layer.type == 'InnerProduct':
-        msg.inner_product_param.num_output = p['num_output']
-    elif layer.type == 'Pooling':
-        msg.pooling_param.pool = pb.PoolingParameter.MAX
-        msg.pooling_param.kernel_size = p['kernel_size']
-        msg.pooling_param.stride = p['stride']
-    elif layer.type == 'Dropout':
-        msg.dropout_param.dropout_ratio = p['dropout_ratio']
-    elif layer.type == 'Eltwise':
-        msg.eltwise_param.operation = pb.EltwiseParameter.SUM
-
-
 def net_message(pb, name, layers, form, double=False):
     net = pb.NetParameter()
     net.name = name
@@ -292,7 +269,7 @@ def net_message(pb, name, layers, form, double=False):
             msg.name, msg.type = layer.name, layer.type
             msg.bottom.extend(layer.bottom)
             msg.top.extend(layer.top)
-            set_params_v2(pb, msg, layer)
+            set_params(pb, msg, layer)
             for array in layer.blobs:
                 fill_blob(pb, msg.blobs.add(), array, form, double)
         return net
@@ -310,7 +287,7 @@ def net_message(pb, name, layers, form, double=False):
         msg.type = v1_type(pb, layer.type)
         msg.bottom.extend(layer.bottom)
         msg.top.extend(layer.top)
-        set_params_v1(pb, msg, layer)
+        set_params(pb, msg, layer)
         for array in layer.blobs:
             fill_blob(pb, msg.blobs.add(), array, form, double)
     return net
