@@ -132,8 +132,8 @@ export function networkInput(rgb: RgbImage, means: Means, top = 0, left = 0, hei
 // buffers released after each block 0.56 kB/px at 896², estimated 0.65 kB.
 const wholeBytesPerPixel = (model: FCN) => 4 * (3 + 3.5 * scaledChannels(64, model.width)) + 12 * model.numClasses;
 const bodyBytesPerPixel = (model: FCN) => 4 * (3 + 2.5 * scaledChannels(64, model.width));
-/** Per block5_pool pixel: its copy, conv6's and conv7's outputs and a reorder. */
-const headBytesPerCell = (model: FCN) => 4 * (2 * scaledChannels(512, model.width) + 3 * scaledChannels(4096, model.width) + model.numClasses);
+/** Per block5_pool pixel: its copy, conv6's and conv7's outputs and their reorders (measured ~68 kB at full width). */
+const headBytesPerCell = (model: FCN) => 4 * (2 * scaledChannels(512, model.width) + 4 * scaledChannels(4096, model.width) + model.numClasses);
 /** Per output pixel: the upsampled window, its crop, the logits and probabilities read out. */
 const outputBytesPerPixel = (model: FCN) => 4 * 4 * model.numClasses;
 
