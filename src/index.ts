@@ -3,7 +3,7 @@ export { native, configureEngine, engineConfig, Tape, disposeAll } from './engin
 export type { Tensor, DType, Precision, NativeInfo } from './engine/index.js';
 export { FCN, FCN_KINDS, NUM_CLASSES, OUTPUT_STRIDE, scaledChannels, type FcnKind, type FcnOptions } from './models/fcn.js';
 export { loadModel, saveWeights, loadWeightsInto, weightsToKeras, toKerasLayout } from './models/weights.js';
-export { segment, type Segmentation, type SegmentOptions } from './models/segment.js';
+export { segment, segmentImage, type Segmentation, type SegmentOptions } from './models/segment.js';
 export { Adam, Sgd, type Optimizer } from './train/optim.js';
 export { trainStep, computeGradients } from './train/step.js';
 export { ConfusionMatrix, formatMetricsTable, type Metrics } from './eval/confusion.js';
