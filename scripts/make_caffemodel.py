@@ -168,27 +168,26 @@ def build_net(net, w, classes, rng):
         crop('score', 'upscore', 'data', offsets['score'])
         return layers, keras
 
+    def skip(b, upscored):
+        # pool<b> (scaled first in the at-once net) scored, cropped to the upscored map, summed.
+        pool = f'pool{b}'
+        if net == 'fcn8-atonce':
+            scale = f'scale_pool{b}'
+            layers.append(Layer(scale, 'Scale', [pool], [scale], [np.full(chans[b], AT_ONCE_SCALES[scale], np.float32)]))
+            pool = scale
+        conv(f'score_pool{b}', f'score{b}', pool, chans[b], classes, 1, relu=False)
+        crop(f'score_pool{b}c', f'score_pool{b}', upscored, offsets[f'score_pool{b}c'])
+        layers.append(Layer(f'fuse_pool{b}', 'Eltwise', [upscored, f'score_pool{b}c'], [f'fuse_pool{b}'], operation='SUM'))
+
     deconv('upscore2', 'score7_upsample', 'score_fr', 4, 2)
-    pool4 = 'pool4'
-    if net == 'fcn8-atonce':
-        layers.append(Layer('scale_pool4', 'Scale', ['pool4'], ['scale_pool4'], [np.full(chans[4], AT_ONCE_SCALES['scale_pool4'], np.float32)]))
-        pool4 = 'scale_pool4'
-    conv('score_pool4', 'score4', pool4, chans[4], classes, 1, relu=False)
-    crop('score_pool4c', 'score_pool4', 'upscore2', offsets['score_pool4c'])
-    layers.append(Layer('fuse_pool4', 'Eltwise', ['upscore2', 'score_pool4c'], ['fuse_pool4'], operation='SUM'))
+    skip(4, 'upscore2')
     if kind == 'fcn16':
         deconv('upscore16', 'fcn16', 'fuse_pool4', 32, 16)
         crop('score', 'upscore16', 'data', offsets['score'])
         return layers, keras
 
     deconv('upscore_pool4', 'skip4_upsample', 'fuse_pool4', 4, 2)
-    pool3 = 'pool3'
-    if net == 'fcn8-atonce':
-        layers.append(Layer('scale_pool3', 'Scale', ['pool3'], ['scale_pool3'], [np.full(chans[3], AT_ONCE_SCALES['scale_pool3'], np.float32)]))
-        pool3 = 'scale_pool3'
-    conv('score_pool3', 'score3', pool3, chans[3], classes, 1, relu=False)
-    crop('score_pool3c', 'score_pool3', 'upscore_pool4', offsets['score_pool3c'])
-    layers.append(Layer('fuse_pool3', 'Eltwise', ['upscore_pool4', 'score_pool3c'], ['fuse_pool3'], operation='SUM'))
+    skip(3, 'upscore_pool4')
     deconv('upscore8', 'fcn8', 'fuse_pool3', 16, 8)
     crop('score', 'upscore8', 'data', offsets['score'])
     return layers, keras
