@@ -210,7 +210,9 @@ test('Training: the page follows a short fcn train in another process; its curve
   assert.equal(status, 'completed', `the page saw the run complete (curve points seen: ${seen.join(', ')})`);
   // 40 training images, batch 2, 2 epochs: 40 steps, seen growing on the way.
   assert.equal(seen.at(-1), 40);
-  assert.ok(seen.filter((n) => n > 0 && n < 40).length >= 2, `the curve grew while watched: ${seen.join(', ')}`);
+  // Seen in progress at least once, then complete: on a quiet machine the 40 steps take a
+  // few seconds, so more intermediate points are not guaranteed.
+  assert.ok(seen.filter((n) => n > 0 && n < 40).length >= 1, `the curve grew while watched: ${seen.join(', ')}`);
   assert.ok(seen.every((n, i) => i === 0 || n > seen[i - 1]!), `it only grew: ${seen.join(', ')}`);
   assert.equal(await page.inputValue('#run-select'), 'live');
   assert.match((await page.textContent('#run-select option[value=live]')) ?? '', /^live — completed, 2\/2 epochs$/);
