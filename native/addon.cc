@@ -132,6 +132,7 @@ constexpr Export kExports[] = {
     {"adamUpdateAll", AdamUpdateAll},
     {"sgdUpdate", SgdUpdate},
     {"sumSquares", SumSquares},
+    {"absMax", AbsMax},
     {"setThreads", SetThreads},
     {"info", Info},
 };

@@ -270,4 +270,31 @@ Napi::Value Argmax(const Napi::CallbackInfo& info) {
   return y;
 }
 
+namespace {
+// max |v| over n elements; NaN when any is NaN (a max that skipped it would calibrate a
+// quantizer from a broken tensor without a sign).
+template <typename T>
+double abs_max(const T* p, size_t n) {
+  float m = 0;
+  bool nan = false;
+#pragma omp parallel for reduction(max : m) reduction(|| : nan) schedule(static)
+  for (int64_t i = 0; i < int64_t(n); i++) {
+    const float v = std::fabs(ld(p, size_t(i)));
+    if (std::isnan(v)) nan = true;
+    else if (v > m) m = v;
+  }
+  return nan ? std::nan("") : double(m);
+}
+}  // namespace
+
+// absMax(t) → max |t| over a float32 or bfloat16 tensor in any layout (the padding of blocked
+// layouts holds zeros, which leave the max as it is): the range a quantizer is calibrated to.
+Napi::Value AbsMax(const Napi::CallbackInfo& info) {
+  Tensor& t = Tensor::From(info[0], "tensor");
+  require_float(t, "tensor");
+  const size_t n = buffer_elems(t);
+  const double m = t.md.data_type() == dt::f32 ? abs_max(static_cast<const float*>(t.ptr), n) : abs_max(static_cast<const uint16_t*>(t.ptr), n);
+  return Napi::Number::New(info.Env(), m);
+}
+
 }  // namespace fcn

@@ -1,5 +1,5 @@
 // Element-wise ops and the small plain-layout ops around the network's edges:
-// ReLU, add, dropout, crop/pad, argmax.
+// ReLU, add, dropout, crop/pad, argmax, and absMax for quantization's calibration.
 #pragma once
 #include "tensor.h"
 
@@ -14,6 +14,7 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info);
 Napi::Value CropPad(const Napi::CallbackInfo& info);
 Napi::Value Argmax(const Napi::CallbackInfo& info);
 Napi::Value Scale(const Napi::CallbackInfo& info);
+Napi::Value AbsMax(const Napi::CallbackInfo& info);
 
 // bfloat16 is the top half of a float32 (round to nearest even on the way down).
 inline float bf16_to_f32(uint16_t h) {

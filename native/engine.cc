@@ -191,31 +191,78 @@ memory::desc plain_desc(const memory::dims& dims, dt type) { return memory::desc
 
 bool is_plain(const memory::desc& md) { return md == plain_desc(md.dims(), md.data_type()); }
 
+namespace {
+// The typed array kinds' element sizes, for the check below.
+constexpr size_t array_element_size(napi_typedarray_type kind) {
+  switch (kind) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
+    case napi_int16_array: case napi_uint16_array: return 2;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: return 4;
+    default: return 8;
+  }
+}
+
+constexpr DTypeInfo kDTypes[] = {
+    {dt::f32, "float32", 4, napi_float32_array, "Float32Array"},
+    {dt::bf16, "bfloat16", 2, napi_uint16_array, "Uint16Array (bfloat16)"},  // bfloat16 bits travel as Uint16Array
+    {dt::u8, "uint8", 1, napi_uint8_array, "Uint8Array"},
+    {dt::s8, "int8", 1, napi_int8_array, "Int8Array"},
+    {dt::s32, "int32", 4, napi_int32_array, "Int32Array"},
+};
+
+// Typed arrays are copied into tensors byte for byte: a dtype whose array has elements of
+// another size, or two dtypes sharing a type or an array kind, would read the wrong values.
+constexpr bool dtypes_consistent() {
+  for (const DTypeInfo& a : kDTypes) {
+    if (array_element_size(a.array) != a.size) return false;
+    for (const DTypeInfo& b : kDTypes)
+      if (&a != &b && (a.type == b.type || a.array == b.array)) return false;
+  }
+  return true;
+}
+static_assert(dtypes_consistent(), "every dtype's typed array has elements of its size, and no two dtypes share a type or an array kind");
+
+std::string dtype_names() {
+  std::string s;
+  for (const DTypeInfo& d : kDTypes) s += (s.empty() ? "" : ", ") + std::string(d.name);
+  return s;
+}
+}  // namespace
+
+const DTypeInfo* dtype_info(dt type) {
+  for (const DTypeInfo& d : kDTypes)
+    if (d.type == type) return &d;
+  return nullptr;
+}
+
+const DTypeInfo* dtype_of_array(napi_typedarray_type kind) {
+  for (const DTypeInfo& d : kDTypes)
+    if (d.array == kind) return &d;
+  return nullptr;
+}
+
+std::string typed_array_kinds() {
+  std::string s;
+  const size_t n = sizeof kDTypes / sizeof kDTypes[0];
+  for (size_t i = 0; i < n; i++) s += std::string(i == 0 ? "a " : i + 1 == n ? " or " : ", ") + kDTypes[i].array_name;
+  return s;
+}
+
 dt parse_dtype(const std::string& s) {
-  if (s == "float32") return dt::f32;
-  if (s == "bfloat16") return dt::bf16;
-  if (s == "uint8") return dt::u8;
-  if (s == "int32") return dt::s32;
-  throw_range_error("unknown dtype '" + s + "' (float32, bfloat16, uint8, int32)");
+  for (const DTypeInfo& d : kDTypes)
+    if (s == d.name) return d.type;
+  throw_range_error("unknown dtype '" + s + "' (" + dtype_names() + ")");
 }
 
 const char* dtype_name(dt type) {
-  switch (type) {
-    case dt::f32: return "float32";
-    case dt::bf16: return "bfloat16";
-    case dt::u8: return "uint8";
-    case dt::s32: return "int32";
-    default: return "unknown";
-  }
+  const DTypeInfo* d = dtype_info(type);
+  return d ? d->name : "unknown";
 }
 
 size_t dtype_size(dt type) {
-  switch (type) {
-    case dt::f32: case dt::s32: return 4;
-    case dt::bf16: return 2;
-    case dt::u8: return 1;
-    default: throw std::runtime_error("unsupported data type");
-  }
+  const DTypeInfo* d = dtype_info(type);
+  if (!d) throw std::runtime_error("unsupported data type");
+  return d->size;
 }
 
 // ---- arguments ------------------------------------------------------------------------

@@ -157,6 +157,20 @@ tag plain_tag(int ndims);
 memory::desc plain_desc(const memory::dims& dims, dt type);
 bool is_plain(const memory::desc& md);
 
+// Every dtype a tensor can hold: its oneDNN type, its name in JS, its element size, and the
+// typed array that carries its values in and out (one table in engine.cc, checked at compile time).
+struct DTypeInfo {
+  dt type;
+  const char* name;
+  size_t size;
+  napi_typedarray_type array;
+  const char* array_name;
+};
+const DTypeInfo* dtype_info(dt type);                       // nullptr: not a tensor dtype
+const DTypeInfo* dtype_of_array(napi_typedarray_type kind);  // nullptr: no dtype travels in it
+// "a Float32Array, …, or Int32Array": the typed arrays tensors are made from.
+std::string typed_array_kinds();
+
 dt parse_dtype(const std::string& s);
 const char* dtype_name(dt type);
 size_t dtype_size(dt type);

@@ -31,10 +31,14 @@ PoolOptions read_options(const Napi::Object& o) {
 // on the bottom/right, which max pooling ignores. A last window that would start past the
 // input (possible when the stride exceeds the kernel) would cover nothing and is dropped.
 // Floor rounding needs no padding: oneDNN's size rule rounds down too.
-PoolSpec make_spec(const Tensor& x, const PoolOptions& p) {
+// uint8 x (the int8 inference path's activations) pools for inference only: nothing trains in
+// uint8, and oneDNN's backward would need float gradients of it.
+PoolSpec make_spec(const Tensor& x, const PoolOptions& p, bool inference) {
   PoolSpec s;
   require_rank(x, "x", 4, "N,C,H,W");
-  require_float(x, "x");
+  if (x.md.data_type() == dt::u8 && !inference) throw_type_error("x is uint8, which max pooling takes for inference only (training: false)");
+  if (inference) require_dtype(x, "x", {dt::f32, dt::bf16, dt::u8});
+  else require_float(x, "x");
   s.x = x.dims();
   for (int i = 1; i < 4; i++)
     if (s.x[i] > kMaxGeometry) throw_range_error("x is " + dims_key(s.x) + ": sizes above " + std::to_string(kMaxGeometry) + " are not supported");
@@ -58,14 +62,15 @@ PoolSpec make_spec(const Tensor& x, const PoolOptions& p) {
 }  // namespace
 
 // maxPoolForward(x, {kernel = 2, stride = kernel, ceil = false, training = false})
-//   → {y, workspace: Tensor|null}. Pooling keeps x's layout (no reorder for blocked inputs).
+//   → {y, workspace: Tensor|null}. Pooling keeps x's layout (no reorder for blocked inputs) and
+// dtype (float32, bfloat16, or uint8 for inference).
 Napi::Value MaxPoolForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto o = options_arg(info, 1);
   const PoolOptions p = read_options(o);
   const bool training = opt_bool(o, "training", false);
   Tensor& x = Tensor::From(info[0], "x");
-  PoolSpec s = make_spec(x, p);
+  PoolSpec s = make_spec(x, p, !training);
   // The source layout is part of the key: pooling runs in whatever layout x already has.
   auto cp = cached(s.key(training ? "poolT" : "poolI") + md_key(x.md), [&] {
     dnnl::pooling_forward::desc d(training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
@@ -95,7 +100,7 @@ Napi::Value MaxPoolBackward(const Napi::CallbackInfo& info) {
   Tensor& dy = Tensor::From(info[0], "dy");
   Tensor& ws = Tensor::From(info[1], "workspace");
   Tensor& x = Tensor::From(info[2], "x");
-  PoolSpec s = make_spec(x, p);
+  PoolSpec s = make_spec(x, p, false);
   require_float(dy, "dy");
   require_dims(dy, "dy", s.y);
   auto cp = cached(s.key("poolB") + md_key(x.md) + md_key(dy.md), [&] {

@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <cmath>
 #include <cstring>
 
 namespace fcn {
@@ -148,8 +149,8 @@ void require_dims(const Tensor& t, const std::string& what, const memory::dims& 
 }
 
 // ---- layouts -------------------------------------------------------------------------
-void reorder_into(const memory& src, const memory& dst) {
-  dnnl::reorder(src, dst).execute(cpu_stream(), const_cast<memory&>(src), const_cast<memory&>(dst));
+void reorder_into(const memory& src, const memory& dst, const dnnl::primitive_attr& attr) {
+  dnnl::reorder(src, dst, attr).execute(cpu_stream(), const_cast<memory&>(src), const_cast<memory&>(dst));
   cpu_stream().wait();
 }
 
@@ -163,13 +164,12 @@ memory in_layout(const Tensor& src, const memory::desc& want, std::vector<Scratc
 
 namespace {
 Napi::Value typed_array_of(Napi::Env env, dt type, size_t n) {
-  switch (type) {
-    case dt::f32: return Napi::Float32Array::New(env, n);
-    case dt::bf16: return Napi::Uint16Array::New(env, n);
-    case dt::u8: return Napi::Uint8Array::New(env, n);
-    case dt::s32: return Napi::Int32Array::New(env, n);
-    default: throw_type_error("unsupported dtype");
-  }
+  const DTypeInfo* d = dtype_info(type);
+  if (!d) throw_type_error("unsupported dtype");
+  napi_value arr, buf;
+  if (napi_create_arraybuffer(env, n * d->size, nullptr, &buf) != napi_ok || napi_create_typedarray(env, d->array, n, buf, 0, &arr) != napi_ok)
+    throw Napi::Error::New(env);
+  return Napi::Value(env, arr);
 }
 
 // A typed array's element type, length and data, read without running any JS (and whatever
@@ -181,21 +181,14 @@ struct TypedData {
 };
 
 TypedData typed_data(const Napi::Value& v, const std::string& what) {
-  static const char* kinds = "a Float32Array, Uint16Array (bfloat16), Uint8Array or Int32Array";
-  if (!v.IsTypedArray()) throw_type_error(what + " must be " + kinds + ", got " + describe(v));
+  if (!v.IsTypedArray()) throw_type_error(what + " must be " + typed_array_kinds() + ", got " + describe(v));
   napi_typedarray_type kind;
   size_t length;
   void* data;
   if (napi_get_typedarray_info(v.Env(), v, &kind, &length, &data, nullptr, nullptr) != napi_ok) throw_type_error(what + " cannot be read");
-  dt type;
-  switch (kind) {
-    case napi_float32_array: type = dt::f32; break;
-    case napi_uint8_array: type = dt::u8; break;
-    case napi_int32_array: type = dt::s32; break;
-    case napi_uint16_array: type = dt::bf16; break;  // bfloat16 bits travel as Uint16Array
-    default: throw_type_error(what + " must be " + kinds);
-  }
-  return {type, length, static_cast<uint8_t*>(data)};
+  const DTypeInfo* d = dtype_of_array(kind);
+  if (!d) throw_type_error(what + " must be " + typed_array_kinds());
+  return {d->type, length, static_cast<uint8_t*>(data)};
 }
 }  // namespace
 
@@ -319,13 +312,20 @@ Napi::Value Zeros(const Napi::CallbackInfo& info) {
   return Tensor::Create(info.Env(), plain_desc(dims, type), !uninitialized);
 }
 
-// reorder(t, {dtype?, like?}) → a new tensor with t's values in like's layout (or plain)
-// and the requested dtype (the only place precision changes).
+// reorder(t, {dtype?, like?, scale = 1}) → a new tensor with t's values in like's layout (or
+// plain) and the requested dtype (the only place precision changes). With a scale the values
+// are t·scale, rounded to nearest even and saturated into integer dtypes: how activations are
+// quantized to uint8/int8 and dequantized back.
 Napi::Value Reorder(const Napi::CallbackInfo& info) {
   Napi::Object o = options_arg(info, 1);
+  const double scale = opt_num(o, "scale", 1);
+  const float scale32 = float(scale);
+  if (scale == 0) throw_range_error("scale must be a finite nonzero number, got 0");
+  if (!std::isfinite(scale32) || scale32 == 0)
+    throw_range_error("scale must be within float32's range, got " + describe(Napi::Number::New(info.Env(), scale)));
   Tensor& src = Tensor::From(info[0], "tensor");
   Tensor* like = Tensor::FromOptional(o.Get("like"), "like");
-  const dt type = opt_dtype(o, "dtype", src.md.data_type(), {dt::f32, dt::bf16, dt::u8, dt::s32});
+  const dt type = opt_dtype(o, "dtype", src.md.data_type(), {dt::f32, dt::bf16, dt::u8, dt::s8, dt::s32});
   memory::desc want;
   if (like) {
     if (like->dims() != src.dims()) throw_range_error("shapes differ (" + dims_key(src.dims()) + " vs " + dims_key(like->dims()) + ")");
@@ -336,7 +336,13 @@ Napi::Value Reorder(const Napi::CallbackInfo& info) {
     want = plain_desc(src.dims(), type);
   }
   Napi::Object out = Tensor::Create(info.Env(), want);
-  reorder_into(src.mem(), Tensor::Of(out).mem());
+  if (scale32 == 1) {
+    reorder_into(src.mem(), Tensor::Of(out).mem());
+  } else {
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {scale32});
+    reorder_into(src.mem(), Tensor::Of(out).mem(), attr);
+  }
   return out;
 }
 

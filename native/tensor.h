@@ -71,7 +71,8 @@ inline void require_float(const Tensor& t, const std::string& what) { require_dt
 // Makes `src` available in layout/type `want`: returns it as is when it already matches,
 // otherwise reorders into a scratch buffer kept alive by `keep`.
 memory in_layout(const Tensor& src, const memory::desc& want, std::vector<Scratch>& keep);
-void reorder_into(const memory& src, const memory& dst);
+// dst = src (converted to dst's type and layout); attr carries output scales when quantizing.
+void reorder_into(const memory& src, const memory& dst, const dnnl::primitive_attr& attr = dnnl::primitive_attr());
 
 Napi::Value FromArray(const Napi::CallbackInfo& info);
 Napi::Value Zeros(const Napi::CallbackInfo& info);

@@ -5,7 +5,11 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-export type DType = 'float32' | 'bfloat16' | 'uint8' | 'int32';
+/** The dtypes tensors hold (native/engine.cc has the same table). */
+export const DTYPES = ['float32', 'bfloat16', 'uint8', 'int8', 'int32'] as const;
+export type DType = (typeof DTYPES)[number];
+/** The typed arrays tensors are made from and read into (bfloat16 as raw Uint16 bits). */
+export type TensorArray = Float32Array | Uint16Array | Uint8Array | Int8Array | Int32Array;
 /** Compute precision of convolutions. */
 export type Precision = 'float32' | 'bfloat16';
 
@@ -19,7 +23,7 @@ export interface Tensor {
   readonly nbytes: number;
   dispose(): void;
   /** The values as a plain row-major array (bfloat16 as raw Uint16 bits). */
-  toArray(): Float32Array | Uint16Array | Uint8Array | Int32Array;
+  toArray(): TensorArray;
 }
 
 export interface ConvOptions {
@@ -36,6 +40,7 @@ export interface PoolOptions {
   kernel?: number;
   stride?: number;
   ceil?: boolean;
+  /** Keeps a workspace for maxPoolBackward (float32 and bfloat16 only: uint8 pools for inference). */
   training?: boolean;
 }
 
@@ -106,6 +111,7 @@ export const NATIVE_EXPORTS = [
   'adamUpdateAll',
   'sgdUpdate',
   'sumSquares',
+  'absMax',
   'setThreads',
   'info',
 ] as const;
@@ -118,12 +124,17 @@ export type NativeExport = (typeof NATIVE_EXPORTS)[number];
 export interface Native {
   Tensor: abstract new () => Tensor;
   /** A plain copy of row-major `data` of shape dims; with perm, its axes reordered as permute would (one pass). */
-  fromArray(dims: number[], data: Float32Array | Uint16Array | Uint8Array | Int32Array, perm?: number[]): Tensor;
+  fromArray(dims: number[], data: TensorArray, perm?: number[]): Tensor;
   /** A plain zero tensor; `uninitialized` skips the fill for a tensor about to be replaced whole. */
   zeros(dims: number[], dtype?: DType, uninitialized?: boolean): Tensor;
   /** Copies data into a plain tensor in place, from element `offset` on (dtype must match). */
-  writeArray(t: Tensor, data: Float32Array | Uint16Array | Uint8Array | Int32Array, offset?: number): void;
-  reorder(t: Tensor, options?: { dtype?: DType; like?: Tensor | null }): Tensor;
+  writeArray(t: Tensor, data: TensorArray, offset?: number): void;
+  /**
+   * t's values in like's layout (or plain) and the given dtype. With `scale` (finite, nonzero,
+   * default 1) the values are t·scale, rounded to nearest even and saturated into integer
+   * dtypes: float32 → uint8/int8 quantizes, uint8/int8 → float32 dequantizes.
+   */
+  reorder(t: Tensor, options?: { dtype?: DType; like?: Tensor | null; scale?: number }): Tensor;
   /** A plain tensor with t's axes reordered (t plain): out dims[k] = t dims[perm[k]]. */
   permute(t: Tensor, perm: number[]): Tensor;
   poolStats(): PoolStats;
@@ -134,6 +145,7 @@ export interface Native {
   convForward(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvOptions): { y: Tensor; weightsCache: Tensor | null };
   convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: ConvOptions & { bias?: boolean }): { dx: Tensor; weightsCache: Tensor | null };
   convBackwardWeights(x: Tensor, dy: Tensor, options: ConvOptions & { weightsDims: number[]; bias: boolean }): { dw: Tensor; db: Tensor | null };
+  /** Max pooling in x's layout and dtype (float32, bfloat16, or uint8 for inference). */
   maxPoolForward(x: Tensor, options: PoolOptions): { y: Tensor; workspace: Tensor | null };
   maxPoolBackward(dy: Tensor, workspace: Tensor, x: Tensor, options: PoolOptions): Tensor;
   reluForward(x: Tensor): Tensor;
@@ -150,6 +162,8 @@ export interface Native {
   adamUpdateAll(weights: Tensor[], grads: Tensor[], m: Tensor[], v: Tensor[], l2: number[], options: { alpha: number; beta1: number; beta2: number; epsilon: number }): void;
   sgdUpdate(w: Tensor, g: Tensor, v: Tensor, options: { lr: number; momentum: number; weightDecay: number }): void;
   sumSquares(t: Tensor): number;
+  /** max |v| over a float32 or bfloat16 tensor in any layout (NaN if any value is NaN): for calibration. */
+  absMax(t: Tensor): number;
   setThreads(n: number): void;
   info(): NativeInfo;
 }

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import ts from 'typescript';
-import { native, NATIVE_EXPORTS } from '../../src/engine/binding.js';
+import { native, NATIVE_EXPORTS, DTYPES } from '../../src/engine/binding.js';
 
 const bindingFile = new URL('../../src/engine/binding.ts', import.meta.url);
 
@@ -36,4 +36,19 @@ test('the Native interface types exactly the listed names', () => {
 test('every export is a function, Tensor a class', () => {
   for (const name of NATIVE_EXPORTS) assert.equal(typeof (native as unknown as Record<string, unknown>)[name], 'function', name);
   assert.ok(native.zeros([1]) instanceof native.Tensor);
+});
+
+test('the addon makes tensors of exactly the listed dtypes, each read back as its typed array', () => {
+  const arrays = { float32: Float32Array, bfloat16: Uint16Array, uint8: Uint8Array, int8: Int8Array, int32: Int32Array };
+  assert.deepEqual(sorted(Object.keys(arrays)), sorted(DTYPES));
+  for (const dtype of DTYPES) {
+    const t = native.zeros([2, 3], dtype);
+    assert.equal(t.dtype, dtype);
+    assert.ok(t.toArray() instanceof arrays[dtype], dtype);
+    const back = native.fromArray([2, 3], t.toArray());
+    assert.equal(back.dtype, dtype, `${dtype} travels in its typed array`);
+    t.dispose();
+    back.dispose();
+  }
+  assert.throws(() => native.zeros([1], 'float64' as never), new RegExp(`unknown dtype 'float64' \\(${DTYPES.join(', ')}\\)`));
 });

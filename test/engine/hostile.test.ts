@@ -56,6 +56,7 @@ const p = f32([5]), g = f32([5]), m = f32([5]), v = f32([5]);
 const adam = { alpha: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
 const threads = native.info().threads;
 const conv = { padding: [1, 1, 1, 1] as [number, number, number, number] };
+const xq = native.fromArray([1, 3, 8, 8], Uint8Array.from({ length: 192 }, (_, i) => (i * 7) % 256));
 
 // Argument kinds: what counts as a wrong kind for each.
 type Kind = 'tensor' | 'tensor?' | 'options' | 'dims' | 'typed' | 'number' | 'offset' | 'bool?' | 'dtype?' | 'ints' | 'array';
@@ -90,6 +91,7 @@ const exportsUnderTest: Record<string, Export> = {
   adamUpdateAll: { args: () => [[p], [g], [m], [v], [0], adam], kinds: ['array', 'array', 'array', 'array', 'array', 'options'] },
   sgdUpdate: { args: () => [p, g, v, { lr: 0.1, momentum: 0.9, weightDecay: 0 }], kinds: ['tensor', 'tensor', 'tensor', 'options'] },
   sumSquares: { args: () => [p], kinds: ['tensor'] },
+  absMax: { args: () => [x], kinds: ['tensor'] },
   setThreads: { args: () => [threads], kinds: ['number'] },
   info: { args: () => [], kinds: [] },
 };
@@ -107,7 +109,7 @@ const wrongKinds: Record<Kind, () => unknown[]> = {
   'tensor?': () => [{}, [], Object.create(x), disposedTensor(), ...common()],
   options: () => [5, 'x', true, Symbol('s'), 10n, [], () => 0],
   dims: () => [undefined, null, {}, 'x', 4, [2, 'a'], [2, null], new Float32Array([2, 2])],
-  typed: () => [undefined, null, {}, [1, 2, 3, 4], new Float64Array(4), new Int8Array(4), new ArrayBuffer(16), x, 'x'],
+  typed: () => [undefined, null, {}, [1, 2, 3, 4], new Float64Array(4), new Int16Array(4), new Uint32Array(4), new ArrayBuffer(16), x, 'x'],
   number: () => [undefined, null, '2', {}, [2], x, true, 10n],
   offset: () => [null, '1', {}, true, 10n],
   'bool?': () => [1, 'yes', {}, []],
@@ -170,6 +172,11 @@ test('tensors, sizes and shapes that do not fit are refused with a RangeError na
     ['writeArray', () => native.writeArray(p, new Int32Array(2)), T, /float32 but the data int32/],
     ['reorder', () => native.reorder(x, { like: p }), R, /shapes differ/],
     ['reorder', () => native.reorder(x, { dtype: 'float16' as never }), R],
+    ['reorder', () => native.reorder(x, { dtype: 'uint8', scale: 0 }), R, /scale must be a finite nonzero number/],
+    ['reorder', () => native.reorder(x, { dtype: 'uint8', scale: -Infinity }), R, /scale must be a finite number/],
+    ['reorder', () => native.reorder(x, { dtype: 'uint8', scale: 2 ** 200 }), R, /float32's range/],
+    ['reorder', () => native.reorder(x, { dtype: 'uint8', scale: 2 ** -200 }), R, /float32's range/],
+    ['reorder', () => native.reorder(x, { scale: x as never }), T, /scale must be a number/],
     ['permute', () => native.permute(x, [0, 0, 1, 2]), R, /each of the tensor's 4 axes once/],
     ['permute', () => native.permute(x, [0, 1, 2]), R, /each of the tensor's 4 axes once/],
     ['permute', () => native.permute(x, [0, 1, 2, 4]), R, /each of the tensor's 4 axes once/],
@@ -211,6 +218,9 @@ test('tensors, sizes and shapes that do not fit are refused with a RangeError na
     ['maxPoolForward', () => native.maxPoolForward(f32([8, 8]), {}), R, /rank 4/],
     ['maxPoolForward', () => native.maxPoolForward(x, { ceil: 'yes' as never }), T],
     ['maxPoolForward', () => native.maxPoolForward(i32, {}), T],
+    ['maxPoolForward', () => native.maxPoolForward(xq, { training: true }), T, /uint8, which max pooling takes for inference only/],
+    ['maxPoolForward', () => native.maxPoolForward(native.zeros([1, 1, 4, 4], 'int8'), {}), T, /x must be float32, bfloat16 or uint8, got int8/],
+    ['maxPoolBackward', () => native.maxPoolBackward(dyPool, pooled.workspace!, xq, {}), T, /uint8/],
     ['maxPoolBackward', () => native.maxPoolBackward(f32([1, 3, 5, 4]), pooled.workspace!, x, {}), R, /dy is 1x3x5x4, expected 1x3x4x4/],
     ['maxPoolBackward', () => native.maxPoolBackward(dyPool, dyPool, x, {}), R, /workspace does not belong/],
     // element-wise
@@ -255,6 +265,8 @@ test('tensors, sizes and shapes that do not fit are refused with a RangeError na
     ['sgdUpdate', () => native.sgdUpdate(p, g, f32([2, 3]), { lr: 0.1, momentum: 0.9, weightDecay: 0 }), R, /velocity does not match/],
     ['sgdUpdate', () => native.sgdUpdate(p, g, v, { lr: Infinity, momentum: 0.9, weightDecay: 0 }), R, /lr/],
     ['sumSquares', () => native.sumSquares(native.zeros([3], 'uint8')), T],
+    ['absMax', () => native.absMax(native.zeros([3], 'int8')), T, /tensor must be float32 or bfloat16, got int8/],
+    ['absMax', () => native.absMax(i32), T],
     // engine settings
     ['setThreads', () => native.setThreads(0), R, /count must be an integer ≥ 1, got 0/],
     ['setThreads', () => native.setThreads(1e6), R],
@@ -341,7 +353,7 @@ test('after every rejection the engine still computes correctly and has leaked n
   c.dispose();
   assert.equal(native.poolStats().liveBuffers, live);
   // What the sweeps used, disposed: nothing the rejected calls made remains (after a collection).
-  for (const t of [x, w, b, dy, labels, pooled.y, pooled.workspace!, dyPool, drop.y, drop.mask, p, g, m, v]) t.dispose();
+  for (const t of [x, w, b, dy, labels, pooled.y, pooled.workspace!, dyPool, drop.y, drop.mask, p, g, m, v, xq]) t.dispose();
   gc();
   await tick();
   gc();
