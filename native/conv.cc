@@ -85,10 +85,23 @@ bool optimised(const char* impl) {
   return s.find("ref") == std::string::npos && s.find("gemm:") == std::string::npos;
 }
 
+// fwd_pd, and for Winograd's algorithm a clear error where oneDNN has no implementation of it
+// (oneDNN 2.6 implements it for AVX-512 CPUs only, and for some shapes).
+template <bool T>
+typename Prims<T>::fwd::primitive_desc winograd_fwd_pd(const ConvSpec& s) {
+  if (!s.winograd) return fwd_pd<T>(s);
+  try {
+    return fwd_pd<T>(s);
+  } catch (const dnnl::error& e) {
+    if (e.status != dnnl_unimplemented) throw;
+    throw_range_error("Winograd convolution is not available on this CPU (for x " + dims_key(s.x) + " and weights " + dims_key(s.w) + "): use algorithm 'direct'");
+  }
+}
+
 template <bool T>
 Napi::Value forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b, Tensor* weights_cache) {
   auto cp = cached(s.key("fwd"), [&] {
-    auto pd = fwd_pd<T>(s);
+    auto pd = winograd_fwd_pd<T>(s);
     debug_impl("fwd", s, pd.impl_info_str());
     return CachedPrimitive{pd, typename Prims<T>::fwd(pd)};
   });
@@ -182,12 +195,15 @@ Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
 
 }  // namespace
 
-// convForward(x, w, bias|null, {stride, padding, relu, transposed, dtype, weightsCache})
+// convForward(x, w, bias|null, {stride, padding, relu, transposed, dtype, algorithm, weightsCache})
 //   → {y, weightsCache: Tensor|null}
 Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   const ConvOptions c = read_options(o);
   const bool relu = opt_bool(o, "relu", false);
+  const bool winograd = opt_choice(o, "algorithm", "direct", {"direct", "winograd"}) == "winograd";
+  if (winograd && (c.transposed || c.compute != dt::f32))
+    throw_range_error("algorithm 'winograd' is for float32 convolution only (not transposed, not bfloat16)");
   Napi::Value cache_arg = o.Get("weightsCache");
   Tensor& x = Tensor::From(info[0], "x");
   Tensor& w = Tensor::From(info[1], "weights");
@@ -201,6 +217,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   }
   ConvSpec s = make_spec(c, x.dims(), w.dims(), b != nullptr);
   s.relu = relu;
+  s.winograd = winograd;
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
 }
 

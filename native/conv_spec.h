@@ -12,13 +12,15 @@ struct ConvSpec {
   bool transposed = false;
   bool relu = false;
   bool has_bias = false;
+  // Winograd's algorithm instead of the direct one (forward float32 convolution only).
+  bool winograd = false;
   dt compute = dt::f32;
   memory::dims x, w, y;
   memory::dims stride{1, 1}, pad_l{0, 0}, pad_r{0, 0};
 
   std::string key(const char* op) const {
-    return std::string(op) + (transposed ? "T" : "C") + (relu ? "r" : "") + (has_bias ? "b" : "") + dtype_name(compute) + "|" +
-           dims_key(x) + "|" + dims_key(w) + "|" + dims_key(stride) + "|" + dims_key(pad_l) + "|" + dims_key(pad_r);
+    return std::string(op) + (transposed ? "T" : "C") + (relu ? "r" : "") + (has_bias ? "b" : "") + (winograd ? "W" : "") + dtype_name(compute) +
+           "|" + dims_key(x) + "|" + dims_key(w) + "|" + dims_key(stride) + "|" + dims_key(pad_l) + "|" + dims_key(pad_r);
   }
 };
 
@@ -54,9 +56,10 @@ template <bool T>
 typename Prims<T>::fwd::primitive_desc fwd_pd(const ConvSpec& s) {
   using F = typename Prims<T>::fwd;
   const auto pk = dnnl::prop_kind::forward_inference;
-  auto d = s.has_bias ? typename F::desc(pk, Prims<T>::alg, any_layout(s.x, s.compute), any_layout(s.w, s.compute), bias_md(s), any_layout(s.y, s.compute), s.stride,
-                                         s.pad_l, s.pad_r)
-                      : typename F::desc(pk, Prims<T>::alg, any_layout(s.x, s.compute), any_layout(s.w, s.compute), any_layout(s.y, s.compute), s.stride, s.pad_l, s.pad_r);
+  const dnnl::algorithm alg = !T && s.winograd ? dnnl::algorithm::convolution_winograd : Prims<T>::alg;
+  auto d = s.has_bias ? typename F::desc(pk, alg, any_layout(s.x, s.compute), any_layout(s.w, s.compute), bias_md(s), any_layout(s.y, s.compute), s.stride, s.pad_l,
+                                         s.pad_r)
+                      : typename F::desc(pk, alg, any_layout(s.x, s.compute), any_layout(s.w, s.compute), any_layout(s.y, s.compute), s.stride, s.pad_l, s.pad_r);
   dnnl::primitive_attr attr;
   if (s.relu) {
     dnnl::post_ops po;

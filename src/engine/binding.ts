@@ -33,6 +33,12 @@ export interface ConvOptions {
   relu?: boolean;
   transposed?: boolean;
   dtype?: Precision;
+  /**
+   * 'winograd': Winograd's algorithm (float32, not transposed). Where oneDNN has no
+   * implementation of it (any CPU without AVX-512) the call throws a RangeError saying
+   * "Winograd convolution is not available on this CPU". Default 'direct'.
+   */
+  algorithm?: 'direct' | 'winograd';
   weightsCache?: Tensor | null;
 }
 

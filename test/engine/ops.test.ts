@@ -350,6 +350,24 @@ test('adamUpdateAll equals adamUpdate on each parameter', () => {
   for (const p of [...a, ...b]) for (const t of Object.values(p)) t.dispose();
 });
 
+test('convForward with Winograd\'s algorithm equals the direct one, or says the CPU has none', () => {
+  const x = toTensor(ref.randomArr([1, 16, 12, 10], 51)), w = toTensor(ref.randomArr([32, 16, 3, 3], 52, 0.3)), b = toTensor(ref.randomArr([32], 53));
+  const opts = { padding: [1, 1, 1, 1] as [number, number, number, number], relu: true };
+  const direct = native.convForward(x, w, b, opts);
+  let winograd: { y: Tensor; weightsCache: Tensor | null } | null = null;
+  try {
+    winograd = native.convForward(x, w, b, { ...opts, algorithm: 'winograd' });
+  } catch (e) {
+    assert.ok(e instanceof RangeError, String(e));
+    assert.match(e.message, /^convForward: Winograd convolution is not available on this CPU/);
+  }
+  if (winograd) {
+    const e = ref.relError(values(winograd.y), values(direct.y));
+    assert.ok(e < 1e-3, `Winograd vs direct: ${e}`);
+  }
+  for (const t of [x, w, b, direct.y, direct.weightsCache, winograd?.y, winograd?.weightsCache]) t?.dispose();
+});
+
 test('bad arguments give clear errors, not crashes', () => {
   const x = native.zeros([1, 3, 4, 4]);
   assert.throws(() => native.convForward(x, native.zeros([2, 4, 3, 3]), null, {}), /input has 3 channels but the weights expect 4/);
