@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "conv.h"
+#include "conv_int8.h"
 #include "eltwise.h"
 #include "loss.h"
 #include "optim.h"
@@ -117,6 +118,7 @@ constexpr Export kExports[] = {
     {"convForward", ConvForward},
     {"convBackwardData", ConvBackwardData},
     {"convBackwardWeights", ConvBackwardWeights},
+    {"convForwardInt8", ConvForwardInt8},
     {"maxPoolForward", MaxPoolForward},
     {"maxPoolBackward", MaxPoolBackward},
     {"reluForward", ReluForward},

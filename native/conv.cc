@@ -15,17 +15,7 @@ void debug_impl(const char* what, const ConvSpec& s, const char* impl) {
   if (on) std::fprintf(stderr, "fcn: %s %s -> %s\n", what, s.key("").c_str(), impl);
 }
 
-namespace {
-
-// The options every convolution op shares, read before any tensor is unwrapped.
-struct ConvOptions {
-  bool transposed;
-  dt compute;
-  std::vector<int64_t> stride, padding;  // padding: top, left, bottom, right
-  Tensor* weights_cache = nullptr;
-};
-
-ConvOptions read_options(const Napi::Object& o) {
+ConvOptions read_conv_options(const Napi::Object& o) {
   ConvOptions c;
   c.transposed = opt_bool(o, "transposed", false);
   c.compute = opt_dtype(o, "dtype", dt::f32, {dt::f32, dt::bf16});
@@ -34,9 +24,7 @@ ConvOptions read_options(const Napi::Object& o) {
   return c;
 }
 
-// The geometry of x (N,C,H,W) convolved with w (O,I,KH,KW), checked: every size within
-// oneDNN's range, channels that agree, and an output of at least one pixel.
-ConvSpec make_spec(const ConvOptions& c, const memory::dims& x, const memory::dims& w, bool has_bias) {
+ConvSpec make_conv_spec(const ConvOptions& c, const memory::dims& x, const memory::dims& w, bool has_bias) {
   ConvSpec s;
   s.transposed = c.transposed;
   s.has_bias = has_bias;
@@ -73,16 +61,11 @@ ConvSpec make_spec(const ConvOptions& c, const memory::dims& x, const memory::di
   return s;
 }
 
+namespace {
+
 void require_conv_operand(const Tensor& t, const std::string& what, const char* axes) {
   require_rank(t, what, 4, axes);
   require_float(t, what);
-}
-
-// Reference and gemm-based implementations are oneDNN's fallbacks, far slower than its jit
-// and brgemm kernels: a layout that only they support is not worth keeping.
-bool optimised(const char* impl) {
-  std::string s(impl);
-  return s.find("ref") == std::string::npos && s.find("gemm:") == std::string::npos;
 }
 
 // fwd_pd, and for Winograd's algorithm a clear error where oneDNN has no implementation of it
@@ -199,7 +182,7 @@ Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
 //   → {y, weightsCache: Tensor|null}
 Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
-  const ConvOptions c = read_options(o);
+  const ConvOptions c = read_conv_options(o);
   const bool relu = opt_bool(o, "relu", false);
   const bool winograd = opt_choice(o, "algorithm", "direct", {"direct", "winograd"}) == "winograd";
   if (winograd && (c.transposed || c.compute != dt::f32))
@@ -215,7 +198,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
     require_float(*b, "bias");
     require_dims(*b, "bias", {w.dims()[0]});
   }
-  ConvSpec s = make_spec(c, x.dims(), w.dims(), b != nullptr);
+  ConvSpec s = make_conv_spec(c, x.dims(), w.dims(), b != nullptr);
   s.relu = relu;
   s.winograd = winograd;
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
@@ -224,7 +207,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
 // convBackwardData(dy, w, x, {stride, padding, transposed, dtype, bias, weightsCache}) → {dx, weightsCache}
 Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
-  const ConvOptions c = read_options(o);
+  const ConvOptions c = read_conv_options(o);
   const bool has_bias = opt_bool(o, "bias", false);
   Napi::Value cache_arg = o.Get("weightsCache");
   Tensor& dy = Tensor::From(info[0], "dy");
@@ -235,7 +218,7 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   require_conv_operand(w, "weights", "O,I,KH,KW");
   require_conv_operand(x, "x", "N,C,H,W");
   // The ReLU's own backward is applied to dy before this: the spec has none.
-  const ConvSpec s = make_spec(c, x.dims(), w.dims(), has_bias);
+  const ConvSpec s = make_conv_spec(c, x.dims(), w.dims(), has_bias);
   require_dims(dy, "dy", s.y);
   return c.transposed ? backward_data<true>(info.Env(), s, dy, w, cache) : backward_data<false>(info.Env(), s, dy, w, cache);
 }
@@ -243,7 +226,7 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
 // convBackwardWeights(x, dy, {weightsDims, bias, stride, padding, transposed, dtype}) → {dw, db|null}
 Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 2);
-  const ConvOptions c = read_options(o);
+  const ConvOptions c = read_conv_options(o);
   const bool has_bias = opt_bool(o, "bias", false);
   Napi::Value wd = o.Get("weightsDims");
   if (wd.IsUndefined()) throw_type_error("weightsDims must be given: [O, I, KH, KW]");
@@ -253,7 +236,7 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
   Tensor& dy = Tensor::From(info[1], "dy");
   require_conv_operand(x, "x", "N,C,H,W");
   require_conv_operand(dy, "dy", "N,C,H,W");
-  const ConvSpec s = make_spec(c, x.dims(), memory::dims(w_dims.begin(), w_dims.end()), has_bias);
+  const ConvSpec s = make_conv_spec(c, x.dims(), memory::dims(w_dims.begin(), w_dims.end()), has_bias);
   require_dims(dy, "dy", s.y);
   return c.transposed ? backward_weights<true>(info.Env(), s, x, dy) : backward_weights<false>(info.Env(), s, x, dy);
 }

@@ -24,6 +24,25 @@ struct ConvSpec {
   }
 };
 
+// The options every convolution op shares, read before any tensor is unwrapped.
+struct ConvOptions {
+  bool transposed;
+  dt compute;
+  std::vector<int64_t> stride, padding;  // padding: top, left, bottom, right
+};
+ConvOptions read_conv_options(const Napi::Object& o);
+
+// The geometry of x (N,C,H,W) convolved with w (O,I,KH,KW), checked: every size within
+// oneDNN's range, channels that agree, and an output of at least one pixel.
+ConvSpec make_conv_spec(const ConvOptions& c, const memory::dims& x, const memory::dims& w, bool has_bias);
+
+// Reference and gemm-based implementations are oneDNN's fallbacks, far slower than its jit
+// and brgemm kernels: a layout that only they support is not worth keeping.
+inline bool optimised(const char* impl) {
+  std::string s(impl);
+  return s.find("ref") == std::string::npos && s.find("gemm:") == std::string::npos;
+}
+
 template <bool Transposed>
 struct Prims;
 template <>

@@ -42,6 +42,19 @@ export interface ConvOptions {
   weightsCache?: Tensor | null;
 }
 
+export interface ConvInt8Options {
+  stride?: [number, number];
+  /** [top, left, bottom, right] */
+  padding?: [number, number, number, number];
+  relu?: boolean;
+  /** One scale per output channel, each finite and > 0. */
+  scales: Float32Array;
+  /** The output's dtype (required). */
+  output: 'uint8' | 'float32';
+  /** The caller's prepared copy of the weights, as for convForward. */
+  weightsCache?: Tensor | null;
+}
+
 export interface PoolOptions {
   kernel?: number;
   stride?: number;
@@ -102,6 +115,7 @@ export const NATIVE_EXPORTS = [
   'convForward',
   'convBackwardData',
   'convBackwardWeights',
+  'convForwardInt8',
   'maxPoolForward',
   'maxPoolBackward',
   'reluForward',
@@ -149,6 +163,21 @@ export interface Native {
   /** Sets either bound (lowering one releases what is over it at once); returns those in force. */
   setCacheLimits(limits?: Partial<CacheLimits>): CacheLimits;
   convForward(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvOptions): { y: Tensor; weightsCache: Tensor | null };
+  /**
+   * Quantized inference convolution. x: uint8 N,C,H,W in any layout (as an earlier
+   * convForwardInt8 or maxPoolForward left it); w: int8 O,I,KH,KW, plain; bias: float32 [O].
+   * With acc[n,o,i,j] = Σ x·w (int32),
+   *   y[n,o,i,j] = relu?(scales[o] · (acc + bias[o]))
+   * (the bias is in accumulator units: it joins the sum before the scale). 'float32' output is
+   * that value; 'uint8' output is it rounded to nearest and saturated to [0, 255]. y is in the
+   * layout the primitive chose. weightsCache works as convForward's.
+   *
+   * The sum is exact when every x ≤ 127 or every |w| ≤ 64. Beyond that, on CPUs without VNNI
+   * (AVX2, AVX-512 before Cascade Lake) oneDNN's kernels add pairs of products in 16 bits with
+   * saturation (vpmaddubsw), and a pair above 32767 in magnitude is clipped: quantize
+   * activations to [0, 127] or weights to [-64, 64] to get the same results on every CPU.
+   */
+  convForwardInt8(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvInt8Options): { y: Tensor; weightsCache: Tensor | null };
   convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: ConvOptions & { bias?: boolean }): { dx: Tensor; weightsCache: Tensor | null };
   convBackwardWeights(x: Tensor, dy: Tensor, options: ConvOptions & { weightsDims: number[]; bias: boolean }): { dw: Tensor; db: Tensor | null };
   /** Max pooling in x's layout and dtype (float32, bfloat16, or uint8 for inference). */

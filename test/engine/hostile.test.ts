@@ -57,6 +57,8 @@ const adam = { alpha: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
 const threads = native.info().threads;
 const conv = { padding: [1, 1, 1, 1] as [number, number, number, number] };
 const xq = native.fromArray([1, 3, 8, 8], Uint8Array.from({ length: 192 }, (_, i) => (i * 7) % 256));
+const wq = native.fromArray([4, 3, 3, 3], Int8Array.from({ length: 108 }, (_, i) => ((i * 5) % 129) - 64));
+const convInt8 = { ...conv, relu: true, scales: new Float32Array(4).fill(0.01), output: 'uint8' as const };
 
 // Argument kinds: what counts as a wrong kind for each.
 type Kind = 'tensor' | 'tensor?' | 'options' | 'dims' | 'typed' | 'number' | 'offset' | 'bool?' | 'dtype?' | 'ints' | 'array';
@@ -76,6 +78,7 @@ const exportsUnderTest: Record<string, Export> = {
   convForward: { args: () => [x, w, b, conv], kinds: ['tensor', 'tensor', 'tensor?', 'options'] },
   convBackwardData: { args: () => [dy, w, x, conv], kinds: ['tensor', 'tensor', 'tensor', 'options'] },
   convBackwardWeights: { args: () => [x, dy, { ...conv, weightsDims: [4, 3, 3, 3], bias: true }], kinds: ['tensor', 'tensor', 'options'] },
+  convForwardInt8: { args: () => [xq, wq, b, convInt8], kinds: ['tensor', 'tensor', 'tensor?', 'options'] },
   maxPoolForward: { args: () => [x, { training: true }], kinds: ['tensor', 'options'] },
   maxPoolBackward: { args: () => [dyPool, pooled.workspace, x, {}], kinds: ['tensor', 'tensor', 'tensor', 'options'] },
   reluForward: { args: () => [x], kinds: ['tensor'] },
@@ -207,6 +210,24 @@ test('tensors, sizes and shapes that do not fit are refused with a RangeError na
     ['convForward', () => native.convForward(x, w, null, { algorithm: 3 as never }), T, /algorithm must be a string/],
     ['convForward', () => native.convForward(x, w, null, { algorithm: 'winograd', transposed: true }), R, /'winograd' is for float32 convolution only/],
     ['convForward', () => native.convForward(x, w, null, { algorithm: 'winograd', dtype: 'bfloat16' }), R, /'winograd' is for float32 convolution only/],
+    // int8 convolution
+    ['convForwardInt8', () => native.convForwardInt8(x, wq, null, convInt8), T, /x must be uint8, got float32/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, w, null, convInt8), T, /weights must be int8, got float32/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, i32, convInt8), T, /bias must be float32/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, f32([5]), convInt8), R, /bias is 5, expected 4/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, scales: new Float32Array(3).fill(1) }), R, /scales has 3 values but the weights have 4 output channels/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, scales: new Float32Array(2 ** 20) }), R, /scales\[0\] must be a finite number > 0/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, scales: Float32Array.from([1, 1, 1, -0]) }), R, /scales\[3\]/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, scales: new Float32Array(new SharedArrayBuffer(16)).fill(1), output: 'int32' as never }), R, /output must be one of 'uint8', 'float32'/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, scales: new Uint8Array(4) as never }), T, /scales must be a Float32Array/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, scales: null as never }), T, /scales must be given/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, output: null as never }), T, /output must be given/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, stride: [2 ** 40, 1] }), R],
+    ['convForwardInt8', () => native.convForwardInt8(xq, wq, null, { ...convInt8, padding: [2 ** 30, 2 ** 30, 0, 0] }), R, /more than 2\^40 elements/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, native.zeros([4, 3, 9, 9], 'int8'), null, { ...convInt8, padding: [0, 0, 0, 0] }), R, /too small for kernel/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, native.zeros([4, 5, 3, 3], 'int8'), null, convInt8), R, /input has 3 channels but the weights expect 5/],
+    ['convForwardInt8', () => native.convForwardInt8(native.zeros([3, 8, 8], 'uint8'), wq, null, convInt8), R, /x must be N,C,H,W/],
+    ['convForwardInt8', () => native.convForwardInt8(xq, native.zeros([4, 27], 'int8'), null, convInt8), R, /weights must be O,I,KH,KW/],
     ['convBackwardData', () => native.convBackwardData(f32([1, 4, 7, 8]), w, x, conv), R, /dy is 1x4x7x8, expected 1x4x8x8/],
     ['convBackwardData', () => native.convBackwardData(dy, w, x, { ...conv, stride: [0, 0] }), R, /stride/],
     ['convBackwardWeights', () => native.convBackwardWeights(x, dy, { ...conv, weightsDims: [0, 3, 3, 3], bias: true }), R, /weightsDims must be ≥ 1/],
@@ -334,6 +355,15 @@ test('getters that run during a call cannot pull memory from under it', () => {
   // Options are read before tensors: a tensor disposed by an option getter is refused.
   const y = f32([1, 3, 8, 8]);
   rejects('convForward', () => native.convForward(y, w, null, { get stride() { y.dispose(); return [1, 1] as [number, number]; } }), TypeError, /x has been disposed/);
+  const yq = native.fromArray([1, 3, 8, 8], new Uint8Array(192));
+  rejects('convForwardInt8', () => native.convForwardInt8(yq, wq, null, { ...convInt8, get scales() { yq.dispose(); return new Float32Array(4).fill(1); } }), TypeError, /x has been disposed/);
+  // Scales are copied when read: a getter that zeroes them afterwards changes nothing.
+  const scales = new Float32Array(4).fill(1);
+  const zq = native.fromArray([1, 3, 8, 8], new Uint8Array(192).fill(1));
+  const late = native.convForwardInt8(zq, wq, null, { ...convInt8, scales, get weightsCache() { scales.fill(NaN); return null; } });
+  const early = native.convForwardInt8(zq, wq, null, { ...convInt8, scales: new Float32Array(4).fill(1) });
+  assert.deepEqual(late.y.toArray(), early.y.toArray());
+  for (const t of [zq, late.y, late.weightsCache, early.y, early.weightsCache]) t?.dispose();
   // A getter that throws: its error comes through as it is.
   assert.throws(() => native.convForward(x, w, null, { get padding(): [number, number, number, number] { throw new SyntaxError('from the getter'); } }), SyntaxError);
   // Nested calls from a getter name their own op.
@@ -357,7 +387,7 @@ test('after every rejection the engine still computes correctly and has leaked n
   c.dispose();
   assert.equal(native.poolStats().liveBuffers, live);
   // What the sweeps used, disposed: nothing the rejected calls made remains (after a collection).
-  for (const t of [x, w, b, dy, labels, pooled.y, pooled.workspace!, dyPool, drop.y, drop.mask, p, g, m, v, xq]) t.dispose();
+  for (const t of [x, w, b, dy, labels, pooled.y, pooled.workspace!, dyPool, drop.y, drop.mask, p, g, m, v, xq, wq]) t.dispose();
   gc();
   await tick();
   gc();
