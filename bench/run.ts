@@ -1,21 +1,33 @@
 // The speed benchmark: our engine and its peers on the same network and input, in one run.
 //
-//   npm run bench [-- --only ID[,ID…]] [--reps N] [--threads N]
+//   npm run bench [-- --only ID[,ID…]] [--reps N] [--train-reps N] [--threads N] [--out FILE]
 //
-// Rows: fwd512_bf16_vs_ort, fwd512_bf16_vs_torch (PyTorch bf16 autocast, channels-last),
+// First the machine's attainable peak with our own ops (bench/peak.ts): rows
+// peak_fp32_gflops, peak_bf16_gflops, peak_int8_gops (the best of a few large convolutions per
+// data type; a row with a note and no value where the type cannot run here) and winograd_fp32.
+// Then: fwd512_bf16_vs_ort, fwd512_bf16_vs_torch (PyTorch bf16 autocast, channels-last),
 // fwd512_fp32_vs_ort, train512_bf16_vs_torch, train512_fp32_vs_torch (full-width FCN-8s,
-// batch 1), then {id, value} rows: rss_train_mb, rss_infer_mb and rss_eval_mb (peak RSS, each
-// in a process of its own: bench/rss.ts; eval: fcn eval over the VOC sample's val split),
-// serve_p95_ms and serve_rss_mb (fcn serve under load: bench/serve.ts),
-// 500×375 forward, batch-4 throughput, 1-thread forward, and
+// batch 1), each followed by its efficiency: fwd512_{fp32,bf16,int8}_peak_frac and
+// train512_{fp32,bf16}_peak_frac = the network's useful FLOPs (bench/flops.ts) ÷ our median
+// time ÷ the peak of that data type. Then {id, value} rows: rss_train_mb, rss_infer_mb and
+// rss_eval_mb (peak RSS, each in a process of its own: bench/rss.ts; eval: fcn eval over the
+// VOC sample's val split), serve_p95_ms and serve_rss_mb (fcn serve under load:
+// bench/serve.ts), 500×375 forward, batch-4 throughput, 1-thread forward, and
 // end-to-end training images/s on the VOC sample through the DataLoader with the share of
 // time spent waiting for data; then the data-parallel rows mpi_* (bench/mpi.ts: allreduce of
 // FCN-8s's gradients over 2 ranks, a step on 1 process × 2 threads vs 2 ranks × 1 thread, the
 // share of the exchange the overlap hides), when Open MPI is installed.
 //
-// Prints a table of times and ratios and writes bench/results.json:
-//   { machine: {…}, rows: [ { id, ours_ms, peer, peer_ms, ratio } | { id, value } ] }
-// with ratio = ours_ms / peer_ms (below 1: we are faster). Peers: onnxruntime-node (a dev
+// Every timed row is the median of at least 5 repetitions (forward passes; --reps raises it)
+// or 3 (training steps; --train-reps), after warm-up, with the spread [min, max] beside it.
+// The bench asserts nothing about time: it reports. Rows a CPU cannot run (bf16 without
+// AVX-512) are kept with a note saying why, and no value.
+//
+// Prints a table of times and ratios and writes bench/results.json (or --out):
+//   { machine: {…, loadavg_start, loadavg_end}, rows: [ { id, ours_ms, spread_ms, peer,
+//     peer_ms, peer_spread_ms, ratio, reps } | { id, value, spread?, note } | { id, note } ] }
+// with ratio = ours_ms / peer_ms (below 1: we are faster); every row also has load1, the
+// 1-minute load average when it was taken. Peers: onnxruntime-node (a dev
 // dependency) on an ONNX export of the PyTorch reference built from our weights, and PyTorch
 // (Debian's python3-torch). The bench installs nothing: a missing peer's rows are skipped.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -24,8 +36,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
-import { native, type Precision } from '../src/engine/binding.js';
-import { configureEngine, cpuFeatures, autoPrecision } from '../src/engine/config.js';
+import { native, type Precision, type Tensor } from '../src/engine/binding.js';
+import { configureEngine, cpuFeatures, autoPrecision, bf16Available } from '../src/engine/config.js';
 import { FCN } from '../src/models/fcn.js';
 import { saveWeights } from '../src/models/weights.js';
 import { Adam } from '../src/train/optim.js';
@@ -36,24 +48,50 @@ import { trainPipeline } from '../src/data/transforms.js';
 import { exportOnnx, ortForward, torchBench, torchPython } from './peers.js';
 import { runServeBench } from './serve.js';
 import { mpiRows } from './mpi.js';
+import { measurePeak, measureWinograd, type PeakDtype, type PeakResult } from './peak.js';
+import { fcnFlops } from './flops.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const work = path.join(here, '.work');
 
 export interface Row {
   id: string;
+  /** Our median time and its [min, max] over `reps` repetitions. */
   ours_ms?: number;
+  spread_ms?: [number, number];
   peer?: string;
   peer_ms?: number;
+  peer_spread_ms?: [number, number];
   ratio?: number;
+  reps?: number;
+  /** A value row's value (absent, with a note, when the row cannot run on this machine). */
   value?: number;
+  /** [min, max] of a timed value row, in the value's unit. */
+  spread?: [number, number];
   note?: string;
+  /** The 1-minute load average when the row was taken. */
+  load1?: number;
 }
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+
+/** Repeated timings: their median and spread. */
+interface Timing {
+  ms: number;
+  min: number;
+  max: number;
+  all: number[];
+}
+
+function timing(all: number[]): Timing {
+  return { ms: median(all), min: Math.min(...all), max: Math.max(...all), all };
+}
+
+const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
+const spreadOf = (t: { min: number; max: number }): [number, number] => [round(t.min, 1), round(t.max, 1)];
 
 /** Input values of preprocessed-image magnitude, the same generator as the peers use. */
 function benchInput(n: number): Float32Array {
@@ -67,7 +105,7 @@ function benchInput(n: number): Float32Array {
 }
 
 /** Our forward pass, timed as the peers are: input in, logits out as a JS array. */
-function oursForward(model: FCN, size: number | [number, number], batch: number, precision: Precision, warmup: number, reps: number): number {
+function oursForward(model: FCN, size: number | [number, number], batch: number, precision: Precision, warmup: number, reps: number): Timing {
   const [h, w] = typeof size === 'number' ? [size, size] : size;
   const input = benchInput(batch * 3 * h * w);
   const once = () => {
@@ -84,11 +122,11 @@ function oursForward(model: FCN, size: number | [number, number], batch: number,
     once();
     times.push(performance.now() - t0);
   }
-  return median(times);
+  return timing(times);
 }
 
 /** Our training step as PyTorch's is timed: forward, mean cross-entropy, backward, Adam (L2) update. */
-function oursTrain(model: FCN, size: number, precision: Precision, warmup: number, reps: number): number {
+function oursTrain(model: FCN, size: number, precision: Precision, warmup: number, reps: number): Timing {
   const x = native.fromArray([1, 3, size, size], benchInput(3 * size * size));
   // As scripts/torch_bench.py: random classes, the top eighth of the rows void.
   let s = 99;
@@ -107,7 +145,38 @@ function oursTrain(model: FCN, size: number, precision: Precision, warmup: numbe
   opt.dispose();
   x.dispose();
   y.dispose();
-  return median(times);
+  return timing(times);
+}
+
+/**
+ * The int8 model path (src/quant: calibrate, quantizeModel, predictLogits(x, 'int8')), timed as
+ * oursForward on a quantized copy of the seeded network calibrated on the bench input. Looked
+ * up at run time, so the bench builds and runs on an addon without it: throws with the reason.
+ */
+async function oursForwardInt8(size: number, warmup: number, reps: number): Promise<Timing> {
+  if (!('convForwardInt8' in native)) throw new Error('this build of the addon has no convForwardInt8');
+  const spec = '../src/quant/quantize.js';
+  let q: { calibrate?: (model: FCN, inputs: Iterable<Tensor>, onImage?: (i: number) => void) => unknown; quantizeModel?: (model: FCN, maxima: unknown) => void };
+  try {
+    q = await import(spec);
+  } catch (e) {
+    throw new Error(`no int8 model path in this build (${(e as Error).message.split('\n')[0]})`);
+  }
+  if (typeof q.calibrate !== 'function' || typeof q.quantizeModel !== 'function') throw new Error('src/quant/quantize.ts has no calibrate/quantizeModel');
+  const model = new FCN({ kind: 'fcn8', width: 1 });
+  try {
+    model.initialize(0);
+    const x = native.fromArray([1, 3, size, size], benchInput(3 * size * size));
+    try {
+      // (an onImage callback: calibrate counts the images through it)
+      q.quantizeModel(model, q.calibrate(model, [x], () => {}));
+    } finally {
+      x.dispose();
+    }
+    return oursForward(model, size, 1, 'int8' as unknown as Precision, warmup, reps);
+  } finally {
+    model.dispose();
+  }
 }
 
 /** Peak RSS of a job in a process of its own (bench/rss.ts). */
@@ -187,18 +256,74 @@ function machine(threads: number): Record<string, unknown> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { only: { type: 'string' }, reps: { type: 'string' }, threads: { type: 'string' } } });
+  const { values } = parseArgs({ options: { only: { type: 'string' }, reps: { type: 'string' }, 'train-reps': { type: 'string' }, threads: { type: 'string' }, out: { type: 'string' } } });
   const threads = Number(values.threads ?? 2);
-  const reps = Number(values.reps ?? 5);
+  // At least 5 repetitions of a forward pass and 3 of a training step, whatever is asked.
+  const reps = Math.max(5, Number(values.reps ?? 5));
+  const trainReps = Math.max(3, Number(values['train-reps'] ?? 3));
   const only = values.only ? new Set(values.only.split(',')) : null;
   const want = (id: string) => !only || only.has(id);
+  const out = path.resolve(values.out ?? path.join(here, 'results.json'));
   configureEngine({ threads });
   const loadStart = os.loadavg();
   mkdirSync(work, { recursive: true });
   const rows: Row[] = [];
   const size = 512;
+  const bf16 = bf16Available();
+  const bf16Why = 'absent: oneDNN 2.6 runs no bf16 primitive on this CPU (AVX2 only; bf16 needs AVX-512)';
+  const spreadText = (s: [number, number] | undefined) => (s ? ` [${s[0]}–${s[1]}]` : '');
   const log = (r: Row) =>
-    console.error(r.value !== undefined ? `bench: ${r.id} = ${r.value}` : `bench: ${r.id}: ours ${r.ours_ms!.toFixed(0)} ms, ${r.peer} ${r.peer_ms!.toFixed(0)} ms, ratio ${r.ratio!.toFixed(2)}`);
+    console.error(
+      r.ours_ms !== undefined
+        ? `bench: ${r.id}: ours ${r.ours_ms.toFixed(0)} ms${spreadText(r.spread_ms)}, ${r.peer} ${r.peer_ms!.toFixed(0)} ms${spreadText(r.peer_spread_ms)}, ratio ${r.ratio!.toFixed(2)}`
+        : r.value !== undefined
+          ? `bench: ${r.id} = ${r.value}${spreadText(r.spread)}`
+          : `bench: ${r.id}: ${r.note}`,
+    );
+  const push = (r: Row) => {
+    rows.push({ ...r, load1: round(os.loadavg()[0]) });
+    log(rows.at(-1)!);
+  };
+  const value = (id: string, v: number, note: string, extra: { spread?: [number, number]; reps?: number; digits?: number } = {}) =>
+    push({ id, value: round(v, extra.digits ?? 2), ...(extra.spread ? { spread: extra.spread } : {}), ...(extra.reps ? { reps: extra.reps } : {}), note });
+  const absent = (id: string, note: string) => push({ id, note });
+
+  // The machine's attainable peak with our own ops, first (bench/peak.ts). Measured when a
+  // peak row or an efficiency row of that data type is asked for.
+  const peakIds: Record<PeakDtype, string> = { fp32: 'peak_fp32_gflops', bf16: 'peak_bf16_gflops', int8: 'peak_int8_gops' };
+  const fracIds: Record<PeakDtype, string[]> = {
+    fp32: ['fwd512_fp32_peak_frac', 'train512_fp32_peak_frac'],
+    bf16: ['fwd512_bf16_peak_frac', 'train512_bf16_peak_frac'],
+    int8: ['fwd512_int8_peak_frac'],
+  };
+  const peaks: Partial<Record<PeakDtype, PeakResult>> = {};
+  for (const d of ['fp32', 'bf16', 'int8'] as const) {
+    if (!want(peakIds[d]) && !fracIds[d].some(want)) continue;
+    const p = (peaks[d] = measurePeak(d, { reps }));
+    if (!want(peakIds[d])) continue;
+    if (p.gops === null) absent(peakIds[d], p.note);
+    else value(peakIds[d], p.gops, p.note, { reps, digits: 1 });
+  }
+  if (want('winograd_fp32')) {
+    const r = measureWinograd();
+    if (r.gflops === null) absent('winograd_fp32', r.note);
+    else value('winograd_fp32', r.gflops, r.note, { digits: 1 });
+  }
+  // Useful FLOPs of full-width FCN-8s at 512² (keras style), bench/flops.ts.
+  const flops = { fwd: fcnFlops('fcn8', 'keras', 1, size, size), train: fcnFlops('fcn8', 'keras', 1, size, size, { training: true }) };
+  /** An efficiency row: FLOPs ÷ our median time ÷ the peak of that data type. */
+  const frac = (id: string, dtype: PeakDtype, what: 'fwd' | 'train', t: Timing | null, why?: string) => {
+    if (!want(id)) return;
+    const p = peaks[dtype];
+    if (why || !t) return absent(id, why ?? 'absent: not measured');
+    if (!p || p.gops === null) return absent(id, `absent: no ${dtype} peak here (${p?.note ?? 'not measured'})`);
+    const gflop = flops[what] / 1e9;
+    const f = gflop / (t.ms / 1000) / p.gops;
+    value(id, f, `${gflop.toFixed(1)} G${dtype === 'int8' ? 'OP' : 'FLOP'} (bench/flops.ts) ÷ our median ${t.ms.toFixed(0)} ms ÷ peak_${dtype} ${p.gops.toFixed(1)}: ${(gflop / (t.ms / 1000)).toFixed(1)} G${dtype === 'int8' ? 'OP' : 'FLOP'}/s`, {
+      spread: [round(gflop / (t.max / 1000) / p.gops, 3), round(gflop / (t.min / 1000) / p.gops, 3)],
+      digits: 3,
+    });
+  };
 
   const model = new FCN({ kind: 'fcn8', width: 1 });
   model.initialize(0);
@@ -213,7 +338,8 @@ async function main(): Promise<void> {
   } catch {
     console.error('bench: onnxruntime-node is not installed (npm ci installs it): skipping its rows');
   }
-  if (ortVersion && python) {
+  const needOrt = want('fwd512_fp32_vs_ort') || (bf16 && want('fwd512_bf16_vs_ort'));
+  if (ortVersion && python && needOrt) {
     onnx = path.join(work, `fcn8-w1-seed0-${size}.onnx`);
     if (!existsSync(onnx)) {
       console.error(`bench: exporting the reference network to ONNX (${onnx})`);
@@ -223,44 +349,61 @@ async function main(): Promise<void> {
     console.error('bench: PyTorch (Debian python3-torch) not found: skipping the rows that need it');
   }
 
-  const ortRow = async (id: string, precision: Precision, ours: number) => {
-    const peer = await ortForward({ onnxPath: onnx!, height: size, width: size, threads, warmup: 2, reps });
-    rows.push({ id, ours_ms: ours, peer: `onnxruntime-node ${ortVersion} fp32`, peer_ms: peer.ms, ratio: ours / peer.ms });
-    log(rows.at(-1)!);
+  let ortPeer: { ms: number; allMs: number[] } | null = null;
+  const ortRow = async (id: string, ours: Timing) => {
+    ortPeer ??= await ortForward({ onnxPath: onnx!, height: size, width: size, threads, warmup: 2, reps });
+    const peer = timing(ortPeer.allMs);
+    push({ id, ours_ms: ours.ms, spread_ms: spreadOf(ours), peer: `onnxruntime-node ${ortVersion} fp32`, peer_ms: peer.ms, peer_spread_ms: spreadOf(peer), ratio: ours.ms / peer.ms, reps });
   };
-  const torchRow = async (id: string, ours: number, mode: 'forward' | 'train', precision: 'fp32' | 'bf16', channelsLast: boolean) => {
+  const torchRow = async (id: string, ours: Timing, mode: 'forward' | 'train', precision: 'fp32' | 'bf16', channelsLast: boolean) => {
     try {
-      const peer = await torchBench({ mode, precision, channelsLast, model: 'fcn8', width: 1, size, threads, warmup: 1, reps: mode === 'train' ? Math.min(reps, 3) : reps });
+      const n = mode === 'train' ? trainReps : reps;
+      const r = await torchBench({ mode, precision, channelsLast, model: 'fcn8', width: 1, size, threads, warmup: 1, reps: n });
+      const peer = timing(r.allMs);
       const what = `PyTorch ${precision === 'bf16' ? 'bf16 autocast' : 'fp32'}${channelsLast ? ', channels-last' : ''}`;
-      rows.push({ id, ours_ms: ours, peer: what, peer_ms: peer.ms, ratio: ours / peer.ms });
-      log(rows.at(-1)!);
+      push({ id, ours_ms: ours.ms, spread_ms: spreadOf(ours), peer: what, peer_ms: peer.ms, peer_spread_ms: spreadOf(peer), ratio: ours.ms / peer.ms, reps: n });
     } catch (e) {
       console.error(`bench: ${id}: ${(e as Error).message}`);
     }
   };
-  const value = (id: string, v: number, note: string) => {
-    rows.push({ id, value: Math.round(v * 100) / 100, note });
-    log(rows.at(-1)!);
-  };
 
   // Forward 512², batch 1.
-  let fwdBf16: number | null = null, fwdFp32: number | null = null;
-  if (want('fwd512_bf16_vs_ort') || want('fwd512_bf16_vs_torch')) fwdBf16 = oursForward(model, size, 1, 'bfloat16', 2, reps);
-  if (want('fwd512_fp32_vs_ort')) fwdFp32 = oursForward(model, size, 1, 'float32', 2, reps);
-  if (onnx && fwdBf16 !== null && want('fwd512_bf16_vs_ort')) await ortRow('fwd512_bf16_vs_ort', 'bfloat16', fwdBf16);
+  let fwdBf16: Timing | null = null, fwdFp32: Timing | null = null;
+  const bf16FwdIds = ['fwd512_bf16_vs_ort', 'fwd512_bf16_vs_torch'];
+  if (bf16 && [...bf16FwdIds, 'fwd512_bf16_peak_frac'].some(want)) fwdBf16 = oursForward(model, size, 1, 'bfloat16', 2, reps);
+  if (['fwd512_fp32_vs_ort', 'fwd512_fp32_peak_frac'].some(want)) fwdFp32 = oursForward(model, size, 1, 'float32', 2, reps);
+  for (const id of bf16FwdIds) if (!bf16 && want(id)) absent(id, bf16Why);
+  if (onnx && fwdBf16 !== null && want('fwd512_bf16_vs_ort')) await ortRow('fwd512_bf16_vs_ort', fwdBf16);
   if (python && fwdBf16 !== null && want('fwd512_bf16_vs_torch')) await torchRow('fwd512_bf16_vs_torch', fwdBf16, 'forward', 'bf16', true);
-  if (onnx && fwdFp32 !== null) await ortRow('fwd512_fp32_vs_ort', 'float32', fwdFp32);
+  frac('fwd512_bf16_peak_frac', 'bf16', 'fwd', fwdBf16, bf16 ? undefined : bf16Why);
+  if (onnx && fwdFp32 !== null && want('fwd512_fp32_vs_ort')) await ortRow('fwd512_fp32_vs_ort', fwdFp32);
+  else if (fwdFp32 !== null && want('fwd512_fp32_vs_ort')) value('fwd512_fp32_ms', fwdFp32.ms, 'ours only (no ONNX export: onnxruntime-node or PyTorch missing)', { spread: spreadOf(fwdFp32), reps });
+  frac('fwd512_fp32_peak_frac', 'fp32', 'fwd', fwdFp32);
+  if (want('fwd512_int8_peak_frac')) {
+    // The int8 network: block1_conv1 and the bilinear upsamplers stay float32 in it, a small
+    // share of the FLOPs counted against the int8 peak.
+    try {
+      frac('fwd512_int8_peak_frac', 'int8', 'fwd', await oursForwardInt8(size, 2, reps));
+    } catch (e) {
+      frac('fwd512_int8_peak_frac', 'int8', 'fwd', null, `absent: ${(e as Error).message}`);
+    }
+  }
 
   // Training step 512², batch 1 (Adam, L2, mean cross-entropy, backward, update).
-  if (want('train512_bf16_vs_torch')) {
-    const ours = oursTrain(model, size, 'bfloat16', 1, Math.min(reps, 3));
-    if (python) await torchRow('train512_bf16_vs_torch', ours, 'train', 'bf16', false);
-    else value('train512_bf16_ms', ours, 'ours only (no PyTorch)');
-  }
-  if (want('train512_fp32_vs_torch')) {
-    const ours = oursTrain(model, size, 'float32', 1, Math.min(reps, 3));
-    if (python) await torchRow('train512_fp32_vs_torch', ours, 'train', 'fp32', false);
-    else value('train512_fp32_ms', ours, 'ours only (no PyTorch)');
+  for (const [p, tag] of [['bfloat16', 'bf16'], ['float32', 'fp32']] as const) {
+    const id = `train512_${tag}_vs_torch`, fracId = `train512_${tag}_peak_frac`;
+    if (!want(id) && !want(fracId)) continue;
+    if (p === 'bfloat16' && !bf16) {
+      if (want(id)) absent(id, bf16Why);
+      frac(fracId, 'bf16', 'train', null, bf16Why);
+      continue;
+    }
+    const ours = oursTrain(model, size, p, 1, trainReps);
+    if (want(id)) {
+      if (python) await torchRow(id, ours, 'train', tag, false);
+      else value(`train512_${tag}_ms`, ours.ms, 'ours only (no PyTorch)', { spread: spreadOf(ours), reps: trainReps });
+    }
+    frac(fracId, tag, 'train', ours);
   }
 
   // Peak RSS, each in a process of its own, in the precision 'auto' picks here.
@@ -294,16 +437,29 @@ async function main(): Promise<void> {
   // Other shapes, batch and threads (ours only).
   for (const p of ['bfloat16', 'float32'] as Precision[]) {
     const tag = p === 'bfloat16' ? 'bf16' : 'fp32';
-    if (want(`fwd500x375_${tag}_ms`)) value(`fwd500x375_${tag}_ms`, oursForward(model, [375, 500], 1, p, 1, reps), 'forward, a typical VOC image (500 wide, 375 high), batch 1');
-    if (want(`fwd512_b4_${tag}_img_s`)) value(`fwd512_b4_${tag}_img_s`, 4000 / oursForward(model, size, 4, p, 1, Math.min(reps, 3)), 'forward throughput at batch 4, images/s');
-    if (want(`fwd512_${tag}_1thread_ms`)) {
+    const ids = [`fwd500x375_${tag}_ms`, `fwd512_b4_${tag}_img_s`, `fwd512_${tag}_1thread_ms`];
+    if (p === 'bfloat16' && !bf16) {
+      for (const id of ids) if (want(id)) absent(id, bf16Why);
+      continue;
+    }
+    if (want(ids[0])) {
+      const t = oursForward(model, [375, 500], 1, p, 1, reps);
+      value(ids[0], t.ms, 'forward, a typical VOC image (500 wide, 375 high), batch 1', { spread: spreadOf(t), reps });
+    }
+    if (want(ids[1])) {
+      const t = oursForward(model, size, 4, p, 1, reps);
+      value(ids[1], 4000 / t.ms, 'forward throughput at batch 4, images/s', { spread: [round(4000 / t.max), round(4000 / t.min)], reps });
+    }
+    if (want(ids[2])) {
       configureEngine({ threads: 1 });
-      value(`fwd512_${tag}_1thread_ms`, oursForward(model, size, 1, p, 1, Math.min(reps, 3)), `forward 512² on 1 thread (2 threads: ${p === 'bfloat16' ? fwdBf16?.toFixed(0) : fwdFp32?.toFixed(0)} ms)`);
+      const t = oursForward(model, size, 1, p, 1, reps);
+      const two = p === 'bfloat16' ? fwdBf16 : fwdFp32;
+      value(ids[2], t.ms, `forward 512² on 1 thread${two ? ` (2 threads: ${two.ms.toFixed(0)} ms)` : ''}`, { spread: spreadOf(t), reps });
       configureEngine({ threads });
     }
   }
 
-  // End to end on the real VOC sample.
+  // End to end on the real VOC sample (one run of several steps: a throughput, not repetitions).
   if (want('voc_train_img_s')) {
     const r = await vocTraining(model, size, auto, Math.max(4, reps + 1));
     if (r) {
@@ -312,17 +468,25 @@ async function main(): Promise<void> {
     }
   }
   // Data-parallel training over MPI (processes of their own, under mpirun).
-  rows.push(...mpiRows({ reps: Math.min(reps, 3), want, log }));
+  for (const r of mpiRows({ reps: trainReps, want, log })) rows.push({ ...r, load1: round(os.loadavg()[0]) });
 
   const load = os.loadavg();
-  const result = { machine: { ...machine(threads), onnxruntime: ortVersion, cpuFeatures: cpuFeatures(), autoPrecision: autoPrecision(), loadavg_start: loadStart.map((l) => Math.round(l * 100) / 100), loadavg_end: load.map((l) => Math.round(l * 100) / 100) }, rows };
-  writeFileSync(path.join(here, 'results.json'), JSON.stringify(result, null, 2) + '\n');
-  console.log(`\n${'id'.padEnd(26)} ${'ours ms'.padStart(9)} ${'peer ms'.padStart(9)} ${'ratio'.padStart(6)}  peer`);
+  const loads = (l: number[]) => l.map((x) => round(x));
+  const result = {
+    machine: { ...machine(threads), onnxruntime: ortVersion, cpuFeatures: cpuFeatures(), autoPrecision: autoPrecision(), loadavg_start: loads(loadStart), loadavg_end: loads(load) },
+    rows,
+  };
+  writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
+  console.log(`\nload average (1 min) ${round(loadStart[0])} before, ${round(load[0])} after; ${threads} threads on ${os.availableParallelism()} cores`);
+  console.log(`\n${'id'.padEnd(26)} ${'ours ms'.padStart(9)} ${'[min–max]'.padStart(13)} ${'peer ms'.padStart(9)} ${'[min–max]'.padStart(13)} ${'ratio'.padStart(6)}  peer`);
+  const range = (s: [number, number] | undefined) => (s ? `${s[0].toFixed(0)}–${s[1].toFixed(0)}` : '');
   for (const r of rows) {
-    if (r.value !== undefined) console.log(`${r.id.padEnd(26)} ${String(r.value).padStart(9)}  ${r.note ?? ''}`);
-    else console.log(`${r.id.padEnd(26)} ${r.ours_ms!.toFixed(0).padStart(9)} ${r.peer_ms!.toFixed(0).padStart(9)} ${r.ratio!.toFixed(2).padStart(6)}  ${r.peer}`);
+    if (r.ours_ms !== undefined)
+      console.log(`${r.id.padEnd(26)} ${r.ours_ms.toFixed(0).padStart(9)} ${range(r.spread_ms).padStart(13)} ${r.peer_ms!.toFixed(0).padStart(9)} ${range(r.peer_spread_ms).padStart(13)} ${r.ratio!.toFixed(2).padStart(6)}  ${r.peer}`);
+    else if (r.value !== undefined) console.log(`${r.id.padEnd(26)} ${String(r.value).padStart(9)} ${(r.spread ? `${r.spread[0]}–${r.spread[1]}` : '').padStart(13)}  ${r.note ?? ''}`);
+    else console.log(`${r.id.padEnd(26)} ${'—'.padStart(9)} ${''.padStart(13)}  ${r.note ?? ''}`);
   }
-  console.log(`\nwrote ${path.join('bench', 'results.json')}`);
+  console.log(`\nwrote ${path.relative(process.cwd(), out) || out}`);
 }
 
 main().catch((e) => {
