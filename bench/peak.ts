@@ -18,7 +18,7 @@
 // direct convolution's FLOPs, or the error it gives.
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { native, type Tensor, type ConvOptions } from '../src/engine/binding.js';
+import { native, type Tensor, type ConvOptions, type ConvInt8Options } from '../src/engine/binding.js';
 import { bf16Available, configureEngine } from '../src/engine/config.js';
 
 export interface PeakShape {
@@ -113,40 +113,28 @@ function floatConvMs(s: PeakShape, dtype: 'float32' | 'bfloat16', warmup: number
   }
 }
 
-/**
- * The int8 convolution as src/engine/binding.ts types it once it lands; looked up at run time
- * so that this file builds and runs with or without it.
- */
-type ConvForwardInt8 = (x: Tensor, w: Tensor, bias: Tensor | null, options: Record<string, unknown>) => { y: Tensor; weightsCache?: Tensor | null } | Tensor;
-
-function int8Export(): ConvForwardInt8 | null {
-  const n = native as unknown as Record<string, unknown>;
-  return 'convForwardInt8' in n && typeof n.convForwardInt8 === 'function' ? (n.convForwardInt8 as ConvForwardInt8).bind(native) : null;
-}
+/** Whether this build of the addon has the int8 convolution (an older build lacks it). */
+const hasInt8 = () => 'convForwardInt8' in native && typeof native.convForwardInt8 === 'function';
 
 /** convForwardInt8 over one shape: uint8 input, int8 weights, scales 1e-3 per output channel, uint8 output. */
-function int8ConvMs(conv: ConvForwardInt8, s: PeakShape, warmup: number, reps: number): number {
-  const n = s.i * s.h * s.w;
-  const xu8 = Uint8Array.from(uniform(n, 3), (v) => Math.floor((v + 1) * 127.5));
+function int8ConvMs(s: PeakShape, warmup: number, reps: number): number {
+  if (s.i !== s.o) throw new Error('peak shapes are square (in = out channels)');
+  const xu8 = Uint8Array.from(uniform(s.i * s.h * s.w, 3), (v) => Math.floor((v + 1) * 127.5));
   const wi8 = Int8Array.from(uniform(s.o * s.i * s.k * s.k, 4), (v) => Math.round(v * 127));
-  const fromArray = native.fromArray as unknown as (dims: number[], data: ArrayBufferView) => Tensor;
-  let x = fromArray([1, s.i, s.h, s.w], xu8);
-  const w = fromArray([s.o, s.i, s.k, s.k], wi8);
-  const opts: Record<string, unknown> = { padding: padding(s), relu: true, scales: new Float32Array(s.o).fill(1e-3), output: 'uint8' };
+  let x = native.fromArray([1, s.i, s.h, s.w], xu8);
+  const w = native.fromArray([s.o, s.i, s.k, s.k], wi8);
+  const opts: ConvInt8Options = { padding: padding(s), relu: true, scales: new Float32Array(s.o).fill(1e-3), output: 'uint8' };
   let cache: Tensor | null = null;
   const call = () => {
-    const r = conv(x, w, null, { ...opts, ...(cache ? { weightsCache: cache } : {}) });
-    if ('y' in r) {
-      if (r.weightsCache && r.weightsCache !== cache) {
-        cache?.dispose();
-        cache = r.weightsCache;
-      }
-      return [r.y];
+    const r = native.convForwardInt8(x, w, null, { ...opts, weightsCache: cache });
+    // A fresh copy only when the one given did not fit (null otherwise).
+    if (r.weightsCache && r.weightsCache !== cache) {
+      cache?.dispose();
+      cache = r.weightsCache;
     }
-    return [r];
+    return [r.y];
   };
   try {
-    if (s.i !== s.o) throw new Error('peak shapes are square (in = out channels)');
     // As for fp32: the first uint8 output, in the layout the kernel writes, is the timed input.
     const [y] = call();
     x.dispose();
@@ -162,7 +150,7 @@ function int8ConvMs(conv: ConvForwardInt8, s: PeakShape, warmup: number, reps: n
 function unavailable(dtype: PeakDtype): string | null {
   if (dtype === 'bf16' && !bf16Available())
     return 'absent: oneDNN 2.6 runs no bf16 primitive on this CPU (AVX2 only; bf16 needs AVX-512)';
-  if (dtype === 'int8' && !int8Export()) return 'absent: this build of the addon has no convForwardInt8';
+  if (dtype === 'int8' && !hasInt8()) return 'absent: this build of the addon has no convForwardInt8';
   return null;
 }
 
@@ -175,7 +163,7 @@ export function measurePeak(dtype: PeakDtype, options: { reps?: number; warmup?:
   const errors: string[] = [];
   for (const s of PEAK_SHAPES) {
     try {
-      const ms = dtype === 'int8' ? int8ConvMs(int8Export()!, s, warmup, reps) : floatConvMs(s, dtype === 'fp32' ? 'float32' : 'bfloat16', warmup, reps);
+      const ms = dtype === 'int8' ? int8ConvMs(s, warmup, reps) : floatConvMs(s, dtype === 'fp32' ? 'float32' : 'bfloat16', warmup, reps);
       shapes.push({ shape: shapeName(s), gops: shapeFlops(s) / ms / 1e6, bestMs: ms });
     } catch (e) {
       errors.push(`${shapeName(s)}: ${(e as Error).message}`);
