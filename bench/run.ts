@@ -168,8 +168,7 @@ async function oursForwardInt8(size: number, warmup: number, reps: number): Prom
     model.initialize(0);
     const x = native.fromArray([1, 3, size, size], benchInput(3 * size * size));
     try {
-      // (an onImage callback: calibrate counts the images through it)
-      q.quantizeModel(model, q.calibrate(model, [x], () => {}));
+      q.quantizeModel(model, q.calibrate(model, [x]));
     } finally {
       x.dispose();
     }
