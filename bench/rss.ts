@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { native, type Precision } from '../src/engine/binding.js';
-import { configureEngine } from '../src/engine/config.js';
+import { configureEngine, trainingPrecision } from '../src/engine/config.js';
 import { FCN, type FcnStyle } from '../src/models/fcn.js';
 import { segment } from '../src/infer/inference.js';
 import { saveWeights } from '../src/models/weights.js';
@@ -96,7 +96,7 @@ const x = native.fromArray([1, 3, size, size], Float32Array.from({ length: 3 * s
 const y = native.fromArray([1, size, size], Uint8Array.from({ length: size * size }, (_, i) => (i % 7 === 0 ? 255 : (i >> 9) % 21)));
 const opt = new Adam({ lr: 1e-6, l2: 1e-6 });
 for (let i = 0; i < steps; i++) {
-  if (mode === 'train') trainStep(model, opt, x, y, { precision: cfg.precision, seed: i });
+  if (mode === 'train') trainStep(model, opt, x, y, { precision: trainingPrecision(cfg.precision), seed: i });
   else model.predictLogits(x, cfg.precision).dispose();
 }
 report({ size, steps });

@@ -55,7 +55,7 @@ std::string scales_key(const std::vector<float>& scales) {
 
 // oneDNN 2.x computes dst = scale·(Σ x·w + bias) for int8 convolution (the f32 bias joins the
 // int32 sum before the output scale), which is this op's contract as it stands: no adjustment.
-Fwd::primitive_desc int8_pd(const ConvSpec& s, const memory::desc& src, dt out, const std::vector<float>& scales) {
+Fwd::primitive_desc int8_pd(const ConvSpec& s, const memory::desc& src, dt out, const std::vector<float>& scales, float clip) {
   const auto pk = dnnl::prop_kind::forward_inference;
   const auto alg = dnnl::algorithm::convolution_direct;
   const memory::desc wei = any_layout(s.w, dt::s8), dst = any_layout(s.y, out);
@@ -63,8 +63,10 @@ Fwd::primitive_desc int8_pd(const ConvSpec& s, const memory::desc& src, dt out, 
   dnnl::primitive_attr attr;
   attr.set_output_scales(1 << 1, scales);  // mask 2: one scale per output channel
   if (s.relu) {
+    // Post-ops act on the scaled value, before rounding: clip bounds the output itself.
     dnnl::post_ops po;
-    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    if (clip > 0) po.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, clip);
+    else po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(po);
   }
   return Fwd::primitive_desc(d, attr, cpu_engine());
@@ -72,15 +74,15 @@ Fwd::primitive_desc int8_pd(const ConvSpec& s, const memory::desc& src, dt out, 
 
 // In x's own layout when an optimised kernel takes it (what the previous int8 convolution or
 // pooling wrote: no reorder between layers), else in the layout oneDNN prefers.
-Fwd::primitive_desc choose_pd(const ConvSpec& s, const memory::desc& x_md, dt out, const std::vector<float>& scales) {
+Fwd::primitive_desc choose_pd(const ConvSpec& s, const memory::desc& x_md, dt out, const std::vector<float>& scales, float clip) {
   try {
-    auto pd = int8_pd(s, x_md, out, scales);
+    auto pd = int8_pd(s, x_md, out, scales, clip);
     if (optimised(pd.impl_info_str())) return pd;
   } catch (const dnnl::error& e) {
     if (e.status == dnnl_out_of_memory) throw;
   }
   try {
-    return int8_pd(s, any_layout(s.x, dt::u8), out, scales);
+    return int8_pd(s, any_layout(s.x, dt::u8), out, scales, clip);
   } catch (const dnnl::error& e) {
     if (e.status == dnnl_out_of_memory) throw;
     throw_range_error("oneDNN has no int8 convolution of x " + dims_key(s.x) + " with weights " + dims_key(s.w) + ", stride " + dims_key(s.stride) +
@@ -92,10 +94,12 @@ Fwd::primitive_desc choose_pd(const ConvSpec& s, const memory::desc& x_md, dt ou
 }  // namespace
 
 // convForwardInt8(x uint8 N,C,H,W, w int8 O,I,KH,KW (plain), bias float32 [O] | null,
-//                 {stride, padding, relu, scales: Float32Array [O], output: 'uint8' | 'float32', weightsCache})
+//                 {stride, padding, relu, clip, scales: Float32Array [O], output: 'uint8' | 'float32', weightsCache})
 //   → {y, weightsCache: Tensor|null}
 // y[n,o,i,j] = relu?(scales[o] · (Σ x·w + bias[o])) with the sum in int32; uint8 output
-// rounded to nearest and saturated to [0, 255]. y is in the layout the primitive chose.
+// rounded to nearest and saturated to [0, 255]; with clip (relu only) the ReLU becomes
+// min(max(v, 0), clip), e.g. 127 to keep a uint8 output within 7 bits. y is in the layout the
+// primitive chose.
 // The sum is exact when every x ≤ 127 or every |w| ≤ 64: without VNNI (AVX2, the first
 // AVX-512 CPUs) oneDNN multiplies with vpmaddubsw, which adds pairs of products in 16 bits
 // with saturation, and larger pairs are clipped (255·127 + 255·127 = 64770 comes out 32767).
@@ -108,6 +112,13 @@ Napi::Value ConvForwardInt8(const Napi::CallbackInfo& info) {
   c.stride = opt_ints(o, "stride", {1, 1}, 2, 1, kMaxGeometry);
   c.padding = opt_ints(o, "padding", {0, 0, 0, 0}, 4, 0, kMaxGeometry);
   const bool relu = opt_bool(o, "relu", false);
+  float clip = 0;
+  if (!o.Get("clip").IsUndefined()) {
+    const double v = read_number(o.Get("clip"), "clip");
+    if (!(std::isfinite(v) && v > 0 && v <= 3.4e38)) throw_range_error("clip must be a positive finite number, got " + std::to_string(v));
+    if (!relu) throw_range_error("clip bounds the ReLU: it needs relu: true");
+    clip = float(v);
+  }
   const std::vector<float> scales = read_scales(o);
   const dt out = read_output(o);
   Napi::Value cache_arg = o.Get("weightsCache");
@@ -132,9 +143,9 @@ Napi::Value ConvForwardInt8(const Napi::CallbackInfo& info) {
 
   Napi::Env env = info.Env();
   // The source layout is part of the key: the primitive runs in x's layout when it can.
-  const std::string key = s.key("fwdI8") + "|" + md_key(x.md) + "|" + dtype_name(out) + "|" + scales_key(scales);
+  const std::string key = s.key("fwdI8") + "|" + md_key(x.md) + "|" + dtype_name(out) + "|clip" + std::to_string(clip) + "|" + scales_key(scales);
   auto cp = cached(key, [&] {
-    auto pd = choose_pd(s, x.md, out, scales);
+    auto pd = choose_pd(s, x.md, out, scales, clip);
     debug_impl("fwdI8", s, pd.impl_info_str());
     return CachedPrimitive{pd, Fwd(pd)};
   });

@@ -4,7 +4,7 @@
 // and writes an HTML report.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { engineConfig } from '../engine/config.js';
+import { engineConfig, trainingPrecision } from '../engine/config.js';
 import { synthesizeDataset } from '../data/synth.js';
 import { openDataset } from '../data/datasets.js';
 import { readLabel } from '../data/labels.js';
@@ -80,7 +80,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
   // 2. Staged training.
   const config = demoConfig(dataDir, seed, size);
-  config.precision = cfg.precision;
+  config.precision = trainingPrecision(cfg.precision);
   const runDir = path.join(out, 'run');
   const outcome = await runTraining(config, runDir, false);
   if (!outcome) return 1;

@@ -6,9 +6,16 @@ import { UsageError, parseNumber } from './args.js';
 
 export const engineFlags = { threads: { type: 'string' }, precision: { type: 'string' } } as const;
 
+/** Commands that only run inference also take `--precision int8` (a quantized model's). */
+const INFERENCE_COMMANDS = new Set(['predict', 'segment', 'eval', 'serve', 'info']);
+
 export function applyEngineFlags(command: string, values: { threads?: string; precision?: string }): void {
   const threads = parseNumber(command, values.threads, 'threads', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
   const precision = values.precision;
-  if (precision !== undefined && precision !== 'float32' && precision !== 'bfloat16' && precision !== 'auto') throw new UsageError(`fcn ${command}: --precision must be float32, bfloat16 or auto, got '${precision}'`);
+  const allowed = INFERENCE_COMMANDS.has(command) ? ['float32', 'bfloat16', 'int8', 'auto'] : ['float32', 'bfloat16', 'auto'];
+  if (precision !== undefined && !allowed.includes(precision)) {
+    const why = precision === 'int8' ? ' (int8 is for inference with a model made by `fcn quantize`)' : '';
+    throw new UsageError(`fcn ${command}: --precision must be ${allowed.slice(0, -1).join(', ')} or ${allowed.at(-1)}, got '${precision}'${why}`);
+  }
   configureEngine({ threads, precision: precision as PrecisionChoice | undefined });
 }

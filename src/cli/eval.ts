@@ -11,7 +11,7 @@ import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
 import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
+import { inferenceEngineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, prepareOutputFile } from '../io/paths.js';
 import { checkWeightsArgument } from '../io/weights-cache.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
@@ -34,7 +34,7 @@ scores <id>.png label maps made elsewhere (palette indices) the same way.`,
     'max-pixels': { type: 'string', value: 'N', help: 'refuse a larger image before decoding it (its header gives the size)', default: String(DEFAULT_MAX_PIXELS) },
     json: { type: 'boolean', help: 'print the metrics as JSON instead of a table', default: 'off' },
     out: { type: 'string', value: 'FILE', help: 'also write the metrics as JSON to FILE', default: 'not written' },
-    ...engineOptionSpecs,
+    ...inferenceEngineOptionSpecs,
   },
   examples: [
     'fcn eval --weights fcn8.safetensors --data data/VOCdevkit/VOC2012 --split val --out metrics.json',

@@ -10,6 +10,12 @@ export const engineOptionSpecs = {
   precision: { type: 'string', value: 'P', help: 'float32, bfloat16 or auto (bf16 where this CPU runs it faster: see fcn info)', default: 'FCN_PRECISION, else auto' },
 } as const satisfies Record<string, OptionSpec>;
 
+/** The engine options of commands that only run inference: int8 too (a model made by `fcn quantize`). */
+export const inferenceEngineOptionSpecs = {
+  threads: engineOptionSpecs.threads,
+  precision: { type: 'string', value: 'P', help: 'float32, bfloat16, int8 (a model made by fcn quantize) or auto (bf16 where this CPU runs it faster: see fcn info; never int8)', default: 'FCN_PRECISION, else auto' },
+} as const satisfies Record<string, OptionSpec>;
+
 const WIDTH = 100;
 
 /** Words of `text` in lines of at most `width` characters (a longer word gets a line of its own). */

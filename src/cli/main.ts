@@ -10,7 +10,7 @@ import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '.
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
 import { HelpRequested, REQUIRED, UsageError, defineCommand, nearestOptions, parse, parseNumber, requireString } from './args.js';
-import { engineOptionSpecs, formatTopHelp, packageVersion } from './help.js';
+import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs, packageVersion } from './help.js';
 import { checkInputFile, prepareOutputFile } from '../io/paths.js';
 import { checkWeightsArgument } from '../io/weights-cache.js';
 import { applyEngineFlags } from './engine-flags.js';
@@ -28,6 +28,7 @@ const SUMMARIES: Record<string, string> = {
   weights: 'pretrained weights, any weight file',
   export: 'a model as an ONNX file that runs on plain RGB pixels',
   serve: 'a web page: FCN-32s/16s/8s side by side, drawing, how it works, live training',
+  quantize: 'an int8 model from float weights and calibration images (--precision int8)',
 };
 
 export const initSpec = defineCommand({
@@ -57,7 +58,7 @@ export const predictSpec = defineCommand({
     labels: { type: 'string', value: 'FILE', help: 'where to write the label map', default: '<image name>_labels.png in the current folder' },
     logits: { type: 'string', value: 'FILE', help: 'where to write the logits (.npy; 4 bytes × classes per pixel, ~1 GB for 12 MP, held in memory)', default: 'not written' },
     'max-pixels': { type: 'string', value: 'N', help: 'refuse a larger image before decoding it (its header gives the size)', default: String(DEFAULT_MAX_PIXELS) },
-    ...engineOptionSpecs,
+    ...inferenceEngineOptionSpecs,
   },
   examples: ['fcn predict --weights fcn8.safetensors --image photo.jpg --labels photo_labels.png --logits photo.npy'],
 });
@@ -67,7 +68,7 @@ export const infoSpec = defineCommand({
   summary: SUMMARIES.info!,
   usage: ['[--threads N] [--precision P]'],
   details: 'Prints the CPU\'s features, oneDNN\'s version and ISA, the threads, the precision used with the reason, and whether MPI (data-parallel fcn train under mpirun) is built in and which library.',
-  options: { ...engineOptionSpecs },
+  options: { ...inferenceEngineOptionSpecs },
   examples: ['fcn info --precision bfloat16'],
 });
 
@@ -167,6 +168,7 @@ const commands: Record<string, Command> = {
   weights: async (argv) => (await import('./weights.js')).weightsCommand(argv),
   export: async (argv) => (await import('./export.js')).exportCommand(argv),
   serve: async (argv) => (await import('./serve.js')).serveCommand(argv),
+  quantize: async (argv) => (await import('./quantize.js')).quantizeCommand(argv),
 };
 
 /** The names of every command, for --help and for tests that go through each. */

@@ -6,7 +6,7 @@ import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
 import { REQUIRED, UsageError, defineCommand, parse, parseNumber } from './args.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
+import { inferenceEngineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
 import { checkWeightsArgument } from '../io/weights-cache.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
@@ -30,7 +30,7 @@ SegmentationClass/<id>.png of that root, or SegmentationClass/<stem>.png in the 
     classes: { type: 'string', value: 'FILE', help: 'class names and colours (classes.json) for non-VOC models', default: 'the 21 VOC classes' },
     alpha: { type: 'string', value: 'A', help: 'opacity of the class colours in the overlay, in [0, 1]', default: '0.5' },
     'max-pixels': { type: 'string', value: 'N', help: 'refuse a larger image before decoding it (its header gives the size)', default: String(DEFAULT_MAX_PIXELS) },
-    ...engineOptionSpecs,
+    ...inferenceEngineOptionSpecs,
   },
   examples: [
     'fcn segment photos/ --weights fcn8.safetensors --out segments/',

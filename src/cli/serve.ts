@@ -9,7 +9,7 @@ import { createServer } from '../serve/server.js';
 import { latestDemo } from '../serve/sources.js';
 import { UsageError, defineCommand, parse, parseNumber } from './args.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
+import { inferenceEngineOptionSpecs } from './help.js';
 
 const cmd = 'serve';
 const DEFAULT_RUNS = 'runs';
@@ -33,7 +33,7 @@ The JSON API: POST /api/segment, POST /api/stages, GET /api/models, /api/runs, /
     'max-upload-mb': { type: 'string', value: 'N', help: 'largest upload, in megabytes', default: '10' },
     'max-pixels': { type: 'string', value: 'N', help: 'largest picture, in decoded pixels (checked from the header before decoding)', default: '4000000' },
     queue: { type: 'string', value: 'N', help: 'pictures that may wait while one is segmented; more are refused with 503', default: '8' },
-    ...engineOptionSpecs,
+    ...inferenceEngineOptionSpecs,
   },
   examples: [
     'fcn serve',

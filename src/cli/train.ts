@@ -1,7 +1,7 @@
 // `fcn train`: one model or a whole staged recipe, with checkpoints, resume and Ctrl-C.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { engineConfig } from '../engine/config.js';
+import { engineConfig, trainingPrecision } from '../engine/config.js';
 import { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
 import { checkWeightsArgument } from '../io/weights-cache.js';
 import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedule, type TrainConfig } from '../train/config.js';
@@ -142,7 +142,7 @@ export function resolveConfig(v: Values): TrainConfig {
   set(v['val-split'], (x) => (c.data.valSplit = x));
   set(int('limit-train', v['limit-train']), (x) => (c.data.limitTrain = x));
   set(int('limit-val', v['limit-val']), (x) => (c.data.limitVal = x));
-  c.precision = engineConfig().precision;
+  c.precision = trainingPrecision(engineConfig().precision);
   try {
     validateConfig(c, 'fcn train');
   } catch (e) {

@@ -15,12 +15,18 @@ import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { native, type Precision } from './binding.js';
 
-export type PrecisionChoice = Precision | 'auto';
+/**
+ * What inference can run in: the training precisions, or int8 — quantized convolutions
+ * (oneDNN's u8×s8 kernels) for a model made by `fcn quantize`. int8 is always the user's
+ * explicit choice: 'auto' never picks it.
+ */
+export type InferencePrecision = Precision | 'int8';
+export type PrecisionChoice = InferencePrecision | 'auto';
 
 export interface EngineConfig {
   threads: number;
   /** The precision in force (never 'auto': that is resolved when configuring). */
-  precision: Precision;
+  precision: InferencePrecision;
   /** Where the precision came from: an explicit option, FCN_PRECISION, or the 'auto' rule. */
   precisionSource: 'option' | 'env' | 'auto';
   /** Why 'auto' chose what it chose (or would have). */
@@ -34,6 +40,8 @@ export interface CpuFeatures {
   avx512: boolean;
   avx512Bf16: boolean;
   amx: boolean;
+  /** u8×s8 dot products that accumulate exactly (avx512_vnni or avx_vnni). */
+  vnni: boolean;
 }
 
 let cpuCache: CpuFeatures | null = null;
@@ -59,6 +67,7 @@ export function cpuFeatures(): CpuFeatures {
     avx512: flags.has('avx512f') || isa.startsWith('avx512'),
     avx512Bf16: flags.has('avx512_bf16') || isa === 'avx512_core_bf16' || isa === 'avx512_core_amx',
     amx: flags.has('amx_bf16') || isa === 'avx512_core_amx',
+    vnni: flags.has('avx512_vnni') || flags.has('avx_vnni') || isa.includes('vnni') || isa.includes('amx'),
   };
   return cpuCache;
 }
@@ -81,9 +90,20 @@ export function bf16Available(cpu: CpuFeatures = cpuFeatures()): boolean {
 }
 
 /** Throws a clear error when `precision` cannot run on this CPU. */
-export function assertPrecisionSupported(precision: Precision): void {
+export function assertPrecisionSupported(precision: InferencePrecision): void {
   if (precision === 'bfloat16' && !bf16Available())
     throw new Error('bfloat16 needs a CPU with AVX-512 (oneDNN runs no bf16 primitive without it); this CPU has AVX2 at most: use float32 (--precision float32 or auto)');
+}
+
+/**
+ * Whether int8 activations must stay within 7 bits (0…127) here. Without VNNI, oneDNN's AVX2
+ * int8 convolution multiplies with vpmaddubsw, which adds each pair of u8×s8 products in 16
+ * bits and saturates: 255·127 + 255·127 clips to 32767, while 127·127·2 fits. (On AVX-512
+ * without VNNI oneDNN halves the weights itself; with VNNI the sums are exact.) Measured on
+ * the demo's model, 7-bit activations with 8-bit kernels lose less than 7-bit kernels.
+ */
+export function int8SevenBitActivations(cpu: CpuFeatures = cpuFeatures()): boolean {
+  return !cpu.vnni && !cpu.avx512;
 }
 
 let current: EngineConfig | null = null;
@@ -97,8 +117,14 @@ function threadsFromEnv(): number | undefined {
 }
 
 function checkPrecision(p: string, where: string): PrecisionChoice {
-  if (p === 'float32' || p === 'bfloat16' || p === 'auto') return p;
-  throw new Error(`${where} must be float32, bfloat16 or auto, got '${p}'`);
+  if (p === 'float32' || p === 'bfloat16' || p === 'int8' || p === 'auto') return p;
+  throw new Error(`${where} must be float32, bfloat16, int8 or auto, got '${p}'`);
+}
+
+/** The precision for training: int8 is for inference only. */
+export function trainingPrecision(p: InferencePrecision): Precision {
+  if (p === 'int8') throw new Error('int8 is for inference (a model made by `fcn quantize`); training runs in float32 or bfloat16');
+  return p;
 }
 
 export interface EngineOptions {

@@ -10,8 +10,8 @@
 // over a split of many image sizes (VOC val, full-width FCN-8s: 1.7 GB peak, was 3.5).
 import { existsSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
-import { native, type Precision, type Tensor } from '../engine/binding.js';
-import { engineConfig } from '../engine/config.js';
+import { native, type Tensor } from '../engine/binding.js';
+import { engineConfig, type InferencePrecision } from '../engine/config.js';
 import { readLabel } from '../data/labels.js';
 import type { Dataset, SampleEntry } from '../data/datasets.js';
 import type { Means } from '../data/transforms.js';
@@ -30,7 +30,7 @@ export interface EvaluationResult {
 }
 
 export interface EvaluateOptions {
-  precision?: Precision;
+  precision?: InferencePrecision;
   means?: Means;
   /** Called after each image with the count done, the total and the image's id. */
   onProgress?: (done: number, total: number, id: string) => void;

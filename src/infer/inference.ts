@@ -28,8 +28,9 @@
 // Why not whole-network tiles with an overlap: the network's receptive field through conv6
 // and the upsampling reaches ~250 px, and at ~1.1 kB/px a tile within budget is ~700 px wide,
 // which would leave ~200 px of each tile for the result (~12× the work).
-import { native, type Precision, type Tensor } from '../engine/binding.js';
-import { engineConfig } from '../engine/config.js';
+import { native, type Tensor } from '../engine/binding.js';
+import { engineConfig, type InferencePrecision } from '../engine/config.js';
+import { dequantized } from '../quant/scales.js';
 import { disposeAll } from '../engine/tensor.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { meansBgr, type Means } from '../data/transforms.js';
@@ -78,7 +79,7 @@ export interface Segmentation {
 }
 
 export interface InferenceOptions {
-  precision?: Precision;
+  precision?: InferencePrecision;
   /** Preprocessing means (default: the model's, keras or caffe). */
   means?: Means;
   classNames?: readonly string[];
@@ -146,10 +147,18 @@ export function wholeImageBytes(model: FCN, height: number, width: number): numb
   return wholeBytesPerPixel(model) * (height + g) * (width + g);
 }
 
-const inferenceContext = (precision: Precision): ForwardContext => ({ training: false, precision, tape: null, seed: 0 });
+const inferenceContext = (precision: InferencePrecision): ForwardContext => ({ training: false, precision, tape: null, seed: 0 });
 
-/** A tensor's values as float32 (bfloat16 widened: exact). */
+/** A tensor's values as float32 (bfloat16 widened: exact; int8 activations dequantized). */
 function toFloat32(t: Tensor): Float32Array {
+  if (t.dtype === 'uint8') {
+    const f = dequantized(t);
+    try {
+      return f.toArray() as Float32Array;
+    } finally {
+      f.dispose();
+    }
+  }
   const raw = t.toArray();
   if (raw instanceof Float32Array) return raw;
   if (raw instanceof Uint16Array) return new Float32Array(Uint32Array.from(raw, (b) => b << 16).buffer);
@@ -444,8 +453,7 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
 function body(model: FCN, x: Tensor, ctx: ForwardContext, from: number, to: number): { pool: Tensor; scores: Map<number, Tensor> } {
   let t = x;
   const scores = new Map<number, Tensor>();
-  const scoreOf = (pool: Tensor, score: Conv2d, factor: number | undefined) =>
-    factor === undefined ? score.forward(pool, ctx) : then(native.scale(pool, factor), (scaled) => score.forward(scaled, ctx));
+  const scoreOf = (pool: Tensor, score: Conv2d, factor: number | undefined) => score.forward(pool, ctx, factor ?? 1);
   try {
     for (let i = from; i < to; i++) {
       const block = model.blocks[i]!;

@@ -6,7 +6,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { classSetFromNames, type ClassSet } from '../data/classes.js';
 import { readLabel } from '../data/labels.js';
-import type { Precision } from '../engine/binding.js';
+import type { InferencePrecision } from '../engine/config.js';
 import type { Means } from '../data/transforms.js';
 import { readImageRgb, writeLabelPng, type RgbImage } from '../io/image.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -84,7 +84,7 @@ export interface SegmentFilesOptions {
   /** Models drawn side by side in `<stem>_compare.png`, in order. */
   compare?: { title: string; model: FCN }[];
   classNames?: readonly string[];
-  precision?: Precision;
+  precision?: InferencePrecision;
   means?: Means;
   /** Opacity of the class colours in the overlay (default 0.5). */
   alpha?: number;

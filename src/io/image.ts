@@ -22,6 +22,8 @@ export const DEFAULT_MAX_PIXELS = 100_000_000;
 export interface ReadImageOptions {
   /** Refuse images with more pixels than this, before decoding (default DEFAULT_MAX_PIXELS). */
   maxPixels?: number;
+  /** Scale down (keeping the aspect ratio) so that neither side exceeds this. */
+  fitWithin?: number;
 }
 
 function megapixels(n: number): string {
@@ -71,8 +73,9 @@ export async function readImageRgb(path: string, options: ReadImageOptions = {})
   if (meta.width && meta.height) checkPixelLimit(path, meta.width, meta.height, maxPixels);
   try {
     // libvips enforces the limit as well, for a format whose header does not state the size.
-    const { data, info } = await sharp(bytes, { limitInputPixels: Number.isFinite(maxPixels) ? Math.floor(maxPixels) : false })
-      .rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    let pipeline = sharp(bytes, { limitInputPixels: Number.isFinite(maxPixels) ? Math.floor(maxPixels) : false }).rotate();
+    if (options.fitWithin !== undefined) pipeline = pipeline.resize({ width: options.fitWithin, height: options.fitWithin, fit: 'inside', withoutEnlargement: true });
+    const { data, info } = await pipeline.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`expected 3 channels, got ${info.channels}`);
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
   } catch (e) {

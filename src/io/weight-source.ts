@@ -16,6 +16,11 @@ export interface WeightEntry {
   shape: number[];
   /** The float32 values in that layout; each call may convert again, so call once. */
   read(): Float32Array;
+  /**
+   * For an int8 kernel of a quantized model (see src/quant/file.ts): its int8 values in the
+   * same layout. `read` gives the float32 values they stand for.
+   */
+  readInt8?(): Int8Array;
 }
 
 export interface WeightSource {

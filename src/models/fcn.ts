@@ -2,11 +2,12 @@
 // Shape letters: N batch, C channels, H×W the input's size, Hp×Wp padded to a multiple of 32.
 import { native, type Tensor, type Precision } from '../engine/binding.js';
 import { Tape, disposeAll } from '../engine/tensor.js';
+import { dequantized } from '../quant/scales.js';
 import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js';
 import { Param } from '../nn/param.js';
 import { bilinearInit, glorotUniform, heUniform, zeroInit } from '../nn/init.js';
 import { Rng } from '../data/prng.js';
-import { assertPrecisionSupported } from '../engine/config.js';
+import { assertPrecisionSupported, type InferencePrecision } from '../engine/config.js';
 
 export type FcnKind = 'fcn32' | 'fcn16' | 'fcn8';
 export const FCN_KINDS: readonly FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
@@ -144,6 +145,8 @@ export class FCN {
   private recorded: Node[] = [];
   /** Set by predictStages only: receives the score maps as the forward pass makes them. */
   private tap: ((name: StageMapName, t: Tensor) => void) | null = null;
+  /** Sees every convolution's output in inference (calibration of the int8 scales). */
+  observer: ((layer: Conv2d, y: Tensor) => void) | null = null;
 
   constructor(options: FcnOptions) {
     const { kind } = options;
@@ -216,6 +219,11 @@ export class FCN {
     return [...this.blocks.flatMap((b) => b.convs), this.conv6, this.conv7, this.score7, ...heads, this.upsample];
   }
 
+  /** Whether the model carries int8 weights and scales (made by `fcn quantize`). */
+  get quantized(): boolean {
+    return this.layers().some((l) => l.quant !== null);
+  }
+
   upsamplers(): Conv2d[] {
     return this.layers().filter((l) => l.transposed);
   }
@@ -279,7 +287,7 @@ export class FCN {
   /**
    * Logits N×classes×H×W (plain float32) for a preprocessed batch N×3×H×W, at any H×W.
    */
-  predictLogits(x: Tensor, precision: Precision = 'float32'): Tensor {
+  predictLogits(x: Tensor, precision: InferencePrecision = 'float32'): Tensor {
     const ctx: ForwardContext = { training: false, precision, tape: null, seed: 0 };
     return this.run(x, ctx);
   }
@@ -291,10 +299,12 @@ export class FCN {
    * block3_pool ones (score3, fuse3 at 1/8). Batch 1. In the keras style, map pixel (i, j)
    * covers input pixels [s·i, s·(i+1)) × [s·j, s·(j+1)) of the input padded to 32.
    */
-  predictStages(x: Tensor, precision: Precision = 'float32'): { logits: Tensor; maps: StageMap[] } {
+  predictStages(x: Tensor, precision: InferencePrecision = 'float32'): { logits: Tensor; maps: StageMap[] } {
     const maps: StageMap[] = [];
     this.tap = (name, t) => {
-      const raw = t.toArray();
+      const f = dequantized(t);
+      const raw = f.toArray();
+      if (f !== t) f.dispose();
       // bfloat16 activations come out as their raw upper 16 bits.
       const data = raw instanceof Uint16Array ? new Float32Array(Uint32Array.from(raw, (b) => b << 16).buffer) : Float32Array.from(raw);
       maps.push({ name, stride: STAGE_STRIDES[name], dims: [...t.dims], data });
@@ -327,6 +337,8 @@ export class FCN {
    */
   private run(x: Tensor, ctx: ForwardContext): Tensor {
     assertPrecisionSupported(ctx.precision);
+    if (ctx.precision === 'int8' && !this.quantized)
+      throw new Error(`this ${this.kind} model has no int8 weights: make an int8 model with \`fcn quantize --weights W --calib DIR --out Q\`, or use float32`);
     const [, , h, w] = x.dims;
     const training = ctx.tape !== null;
     const nodes: Node[] = [];
@@ -348,7 +360,12 @@ export class FCN {
       }
       return out;
     };
-    const conv = (l: Conv2d, v: Value) => apply([v], () => l.forward(v.t, ctx), (dy) => [l.backward(dy, v.needsGrad)], { trainable: l.trainable, params: l.params() });
+    const observe = (l: Conv2d, y: Tensor) => {
+      this.observer?.(l, y);
+      return y;
+    };
+    const conv = (l: Conv2d, v: Value, inputFactor = 1) =>
+      apply([v], () => observe(l, l.forward(v.t, ctx, inputFactor)), (dy) => [l.backward(dy, v.needsGrad)], { trainable: l.trainable, params: l.params() });
     const crop = (v: Value, top: number, height: number, width: number): Value => {
       const [, , ih, iw] = v.t.dims;
       if (top === 0 && ih === height && iw === width) return v;
@@ -389,7 +406,9 @@ export class FCN {
       // A skip: the pool's scores (scaled first in the at-once model), cropped to the map
       // they join.
       const skip = (pool: Value, score: Conv2d, factor: number | undefined, offset: number, like: Value): Value => {
-        const s = conv(score, factor === undefined ? pool : scale(pool, factor));
+        // Training records the scaling as a step (it has a backward); inference folds it into
+        // the convolution (into the output scales, in int8).
+        const s = factor === undefined ? conv(score, pool) : training ? conv(score, scale(pool, factor)) : conv(score, pool, factor);
         retained.delete(pool);
         if (!training) pool.t.dispose();
         return crop(s, offset, like.t.dims[2], like.t.dims[3]);
@@ -481,6 +500,7 @@ export class FCN {
     this.recorded = [];
     this.logits = null;
     for (const l of this.layers()) {
+      l.setQuant(null);
       l.clearCaches();
       for (const p of l.params()) p.dispose();
     }

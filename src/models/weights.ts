@@ -11,18 +11,19 @@ import { readWeightSource, type WeightEntry, type WeightSource } from '../io/wei
 import { sourceFromSafetensors } from '../io/safetensors-source.js';
 import { resolveWeights } from '../io/weights-cache.js';
 import type { Param } from '../nn/param.js';
+import { QUANT_SUFFIXES, attachQuantization } from '../quant/file.js';
 
 export const WEIGHTS_FORMAT = 'fcn-keras-layout';
 /** Prefix of the optimiser-state tensors a training checkpoint adds to the weights. */
 export const OPTIMIZER_PREFIX = 'optimizer.';
 
 /** Axis order of the Keras array, as indices into the engine's O,I,KH,KW. */
-function kerasAxes(p: Param): number[] {
+export function kerasAxes(p: Param): number[] {
   if (p.role === 'bias') return [0];
   return p.transposed ? [2, 3, 0, 1] : [2, 3, 1, 0];
 }
 
-function inversePerm(perm: number[]): number[] {
+export function inversePerm(perm: number[]): number[] {
   const inv = new Array<number>(perm.length);
   perm.forEach((a, k) => (inv[a] = k));
   return inv;
@@ -36,7 +37,10 @@ export function kerasShape(p: Param): number[] {
 export function toKerasLayout(p: Param, t: Tensor = p.value): SafetensorsTensor {
   const k = native.permute(t, kerasAxes(p));
   try {
-    return { dtype: 'F32', shape: kerasShape(p), data: k.toArray() as Float32Array };
+    const data = k.toArray();
+    if (data instanceof Float32Array) return { dtype: 'F32', shape: kerasShape(p), data };
+    if (data instanceof Int8Array) return { dtype: 'I8', shape: kerasShape(p), data };
+    throw new Error(`${p.name}: a ${t.dtype} tensor has no weights-file form`);
   } finally {
     k.dispose();
   }
@@ -117,7 +121,8 @@ export function loadSourceInto(model: FCN, source: WeightSource, options: { allo
     staged.push([p, t]);
   }
   // Training checkpoints carry the optimiser's state beside the weights, under `optimizer.`.
-  const extra = [...source.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX));
+  // An int8 model's scales travel beside its kernels (src/quant/file.ts).
+  const extra = [...source.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX) && !QUANT_SUFFIXES.some((x) => n.endsWith(x)));
   if (extra !== undefined) throw new Error(`${where}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
   for (const [p, t] of staged) p.assign(readChecked(source, p, t, options.allowNonFinite ?? false));
 }
@@ -216,6 +221,7 @@ export function modelFromSource(source: WeightSource, options: LoadOptions = {})
   const model = new FCN({ ...modelOptionsFromSource(source, options), uninitialized: true });
   try {
     loadSourceInto(model, source, options);
+    if (source.metadata.quantization !== undefined) attachQuantization(model, source);
   } catch (e) {
     model.dispose();
     throw e;

@@ -2,12 +2,15 @@
 // needs (references only: the model's Tape owns activations); backward returns the input
 // gradient (or null when not needed) and sets its parameters' gradients when trainable.
 import { native, type Tensor, type Precision } from '../engine/binding.js';
+import type { InferencePrecision } from '../engine/config.js';
 import { Tape, disposeAll } from '../engine/tensor.js';
+import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from '../quant/scales.js';
 import { Param } from './param.js';
 
 export interface ForwardContext {
   training: boolean;
-  precision: Precision;
+  /** int8 only in inference, and only for layers that have a ConvQuant. */
+  precision: InferencePrecision;
   /** Owns the activations of a training forward pass; null for inference. */
   tape: Tape | null;
   /** Seeds this pass's dropout masks. */
@@ -50,6 +53,24 @@ export interface ConvSpec {
   uninitialized?: boolean;
 }
 
+/**
+ * A convolution's int8 form, made by `fcn quantize` (src/quant/quantize.ts). Real values are
+ * scale · q throughout: the kernel per output channel, activations per tensor.
+ */
+export interface ConvQuant {
+  /**
+   * int8 plain O,I,KH,KW; null for a layer that computes in float32 and only quantizes its
+   * output (block1_conv1: its input is the signed image and has 3 channels).
+   */
+  kernel: Tensor | null;
+  /** Real kernel[o] = kernelScales[o] · q (null with a float kernel). */
+  kernelScales: Float32Array | null;
+  /** Real input = inputScale · q: the producing layer's outputScale. */
+  inputScale: number;
+  /** uint8 output with this scale (ReLU layers); null: float32 output (the score layers). */
+  outputScale: number | null;
+}
+
 /** Convolution (or transposed convolution) with optional bias and fused ReLU. */
 export class Conv2d {
   readonly kernel: Param;
@@ -63,6 +84,11 @@ export class Conv2d {
   private savedX: Tensor | null = null;
   private savedY: Tensor | null = null;
   private savedPrecision: Precision = 'float32';
+  /** The int8 form, when the model was quantized (inference with precision 'int8'). */
+  quant: ConvQuant | null = null;
+  /** The int8 kernel in the primitive's layout, and the output scales and bias by input factor. */
+  private int8Weights: Tensor | null = null;
+  private int8Terms: { factor: number; biasVersion: number; scales: Float32Array; bias: Tensor | null } | null = null;
 
   constructor(readonly name: string, readonly spec: ConvSpec) {
     this.stride = spec.stride ?? 1;
@@ -93,9 +119,34 @@ export class Conv2d {
     return { stride: [this.stride, this.stride] as [number, number], padding: [p, p, p, p] as [number, number, number, number], transposed: this.transposed, dtype: precision };
   }
 
-  forward(x: Tensor, ctx: ForwardContext): Tensor {
+  /**
+   * y = conv(inputFactor · x). The factor (Caffe's at-once skip scaling) is only for
+   * inference: training records the scaling as a step of its own.
+   */
+  forward(x: Tensor, ctx: ForwardContext, inputFactor = 1): Tensor {
+    if (ctx.precision === 'int8') {
+      if (ctx.training) throw new Error(`${this.name}: int8 is for inference only`);
+      if (this.quant) return this.forwardInt8(x, this.quant, inputFactor);
+      // A layer left in float32 (the upsamplings): real values in, float32 out.
+      const xf = dequantized(x);
+      try {
+        return this.forward(xf, { ...ctx, precision: 'float32' }, inputFactor);
+      } finally {
+        if (xf !== x) xf.dispose();
+      }
+    }
+    if (inputFactor !== 1) {
+      if (ctx.training) throw new Error(`${this.name}: an input factor is for inference only`);
+      const scaled = native.scale(x, inputFactor);
+      try {
+        return this.forward(scaled, ctx);
+      } finally {
+        scaled.dispose();
+      }
+    }
+    const precision = ctx.precision;
     const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
-      ...this.options(ctx.precision),
+      ...this.options(precision),
       relu: this.relu,
       weightsCache: this.forwardWeights.get(this.kernel),
     });
@@ -103,9 +154,86 @@ export class Conv2d {
     if (ctx.training) {
       this.savedX = x;
       this.savedY = y;
-      this.savedPrecision = ctx.precision;
+      this.savedPrecision = precision;
     }
     return y;
+  }
+
+  /**
+   * The int8 convolution. With real input sIn·qx and kernel kernelScales[o]·qw, the real
+   * output is s[o]·(acc + bias[o]/s[o]) where s[o] = factor·sIn·kernelScales[o] and
+   * acc = Σ qx·qw (exact in int32); a uint8 output divides s by its scale sOut. sIn and sOut
+   * are the stored activation scales as this CPU runs them (see runtimeScale).
+   */
+  private forwardInt8(x: Tensor, q: ConvQuant, factor: number): Tensor {
+    const sOut = q.outputScale === null ? null : runtimeScale(q.outputScale);
+    if (!q.kernel || !q.kernelScales) {
+      const xf = dequantized(x);
+      let y: Tensor;
+      try {
+        y = this.forward(xf, { training: false, precision: 'float32', tape: null, seed: 0 }, factor);
+      } finally {
+        if (xf !== x) xf.dispose();
+      }
+      if (sOut === null) return y;
+      try {
+        return quantizedUnsigned(y, sOut);
+      } finally {
+        y.dispose();
+      }
+    }
+    // The input in the scale this layer was calibrated for: a float input (a stitched tile
+    // map) is quantized; a uint8 one must already be in that scale.
+    const sIn = runtimeScale(q.inputScale);
+    let xq = x;
+    if (x.dtype !== 'uint8') xq = quantizedUnsigned(x, sIn);
+    else if (Math.abs((scaleOf(x) ?? NaN) - sIn) > 1e-6 * sIn) {
+      const xf = dequantized(x);
+      try {
+        xq = quantizedUnsigned(xf, sIn);
+      } finally {
+        xf.dispose();
+      }
+    }
+    try {
+      const terms = this.int8TermsFor(q, sIn, sOut, factor);
+      const p = this.padding;
+      const levels = activationLevels();
+      const { y, weightsCache } = native.convForwardInt8(xq, q.kernel, terms.bias, {
+        stride: [this.stride, this.stride],
+        padding: [p, p, p, p],
+        relu: this.relu,
+        // uint8 outputs stay within the levels this CPU sums exactly.
+        ...(sOut !== null && this.relu && levels < 255 ? { clip: levels } : {}),
+        scales: terms.scales,
+        output: sOut === null ? 'float32' : 'uint8',
+        weightsCache: this.int8Weights,
+      });
+      if (weightsCache) {
+        disposeAll(this.int8Weights);
+        this.int8Weights = weightsCache;
+      }
+      return sOut === null ? y : withScale(y, sOut);
+    } finally {
+      if (xq !== x) xq.dispose();
+    }
+  }
+
+  private int8TermsFor(q: ConvQuant, sIn: number, sOut: number | null, factor: number): { scales: Float32Array; bias: Tensor | null } {
+    const biasVersion = this.bias?.version ?? 0;
+    const cached = this.int8Terms;
+    if (cached && cached.factor === factor && cached.biasVersion === biasVersion) return cached;
+    const O = this.spec.outChannels;
+    const acc = Float64Array.from(q.kernelScales!, (s) => factor * sIn * s);
+    const scales = Float32Array.from(acc, (a) => (sOut === null ? a : a / sOut));
+    let bias: Tensor | null = null;
+    if (this.bias) {
+      const b = this.bias.value.toArray() as Float32Array;
+      bias = native.fromArray([O], Float32Array.from(b, (v, o) => v / acc[o]!));
+    }
+    disposeAll(cached?.bias ?? null);
+    this.int8Terms = { factor, biasVersion, scales, bias };
+    return this.int8Terms;
   }
 
   /** The output a training forward kept for the backward pass (null otherwise): for inspection. */
@@ -139,6 +267,20 @@ export class Conv2d {
   clearCaches(): void {
     this.forwardWeights.clear();
     this.backwardWeights.clear();
+    this.clearInt8();
+  }
+
+  private clearInt8(): void {
+    disposeAll(this.int8Weights, this.int8Terms?.bias ?? null);
+    this.int8Weights = null;
+    this.int8Terms = null;
+  }
+
+  /** Sets (or with null drops) the int8 form; frees what the previous one held. */
+  setQuant(q: ConvQuant | null): void {
+    this.clearInt8();
+    if (this.quant && this.quant.kernel !== q?.kernel) disposeAll(this.quant.kernel);
+    this.quant = q;
   }
 }
 
@@ -150,6 +292,9 @@ export class MaxPool2d {
 
   forward(x: Tensor, ctx: ForwardContext): Tensor {
     const { y, workspace } = native.maxPoolForward(x, { kernel: this.kernel, ceil: this.ceil, training: ctx.training });
+    // The maximum of quantized values is the quantized maximum: the scale carries over.
+    const scale = scaleOf(x);
+    if (scale !== null) withScale(y, scale);
     if (ctx.training) {
       this.savedX = x;
       this.savedWorkspace = ctx.tape!.keep(workspace);

@@ -1,5 +1,5 @@
 // Messages between the server and its inference worker.
-import type { Precision } from '../engine/binding.js';
+import type { InferencePrecision } from '../engine/config.js';
 import type { ClassShare } from '../report/viz.js';
 import type { FcnKind, FcnStyle, StageMapName } from '../models/fcn.js';
 
@@ -7,7 +7,7 @@ export interface WorkerInit {
   /** Weight files (any format) or known names, loaded in this order. */
   weights: string[];
   threads: number;
-  precision: Precision;
+  precision: InferencePrecision;
   /**
    * Tests only: milliseconds the worker sleeps before each job, standing in for a slow model
    * so that the queue and the event loop can be observed under load without burning CPU.

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyMultipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
-import type { Precision } from '../engine/binding.js';
+import type { InferencePrecision } from '../engine/config.js';
 import { vocPalette } from '../io/image.js';
 import { modelTitle } from '../infer/segment-files.js';
 import { HttpError, errorBody } from './errors.js';
@@ -28,7 +28,7 @@ export interface ServeConfig {
   /** Pictures that may wait while one is segmented; more get 503. */
   queueLimit: number;
   threads: number;
-  precision: Precision;
+  precision: InferencePrecision;
   /** Tests only: the worker sleeps this long before each job (see WorkerInit.delayMs). */
   delayMs?: number;
   /** How often a followed run's files are looked at, ms (default 500). */

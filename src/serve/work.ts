@@ -3,7 +3,8 @@
 // palette PNGs and class shares, the three most probable classes of every pixel, and the
 // score maps of each stage for the "How it works" page.
 import { encode as encodePng } from 'fast-png';
-import { native, type Precision } from '../engine/binding.js';
+import { native } from '../engine/binding.js';
+import type { InferencePrecision } from '../engine/config.js';
 import { vocPalette, type RgbImage } from '../io/image.js';
 import { toNetworkInput } from '../data/transforms.js';
 import { classShares, type ClassShare } from '../report/viz.js';
@@ -67,7 +68,7 @@ export interface ModelAnswer {
 }
 
 /** One model on one picture, through segment() as `fcn predict` does. */
-export async function answerFor(model: FCN, rgb: RgbImage, options: { precision: Precision; top3: boolean }): Promise<ModelAnswer> {
+export async function answerFor(model: FCN, rgb: RgbImage, options: { precision: InferencePrecision; top3: boolean }): Promise<ModelAnswer> {
   const t0 = performance.now();
   const seg = await segment(model, rgb, { precision: options.precision, logits: options.top3 });
   const ms = performance.now() - t0;
@@ -156,7 +157,7 @@ function upsampledArgmax(map: StageMap, width: number, height: number): Uint8Arr
 }
 
 /** The score maps of every stage of `model` on one picture, as label maps coarse and upsampled. */
-export function stagesFor(model: FCN, rgb: RgbImage, precision: Precision): StagesAnswer {
+export function stagesFor(model: FCN, rgb: RgbImage, precision: InferencePrecision): StagesAnswer {
   const { width, height } = rgb;
   const t0 = performance.now();
   const input = toNetworkInput({ id: '', width, height, image: rgb.data, label: new Uint8Array(0) }, model.means);

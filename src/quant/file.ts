@@ -1,0 +1,90 @@
+// An int8 model as a file: the project's safetensors weights (src/models/weights.ts) where
+// each quantized convolution's `<layer>.kernel` is I8 in the Keras layout, with beside it
+//   <layer>.kernel_scale  F32 (out)  real kernel = kernel_scale[o] · q
+//   <layer>.input_scale   F32 (1)    real input  = input_scale · q (uint8)
+//   <layer>.output_scale  F32 (1)    its ReLU output as uint8, real = output_scale · q
+// (block1_conv1 keeps a float32 kernel and has only an output scale; the score layers have no
+// output scale: their outputs are float32), and the metadata `quantization: int8` and
+// `calibration` (how the activation scales were found). Any reader of the project's weights
+// loads it: float32 kernels are the dequantized ones, and `--precision int8` runs the int8 form.
+import { native, type Tensor } from '../engine/binding.js';
+import type { FCN } from '../models/fcn.js';
+import { inversePerm, kerasAxes, kerasShape, weightsMetadata, weightsToKeras } from '../models/weights.js';
+import { writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
+import type { WeightSource } from '../io/weight-source.js';
+import type { ConvQuant } from '../nn/layers.js';
+
+export const QUANT_SUFFIXES = ['.kernel_scale', '.input_scale', '.output_scale'] as const;
+export const QUANTIZATION = 'int8';
+
+const f32 = (values: ArrayLike<number>): SafetensorsTensor => ({ dtype: 'F32', shape: [values.length], data: Float32Array.from(values) });
+
+/** Writes an int8 model (quantized by quantizeModel) atomically. */
+export function saveQuantized(path: string, model: FCN, metadata: Record<string, string> = {}): void {
+  if (!model.quantized) throw new Error(`${path}: the model is not quantized (quantizeModel first)`);
+  const tensors = weightsToKeras(model);
+  for (const layer of model.layers()) {
+    const q = layer.quant;
+    if (!q) continue;
+    if (q.kernel && q.kernelScales) {
+      const k = native.permute(q.kernel, kerasAxes(layer.kernel));
+      try {
+        tensors.set(layer.kernel.name, { dtype: 'I8', shape: kerasShape(layer.kernel), data: k.toArray() as Int8Array });
+      } finally {
+        k.dispose();
+      }
+      tensors.set(`${layer.name}.kernel_scale`, f32(q.kernelScales));
+      tensors.set(`${layer.name}.input_scale`, f32([q.inputScale]));
+    }
+    if (q.outputScale !== null) tensors.set(`${layer.name}.output_scale`, f32([q.outputScale]));
+  }
+  writeSafetensors(path, tensors, { ...weightsMetadata(model), quantization: QUANTIZATION, ...metadata });
+}
+
+function scalar(source: WeightSource, name: string): number {
+  const t = source.tensors.get(name)!;
+  const v = t.read();
+  if (v.length !== 1 || !(Number.isFinite(v[0]) && v[0]! > 0)) throw new Error(`${source.path}: tensor '${name}' must be one positive number`);
+  return v[0]!;
+}
+
+/** Gives a model loaded from a quantized file its int8 form (called by modelFromSource). */
+export function attachQuantization(model: FCN, source: WeightSource): void {
+  const where = source.path;
+  if (source.metadata.quantization !== QUANTIZATION) throw new Error(`${where}: quantization '${source.metadata.quantization}' is not one this project runs (expected ${QUANTIZATION})`);
+  const forms: [FCN['conv6'], ConvQuant][] = [];
+  const made: Tensor[] = [];
+  try {
+    for (const layer of model.layers()) {
+      const has = (suffix: string) => source.tensors.has(`${layer.name}${suffix}`);
+      if (!QUANT_SUFFIXES.some(has)) continue;
+      if (layer.transposed) throw new Error(`${where}: ${layer.name} is an upsampling, which this project keeps in float32`);
+      const outputScale = has('.output_scale') ? scalar(source, `${layer.name}.output_scale`) : null;
+      if (layer.relu !== (outputScale !== null)) throw new Error(`${where}: ${layer.name} ${layer.relu ? 'needs' : 'cannot have'} an output scale`);
+      if (!has('.kernel_scale')) {
+        forms.push([layer, { kernel: null, kernelScales: null, inputScale: 1, outputScale }]);
+        continue;
+      }
+      const entry = source.tensors.get(layer.kernel.name);
+      if (!entry?.readInt8) throw new Error(`${where}: ${layer.name} has a kernel scale but its kernel is not int8`);
+      if (!has('.input_scale')) throw new Error(`${where}: tensor '${layer.name}.input_scale' is missing`);
+      const scales = source.tensors.get(`${layer.name}.kernel_scale`)!.read();
+      if (scales.length !== layer.spec.outChannels || !scales.every((s) => Number.isFinite(s) && s > 0))
+        throw new Error(`${where}: tensor '${layer.name}.kernel_scale' must hold ${layer.spec.outChannels} positive numbers`);
+      const keras = native.fromArray(kerasShape(layer.kernel), entry.readInt8());
+      let kernel: Tensor;
+      try {
+        kernel = native.permute(keras, inversePerm(kerasAxes(layer.kernel)));
+      } finally {
+        keras.dispose();
+      }
+      made.push(kernel);
+      forms.push([layer, { kernel, kernelScales: Float32Array.from(scales), inputScale: scalar(source, `${layer.name}.input_scale`), outputScale }]);
+    }
+    if (forms.length === 0) throw new Error(`${where}: says it is quantized but holds no scales`);
+  } catch (e) {
+    for (const t of made) t.dispose();
+    throw e;
+  }
+  for (const [layer, q] of forms) layer.setQuant(q);
+}

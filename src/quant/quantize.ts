@@ -1,0 +1,120 @@
+// Post-training int8 quantization of an FCN, as oneDNN's int8 convolutions want it:
+//   - kernels symmetric per output channel: q = round(w / s[o]), s[o] = max|w[o]| / 127;
+//   - activations after each ReLU convolution per tensor, unsigned: q = round(a / s),
+//     s = (the largest value seen over the calibration images) / 255;
+//   - biases stay float32 (the convolution adds them before its output scale).
+// block1_conv1 stays float32 (its input is the signed image with 3 channels: little work
+// and the most sensitive) and quantizes only its output; the transposed convolutions (the
+// bilinear upsamplings) and the additions of the skips run in float32 on the small score
+// maps. Max calibration keeps every value in range; the score layers' float32 outputs carry
+// no rounding of their own.
+import { native, type Tensor } from '../engine/binding.js';
+import { disposeAll } from '../engine/tensor.js';
+import type { FCN } from '../models/fcn.js';
+import type { Conv2d, ConvQuant } from '../nn/layers.js';
+
+/** The largest output of each ReLU convolution over the calibration images, by layer name. */
+export type ActivationMaxima = Map<string, number>;
+
+/** Runs the float32 model over preprocessed inputs, recording each ReLU convolution's largest output. */
+export function calibrate(model: FCN, inputs: Iterable<Tensor>, onImage?: (index: number) => void): ActivationMaxima {
+  const maxima: ActivationMaxima = new Map();
+  model.observer = (layer, y) => {
+    if (!layer.relu) return;
+    maxima.set(layer.name, Math.max(maxima.get(layer.name) ?? 0, native.absMax(y)));
+  };
+  try {
+    let i = 0;
+    for (const x of inputs) {
+      model.predictLogits(x, 'float32').dispose();
+      onImage?.(i);
+      i++;
+    }
+    if (i === 0) throw new Error('calibration needs at least one image');
+  } finally {
+    model.observer = null;
+  }
+  return maxima;
+}
+
+/** A kernel (plain float32 O,I,KH,KW) as int8 with one scale per output channel. */
+export function quantizeKernel(w: Tensor): { kernel: Tensor; scales: Float32Array } {
+  const [O] = w.dims as [number];
+  const data = w.toArray() as Float32Array;
+  const per = data.length / O;
+  const q = new Int8Array(data.length);
+  const scales = new Float32Array(O);
+  for (let o = 0; o < O; o++) {
+    let m = 0;
+    for (let i = o * per; i < (o + 1) * per; i++) m = Math.max(m, Math.abs(data[i]!));
+    // An all-zero channel (e.g. the seed's zero-initialised skip scores) quantizes to zeros.
+    const s = m > 0 ? m / 127 : 1;
+    scales[o] = s;
+    for (let i = o * per; i < (o + 1) * per; i++) q[i] = Math.max(-127, Math.min(127, Math.round(data[i]! / s)));
+  }
+  return { kernel: native.fromArray([...w.dims], q), scales };
+}
+
+/** The scale of an unsigned activation whose largest value is `max`. */
+export function activationScale(max: number): number {
+  // A layer that never fired over the calibration set still needs a positive scale. float32,
+  // as the file stores it: a model quantized in memory runs exactly as its file.
+  return Math.fround(Math.max(max, 1e-6) / 255);
+}
+
+/**
+ * Each convolution with the ReLU convolution whose output it reads (through pooling), in
+ * forward order; null for block1_conv1, which reads the image.
+ */
+export function convolutionInputs(model: FCN): [Conv2d, Conv2d | null][] {
+  const out: [Conv2d, Conv2d | null][] = [];
+  let prev: Conv2d | null = null;
+  const lastOfBlock: Conv2d[] = [];
+  for (const block of model.blocks) {
+    for (const c of block.convs) {
+      out.push([c, prev]);
+      prev = c;
+    }
+    lastOfBlock.push(prev!);
+  }
+  out.push([model.conv6, prev], [model.conv7, model.conv6], [model.score7, model.conv7]);
+  if (model.score4) out.push([model.score4, lastOfBlock[3]!]);
+  if (model.score3) out.push([model.score3, lastOfBlock[2]!]);
+  return out;
+}
+
+/** Gives every convolution of `model` its int8 form from calibrated maxima (replacing any). */
+export function quantizeModel(model: FCN, maxima: ActivationMaxima): void {
+  const forms: [Conv2d, ConvQuant][] = [];
+  try {
+    for (const [layer, input] of convolutionInputs(model)) {
+      const outMax = maxima.get(layer.name);
+      if (layer.relu && outMax === undefined) throw new Error(`calibration saw no output of ${layer.name}`);
+      const outputScale = layer.relu ? activationScale(outMax!) : null;
+      if (!input) {
+        forms.push([layer, { kernel: null, kernelScales: null, inputScale: 1, outputScale }]);
+        continue;
+      }
+      const inMax = maxima.get(input.name);
+      if (inMax === undefined) throw new Error(`calibration saw no output of ${input.name}`);
+      const { kernel, scales } = quantizeKernel(layer.kernel.value);
+      forms.push([layer, { kernel, kernelScales: scales, inputScale: activationScale(inMax), outputScale }]);
+    }
+  } catch (e) {
+    disposeAll(...forms.map(([, q]) => q.kernel));
+    throw e;
+  }
+  for (const [layer, q] of forms) layer.setQuant(q);
+}
+
+/**
+ * The float32 kernels the int8 ones stand for (real w = s[o]·q): after quantizing, the float
+ * model computes with exactly the weights the int8 model holds, so a float32 run of a
+ * quantized file and its int8 run differ only by the activations' rounding.
+ */
+export function dequantizeKernel(q: Tensor, scales: Float32Array): Tensor {
+  const data = q.toArray() as Int8Array;
+  const per = data.length / scales.length;
+  const w = Float32Array.from(data, (v, i) => v * scales[Math.floor(i / per)]!);
+  return native.fromArray([...q.dims], w);
+}
