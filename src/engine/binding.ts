@@ -48,6 +48,8 @@ export interface ConvInt8Options {
   padding?: [number, number, number, number];
   relu?: boolean;
   /** One scale per output channel, each finite and > 0. */
+  /** With relu: the output is min(max(v, 0), clip) (e.g. 127 for 7-bit uint8 activations). */
+  clip?: number;
   scales: Float32Array;
   /** The output's dtype (required). */
   output: 'uint8' | 'float32';

@@ -172,6 +172,25 @@ test('convForwardInt8: the bias joins the sum before the scale (not added after 
   for (const t of [x, w, b, y, weightsCache]) t?.dispose();
 });
 
+test('convForwardInt8: clip bounds the ReLU (7-bit outputs), and clip and ReLU primitives are told apart', () => {
+  // x·1 scaled by 1, bias −3: ReLU gives max(v − 3, 0); clip 127 also caps it at 127.
+  const x = native.fromArray([1, 1, 1, 6], Uint8Array.from([0, 2, 50, 130, 200, 255]));
+  const w = native.fromArray([1, 1, 1, 1], Int8Array.from([1]));
+  const b = native.fromArray([1], Float32Array.from([-3]));
+  const run = (clip?: number) => {
+    const { y, weightsCache } = native.convForwardInt8(x, w, b, { relu: true, ...(clip !== undefined ? { clip } : {}), scales: Float32Array.from([1]), output: 'uint8' });
+    const v = Array.from(y.toArray());
+    for (const t of [y, weightsCache]) t?.dispose();
+    return v;
+  };
+  assert.deepEqual(run(), [0, 0, 47, 127, 197, 252]);
+  assert.deepEqual(run(127), [0, 0, 47, 127, 127, 127]);
+  assert.deepEqual(run(), [0, 0, 47, 127, 197, 252]);
+  assert.throws(() => native.convForwardInt8(x, w, b, { clip: 127, scales: Float32Array.from([1]), output: 'uint8' }), /^RangeError: convForwardInt8: clip bounds the ReLU: it needs relu: true/);
+  assert.throws(() => native.convForwardInt8(x, w, b, { relu: true, clip: -1, scales: Float32Array.from([1]), output: 'uint8' }), /^RangeError: convForwardInt8: clip must be a positive finite number/);
+  for (const t of [x, w, b]) t.dispose();
+});
+
 test('convForwardInt8: distinct scales get distinct primitives (the cache key holds them)', () => {
   const x = native.fromArray([1, 2, 2, 2], Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]));
   const w = native.fromArray([2, 2, 1, 1], Int8Array.from([1, 0, 0, 1]));
