@@ -65,6 +65,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       if (path.basename(path.dirname(path.resolve(w))) === 'checkpoints' && existsSync(path.join(run, 'config.json')) && !runRoots.some((r) => run.startsWith(path.resolve(r) + path.sep))) runRoots.push(run);
     }
   } else {
+    if (engineConfig().precision === 'int8') throw new UsageError(`fcn ${cmd}: --precision int8 serves int8 models: make them with fcn quantize and give them with --weights`);
     let demo = runRoots.map((r) => latestDemo(r)).find((d) => d !== null) ?? null;
     if (!demo) {
       const out = path.join(runRoots[0]!, `demo-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`);

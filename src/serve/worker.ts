@@ -20,7 +20,10 @@ let models: FCN[] = [];
 async function start(): Promise<void> {
   try {
     configureEngine({ threads: init.threads, precision: init.precision });
-    for (const w of init.weights) models.push(await loadModel(w));
+    for (const w of init.weights) {
+      models.push(await loadModel(w));
+      if (init.precision === 'int8' && !models.at(-1)!.quantized) throw new Error(`${w}: has no int8 weights, so it cannot be served with --precision int8 (make an int8 model with fcn quantize)`);
+    }
   } catch (e) {
     for (const m of models) m.dispose();
     models = [];
