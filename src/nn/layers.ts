@@ -145,12 +145,19 @@ export class Conv2d {
       }
     }
     const precision = ctx.precision;
+    // A trainable layer's weights change at every step, so in training its packed copy serves
+    // one call: it goes back to the pool at once instead of living through the step (conv6's
+    // is 411 MB in fp32), and the pool hands the buffer to the next copy of that size.
+    const transient = ctx.training && this.trainable;
     const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
       ...this.options(precision),
       relu: this.relu,
-      weightsCache: this.forwardWeights.get(this.kernel),
+      weightsCache: transient ? null : this.forwardWeights.get(this.kernel),
     });
-    this.forwardWeights.update(this.kernel, weightsCache);
+    if (transient) {
+      disposeAll(weightsCache);
+      this.forwardWeights.clear();
+    } else this.forwardWeights.update(this.kernel, weightsCache);
     if (ctx.training) {
       this.savedX = x;
       this.savedY = y;
@@ -254,8 +261,12 @@ export class Conv2d {
         if (this.bias) this.bias.setGrad(db);
       }
       if (!inputGrad) return null;
-      const { dx, weightsCache } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.backwardWeights.get(this.kernel) });
-      this.backwardWeights.update(this.kernel, weightsCache);
+      const { dx, weightsCache } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.trainable ? null : this.backwardWeights.get(this.kernel) });
+      // As in forward: a trainable layer's copy is stale after this step's update.
+      if (this.trainable) {
+        disposeAll(weightsCache);
+        this.backwardWeights.clear();
+      } else this.backwardWeights.update(this.kernel, weightsCache);
       return dx;
     } finally {
       if (dpre !== dy) dpre.dispose();
