@@ -1,6 +1,6 @@
 // The `fcn` command line.
 import path from 'node:path';
-import { configureEngine, cpuFeatures, engineConfig } from '../engine/config.js';
+import { configureEngine, cpuFeatures, engineConfig, int8SevenBitActivations } from '../engine/config.js';
 import { native, type Precision } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
@@ -148,10 +148,11 @@ const info: Command = async (argv) => {
   const cfg = engineConfig();
   const cpu = cpuFeatures();
   const yes = (b: boolean) => (b ? 'yes' : 'no');
-  console.log(`CPU ${cpu.model} (${cpu.vendor}): AMX ${yes(cpu.amx)}, avx512_bf16 ${yes(cpu.avx512Bf16)}, AVX-512 ${yes(cpu.avx512)}, AVX2 ${yes(cpu.avx2)}`);
+  console.log(`CPU ${cpu.model} (${cpu.vendor}): AMX ${yes(cpu.amx)}, avx512_bf16 ${yes(cpu.avx512Bf16)}, AVX-512 ${yes(cpu.avx512)}, VNNI ${yes(cpu.vnni)}, AVX2 ${yes(cpu.avx2)}`);
   console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}, ${cfg.threads} threads`);
   const why = cfg.precisionSource === 'auto' ? `auto: ${cfg.precisionReason}` : `${cfg.precisionSource === 'env' ? 'FCN_PRECISION' : '--precision'}; auto would say: ${cfg.precisionReason}`;
   console.log(`precision ${cfg.precision} (${why})`);
+  console.log(`int8 (fcn quantize models, --precision int8): ${cpu.vnni ? 'VNNI, 8-bit activations' : int8SevenBitActivations(cpu) ? 'no VNNI: 7-bit activations keep the 16-bit pair sums exact' : 'AVX-512 without VNNI: oneDNN halves the kernels'}`);
   console.log(mpiSummary());
   return 0;
 };
