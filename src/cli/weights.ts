@@ -253,7 +253,9 @@ function convertSource(source: WeightSource, input: string, out: string): number
   try {
     // Keep what the source says beyond what the model itself records (style, skip scales, class names).
     const own = weightsMetadata(model);
-    const extra = Object.fromEntries(Object.entries(source.metadata).filter(([k]) => !(k in own)));
+    // An int8 model converts to its float32 weights (the dequantized kernels): its scales stay behind.
+    const extra = Object.fromEntries(Object.entries(source.metadata).filter(([k]) => !(k in own) && k !== 'quantization' && k !== 'calibration'));
+    if (source.metadata['quantization'] !== undefined) process.stderr.write(`${input}: an int8 model: ${out} holds its float32 (dequantized) weights\n`);
     saveWeights(out, model, { ...extra, ...provenance });
     process.stdout.write(`wrote ${out}: ${model.kind}, width ${model.width}, ${model.numClasses} classes (from ${input}, ${source.format})\n`);
   } finally {

@@ -268,6 +268,14 @@ test('fcn quantize writes an int8 model that fcn predict and fcn eval run with -
   assert.equal(p.code, 0, p.stderr);
   assert.match(p.stdout, /int8/);
   assert.ok(existsSync(labels));
+  // Converted, an int8 model becomes its float32 (dequantized) weights, loadable as float.
+  const floatCopy = path.join(tmp.dir, 'dequantized.safetensors');
+  const c = await runCli(['weights', 'convert', out, floatCopy]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(c.stderr, /an int8 model: .* holds its float32 \(dequantized\) weights/);
+  const back = await loadModel(floatCopy);
+  assert.equal(back.quantized, false);
+  back.dispose();
   const e = await runCli(['eval', '--weights', out, '--data', data, '--split', 'val', '--precision', 'int8']);
   assert.equal(e.code, 0, e.stderr);
   assert.match(e.stdout, /mean IoU/i);
