@@ -102,7 +102,7 @@ test('fcn eval: every bad argument prints one clear line and exits non-zero', as
     [['--weights', weights, '--data', data, '--split', join(tmp.dir, 'list.txt')], /--split '.*list\.txt': no such file/],
     [['--weights', weights, '--data', data, '--out', join(aFile, 'metrics.json')], /--out '.*a-file\/metrics\.json': '.*a-file' is a file, not a folder/],
     [['--weights', weights, '--data', data, '--limit', '0'], /--limit must be a positive integer, got '0'/],
-    [['--weights', weights, '--data', data, '--precision', 'fp8'], /--precision must be float32, bfloat16 or auto/],
+    [['--weights', weights, '--data', data, '--precision', 'fp8'], /--precision must be float32, bfloat16, int8 or auto, got 'fp8'/],
     [['--weights', weights, '--data', data, '--bogus'], /unknown option '--bogus'/],
     [['--predictions', join(tmp.dir, 'no-preds'), '--data', data], /--predictions '.*no-preds': no such folder/],
     [['--predictions', incomplete, '--data', data, '--split', 'val'], new RegExp(`1 of ${ds.entries.length} predictions missing .*${ds.entries[0]!.id}`)],
