@@ -1,4 +1,5 @@
 #include "engine.h"
+#include "tensor.h"
 
 #include <omp.h>
 
@@ -81,10 +82,33 @@ void throw_range_error(const std::string& what) {
   throw Napi::RangeError::New(f.env, std::string(f.op) + ": " + what);
 }
 
+namespace {
+// oneDNN 2.x runs bfloat16 primitives only from avx512_core up (its cpu_isa values are bit sets
+// that include the ISAs below them).
+bool cpu_runs_bf16() {
+  const int isa = int(dnnl::get_effective_cpu_isa()), core = int(dnnl::cpu_isa::avx512_core);
+  return (isa & core) == core;
+}
+
+bool involves_bf16(const CallFrame& call) {
+  if (call.bf16_requested) return true;
+  for (const Tensor* t : call.pinned)
+    if (t->md.data_type() == dt::bf16) return true;
+  return false;
+}
+}  // namespace
+
 Napi::Value guarded(Napi::Env env, const char* op, const std::function<Napi::Value()>& body) {
   try {
     CallFrame call(env, op);
-    return body();
+    try {
+      return body();
+    } catch (const dnnl::error& e) {
+      // oneDNN only says "could not create a primitive descriptor iterator": name the cause.
+      if (e.status == dnnl_unimplemented && !cpu_runs_bf16() && involves_bf16(call))
+        throw Napi::RangeError::New(env, std::string(op) + ": bfloat16 needs a CPU with AVX-512: oneDNN runs no bfloat16 primitive on this one (use float32)");
+      throw;
+    }
   } catch (const Napi::Error&) {
     throw;
   } catch (const dnnl::error& e) {
@@ -379,7 +403,9 @@ std::string opt_choice(const Napi::Object& o, const char* name, const std::strin
 dt opt_dtype(const Napi::Object& o, const char* name, dt fallback, const std::vector<dt>& allowed) {
   std::vector<std::string> names;
   for (dt t : allowed) names.push_back(dtype_name(t));
-  return parse_dtype(opt_choice(o, name, dtype_name(fallback), names));
+  const dt chosen = parse_dtype(opt_choice(o, name, dtype_name(fallback), names));
+  if (chosen == dt::bf16) frame().bf16_requested = true;
+  return chosen;
 }
 
 }  // namespace fcn

@@ -87,6 +87,9 @@ class CallFrame {
   EnvState& state;
   const char* op;
   std::vector<Tensor*> pinned;
+  // Set when the call asks for bfloat16 compute (opt_dtype): with the pinned tensors' dtypes it
+  // tells a CPU without bf16 kernels apart from other missing implementations.
+  bool bf16_requested = false;
 
  private:
   CallFrame* outer_;

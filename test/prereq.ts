@@ -2,6 +2,7 @@
 // whose prerequisite is missing skips with the reason; in CI (CI=true) it fails with it, so a
 // green CI run means every check ran.
 import { test } from 'node:test';
+import assert from 'node:assert/strict';
 import { bf16Available } from '../src/engine/config.js';
 
 /**
@@ -20,9 +21,13 @@ export function requires(ok: boolean, reason: string): string | false {
 }
 
 /**
- * The `skip` option of tests that run bfloat16: a CPU without AVX-512 cannot run oneDNN's
- * bf16 primitives. Hardware, not an install, so this skips in CI too, saying why.
+ * Whether this CPU runs bfloat16 (oneDNN's bf16 primitives need AVX-512). Where it does not, a
+ * bf16 test checks the refusal instead of skipping: every bf16 path must then fail at once
+ * with the one clear message, never a bare oneDNN status.
  */
-export function bf16Skip(): string | false {
-  return bf16Available() ? false : 'this CPU has no AVX-512: oneDNN runs no bfloat16 primitive on it (hardware, not a missing install)';
+export const bf16Runs = (): boolean => bf16Available();
+
+/** Asserts that `run` is refused as a CPU without bf16 refuses it. */
+export function assertBf16Refused(run: () => unknown): void {
+  assert.throws(run, /bfloat16 needs a CPU with AVX-512/);
 }
