@@ -6,14 +6,13 @@
 //
 // For the demo's model: `fcn demo --out D`, then --weights D/run/checkpoints/best.safetensors --data D/data.
 import { parseArgs } from 'node:util';
-import { native, type Tensor } from '../src/engine/binding.js';
 import { configureEngine } from '../src/engine/config.js';
 import { loadModel } from '../src/models/weights.js';
-import { calibrate, quantizeModel } from '../src/quant/quantize.js';
+import { calibrateOnImages, quantizeModel } from '../src/quant/quantize.js';
 import { activationLevels } from '../src/quant/scales.js';
 import { openDataset } from '../src/data/datasets.js';
 import { evaluate } from '../src/eval/evaluate.js';
-import { networkInput, segmentImage } from '../src/infer/inference.js';
+import { segmentImage } from '../src/infer/inference.js';
 import { readImageRgb } from '../src/io/image.js';
 
 const { values } = parseArgs({ options: { weights: { type: 'string' }, data: { type: 'string' }, calib: { type: 'string' }, split: { type: 'string' }, threads: { type: 'string' } } });
@@ -22,14 +21,7 @@ configureEngine({ threads: Number(values.threads ?? 2), precision: 'float32' });
 const model = await loadModel(values.weights);
 const train = await openDataset(values.data, { split: 'train' });
 const pictures = await Promise.all(train.entries.slice(0, Number(values.calib ?? 32)).map((e) => readImageRgb(e.image)));
-function* inputs(): Generator<Tensor> {
-  for (const p of pictures) {
-    const x = native.fromArray([1, 3, p.height, p.width], networkInput(p, model.means));
-    yield x;
-    x.dispose();
-  }
-}
-quantizeModel(model, calibrate(model, inputs()));
+quantizeModel(model, calibrateOnImages(model, pictures));
 const val = await openDataset(values.data, { split: values.split ?? 'val' });
 const fp32 = await evaluate(model, val, { precision: 'float32' });
 const int8 = await evaluate(model, val, { precision: 'int8' });

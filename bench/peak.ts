@@ -12,10 +12,9 @@
 //
 // fp32: convForward {dtype: 'float32'}; bf16: {dtype: 'bfloat16'} where oneDNN runs bf16 here
 // (config.ts's bf16Available: AVX-512), else a row with a note and no value; int8:
-// convForwardInt8 (uint8 input, int8 weights, per-output-channel scales, uint8 output) when
-// the addon exports it, else a note. winograd_fp32: convForward {algorithm: 'winograd'} once
-// on the 3×3 512→512 shape, when the addon knows the option: its GFLOP/s counted with the
-// direct convolution's FLOPs, or the error it gives.
+// convForwardInt8 (uint8 input, int8 weights, per-output-channel scales, uint8 output).
+// winograd_fp32: convForward {algorithm: 'winograd'} once on the 3×3 512→512 shape: its
+// GFLOP/s counted with the direct convolution's FLOPs, or the error it gives.
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { native, type Tensor, type ConvOptions, type ConvInt8Options } from '../src/engine/binding.js';
@@ -113,9 +112,6 @@ function floatConvMs(s: PeakShape, dtype: 'float32' | 'bfloat16', warmup: number
   }
 }
 
-/** Whether this build of the addon has the int8 convolution (an older build lacks it). */
-const hasInt8 = () => 'convForwardInt8' in native && typeof native.convForwardInt8 === 'function';
-
 /** convForwardInt8 over one shape: uint8 input, int8 weights, scales 1e-3 per output channel, uint8 output. */
 function int8ConvMs(s: PeakShape, warmup: number, reps: number): number {
   if (s.i !== s.o) throw new Error('peak shapes are square (in = out channels)');
@@ -150,7 +146,6 @@ function int8ConvMs(s: PeakShape, warmup: number, reps: number): number {
 function unavailable(dtype: PeakDtype): string | null {
   if (dtype === 'bf16' && !bf16Available())
     return 'absent: oneDNN 2.6 runs no bf16 primitive on this CPU (AVX2 only; bf16 needs AVX-512)';
-  if (dtype === 'int8' && !hasInt8()) return 'absent: this build of the addon has no convForwardInt8';
   return null;
 }
 
@@ -183,25 +178,11 @@ export interface WinogradResult {
 }
 
 /**
- * convForward with {algorithm: 'winograd'} once on the 3×3 512→512 shape (best of `reps`).
- * An addon that ignores the option is told apart from one that knows it by a call with an
- * algorithm no build has, which only the latter refuses.
+ * convForward with {algorithm: 'winograd'} once on the 3×3 512→512 shape (best of `reps`); on a
+ * CPU where oneDNN has no Winograd, the note gives convForward's refusal.
  */
 export function measureWinograd(options: { reps?: number } = {}): WinogradResult {
   const s = PEAK_SHAPES.find((x) => x.k === 3 && x.i === 512) ?? PEAK_SHAPES[0];
-  const probe = native.fromArray([1, 8, 4, 4], new Float32Array(128));
-  const pw = native.fromArray([8, 8, 3, 3], new Float32Array(576));
-  let known = false;
-  try {
-    const bogus: Record<string, unknown> = { padding: [1, 1, 1, 1], algorithm: 'no-such-algorithm' };
-    native.convForward(probe, pw, null, bogus as unknown as ConvOptions).y.dispose();
-  } catch {
-    known = true;
-  } finally {
-    probe.dispose();
-    pw.dispose();
-  }
-  if (!known) return { gflops: null, note: "absent: this build of convForward has no 'algorithm' option (it ignores it)" };
   try {
     const ms = floatConvMs(s, 'float32', 1, options.reps ?? 3, { algorithm: 'winograd' });
     return { gflops: shapeFlops(s) / ms / 1e6, note: `${shapeName(s)}, fp32, algorithm 'winograd' (GFLOP/s counted as the direct convolution's FLOPs)` };

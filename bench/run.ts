@@ -43,6 +43,7 @@ import { FCN } from '../src/models/fcn.js';
 import { saveWeights } from '../src/models/weights.js';
 import { Adam } from '../src/train/optim.js';
 import { trainStep } from '../src/train/step.js';
+import { calibrate, quantizeModel } from '../src/quant/quantize.js';
 import { vocDataset } from '../src/data/datasets.js';
 import { DataLoader } from '../src/data/loader.js';
 import { trainPipeline } from '../src/data/transforms.js';
@@ -150,26 +151,16 @@ function oursTrain(model: FCN, size: number, precision: Precision, warmup: numbe
 }
 
 /**
- * The int8 model path (src/quant: calibrate, quantizeModel, predictLogits(x, 'int8')), timed as
- * oursForward on a quantized copy of the seeded network calibrated on the bench input. Looked
- * up at run time, so the bench builds and runs on an addon without it: throws with the reason.
+ * The int8 model path (calibrate, quantizeModel, predictLogits(x, 'int8')), timed as
+ * oursForward on a quantized copy of the seeded network calibrated on the bench input.
  */
-async function oursForwardInt8(size: number, warmup: number, reps: number): Promise<Timing> {
-  if (!('convForwardInt8' in native)) throw new Error('this build of the addon has no convForwardInt8');
-  const spec = '../src/quant/quantize.js';
-  let q: { calibrate?: (model: FCN, inputs: Iterable<Tensor>, onImage?: (i: number) => void) => unknown; quantizeModel?: (model: FCN, maxima: unknown) => void };
-  try {
-    q = await import(spec);
-  } catch (e) {
-    throw new Error(`no int8 model path in this build (${(e as Error).message.split('\n')[0]})`);
-  }
-  if (typeof q.calibrate !== 'function' || typeof q.quantizeModel !== 'function') throw new Error('src/quant/quantize.ts has no calibrate/quantizeModel');
+function oursForwardInt8(size: number, warmup: number, reps: number): Timing {
   const model = new FCN({ kind: 'fcn8', width: 1 });
   try {
     model.initialize(0);
     const x = native.fromArray([1, 3, size, size], benchInput(3 * size * size));
     try {
-      q.quantizeModel(model, q.calibrate(model, [x]));
+      quantizeModel(model, calibrate(model, [x]));
     } finally {
       x.dispose();
     }
@@ -395,7 +386,7 @@ async function main(): Promise<void> {
     // The int8 network: block1_conv1 and the bilinear upsamplers stay float32 in it, a small
     // share of the FLOPs counted against the int8 peak.
     try {
-      fwdInt8 = await oursForwardInt8(size, 2, reps);
+      fwdInt8 = oursForwardInt8(size, 2, reps);
       frac('fwd512_int8_peak_frac', 'int8', 'fwd', fwdInt8);
     } catch (e) {
       frac('fwd512_int8_peak_frac', 'int8', 'fwd', null, `absent: ${(e as Error).message}`);

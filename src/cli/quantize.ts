@@ -1,13 +1,12 @@
 // `fcn quantize`: an int8 model from float weights, with activation scales calibrated on
 // images the user gives (src/quant/quantize.ts says how).
 import { statSync } from 'node:fs';
-import { native, type Tensor } from '../engine/binding.js';
 import { configureEngine, engineConfig } from '../engine/config.js';
 import { loadModel } from '../models/weights.js';
-import { calibrate, quantizeModel } from '../quant/quantize.js';
+import { calibrateOnImages, quantizeModel } from '../quant/quantize.js';
 import { saveQuantized } from '../quant/file.js';
 import { collectImages } from '../infer/segment-files.js';
-import { networkInput } from '../infer/inference.js';
+import { segmentImage } from '../infer/inference.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import { checkWeightsArgument } from '../io/weights-cache.js';
 import { prepareOutputFile } from '../io/paths.js';
@@ -67,19 +66,8 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
   for (const f of images) pictures.push(await readImageRgb(f, { fitWithin: size }));
   const model = await loadModel(weights);
   try {
-    const input = (rgb: RgbImage) => native.fromArray([1, 3, rgb.height, rgb.width], networkInput(rgb, model.means));
-    function* inputs(): Generator<Tensor> {
-      for (const rgb of pictures) {
-        const x = input(rgb);
-        try {
-          yield x;
-        } finally {
-          x.dispose();
-        }
-      }
-    }
     const t0 = performance.now();
-    const maxima = calibrate(model, inputs(), (i) => process.stderr.write(`\rcalibrating: ${i + 1}/${pictures.length} images`));
+    const maxima = calibrateOnImages(model, pictures, (i) => process.stderr.write(`\rcalibrating: ${i + 1}/${pictures.length} images`));
     process.stderr.write('\n');
     quantizeModel(model, maxima);
     saveQuantized(out, model, { calibration: JSON.stringify({ method: 'max', images: pictures.length, size }) });
@@ -90,14 +78,9 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
     // How close int8 comes to float32 on the same pictures: the share of pixels whose class agrees.
     let same = 0, total = 0;
     for (const rgb of pictures) {
-      const x = input(rgb);
-      try {
-        const a = label(model.predictLogits(x, 'float32')), b = label(model.predictLogits(x, 'int8'));
-        for (let i = 0; i < a.length; i++) same += a[i] === b[i] ? 1 : 0;
-        total += a.length;
-      } finally {
-        x.dispose();
-      }
+      const a = segmentImage(model, rgb, { precision: 'float32' }).labels, b = segmentImage(model, rgb, { precision: 'int8' }).labels;
+      for (let i = 0; i < a.length; i++) same += a[i] === b[i] ? 1 : 0;
+      total += a.length;
     }
     console.log(`int8 and float32 agree on ${((100 * same) / total).toFixed(2)}% of the calibration images' pixels (${engineConfig().threads} threads)`);
     console.log(`run it with --precision int8, e.g. fcn predict --weights ${out} --image IMAGE --precision int8`);
@@ -105,15 +88,4 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
     model.dispose();
   }
   return 0;
-}
-
-/** The arg-max class per pixel of logits (consumed). */
-function label(logits: Tensor): Uint8Array {
-  const am = native.argmax(logits);
-  logits.dispose();
-  try {
-    return am.toArray() as Uint8Array;
-  } finally {
-    am.dispose();
-  }
 }

@@ -47,7 +47,7 @@ export function toKerasLayout(p: Param, t: Tensor = p.value): SafetensorsTensor 
 }
 
 /** A Keras-layout array as the engine's tensor for parameter p (O,I,KH,KW or (out)), in one native pass. */
-function fromKerasLayout(p: Param, data: Float32Array): Tensor {
+export function fromKerasLayout(p: Param, data: Float32Array | Int8Array): Tensor {
   return native.fromArray(kerasShape(p), data, inversePerm(kerasAxes(p)));
 }
 

@@ -193,8 +193,9 @@ export class Conv2d {
     // map) is quantized; a uint8 one must already be in that scale.
     const sIn = runtimeScale(q.inputScale);
     let xq = x;
+    const given = scaleOf(x);
     if (x.dtype !== 'uint8') xq = quantizedUnsigned(x, sIn);
-    else if (Math.abs((scaleOf(x) ?? NaN) - sIn) > 1e-6 * sIn) {
+    else if (given === null || Math.abs(given - sIn) > 1e-6 * sIn) {
       const xf = dequantized(x);
       try {
         xq = quantizedUnsigned(xf, sIn);

@@ -9,7 +9,7 @@
 // loads it: float32 kernels are the dequantized ones, and `--precision int8` runs the int8 form.
 import { native, type Tensor } from '../engine/binding.js';
 import type { FCN } from '../models/fcn.js';
-import { inversePerm, kerasAxes, kerasShape, weightsMetadata, weightsToKeras } from '../models/weights.js';
+import { fromKerasLayout, toKerasLayout, weightsMetadata } from '../models/weights.js';
 import { writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
 import type { WeightSource } from '../io/weight-source.js';
 import type { ConvQuant } from '../nn/layers.js';
@@ -22,17 +22,13 @@ const f32 = (values: ArrayLike<number>): SafetensorsTensor => ({ dtype: 'F32', s
 /** Writes an int8 model (quantized by quantizeModel) atomically. */
 export function saveQuantized(path: string, model: FCN, metadata: Record<string, string> = {}): void {
   if (!model.quantized) throw new Error(`${path}: the model is not quantized (quantizeModel first)`);
-  const tensors = weightsToKeras(model);
+  const tensors = new Map<string, SafetensorsTensor>();
   for (const layer of model.layers()) {
     const q = layer.quant;
+    // Each kernel once: the int8 one where there is one.
+    for (const p of layer.params()) tensors.set(p.name, toKerasLayout(p, p === layer.kernel && q?.kernel ? q.kernel : p.value));
     if (!q) continue;
     if (q.kernel && q.kernelScales) {
-      const k = native.permute(q.kernel, kerasAxes(layer.kernel));
-      try {
-        tensors.set(layer.kernel.name, { dtype: 'I8', shape: kerasShape(layer.kernel), data: k.toArray() as Int8Array });
-      } finally {
-        k.dispose();
-      }
       tensors.set(`${layer.name}.kernel_scale`, f32(q.kernelScales));
       tensors.set(`${layer.name}.input_scale`, f32([q.inputScale]));
     }
@@ -71,13 +67,7 @@ export function attachQuantization(model: FCN, source: WeightSource): void {
       const scales = source.tensors.get(`${layer.name}.kernel_scale`)!.read();
       if (scales.length !== layer.spec.outChannels || !scales.every((s) => Number.isFinite(s) && s > 0))
         throw new Error(`${where}: tensor '${layer.name}.kernel_scale' must hold ${layer.spec.outChannels} positive numbers`);
-      const keras = native.fromArray(kerasShape(layer.kernel), entry.readInt8());
-      let kernel: Tensor;
-      try {
-        kernel = native.permute(keras, inversePerm(kerasAxes(layer.kernel)));
-      } finally {
-        keras.dispose();
-      }
+      const kernel = fromKerasLayout(layer.kernel, entry.readInt8());
       made.push(kernel);
       forms.push([layer, { kernel, kernelScales: Float32Array.from(scales), inputScale: scalar(source, `${layer.name}.input_scale`), outputScale }]);
     }

@@ -11,6 +11,8 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { disposeAll } from '../engine/tensor.js';
 import type { FCN } from '../models/fcn.js';
+import { networkInput } from '../infer/inference.js';
+import type { RgbImage } from '../io/image.js';
 import type { Conv2d, ConvQuant } from '../nn/layers.js';
 
 /** The largest output of each ReLU convolution over the calibration images, by layer name. */
@@ -35,6 +37,21 @@ export function calibrate(model: FCN, inputs: Iterable<Tensor>, onImage?: (index
     model.observer = null;
   }
   return maxima;
+}
+
+/** calibrate() over decoded pictures, each preprocessed as inference does and freed after its pass. */
+export function calibrateOnImages(model: FCN, pictures: readonly RgbImage[], onImage?: (index: number) => void): ActivationMaxima {
+  function* inputs(): Generator<Tensor> {
+    for (const rgb of pictures) {
+      const x = native.fromArray([1, 3, rgb.height, rgb.width], networkInput(rgb, model.means));
+      try {
+        yield x;
+      } finally {
+        x.dispose();
+      }
+    }
+  }
+  return calibrate(model, inputs(), onImage);
 }
 
 /** A kernel (plain float32 O,I,KH,KW) as int8 with one scale per output channel. */

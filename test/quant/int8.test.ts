@@ -17,7 +17,7 @@ import { loadModel, saveWeights } from '../../src/models/weights.js';
 import { defaultConfig } from '../../src/train/config.js';
 import { train } from '../../src/train/trainer.js';
 import { evaluate } from '../../src/eval/evaluate.js';
-import { calibrate, dequantizeKernel, quantizeModel } from '../../src/quant/quantize.js';
+import { calibrateOnImages, dequantizeKernel, quantizeModel } from '../../src/quant/quantize.js';
 import { saveQuantized } from '../../src/quant/file.js';
 import { networkInput, segmentImage } from '../../src/infer/inference.js';
 import { readImageRgb, type RgbImage } from '../../src/io/image.js';
@@ -55,17 +55,6 @@ const images = async (split: string, n: number): Promise<RgbImage[]> => {
 };
 const inputOf = (model: FCN, rgb: RgbImage): Tensor => native.fromArray([1, 3, rgb.height, rgb.width], networkInput(rgb, model.means));
 
-function* inputs(model: FCN, pictures: RgbImage[]): Generator<Tensor> {
-  for (const rgb of pictures) {
-    const x = inputOf(model, rgb);
-    try {
-      yield x;
-    } finally {
-      x.dispose();
-    }
-  }
-}
-
 function logits(model: FCN, x: Tensor, precision: 'float32' | 'int8'): Float32Array {
   const y = model.predictLogits(x, precision);
   try {
@@ -87,7 +76,7 @@ function relativeError(a: Float32Array, b: Float32Array): number {
 
 async function quantizedCopy(file: string, calib: RgbImage[]): Promise<FCN> {
   const m = await loadModel(file);
-  quantizeModel(m, calibrate(m, inputs(m, calib)));
+  quantizeModel(m, calibrateOnImages(m, calib));
   return m;
 }
 
@@ -178,7 +167,7 @@ for (const style of ['keras', 'caffe'] as const) {
       // Biases too (they join the int32 sums in accumulator units).
       for (const l of model.layers()) if (l.bias) l.bias.assign(native.fromArray(l.bias.dims, Float32Array.from({ length: l.bias.dims[0]! }, (_, i) => Math.cos(i * 2.3))));
       const pictures = await images('train', 2);
-      quantizeModel(model, calibrate(model, inputs(model, pictures)));
+      quantizeModel(model, calibrateOnImages(model, pictures));
       const x = inputOf(model, (await images('val', 1))[0]!);
       held.push(x);
       const ctx = { training: false, precision: 'int8' as const, tape: null, seed: 0 };
