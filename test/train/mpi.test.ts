@@ -12,7 +12,8 @@ import { configureEngine } from '../../src/engine/config.js';
 import { MPI_EXPORTS, mpiAvailability } from '../../src/engine/mpi.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
-import { defaultConfig, type TrainConfig } from '../../src/train/config.js';
+import type { TrainConfig } from '../../src/train/config.js';
+import { smallTrainConfig } from './fixtures.js';
 import { train } from '../../src/train/trainer.js';
 import { readJsonl } from '../../src/report/jsonl.js';
 import { repoRoot, tempDir } from '../data/helpers.js';
@@ -45,12 +46,8 @@ function mpirun(n: number, args: string[]): Promise<{ code: number | null; out: 
 
 /** A narrow, dropout-free configuration (dropout masks are drawn per rank: see docs/scaling.md). */
 function config(patch: (c: TrainConfig) => void): TrainConfig {
-  const c = defaultConfig(data);
-  c.data = { ...c.data, size: 64, workers: 1, limitTrain: 9, limitVal: 4 };
-  c.model = { ...c.model, width: 0.0625, dropout: 0 };
-  c.optimizer = { ...c.optimizer, lr: 1e-3 };
-  c.batchSize = 4;
-  c.samples = 2;
+  const c = smallTrainConfig(data, { size: 64, width: 0.0625, batchSize: 4, samples: 2 });
+  c.data = { ...c.data, limitTrain: 9, limitVal: 4 };
   c.seed = 3;
   c.logEvery = 1;
   c.precision = 'float32';

@@ -8,11 +8,12 @@ import path from 'node:path';
 import { synthesizeDataset } from '../../src/data/synth.js';
 import { configureEngine } from '../../src/engine/config.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
-import { defaultConfig, type TrainConfig } from '../../src/train/config.js';
+import type { TrainConfig } from '../../src/train/config.js';
 import { ResumeError, runPaths, train } from '../../src/train/trainer.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
 import { readJsonl } from '../../src/report/jsonl.js';
 import { tempDir } from '../data/helpers.js';
+import { smallTrainConfig } from './fixtures.js';
 import { lines, runCli } from '../eval/fixtures.js';
 
 const tmp = tempDir('resume');
@@ -25,14 +26,8 @@ before(async () => {
 after(() => tmp.cleanup());
 
 function config(epochs: number): TrainConfig {
-  const c = defaultConfig(data);
-  c.data = { ...c.data, size: 64, workers: 1 };
-  c.model = { ...c.model, width: 0.0625, dropout: 0 };
-  c.optimizer = { ...c.optimizer, lr: 1e-3 };
-  c.batchSize = 4;
-  c.samples = 1;
+  const c = smallTrainConfig(data, { size: 64, width: 0.0625, batchSize: 4, samples: 1, stages: [{ model: 'fcn32', epochs, trainable: 'all' }] });
   c.logEvery = 1;
-  c.stages = [{ model: 'fcn32', epochs, trainable: 'all' }];
   return c;
 }
 

@@ -8,13 +8,14 @@ import { synthesizeDataset } from '../../src/data/synth.js';
 import { configureEngine } from '../../src/engine/config.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { loadModel } from '../../src/models/weights.js';
-import { defaultConfig, type TrainConfig } from '../../src/train/config.js';
+import type { TrainConfig } from '../../src/train/config.js';
 import { NonFiniteLossError, layerNames, train } from '../../src/train/trainer.js';
 import { readCheckpoint, type TrainState } from '../../src/train/checkpoint.js';
 import { native } from '../../src/engine/binding.js';
 import type { FCN } from '../../src/models/fcn.js';
 import { readJsonl } from '../../src/report/jsonl.js';
 import { tempDir } from '../data/helpers.js';
+import { smallTrainConfig } from './fixtures.js';
 
 const tmp = tempDir('trainer');
 const data = path.join(tmp.dir, 'synth');
@@ -25,14 +26,7 @@ before(async () => {
 after(() => tmp.cleanup());
 
 function config(stages: TrainConfig['stages']): TrainConfig {
-  const c = defaultConfig(data);
-  c.data = { ...c.data, size: 128, workers: 1 };
-  c.model = { ...c.model, width: 0.125, dropout: 0 };
-  c.optimizer = { ...c.optimizer, lr: 1e-3 };
-  c.batchSize = 8;
-  c.samples = 2;
-  c.stages = stages;
-  return c;
+  return smallTrainConfig(data, { size: 128, width: 0.125, batchSize: 8, samples: 2, stages });
 }
 
 const weightsOf = (file: string) => readSafetensors(file).tensors;
