@@ -1,6 +1,6 @@
 // The `fcn` command line.
 import path from 'node:path';
-import { configureEngine, cpuFeatures, engineConfig, int8SevenBitActivations } from '../engine/config.js';
+import { configureEngine, cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures, type CpuFeatures } from '../engine/config.js';
 import { native, type Precision } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
@@ -67,7 +67,7 @@ export const infoSpec = defineCommand({
   name: 'info',
   summary: SUMMARIES.info!,
   usage: ['[--threads N] [--precision P]'],
-  details: 'Prints the CPU\'s features, oneDNN\'s version and ISA, the threads, the precision used with the reason, and whether MPI (data-parallel fcn train under mpirun) is built in and which library.',
+  details: 'Prints the CPU\'s features, oneDNN\'s version and the ISA it runs (naming ONEDNN_MAX_CPU_ISA when that caps it: the rules below follow that ISA), the threads, the precision used with the reason, and whether MPI (data-parallel fcn train under mpirun) is built in and which library.',
   options: { ...inferenceEngineOptionSpecs },
   examples: ['fcn info --precision bfloat16'],
 });
@@ -148,14 +148,22 @@ const info: Command = async (argv) => {
   const cfg = engineConfig();
   const cpu = cpuFeatures();
   const yes = (b: boolean) => (b ? 'yes' : 'no');
-  console.log(`CPU ${cpu.model} (${cpu.vendor}): AMX ${yes(cpu.amx)}, avx512_bf16 ${yes(cpu.avx512Bf16)}, AVX-512 ${yes(cpu.avx512)}, VNNI ${yes(cpu.vnni)}, AVX2 ${yes(cpu.avx2)}`);
-  console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}, ${cfg.threads} threads`);
+  const hw = cpu.hardware;
+  console.log(`CPU ${cpu.model} (${cpu.vendor}): AMX ${yes(hw.amx)}, avx512_bf16 ${yes(hw.avx512Bf16)}, AVX-512 ${yes(hw.avx512)}, VNNI ${yes(hw.vnni)}, AVX2 ${yes(hw.avx2)}`);
+  console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}${isaCapNote(cpu)}, ${cfg.threads} threads`);
   const why = cfg.precisionSource === 'auto' ? `auto: ${cfg.precisionReason}` : `${cfg.precisionSource === 'env' ? 'FCN_PRECISION' : '--precision'}; auto would say: ${cfg.precisionReason}`;
   console.log(`precision ${cfg.precision} (${why})`);
-  console.log(`int8 (fcn quantize models, --precision int8): ${cpu.vnni ? 'VNNI, 8-bit activations' : int8SevenBitActivations(cpu) ? 'no VNNI: 7-bit activations keep the 16-bit pair sums exact' : 'AVX-512 without VNNI: oneDNN halves the kernels'}`);
+  console.log(`int8 (fcn quantize models, --precision int8): ${int8SevenBitActivations(cpu) ? 'no VNNI: 7-bit activations keep the 16-bit pair sums exact' : 'VNNI, 8-bit activations'}`);
   console.log(mpiSummary());
   return 0;
 };
+
+/** ' (ONEDNN_MAX_CPU_ISA=AVX2 in force: AVX-512, VNNI unused)' when a cap is set, else ''. */
+function isaCapNote(cpu: CpuFeatures): string {
+  if (!cpu.isaCap) return '';
+  const unused = unusedFeatures(cpu);
+  return ` (ONEDNN_MAX_CPU_ISA=${cpu.isaCap} in force: ${unused.length ? `this CPU's ${unused.join(', ')} unused` : 'nothing of this CPU unused'})`;
+}
 
 const commands: Record<string, Command> = {
   init,
