@@ -75,7 +75,7 @@ export class Inference {
 
   private spawn(): Promise<void> {
     const { script, eval: isEval } = workerScript();
-    const init: WorkerInit = { weights: this.options.weights, threads: this.options.threads, precision: this.options.precision, delayMs: this.options.delayMs };
+    const init: WorkerInit = { weights: this.options.weights, threads: this.options.threads, precision: this.options.precision, gate: this.options.gate };
     const worker = new Worker(script, { eval: isEval, workerData: init, execArgv: workerExecArgv(process.execArgv) });
     this.worker = worker;
     return new Promise<void>((resolve, reject) => {

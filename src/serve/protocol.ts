@@ -9,10 +9,11 @@ export interface WorkerInit {
   threads: number;
   precision: InferencePrecision;
   /**
-   * Tests only: milliseconds the worker sleeps before each job, standing in for a slow model
-   * so that the queue and the event loop can be observed under load without burning CPU.
+   * Tests only: a gate of one Int32 of permits. Before each job the worker waits for a permit
+   * and takes it, so a test holds a job in flight for exactly as long as it needs (to observe
+   * the queue and the event loop meanwhile) and lets jobs through one by one.
    */
-  delayMs?: number;
+  gate?: SharedArrayBuffer;
 }
 
 export interface ModelInfo {

@@ -29,8 +29,8 @@ export interface ServeConfig {
   queueLimit: number;
   threads: number;
   precision: InferencePrecision;
-  /** Tests only: the worker sleeps this long before each job (see WorkerInit.delayMs). */
-  delayMs?: number;
+  /** Tests only: the worker waits for a permit from this gate before each job (see WorkerInit.gate). */
+  gate?: SharedArrayBuffer;
   /** How often a followed run's files are looked at, ms (default 500). */
   pollMs?: number;
   logger?: boolean;
@@ -130,7 +130,7 @@ const dataUrl = (png: Uint8Array) => `data:image/png;base64,${Buffer.from(png.bu
 
 export async function createServer(config: ServeConfig): Promise<Served> {
   const limits: UploadLimits = { maxBytes: config.maxUploadBytes, maxPixels: config.maxPixels };
-  const inference = await Inference.start({ weights: config.weights, threads: config.threads, precision: config.precision, queueLimit: config.queueLimit, delayMs: config.delayMs });
+  const inference = await Inference.start({ weights: config.weights, threads: config.threads, precision: config.precision, queueLimit: config.queueLimit, gate: config.gate });
   const modelTitles = titles(inference.models, config.weights);
   const models: PublicModel[] = inference.models.map((m, id) => ({
     id,

@@ -36,11 +36,18 @@ async function start(): Promise<void> {
   });
 }
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
+/** Tests only: blocks this thread, as a long native forward pass would, until a permit is given. */
+function takePermit(gate: SharedArrayBuffer): void {
+  const permits = new Int32Array(gate);
+  for (;;) {
+    const n = Atomics.load(permits, 0);
+    if (n > 0 && Atomics.compareExchange(permits, 0, n, n - 1) === n) return;
+    if (n === 0) Atomics.wait(permits, 0, 0);
+  }
+}
 
 async function run(job: Job): Promise<void> {
-  // Blocks this thread as a long native forward pass would (tests only).
-  if (init.delayMs) Atomics.wait(sleeper, 0, 0, init.delayMs);
+  if (init.gate) takePermit(init.gate);
   const rgb = { data: job.rgb.data, width: job.rgb.width, height: job.rgb.height };
   if (job.type === 'segment') {
     const answers = [];
