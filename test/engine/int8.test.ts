@@ -1,25 +1,16 @@
 // The int8 inference ops against exact references: convForwardInt8 (integer sums, then scale,
-// bias and ReLU in float64), uint8 max pooling, quantizing and dequantizing reorders, absMax,
-// the int8 dtype itself, and the errors of each.
+// bias and ReLU in float64), the activation mode this CPU's kernels call for (8-bit with VNNI,
+// 7-bit without), uint8 max pooling, quantizing and dequantizing reorders, absMax, the int8
+// dtype itself, and the errors of each.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native, type Tensor } from '../../src/engine/binding.js';
+import { cpuFeatures, int8SevenBitActivations } from '../../src/engine/config.js';
+import { activationLevels } from '../../src/quant/scales.js';
 import * as ref from './reference.js';
+import { int8Sums, randomInts } from './kernel-probe.js';
 
 const FWD_TOL = 1e-5; // float32 output vs the exact value, relative to the largest one
-
-/** Deterministic integers in [lo, hi] (xorshift32). */
-function randomInts(n: number, seed: number, lo: number, hi: number): number[] {
-  let s = seed >>> 0 || 1;
-  return Array.from({ length: n }, () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return lo + (s % (hi - lo + 1));
-  });
-}
 
 const numel = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
 
@@ -161,6 +152,27 @@ for (const c of cases) {
     for (const t of [xt, wt, bt, cache, again.y]) t?.dispose();
   });
 }
+
+const cpu = cpuFeatures();
+const sevenBit = int8SevenBitActivations(cpu);
+
+test(`int8 mode on ISA ${cpu.isa}: ${sevenBit ? '7-bit activations (no VNNI: full-range sums saturate, 7-bit ones are exact)' : '8-bit activations (VNNI: full-range sums are exact)'}`, () => {
+  // The mode is the description's, not whatever the kernel happens to do: VNNI or not.
+  assert.equal(sevenBit, !cpu.vnni);
+  assert.equal(activationLevels(), sevenBit ? 127 : 255);
+  const full = int8Sums(255);
+  assert.ok(full.want.every((v) => Math.abs(v) < 2 ** 24), 'every sum fits float32 exactly');
+  const inexact = full.want.reduce((n, v, i) => n + (full.got[i] === v ? 0 : 1), 0);
+  if (sevenBit) {
+    // What the 7-bit mode exists for: vpmaddubsw clips pairs of 255·127 to 32767.
+    assert.ok(inexact > 0, `ISA ${cpu.isa} is described without VNNI, yet all ${full.want.length} full-range sums are exact`);
+  } else {
+    for (let i = 0; i < full.want.length; i++) assert.equal(full.got[i], full.want[i], `sum ${i} of full-range u8 × s8 inputs on ISA ${cpu.isa}`);
+  }
+  // 7-bit inputs with full-range weights (pairs ≤ 127·128·2 = 32512) are exact on every kernel.
+  const seven = int8Sums(127);
+  for (let i = 0; i < seven.want.length; i++) assert.equal(seven.got[i], seven.want[i], `sum ${i} of 7-bit u8 × s8 inputs on ISA ${cpu.isa}`);
+});
 
 test('convForwardInt8: the bias joins the sum before the scale (not added after it)', () => {
   // One input pixel, one weight: acc = 10·3 = 30; scale 0.5, bias 4 → 0.5·(30 + 4) = 17 (not 19).
