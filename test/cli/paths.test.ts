@@ -92,7 +92,13 @@ interface CaseResult {
   code: number;
   err: string;
   out: string;
-  ms: number;
+  /** Bytes the process wrote during the case (wchar of /proc/self/io; the captured output is not among them). */
+  written: number;
+  /** Growth of the process's peak resident memory (VmHWM) during the case, bytes. */
+  peakGrowth: number;
+  /** The engine's buffers after the case, live and pooled: any tensor ever made leaves one or the other. */
+  engineBuffers: number;
+  engineBytes: number;
 }
 
 /**
@@ -102,14 +108,18 @@ interface CaseResult {
  */
 function runInChild(cases: string[][], options: { deadlineMs?: number; uid?: number } = {}): CaseResult[] {
   const script = `
-    import { writeSync } from 'node:fs';
+    import { readFileSync, writeSync } from 'node:fs';
     const { main } = await import('./src/cli/main.ts');
     const { captureOutput } = await import('./test/data/helpers.ts');
+    const { native } = await import('./src/engine/binding.ts');
+    const written = () => Number(/^wchar: (\\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))[1]);
+    const peak = () => 1024 * Number(/^VmHWM:\\s*(\\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
     for (const args of JSON.parse(process.env.FCN_PATH_CASES)) {
       writeSync(1, 'start ' + JSON.stringify(args) + '\\n');
-      const t0 = performance.now();
+      const w0 = written(), p0 = peak();
       const r = await captureOutput(() => main(args));
-      writeSync(1, 'done ' + JSON.stringify({ args, ...r, ms: performance.now() - t0 }) + '\\n');
+      const w = written() - w0, p = peak() - p0, e = native.poolStats();
+      writeSync(1, 'done ' + JSON.stringify({ args, ...r, written: w, peakGrowth: p, engineBuffers: e.liveBuffers + e.pooledBuffers, engineBytes: e.liveBytes + e.pooledBytes }) + '\\n');
     }`;
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
     cwd: repoRoot,
@@ -130,7 +140,14 @@ function runInChild(cases: string[][], options: { deadlineMs?: number; uid?: num
   return results;
 }
 
-/** Each case: exit 2, nothing on stdout, one line on stderr that is exactly `expected`, quickly. */
+// What "before loading anything" rules out, in bytes rather than milliseconds: the engine
+// never allocates (no model made or loaded), the process writes next to nothing (no weights,
+// data or run folder: a default-width FCN-8s alone is 538 MB; module loading writes a few kB of
+// compile cache) and its peak memory barely moves (the same model holds 1.5 GB while made).
+const MAX_WRITTEN = 1 << 20;
+const MAX_PEAK_GROWTH = 64 << 20;
+
+/** Each case: exit 2, nothing on stdout, one line on stderr that is exactly `expected`, before any work. */
 function assertFailsFast(results: CaseResult[], expected: (string | RegExp)[]): void {
   results.forEach((r, i) => {
     const what = `fcn ${r.args.join(' ')}`;
@@ -140,8 +157,10 @@ function assertFailsFast(results: CaseResult[], expected: (string | RegExp)[]): 
     const e = expected[i]!;
     if (typeof e === 'string') assert.equal(r.err.trimEnd(), e, what);
     else assert.match(r.err.trimEnd(), e, what);
-    // Nothing is loaded or decoded before the check: it answers in milliseconds.
-    assert.ok(r.ms < 3000, `${what}: took ${r.ms.toFixed(0)} ms`);
+    // Nothing is loaded, made or written before the check.
+    assert.deepEqual([r.engineBuffers, r.engineBytes], [0, 0], `${what}: the engine allocated ${r.engineBuffers} buffers (${r.engineBytes} bytes)`);
+    assert.ok(r.written <= MAX_WRITTEN, `${what}: wrote ${r.written} bytes`);
+    assert.ok(r.peakGrowth <= MAX_PEAK_GROWTH, `${what}: peak memory grew by ${(r.peakGrowth / 2 ** 20).toFixed(1)} MiB`);
   });
 }
 

@@ -77,18 +77,32 @@ describe('DataLoader on a synthetic dataset', () => {
     }
   });
 
-  test('prefetch: a consumer slower than decoding does not wait for batches', async () => {
-    const l = new DataLoader({ dataset: ds, pipeline: trainPipeline({ size: 48 }), batchSize: 4, seed: 2, workers: 1, prefetch: 2 });
+  test('prefetch: while the consumer holds batch b, batches b+1 … b+prefetch are decoding (no more), so a slow consumer finds the next one ready', async () => {
+    const prefetch = 2, batchSize = 4;
+    const l = new DataLoader({ dataset: ds, pipeline: trainPipeline({ size: 48 }), batchSize, seed: 2, workers: 1, prefetch });
+    // Every sample load the loader starts, in order, and whether it has finished.
+    const loads: { index: number; done: boolean; result: Promise<unknown> }[] = [];
+    const spy = l as unknown as { load: (index: number, epoch: number) => Promise<unknown> };
+    const load = spy.load.bind(l);
+    spy.load = (index, epoch) => {
+      const record = { index, done: false, result: Promise.resolve() as Promise<unknown> };
+      record.result = load(index, epoch).then((r) => ((record.done = true), r));
+      loads.push(record);
+      return record.result;
+    };
     try {
-      const waits: number[] = [];
-      let t = performance.now();
-      for await (const _ of l.epoch(0)) {
-        waits.push(performance.now() - t);
-        await new Promise((r) => setTimeout(r, 120)); // "training step"
-        t = performance.now();
+      const order = l.order(0);
+      let b = 0, readyBeforeAsked = new Set<number>();
+      for await (const batch of l.epoch(0)) {
+        const started = Math.min(order.length, (b + 1 + prefetch) * batchSize);
+        assert.deepEqual(loads.map((r) => r.index), order.slice(0, started), `batch ${b}: the loads started are those of batches ≤ ${b + prefetch}`);
+        if (b > 0) assert.ok(batch.indices.every((i) => readyBeforeAsked.has(i)), `batch ${b} was decoded before the consumer asked for it`);
+        // A "training step" slower than decoding: it ends after every load started so far.
+        await Promise.all(loads.map((r) => r.result));
+        readyBeforeAsked = new Set(loads.filter((r) => r.done).map((r) => r.index));
+        b++;
       }
-      const later = waits.slice(1).sort((a, b) => a - b);
-      assert.ok(later[Math.floor(later.length / 2)]! < 30, `waits ${waits.map((w) => w.toFixed(0)).join(' ')} ms`);
+      assert.equal(b, l.batchesPerEpoch);
     } finally {
       await l.close();
     }
