@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { native, NATIVE_EXPORTS, type Tensor } from '../../src/engine/binding.js';
+import * as ref from './reference.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -52,7 +53,8 @@ const labels = native.fromArray([1, 8, 8], Uint8Array.from({ length: 64 }, (_, i
 const pooled = native.maxPoolForward(x, { training: true });
 const dyPool = f32([1, 3, 4, 4]);
 const drop = native.dropoutForward(x, { rate: 0.5, seed: 1 });
-const p = f32([5]), g = f32([5]), m = f32([5]), v = f32([5]);
+// Adam's second moment v is a mean of squares: non-negative, or the update is NaN.
+const p = f32([5]), g = f32([5]), m = f32([5]), v = f32([5], (i) => Math.sin(i) ** 2);
 const adam = { alpha: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
 const threads = native.info().threads;
 const conv = { padding: [1, 1, 1, 1] as [number, number, number, number] };
@@ -125,10 +127,161 @@ test('the list of exports under test is the addon\'s', () => {
   assert.deepEqual(Object.keys(exportsUnderTest).sort(), NATIVE_EXPORTS.filter((e) => e !== 'Tensor').sort());
 });
 
-test('every export works with the sweeps\' valid arguments', () => {
+/** `r` as a tensor of these dims and dtype. */
+function tensorOf(r: unknown, dims: number[], dtype: string, what: string): Tensor {
+  assert.ok(r instanceof native.Tensor, `${what}: a Tensor, got ${String(r)}`);
+  assert.deepEqual([r.dims, r.dtype], [dims, dtype], what);
+  return r;
+}
+/** A tensor's values (−0 as 0: a sign of zero is no result). */
+const values = (t: Tensor) => Array.from(t.toArray() as ArrayLike<number>, (u) => u + 0);
+const asArr = (t: Tensor) => ref.arr(t.dims, values(t));
+/** Within float32 rounding of a float64 reference (relative to its largest magnitude). */
+function near(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, tolerance = 1e-5): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const e = ref.relError(actual, expected);
+  assert.ok(e <= tolerance, `${what}: relative error ${e}`);
+}
+/** A call that returns nothing and changes `t`'s values (to finite ones), returning them. */
+function updates(call: () => unknown, t: Tensor, what: string): number[] {
+  const before = values(t);
+  assert.equal(call(), undefined, what);
+  const after = values(t);
+  assert.notDeepEqual(after, before, `${what} changed nothing`);
+  assert.ok(after.every(Number.isFinite), `${what}: ${after}`);
+  return after;
+}
+const relu = (a: number[]) => a.map((u) => Math.max(0, u));
+const isCount = (n: unknown) => Number.isInteger(n) && (n as number) >= 0;
+
+// What each export's valid call in the sweeps gives: the sweeps' rejections mean something only
+// if the same call with these arguments does its job.
+const expectations: Record<string, (call: () => unknown) => void> = {
+  fromArray: (call) => assert.deepEqual(values(tensorOf(call(), [2, 2], 'float32', 'fromArray')), [0, 0, 0, 0]),
+  writeArray: (call) => {
+    const before = values(p);
+    assert.equal(call(), undefined);
+    assert.deepEqual(values(p), [before[0], 0, 0, before[3], before[4]]);
+  },
+  zeros: (call) => assert.deepEqual(values(tensorOf(call(), [2, 2], 'float32', 'zeros')), [0, 0, 0, 0]),
+  reorder: (call) => assert.deepEqual(values(tensorOf(call(), [1, 3, 8, 8], 'float32', 'reorder')), values(x)),
+  permute: (call) => {
+    const y = values(tensorOf(call(), [1, 8, 3, 8], 'float32', 'permute')), xs = values(x);
+    for (let c = 0; c < 3; c++) for (let h = 0; h < 8; h++) for (let w2 = 0; w2 < 8; w2++) assert.equal(y[(h * 3 + c) * 8 + w2], xs[(c * 8 + h) * 8 + w2]);
+  },
+  poolStats: (call) => {
+    const s = call() as Record<string, unknown>;
+    assert.deepEqual(Object.keys(s).sort(), ['liveBuffers', 'liveBytes', 'pooledBuffers', 'pooledBytes', 'primitives']);
+    assert.ok(Object.values(s).every(isCount) && (s.liveBuffers as number) > 0, JSON.stringify(s));
+  },
+  poolTrim: (call) => {
+    assert.equal(call(), undefined);
+    assert.equal(native.poolStats().pooledBytes, 0, 'no idle buffer left');
+  },
+  setCacheLimits: (call) => {
+    const limits = call() as Record<string, unknown>;
+    assert.deepEqual(Object.keys(limits).sort(), ['poolBytes', 'primitives']);
+    assert.ok((limits.poolBytes as number) > 0 && (limits.primitives as number) > 0, JSON.stringify(limits));
+    assert.deepEqual(native.setCacheLimits({}), limits, 'an empty call changes nothing');
+  },
+  convForward: (call) => {
+    const r = call() as { y: Tensor; weightsCache: Tensor };
+    near(values(tensorOf(r.y, [1, 4, 8, 8], 'float32', 'convForward')), ref.conv(asArr(x), asArr(w), asArr(b), { stride: 1, pad: 1 }).data, 'convForward');
+    tensorOf(r.weightsCache, [4, 3, 3, 3], 'float32', 'convForward weightsCache');
+  },
+  convBackwardData: (call) => {
+    // dx·x' = dy·conv(x') for the linear map x' ↦ conv(x'): check it at x' = x.
+    const r = call() as { dx: Tensor };
+    const dx = asArr(tensorOf(r.dx, [1, 3, 8, 8], 'float32', 'convBackwardData'));
+    const lhs = ref.dot(dx, asArr(x)), rhs = ref.dot(ref.conv(asArr(x), asArr(w), null, { stride: 1, pad: 1 }), asArr(dy));
+    assert.ok(Math.abs(lhs - rhs) <= 1e-5 * Math.abs(rhs), `⟨dx, x⟩ ${lhs} vs ⟨dy, conv(x)⟩ ${rhs}`);
+  },
+  convBackwardWeights: (call) => {
+    const r = call() as { dw: Tensor; db: Tensor };
+    const dw = asArr(tensorOf(r.dw, [4, 3, 3, 3], 'float32', 'convBackwardWeights dw'));
+    const lhs = ref.dot(dw, asArr(w)), rhs = ref.dot(ref.conv(asArr(x), asArr(w), null, { stride: 1, pad: 1 }), asArr(dy));
+    assert.ok(Math.abs(lhs - rhs) <= 1e-5 * Math.abs(rhs), `⟨dw, w⟩ ${lhs} vs ⟨dy, conv(x; w)⟩ ${rhs}`);
+    const dys = values(dy);
+    near(values(tensorOf(r.db, [4], 'float32', 'convBackwardWeights db')), [0, 1, 2, 3].map((o) => dys.slice(o * 64, (o + 1) * 64).reduce((a, u) => a + u, 0)), 'db');
+  },
+  convForwardInt8: (call) => {
+    // relu(0.01 · (Σ u8·s8 + bias)), the sum exact in int32, rounded to uint8 (saturating).
+    const r = call() as { y: Tensor; weightsCache: Tensor };
+    const y = values(tensorOf(r.y, [1, 4, 8, 8], 'uint8', 'convForwardInt8'));
+    const want = Array.from(ref.conv(asArr(xq), asArr(wq), asArr(b), { stride: 1, pad: 1 }).data, (u) => Math.min(255, Math.max(0, 0.01 * u)));
+    const off = y.findIndex((u, i) => Math.abs(u - want[i]!) > 0.5 + 1e-3);
+    assert.equal(off, -1, `int8 convolution at ${off}: ${y[off]} for ${want[off]}`);
+    assert.ok(y.some((u) => u > 0) && y.some((u) => u === 0), 'some outputs positive, some clipped by the ReLU');
+    tensorOf(r.weightsCache, [4, 3, 3, 3], 'int8', 'convForwardInt8 weightsCache');
+  },
+  maxPoolForward: (call) => {
+    const r = call() as { y: Tensor; workspace: Tensor };
+    assert.deepEqual(values(tensorOf(r.y, [1, 3, 4, 4], 'float32', 'maxPoolForward')), Array.from(Float32Array.from(ref.maxPool(asArr(x), 2, false).data)));
+    tensorOf(r.workspace, [1, 3, 4, 4], 'uint8', 'maxPoolForward workspace');
+  },
+  maxPoolBackward: (call) => {
+    // Each window's gradient goes to its maximum, nowhere else.
+    const dx = values(tensorOf(call(), [1, 3, 8, 8], 'float32', 'maxPoolBackward')), xs = values(x), g2 = values(dyPool);
+    const y = ref.maxPool(asArr(x), 2, false).data;
+    const want = xs.map((u, i) => {
+      const c = Math.floor(i / 64), h = Math.floor((i % 64) / 8), w2 = i % 8, o = (c * 4 + (h >> 1)) * 4 + (w2 >> 1);
+      return u === Math.fround(y[o]!) ? g2[o]! : 0;
+    });
+    assert.deepEqual(dx, want);
+  },
+  reluForward: (call) => assert.deepEqual(values(tensorOf(call(), [1, 3, 8, 8], 'float32', 'reluForward')), relu(values(x))),
+  reluBackward: (call) => assert.deepEqual(values(tensorOf(call(), [1, 3, 8, 8], 'float32', 'reluBackward')), relu(values(x))),
+  add: (call) => assert.deepEqual(values(tensorOf(call(), [1, 3, 8, 8], 'float32', 'add')), values(x).map((u) => 2 * u)),
+  scale: (call) => assert.deepEqual(values(tensorOf(call(), [1, 3, 8, 8], 'float32', 'scale')), values(x).map((u) => 2 * u)),
+  dropoutForward: (call) => {
+    const r = call() as { y: Tensor; mask: Tensor };
+    const mask = values(tensorOf(r.mask, [1, 3, 8, 8], 'uint8', 'dropoutForward mask'));
+    assert.ok(mask.every((k) => k === 0 || k === 1) && mask.some((k) => k === 0) && mask.some((k) => k === 1), `mask ${mask}`);
+    assert.deepEqual(values(tensorOf(r.y, [1, 3, 8, 8], 'float32', 'dropoutForward')), values(x).map((u, i) => (mask[i] ? 2 * u : 0)));
+  },
+  dropoutBackward: (call) => {
+    const mask = values(drop.mask);
+    assert.deepEqual(values(tensorOf(call(), [1, 3, 8, 8], 'float32', 'dropoutBackward')), values(x).map((u, i) => (mask[i] ? 2 * u : 0)));
+  },
+  cropPad: (call) => assert.deepEqual(values(tensorOf(call(), [1, 3, 5, 9], 'float32', 'cropPad')), Array.from(ref.cropPad(asArr(x), -1, 2, 5, 9).data)),
+  argmax: (call) => {
+    const xs = values(x);
+    const want = Array.from({ length: 64 }, (_, i) => [0, 1, 2].reduce((best, c) => (xs[c * 64 + i]! > xs[best * 64 + i]! ? c : best), 0));
+    assert.deepEqual(values(tensorOf(call(), [1, 8, 8], 'uint8', 'argmax')), want);
+  },
+  softmaxCrossEntropy: (call) => {
+    const r = call() as { loss: number; valid: number; grad: Tensor };
+    assert.equal(r.valid, 64);
+    near([r.loss], [ref.softmaxCrossEntropy(asArr(x), Uint8Array.from(values(labels)), 'mean')], 'loss');
+    tensorOf(r.grad, [1, 3, 8, 8], 'float32', 'softmaxCrossEntropy grad');
+  },
+  adamUpdate: (call) => void updates(call, p, 'adamUpdate'),
+  adamUpdateAll: (call) => void updates(call, p, 'adamUpdateAll'),
+  sgdUpdate: (call) => void updates(call, p, 'sgdUpdate'),
+  sumSquares: (call) => near([call() as number], [values(p).reduce((a, u) => a + u * u, 0)], 'sumSquares'),
+  absMax: (call) => assert.equal(call(), Math.max(...values(x).map(Math.abs))),
+  setThreads: (call) => {
+    assert.equal(call(), undefined);
+    assert.equal(native.info().threads, threads);
+  },
+  info: (call) => {
+    const i = call() as Record<string, unknown>;
+    assert.deepEqual(Object.keys(i).sort(), ['cpuRuntime', 'isa', 'onednnVersion', 'threads']);
+    assert.match(String(i.onednnVersion), /^\d+\.\d+/);
+    assert.ok(typeof i.isa === 'string' && i.isa.length > 0 && i.threads === threads);
+  },
+};
+
+test('every export does its job with the sweeps\' valid arguments', () => {
+  assert.deepEqual(Object.keys(expectations).sort(), Object.keys(exportsUnderTest).sort());
   for (const [op, e] of Object.entries(exportsUnderTest)) {
     const fn = (native as unknown as Record<string, (...a: unknown[]) => unknown>)[op];
-    disposeResult(fn(...e.args()));
+    let result: unknown;
+    try {
+      expectations[op]!(() => (result = fn(...e.args())));
+    } finally {
+      disposeResult(result);
+    }
   }
 });
 
