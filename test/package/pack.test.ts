@@ -29,10 +29,13 @@ const CLASSES = 21;
 
 interface Run { status: number | null; out: string; err: string; seconds: number }
 
-/** The environment without an outer npm's npm_* variables (a `npm test` run sets its own). */
+/**
+ * The environment without the npm_* variables an outer npm (`npm test`) exports: its package,
+ * lifecycle and prefixes would steer the npm run here. A user's NPM_CONFIG_* settings stay.
+ */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k)) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('npm_')) env[k] = v;
   return { ...env, ...extra };
 }
 
