@@ -1,12 +1,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { decode as decodePng } from 'fast-png';
 import { join } from 'node:path';
 import { openDataset } from '../../src/data/datasets.js';
 import { evaluate } from '../../src/eval/evaluate.js';
 import { loadModel } from '../../src/models/weights.js';
 import { tempDir } from '../data/helpers.js';
-import { HAND, handDataset, lines, runCli, saveTinyModel, tinyDataset } from '../eval/fixtures.js';
+import { HAND, handDataset, lines, runCli, saveTinyModel, SYNTH_CLASSES, tinyDataset } from '../eval/fixtures.js';
+import { paperScores, scorePython, type LabelPair } from '../reference/score.js';
+import { requires } from '../prereq.js';
 
 const tmp = tempDir('cli-eval');
 const data = join(tmp.dir, 'synth');
@@ -74,6 +77,50 @@ test('fcn eval --predictions: hand-computed numbers, and 1 for predictions equal
   assert.equal(pj.pixelAccuracy, 1);
   assert.equal(pj.meanIoU, 1);
   assert.equal(pj.images, (await openDataset(data, { split: 'train' })).entries.length);
+});
+
+/** A palette label PNG's class indices, decoded by fast-png (not the project's reader). */
+function paletteIndices(file: string): { data: Uint8Array; width: number; height: number } {
+  const png = decodePng(readFileSync(file));
+  assert.ok(png.channels === 1 && png.palette, `${file}: a palette PNG`);
+  return { data: Uint8Array.from(png.data as Uint8Array), width: png.width, height: png.height };
+}
+
+test('fcn eval --precision int8: the metrics of the int8 model\'s label maps, as the paper\'s score.py computes them', { timeout: 600_000, skip: requires(scorePython() !== null, 'python3 with NumPy (test/reference/score.py)') }, async () => {
+  const int8 = join(tmp.dir, 'fcn8-int8.safetensors');
+  const q = await runCli('quantize', '--weights', weights, '--calib', join(data, 'JPEGImages'), '--images', '6', '--out', int8);
+  assert.equal(q.code, 0, q.err);
+  const r = await runCli('eval', '--weights', int8, '--data', data, '--split', 'trainval', '--precision', 'int8', '--json');
+  assert.equal(r.code, 0, r.err);
+  const json = JSON.parse(r.out);
+  assert.equal(json.precision, 'int8');
+
+  // Each image's int8 label map as fcn predict writes it, scored with truth by score.py.
+  const ds = await openDataset(data, { split: 'trainval' });
+  const pairs: LabelPair[] = [];
+  for (const e of ds.entries) {
+    const labels = join(tmp.dir, 'int8-labels', `${e.id}.png`);
+    const p = await runCli('predict', '--weights', int8, '--image', e.image, '--precision', 'int8', '--labels', labels);
+    assert.equal(p.code, 0, p.err);
+    const truth = paletteIndices(e.label), pred = paletteIndices(labels);
+    assert.deepEqual([pred.width, pred.height], [truth.width, truth.height], e.id);
+    pairs.push({ truth: truth.data, pred: pred.data, width: truth.width, height: truth.height });
+  }
+  const predicted = new Set(pairs.flatMap((p) => [...new Set(p.pred)]));
+  assert.ok(predicted.size >= 2, `the model predicts ${predicted.size} class(es): too few to tell the metrics apart`);
+  const paper = paperScores(SYNTH_CLASSES, pairs);
+  assert.equal(json.images, paper.images);
+  assert.deepEqual(json.confusion.hist, paper.hist);
+  const close = (a: number | null, b: number | null, what: string) =>
+    assert.ok(a === b || (a !== null && b !== null && Math.abs(a - b) <= 1e-12), `${what}: fcn eval ${a}, score.py ${b}`);
+  close(json.pixelAccuracy, paper.overallAccuracy, 'pixel accuracy');
+  close(json.meanAccuracy, paper.meanAccuracy, 'mean accuracy');
+  close(json.meanIoU, paper.meanIU, 'mean IoU');
+  close(json.frequencyWeightedIoU, paper.fwavacc, 'frequency-weighted IoU');
+  json.perClass.forEach((c: { iou: number | null; accuracy: number | null }, k: number) => {
+    close(c.iou, paper.perClassIU[k]!, `IoU of class ${k}`);
+    close(c.accuracy, paper.perClassAccuracy[k]!, `accuracy of class ${k}`);
+  });
 });
 
 test('fcn eval: every bad argument prints one clear line and exits non-zero', async () => {

@@ -1,14 +1,17 @@
-// fcn train on the command line: Ctrl-C saves a loadable checkpoint and exits 0; bad
-// arguments print one line and exit non-zero.
+// fcn train on the command line: Ctrl-C saves a loadable checkpoint and exits 0, and --resume
+// continues that run to its end; bad arguments print one line and exit non-zero.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, constants, cpSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { synthesizeDataset } from '../../src/data/synth.js';
-import { loadModel, saveWeights } from '../../src/models/weights.js';
+import { loadModel, saveWeights, weightsToKeras } from '../../src/models/weights.js';
 import { FCN } from '../../src/models/fcn.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
+import { readSafetensors } from '../../src/io/safetensors.js';
+import { readJsonl } from '../../src/report/jsonl.js';
 import { repoRoot, tempDir } from '../data/helpers.js';
 import { lines, runCli } from '../eval/fixtures.js';
 
@@ -19,32 +22,92 @@ before(async () => {
 });
 after(() => tmp.cleanup());
 
-const small = ['--data', data, '--size', '64', '--width', '0.0625', '--batch', '4', '--threads', '2', '--precision', 'float32'];
+const settings = ['--size', '64', '--width', '0.0625', '--batch', '4', '--threads', '2', '--precision', 'float32'];
+const small = ['--data', data, ...settings];
 
-test('Ctrl-C (SIGINT) finishes the step, saves a loadable checkpoint, exits 0; --resume completes the run', { timeout: 180_000 }, async () => {
+interface LogRecord {
+  type: string;
+  step?: number;
+  epoch?: number;
+  batch?: number;
+  from?: string;
+}
+
+test('Ctrl-C (SIGINT) mid-epoch finishes the step, saves a loadable checkpoint, exits 0; --resume continues from it to the end', { timeout: 900_000 }, async () => {
+  // The run's own copy of the data, in which one training image is a FIFO: the first epoch
+  // stops there until the test writes the image, so Ctrl-C provably comes mid-epoch.
+  const own = path.join(tmp.dir, 'synth-fifo');
+  cpSync(data, own, { recursive: true });
+  const trainIds = readFileSync(path.join(own, 'ImageSets', 'Segmentation', 'train.txt'), 'utf8').trim().split('\n');
+  const fifo = path.join(own, 'JPEGImages', `${trainIds[0]}.jpg`);
+  const jpeg = readFileSync(fifo);
+  rmSync(fifo);
+  execFileSync('mkfifo', [fifo]);
+  const everyStep = path.join(tmp.dir, 'log-every-step.json');
+  writeFileSync(everyStep, JSON.stringify({ logEvery: 1 }));
+  const epochs = 3, stepsPerEpoch = Math.ceil(trainIds.length / 4);
+
   const run = path.join(tmp.dir, 'interrupted');
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'test', 'cli', 'run-cli.ts'), 'train', ...small, '--model', 'fcn8', '--epochs', '8', '--out', run], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'test', 'cli', 'run-cli.ts'), 'train', '--data', own, ...settings, '--model', 'fcn8', '--epochs', String(epochs), '--config', everyStep, '--out', run], {
     cwd: repoRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
-  child.stderr.on('data', (d) => (err += String(d)));
-  // Interrupt once a few steps are logged.
-  const log = path.join(run, 'log.jsonl');
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline && !(existsSync(log) && readFileSync(log, 'utf8').includes('"type":"step"'))) await new Promise((r) => setTimeout(r, 200));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const said = (text: string) => new Promise<void>((resolve, reject) => {
+    const look = () => err.includes(text) && resolve();
+    child.stderr.on('data', (d) => { err += String(d); look(); });
+    void exited.then((code) => reject(new Error(`fcn train exited (${code}) before saying '${text}': ${err}`)));
+  });
+  const ctrlC = said('Ctrl-C: finishing the step and saving');
+  // Opening the FIFO for writing returns once the run opens it to read the image.
+  const opened = open(fifo, 'w');
+  const first = await Promise.race([opened, exited]);
+  if (typeof first !== 'object' || first === null) {
+    closeSync(openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)); // lets the pending open return
+    assert.fail(`fcn train exited (${String(first)}) before reading the FIFO: ${err}`);
+  }
+  const writer = await opened;
   child.kill('SIGINT');
-  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
-  assert.equal(code, 0, err);
-  assert.match(err, /Ctrl-C: finishing the step and saving/);
+  await ctrlC;
+  await writer.writeFile(jpeg);
+  await writer.close();
+  assert.equal(await exited, 0, err);
   assert.match(err, /continue with: fcn train --resume/);
-  const ck = readCheckpoint(path.join(run, 'checkpoints', 'last.safetensors'));
-  assert.ok(ck.state.step > 0 && ck.state.history.length < 8, `stopped at step ${ck.state.step}`);
-  const model = await loadModel(path.join(run, 'checkpoints', 'last.safetensors'));
+
+  const last = path.join(run, 'checkpoints', 'last.safetensors');
+  const stopped = readCheckpoint(last).state;
+  assert.ok(stopped.epoch === 0 && stopped.history.length === 0 && stopped.step >= 1 && stopped.step === stopped.batch && stopped.batch < stepsPerEpoch,
+    `stopped in the first epoch after a step: ${JSON.stringify({ epoch: stopped.epoch, batch: stopped.batch, step: stopped.step })}`);
+  const model = await loadModel(last);
   assert.equal(model.kind, 'fcn8');
   model.dispose();
+  const stoppedWeights = readSafetensors(last).tensors;
+  const config = JSON.parse(readFileSync(path.join(run, 'config.json'), 'utf8')) as { seed: number };
+  const fresh = new FCN({ kind: 'fcn8', width: 0.0625, numClasses: 6 });
+  fresh.initialize(config.seed);
+  const initial = weightsToKeras(fresh);
+  fresh.dispose();
+  assert.notDeepEqual(stoppedWeights.get('block1_conv1.kernel')!.data, initial.get('block1_conv1.kernel')!.data, 'the interrupted run trained');
+
+  // The image back in place, the run resumed: it carries on from the checkpoint's step, each
+  // step and epoch of the whole run logged once, and ends where an uninterrupted run ends.
+  rmSync(fifo);
+  writeFileSync(fifo, jpeg);
   const resumed = await runCli('train', '--resume', run, '--threads', '2');
   assert.equal(resumed.code, 0, resumed.err);
+  const log = await readJsonl<LogRecord>(path.join(run, 'log.jsonl'));
+  const at = (type: string) => log.findIndex((r) => r.type === type);
+  assert.ok(at('start') < at('interrupted') && at('interrupted') < at('resume') && at('resume') < at('end'), log.map((r) => r.type).join(' '));
+  const resume = log[at('resume')]!;
+  assert.deepEqual([resume.from, resume.epoch, resume.batch], [last, 0, stopped.batch]);
+  assert.deepEqual(log.filter((r) => r.type === 'step').map((r) => r.step), Array.from({ length: epochs * stepsPerEpoch }, (_, i) => i + 1));
+  assert.deepEqual(log.filter((r) => r.type === 'step' && log.indexOf(r) > at('resume')).map((r) => r.step)[0], stopped.step + 1, 'the first step after resuming');
+  assert.deepEqual(log.filter((r) => r.type === 'epoch').map((r) => r.epoch), Array.from({ length: epochs }, (_, i) => i + 1));
+  const end = readCheckpoint(last).state;
+  assert.deepEqual([end.step, end.history.length], [epochs * stepsPerEpoch, epochs]);
+  assert.notDeepEqual(readSafetensors(last).tensors.get('block1_conv1.kernel')!.data, stoppedWeights.get('block1_conv1.kernel')!.data, 'the resumed run trained on');
+
   // A resumed run with other settings is refused: it continues with its own.
   const other = await runCli('train', '--resume', run, '--lr', '0.1');
   assert.notEqual(other.code, 0);
