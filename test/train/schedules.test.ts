@@ -1,10 +1,11 @@
 // The training recipes end to end from the command line, on a handful of tiny synthetic
 // images, one epoch per stage: the seed's schedule from random weights and from a VGG16
 // backbone (--init), and the paper's (SGD, summed loss, the Caffe-style network). Each
-// leaves its checkpoints, and they load as the network the recipe trains.
+// leaves its checkpoints, and they load as the network the recipe trains. Every step is logged
+// (logEvery 1), so each run shows one finite loss per optimiser step.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { synthesizeDataset } from '../../src/data/synth.js';
 import { FCN } from '../../src/models/fcn.js';
@@ -25,10 +26,14 @@ before(async () => {
 });
 after(() => tmp.cleanup());
 
-const small = ['--data', data, '--size', '64', '--width', String(WIDTH), '--epochs', '1', '--threads', '2', '--precision', 'float32'];
+// Every step logged (the default logs every 10th, and these runs have a handful per stage).
+const everyStep = path.join(tmp.dir, 'log-every-step.json');
+writeFileSync(everyStep, JSON.stringify({ logEvery: 1 }));
+const small = ['--data', data, '--size', '64', '--width', String(WIDTH), '--epochs', '1', '--threads', '2', '--precision', 'float32', '--config', everyStep];
 
 interface LogRecord {
   type: string;
+  step?: number;
   stage?: number;
   lr?: number;
   trainable?: string[];
@@ -43,14 +48,20 @@ async function runSchedule(name: string, ...args: string[]): Promise<{ dir: stri
   const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as TrainConfig;
   const log = await readJsonl<LogRecord>(path.join(dir, 'log.jsonl'));
   assert.equal(log.at(-1)!.type, 'end');
-  for (const step of log.filter((l) => l.type === 'step')) assert.ok(Number.isFinite(step.loss), `a step's loss is ${step.loss}`);
+  // One record per optimiser step, numbered 1…N (N as the last checkpoint counts them), each
+  // with a finite, positive cross-entropy.
+  const steps = log.filter((l) => l.type === 'step');
+  const taken = readCheckpoint(checkpoint(dir, 'last.safetensors')).state.step;
+  assert.ok(taken > 0, 'the run took steps');
+  assert.deepEqual(steps.map((l) => l.step), Array.from({ length: taken }, (_, i) => i + 1));
+  for (const step of steps) assert.ok(Number.isFinite(step.loss) && step.loss! > 0, `step ${step.step}'s loss is ${step.loss}`);
   return { dir, config, log };
 }
 
 const checkpoint = (dir: string, file: string) => path.join(dir, 'checkpoints', file);
 const stageRecords = (log: LogRecord[]) => log.filter((l) => l.type === 'stage');
 
-test('--schedule seed from random weights: FCN-32s → 16s → 8s → all layers, Adam; every checkpoint left', { timeout: 300_000 }, async () => {
+test('--schedule seed from random weights: FCN-32s → 16s → 8s → all layers, Adam; every checkpoint left', { timeout: 900_000 }, async () => {
   const { dir, config, log } = await runSchedule('seed', '--schedule', 'seed', '--final-epochs', '1', '--batch', '4');
   assert.equal(config.optimizer.kind, 'adam');
   assert.equal(config.model.style, 'keras');
@@ -69,7 +80,7 @@ test('--schedule seed from random weights: FCN-32s → 16s → 8s → all layers
   model.dispose();
 });
 
-test('--schedule seed --init VGG16 backbone: the body starts as the file and only the head trains in stage 1', { timeout: 300_000 }, async () => {
+test('--schedule seed --init VGG16 backbone: the body starts as the file and only the head trains in stage 1', { timeout: 900_000 }, async () => {
   // A narrow VGG16-like backbone: the 13 block convolutions and conv6/conv7, nothing else.
   const backbone = path.join(tmp.dir, 'vgg16-narrow.safetensors');
   const donor = new FCN({ kind: 'fcn32', width: WIDTH });
@@ -99,7 +110,7 @@ test('--schedule seed --init VGG16 backbone: the body starts as the file and onl
   assert.notDeepEqual(stage4.get('block1_conv1.kernel')!.data, tensors.get('block1_conv1.kernel')!.data);
 });
 
-test('--schedule paper: SGD, summed loss, batch 1, lr 1e-10/1e-12/1e-14 on the Caffe-style network; its checkpoints load as caffe', { timeout: 300_000 }, async () => {
+test('--schedule paper: SGD, summed loss, batch 1, lr 1e-10/1e-12/1e-14 on the Caffe-style network; its checkpoints load as caffe', { timeout: 900_000 }, async () => {
   const { dir, config, log } = await runSchedule('paper', '--schedule', 'paper');
   assert.equal(config.model.style, 'caffe');
   assert.equal(config.data.means, 'caffe');
