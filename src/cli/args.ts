@@ -3,13 +3,19 @@
 // description it parses with, and each unknown option gets the nearest known one suggested.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { formatHelp } from './help.js';
+import { FcnError, type ErrorContext } from '../errors.js';
 
-export class UsageError extends Error {}
+/** A command line the command cannot run: exit status 2, the message alone (no stack). */
+export class UsageError extends FcnError {
+  constructor(problem: string, context?: ErrorContext, options?: ErrorOptions) {
+    super('USAGE', problem, context, options);
+  }
+}
 
 /** Thrown by `parse` when --help or -h was given: the caller prints `text` and exits 0. */
-export class HelpRequested extends Error {
+export class HelpRequested extends FcnError {
   constructor(readonly text: string) {
-    super('help requested');
+    super('HELP_REQUESTED', 'help requested');
   }
 }
 

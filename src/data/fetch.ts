@@ -8,6 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { join } from 'node:path';
 import * as tar from 'tar';
+import { FcnError, type ErrorContext } from '../errors.js';
 
 export interface DataSource {
   name: string;
@@ -72,9 +73,17 @@ export interface DownloadOptions {
   expectedBytes?: number;
 }
 
-class TransferError extends Error {}
+class TransferError extends FcnError {
+  constructor(problem: string, context?: ErrorContext) {
+    super('TRANSFER', problem, context);
+  }
+}
 /** The server's file is not the one expected: what was received is deleted, never resumed. */
-class WrongFileError extends Error {}
+class WrongFileError extends FcnError {
+  constructor(problem: string, context?: ErrorContext) {
+    super('WRONG_FILE', problem, context);
+  }
+}
 
 function md5File(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
