@@ -20,7 +20,7 @@ import { runTraining } from './train.js';
 import { UsageError, defineCommand, parse, parseNumber } from './args.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
-import { prepareOutputDir } from '../io/paths.js';
+import { prepareOutputDir } from './paths.js';
 
 /** The demo's recipe: the seed's staging on a narrow network and small images. */
 export function demoConfig(root: string, seed: number, size: number): TrainConfig {

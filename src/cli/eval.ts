@@ -12,8 +12,7 @@ import { progress } from '../report/progress.js';
 import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
-import { checkInputDir, checkInputFile, prepareOutputFile } from '../io/paths.js';
-import { checkWeightsArgument } from '../io/weights-cache.js';
+import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
 export const evalSpec = defineCommand({

@@ -8,8 +8,7 @@ import { saveQuantized } from '../quant/file.js';
 import { collectImages } from '../infer/segment-files.js';
 import { segmentImage } from '../infer/inference.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
-import { checkWeightsArgument } from '../io/weights-cache.js';
-import { prepareOutputFile } from '../io/paths.js';
+import { checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
 import { engineOptionSpecs } from './help.js';
 

@@ -7,8 +7,7 @@ import { collectImages, compareTitles, segmentFiles } from '../infer/segment-fil
 import { REQUIRED, UsageError, defineCommand, parse, parseNumber } from './args.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
-import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
-import { checkWeightsArgument } from '../io/weights-cache.js';
+import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
 export const segmentSpec = defineCommand({

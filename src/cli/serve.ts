@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { engineConfig } from '../engine/config.js';
 import { isKnownWeights } from '../io/weights-cache.js';
-import { checkInputFile } from '../io/paths.js';
+import { checkInputFile } from './paths.js';
 import { createServer } from '../serve/server.js';
 import { latestDemo } from '../serve/sources.js';
 import { UsageError, defineCommand, parse, parseNumber } from './args.js';
