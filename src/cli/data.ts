@@ -8,7 +8,8 @@ import { DATA_SOURCES, fetchDataset } from '../data/fetch.js';
 import { progressPrinter } from '../io/download.js';
 import { paperSplit, seedSplit } from '../data/splits.js';
 import { synthesizeDataset } from '../data/synth.js';
-import { HelpRequested, REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
+import { HelpRequested, UsageError, parse, parseNumber, requireString } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { checkInputDir, checkInputFile, prepareOutputDir } from './paths.js';
 
 export const dataFetchSpec = defineCommand({

@@ -4,7 +4,8 @@ import { readClassSet } from '../data/classes.js';
 import { loadModel } from '../models/weights.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_INPUT, ONNX_LABELS, ONNX_LOGITS, writeOnnx } from '../export/onnx-export.js';
-import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
+import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 

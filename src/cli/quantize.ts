@@ -9,7 +9,8 @@ import { collectImages } from '../infer/segment-files.js';
 import { segmentImage } from '../infer/inference.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import { checkWeightsArgument, prepareOutputFile } from './paths.js';
-import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
+import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { engineOptionSpecs } from './help.js';
 
 export const quantizeSpec = defineCommand({
