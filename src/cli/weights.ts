@@ -3,7 +3,8 @@
 import { basename, resolve } from 'node:path';
 import { formatBytes, progressPrinter } from '../io/download.js';
 import { f32, writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
-import { readWeightSource, type WeightSource } from '../io/weight-source.js';
+import { readWeightSource } from '../io/weight-source.js';
+import type { WeightSource } from '../io/weight-types.js';
 import {
   KNOWN_WEIGHTS, KNOWN_WEIGHTS_NAMES, type KnownWeightsName, cacheDir, cacheState, fetchWeights, isKnownWeights, urlVariable, weightsUrl,
 } from '../io/weights-cache.js';

@@ -20,7 +20,7 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import h5wasm, { type Dataset, type File as H5File, type Group } from 'h5wasm/node';
-import type { WeightEntry, WeightSource } from './weight-source.js';
+import type { WeightEntry, WeightSource } from './weight-types.js';
 import { FcnError, type ErrorContext } from '../errors.js';
 
 /** Largest slice of a dataset read through the WebAssembly heap at once, by default. */

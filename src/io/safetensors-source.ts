@@ -1,6 +1,6 @@
 // The project's own safetensors weights as a WeightSource: already in the common form.
 import { readSafetensors, type SafetensorsFile } from './safetensors.js';
-import type { WeightEntry, WeightSource } from './weight-source.js';
+import type { WeightEntry, WeightSource } from './weight-types.js';
 
 export function sourceFromSafetensors(file: SafetensorsFile, path: string): WeightSource {
   const tensors = new Map<string, WeightEntry>();

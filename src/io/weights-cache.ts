@@ -8,7 +8,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { downloadFile, formatBytes, type ProgressEvent } from './download.js';
-import type { WeightFormat } from './weight-source.js';
+import type { WeightFormat } from './weight-types.js';
 import { FcnError } from '../errors.js';
 
 export interface KnownWeights {

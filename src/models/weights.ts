@@ -7,7 +7,8 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnOptions, type FcnStyle } from './fcn.js';
-import { readWeightSource, type WeightEntry, type WeightSource } from '../io/weight-source.js';
+import { readWeightSource } from '../io/weight-source.js';
+import type { WeightEntry, WeightSource } from '../io/weight-types.js';
 import { sourceFromSafetensors } from '../io/safetensors-source.js';
 import { resolveWeights } from '../io/weights-cache.js';
 import type { Param } from '../nn/param.js';

@@ -11,7 +11,7 @@ import { native, type Tensor } from '../engine/binding.js';
 import type { FCN } from '../models/fcn.js';
 import { fromKerasLayout, toKerasLayout, weightsMetadata } from '../models/weights.js';
 import { writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
-import type { WeightSource } from '../io/weight-source.js';
+import type { WeightSource } from '../io/weight-types.js';
 import type { ConvQuant } from '../nn/layers.js';
 
 export const QUANT_SUFFIXES = ['.kernel_scale', '.input_scale', '.output_scale'] as const;
