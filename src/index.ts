@@ -6,7 +6,7 @@ export { loadModel, saveWeights, loadWeightsInto, weightsToKeras, toKerasLayout 
 export { segment, segmentImage, type Segmentation, type SegmentOptions } from './models/segment.js';
 export { Adam, Sgd, type Optimizer } from './train/optim.js';
 export { trainStep, computeGradients } from './train/step.js';
-export { ConfusionMatrix, formatMetricsTable, type Metrics } from './eval/confusion.js';
+export { ConfusionMatrix, formatMetricsTable, type Metrics } from './report/confusion.js';
 export { evaluate, scorePredictions, evaluationToJson, type EvaluationResult, type EvaluateOptions, type ScoreOptions } from './eval/evaluate.js';
 export { segmentFiles, collectImages, type SegmentFilesOptions, type SegmentedFile } from './infer/segment-files.js';
 export * as data from './data/index.js';

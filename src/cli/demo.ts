@@ -10,7 +10,7 @@ import { openDataset } from '../data/datasets.js';
 import { readLabel } from '../data/labels.js';
 import { loadModel } from '../models/weights.js';
 import { evaluate, evaluationToJson } from '../eval/evaluate.js';
-import { formatMetricsTable } from '../eval/confusion.js';
+import { formatMetricsTable } from '../report/confusion.js';
 import { segmentFiles, modelTitle } from '../infer/segment-files.js';
 import { readImageRgb } from '../io/image.js';
 import { colorize, writeRgbPng } from '../report/viz.js';

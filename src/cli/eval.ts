@@ -5,7 +5,7 @@ import path from 'node:path';
 import { detectKind, openDataset, resolveSbdRoot, resolveVocRoot, type Dataset, type DetectedKind } from '../data/datasets.js';
 import { engineConfig } from '../engine/config.js';
 import { evaluate, evaluationToJson, scorePredictions, type EvaluationResult } from '../eval/evaluate.js';
-import { formatMetricsTable } from '../eval/confusion.js';
+import { formatMetricsTable } from '../report/confusion.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';

@@ -19,7 +19,7 @@ import { openDataset, type Dataset } from '../data/datasets.js';
 import { DataLoader, type Batch } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
 import { toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
-import { ConfusionMatrix } from '../eval/confusion.js';
+import { ConfusionMatrix } from '../report/confusion.js';
 import { scoreLogits } from '../eval/evaluate.js';
 import { openJsonl, type JsonlLog } from '../report/jsonl.js';
 import { progress as makeProgress, type Progress, type ProgressStream } from '../report/progress.js';
