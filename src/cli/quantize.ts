@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { configureEngine, engineConfig } from '../engine/config.js';
 import { loadModel } from '../models/weights.js';
 import { calibrateOnImages, quantizeModel } from '../quant/quantize.js';
-import { saveQuantized } from '../quant/file.js';
+import { saveQuantized } from '../models/int8-weights.js';
 import { collectImages } from '../infer/segment-files.js';
 import { segmentImage } from '../infer/inference.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';

@@ -8,7 +8,8 @@ import type { WeightSource } from '../io/weight-types.js';
 import {
   KNOWN_WEIGHTS, KNOWN_WEIGHTS_NAMES, type KnownWeightsName, cacheDir, cacheState, fetchWeights, isKnownWeights, urlVariable, weightsUrl,
 } from '../io/weights-cache.js';
-import { WEIGHTS_FORMAT, modelFromSource, saveWeights, weightsMetadata } from '../models/weights.js';
+import { modelFromSource, saveWeights } from '../models/weights.js';
+import { WEIGHTS_FORMAT, weightsMetadata } from '../models/weights-layout.js';
 import { prepareOutputFile, resolveWeightsArgument } from './paths.js';
 import { UsageError, parse, parseNumber } from './args.js';
 

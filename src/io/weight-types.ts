@@ -14,7 +14,7 @@ export interface WeightEntry {
   /** The float32 values in that layout; each call may convert again, so call once. */
   read(): Float32Array;
   /**
-   * For an int8 kernel of a quantized model (see src/quant/file.ts): its int8 values in the
+   * For an int8 kernel of a quantized model (see src/models/int8-weights.ts): its int8 values in the
    * same layout. `read` gives the float32 values they stand for.
    */
   readInt8?(): Int8Array;
