@@ -4,7 +4,7 @@ export type { Tensor, DType, Precision, NativeInfo } from './engine/index.js';
 export { FCN, FCN_KINDS, NUM_CLASSES, OUTPUT_STRIDE, scaledChannels, type FcnKind, type FcnOptions } from './models/fcn.js';
 export { loadModel, saveWeights, loadWeightsInto } from './models/weights.js';
 export { weightsToKeras, toKerasLayout } from './models/weights-layout.js';
-export { segment, segmentImage, type Segmentation, type SegmentOptions } from './models/segment.js';
+export { segment, segmentImage, type Segmentation, type SegmentOptions } from './infer/inference.js';
 export { Adam, Sgd, type Optimizer } from './train/optim.js';
 export { trainStep, computeGradients } from './train/step.js';
 export { ConfusionMatrix, formatMetricsTable, type Metrics } from './report/confusion.js';
