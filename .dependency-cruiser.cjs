@@ -52,6 +52,20 @@ module.exports = {
       to: { circular: true },
     },
     {
+      name: 'in-a-floor',
+      comment: 'every module of src belongs to a floor (a new folder is added to FLOORS above, in its place)',
+      severity: 'error',
+      from: { path: '^src/', pathNot: `${anyOf(FLOORS.flat())}|^src/index\\.ts$` },
+      to: {},
+    },
+    {
+      name: 'no-import-of-index',
+      comment: 'src/index.ts is the package\'s public face, above every floor: modules import what they use from where it lives',
+      severity: 'error',
+      from: { path: '^src/' },
+      to: { path: '^src/index\\.ts$' },
+    },
+    {
       name: 'no-test-code-in-src',
       comment: 'the package must not depend on its tests, fixtures or benchmarks',
       severity: 'error',
