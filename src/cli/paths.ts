@@ -59,7 +59,7 @@ const reasonOf = (e: unknown): string => {
 
 /** "fcn <cmd>: --flag 'path': reason", or "fcn <cmd>: path: reason" for a positional argument (flag ''). */
 function fail(cmd: string, flag: string, given: string, reason: string): never {
-  throw new UsageError(`fcn ${cmd}: ${flag ? `--${flag} '${given}'` : given}: ${reason}`);
+  throw new UsageError(reason, { op: `fcn ${cmd}`, subject: flag ? `--${flag} '${given}'` : given });
 }
 
 /** The pseudo filesystem `existing` (an existing path) lies on, if any. */
