@@ -18,7 +18,7 @@ import { synthesizeDataset } from '../src/data/synth.js';
 import { vocDataset, readSample } from '../src/data/datasets.js';
 import { toNetworkInput } from '../src/data/transforms.js';
 import { Rng } from '../src/data/prng.js';
-import { ConfusionMatrix } from '../src/eval/confusion.js';
+import { ConfusionMatrix } from '../src/report/confusion.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({ options: { steps: { type: 'string' }, width: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' }, count: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } } });

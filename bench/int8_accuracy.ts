@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { configureEngine } from '../src/engine/config.js';
 import { loadModel } from '../src/models/weights.js';
 import { calibrateOnImages, quantizeModel } from '../src/quant/quantize.js';
-import { activationLevels } from '../src/quant/scales.js';
+import { activationLevels } from '../src/nn/activation-scales.js';
 import { openDataset } from '../src/data/datasets.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { segmentImage } from '../src/infer/inference.js';

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference for the segmentation metrics: a direct NumPy transcription of the definitions of
 Long, Shelhamer & Darrell (the FCN paper and its Caffe `score.py`), used by the test suite to
-check src/eval/confusion.ts.
+check src/report/confusion.ts.
 
 Reads JSON from the file named on the command line (or stdin): either one confusion matrix
 {"hist": [[...], ...]} (rows = truth, columns = prediction) or a list of them. Prints the

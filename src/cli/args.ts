@@ -3,68 +3,30 @@
 // description it parses with, and each unknown option gets the nearest known one suggested.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { formatHelp } from './help.js';
+import type { CommandSpec, OptionSpecs } from './spec.js';
+import { FcnError, type ErrorContext } from '../errors.js';
 
-export class UsageError extends Error {}
+/** A command line the command cannot run: exit status 2, the message alone (no stack). */
+export class UsageError extends FcnError {
+  constructor(problem: string, context?: ErrorContext, options?: ErrorOptions) {
+    super('USAGE', problem, context, options);
+  }
+}
 
 /** Thrown by `parse` when --help or -h was given: the caller prints `text` and exits 0. */
-export class HelpRequested extends Error {
+export class HelpRequested extends FcnError {
   constructor(readonly text: string) {
-    super('help requested');
+    super('HELP_REQUESTED', 'help requested');
   }
 }
 
 type Options = NonNullable<ParseArgsConfig['options']>;
-
-/** What `--default` of an option shows for one the command cannot do without. */
-export const REQUIRED = 'required';
-
-/** One option as `parse` reads it and --help describes it. */
-export interface OptionSpec {
-  type: 'string' | 'boolean';
-  short?: string;
-  /** The value's placeholder in --help (FILE, N, DIR…); string options only. */
-  value?: string;
-  /** What the option does, one line. */
-  help: string;
-  /**
-   * What happens without the option, as --help prints it after "default:" ("10", "off",
-   * "all cores"), or REQUIRED. Mandatory so that no option's help can leave it out.
-   */
-  default: string;
-}
-
-export type OptionSpecs = Record<string, OptionSpec>;
-
-/** A command or subcommand: what it parses, and everything its --help says. */
-export interface CommandSpec<T extends OptionSpecs = OptionSpecs> {
-  /** 'train', 'data fetch'. */
-  name: string;
-  /** One line: what the command does. */
-  summary: string;
-  /** Usage lines without the leading `fcn <name> `, e.g. '--data ROOT [options]'. */
-  usage: string[];
-  /** Optional paragraphs after the usage (what the command writes, how inputs are found…). */
-  details?: string;
-  /**
-   * How positional arguments appear in --help (e.g. 'IMAGE|FOLDER...'); without it, any
-   * positional argument is an error rather than being silently ignored.
-   */
-  positionals?: string;
-  options: T;
-  /** Full command lines, each runnable as shown. */
-  examples: string[];
-}
 
 export type ParsedValues<T> = { [K in keyof T]?: T[K] extends { type: 'boolean' } ? boolean : string };
 
 export interface Parsed<T> {
   values: ParsedValues<T>;
   positionals: string[];
-}
-
-/** Declares a command; the identity function, there for type inference of `options`. */
-export function defineCommand<T extends OptionSpecs>(spec: CommandSpec<T>): CommandSpec<T> {
-  return spec;
 }
 
 /** --help / -h anywhere before a `--` end-of-options marker. */

@@ -4,11 +4,13 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkDataset, formatCheckReport } from '../data/check.js';
 import { concatDatasets, detectKind, openDataset, resolveSbdRoot, resolveVocRoot, type BadSample, type Dataset, type DetectedKind } from '../data/datasets.js';
-import { DATA_SOURCES, fetchDataset, progressPrinter } from '../data/fetch.js';
+import { DATA_SOURCES, fetchDataset } from '../data/fetch.js';
+import { progressPrinter } from '../io/download.js';
 import { paperSplit, seedSplit } from '../data/splits.js';
 import { synthesizeDataset } from '../data/synth.js';
-import { HelpRequested, REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
-import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
+import { HelpRequested, UsageError, parse, parseNumber, requireString } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
+import { checkInputDir, checkInputFile, prepareOutputDir } from './paths.js';
 
 export const dataFetchSpec = defineCommand({
   name: 'data fetch',

@@ -10,17 +10,18 @@ import { openDataset } from '../data/datasets.js';
 import { readLabel } from '../data/labels.js';
 import { loadModel } from '../models/weights.js';
 import { evaluate, evaluationToJson } from '../eval/evaluate.js';
-import { formatMetricsTable } from '../eval/confusion.js';
+import { formatMetricsTable } from '../report/confusion.js';
 import { segmentFiles, modelTitle } from '../infer/segment-files.js';
 import { readImageRgb } from '../io/image.js';
 import { colorize, writeRgbPng } from '../report/viz.js';
 import { writeHtmlReport } from '../report/html.js';
 import { defaultConfig, type TrainConfig } from '../train/config.js';
 import { runTraining } from './train.js';
-import { UsageError, defineCommand, parse, parseNumber } from './args.js';
+import { UsageError, parse, parseNumber } from './args.js';
+import { defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
-import { prepareOutputDir } from '../io/paths.js';
+import { prepareOutputDir } from './paths.js';
 
 /** The demo's recipe: the seed's staging on a narrow network and small images. */
 export function demoConfig(root: string, seed: number, size: number): TrainConfig {

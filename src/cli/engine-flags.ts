@@ -1,6 +1,6 @@
 // The engine flags every model-running command accepts (--threads, --precision), parsed the
 // same way as the other commands do, so that a bad value fails in one line before any model is
-// loaded. (Paths given on the command line are checked by src/io/paths.ts.)
+// loaded. (Paths given on the command line are checked by src/cli/paths.ts.)
 import { configureEngine, type PrecisionChoice } from '../engine/config.js';
 import { UsageError, parseNumber } from './args.js';
 

@@ -5,15 +5,15 @@ import path from 'node:path';
 import { detectKind, openDataset, resolveSbdRoot, resolveVocRoot, type Dataset, type DetectedKind } from '../data/datasets.js';
 import { engineConfig } from '../engine/config.js';
 import { evaluate, evaluationToJson, scorePredictions, type EvaluationResult } from '../eval/evaluate.js';
-import { formatMetricsTable } from '../eval/confusion.js';
+import { formatMetricsTable } from '../report/confusion.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
-import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
+import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
-import { checkInputDir, checkInputFile, prepareOutputFile } from '../io/paths.js';
-import { checkWeightsArgument } from '../io/weights-cache.js';
+import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
 export const evalSpec = defineCommand({

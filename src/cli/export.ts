@@ -2,10 +2,10 @@
 import { statSync } from 'node:fs';
 import { readClassSet } from '../data/classes.js';
 import { loadModel } from '../models/weights.js';
-import { resolveWeights, isKnownWeights } from '../io/weights-cache.js';
-import { checkInputFile, prepareOutputFile } from '../io/paths.js';
+import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_INPUT, ONNX_LABELS, ONNX_LOGITS, writeOnnx } from '../export/onnx-export.js';
-import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
+import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 
@@ -51,14 +51,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
   const out = requireString(cmd, values.out, 'out');
   const opset = parseNumber(cmd, values.opset, 'opset', (n) => Number.isInteger(n) && n >= MIN_OPSET && n <= MAX_OPSET, `an integer from ${MIN_OPSET} to ${MAX_OPSET}`) ?? DEFAULT_OPSET;
   // A known name (fcn8s, …) stands for its file in the weights cache; anything else is a path.
-  let weightsFile = weights;
-  if (isKnownWeights(weights)) {
-    try {
-      weightsFile = resolveWeights(weights);
-    } catch (e) {
-      throw new UsageError(`fcn ${cmd}: --weights '${weights}': ${(e as Error).message}`);
-    }
-  } else checkInputFile(cmd, 'weights', weights);
+  const weightsFile = checkWeightsArgument(cmd, 'weights', weights);
   if (values.classes !== undefined) checkInputFile(cmd, 'classes', values.classes);
   prepareOutputFile(cmd, 'out', out);
 

@@ -1,8 +1,8 @@
 // --help text of every command, written from the same spec the command parses its arguments
-// with (src/cli/args.ts `CommandSpec`), so the help cannot list an option the command does
+// with (src/cli/spec.ts `CommandSpec`), so the help cannot list an option the command does
 // not take, or miss one it does.
 import { readFileSync } from 'node:fs';
-import { REQUIRED, type CommandSpec, type OptionSpec } from './args.js';
+import { REQUIRED, type CommandSpec, type OptionSpec } from './spec.js';
 
 /** The engine options every model-running command takes. */
 export const engineOptionSpecs = {

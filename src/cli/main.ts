@@ -3,16 +3,17 @@ import path from 'node:path';
 import { configureEngine, cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures, type CpuFeatures } from '../engine/config.js';
 import { native, type Precision } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
+import { errorCode } from '../errors.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
 import { segment } from '../infer/inference.js';
 import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '../io/image.js';
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
-import { HelpRequested, REQUIRED, UsageError, defineCommand, nearestOptions, parse, parseNumber, requireString } from './args.js';
+import { HelpRequested, UsageError, nearestOptions, parse, parseNumber, requireString } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs, packageVersion } from './help.js';
-import { checkInputFile, prepareOutputFile } from '../io/paths.js';
-import { checkWeightsArgument } from '../io/weights-cache.js';
+import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { applyEngineFlags } from './engine-flags.js';
 
 /** One line per command for `fcn --help`; a command missing here is listed without one. */
@@ -211,9 +212,19 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(e.text);
       return 0;
     }
-    console.error(e instanceof UsageError ? e.message : `fcn ${name}: ${(e as Error).message}`);
+    console.error(e instanceof UsageError ? e.message : `fcn ${name}: ${withOptionHint(e as Error)}`);
     return e instanceof UsageError ? 2 : 1;
   }
+}
+
+/** The option that lifts a limit an error from below the command line ran into, by its code. */
+const OPTION_HINTS: Record<string, string> = {
+  IMAGE_TOO_LARGE: '--max-pixels raises it',
+};
+
+function withOptionHint(e: Error): string {
+  const hint = OPTION_HINTS[errorCode(e) ?? ''];
+  return hint ? `${e.message} (${hint})` : e.message;
 }
 
 function nearestCommand(name: string): string | undefined {

@@ -4,13 +4,13 @@ import { statSync } from 'node:fs';
 import { configureEngine, engineConfig } from '../engine/config.js';
 import { loadModel } from '../models/weights.js';
 import { calibrateOnImages, quantizeModel } from '../quant/quantize.js';
-import { saveQuantized } from '../quant/file.js';
+import { saveQuantized } from '../models/int8-weights.js';
 import { collectImages } from '../infer/segment-files.js';
 import { segmentImage } from '../infer/inference.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
-import { checkWeightsArgument } from '../io/weights-cache.js';
-import { prepareOutputFile } from '../io/paths.js';
-import { REQUIRED, UsageError, defineCommand, parse, parseNumber, requireString } from './args.js';
+import { checkWeightsArgument, prepareOutputFile } from './paths.js';
+import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { engineOptionSpecs } from './help.js';
 
 export const quantizeSpec = defineCommand({

@@ -4,11 +4,11 @@ import { readClassSet, type ClassSet } from '../data/classes.js';
 import type { FCN } from '../models/fcn.js';
 import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
-import { REQUIRED, UsageError, defineCommand, parse, parseNumber } from './args.js';
+import { UsageError, parse, parseNumber } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
-import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
-import { checkWeightsArgument } from '../io/weights-cache.js';
+import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
 export const segmentSpec = defineCommand({

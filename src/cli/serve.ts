@@ -4,10 +4,11 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { engineConfig } from '../engine/config.js';
 import { isKnownWeights } from '../io/weights-cache.js';
-import { checkInputFile } from '../io/paths.js';
+import { checkInputFile } from './paths.js';
 import { createServer } from '../serve/server.js';
 import { latestDemo } from '../serve/sources.js';
-import { UsageError, defineCommand, parse, parseNumber } from './args.js';
+import { UsageError, parse, parseNumber } from './args.js';
+import { defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
 

@@ -3,14 +3,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { engineConfig, trainingPrecision } from '../engine/config.js';
 import { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
-import { checkWeightsArgument } from '../io/weights-cache.js';
 import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedule, type TrainConfig } from '../train/config.js';
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
 import { DEFAULT_BUCKET_MB, startDistributed, type Distributed } from '../train/distributed.js';
-import { REQUIRED, UsageError, defineCommand, parse, parseNumber, type ParsedValues } from './args.js';
+import { UsageError, parse, parseNumber, type ParsedValues } from './args.js';
+import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
-import { checkInputDir, checkInputFile, prepareOutputDir } from '../io/paths.js';
+import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 
 // The defaults --help shows come from the configuration itself, so they cannot drift from it.
 const seedDefaults = defaultConfig('');

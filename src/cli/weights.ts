@@ -1,14 +1,16 @@
 // `fcn weights fetch|list|inspect|convert`: known pretrained weights, the per-user cache,
 // and any weight file (safetensors, Keras .h5, Caffe .caffemodel) looked at or converted.
 import { basename, resolve } from 'node:path';
-import { formatBytes, progressPrinter } from '../data/fetch.js';
+import { formatBytes, progressPrinter } from '../io/download.js';
 import { f32, writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
-import { readWeightSource, type WeightSource } from '../io/weight-source.js';
+import { readWeightSource } from '../io/weight-source.js';
+import type { WeightSource } from '../io/weight-types.js';
 import {
-  KNOWN_WEIGHTS, KNOWN_WEIGHTS_NAMES, type KnownWeightsName, cacheDir, cacheState, fetchWeights, isKnownWeights, resolveWeights, urlVariable, weightsUrl,
+  KNOWN_WEIGHTS, KNOWN_WEIGHTS_NAMES, type KnownWeightsName, cacheDir, cacheState, fetchWeights, isKnownWeights, urlVariable, weightsUrl,
 } from '../io/weights-cache.js';
-import { WEIGHTS_FORMAT, modelFromSource, saveWeights, weightsMetadata } from '../models/weights.js';
-import { prepareOutputFile } from '../io/paths.js';
+import { modelFromSource, saveWeights } from '../models/weights.js';
+import { WEIGHTS_FORMAT, weightsMetadata } from '../models/weights-layout.js';
+import { prepareOutputFile, resolveWeightsArgument } from './paths.js';
 import { UsageError, parse, parseNumber } from './args.js';
 
 const KNOWN = KNOWN_WEIGHTS_NAMES.join(', ');
@@ -195,7 +197,7 @@ const NETWORK_KEYS = new Set(['model', 'style', 'width', 'classes', 'backbone', 
 async function inspectCmd(argv: string[]): Promise<number> {
   const { values, positionals } = parse('weights inspect', argv, { json: { type: 'boolean' } });
   if (positionals.length !== 1) throw usage(`inspect: expected one weight file or known name, got ${positionals.length ? positionals.map((p) => `'${p}'`).join(' ') : 'none'}`);
-  const path = resolveWeights(positionals[0]!);
+  const path = resolveWeightsArgument(positionals[0]!);
   const source = await readWeightSource(path);
   source.close?.(); // only names, shapes and metadata are shown: no tensor is read
   const network = impliedNetwork(source);
@@ -223,10 +225,10 @@ async function inspectCmd(argv: string[]): Promise<number> {
 async function convertCmd(argv: string[]): Promise<number> {
   const { positionals } = parse('weights convert', argv, {});
   if (positionals.length !== 2) throw usage(`convert: expected an input (file or known name) and an output file, got ${positionals.length ? positionals.map((p) => `'${p}'`).join(' ') : 'none'}`);
-  const input = resolveWeights(positionals[0]!);
+  const input = resolveWeightsArgument(positionals[0]!);
   const out = positionals[1]!;
   if (resolve(input) === resolve(out)) throw usage(`convert: the output ${out} is the input file`);
-  // Checked and created by io/paths: a recursive mkdir would spin for ever under /proc.
+  // Checked and created by cli/paths: a recursive mkdir would spin for ever under /proc.
   prepareOutputFile('weights convert', '', out);
   const source = await readWeightSource(input);
   try {

@@ -10,3 +10,4 @@ export { Rng, mixSeed } from './prng.js';
 export * from './synth.js';
 export * from './check.js';
 export * from './fetch.js';
+export * from '../io/download.js';

@@ -8,6 +8,7 @@
 // MATLAB 7.3 files are HDF5 containers and are refused with a clear message.
 import { readFile } from 'node:fs/promises';
 import { inflateSync } from 'node:zlib';
+import { FcnError, type ErrorContext } from '../errors.js';
 
 // Data types (miXXX) of tagged elements.
 const miINT8 = 1, miUINT8 = 2, miINT16 = 3, miUINT16 = 4, miINT32 = 5, miUINT32 = 6,
@@ -60,15 +61,19 @@ export interface MatFile {
   variables: Record<string, MatValue>;
 }
 
-class MatError extends Error {}
+class MatError extends FcnError {
+  constructor(problem: string, context?: ErrorContext) {
+    super('BAD_MAT_FILE', problem, context);
+  }
+}
 
 /** Parses a MAT-file's bytes. `source` names the file in error messages. */
 export function parseMat(bytes: Uint8Array, source = '<buffer>'): MatFile {
   try {
     return parseMatInner(bytes);
   } catch (e) {
-    const msg = e instanceof MatError ? e.message : `malformed MAT-file (${(e as Error).message})`;
-    throw new Error(`${source}: ${msg}`);
+    const problem = e instanceof MatError ? e.message : `malformed MAT-file (${(e as Error).message})`;
+    throw new MatError(problem, { subject: source });
   }
 }
 

@@ -10,6 +10,7 @@
 import { VOID } from './classes.js';
 import type { RawSample } from './datasets.js';
 import type { Rng } from './prng.js';
+import type { RgbImage } from '../io/image.js';
 
 /** Keras `vgg16.preprocess_input` means, in BGR order. */
 export const KERAS_MEANS_BGR: readonly [number, number, number] = [103.939, 116.779, 123.68];
@@ -46,6 +47,28 @@ export function toNetworkInput(raw: RawSample, means: Means = 'keras'): Sample {
     out[2 * n + i] = src[p]! - mr;
   }
   return { id: raw.id, width: raw.width, height: raw.height, image: out, label: raw.label };
+}
+
+/**
+ * RGB bytes → the network's input for the window [top, top+height) × [left, left+width): CHW
+ * float, BGR order, means subtracted. Pixels outside the image are 0, the mean colour, as the
+ * network's own padding.
+ */
+export function networkInput(rgb: RgbImage, means: Means, top = 0, left = 0, height = rgb.height, width = rgb.width): Float32Array {
+  const [mb, mg, mr] = meansBgr(means);
+  const n = height * width;
+  const out = new Float32Array(3 * n);
+  const src = rgb.data, W = rgb.width;
+  const y1 = Math.min(height, rgb.height - top), x0 = Math.max(0, -left), x1 = Math.min(width, W - left);
+  for (let y = Math.max(0, -top); y < y1; y++) {
+    const row = y * width;
+    for (let x = x0, p = ((top + y) * W + left + x0) * 3; x < x1; x++, p += 3) {
+      out[row + x] = src[p + 2]! - mb;
+      out[n + row + x] = src[p + 1]! - mg;
+      out[2 * n + row + x] = src[p]! - mr;
+    }
+  }
+  return out;
 }
 
 /** Back from network input to RGB bytes (for viewing samples). */

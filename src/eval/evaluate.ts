@@ -19,7 +19,7 @@ import type { LabelMap } from '../data/mat.js';
 import { checkPixelLimit, imageSize, readImageRgb, type RgbImage } from '../io/image.js';
 import type { FCN } from '../models/fcn.js';
 import { segmentImage } from '../infer/inference.js';
-import { ConfusionMatrix, type Metrics } from './confusion.js';
+import { ConfusionMatrix, type Metrics } from '../report/confusion.js';
 
 export interface EvaluationResult {
   metrics: Metrics;

@@ -30,10 +30,10 @@
 // which would leave ~200 px of each tile for the result (~12× the work).
 import { native, type Tensor } from '../engine/binding.js';
 import { engineConfig, type InferencePrecision } from '../engine/config.js';
-import { dequantized } from '../quant/scales.js';
+import { dequantized } from '../nn/activation-scales.js';
 import { disposeAll } from '../engine/tensor.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
-import { meansBgr, type Means } from '../data/transforms.js';
+import { networkInput, type Means } from '../data/transforms.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import { scaledChannels, type FCN } from '../models/fcn.js';
 import type { Conv2d, ForwardContext } from '../nn/layers.js';
@@ -102,28 +102,6 @@ export interface InferenceOptions {
 export interface SegmentOptions extends InferenceOptions {
   /** For a path: refuse images with more decoded pixels (see io/image.ts). */
   maxPixels?: number;
-}
-
-/**
- * RGB bytes → the network's input for the window [top, top+height) × [left, left+width): CHW
- * float, BGR order, means subtracted. Pixels outside the image are 0, the mean colour, as the
- * network's own padding.
- */
-export function networkInput(rgb: RgbImage, means: Means, top = 0, left = 0, height = rgb.height, width = rgb.width): Float32Array {
-  const [mb, mg, mr] = meansBgr(means);
-  const n = height * width;
-  const out = new Float32Array(3 * n);
-  const src = rgb.data, W = rgb.width;
-  const y1 = Math.min(height, rgb.height - top), x0 = Math.max(0, -left), x1 = Math.min(width, W - left);
-  for (let y = Math.max(0, -top); y < y1; y++) {
-    const row = y * width;
-    for (let x = x0, p = ((top + y) * W + left + x0) * 3; x < x1; x++, p += 3) {
-      out[row + x] = src[p + 2]! - mb;
-      out[n + row + x] = src[p + 1]! - mg;
-      out[2 * n + row + x] = src[p]! - mr;
-    }
-  }
-  return out;
 }
 
 // Engine memory per input pixel, float32, scaled by the first block's channels (which

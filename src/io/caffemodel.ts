@@ -23,7 +23,7 @@ import {
   type LayerMessage,
   type V1LayerMessage,
 } from './caffe-schema.js';
-import type { WeightEntry, WeightSource } from './weight-source.js';
+import type { WeightEntry, WeightSource } from './weight-types.js';
 
 type Op = 'conv' | 'deconv';
 

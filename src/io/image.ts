@@ -4,6 +4,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import sharp, { type Metadata } from 'sharp';
 import { encode as encodePng } from 'fast-png';
+import { FcnError } from '../errors.js';
 
 export interface RgbImage {
   /** Interleaved RGB bytes, row-major, height × width × 3. */
@@ -31,11 +32,15 @@ function megapixels(n: number): string {
   return `${mp >= 10 ? mp.toFixed(0) : mp.toPrecision(2)} megapixels`;
 }
 
-/** The error for an image over the limit, naming the file and both sizes. */
+/**
+ * The error for an image over the limit, naming the file and both sizes (code IMAGE_TOO_LARGE:
+ * a command adds how to raise its limit).
+ */
 export function checkPixelLimit(path: string, width: number, height: number, maxPixels: number = DEFAULT_MAX_PIXELS): void {
   if (!(maxPixels > 0)) throw new Error(`maxPixels must be positive, got ${maxPixels}`);
   if (width * height > maxPixels) {
-    throw new Error(`${path}: the image is ${width}×${height}, ${megapixels(width * height)}, over the limit of ${megapixels(maxPixels)} for a decoded image (--max-pixels raises it)`);
+    const problem = `the image is ${width}×${height}, ${megapixels(width * height)}, over the limit of ${megapixels(maxPixels)} for a decoded image`;
+    throw new FcnError('IMAGE_TOO_LARGE', problem, { subject: path });
   }
 }
 

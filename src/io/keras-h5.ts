@@ -20,7 +20,8 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import h5wasm, { type Dataset, type File as H5File, type Group } from 'h5wasm/node';
-import type { WeightEntry, WeightSource } from './weight-source.js';
+import type { WeightEntry, WeightSource } from './weight-types.js';
+import { FcnError, type ErrorContext } from '../errors.js';
 
 /** Largest slice of a dataset read through the WebAssembly heap at once, by default. */
 const READ_CHUNK_BYTES = 16 << 20;
@@ -73,7 +74,11 @@ const FCN_HEADS = ['score7', 'score4', 'score3', 'score7_upsample', 'skip4_upsam
 const FINAL_UPSAMPLING = ['fcn32', 'fcn16', 'fcn8'] as const;
 
 /** A problem with the file's content, already worded for the user (not an HDF5 library error). */
-class KerasFileError extends Error {}
+class KerasFileError extends FcnError {
+  constructor(problem: string, context?: ErrorContext) {
+    super('BAD_KERAS_FILE', problem, context);
+  }
+}
 
 /** The innermost reason of an HDF5 error stack as h5wasm's throwing handler reports it. */
 function hdf5Reason(e: unknown): string {

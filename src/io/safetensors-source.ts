@@ -1,11 +1,11 @@
 // The project's own safetensors weights as a WeightSource: already in the common form.
 import { readSafetensors, type SafetensorsFile } from './safetensors.js';
-import type { WeightEntry, WeightSource } from './weight-source.js';
+import type { WeightEntry, WeightSource } from './weight-types.js';
 
 export function sourceFromSafetensors(file: SafetensorsFile, path: string): WeightSource {
   const tensors = new Map<string, WeightEntry>();
   for (const [name, t] of file.tensors) {
-    // An int8 kernel of a quantized model (src/quant/file.ts): Keras layout (kh, kw, in, out)
+    // An int8 kernel of a quantized model (src/models/int8-weights.ts): Keras layout (kh, kw, in, out)
     // with one scale per output channel, the last axis.
     const scale = name.endsWith('.kernel') ? file.tensors.get(`${name}_scale`) : undefined;
     if (t.dtype === 'I8' && scale) {

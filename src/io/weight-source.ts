@@ -1,46 +1,9 @@
-// One loader for every weight file people hold: the project's safetensors, Keras `.h5`
-// (the seed's FCN models and Keras's VGG16 ImageNet files) and Caffe `.caffemodel` (the
-// paper's FCN models and Caffe's VGG16). The format is detected from the file's content,
-// never its extension. Each reader presents the file in one common form: the project's layer
-// names (`block1_conv1`, `conv6`, `score7`, `fcn8`…) and Keras layouts — convolution kernels
-// (kh, kw, in, out), transposed-convolution kernels (kh, kw, out, in), biases (out), float32 —
-// plus string metadata saying what network the file implies. Tensors are converted one at a
-// time when asked for (`read`), so a 500 MB file is never held as several full copies.
+// Opens any weight file the project reads — the project's safetensors, Keras `.h5` (the
+// seed's FCN models and Keras's VGG16 ImageNet files) and Caffe `.caffemodel` (the paper's FCN
+// models and Caffe's VGG16) — by its content, never its extension, through the reader of its
+// format. The common form every reader presents is described in weight-types.ts.
 import { closeSync, openSync, readSync } from 'node:fs';
-
-export type WeightFormat = 'safetensors' | 'keras-h5' | 'caffemodel';
-
-/** A tensor of a weight file, converted to the common form only when read. */
-export interface WeightEntry {
-  /** Keras-layout shape (see above). */
-  shape: number[];
-  /** The float32 values in that layout; each call may convert again, so call once. */
-  read(): Float32Array;
-  /**
-   * For an int8 kernel of a quantized model (see src/quant/file.ts): its int8 values in the
-   * same layout. `read` gives the float32 values they stand for.
-   */
-  readInt8?(): Int8Array;
-}
-
-export interface WeightSource {
-  path: string;
-  format: WeightFormat;
-  /**
-   * What the file implies, as strings (the keys of the project's safetensors metadata):
-   * `model` (fcn32|fcn16|fcn8; absent for a backbone), `backbone` ('vgg16' for an ImageNet
-   * VGG16 file), `style` (keras|caffe), `width`, `classes`, `skip_scales` ("0.01,0.0001" for
-   * Caffe's at-once FCN-8s), `class_names` (JSON array) when known, and anything else the
-   * format records.
-   */
-  metadata: Record<string, string>;
-  /** Tensors by `<layer>.kernel` / `<layer>.bias`, input to output. */
-  tensors: Map<string, WeightEntry>;
-  /** One line per thing the reader did that a user should know (e.g. layers left out). */
-  notes: string[];
-  /** Releases what the reader holds open (an HDF5 file) before every tensor has been read. */
-  close?(): void;
-}
+import type { WeightFormat, WeightSource } from './weight-types.js';
 
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
 

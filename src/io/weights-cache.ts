@@ -1,16 +1,15 @@
 // Known pretrained weights and the per-user cache they are downloaded into. A known name
 // (`vgg16`, `fcn8s`…) stands for one published file; `resolveWeights` turns a name or a path
 // into a file on disk, so every command that takes weights also takes these names. Downloads
-// go through the project's resumable downloader (src/data/fetch.ts): a `.part` file next to
+// go through the project's resumable downloader (src/io/download.ts): a `.part` file next to
 // the final one, renamed only when whole and checked.
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { downloadFile, formatBytes, type ProgressEvent } from '../data/fetch.js';
-import type { WeightFormat } from './weight-source.js';
-import { checkInputFile } from './paths.js';
-import { UsageError } from '../cli/args.js';
+import { downloadFile, formatBytes, type ProgressEvent } from './download.js';
+import type { WeightFormat } from './weight-types.js';
+import { FcnError } from '../errors.js';
 
 export interface KnownWeights {
   name: string;
@@ -223,27 +222,8 @@ export function resolveWeights(nameOrPath: string, env: NodeJS.ProcessEnv = proc
     const known = KNOWN_WEIGHTS[nameOrPath];
     const dest = cachedPath(nameOrPath, env);
     const partial = state.state === 'partial' ? ` (${formatBytes(state.bytes)} of it are in ${state.path}: fetching resumes there)` : '';
-    throw new Error(
-      `weights '${nameOrPath}' (${known.description}) are not downloaded yet${partial}; run: fcn weights fetch ${nameOrPath}\n` +
-        byHand(known, weightsUrl(nameOrPath, env), dest),
-    );
+    // The command line adds the command that fetches them (io speaks of files, not of commands).
+    throw new FcnError('WEIGHTS_NOT_DOWNLOADED', `weights '${nameOrPath}' (${known.description}) are not downloaded yet${partial}\n${byHand(known, weightsUrl(nameOrPath, env), dest)}`);
   }
   throw new Error(`${nameOrPath}: no such file, and not a known weights name (known: ${KNOWN_WEIGHTS_NAMES.join(', ')})`);
-}
-
-/**
- * Checks a `--weights`/`--init` argument before any work starts: a known name must be in the
- * cache (the error says how to fetch it), anything else must be a readable file. Returns the
- * file to load.
- */
-export function checkWeightsArgument(cmd: string, flag: string, value: string): string {
-  if (!isKnownWeights(value)) {
-    checkInputFile(cmd, flag, value);
-    return value;
-  }
-  try {
-    return resolveWeights(value);
-  } catch (e) {
-    throw new UsageError(`fcn ${cmd}: --${flag} '${value}': ${(e as Error).message}`);
-  }
 }

@@ -2,7 +2,7 @@
 // Shape letters: N batch, C channels, H×W the input's size, Hp×Wp padded to a multiple of 32.
 import { native, type Tensor, type Precision } from '../engine/binding.js';
 import { Tape, disposeAll } from '../engine/tensor.js';
-import { dequantized } from '../quant/scales.js';
+import { dequantized } from '../nn/activation-scales.js';
 import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js';
 import { Param } from '../nn/param.js';
 import { bilinearInit, glorotUniform, heUniform, zeroInit } from '../nn/init.js';

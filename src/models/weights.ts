@@ -1,72 +1,20 @@
-// Model weights as safetensors files in Keras layouts, so that a Keras `.h5` maps one to
-// one: `<layer>.kernel` is (kh, kw, in, out) for convolutions and (kh, kw, out, in) for
-// transposed convolutions, `<layer>.bias` is (out), all float32. The metadata records the
-// model, style, width, classes (and their names) so that a file alone rebuilds its network.
-// Loading goes through the one WeightSource interface, so Keras `.h5` and Caffe
-// `.caffemodel` files load wherever safetensors do.
+// Model weights as safetensors files in Keras layouts (weights-layout.ts), so that a Keras
+// `.h5` maps one to one. Loading goes through the one WeightSource interface, so Keras `.h5`
+// and Caffe `.caffemodel` files load wherever safetensors do, and a file made by `quantize`
+// gets its int8 form (int8-weights.ts).
 import { native, type Tensor } from '../engine/binding.js';
-import { writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
+import { writeSafetensors, type SafetensorsFile } from '../io/safetensors.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnOptions, type FcnStyle } from './fcn.js';
-import { readWeightSource, type WeightEntry, type WeightSource } from '../io/weight-source.js';
+import { readWeightSource } from '../io/weight-source.js';
+import type { WeightEntry, WeightSource } from '../io/weight-types.js';
 import { sourceFromSafetensors } from '../io/safetensors-source.js';
 import { resolveWeights } from '../io/weights-cache.js';
 import type { Param } from '../nn/param.js';
-import { QUANT_SUFFIXES, attachQuantization } from '../quant/file.js';
+import { QUANT_SUFFIXES, attachQuantization } from './int8-weights.js';
+import { fromKerasLayout, kerasShape, weightsMetadata, weightsToKeras } from './weights-layout.js';
 
-export const WEIGHTS_FORMAT = 'fcn-keras-layout';
 /** Prefix of the optimiser-state tensors a training checkpoint adds to the weights. */
 export const OPTIMIZER_PREFIX = 'optimizer.';
-
-/** Axis order of the Keras array, as indices into the engine's O,I,KH,KW. */
-export function kerasAxes(p: Param): number[] {
-  if (p.role === 'bias') return [0];
-  return p.transposed ? [2, 3, 0, 1] : [2, 3, 1, 0];
-}
-
-export function inversePerm(perm: number[]): number[] {
-  const inv = new Array<number>(perm.length);
-  perm.forEach((a, k) => (inv[a] = k));
-  return inv;
-}
-
-export function kerasShape(p: Param): number[] {
-  return kerasAxes(p).map((a) => p.dims[a]);
-}
-
-/** A parameter's value (or another array of its shape, e.g. its gradient) in Keras layout. */
-export function toKerasLayout(p: Param, t: Tensor = p.value): SafetensorsTensor {
-  const k = native.permute(t, kerasAxes(p));
-  try {
-    const data = k.toArray();
-    if (data instanceof Float32Array) return { dtype: 'F32', shape: kerasShape(p), data };
-    if (data instanceof Int8Array) return { dtype: 'I8', shape: kerasShape(p), data };
-    throw new Error(`${p.name}: a ${t.dtype} tensor has no weights-file form`);
-  } finally {
-    k.dispose();
-  }
-}
-
-/** A Keras-layout array as the engine's tensor for parameter p (O,I,KH,KW or (out)), in one native pass. */
-export function fromKerasLayout(p: Param, data: Float32Array | Int8Array): Tensor {
-  return native.fromArray(kerasShape(p), data, inversePerm(kerasAxes(p)));
-}
-
-/** The model's parameters as Keras-layout float32 arrays, by checkpoint name. */
-export function weightsToKeras(model: FCN): Map<string, SafetensorsTensor> {
-  return new Map(model.params().map((p) => [p.name, toKerasLayout(p)]));
-}
-
-export function weightsMetadata(model: FCN): Record<string, string> {
-  return {
-    format: WEIGHTS_FORMAT,
-    model: model.kind,
-    style: model.style,
-    width: String(model.width),
-    classes: String(model.numClasses),
-    ...(model.skipScales ? { skip_scales: model.skipScales.join(',') } : {}),
-    ...(model.classNames ? { class_names: JSON.stringify(model.classNames) } : {}),
-  };
-}
 
 /** Writes the model's weights atomically. */
 export function saveWeights(path: string, model: FCN, metadata: Record<string, string> = {}): void {
@@ -121,7 +69,7 @@ export function loadSourceInto(model: FCN, source: WeightSource, options: { allo
     staged.push([p, t]);
   }
   // Training checkpoints carry the optimiser's state beside the weights, under `optimizer.`.
-  // An int8 model's scales travel beside its kernels (src/quant/file.ts).
+  // An int8 model's scales travel beside its kernels (int8-weights.ts).
   const extra = [...source.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX) && !QUANT_SUFFIXES.some((x) => n.endsWith(x)));
   if (extra !== undefined) throw new Error(`${where}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
   for (const [p, t] of staged) p.assign(readChecked(source, p, t, options.allowNonFinite ?? false));

@@ -4,7 +4,7 @@
 import { native, type Tensor, type Precision } from '../engine/binding.js';
 import type { InferencePrecision } from '../engine/config.js';
 import { Tape, disposeAll } from '../engine/tensor.js';
-import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from '../quant/scales.js';
+import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from './activation-scales.js';
 import { Param } from './param.js';
 
 export interface ForwardContext {

@@ -11,7 +11,7 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { disposeAll } from '../engine/tensor.js';
 import type { FCN } from '../models/fcn.js';
-import { networkInput } from '../infer/inference.js';
+import { networkInput } from '../data/transforms.js';
 import type { RgbImage } from '../io/image.js';
 import type { Conv2d, ConvQuant } from '../nn/layers.js';
 

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { writeFileAtomicAsync } from '../io/atomic.js';
-import type { Metrics } from '../eval/confusion.js';
+import type { Metrics } from './confusion.js';
 
 /** A PNG as bytes (embedded as a data URI) or a file path, linked: an absolute path is made
  * relative to the report's directory, a relative one is taken as already relative to it. */

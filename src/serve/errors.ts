@@ -1,14 +1,15 @@
 // Errors the server answers with a status and a message meant for the person who sent the
 // request: every 4xx says what was wrong and what is accepted.
+import { FcnError } from '../errors.js';
 
-export class HttpError extends Error {
+export class HttpError extends FcnError {
   constructor(
     readonly statusCode: number,
     message: string,
     /** Extra response headers (Retry-After for a full queue). */
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
+    super('HTTP', message);
   }
 }
 

@@ -8,7 +8,7 @@ import type { InferencePrecision } from '../engine/config.js';
 import { vocPalette, type RgbImage } from '../io/image.js';
 import { toNetworkInput } from '../data/transforms.js';
 import { classShares, type ClassShare } from '../report/viz.js';
-import { modelClassNames, segment } from '../models/segment.js';
+import { modelClassNames, segment } from '../infer/inference.js';
 import type { FCN, StageMap, StageMapName } from '../models/fcn.js';
 
 const PALETTE = vocPalette(256);

@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { configureEngine } from '../engine/config.js';
 import { loadModel } from '../models/weights.js';
-import { modelClassNames } from '../models/segment.js';
+import { modelClassNames } from '../infer/inference.js';
 import type { FCN } from '../models/fcn.js';
 import { answerFor, stagesFor } from './work.js';
 import type { Job, WorkerInit, WorkerMessage } from './protocol.js';

@@ -6,7 +6,8 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { readSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsTensor } from '../io/safetensors.js';
 import type { FCN } from '../models/fcn.js';
-import { OPTIMIZER_PREFIX, modelFromFile, weightsMetadata, weightsToKeras } from '../models/weights.js';
+import { OPTIMIZER_PREFIX, modelFromFile } from '../models/weights.js';
+import { weightsMetadata, weightsToKeras } from '../models/weights-layout.js';
 import type { Optimizer } from './optim.js';
 
 export interface EpochRecord {

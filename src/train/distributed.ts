@@ -29,9 +29,14 @@ import { DataLoader, type Batch, type LoaderOptions } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
 import type { StepOptions, StepResult } from './step.js';
 import os from 'node:os';
+import { FcnError, type ErrorContext } from '../errors.js';
 
 /** Ranks disagree (weights, settings) or one cannot take part: the job stops. */
-export class DistributedError extends Error {}
+export class DistributedError extends FcnError {
+  constructor(problem: string, context?: ErrorContext) {
+    super('DISTRIBUTED', problem, context);
+  }
+}
 
 export interface DistributedOptions {
   /** How gradients travel: float32, or bfloat16 (half the bytes, float32 additions). */

@@ -19,7 +19,7 @@ import { openDataset, type Dataset } from '../data/datasets.js';
 import { DataLoader, type Batch } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
 import { toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
-import { ConfusionMatrix } from '../eval/confusion.js';
+import { ConfusionMatrix } from '../report/confusion.js';
 import { scoreLogits } from '../eval/evaluate.js';
 import { openJsonl, type JsonlLog } from '../report/jsonl.js';
 import { progress as makeProgress, type Progress, type ProgressStream } from '../report/progress.js';
@@ -30,12 +30,21 @@ import { computeGradients, type StepResult } from './step.js';
 import type { Distributed } from './distributed.js';
 import { loadCheckpoint, saveCheckpoint, type EpochRecord, type TrainState } from './checkpoint.js';
 import { validateConfig, type StageConfig, type TrainConfig } from './config.js';
+import { FcnError, type ErrorContext } from '../errors.js';
 
 /** The loss or a weight became NaN or infinite: the run stops, its last checkpoint stays good. */
-export class NonFiniteLossError extends Error {}
+export class NonFiniteLossError extends FcnError {
+  constructor(problem: string, context?: ErrorContext) {
+    super('NON_FINITE_LOSS', problem, context);
+  }
+}
 
 /** `resume` found no checkpoint it could load: the run is not started over in its folder. */
-export class ResumeError extends Error {}
+export class ResumeError extends FcnError {
+  constructor(problem: string, context?: ErrorContext) {
+    super('RESUME', problem, context);
+  }
+}
 
 export interface RunPaths {
   dir: string;

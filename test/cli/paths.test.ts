@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkInputDir, checkInputFile, prepareOutputDir, prepareOutputFile } from '../../src/io/paths.js';
+import { checkInputDir, checkInputFile, prepareOutputDir, prepareOutputFile } from '../../src/cli/paths.js';
 import { UsageError } from '../../src/cli/args.js';
 import { repoRoot, tempDir } from '../data/helpers.js';
 import { requires } from '../prereq.js';
@@ -43,7 +43,7 @@ function usageError(run: () => void): string {
   assert.fail('expected a UsageError');
 }
 
-describe('src/io/paths', () => {
+describe('src/cli/paths', () => {
   test('inputs: a missing file or folder, a folder given for a file and the reverse, a device', () => {
     assert.equal(usageError(() => checkInputFile('x', 'weights', missing)), `fcn x: --weights '${missing}': no such file`);
     assert.equal(usageError(() => checkInputFile('x', 'image', join(aFile, 'under'))), `fcn x: --image '${join(aFile, 'under')}': no such file`);

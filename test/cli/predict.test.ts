@@ -8,7 +8,7 @@ import { decode } from 'fast-png';
 import { readNpy } from '../../src/io/npy.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { loadModel } from '../../src/models/weights.js';
-import { segment } from '../../src/models/segment.js';
+import { segment } from '../../src/infer/inference.js';
 import { configureEngine } from '../../src/engine/config.js';
 import { tempDir } from '../data/helpers.js';
 import { lines, runCli } from '../eval/fixtures.js';

@@ -11,7 +11,7 @@ import { SYNTH_CLASS_NAMES } from '../../src/data/synth.js';
 import { readLabel } from '../../src/data/labels.js';
 import { readImageRgb, writeLabelPng } from '../../src/io/image.js';
 import { groundTruthFile } from '../../src/infer/segment-files.js';
-import { segment } from '../../src/models/segment.js';
+import { segment } from '../../src/infer/inference.js';
 import { loadModel } from '../../src/models/weights.js';
 import { writeComparison } from '../../src/report/viz.js';
 import { tempDir } from '../data/helpers.js';

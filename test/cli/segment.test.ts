@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import { SYNTH_CLASS_NAMES } from '../../src/data/synth.js';
 import { readImageRgb, vocPalette } from '../../src/io/image.js';
 import { collectImages, compareTitles } from '../../src/infer/segment-files.js';
-import { segment } from '../../src/models/segment.js';
+import { segment } from '../../src/infer/inference.js';
 import { loadModel } from '../../src/models/weights.js';
 import { classShares, writeComparison } from '../../src/report/viz.js';
 import { tempDir } from '../data/helpers.js';

@@ -8,7 +8,7 @@ import { readLabel } from '../../src/data/labels.js';
 import { writeLabelPng } from '../../src/io/image.js';
 import { evaluate, evaluationToJson, scorePredictions } from '../../src/eval/evaluate.js';
 import type { FCN } from '../../src/models/fcn.js';
-import { segment } from '../../src/models/segment.js';
+import { segment } from '../../src/infer/inference.js';
 import { needShared, tempDir, vocRoot } from '../data/helpers.js';
 import { HAND, SYNTH_CLASSES, handDataset, tinyDataset, tinyModel } from './fixtures.js';
 

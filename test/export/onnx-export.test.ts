@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { FCN, type FcnKind, type FcnOptions } from '../../src/models/fcn.js';
-import { toKerasLayout } from '../../src/models/weights.js';
+import { toKerasLayout } from '../../src/models/weights-layout.js';
 import { native } from '../../src/engine/binding.js';
 import { configureEngine } from '../../src/engine/config.js';
 import { toNetworkInput, type Means } from '../../src/data/transforms.js';

@@ -6,7 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { ProgressEvent } from '../../src/data/fetch.js';
+import type { FcnError } from '../../src/errors.js';
+import type { ProgressEvent } from '../../src/io/download.js';
 import {
   KNOWN_WEIGHTS, KNOWN_WEIGHTS_NAMES, cacheDir, cacheState, cachedPath, fetchWeights, resolveWeights, urlVariable, weightsUrl,
 } from '../../src/io/weights-cache.js';
@@ -214,10 +215,12 @@ describe('resolveWeights', () => {
     assert.equal(resolveWeights(file, env), file);
   });
 
-  test('a known name not in the cache: the command to run, and the address and exact path for offline machines', () => {
+  test('a known name not in the cache: a code the command line adds its fetch command by, and the address and exact path for offline machines', () => {
     const dest = join(tmp.dir, 'home', 'weights', 'fcn8s-heavy-pascal.caffemodel');
     assert.throws(() => resolveWeights('fcn8s', env), (e: Error) => {
-      assert.match(e.message, /^weights 'fcn8s' \(.*FCN-8s.*\) are not downloaded yet; run: fcn weights fetch fcn8s\n/);
+      assert.match(e.message, /^weights 'fcn8s' \(.*FCN-8s.*\) are not downloaded yet\n/);
+      assert.equal((e as FcnError).code, 'WEIGHTS_NOT_DOWNLOADED');
+      assert.ok(!e.message.includes('fcn weights'), `io names no command: ${e.message}`);
       assert.ok(e.message.includes(`download http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel elsewhere and put it at ${dest}`), e.message);
       return true;
     });

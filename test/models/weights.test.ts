@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { native } from '../../src/engine/binding.js';
 import { FCN } from '../../src/models/fcn.js';
-import { loadModel, saveWeights, weightsToKeras } from '../../src/models/weights.js';
+import { loadModel, saveWeights } from '../../src/models/weights.js';
+import { weightsToKeras } from '../../src/models/weights-layout.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { bilinearPlane } from '../../src/nn/init.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfusionMatrix } from '../../src/eval/confusion.js';
+import { ConfusionMatrix } from '../../src/report/confusion.js';
 import { writeHtmlReport, type HtmlReportSpec } from '../../src/report/html.js';
 import { lineChartSvg } from '../../src/report/plot.js';
 import { assertWellFormedXml } from './xml.js';

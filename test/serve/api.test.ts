@@ -8,7 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 import sharp from 'sharp';
 import { loadModel } from '../../src/models/weights.js';
-import { segment } from '../../src/models/segment.js';
+import { segment } from '../../src/infer/inference.js';
 import { classShares } from '../../src/report/viz.js';
 import { engineConfig } from '../../src/engine/config.js';
 import { requires } from '../prereq.js';

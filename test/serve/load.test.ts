@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { decode } from 'fast-png';
 import { loadModel } from '../../src/models/weights.js';
-import { segment } from '../../src/models/segment.js';
+import { segment } from '../../src/infer/inference.js';
 import { engineConfig } from '../../src/engine/config.js';
 import type { FCN } from '../../src/models/fcn.js';
 import { loadCases, loadTest, type LoadCase } from '../../bench/serve.js';

@@ -10,7 +10,7 @@ import { Adam } from '../../src/train/optim.js';
 import { trainStep } from '../../src/train/step.js';
 import { vocDataset, readSample } from '../../src/data/datasets.js';
 import { toNetworkInput, resizeWithPad } from '../../src/data/transforms.js';
-import { ConfusionMatrix } from '../../src/eval/confusion.js';
+import { ConfusionMatrix } from '../../src/report/confusion.js';
 
 const voc = path.resolve(import.meta.dirname, '..', '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
 const skip = requires(existsSync(voc), `the real VOC sample is not at ${voc}`);

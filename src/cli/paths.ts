@@ -1,7 +1,8 @@
 // Checks of the paths given on the command line, made before any model is loaded or any work
 // starts, so that a bad path fails at once, in one line that names the path and the real
 // reason: a missing input, a file where a folder should be, a folder that cannot be written,
-// or a kernel pseudo filesystem.
+// or a kernel pseudo filesystem. A weights argument may also be a known name (vgg16, fcn8s…)
+// standing for a file in the weights cache.
 //
 // Output folders are created here one level at a time rather than with
 // mkdirSync({ recursive: true }): under /proc, mkdir of a missing name fails with ENOENT even
@@ -10,7 +11,9 @@
 // failure into an error naming the level, and /proc and /sys are refused before that anyway.
 import { accessSync, constants, lstatSync, mkdirSync, realpathSync, statSync, statfsSync, type Stats } from 'node:fs';
 import path from 'node:path';
-import { UsageError } from '../cli/args.js';
+import { FcnError } from '../errors.js';
+import { isKnownWeights, resolveWeights } from '../io/weights-cache.js';
+import { UsageError } from './args.js';
 
 /**
  * Kernel pseudo filesystems by their statfs magic number (linux/magic.h): they expose kernel
@@ -56,7 +59,7 @@ const reasonOf = (e: unknown): string => {
 
 /** "fcn <cmd>: --flag 'path': reason", or "fcn <cmd>: path: reason" for a positional argument (flag ''). */
 function fail(cmd: string, flag: string, given: string, reason: string): never {
-  throw new UsageError(`fcn ${cmd}: ${flag ? `--${flag} '${given}'` : given}: ${reason}`);
+  throw new UsageError(reason, { op: `fcn ${cmd}`, subject: flag ? `--${flag} '${given}'` : given });
 }
 
 /** The pseudo filesystem `existing` (an existing path) lies on, if any. */
@@ -207,4 +210,36 @@ export function prepareOutputDir(cmd: string, flag: string, dir: string): void {
   checkExistingAncestor(cmd, flag, dir, located);
   checkWritableDir(cmd, flag, dir, located.existing);
   createFolders(cmd, flag, dir, located.existing, located.missing);
+}
+
+/**
+ * A weights file from a `--weights`-like argument (a path or a known name), as resolveWeights
+ * finds it, with the command that downloads known weights not fetched yet.
+ */
+export function resolveWeightsArgument(value: string): string {
+  try {
+    return resolveWeights(value);
+  } catch (e) {
+    if (!(e instanceof FcnError) || e.code !== 'WEIGHTS_NOT_DOWNLOADED') throw e;
+    // After the first line: the lines below it say how to fetch the file by hand.
+    const problem = e.problem.replace(/\n|$/, `; run: fcn weights fetch ${value}$&`);
+    throw new FcnError(e.code, problem, { op: e.op, subject: e.subject }, { cause: e });
+  }
+}
+
+/**
+ * Checks a `--weights`/`--init` argument before any work starts: a known name must be in the
+ * cache (the error says how to fetch it), anything else must be a readable file. Returns the
+ * file to load.
+ */
+export function checkWeightsArgument(cmd: string, flag: string, value: string): string {
+  if (!isKnownWeights(value)) {
+    checkInputFile(cmd, flag, value);
+    return value;
+  }
+  try {
+    return resolveWeightsArgument(value);
+  } catch (e) {
+    throw new UsageError((e as Error).message, { op: `fcn ${cmd}`, subject: `--${flag} '${value}'` }, { cause: e });
+  }
 }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ConfusionMatrix, formatMetricsTable, type Metrics } from '../../src/eval/confusion.js';
+import { ConfusionMatrix, formatMetricsTable, type Metrics } from '../../src/report/confusion.js';
 
 const referenceScript = fileURLToPath(new URL('../../scripts/metrics_reference.py', import.meta.url));
 

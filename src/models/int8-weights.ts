@@ -1,4 +1,4 @@
-// An int8 model as a file: the project's safetensors weights (src/models/weights.ts) where
+// An int8 model as a file: the project's safetensors weights (weights.ts) where
 // each quantized convolution's `<layer>.kernel` is I8 in the Keras layout, with beside it
 //   <layer>.kernel_scale  F32 (out)  real kernel = kernel_scale[o] · q
 //   <layer>.input_scale   F32 (1)    real input  = input_scale · q (uint8)
@@ -8,10 +8,10 @@
 // `calibration` (how the activation scales were found). Any reader of the project's weights
 // loads it: float32 kernels are the dequantized ones, and `--precision int8` runs the int8 form.
 import { native, type Tensor } from '../engine/binding.js';
-import type { FCN } from '../models/fcn.js';
-import { fromKerasLayout, toKerasLayout, weightsMetadata } from '../models/weights.js';
+import type { FCN } from './fcn.js';
+import { fromKerasLayout, toKerasLayout, weightsMetadata } from './weights-layout.js';
 import { writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
-import type { WeightSource } from '../io/weight-source.js';
+import type { WeightSource } from '../io/weight-types.js';
 import type { ConvQuant } from '../nn/layers.js';
 
 export const QUANT_SUFFIXES = ['.kernel_scale', '.input_scale', '.output_scale'] as const;
