@@ -7,7 +7,8 @@ import { closeSync, constants, cpSync, openSync, readFileSync, rmSync, writeFile
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { synthesizeDataset } from '../../src/data/synth.js';
-import { loadModel, saveWeights, weightsToKeras } from '../../src/models/weights.js';
+import { loadModel, saveWeights } from '../../src/models/weights.js';
+import { weightsToKeras } from '../../src/models/weights-layout.js';
 import { FCN } from '../../src/models/fcn.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
 import { readSafetensors } from '../../src/io/safetensors.js';

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native, type Tensor } from '../../src/engine/binding.js';
 import { cpuFeatures, int8SevenBitActivations } from '../../src/engine/config.js';
-import { activationLevels } from '../../src/quant/scales.js';
+import { activationLevels } from '../../src/nn/activation-scales.js';
 import * as ref from './reference.js';
 import { int8Sums, randomInts } from './kernel-probe.js';
 

@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { decode } from 'fast-png';
 import { configureEngine } from '../../src/engine/config.js';
 import { loadModel } from '../../src/models/weights.js';
-import { segment } from '../../src/models/segment.js';
+import { segment } from '../../src/infer/inference.js';
 import { readNpy } from '../../src/io/npy.js';
 import { repoRoot, tempDir } from '../data/helpers.js';
 import { requires } from '../prereq.js';
