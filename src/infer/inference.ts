@@ -36,7 +36,7 @@ import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { meansBgr, type Means } from '../data/transforms.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import type { FCN, PassHooks } from '../models/fcn.js';
-import { stageStrides, walkBlocks, walkHead, walkSkips, type NetworkOps, type Skip, type StageMapName } from '../models/network.js';
+import { walkBlocks, walkHead, walkSkips, type NetworkOps, type Skip, type StageMapName } from '../models/network.js';
 import { convOutputSize, headSupport, mapRanges, marginFor, planAxis, poolSizes, poolSupports, type AxisPlan, type Support } from './tiling.js';
 
 /** The model's class names: from its weights' metadata, else VOC's for 21 classes. */
@@ -102,19 +102,11 @@ export interface InferenceOptions {
 }
 
 /**
- * A class score map inside the network, [1, classes, h, w]: score7 (1/32); for FCN-16s/8s
- * the block4_pool skip's scores and their sum with the doubled score7 (score4, fuse4 at
- * 1/16); for FCN-8s the block3_pool ones (score3, fuse3 at 1/8). The same maps whole or
- * tiled. In the keras style map pixel (i, j) covers input pixels [s·i, s·(i+1)) ×
- * [s·j, s·(j+1)) of the input padded to 32.
+ * A class score map inside the network (models/network.ts), [1, classes, h, w], at `stride`
+ * input pixels per map pixel; the same whole or tiled. In the keras style map pixel (i, j)
+ * covers input pixels [s·i, s·(i+1)) × [s·j, s·(j+1)) of the input padded to 32.
  */
-export interface StageMap {
-  name: StageMapName;
-  /** Input pixels per map pixel: 32, 16 or 8. */
-  stride: number;
-  dims: number[];
-  data: Float32Array;
-}
+export type StageMap = { name: StageMapName; stride: number; dims: number[]; data: Float32Array };
 
 export interface SegmentOptions extends InferenceOptions {
   /** For a path: refuse images with more decoded pixels (see io/image.ts). */
@@ -314,21 +306,6 @@ const side = (bytes: number, perPixel: number) => Math.floor(Math.sqrt(bytes / p
 
 type TiledOptions = Required<Pick<InferenceOptions, 'precision' | 'means' | 'memoryBudget' | 'name'>> & InferenceOptions;
 
-/** The stitched maps alive in a tiled pass: each freed as soon as no later stage reads it, and all on an error. */
-class HeldMaps {
-  private readonly maps = new Set<StitchedMap>();
-  hold<T extends { pool: StitchedMap; scores: Map<Skip, StitchedMap> }>(r: T): T {
-    for (const m of [r.pool, ...r.scores.values()]) this.maps.add(m);
-    return r;
-  }
-  release(...maps: StitchedMap[]): void {
-    for (const m of maps) (m.dispose(), this.maps.delete(m));
-  }
-  dispose(): void {
-    this.release(...this.maps);
-  }
-}
-
 /**
  * The staged forward pass for a large image (see the top of this file): the walk over the
  * network's description (models/network.ts) that the whole pass takes, in stages of windows.
@@ -337,24 +314,27 @@ function tiledForward(model: FCN, rgb: RgbImage, o: TiledOptions, hooks: PassHoo
   const net = model.network;
   // Each block's buffers go back to the system (see body stages).
   const ops: NetworkOps<Tensor> = { ...model.inferenceOps(o.precision), endBlock: () => releaseIdleBuffers(0) };
-  const held = new HeldMaps();
+  // The stitched maps alive: each freed as soon as no later stage reads it, and all on an error.
+  const held = new Set<StitchedMap>();
+  const release = (...maps: StitchedMap[]) => maps.forEach((m) => (m.dispose(), held.delete(m)));
   let fused: Tensor | null = null;
   try {
     const body = tiledBody(model, rgb, o, ops, held);
     const head = tiledHead(model, body.pool5, o, ops, body.tileSize);
-    held.release(body.pool5);
+    held.add(head.score7);
+    release(body.pool5);
     releaseIdleBuffers(0);
     // 3. The skips on the whole (small) score maps, as the whole pass walks them.
     const coarse = head.score7.tensor();
-    held.release(head.score7);
+    release(head.score7);
     hooks.stage?.(net.headStage, coarse);
     fused = walkSkips(net, coarse, new Map([...body.scores].map(([s, m]) => [s, m.tensor()])), model.inferenceOps(o.precision, hooks));
-    held.dispose();
+    release(...held);
     const out = tiledOutput(model, fused, rgb, o, ops);
     return { outputs: out.outputs, plan: { tiled: true, tiles: body.tiles, tileSize: body.tileSize, poolWindows: body.poolWindows, headWindows: head.windows, outputWindows: out.windows } };
   } finally {
     disposeAll(fused);
-    held.dispose();
+    release(...held);
   }
 }
 
@@ -364,7 +344,7 @@ function tiledForward(model: FCN, rgb: RgbImage, o: TiledOptions, hooks: PassHoo
  * blocks in image tiles. The first needs far less overlap: block3_pool sees 44 px, where
  * block5_pool sees 212 (12 MP: ~1.1× the whole image's work instead of ~1.6×).
  */
-function tiledBody(model: FCN, rgb: RgbImage, o: TiledOptions, ops: NetworkOps<Tensor>, held: HeldMaps) {
+function tiledBody(model: FCN, rgb: RgbImage, o: TiledOptions, ops: NetworkOps<Tensor>, held: Set<StitchedMap>) {
   const net = model.network, budget = o.memoryBudget;
   // The keras network runs on the image padded to a multiple of 32 with the mean colour:
   // tiles are cut from that padded image (networkInput fills beyond the image with 0).
@@ -379,13 +359,15 @@ function tiledBody(model: FCN, rgb: RgbImage, o: TiledOptions, ops: NetworkOps<T
     if (!(Number.isInteger(o.tileSize) && o.tileSize % 32 === 0 && o.tileSize >= minTile)) throw new Error(`tileSize must be a multiple of 32 of at least ${minTile} for this model, got ${o.tileSize}`);
     return o.tileSize;
   };
-  const first = held.hold(bodyStage(model, ops, { from: 0, to: split ? 3 : 5, height: Hp, width: Wp, tile: imageTile, input: imageInput }));
+  const hold = (r: StageResult) => ([r.pool, ...r.scores.values()].forEach((m) => held.add(m)), r);
+  const first = hold(bodyStage(model, ops, { from: 0, to: split ? 3 : 5, height: Hp, width: Wp, tile: imageTile, input: imageInput }));
   if (!split) return { pool5: first.pool, scores: first.scores, tiles: first.windows, tileSize: first.tile, poolWindows: 0 };
   const pool3 = first.pool;
   const cellTile = (align: number, minTile: number) =>
     Math.max(minTile, Math.floor((o.tileSize !== undefined ? o.tileSize / 8 : side(available, 4 * (c3 + 2.5 * c4))) / align) * align);
-  const second = held.hold(bodyStage(model, ops, { from: 3, to: 5, height: pool3.height, width: pool3.width, tile: cellTile, input: (top, left, h, w) => pool3.window(top, left, h, w) }));
-  held.release(pool3);
+  const second = hold(bodyStage(model, ops, { from: 3, to: 5, height: pool3.height, width: pool3.width, tile: cellTile, input: (top, left, h, w) => pool3.window(top, left, h, w) }));
+  pool3.dispose();
+  held.delete(pool3);
   return { pool5: second.pool, scores: new Map([...first.scores, ...second.scores]), tiles: first.windows, tileSize: first.tile, poolWindows: second.windows };
 }
 
@@ -573,7 +555,8 @@ function emptyOutputs(model: FCN, width: number, height: number, o: InferenceOpt
 /** The pass's stage tap: each stage map copied out as float32 for `onStage`. */
 function stageHooks(model: FCN, onStage: InferenceOptions['onStage']): PassHooks {
   if (!onStage) return {};
-  const strides = stageStrides(model.network);
+  const net = model.network;
+  const strides = new Map([[net.headStage, net.headStride], ...net.skips.flatMap((s) => s.stages.map((n) => [n, s.stride] as const))]);
   return { stage: (name, t) => onStage({ name, stride: strides.get(name)!, dims: [...t.dims], data: toFloat32(t) }) };
 }
 

@@ -13,8 +13,7 @@
 // another shape). The geometry is the network's description (models/network.ts).
 import type { Network } from '../models/network.js';
 
-/** A model, or anything that carries the network's description. */
-type Described = { readonly network: Network };
+type Described = { readonly network: Network }; // a model, or anything carrying the description
 
 /** Map pixel i reads the input coordinates [stride·i + lo, stride·i + hi]. */
 export interface Support {

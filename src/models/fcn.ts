@@ -35,16 +35,6 @@ export interface FcnOptions {
   uninitialized?: boolean;
 }
 
-interface Block {
-  convs: Conv2d[];
-  pool: MaxPool2d;
-}
-
-export interface TrainOutput {
-  logits: Tensor;
-  tape: Tape;
-}
-
 /** What an inference pass reports as it goes. */
 export interface PassHooks {
   /** Every convolution's output (the calibration of the int8 scales). */
@@ -62,7 +52,7 @@ export class FCN {
   readonly skipScales: readonly [number, number] | null;
   /** The network this model computes: its layers, their geometry and order. */
   readonly network: Network;
-  readonly blocks: Block[];
+  readonly blocks: { convs: Conv2d[]; pool: MaxPool2d }[];
   readonly conv6: Conv2d;
   readonly conv7: Conv2d;
   readonly score7: Conv2d;
@@ -72,6 +62,8 @@ export class FCN {
   private readonly convs = new Map<string, Conv2d>();
   private readonly pools = new Map<string, MaxPool2d>();
   private readonly dropouts = new Map<string, Dropout>();
+  /** The model's layers that run the description's. */
+  private readonly parts = { conv: (l: { name: string }) => this.layer(l.name), pool: (p: { name: string }) => this.pools.get(p.name)!, dropout: (name: string) => this.dropouts.get(name)! };
   /** The last training forward pass, for backward(). */
   private recorded: { pass: RecordedPass; logits: Value } | null = null;
 
@@ -151,11 +143,6 @@ export class FCN {
     }
   }
 
-  /** The model's layers for each layer of its description. */
-  private get parts() {
-    return { conv: (l: { name: string }) => this.layer(l.name), pool: (p: { name: string }) => this.pools.get(p.name)!, dropout: (name: string) => this.dropouts.get(name)! };
-  }
-
   private checkPrecision(precision: Precision | InferencePrecision): void {
     assertPrecisionSupported(precision);
     if (precision === 'int8' && !this.quantized)
@@ -203,7 +190,7 @@ export class FCN {
   }
 
   /** A training forward pass: the tape owns every activation until disposed after backward. */
-  forwardTrain(x: Tensor, precision: Precision, seed: number): TrainOutput {
+  forwardTrain(x: Tensor, precision: Precision, seed: number): { logits: Tensor; tape: Tape } {
     this.checkPrecision(precision);
     this.recorded = null;
     const tape = new Tape();

@@ -38,17 +38,9 @@ export interface Layer extends WeightLayer {
   dropout?: string;
 }
 
-export interface Pool {
-  name: string;
-  kernel: number;
-  /** Caffe rounds the output size up, Keras down. */
-  ceil: boolean;
-}
-
-export interface Block {
-  convs: Layer[];
-  pool: Pool;
-}
+/** Max pooling, kernel × kernel with stride kernel; Caffe rounds the output size up, Keras down. */
+export type Pool = { name: string; kernel: number; ceil: boolean };
+export type Block = { convs: Layer[]; pool: Pool };
 
 export interface Skip {
   /** Doubles the coarser scores. */
@@ -78,16 +70,8 @@ export interface Network {
   output: { upsample: Layer; crop: number };
 }
 
-export interface NetworkOptions {
-  kind: FcnKind;
-  style: FcnStyle;
-  width: number;
-  numClasses: number;
-  skipScales: readonly [number, number] | null;
-}
-
-/** The network of a kind, style, width and number of classes. */
-export function describeNetwork(o: NetworkOptions): Network {
+/** The network of a kind and style at a width, for a number of classes (with the at-once skip scales, if any). */
+export function describeNetwork(o: { kind: FcnKind; style: FcnStyle; width: number; numClasses: number; skipScales: readonly [number, number] | null }): Network {
   const caffe = o.style === 'caffe';
   const channels = (l: WeightLayer) => (l.outputs === 'classes' ? o.numClasses : scaledChannels(l.outputs, o.width));
   const inputsOf = (l: WeightLayer) => (l.reads === null ? 3 : l.reads === 'classes' ? o.numClasses : channels(WEIGHT_LAYERS.get(l.reads)!));
@@ -274,9 +258,4 @@ export function walkNetwork<V>(net: Network, x: V, ops: NetworkOps<V>): V {
     t = then(ops, t, (v) => ops.conv(net.output.upsample, v));
     return then(ops, t, (v) => ops.crop(v, net.output.crop, x, 'logits'));
   });
-}
-
-/** Input pixels per map pixel of each stage map. */
-export function stageStrides(net: Network): Map<StageMapName, number> {
-  return new Map([[net.headStage, net.headStride], ...net.skips.flatMap((s) => s.stages.map((n) => [n, s.stride] as const))]);
 }

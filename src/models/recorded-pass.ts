@@ -24,20 +24,14 @@ interface Step {
   params?: Param[];
 }
 
-/** The model's layers that run the network's description. */
-export interface NetworkLayers {
-  conv(layer: Layer): Conv2d;
-  pool(pool: Pool): MaxPool2d;
-  dropout(name: string): Dropout;
-}
-
 export class RecordedPass {
   private readonly steps: Step[] = [];
   private nextId = 0;
   /** The pass's input (the caller's tensor; no gradient reaches it). */
   readonly input: Value;
 
-  constructor(x: Tensor, private readonly ctx: ForwardContext, private readonly layers: NetworkLayers) {
+  /** `layers`: the model's layers that run the description's. */
+  constructor(x: Tensor, private readonly ctx: ForwardContext, private readonly layers: { conv(l: Layer): Conv2d; pool(p: Pool): MaxPool2d; dropout(name: string): Dropout }) {
     this.input = { t: x, id: this.nextId++, needsGrad: false };
   }
 
