@@ -36,7 +36,7 @@ import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { meansBgr, type Means } from '../data/transforms.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import type { FCN, PassHooks } from '../models/fcn.js';
-import { walkBlocks, walkHead, walkSkips, type NetworkOps, type Skip, type StageMapName } from '../models/network.js';
+import { scorePool, walkBlocks, walkHead, walkSkips, type NetworkOps, type Skip, type StageMapName } from '../models/network.js';
 import { convOutputSize, headSupport, mapRanges, marginFor, planAxis, poolSizes, poolSupports, type AxisPlan, type Support } from './tiling.js';
 
 /** The model's class names: from its weights' metadata, else VOC's for 21 classes. */
@@ -328,7 +328,7 @@ function tiledForward(model: FCN, rgb: RgbImage, o: TiledOptions, hooks: PassHoo
     const coarse = head.score7.tensor();
     release(head.score7);
     hooks.stage?.(net.headStage, coarse);
-    fused = walkSkips(net, coarse, new Map([...body.scores].map(([s, m]) => [s, m.tensor()])), model.inferenceOps(o.precision, hooks));
+    fused = walkSkips(net, coarse, new Map([...body.scores].map(([s, m]) => [s, m.tensor()])), model.inferenceOps(o.precision, hooks), true);
     release(...held);
     const out = tiledOutput(model, fused, rgb, o, ops);
     return { outputs: out.outputs, plan: { tiled: true, tiles: body.tiles, tileSize: body.tileSize, poolWindows: body.poolWindows, headWindows: head.windows, outputWindows: out.windows } };
@@ -451,14 +451,7 @@ interface StageResult {
  * side for the alignment and the smallest side the margins allow; `input` makes a window's
  * input tensor.
  */
-function bodyStage(model: FCN, ops: NetworkOps<Tensor>, stage: {
-  from: number;
-  to: number;
-  height: number;
-  width: number;
-  tile: (align: number, minTile: number) => number;
-  input: (top: number, left: number, h: number, w: number) => Tensor;
-}): StageResult {
+function bodyStage(model: FCN, ops: NetworkOps<Tensor>, stage: { from: number; to: number; height: number; width: number; tile: (align: number, minTile: number) => number; input: (top: number, left: number, h: number, w: number) => Tensor }): StageResult {
   const { from, to } = stage;
   const net = model.network;
   const supports = poolSupports(model, from, to);
@@ -481,12 +474,14 @@ function bodyStage(model: FCN, ops: NetworkOps<Tensor>, stage: {
       // sizes: released after each block (ops.endBlock), a tile needs its largest block's
       // memory, not the sum of all blocks' (~600 instead of ~1000 bytes per pixel at full width).
       const out = walkBlocks(net, stage.input(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start), ops, from, to);
+      const scores = new Map<Skip, Tensor>();
       try {
-        for (const [m, t] of [[pool, out.pool], ...scoreMaps.map((m) => [m, out.scores.get(m.skip)!] as const)] as const) {
+        for (const [skip, p] of out.skips) scores.set(skip, scorePool(skip, p, ops));
+        for (const [m, t] of [[pool, out.pool], ...scoreMaps.map((m) => [m, scores.get(m.skip)!] as const)] as const) {
           m.map.paste(t, m.rows[ky]!, m.cols[kx]!, wy.start / m.s.stride, wx.start / m.s.stride);
         }
       } finally {
-        disposeAll(out.pool, ...out.scores.values());
+        disposeAll(out.pool, ...out.skips.values(), ...scores.values());
       }
       // Each window's buffers go back to the system: edge windows have other sizes than inner
       // ones, and a pool holding one window's buffers while the next allocates its own would

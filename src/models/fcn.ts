@@ -92,11 +92,8 @@ export class FCN {
       // drop6 and drop7 seed their masks by their number.
       if (l.dropout) this.dropouts.set(l.dropout, new Dropout(l.dropout, options.dropout ?? 0.2, Number(/\d+$/.exec(l.dropout)![0])));
     }
-    this.blocks = net.blocks.map((b) => {
-      const pool = new MaxPool2d(b.pool.name, b.pool.kernel, b.pool.ceil);
-      this.pools.set(b.pool.name, pool);
-      return { convs: b.convs.map((l) => this.layer(l.name)), pool };
-    });
+    this.blocks = net.blocks.map((b) => ({ convs: b.convs.map((l) => this.layer(l.name)), pool: new MaxPool2d(b.pool.name, b.pool.kernel, b.pool.ceil) }));
+    for (const b of this.blocks) this.pools.set(b.pool.name, b.pool);
     [this.conv6, this.conv7, this.score7] = net.head.map((l) => this.layer(l.name)) as [Conv2d, Conv2d, Conv2d];
     [this.score4, this.score3] = [0, 1].map((k) => (net.skips[k] ? this.layer(net.skips[k].score.name) : null)) as [Conv2d | null, Conv2d | null];
     // The seed freezes its bilinear upsampling layers (so does the paper).

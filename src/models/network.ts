@@ -180,15 +180,15 @@ export interface NetworkOps<V> {
   endBlock?(): void;
 }
 
-/** f(x), freeing x when f made a new value. */
-function then<V>(ops: NetworkOps<V>, x: V, f: (x: V) => V): V {
+/** f(x), freeing x when f made a new value (unless x is `kept`). */
+function then<V>(ops: NetworkOps<V>, x: V, f: (x: V) => V, kept?: Map<Skip, V>): V {
   const y = f(x);
-  if (y !== x) ops.free(x);
+  if (y !== x && !(kept && [...kept.values()].includes(x))) ops.free(x);
   return y;
 }
 
 /** Frees `held` when f fails, and rethrows. */
-function freeingOnError<V, R>(ops: NetworkOps<V>, held: () => V[], f: () => R): R {
+function freeingOnError<V, R>(ops: NetworkOps<V>, held: () => Iterable<V>, f: () => R): R {
   try {
     return f();
   } catch (e) {
@@ -198,22 +198,21 @@ function freeingOnError<V, R>(ops: NetworkOps<V>, held: () => V[], f: () => R): 
 }
 
 /**
- * Blocks [from, to) of the body on x: the last block's pool, and the skips' scores of the
- * pools in the range. Each skip scores its pool where the pool is made (a 1×1 convolution,
- * pixel by pixel), so that no pool outlives its block.
+ * Blocks [from, to) of the body on x: the last block's pool, and the pools of the range that
+ * the skips read, kept for them.
  */
-export function walkBlocks<V>(net: Network, x: V, ops: NetworkOps<V>, from = 0, to = net.blocks.length): { pool: V; scores: Map<Skip, V> } {
+export function walkBlocks<V>(net: Network, x: V, ops: NetworkOps<V>, from = 0, to = net.blocks.length): { pool: V; skips: Map<Skip, V> } {
   let t = x;
-  const scores = new Map<Skip, V>();
-  return freeingOnError(ops, () => [t, ...scores.values()], () => {
+  const skips = new Map<Skip, V>();
+  return freeingOnError(ops, () => new Set([t, ...skips.values()]), () => {
     for (let i = from; i < to; i++) {
       const block = net.blocks[i]!;
-      for (const l of block.convs) t = then(ops, t, (v) => ops.conv(l, v));
+      for (const l of block.convs) t = then(ops, t, (v) => ops.conv(l, v), skips);
       t = then(ops, t, (v) => ops.pool(block.pool, v));
       ops.endBlock?.();
-      for (const s of net.skips) if (s.block === i) scores.set(s, ops.conv(s.score, t, s.scale));
+      for (const s of net.skips) if (s.block === i) skips.set(s, t);
     }
-    return { pool: t, scores };
+    return { pool: t, skips };
   });
 }
 
@@ -230,17 +229,27 @@ export function walkHead<V>(net: Network, x: V, ops: NetworkOps<V>): V {
   });
 }
 
-/** The skips on the coarse scores: each doubles them and adds its pool's scores. Frees `scores`. */
-export function walkSkips<V>(net: Network, coarse: V, scores: Map<Skip, V>, ops: NetworkOps<V>): V {
+/** A skip's class scores of its pool (scaled first in the at-once model): a 1×1 convolution, pixel by pixel. */
+export function scorePool<V>(skip: Skip, pool: V, ops: NetworkOps<V>): V {
+  return ops.conv(skip.score, pool, skip.scale);
+}
+
+/**
+ * The skips on the coarse scores: each doubles them, scores its pool and adds the scores,
+ * cropped. `skips` holds each skip's pool, or with `scored` its scores already (tiled
+ * inference scores the pools tile by tile); all are freed.
+ */
+export function walkSkips<V>(net: Network, coarse: V, skips: Map<Skip, V>, ops: NetworkOps<V>, scored = false): V {
   let t = coarse;
-  return freeingOnError(ops, () => [t, ...scores.values()], () => {
+  return freeingOnError(ops, () => [t, ...skips.values()], () => {
     for (const skip of net.skips) {
       const up = (t = then(ops, t, (v) => ops.conv(skip.upsample, v)));
-      const s = then(ops, scores.get(skip)!, (v) => ops.crop(v, skip.crop, up, `${skip.score.name}_cropped`));
-      scores.set(skip, s);
+      if (!scored) skips.set(skip, then(ops, skips.get(skip)!, (v) => scorePool(skip, v, ops)));
+      const s = then(ops, skips.get(skip)!, (v) => ops.crop(v, skip.crop, up, `${skip.score.name}_cropped`));
+      skips.set(skip, s);
       ops.stage?.(skip.stages[0], s);
       t = ops.add(up, s, skip.stages[1]);
-      scores.delete(skip);
+      skips.delete(skip);
       ops.free(up);
       ops.free(s);
       ops.stage?.(skip.stages[1], t);
@@ -252,8 +261,8 @@ export function walkSkips<V>(net: Network, coarse: V, scores: Map<Skip, V>, ops:
 /** The whole network on x: the logits at x's size. */
 export function walkNetwork<V>(net: Network, x: V, ops: NetworkOps<V>): V {
   const body = walkBlocks(net, net.padTo > 1 ? ops.pad(x, net.padTo) : x, ops);
-  const coarse = freeingOnError(ops, () => [...body.scores.values()], () => walkHead(net, body.pool, ops));
-  let t = walkSkips(net, coarse, body.scores, ops);
+  const coarse = freeingOnError(ops, () => body.skips.values(), () => walkHead(net, body.pool, ops));
+  let t = walkSkips(net, coarse, body.skips, ops);
   return freeingOnError(ops, () => [t], () => {
     t = then(ops, t, (v) => ops.conv(net.output.upsample, v));
     return then(ops, t, (v) => ops.crop(v, net.output.crop, x, 'logits'));

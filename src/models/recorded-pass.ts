@@ -11,7 +11,6 @@ import type { Layer, NetworkOps, Pool } from './network.js';
 /** A value of the recorded pass: a tensor and whether a gradient must reach it. */
 export interface Value {
   t: Tensor;
-  id: number;
   needsGrad: boolean;
 }
 
@@ -26,19 +25,17 @@ interface Step {
 
 export class RecordedPass {
   private readonly steps: Step[] = [];
-  private nextId = 0;
   /** The pass's input (the caller's tensor; no gradient reaches it). */
   readonly input: Value;
 
-  /** `layers`: the model's layers that run the description's. */
   constructor(x: Tensor, private readonly ctx: ForwardContext, private readonly layers: { conv(l: Layer): Conv2d; pool(p: Pool): MaxPool2d; dropout(name: string): Dropout }) {
-    this.input = { t: x, id: this.nextId++, needsGrad: false };
+    this.input = { t: x, needsGrad: false };
   }
 
   /** Runs one step and records it; the tape owns its output unless `owned` (the caller's logits). */
   private apply(inputs: Value[], forward: () => Tensor, backward: Step['backward'], opts: { trainable?: boolean; owned?: boolean; params?: Param[] } = {}): Value {
     const y = forward();
-    const output: Value = { t: y, id: this.nextId++, needsGrad: (opts.trainable ?? false) || inputs.some((v) => v.needsGrad) };
+    const output: Value = { t: y, needsGrad: (opts.trainable ?? false) || inputs.some((v) => v.needsGrad) };
     if (!opts.owned) this.ctx.tape!.keep(y);
     this.steps.push({ inputs, output, backward, ...(opts.params ? { params: opts.params } : {}) });
     return output;
@@ -85,20 +82,20 @@ export class RecordedPass {
    * first), while the pass goes on. Disposes nothing it was given.
    */
   backward(output: Value, dOutput: Tensor, onGradReady?: (p: Param) => void): void {
-    const grads = new Map<number, Tensor>();
+    const grads = new Map<Value, Tensor>();
     const accumulate = (v: Value, g: Tensor | null) => {
       if (!g) return;
-      const prev = grads.get(v.id);
-      if (!prev) return void grads.set(v.id, g);
-      grads.set(v.id, native.add(prev, g));
+      const prev = grads.get(v);
+      if (!prev) return void grads.set(v, g);
+      grads.set(v, native.add(prev, g));
       disposeAll(prev, g);
     };
     try {
       for (let i = this.steps.length - 1; i >= 0; i--) {
         const step = this.steps[i]!;
-        const dy = step.output === output ? dOutput : grads.get(step.output.id);
+        const dy = step.output === output ? dOutput : grads.get(step.output);
         if (!dy) continue;
-        grads.delete(step.output.id);
+        grads.delete(step.output);
         try {
           const dx = step.backward(dy);
           step.inputs.forEach((v, k) => (v.needsGrad ? accumulate(v, dx[k]!) : disposeAll(dx[k])));
