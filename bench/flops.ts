@@ -17,13 +17,12 @@
 // style's padding of the input to a multiple of 32 adds no layer of its own: its pixels are
 // counted inside the convolutions that run over them.
 //
-// The geometry is the model's own: an FCN built with `uninitialized: true` (no weights
-// written) gives every layer's channels, kernel, stride, padding and whether it trains; the
-// feature-map sizes follow the forward pass of src/models/fcn.ts.
+// The geometry is the network's description (src/models/network.ts): every layer's channels,
+// kernel, stride, padding, and the walk every pass takes over it gives the feature-map sizes.
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { FCN, OUTPUT_STRIDE, type FcnKind, type FcnStyle } from '../src/models/fcn.js';
-import type { Conv2d } from '../src/nn/layers.js';
+import type { FcnKind, FcnStyle } from '../src/models/fcn.js';
+import { describeNetwork, walkNetwork, type Layer } from '../src/models/network.js';
 
 export interface LayerFlops {
   name: string;
@@ -45,8 +44,8 @@ export interface LayerFlops {
 type Size = [number, number];
 
 /** Output size of a convolution or transposed convolution (as native/conv.cc computes it). */
-function convOut(l: Conv2d, [h, w]: Size): Size {
-  const k = l.spec.kernel, s = l.stride, p = l.padding;
+function convOut(l: Layer, [h, w]: Size): Size {
+  const k = l.kernel, s = l.stride, p = l.padding;
   const one = (x: number) => (l.transposed ? (x - 1) * s - 2 * p + k : Math.floor((x + 2 * p - k) / s) + 1);
   return [one(h), one(w)];
 }
@@ -61,53 +60,29 @@ function poolOut(ceil: boolean, [h, w]: Size): Size {
   return [one(h), one(w)];
 }
 
-/** Every convolution of one pass of an h×w input, input to output, with its FLOPs. */
+/** Every convolution of one pass of an h×w input, in the order the pass runs them, with its FLOPs. */
 export function fcnLayerFlops(kind: FcnKind, style: FcnStyle, width: number, h: number, w: number): LayerFlops[] {
-  const model = new FCN({ kind, style, width, uninitialized: true });
-  try {
-    const out: LayerFlops[] = [];
-    const conv = (l: Conv2d, input: Size): Size => {
-      const output = convOut(l, input);
-      const { inChannels: i, outChannels: o, kernel: k } = l.spec;
-      const pixels = l.transposed ? input[0] * input[1] : output[0] * output[1];
-      const forward = 2 * o * i * k * k * pixels;
-      out.push({
-        name: l.name,
-        transposed: l.transposed,
-        inChannels: i,
-        outChannels: o,
-        kernel: k,
-        stride: l.stride,
-        input,
-        output,
-        forward,
-        backwardData: out.length === 0 ? 0 : forward,
-        backwardWeights: l.trainable ? forward : 0,
-      });
-      return output;
-    };
+  const net = describeNetwork({ kind, style, width, numClasses: 21, skipScales: null });
+  const out: LayerFlops[] = [];
+  const conv = (l: Layer, input: Size): Size => {
+    const output = convOut(l, input);
+    const { inChannels: i, outChannels: o, kernel: k } = l;
+    const forward = 2 * o * i * k * k * (l.transposed ? input[0] * input[1] : output[0] * output[1]);
+    // No input gradient for the layer that reads the image; the upsamplers are frozen.
+    out.push({ name: l.name, transposed: l.transposed, inChannels: i, outChannels: o, kernel: k, stride: l.stride, input, output, forward, backwardData: l.reads === null ? 0 : forward, backwardWeights: l.transposed ? 0 : forward });
+    return output;
+  };
+  walkNetwork<Size>(net, [h, w], {
     // keras: the input padded at the bottom/right to a multiple of 32; caffe: as it is.
-    let t: Size = style === 'keras' ? [Math.ceil(h / OUTPUT_STRIDE) * OUTPUT_STRIDE, Math.ceil(w / OUTPUT_STRIDE) * OUTPUT_STRIDE] : [h, w];
-    const pools: Size[] = [];
-    for (const block of model.blocks) {
-      for (const c of block.convs) t = conv(c, t);
-      t = poolOut(block.pool.ceil, t);
-      pools.push(t);
-    }
-    for (const l of [model.conv6, model.conv7, model.score7]) t = conv(l, t);
-    if (model.score7Upsample && model.score4) {
-      t = conv(model.score7Upsample, t);
-      conv(model.score4, pools[3]); // cropped to t, then added
-      if (model.skip4Upsample && model.score3) {
-        t = conv(model.skip4Upsample, t);
-        conv(model.score3, pools[2]);
-      }
-    }
-    conv(model.upsample, t);
-    return out;
-  } finally {
-    model.dispose();
-  }
+    pad: ([a, b], m) => [Math.ceil(a / m) * m, Math.ceil(b / m) * m],
+    conv: (l, x) => conv(l, x),
+    pool: (p, x) => poolOut(p.ceil, x),
+    dropout: (_, x) => x,
+    crop: (x, offset, like) => (offset === null ? x : like),
+    add: (a) => a,
+    free: () => {},
+  });
+  return out;
 }
 
 /** Useful FLOPs of one forward pass (or, with training, one training step) of an h×w image, batch 1. */

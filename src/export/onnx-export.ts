@@ -8,12 +8,13 @@
 //                 class on ties); left out with `labels: false`.
 //
 // The preprocessing is inside the graph — RGB → BGR (a Gather over the channels) minus the
-// model's BGR means — so users feed pixels, not network input. The rest follows FCN.run():
-// Keras style pads the preprocessed image at the bottom and right with zeros (the mean colour)
-// to a multiple of 32, with the amount computed from Shape at run time, and slices the logits
-// back to height × width; Caffe style pads nothing, pools with ceil_mode, and crops each skip's
-// scores and the final scores at the model's offsets to the size of a reference tensor read
-// with Shape. Dropout is the identity at inference and is left out.
+// model's BGR means — so users feed pixels, not network input. The rest is the walk every
+// pass takes over the network's description (models/network.ts): Keras style pads the
+// preprocessed image at the bottom and right with zeros (the mean colour) to a multiple of 32,
+// with the amount computed from Shape at run time, and slices the logits back to height ×
+// width; Caffe style pads nothing, pools with ceil_mode, and crops each skip's scores and the
+// final scores at the description's offsets to the size of a reference tensor read with Shape.
+// Dropout is the identity at inference and is left out.
 //
 // Weights are initializers whose raw_data holds little-endian float32. The file is produced
 // as a sequence of chunks: the protobuf messages around the weights are encoded with the
@@ -25,6 +26,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../engine/binding.js';
 import type { FCN } from '../models/fcn.js';
+import { walkNetwork, type NetworkOps } from '../models/network.js';
 import type { Conv2d } from '../nn/layers.js';
 import { meansBgr } from '../data/transforms.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
@@ -167,69 +169,47 @@ function conv(g: GraphBuilder, layer: Conv2d, x: string): string {
   return layer.relu ? g.op('Relu', [y], layer.name) : y;
 }
 
+/** The network's steps as ONNX nodes, on value names (a walk over models/network.ts). */
+function graphOps(g: GraphBuilder, model: FCN): NetworkOps<string> {
+  // Spatial size of a value, int64 [2] = (height, width), for pads and crops; made once per value.
+  const sizes = new Map<string, string>();
+  const sizeOf = (x: string) => sizes.get(x) ?? sizes.set(x, g.op('Gather', [g.op('Shape', [x], `${x}_shape`), 'hw_axes'], `${x}_hw`, [attrInt('axis', 0)])).get(x)!;
+  return {
+    pad: (x, multiple) => {
+      // Zeros at the bottom and right up to a multiple: pad = (m − size mod m) mod m.
+      const m = g.int64('pad_multiple', [multiple], []);
+      const rest = g.op('Mod', [sizeOf(x), m], `${x}_hw_mod`);
+      const pad = g.op('Mod', [g.op('Sub', [m, rest], 'pad_hw_or_multiple'), m], 'pad_hw');
+      const pads = g.op('Concat', [g.int64('pads_begin', [0, 0, 0, 0, 0, 0]), pad], 'pads', [attrInt('axis', 0)]); // N, C, H, W begins; N, C ends; H, W ends
+      return g.op('Pad', [x, pads], 'padded', [{ name: 'mode', type: OnnxAttributeType.STRING, s: Buffer.from('constant') }]);
+    },
+    conv: (l, x, factor) => conv(g, model.layer(l.name), factor === undefined ? x : g.op('Mul', [x, g.float(`${x}_scale`, [factor], [])], `${x}_scaled`)),
+    pool: (p, x) => g.op('MaxPool', [x], p.name, [attrInts('kernel_shape', [p.kernel, p.kernel]), attrInts('strides', [p.kernel, p.kernel]), attrInt('ceil_mode', p.ceil ? 1 : 0)]),
+    dropout: (_name, x) => x, // the identity at inference
+    crop: (x, offset, like, name) => {
+      if (offset === null) return x;
+      const starts = g.int64(`${name}_starts`, [offset, offset]);
+      const ends = offset === 0 ? sizeOf(like) : g.op('Add', [sizeOf(like), starts], `${name}_ends`);
+      return g.op('Slice', [x, starts, ends, 'hw_axes'], name);
+    },
+    add: (a, b, name) => g.op('Add', [a, b], name),
+    free: () => {},
+  };
+}
+
 /** The model as an ONNX graph (initializers not yet converted). */
 function buildGraph(model: FCN, withLabels: boolean): { graph: GraphBuilder; inputs: OnnxValueInfo[]; outputs: OnnxValueInfo[] } {
   const g = new GraphBuilder();
-  const caffe = model.style === 'caffe';
-  const classes = model.numClasses;
-
-  // Spatial size of a value, int64 [2] = (height, width), for pads and crops.
-  const sizeOf = (x: string) => g.op('Gather', [g.op('Shape', [x], `${x}_shape`), 'hw_axes'], `${x}_hw`, [attrInt('axis', 0)]);
   g.int64('hw_axes', [2, 3]);
-  const imageHw = sizeOf(ONNX_INPUT);
-
   // Preprocessing: RGB → BGR, minus the BGR means (no scaling), as the engine's toNetworkInput.
   const bgr = g.op('Gather', [ONNX_INPUT, g.int64('bgr_channels', [2, 1, 0])], 'image_bgr', [attrInt('axis', 1)]);
-  let x = g.op('Sub', [bgr, g.float('means_bgr', meansBgr(model.means), [1, 3, 1, 1])], 'preprocessed');
-
-  if (!caffe) {
-    // Zeros at the bottom and right up to a multiple of 32: pad = (32 − size mod 32) mod 32.
-    const stride = g.int64('output_stride', [32], []);
-    const rest = g.op('Mod', [imageHw, stride], 'image_hw_mod_32');
-    const pad = g.op('Mod', [g.op('Sub', [stride, rest], 'pad_hw_or_32'), stride], 'pad_hw');
-    const pads = g.op('Concat', [g.int64('pads_begin', [0, 0, 0, 0, 0, 0]), pad], 'pads', [attrInt('axis', 0)]); // N, C, H, W begins; N, C ends; H, W ends
-    x = g.op('Pad', [x, pads], 'padded', [{ name: 'mode', type: OnnxAttributeType.STRING, s: Buffer.from('constant') }]);
-  }
-
-  let pool3 = '', pool4 = '';
-  for (const [i, block] of model.blocks.entries()) {
-    for (const layer of block.convs) x = conv(g, layer, x);
-    const name = `block${i + 1}_pool`;
-    x = g.op('MaxPool', [x], name, [attrInts('kernel_shape', [2, 2]), attrInts('strides', [2, 2]), attrInt('ceil_mode', block.pool.ceil ? 1 : 0)]);
-    if (i === 2) pool3 = x;
-    if (i === 3) pool4 = x;
-  }
-  x = conv(g, model.conv6, x);
-  x = conv(g, model.conv7, x);
-  x = conv(g, model.score7, x);
-
-  const offsets = model.cropOffsets(); // all 0 in the keras style
-  // A crop of `value` at (offset, offset) to the spatial size `size` (int64 [2]).
-  const crop = (value: string, offset: number, size: string, output: string) => {
-    const starts = g.int64(`${output}_starts`, [offset, offset]);
-    const ends = offset === 0 ? size : g.op('Add', [size, starts], `${output}_ends`);
-    return g.op('Slice', [value, starts, ends, 'hw_axes'], output);
-  };
-  // A skip: the pool (scaled, for Caffe's at-once FCN-8s) scored, cropped to the upsampled
-  // coarser scores in Caffe style, and added to them.
-  const skip = (coarse: string, up: Conv2d, score: Conv2d, pool: string, scale: number | undefined, offset: number | undefined, name: string) => {
-    const upsampled = conv(g, up, coarse);
-    const scaled = scale === undefined || scale === 1 ? pool : g.op('Mul', [pool, g.float(`${pool}_scale`, [scale], [])], `${pool}_scaled`);
-    let scores = conv(g, score, scaled);
-    if (offset !== undefined) scores = crop(scores, offset, sizeOf(upsampled), `${score.name}_cropped`);
-    return g.op('Add', [upsampled, scores], name);
-  };
-  const scales = model.skipScales ?? undefined;
-  if (model.score7Upsample && model.score4) {
-    x = skip(x, model.score7Upsample, model.score4, pool4, scales?.[0], caffe ? offsets.score4 : undefined, 'skip4');
-    if (model.skip4Upsample && model.score3) x = skip(x, model.skip4Upsample, model.score3, pool3, scales?.[1], caffe ? offsets.score3 : undefined, 'skip3');
-  }
-  x = conv(g, model.upsample, x);
-  crop(x, offsets.final, imageHw, ONNX_LOGITS);
+  const x = g.op('Sub', [bgr, g.float('means_bgr', meansBgr(model.means), [1, 3, 1, 1])], 'preprocessed');
+  const logits = walkNetwork(model.network, x, graphOps(g, model));
+  if (logits !== ONNX_LOGITS) throw new Error(`ONNX export: the network's output is '${logits}', not '${ONNX_LOGITS}'`);
   if (withLabels) g.op('ArgMax', [ONNX_LOGITS], ONNX_LABELS, [attrInt('axis', 1), attrInt('keepdims', 0)]);
 
   const inputs = [valueInfo(ONNX_INPUT, OnnxDataType.FLOAT, ['batch', 3, 'height', 'width'], 'RGB pixels, 0-255, NCHW; preprocessing is in the graph')];
-  const outputs = [valueInfo(ONNX_LOGITS, OnnxDataType.FLOAT, ['batch', classes, 'height', 'width'], 'class scores before softmax')];
+  const outputs = [valueInfo(ONNX_LOGITS, OnnxDataType.FLOAT, ['batch', model.numClasses, 'height', 'width'], 'class scores before softmax')];
   if (withLabels) outputs.push(valueInfo(ONNX_LABELS, OnnxDataType.INT64, ['batch', 'height', 'width'], 'arg-max class per pixel'));
   return { graph: g, inputs, outputs };
 }

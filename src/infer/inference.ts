@@ -35,8 +35,8 @@ import { disposeAll } from '../engine/tensor.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { networkInput, type Means } from '../data/transforms.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
-import { scaledChannels, type FCN } from '../models/fcn.js';
-import type { Conv2d, ForwardContext } from '../nn/layers.js';
+import type { FCN, PassHooks } from '../models/fcn.js';
+import { scorePool, walkBlocks, walkHead, walkSkips, type NetworkOps, type Skip, type StageMapName } from '../models/network.js';
 import { convOutputSize, headSupport, mapRanges, marginFor, planAxis, poolSizes, poolSupports, type AxisPlan, type Support } from './tiling.js';
 
 /** The model's class names: from its weights' metadata, else VOC's for 21 classes. */
@@ -97,7 +97,16 @@ export interface InferenceOptions {
   idleBufferLimit?: number;
   /** The image's name in error messages (a path, an id). */
   name?: string;
+  /** Receives the score maps inside the network as the pass makes them (see StageMap). */
+  onStage?: (map: StageMap) => void;
 }
+
+/**
+ * A class score map inside the network (models/network.ts), [1, classes, h, w], at `stride`
+ * input pixels per map pixel; the same whole or tiled. In the keras style map pixel (i, j)
+ * covers input pixels [s·i, s·(i+1)) × [s·j, s·(j+1)) of the input padded to 32.
+ */
+export type StageMap = { name: StageMapName; stride: number; dims: number[]; data: Float32Array };
 
 export interface SegmentOptions extends InferenceOptions {
   /** For a path: refuse images with more decoded pixels (see io/image.ts). */
@@ -109,23 +118,22 @@ export interface SegmentOptions extends InferenceOptions {
 // 1.07-1.14 kB/px at 512² and 1024² (block1's two activations, the upsampled scores and their
 // crop; the pool keeps each freed size), estimated 1.16 kB; one body tile with the idle
 // buffers released after each block 0.56 kB/px at 896², estimated 0.65 kB.
-const wholeBytesPerPixel = (model: FCN) => 4 * (3 + 3.5 * scaledChannels(64, model.width)) + 12 * model.numClasses;
-const bodyBytesPerPixel = (model: FCN) => 4 * (3 + 2.5 * scaledChannels(64, model.width));
+const conv1Channels = (model: FCN) => model.network.blocks[0]!.convs[0]!.outChannels;
+const wholeBytesPerPixel = (model: FCN) => 4 * (3 + 3.5 * conv1Channels(model)) + 12 * model.numClasses;
+const bodyBytesPerPixel = (model: FCN) => 4 * (3 + 2.5 * conv1Channels(model));
 /** Per block5_pool pixel: its copy, conv6's and conv7's outputs and their reorders (measured ~68 kB at full width). */
-const headBytesPerCell = (model: FCN) => 4 * (2 * scaledChannels(512, model.width) + 4 * scaledChannels(4096, model.width) + model.numClasses);
+const headBytesPerCell = (model: FCN) => 4 * (2 * model.network.head[0]!.inChannels + 4 * model.network.head[0]!.outChannels + model.numClasses);
 /** Per output pixel: the upsampled window, its crop, the logits and probabilities read out. */
 const outputBytesPerPixel = (model: FCN) => 4 * 4 * model.numClasses;
 
 /** Extra rows and columns the caffe style's conv1 padding of 100 adds to every map of the body. */
-const conv1Growth = (model: FCN) => 2 * (model.blocks[0]!.convs[0]!.padding - 1);
+const conv1Growth = (model: FCN) => 2 * (model.network.blocks[0]!.convs[0]!.padding - 1);
 
 /** The estimated activation bytes of running `height × width` whole. */
 export function wholeImageBytes(model: FCN, height: number, width: number): number {
   const g = conv1Growth(model);
   return wholeBytesPerPixel(model) * (height + g) * (width + g);
 }
-
-const inferenceContext = (precision: InferencePrecision): ForwardContext => ({ training: false, precision, tape: null, seed: 0 });
 
 /** A tensor's values as float32 (bfloat16 widened: exact; int8 activations dequantized). */
 function toFloat32(t: Tensor): Float32Array {
@@ -274,27 +282,53 @@ function eachWindow(rows: AxisPlan, cols: AxisPlan, f: (ky: number, kx: number) 
 
 const side = (bytes: number, perPixel: number) => Math.floor(Math.sqrt(bytes / perPixel));
 
-/**
- * The staged forward pass for a large image (see the top of this file); mirrors FCN's own
- * inference pass layer for layer.
- */
-function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptions, 'precision' | 'means' | 'memoryBudget' | 'name'>> & InferenceOptions): { outputs: Outputs; plan: InferencePlan } {
-  const { width: W, height: H } = rgb;
-  const ctx = inferenceContext(o.precision);
-  const budget = o.memoryBudget;
-  const K = model.numClasses;
+type TiledOptions = Required<Pick<InferenceOptions, 'precision' | 'means' | 'memoryBudget' | 'name'>> & InferenceOptions;
 
-  // 1. The body: blocks 1-3 in image tiles and blocks 4-5 in windows of the stitched
-  // block3_pool when that map fits half the budget (~17 MP at full width), else all five
-  // blocks in image tiles. The first needs far less overlap: block3_pool sees 44 px, where
-  // block5_pool sees 212 (12 MP: ~1.1× the whole image's work instead of ~1.6×).
-  const keras = model.style === 'keras';
+/**
+ * The staged forward pass for a large image (see the top of this file): the walk over the
+ * network's description (models/network.ts) that the whole pass takes, in stages of windows.
+ */
+function tiledForward(model: FCN, rgb: RgbImage, o: TiledOptions, hooks: PassHooks): { outputs: Outputs; plan: InferencePlan } {
+  const net = model.network;
+  // Each block's buffers go back to the system (see body stages).
+  const ops: NetworkOps<Tensor> = { ...model.inferenceOps(o.precision), endBlock: () => releaseIdleBuffers(0) };
+  // The stitched maps alive: each freed as soon as no later stage reads it, and all on an error.
+  const held = new Set<StitchedMap>();
+  const release = (...maps: StitchedMap[]) => maps.forEach((m) => (m.dispose(), held.delete(m)));
+  let fused: Tensor | null = null;
+  try {
+    const body = tiledBody(model, rgb, o, ops, held);
+    const head = tiledHead(model, body.pool5, o, ops, body.tileSize);
+    held.add(head.score7);
+    release(body.pool5);
+    releaseIdleBuffers(0);
+    // 3. The skips on the whole (small) score maps, as the whole pass walks them.
+    const coarse = head.score7.tensor();
+    release(head.score7);
+    hooks.stage?.(net.headStage, coarse);
+    fused = walkSkips(net, coarse, new Map([...body.scores].map(([s, m]) => [s, m.tensor()])), model.inferenceOps(o.precision, hooks), true);
+    release(...held);
+    const out = tiledOutput(model, fused, rgb, o, ops);
+    return { outputs: out.outputs, plan: { tiled: true, tiles: body.tiles, tileSize: body.tileSize, poolWindows: body.poolWindows, headWindows: head.windows, outputWindows: out.windows } };
+  } finally {
+    disposeAll(fused);
+    release(...held);
+  }
+}
+
+/**
+ * 1. The body: blocks 1-3 in image tiles and blocks 4-5 in windows of the stitched
+ * block3_pool when that map fits half the budget (~17 MP at full width), else all five
+ * blocks in image tiles. The first needs far less overlap: block3_pool sees 44 px, where
+ * block5_pool sees 212 (12 MP: ~1.1× the whole image's work instead of ~1.6×).
+ */
+function tiledBody(model: FCN, rgb: RgbImage, o: TiledOptions, ops: NetworkOps<Tensor>, held: Set<StitchedMap>) {
+  const net = model.network, budget = o.memoryBudget;
   // The keras network runs on the image padded to a multiple of 32 with the mean colour:
   // tiles are cut from that padded image (networkInput fills beyond the image with 0).
-  const Hp = keras ? Math.ceil(H / 32) * 32 : H, Wp = keras ? Math.ceil(W / 32) * 32 : W;
-  const c3 = model.blocks[2]!.convs.at(-1)!.spec.outChannels;
-  const [pool3Rows, pool3Cols] = [poolSizes(model, Hp, 0, 3)[2]!, poolSizes(model, Wp, 0, 3)[2]!];
-  const pool3Bytes = 4 * c3 * pool3Rows * pool3Cols;
+  const Hp = Math.ceil(rgb.height / net.padTo) * net.padTo, Wp = Math.ceil(rgb.width / net.padTo) * net.padTo;
+  const c3 = net.blocks[2]!.convs.at(-1)!.outChannels, c4 = net.blocks[3]!.convs.at(-1)!.outChannels;
+  const pool3Bytes = 4 * c3 * poolSizes(model, Hp, 0, 3)[2]! * poolSizes(model, Wp, 0, 3)[2]!;
   const split = pool3Bytes <= budget / 2;
   const available = split ? budget - pool3Bytes : budget;
   const imageInput = (top: number, left: number, h: number, w: number) => native.fromArray([1, 3, h, w], networkInput(rgb, o.means, top, left, h, w));
@@ -303,165 +337,87 @@ function tiledForward(model: FCN, rgb: RgbImage, o: Required<Pick<InferenceOptio
     if (!(Number.isInteger(o.tileSize) && o.tileSize % 32 === 0 && o.tileSize >= minTile)) throw new Error(`tileSize must be a multiple of 32 of at least ${minTile} for this model, got ${o.tileSize}`);
     return o.tileSize;
   };
-  // Every stitched map is freed as soon as no later stage reads it, and on an error.
-  const held = new Set<StitchedMap>();
-  const hold = (r: StageResult) => {
-    for (const m of [r.pool, ...r.scores.values()]) held.add(m);
-    return r;
-  };
-  const release = (m: StitchedMap) => {
-    m.dispose();
-    held.delete(m);
-  };
-  let fused: Tensor | null = null;
-  try {
-    let first: StageResult, second: StageResult | null = null;
-    if (split) {
-      first = hold(bodyStage(model, ctx, { from: 0, to: 3, height: Hp, width: Wp, tile: imageTile, input: imageInput }));
-      const pool3 = first.pool;
-      const c4 = model.blocks[3]!.convs.at(-1)!.spec.outChannels;
-      const cellTile = (align: number, minTile: number) =>
-        Math.max(minTile, Math.floor((o.tileSize !== undefined ? o.tileSize / 8 : side(available, 4 * (c3 + 2.5 * c4))) / align) * align);
-      second = hold(bodyStage(model, ctx, { from: 3, to: 5, height: pool3.height, width: pool3.width, tile: cellTile, input: (top, left, h, w) => pool3.window(top, left, h, w) }));
-      release(pool3);
-    } else {
-      first = hold(bodyStage(model, ctx, { from: 0, to: 5, height: Hp, width: Wp, tile: imageTile, input: imageInput }));
-    }
-    const pool5 = (second ?? first).pool;
-    const score3 = first.scores.get(2) ?? null;
-    const score4 = (second ?? first).scores.get(3) ?? null;
-    const tileSize = first.tile;
+  const hold = (r: StageResult) => ([r.pool, ...r.scores.values()].forEach((m) => held.add(m)), r);
+  const first = hold(bodyStage(model, ops, { from: 0, to: split ? 3 : 5, height: Hp, width: Wp, tile: imageTile, input: imageInput }));
+  if (!split) return { pool5: first.pool, scores: first.scores, tiles: first.windows, tileSize: first.tile, poolWindows: 0 };
+  const pool3 = first.pool;
+  const cellTile = (align: number, minTile: number) =>
+    Math.max(minTile, Math.floor((o.tileSize !== undefined ? o.tileSize / 8 : side(available, 4 * (c3 + 2.5 * c4))) / align) * align);
+  const second = hold(bodyStage(model, ops, { from: 3, to: 5, height: pool3.height, width: pool3.width, tile: cellTile, input: (top, left, h, w) => pool3.window(top, left, h, w) }));
+  pool3.dispose();
+  held.delete(pool3);
+  return { pool5: second.pool, scores: new Map([...first.scores, ...second.scores]), tiles: first.windows, tileSize: first.tile, poolWindows: second.windows };
+}
 
-    // 2. conv6 → conv7 → score7 on block5_pool, in windows when over budget.
-    const hs = headSupport(model);
-    const headMargin = marginFor(hs);
-    const headTile = Math.max(2 * headMargin + 1, o.tileSize !== undefined ? Math.floor(tileSize / 32) : side(budget, headBytesPerCell(model)));
-    const headRows = planAxis(pool5.height, headTile, headMargin, 1), headCols = planAxis(pool5.width, headTile, headMargin, 1);
-    const chainSize = (n: number) => [model.conv6, model.conv7, model.score7].reduce((m, l) => convOutputSize(m, l.spec.kernel, l.stride, l.padding), n);
-    const score7 = new StitchedMap(K, chainSize(pool5.height), chainSize(pool5.width));
-    held.add(score7);
-    const s7rows = mapRanges(headRows, hs, score7.height), s7cols = mapRanges(headCols, hs, score7.width);
-    eachWindow(headRows, headCols, (ky, kx) => {
-      const wy = headRows.windows[ky]!, wx = headCols.windows[kx]!;
-      let t = pool5.window(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start);
-      for (const l of [model.conv6, model.conv7, model.score7]) t = then(t, (x) => l.forward(x, ctx));
+/** 2. conv6 → conv7 → score7 on block5_pool, in windows overlapping by conv6's reach when over budget. */
+function tiledHead(model: FCN, pool5: StitchedMap, o: TiledOptions, ops: NetworkOps<Tensor>, bodyTile: number): { score7: StitchedMap; windows: number } {
+  const net = model.network;
+  const hs = headSupport(model);
+  const margin = marginFor(hs);
+  const tile = Math.max(2 * margin + 1, o.tileSize !== undefined ? Math.floor(bodyTile / net.headStride) : side(o.memoryBudget, headBytesPerCell(model)));
+  const rows = planAxis(pool5.height, tile, margin, 1), cols = planAxis(pool5.width, tile, margin, 1);
+  const size = (n: number) => net.head.reduce((m, l) => convOutputSize(m, l.kernel, l.stride, l.padding), n);
+  const score7 = new StitchedMap(model.numClasses, size(pool5.height), size(pool5.width));
+  try {
+    const keptRows = mapRanges(rows, hs, score7.height), keptCols = mapRanges(cols, hs, score7.width);
+    eachWindow(rows, cols, (ky, kx) => {
+      const wy = rows.windows[ky]!, wx = cols.windows[kx]!;
+      const t = walkHead(net, pool5.window(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start), ops);
       try {
-        score7.paste(t, s7rows[ky]!, s7cols[kx]!, wy.start, wx.start);
+        score7.paste(t, keptRows[ky]!, keptCols[kx]!, wy.start, wx.start);
       } finally {
         t.dispose();
       }
       releaseIdleBuffers(0);
     });
-    release(pool5);
-    releaseIdleBuffers(0);
-
-    // 3. The skips on the whole (small) score maps, as FCN's forward pass.
-    const offsets = model.cropOffsets();
-    const crop = (t: Tensor, top: number, like: Tensor): Tensor => {
-      const [, , h, w] = like.dims as [number, number, number, number];
-      return top === 0 && t.dims[2] === h && t.dims[3] === w ? t : then(t, (x) => native.cropPad(x, { top, left: top, height: h, width: w }));
-    };
-    const skip = (t: Tensor, up: Conv2d, scores: StitchedMap, offset: number): Tensor => {
-      const u = then(t, (x) => up.forward(x, ctx));
-      try {
-        const s = crop(scores.tensor(), offset, u);
-        try {
-          return native.add(u, s);
-        } finally {
-          s.dispose();
-        }
-      } finally {
-        u.dispose();
-      }
-    };
-    fused = score7.tensor();
-    if (model.score7Upsample && score4) fused = skip(fused, model.score7Upsample, score4, offsets.score4!);
-    if (model.skip4Upsample && score3) fused = skip(fused, model.skip4Upsample, score3, offsets.score3!);
-    const fusedMap = fused;
-    for (const m of [...held]) release(m);
-
-    // 4. The final upsampling in output windows: output pixel y (upsampled pixel y + crop
-    // offset) reads the fused pixels i with stride·i − padding + k = y + offset, k < kernel.
-    const outputs: Outputs = {
-      labels: new Uint8Array(W * H),
-      ...(o.logits ? { logits: new Float32Array(K * W * H) } : {}),
-      ...(o.probabilities ? { probabilities: new Float32Array(K * W * H) } : {}),
-    };
-    const up = model.upsample;
-    const s = up.stride, k = up.spec.kernel, p = up.padding, off = offsets.final;
-    // Half the budget: this stage runs with every layer's prepared weights in memory.
-    const outTile = Math.max(s, Math.floor((o.tileSize ?? side(budget / 2, outputBytesPerPixel(model))) / s) * s);
-    const outRows = planAxis(H, outTile, 0, s), outCols = planAxis(W, outTile, 0, s);
-    const [, , fh, fw] = fusedMap.dims as [number, number, number, number];
-    const band = (from: number, to: number, n: number) => ({ i0: Math.max(0, Math.floor((from + off + p - k + 1) / s)), i1: Math.min(n, Math.floor((to - 1 + off + p) / s) + 1) });
-    eachWindow(outRows, outCols, (ky, kx) => {
-      const wy = outRows.windows[ky]!, wx = outCols.windows[kx]!;
-      const by = band(wy.start, wy.end, fh), bx = band(wx.start, wx.end, fw);
-      const u = then(native.cropPad(fusedMap, { top: by.i0, left: bx.i0, height: by.i1 - by.i0, width: bx.i1 - bx.i0 }), (x) => up.forward(x, ctx));
-      const top = wy.start + off - s * by.i0, left = wx.start + off - s * bx.i0;
-      const h = wy.end - wy.start, w = wx.end - wx.start;
-      if (top + h > u.dims[2]! || left + w > u.dims[3]!) {
-        u.dispose();
-        throw new Error(`tile plan: the upsampled window ${u.dims[3]}×${u.dims[2]} does not hold ${w}×${h} at (${left}, ${top})`);
-      }
-      const logits = then(u, (x) => native.cropPad(x, { top, left, height: h, width: w }));
-      try {
-        readOut(o.name, logits, outputs, W, H, wy.start, wx.start, ` in the window at (${wx.start}, ${wy.start}), ${w}×${h}`);
-      } finally {
-        logits.dispose();
-      }
-      // Windows at the image's edges have other sizes than the inner ones.
-      releaseIdleBuffers(0);
-    });
-    return {
-      outputs,
-      plan: { tiled: true, tiles: first.windows, tileSize, poolWindows: second?.windows ?? 0, headWindows: headRows.windows.length * headCols.windows.length, outputWindows: outRows.windows.length * outCols.windows.length },
-    };
-  } finally {
-    disposeAll(fused);
-    for (const m of held) m.dispose();
+  } catch (e) {
+    score7.dispose();
+    throw e;
   }
+  return { score7, windows: rows.windows.length * cols.windows.length };
 }
 
 /**
- * Blocks [from, to) of the body on one window: the last block's pool, and the skips' scores
- * on block3_pool and block4_pool when those blocks are in the range (scaled first in the
- * at-once model). Consumes `x`.
+ * 4. The final upsampling, crop and read-out in output windows: output pixel y (upsampled
+ * pixel y + crop offset) reads the fused pixels i with stride·i − padding + k = y + offset,
+ * k < kernel.
  */
-function body(model: FCN, x: Tensor, ctx: ForwardContext, from: number, to: number): { pool: Tensor; scores: Map<number, Tensor> } {
-  let t = x;
-  const scores = new Map<number, Tensor>();
-  const scoreOf = (pool: Tensor, score: Conv2d, factor: number | undefined) => score.forward(pool, ctx, factor ?? 1);
-  try {
-    for (let i = from; i < to; i++) {
-      const block = model.blocks[i]!;
-      for (const c of block.convs) t = then(t, (v) => c.forward(v, ctx));
-      t = then(t, (v) => block.pool.forward(v, ctx));
-      // The engine pools freed buffers by exact size and no later block has this block's
-      // sizes: released now, a tile needs its largest block's memory, not the sum of all
-      // blocks' (~600 instead of ~1000 bytes per pixel at full width).
-      releaseIdleBuffers(0);
-      const skip = skipOf(model, i);
-      if (skip) scores.set(i, scoreOf(t, skip.score, skip.factor));
+function tiledOutput(model: FCN, fused: Tensor, rgb: RgbImage, o: TiledOptions, ops: NetworkOps<Tensor>): { outputs: Outputs; windows: number } {
+  const { width: W, height: H } = rgb;
+  const outputs = emptyOutputs(model, W, H, o);
+  const { upsample: up, crop: off } = model.network.output;
+  const s = up.stride, k = up.kernel, p = up.padding;
+  // Half the budget: this stage runs with every layer's prepared weights in memory.
+  const tile = Math.max(s, Math.floor((o.tileSize ?? side(o.memoryBudget / 2, outputBytesPerPixel(model))) / s) * s);
+  const rows = planAxis(H, tile, 0, s), cols = planAxis(W, tile, 0, s);
+  const [, , fh, fw] = fused.dims as [number, number, number, number];
+  const band = (from: number, to: number, n: number) => ({ i0: Math.max(0, Math.floor((from + off + p - k + 1) / s)), i1: Math.min(n, Math.floor((to - 1 + off + p) / s) + 1) });
+  eachWindow(rows, cols, (ky, kx) => {
+    const wy = rows.windows[ky]!, wx = cols.windows[kx]!;
+    const by = band(wy.start, wy.end, fh), bx = band(wx.start, wx.end, fw);
+    const u = then(native.cropPad(fused, { top: by.i0, left: bx.i0, height: by.i1 - by.i0, width: bx.i1 - bx.i0 }), (x) => ops.conv(up, x));
+    const top = wy.start + off - s * by.i0, left = wx.start + off - s * bx.i0;
+    const h = wy.end - wy.start, w = wx.end - wx.start;
+    if (top + h > u.dims[2]! || left + w > u.dims[3]!) {
+      u.dispose();
+      throw new Error(`tile plan: the upsampled window ${u.dims[3]}×${u.dims[2]} does not hold ${w}×${h} at (${left}, ${top})`);
     }
-    return { pool: t, scores };
-  } catch (e) {
-    disposeAll(t, ...scores.values());
-    throw e;
-  }
-}
-
-/** The skip that scores block i's pool (score3 on block3_pool, score4 on block4_pool), if any. */
-function skipOf(model: FCN, i: number): { score: Conv2d; factor: number | undefined } | null {
-  if (i === 2 && model.score3) return { score: model.score3, factor: model.skipScales?.[1] };
-  if (i === 3 && model.score4) return { score: model.score4, factor: model.skipScales?.[0] };
-  return null;
+    const logits = then(u, (x) => native.cropPad(x, { top, left, height: h, width: w }));
+    try {
+      readOut(o.name, logits, outputs, W, H, wy.start, wx.start, ` in the window at (${wx.start}, ${wy.start}), ${w}×${h}`);
+    } finally {
+      logits.dispose();
+    }
+    // Windows at the image's edges have other sizes than the inner ones.
+    releaseIdleBuffers(0);
+  });
+  return { outputs, windows: rows.windows.length * cols.windows.length };
 }
 
 interface StageResult {
   /** The last block's pool and the skips' scores of the blocks in the stage, stitched. */
   pool: StitchedMap;
-  scores: Map<number, StitchedMap>;
+  scores: Map<Skip, StitchedMap>;
   windows: number;
   tile: number;
 }
@@ -473,39 +429,37 @@ interface StageResult {
  * side for the alignment and the smallest side the margins allow; `input` makes a window's
  * input tensor.
  */
-function bodyStage(model: FCN, ctx: ForwardContext, stage: {
-  from: number;
-  to: number;
-  height: number;
-  width: number;
-  tile: (align: number, minTile: number) => number;
-  input: (top: number, left: number, h: number, w: number) => Tensor;
-}): StageResult {
+function bodyStage(model: FCN, ops: NetworkOps<Tensor>, stage: { from: number; to: number; height: number; width: number; tile: (align: number, minTile: number) => number; input: (top: number, left: number, h: number, w: number) => Tensor }): StageResult {
   const { from, to } = stage;
-  const K = model.numClasses;
+  const net = model.network;
   const supports = poolSupports(model, from, to);
   const last = supports.at(-1)!;
   const align = last.stride;
-  const skips = supports.map((s, k) => ({ block: from + k, s })).filter(({ block }) => skipOf(model, block) !== null);
+  const skips = net.skips.filter((s) => s.block >= from && s.block < to).map((skip) => ({ skip, s: supports[skip.block - from]! }));
   const margin = marginFor(last, ...skips.map((m) => m.s));
   const tile = stage.tile(align, 2 * Math.ceil(margin / align) * align + 2 * align);
   const rows = planAxis(stage.height, tile, margin, align), cols = planAxis(stage.width, tile, margin, align);
   const sizesY = poolSizes(model, stage.height, from, to), sizesX = poolSizes(model, stage.width, from, to);
   const stitched = (s: Support, channels: number, k: number) =>
     ({ s, map: new StitchedMap(channels, sizesY[k]!, sizesX[k]!), rows: mapRanges(rows, s, sizesY[k]!), cols: mapRanges(cols, s, sizesX[k]!) });
-  const pool = stitched(last, model.blocks[to - 1]!.convs.at(-1)!.spec.outChannels, to - 1 - from);
-  const scoreMaps = skips.map(({ block, s }) => ({ block, ...stitched(s, K, block - from) }));
+  const pool = stitched(last, net.blocks[to - 1]!.convs.at(-1)!.outChannels, to - 1 - from);
+  const scoreMaps = skips.map(({ skip, s }) => ({ skip, ...stitched(s, model.numClasses, skip.block - from) }));
   const maps = [pool, ...scoreMaps];
   try {
     eachWindow(rows, cols, (ky, kx) => {
       const wy = rows.windows[ky]!, wx = cols.windows[kx]!;
-      const out = body(model, stage.input(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start), ctx, from, to);
+      // The engine pools freed buffers by exact size and no later block has this block's
+      // sizes: released after each block (ops.endBlock), a tile needs its largest block's
+      // memory, not the sum of all blocks' (~600 instead of ~1000 bytes per pixel at full width).
+      const out = walkBlocks(net, stage.input(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start), ops, from, to);
+      const scores = new Map<Skip, Tensor>();
       try {
-        for (const [m, t] of [[pool, out.pool], ...scoreMaps.map((m) => [m, out.scores.get(m.block)!] as const)] as const) {
+        for (const [skip, p] of out.skips) scores.set(skip, scorePool(skip, p, ops));
+        for (const [m, t] of [[pool, out.pool], ...scoreMaps.map((m) => [m, scores.get(m.skip)!] as const)] as const) {
           m.map.paste(t, m.rows[ky]!, m.cols[kx]!, wy.start / m.s.stride, wx.start / m.s.stride);
         }
       } finally {
-        disposeAll(out.pool, ...out.scores.values());
+        disposeAll(out.pool, ...out.skips.values(), ...scores.values());
       }
       // Each window's buffers go back to the system: edge windows have other sizes than inner
       // ones, and a pool holding one window's buffers while the next allocates its own would
@@ -516,7 +470,7 @@ function bodyStage(model: FCN, ctx: ForwardContext, stage: {
     for (const m of maps) m.map.dispose();
     throw e;
   }
-  return { pool: pool.map, scores: new Map(scoreMaps.map((m) => [m.block, m.map])), windows: rows.windows.length * cols.windows.length, tile };
+  return { pool: pool.map, scores: new Map(scoreMaps.map((m) => [m.skip, m.map])), windows: rows.windows.length * cols.windows.length, tile };
 }
 
 /**
@@ -546,17 +500,14 @@ export function segmentImage(model: FCN, rgb: RgbImage, options: InferenceOption
   const shape = `${model.style}/${model.width}/${model.numClasses}/${width}×${height}/${tiled}`;
   if (shape !== lastShape) native.poolTrim();
   lastShape = shape;
+  const hooks = stageHooks(model, o.onStage);
   try {
     if (tiled) {
-      const { outputs, plan } = tiledForward(model, rgb, o);
+      const { outputs, plan } = tiledForward(model, rgb, o, hooks);
       return { ...outputs, width, height, classes, plan };
     }
-    const outputs: Outputs = {
-      labels: new Uint8Array(width * height),
-      ...(o.logits ? { logits: new Float32Array(model.numClasses * width * height) } : {}),
-      ...(o.probabilities ? { probabilities: new Float32Array(model.numClasses * width * height) } : {}),
-    };
-    const logits = then(native.fromArray([1, 3, height, width], networkInput(rgb, o.means)), (x) => model.predictLogits(x, o.precision));
+    const outputs = emptyOutputs(model, width, height, o);
+    const logits = then(native.fromArray([1, 3, height, width], networkInput(rgb, o.means)), (x) => model.predictLogits(x, o.precision, hooks));
     try {
       readOut(o.name, logits, outputs, width, height, 0, 0, '');
     } finally {
@@ -566,6 +517,20 @@ export function segmentImage(model: FCN, rgb: RgbImage, options: InferenceOption
   } finally {
     releaseIdleBuffers(o.idleBufferLimit ?? IDLE_BUFFER_LIMIT);
   }
+}
+
+/** The label map, and the logits and probabilities when asked, to be filled. */
+function emptyOutputs(model: FCN, width: number, height: number, o: InferenceOptions): Outputs {
+  const planes = () => new Float32Array(model.numClasses * width * height);
+  return { labels: new Uint8Array(width * height), ...(o.logits ? { logits: planes() } : {}), ...(o.probabilities ? { probabilities: planes() } : {}) };
+}
+
+/** The pass's stage tap: each stage map copied out as float32 for `onStage`. */
+function stageHooks(model: FCN, onStage: InferenceOptions['onStage']): PassHooks {
+  if (!onStage) return {};
+  const net = model.network;
+  const strides = new Map([[net.headStage, net.headStride], ...net.skips.flatMap((s) => s.stages.map((n) => [n, s.stride] as const))]);
+  return { stage: (name, t) => onStage({ name, stride: strides.get(name)!, dims: [...t.dims], data: toFloat32(t) }) };
 }
 
 /** Segments one image (a path, decoded with the pixel limit, or decoded RGB) with `model`. */

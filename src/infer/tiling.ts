@@ -10,9 +10,10 @@
 // conv1 padding of 100 shifts the whole image and a window alike, so it changes the supports,
 // not the grid). Then window map pixel j is whole-image map pixel j + start/S, and the stitched
 // map equals the whole image's up to float rounding (oneDNN may sum in another order for
-// another shape).
-import type { FCN } from '../models/fcn.js';
-import type { Conv2d } from '../nn/layers.js';
+// another shape). The geometry is the network's description (models/network.ts).
+import type { Network } from '../models/network.js';
+
+type Described = { readonly network: Network }; // a model, or anything carrying the description
 
 /** Map pixel i reads the input coordinates [stride·i + lo, stride·i + hi]. */
 export interface Support {
@@ -29,16 +30,16 @@ function throughWindow(m: Support, k: number, s: number, p: number): Support {
   return { stride: m.stride * s, lo: m.lo - m.stride * p, hi: m.hi + m.stride * (k - 1 - p) };
 }
 
-const throughConv = (m: Support, l: Conv2d): Support => throughWindow(m, l.spec.kernel, l.stride, l.padding);
+const throughConv = (m: Support, l: { kernel: number; stride: number; padding: number }): Support => throughWindow(m, l.kernel, l.stride, l.padding);
 
 /**
  * The supports of the pools of blocks [from, to) (0-based) in the coordinates of block
  * `from`'s input: the image for 0, block3_pool's pixels for 3.
  */
-export function poolSupports(model: FCN, from = 0, to = model.blocks.length): Support[] {
+export function poolSupports(model: Described, from = 0, to = model.network.blocks.length): Support[] {
   const pooled: Support[] = [];
   let m = IDENTITY;
-  for (const block of model.blocks.slice(from, to)) {
+  for (const block of model.network.blocks.slice(from, to)) {
     for (const conv of block.convs) m = throughConv(m, conv);
     m = throughWindow(m, block.pool.kernel, block.pool.kernel, 0);
     pooled.push(m);
@@ -47,14 +48,14 @@ export function poolSupports(model: FCN, from = 0, to = model.blocks.length): Su
 }
 
 /** The pooled maps the skips and the head read: block3_pool (1/8), block4_pool (1/16), block5_pool (1/32). */
-export function backboneSupports(model: FCN): { pool3: Support; pool4: Support; pool5: Support } {
+export function backboneSupports(model: Described): { pool3: Support; pool4: Support; pool5: Support } {
   const [, , pool3, pool4, pool5] = poolSupports(model);
   return { pool3: pool3!, pool4: pool4!, pool5: pool5! };
 }
 
 /** score7 in block5_pool pixels: conv6 (7×7), conv7 and score7 (1×1). */
-export function headSupport(model: FCN): Support {
-  return [model.conv6, model.conv7, model.score7].reduce(throughConv, IDENTITY);
+export function headSupport(model: Described): Support {
+  return model.network.head.reduce(throughConv, IDENTITY);
 }
 
 /** The size of a map after a convolution or pooling along one axis. */
@@ -67,11 +68,11 @@ export function convOutputSize(n: number, k: number, s: number, p: number, ceil 
  * The sizes of the pools of blocks [from, to) along one axis of block `from`'s input of `n`
  * pixels (the keras style's padding to 32 is the caller's).
  */
-export function poolSizes(model: FCN, n: number, from = 0, to = model.blocks.length): number[] {
+export function poolSizes(model: Described, n: number, from = 0, to = model.network.blocks.length): number[] {
   const sizes: number[] = [];
   let size = n;
-  for (const block of model.blocks.slice(from, to)) {
-    for (const c of block.convs) size = convOutputSize(size, c.spec.kernel, c.stride, c.padding);
+  for (const block of model.network.blocks.slice(from, to)) {
+    for (const c of block.convs) size = convOutputSize(size, c.kernel, c.stride, c.padding);
     size = convOutputSize(size, block.pool.kernel, block.pool.kernel, 0, block.pool.ceil);
     sizes.push(size);
   }

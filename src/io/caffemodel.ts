@@ -24,53 +24,12 @@ import {
   type V1LayerMessage,
 } from './caffe-schema.js';
 import type { WeightEntry, WeightSource } from './weight-types.js';
+import { FCN_OUTPUTS, VGG16_BLOCKS, VGG16_CLASSIFIER, WEIGHT_LAYERS, scaledChannels, weightLayers, type WeightLayer } from './weight-layers.js';
 
-type Op = 'conv' | 'deconv';
-
-/** A Caffe layer that maps to a project layer. */
-interface LayerRole {
-  project: string;
-  op: Op;
-  kernel: number;
-}
-
-// VGG16: [block, convs, channels at full width].
-const VGG_BLOCKS: [number, number, number][] = [
-  [1, 2, 64],
-  [2, 2, 128],
-  [3, 3, 256],
-  [4, 3, 512],
-  [5, 3, 512],
-];
-const FC_CHANNELS = 4096;
-
-const ROLES = new Map<string, LayerRole>([
-  ...VGG_BLOCKS.flatMap(([b, n]) =>
-    Array.from({ length: n }, (_, k): [string, LayerRole] => [`conv${b}_${k + 1}`, { project: `block${b}_conv${k + 1}`, op: 'conv', kernel: 3 }]),
-  ),
-  ['fc6', { project: 'conv6', op: 'conv', kernel: 7 }],
-  ['fc7', { project: 'conv7', op: 'conv', kernel: 1 }],
-  ['score_fr', { project: 'score7', op: 'conv', kernel: 1 }],
-  ['upscore', { project: 'fcn32', op: 'deconv', kernel: 64 }],
-  ['upscore2', { project: 'score7_upsample', op: 'deconv', kernel: 4 }],
-  ['score_pool4', { project: 'score4', op: 'conv', kernel: 1 }],
-  ['upscore16', { project: 'fcn16', op: 'deconv', kernel: 32 }],
-  ['upscore_pool4', { project: 'skip4_upsample', op: 'deconv', kernel: 4 }],
-  ['score_pool3', { project: 'score3', op: 'conv', kernel: 1 }],
-  ['upscore8', { project: 'fcn8', op: 'deconv', kernel: 16 }],
-]);
-
-const VGG_CONVS = VGG_BLOCKS.flatMap(([b, n]) => Array.from({ length: n }, (_, k) => `conv${b}_${k + 1}`));
-const BODY = [...VGG_CONVS, 'fc6', 'fc7'];
-/** Caffe layers of each network, input to output (the order of the project's tensors). */
-const NETWORK_LAYERS = {
-  vgg16: BODY,
-  fcn32: [...BODY, 'score_fr', 'upscore'],
-  fcn16: [...BODY, 'score_fr', 'upscore2', 'score_pool4', 'upscore16'],
-  fcn8: [...BODY, 'score_fr', 'upscore2', 'score_pool4', 'upscore_pool4', 'score_pool3', 'upscore8'],
-} as const;
-type Network = keyof typeof NETWORK_LAYERS;
+type Network = 'vgg16' | keyof typeof FCN_OUTPUTS;
 const NETWORK_TITLES: Record<Network, string> = { vgg16: 'VGG16', fcn32: 'FCN-32s', fcn16: 'FCN-16s', fcn8: 'FCN-8s' };
+/** The layers a file may hold with weights, by their Caffe names. */
+const BY_CAFFE = new Map([...WEIGHT_LAYERS.values()].map((l) => [l.caffe, l]));
 
 /** The at-once FCN-8s scales pool4 and pool3 before scoring them (Caffe Scale layers). */
 const SCALE_LAYERS = ['scale_pool4', 'scale_pool3'] as const;
@@ -276,14 +235,14 @@ function interpret(all: CaffeLayer[], form: 'V1' | 'V2', path: string): WeightSo
     if (!layer.blobs.length) continue; // ReLU, Pooling, Crop, Dropout, Eltwise, data, loss…
     if (byName.has(layer.name) || scales.has(layer.name) || (classifier && classifier.name === layer.name))
       throw new Error(`${path}: two layers named '${layer.name}' hold weights`);
-    if (ROLES.has(layer.name)) byName.set(layer.name, layer);
+    if (BY_CAFFE.has(layer.name)) byName.set(layer.name, layer);
     else if ((SCALE_LAYERS as readonly string[]).includes(layer.name)) scales.set(layer.name, layer);
     else if (layer.name === IMAGENET_CLASSIFIER) classifier = layer;
     else throw new Error(`${path}: layer '${layer.name}' (${layer.type}) holds weights but is not a layer of Caffe's VGG16 or FCN networks`);
   }
 
   const network = whichNetwork(byName, path);
-  const wanted: readonly string[] = NETWORK_LAYERS[network];
+  const wanted = weightLayers(network).map((l) => l.caffe);
   for (const name of wanted) if (!byName.has(name)) throw new Error(`${path}: has no layer '${name}' with weights, which ${NETWORK_TITLES[network]} needs`);
   for (const name of byName.keys())
     if (!wanted.includes(name)) throw new Error(`${path}: layer '${name}' does not belong in ${NETWORK_TITLES[network]} (the file's final upsampling makes it one)`);
@@ -298,10 +257,10 @@ function interpret(all: CaffeLayer[], form: 'V1' | 'V2', path: string): WeightSo
   let classes = 0;
   for (const name of wanted) {
     const layer = byName.get(name)!;
-    const role = ROLES.get(name)!;
-    const source = inputSource(name);
+    const role = BY_CAFFE.get(name)!;
+    const source = role.reads === null || role.reads === 'classes' ? role.reads : WEIGHT_LAYERS.get(role.reads)!.caffe;
     const inC = source === null ? 3 : source === 'classes' ? classes : outChannels.get(source)!;
-    const entries = role.op === 'deconv' ? deconvEntries(layer, role, inC, path) : convEntries(layer, role, inC, source, path, notes);
+    const entries = role.transposed ? deconvEntries(layer, role, inC, path) : convEntries(layer, role, inC, source, path, notes);
     outChannels.set(name, entries.outC);
     if (name === 'score_fr') classes = entries.outC;
     for (const [k, e] of entries.tensors) tensors.set(k, e);
@@ -326,34 +285,15 @@ function interpret(all: CaffeLayer[], form: 'V1' | 'V2', path: string): WeightSo
 
 /** The network a file holds, from its final upsampling layer (none: a VGG16 backbone). */
 function whichNetwork(byName: Map<string, CaffeLayer>, path: string): Network {
-  const finals = (['upscore', 'upscore16', 'upscore8'] as const).filter((n) => byName.has(n));
-  if (finals.length > 1) throw new Error(`${path}: has more than one final upsampling layer (${finals.join(', ')})`);
+  const outputs = Object.entries(FCN_OUTPUTS).map(([network, o]) => [network as Network, o.upsample.caffe] as const);
+  const finals = outputs.filter(([, caffe]) => byName.has(caffe));
+  if (finals.length > 1) throw new Error(`${path}: has more than one final upsampling layer (${finals.map(([, caffe]) => caffe).join(', ')})`);
   if (finals.length === 0) {
-    if (byName.has('score_fr')) throw new Error(`${path}: layer 'score_fr' is there but no final upsampling layer (upscore, upscore16 or upscore8)`);
+    const names = outputs.map(([, caffe]) => caffe);
+    if (byName.has('score_fr')) throw new Error(`${path}: layer 'score_fr' is there but no final upsampling layer (${names.slice(0, -1).join(', ')} or ${names.at(-1)})`);
     return 'vgg16';
   }
-  return ({ upscore: 'fcn32', upscore16: 'fcn16', upscore8: 'fcn8' } as const)[finals[0]];
-}
-
-/** The layer whose outputs a layer reads: null for the image, 'classes' for class scores. */
-function inputSource(name: string): string | null {
-  switch (name) {
-    case 'conv1_1':
-      return null;
-    case 'fc6':
-      return 'conv5_3';
-    case 'fc7':
-      return 'fc6';
-    case 'score_fr':
-      return 'fc7';
-    case 'score_pool4':
-      return 'conv4_3';
-    case 'score_pool3':
-      return 'conv3_3';
-  }
-  if (ROLES.get(name)!.op === 'deconv') return 'classes';
-  const i = VGG_CONVS.indexOf(name);
-  return VGG_CONVS[i - 1];
+  return finals[0]![0];
 }
 
 /** The blob's dims without the leading 1s that Caffe's old 4-D shapes add, down to `rank`. */
@@ -369,7 +309,7 @@ function shapeText(dims: readonly number[]): string {
 
 function convEntries(
   layer: CaffeLayer,
-  role: LayerRole,
+  role: WeightLayer,
   inC: number,
   source: string | null,
   path: string,
@@ -390,7 +330,7 @@ function convEntries(
     if (!d || d[1] !== flat)
       throw new Error(`${what}: weights have shape ${shapeText(weights.dims)}, expected [outputs, ${flat}] (the ${inC} channels of ${fromLayer} × ${k} × ${k})`);
     caffeDims = [d[0], inC, k, k];
-    notes.push(`${path}: InnerProduct '${layer.name}' (${d[0]}×${flat}) read as the ${k}×${k} convolution '${role.project}'`);
+    notes.push(`${path}: InnerProduct '${layer.name}' (${d[0]}×${flat}) read as the ${k}×${k} convolution '${role.name}'`);
   } else {
     if (weights.dims.length !== 4 || weights.dims[1] !== inC || weights.dims[2] !== k || weights.dims[3] !== k)
       throw new Error(`${what}: weights have shape ${shapeText(weights.dims)}, expected [outputs, ${inC}, ${k}, ${k}] (inputs: the ${inC} channels of ${fromLayer})`);
@@ -404,13 +344,13 @@ function convEntries(
   return {
     outC,
     tensors: [
-      [`${role.project}.kernel`, { shape: kernelShape, read: () => finite(toKerasKernel(weights.values, caffeDims), what, `${role.project}.kernel`) }],
-      [`${role.project}.bias`, { shape: [outC], read: () => finite(copyValues(bias.values), what, `${role.project}.bias`) }],
+      [`${role.name}.kernel`, { shape: kernelShape, read: () => finite(toKerasKernel(weights.values, caffeDims), what, `${role.name}.kernel`) }],
+      [`${role.name}.bias`, { shape: [outC], read: () => finite(copyValues(bias.values), what, `${role.name}.bias`) }],
     ],
   };
 }
 
-function deconvEntries(layer: CaffeLayer, role: LayerRole, classes: number, path: string): { outC: number; tensors: [string, WeightEntry][] } {
+function deconvEntries(layer: CaffeLayer, role: WeightLayer, classes: number, path: string): { outC: number; tensors: [string, WeightEntry][] } {
   const what = `${path}: layer '${layer.name}' (${layer.type})`;
   const k = role.kernel;
   if (layer.type !== 'Deconvolution') throw new Error(`${what}: expected a Deconvolution`);
@@ -423,24 +363,17 @@ function deconvEntries(layer: CaffeLayer, role: LayerRole, classes: number, path
     throw new Error(`${what}: weights have shape ${shapeText(d)}, expected [${classes}, ${classes}, ${k}, ${k}] (the ${classes} classes of 'score_fr', kernel ${k})`);
   return {
     outC: classes,
-    tensors: [[`${role.project}.kernel`, { shape: [k, k, classes, classes], read: () => finite(toKerasKernel(weights.values, d), what, `${role.project}.kernel`) }]],
+    tensors: [[`${role.name}.kernel`, { shape: [k, k, classes, classes], read: () => finite(toKerasKernel(weights.values, d), what, `${role.name}.kernel`) }]],
   };
 }
 
 /** The width multiplier: conv1_1's outputs over 64, checked against every layer's channels. */
 function widthOf(outChannels: Map<string, number>, path: string): number {
-  // The model's channel rule (src/models/fcn.ts scaledChannels), restated so that reading a
-  // file does not load the native engine.
-  const scaled = (c: number, w: number) => Math.max(1, Math.round(c * w));
-  const expected = (w: number): [string, number][] => [
-    ...VGG_BLOCKS.flatMap(([b, n, c]) => Array.from({ length: n }, (_, i): [string, number] => [`conv${b}_${i + 1}`, scaled(c, w)])),
-    ['fc6', scaled(FC_CHANNELS, w)],
-    ['fc7', scaled(FC_CHANNELS, w)],
-  ];
+  const expected = (w: number) => weightLayers('vgg16').map((l): [string, number] => [l.caffe, scaledChannels(l.outputs as number, w)]);
   // conv1_1's 64 channels give the width coarsely; fc6's 4096 finely (e.g. 0.1 → 6/64 vs 410/4096).
-  const candidates = [outChannels.get('conv1_1')! / 64, outChannels.get('fc6')! / FC_CHANNELS];
+  const candidates = [VGG16_BLOCKS[0]![0]!, VGG16_CLASSIFIER[0]!].map((l) => outChannels.get(l.caffe)! / (l.outputs as number));
   for (const w of candidates) if (w <= 1 && expected(w).every(([n, c]) => outChannels.get(n) === c)) return w;
-  const w = candidates[0];
+  const w = candidates[0]!;
   const [name, c] = expected(w).find(([n, c]) => outChannels.get(n) !== c) ?? ['conv1_1', 64];
   throw new Error(`${path}: layer '${name}' has ${outChannels.get(name)} outputs; VGG16 at width ${w} (from conv1_1's ${outChannels.get('conv1_1')}) has ${c}`);
 }

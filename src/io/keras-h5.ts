@@ -22,6 +22,7 @@ import { resolve } from 'node:path';
 import h5wasm, { type Dataset, type File as H5File, type Group } from 'h5wasm/node';
 import type { WeightEntry, WeightSource } from './weight-types.js';
 import { FcnError, type ErrorContext } from '../errors.js';
+import { FCN_OUTPUTS, WEIGHT_LAYERS, weightLayers } from './weight-layers.js';
 
 /** Largest slice of a dataset read through the WebAssembly heap at once, by default. */
 const READ_CHUNK_BYTES = 16 << 20;
@@ -44,34 +45,17 @@ type LayerKind =
   /** VGG16's ImageNet classifier: no FCN layer takes it. */
   | { kind: 'dropped' };
 
-const VGG_CONVS: [number, number][] = [
-  [1, 2],
-  [2, 2],
-  [3, 3],
-  [4, 3],
-  [5, 3],
-];
-
 const LAYERS = new Map<string, LayerKind>([
-  ...VGG_CONVS.flatMap(([b, n]) => Array.from({ length: n }, (_, i): [string, LayerKind] => [`block${b}_conv${i + 1}`, { kind: 'conv', kernel: 3 }])),
-  ['conv6', { kind: 'conv', kernel: 7 }],
-  ['conv7', { kind: 'conv', kernel: 1 }],
-  ['score7', { kind: 'conv', kernel: 1 }],
-  ['score4', { kind: 'conv', kernel: 1 }],
-  ['score3', { kind: 'conv', kernel: 1 }],
-  ['score7_upsample', { kind: 'transposed', kernel: 4 }],
-  ['skip4_upsample', { kind: 'transposed', kernel: 4 }],
-  ['fcn32', { kind: 'transposed', kernel: 64 }],
-  ['fcn16', { kind: 'transposed', kernel: 32 }],
-  ['fcn8', { kind: 'transposed', kernel: 16 }],
+  ...[...WEIGHT_LAYERS.values()].map((l): [string, LayerKind] => [l.name, { kind: l.transposed ? 'transposed' : 'conv', kernel: l.kernel }]),
+  // Keras's VGG16 names its classifier fc1, fc2 (Dense) and predictions.
   ['fc1', { kind: 'dense', target: 'conv6', kernel: 7 }],
   ['fc2', { kind: 'dense', target: 'conv7', kernel: 1 }],
   ['predictions', { kind: 'dropped' }],
 ]);
 
 /** Layers only an FCN has (a VGG16 file with these is not one file but two mixed). */
-const FCN_HEADS = ['score7', 'score4', 'score3', 'score7_upsample', 'skip4_upsample', 'fcn32', 'fcn16', 'fcn8'];
-const FINAL_UPSAMPLING = ['fcn32', 'fcn16', 'fcn8'] as const;
+const FCN_HEADS = [...WEIGHT_LAYERS.keys()].filter((name) => !weightLayers('vgg16').some((l) => l.name === name));
+const FINAL_UPSAMPLING = Object.values(FCN_OUTPUTS).map((o) => o.upsample.name);
 
 /** A problem with the file's content, already worded for the user (not an HDF5 library error). */
 class KerasFileError extends FcnError {
@@ -400,7 +384,7 @@ function inspect(path: string, file: H5File, notes: string[]): { planned: Map<st
   if (heads.length) {
     const finals = FINAL_UPSAMPLING.filter((l) => present.has(l));
     if (finals.length > 1) fail(`${path}: holds the final layers of several models (${finals.join(', ')})`);
-    if (finals.length === 1) metadata.model = finals[0];
+    if (finals.length === 1) metadata.model = finals[0]!;
     else notes.push('no final upsampling layer (fcn32, fcn16 or fcn8): the file does not say which model it holds');
     const score7 = kernelShapes.get('score7');
     if (score7) metadata.classes = String(score7[3]);

@@ -1,23 +1,18 @@
-// FCN-32s, FCN-16s and FCN-8s on one shared VGG16 body, with the seed's layer names.
-// Shape letters: N batch, C channels, H×W the input's size, Hp×Wp padded to a multiple of 32.
+// FCN-32s, FCN-16s and FCN-8s on one shared VGG16 body, with the seed's layer names: the
+// network's description (network.ts) with its parameters, run in training (recorded for the
+// backward pass, recorded-pass.ts) and in inference.
+// Shape letters: N batch, C channels, H×W the input's size.
 import { native, type Tensor, type Precision } from '../engine/binding.js';
-import { Tape, disposeAll } from '../engine/tensor.js';
-import { dequantized } from '../nn/activation-scales.js';
+import { Tape } from '../engine/tensor.js';
 import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js';
 import { Param } from '../nn/param.js';
 import { bilinearInit, glorotUniform, heUniform, zeroInit } from '../nn/init.js';
 import { Rng } from '../data/prng.js';
 import { assertPrecisionSupported, type InferencePrecision } from '../engine/config.js';
+import { FCN_KINDS, FCN_STYLES, describeNetwork, networkLayers, walkNetwork, type FcnKind, type FcnStyle, type Network, type NetworkOps, type StageMapName } from './network.js';
+import { RecordedPass, type Value } from './recorded-pass.js';
 
-export type FcnKind = 'fcn32' | 'fcn16' | 'fcn8';
-export const FCN_KINDS: readonly FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
-/**
- * 'keras': the seed's network — 'same' convolutions, floor pooling, the input padded to a
- * multiple of 32. 'caffe': the paper's — block1_conv1 padding 100, pooling that rounds up,
- * conv6 without padding, unpadded upsampling and crops that realign each map with the input.
- */
-export type FcnStyle = 'keras' | 'caffe';
-export const FCN_STYLES: readonly FcnStyle[] = ['keras', 'caffe'];
+export { FCN_KINDS, FCN_STYLES, scaledChannels, type FcnKind, type FcnStyle, type StageMapName } from './network.js';
 export const NUM_CLASSES = 21;
 /** The body's total stride: inputs are padded to a multiple of it (keras style). */
 export const OUTPUT_STRIDE = 32;
@@ -40,85 +35,12 @@ export interface FcnOptions {
   uninitialized?: boolean;
 }
 
-/** Channels of a full-width layer scaled by the width multiplier. */
-export function scaledChannels(channels: number, width: number): number {
-  return Math.max(1, Math.round(channels * width));
-}
-
-// VGG16: [block, convs, channels].
-const VGG_BLOCKS: [number, number, number][] = [
-  [1, 2, 64],
-  [2, 2, 128],
-  [3, 3, 256],
-  [4, 3, 512],
-  [5, 3, 512],
-];
-
-interface Block {
-  convs: Conv2d[];
-  pool: MaxPool2d;
-}
-
-export interface TrainOutput {
-  logits: Tensor;
-  tape: Tape;
-}
-
-/** The class score maps inside the forward pass that predictStages copies out. */
-export type StageMapName = 'score7' | 'score4' | 'fuse4' | 'score3' | 'fuse3';
-
-export interface StageMap {
-  name: StageMapName;
-  /** Input pixels per map pixel: 32, 16 or 8. */
-  stride: number;
-  /** [1, classes, h, w]. */
-  dims: number[];
-  data: Float32Array;
-}
-
-const STAGE_STRIDES: Record<StageMapName, number> = { score7: 32, score4: 16, fuse4: 16, score3: 8, fuse3: 8 };
-
-/**
- * Where a map's pixels sit in the input: input coordinate = scale · index + shift, for the
- * centre of each pixel's window. Composed layer by layer, it gives the crop that realigns
- * two maps (Caffe's crop offsets are computed this way, not pasted).
- */
-interface CoordMap {
-  scale: number;
-  shift: number;
-}
-
-/** The map of a layer's output through a layer with kernel k, stride s, padding p. */
-function throughLayer(m: CoordMap, k: number, s: number, p: number, transposed: boolean): CoordMap {
-  // Output pixel i of a convolution/pooling is centred on input s·i − p + (k−1)/2; a
-  // transposed convolution inverts that relation.
-  const [a, b] = transposed ? [1 / s, (p - (k - 1) / 2) / s] : [s, (k - 1) / 2 - p];
-  return { scale: m.scale * a, shift: m.scale * b + m.shift };
-}
-
-/** The crop offset that aligns map `t` with map `ref` (both at the same scale). */
-function alignOffset(t: CoordMap, ref: CoordMap): number {
-  if (Math.abs(t.scale - ref.scale) > 1e-9) throw new Error(`cannot align maps at scales ${t.scale} and ${ref.scale}`);
-  const o = (ref.shift - t.shift) / t.scale;
-  if (!Number.isInteger(Math.round(o * 1e6) / 1e6) || o < 0) throw new Error(`maps do not align on whole pixels (offset ${o})`);
-  return Math.round(o);
-}
-
-/** A value of the recorded forward pass: a tensor and whether a gradient must reach it. */
-interface Value {
-  t: Tensor;
-  id: number;
-  needsGrad: boolean;
-}
-
-/** One step of the recorded forward pass: its backward maps dL/doutput to dL/dinputs. */
-interface Node {
-  inputs: Value[];
-  output: Value;
-  /** Gradients for the inputs whose `needsGrad` is set (null elsewhere). Disposes nothing. */
-  backward: (dy: Tensor) => (Tensor | null)[];
-  /** The parameters whose gradients this step's backward sets (a layer runs once per pass). */
-  params?: Param[];
+/** What an inference pass reports as it goes. */
+export interface PassHooks {
+  /** Every convolution's output (the calibration of the int8 scales). */
+  conv?(layer: Conv2d, y: Tensor): void;
+  /** The stage maps (the "How it works" views). */
+  stage?(name: StageMapName, map: Tensor): void;
 }
 
 export class FCN {
@@ -128,25 +50,22 @@ export class FCN {
   readonly numClasses: number;
   readonly classNames: readonly string[] | null;
   readonly skipScales: readonly [number, number] | null;
-  readonly blocks: Block[] = [];
+  /** The network this model computes: its layers, their geometry and order. */
+  readonly network: Network;
+  readonly blocks: { convs: Conv2d[]; pool: MaxPool2d }[];
   readonly conv6: Conv2d;
-  readonly drop6: Dropout;
   readonly conv7: Conv2d;
-  readonly drop7: Dropout;
   readonly score7: Conv2d;
-  // FCN-16s and FCN-8s skips.
-  readonly score7Upsample: Conv2d | null = null;
-  readonly score4: Conv2d | null = null;
-  readonly skip4Upsample: Conv2d | null = null;
-  readonly score3: Conv2d | null = null;
-  /** The final upsampling to full resolution: fcn32 (×32), fcn16 (×16) or fcn8 (×8). */
-  readonly upsample: Conv2d;
-  /** The last training forward pass, walked backwards by backward(). */
-  private recorded: Node[] = [];
-  /** Set by predictStages only: receives the score maps as the forward pass makes them. */
-  private tap: ((name: StageMapName, t: Tensor) => void) | null = null;
-  /** Sees every convolution's output in inference (calibration of the int8 scales). */
-  observer: ((layer: Conv2d, y: Tensor) => void) | null = null;
+  /** The skips' scorers (FCN-16s and FCN-8s). */
+  readonly score4: Conv2d | null;
+  readonly score3: Conv2d | null;
+  private readonly convs = new Map<string, Conv2d>();
+  private readonly pools = new Map<string, MaxPool2d>();
+  private readonly dropouts = new Map<string, Dropout>();
+  /** The model's layers that run the description's. */
+  private readonly parts = { conv: (l: { name: string }) => this.layer(l.name), pool: (p: { name: string }) => this.pools.get(p.name)!, dropout: (name: string) => this.dropouts.get(name)! };
+  /** The last training forward pass, for backward(). */
+  private recorded: { pass: RecordedPass; logits: Value } | null = null;
 
   constructor(options: FcnOptions) {
     const { kind } = options;
@@ -162,50 +81,23 @@ export class FCN {
     this.style = style;
     this.width = width;
     this.skipScales = skipScales;
-    const classes = (this.numClasses = options.numClasses ?? NUM_CLASSES);
-    if (options.classNames && options.classNames.length !== classes) throw new Error(`${options.classNames.length} class names given for ${classes} classes`);
+    const numClasses = (this.numClasses = options.numClasses ?? NUM_CLASSES);
+    if (options.classNames && options.classNames.length !== numClasses) throw new Error(`${options.classNames.length} class names given for ${numClasses} classes`);
     this.classNames = options.classNames ? [...options.classNames] : null;
-    const rate = options.dropout ?? 0.2;
-    const caffe = style === 'caffe';
-    const unfilled = { uninitialized: options.uninitialized ?? false };
+    const net = (this.network = describeNetwork({ kind, style, width, numClasses, skipScales }));
 
-    let inC = 3;
-    for (const [b, n, c] of VGG_BLOCKS) {
-      const out = scaledChannels(c, width);
-      const convs: Conv2d[] = [];
-      for (let i = 1; i <= n; i++) {
-        // Caffe pads the first convolution by 100 so that any input survives the 7×7 conv6
-        // without padding; the crops at the end take the margin off again.
-        const padding = caffe && b === 1 && i === 1 ? 100 : 1;
-        convs.push(new Conv2d(`block${b}_conv${i}`, { inChannels: inC, outChannels: out, kernel: 3, padding, relu: true, ...unfilled }));
-        inC = out;
-      }
-      this.blocks.push({ convs, pool: new MaxPool2d(`block${b}_pool`, 2, caffe) });
+    const uninitialized = options.uninitialized ?? false;
+    for (const l of networkLayers(net)) {
+      this.convs.set(l.name, new Conv2d(l.name, { ...l, uninitialized }));
+      // drop6 and drop7 seed their masks by their number.
+      if (l.dropout) this.dropouts.set(l.dropout, new Dropout(l.dropout, options.dropout ?? 0.2, Number(/\d+$/.exec(l.dropout)![0])));
     }
-    const fc = scaledChannels(4096, width);
-    const c3 = scaledChannels(256, width), c4 = scaledChannels(512, width);
-    this.conv6 = new Conv2d('conv6', { inChannels: inC, outChannels: fc, kernel: 7, padding: caffe ? 0 : 3, relu: true, ...unfilled });
-    this.drop6 = new Dropout('drop6', rate, 6);
-    this.conv7 = new Conv2d('conv7', { inChannels: fc, outChannels: fc, kernel: 1, relu: true, ...unfilled });
-    this.drop7 = new Dropout('drop7', rate, 7);
-    this.score7 = new Conv2d('score7', { inChannels: fc, outChannels: classes, kernel: 1, ...unfilled });
-    const up = (name: string, k: number, s: number) =>
-      new Conv2d(name, { inChannels: classes, outChannels: classes, kernel: k, stride: s, transposed: true, ...(caffe ? { padding: 0 } : {}), ...unfilled });
-    if (kind === 'fcn32') {
-      this.upsample = up('fcn32', 64, 32);
-    } else {
-      this.score7Upsample = up('score7_upsample', 4, 2);
-      this.score4 = new Conv2d('score4', { inChannels: c4, outChannels: classes, kernel: 1, ...unfilled });
-      if (kind === 'fcn16') {
-        this.upsample = up('fcn16', 32, 16);
-      } else {
-        this.skip4Upsample = up('skip4_upsample', 4, 2);
-        this.score3 = new Conv2d('score3', { inChannels: c3, outChannels: classes, kernel: 1, ...unfilled });
-        this.upsample = up('fcn8', 16, 8);
-      }
-    }
+    this.blocks = net.blocks.map((b) => ({ convs: b.convs.map((l) => this.layer(l.name)), pool: new MaxPool2d(b.pool.name, b.pool.kernel, b.pool.ceil) }));
+    for (const b of this.blocks) this.pools.set(b.pool.name, b.pool);
+    [this.conv6, this.conv7, this.score7] = net.head.map((l) => this.layer(l.name)) as [Conv2d, Conv2d, Conv2d];
+    [this.score4, this.score3] = [0, 1].map((k) => (net.skips[k] ? this.layer(net.skips[k].score.name) : null)) as [Conv2d | null, Conv2d | null];
     // The seed freezes its bilinear upsampling layers (so does the paper).
-    for (const l of this.upsamplers()) l.trainable = false;
+    for (const l of this.layers()) if (l.transposed) l.trainable = false;
   }
 
   /** The BGR means preprocessing subtracts: the seed's Keras ones or Caffe's. */
@@ -215,8 +107,7 @@ export class FCN {
 
   /** Every layer with parameters, input to output. */
   layers(): Conv2d[] {
-    const heads = [this.score7Upsample, this.score4, this.skip4Upsample, this.score3].filter((l): l is Conv2d => l !== null);
-    return [...this.blocks.flatMap((b) => b.convs), this.conv6, this.conv7, this.score7, ...heads, this.upsample];
+    return [...this.convs.values()];
   }
 
   /** Whether the model carries int8 weights and scales (made by `fcn quantize`). */
@@ -224,17 +115,13 @@ export class FCN {
     return this.layers().some((l) => l.quant !== null);
   }
 
-  upsamplers(): Conv2d[] {
-    return this.layers().filter((l) => l.transposed);
-  }
-
   params(): Param[] {
     return this.layers().flatMap((l) => l.params());
   }
 
   layer(name: string): Conv2d {
-    const l = this.layers().find((x) => x.name === name);
-    if (!l) throw new Error(`${this.kind} has no layer '${name}' (layers: ${this.layers().map((x) => x.name).join(', ')})`);
+    const l = this.convs.get(name);
+    if (!l) throw new Error(`${this.kind} has no layer '${name}' (layers: ${[...this.convs.keys()].join(', ')})`);
     return l;
   }
 
@@ -253,75 +140,62 @@ export class FCN {
     }
   }
 
-  /**
-   * The offsets of the crops that realign maps with each other and with the input: score4
-   * (block4_pool's scores cropped to the upsampled score7), score3 (block3_pool's scores
-   * cropped to the upsampled skip4) and the final crop of the upsampled scores to the input.
-   * Computed from every layer's kernel, stride and padding: all 0 in the keras style, and
-   * Caffe's 5, 9 and 19/27/31 in the caffe style.
-   */
-  cropOffsets(): { score4?: number; score3?: number; final: number } {
-    const data: CoordMap = { scale: 1, shift: 0 };
-    const through = (m: CoordMap, l: Conv2d) => throughLayer(m, l.spec.kernel, l.stride, l.padding, l.transposed);
-    const pooled: CoordMap[] = [];
-    let m = data;
-    for (const block of this.blocks) {
-      for (const conv of block.convs) m = through(m, conv);
-      m = throughLayer(m, block.pool.kernel, block.pool.kernel, 0, false);
-      pooled.push(m);
-    }
-    for (const l of [this.conv6, this.conv7, this.score7]) m = through(m, l);
-    const out: { score4?: number; score3?: number; final: number } = { final: 0 };
-    if (this.score7Upsample && this.score4) {
-      m = through(m, this.score7Upsample);
-      out.score4 = alignOffset(through(pooled[3], this.score4), m);
-      if (this.skip4Upsample && this.score3) {
-        m = through(m, this.skip4Upsample);
-        out.score3 = alignOffset(through(pooled[2], this.score3), m);
-      }
-    }
-    out.final = alignOffset(through(m, this.upsample), data);
-    return out;
+  private checkPrecision(precision: Precision | InferencePrecision): void {
+    assertPrecisionSupported(precision);
+    if (precision === 'int8' && !this.quantized)
+      throw new Error(`this ${this.kind} model has no int8 weights: make an int8 model with \`fcn quantize --weights W --calib DIR --out Q\`, or use float32`);
   }
 
   /**
-   * Logits N×classes×H×W (plain float32) for a preprocessed batch N×3×H×W, at any H×W.
+   * The network's steps in inference, for a walk over its description (network.ts): each
+   * value is freed as soon as the walk is done with it, except `input` (the caller's).
    */
-  predictLogits(x: Tensor, precision: InferencePrecision = 'float32'): Tensor {
+  inferenceOps(precision: InferencePrecision, hooks: PassHooks = {}, input: Tensor | null = null): NetworkOps<Tensor> {
+    this.checkPrecision(precision);
     const ctx: ForwardContext = { training: false, precision, tape: null, seed: 0 };
-    return this.run(x, ctx);
+    return {
+      pad: (x, m) => {
+        const [, , h, w] = x.dims as [number, number, number, number];
+        const hp = Math.ceil(h / m) * m, wp = Math.ceil(w / m) * m;
+        return hp === h && wp === w ? x : native.cropPad(x, { height: hp, width: wp });
+      },
+      conv: (l, x, factor) => {
+        const layer = this.layer(l.name);
+        const y = layer.forward(x, ctx, factor ?? 1);
+        hooks.conv?.(layer, y);
+        return y;
+      },
+      pool: (p, x) => this.parts.pool(p).forward(x, ctx),
+      dropout: (_name, x) => x,
+      crop: (x, offset, like) => (offset === null ? x : native.cropPad(x, { top: offset, left: offset, height: like.dims[2]!, width: like.dims[3]! })),
+      add: (a, b) => native.add(a, b),
+      free: (x) => {
+        if (x !== input) x.dispose();
+      },
+      ...(hooks.stage ? { stage: hooks.stage } : {}),
+    };
   }
 
   /**
-   * As predictLogits, also copying out the score maps each stage adds, for showing how the
-   * skips refine the coarse map: score7 (1/32); for FCN-16s/8s the block4_pool skip scores
-   * and their sum with the upsampled score7 (score4, fuse4 at 1/16); for FCN-8s the
-   * block3_pool ones (score3, fuse3 at 1/8). Batch 1. In the keras style, map pixel (i, j)
-   * covers input pixels [s·i, s·(i+1)) × [s·j, s·(j+1)) of the input padded to 32.
+   * Logits N×classes×H×W (plain float32) for a preprocessed batch N×3×H×W, at any H×W. In
+   * the keras style the input is padded at the bottom/right with zeros (the mean colour after
+   * preprocessing) to a multiple of 32; in the caffe style conv1's margin does that job.
+   * Either way the crops bring the logits back to the input's size.
    */
-  predictStages(x: Tensor, precision: InferencePrecision = 'float32'): { logits: Tensor; maps: StageMap[] } {
-    const maps: StageMap[] = [];
-    this.tap = (name, t) => {
-      const f = dequantized(t);
-      const raw = f.toArray();
-      if (f !== t) f.dispose();
-      // bfloat16 activations come out as their raw upper 16 bits.
-      const data = raw instanceof Uint16Array ? new Float32Array(Uint32Array.from(raw, (b) => b << 16).buffer) : Float32Array.from(raw);
-      maps.push({ name, stride: STAGE_STRIDES[name], dims: [...t.dims], data });
-    };
-    try {
-      return { logits: this.predictLogits(x, precision), maps };
-    } finally {
-      this.tap = null;
-    }
+  predictLogits(x: Tensor, precision: InferencePrecision = 'float32', hooks: PassHooks = {}): Tensor {
+    return walkNetwork(this.network, x, this.inferenceOps(precision, hooks, x));
   }
 
   /** A training forward pass: the tape owns every activation until disposed after backward. */
-  forwardTrain(x: Tensor, precision: Precision, seed: number): TrainOutput {
+  forwardTrain(x: Tensor, precision: Precision, seed: number): { logits: Tensor; tape: Tape } {
+    this.checkPrecision(precision);
+    this.recorded = null;
     const tape = new Tape();
     try {
-      const logits = this.run(x, { training: true, precision, tape, seed });
-      return { logits, tape };
+      const pass = new RecordedPass(x, { training: true, precision, tape, seed }, this.parts);
+      const logits = walkNetwork(this.network, pass.input, pass.ops());
+      this.recorded = { pass, logits };
+      return { logits: logits.t, tape };
     } catch (e) {
       tape.dispose();
       throw e;
@@ -329,176 +203,25 @@ export class FCN {
   }
 
   /**
-   * The forward pass. In the keras style the input is padded at the bottom/right with zeros
-   * (the mean colour after preprocessing) to a multiple of 32; in the caffe style conv1's
-   * margin does that job. Either way the crops bring the logits back to the input's size.
-   * In training every step is recorded (with the tape owning its tensors) for backward();
-   * in inference each tensor is freed as soon as nothing further reads it.
-   */
-  private run(x: Tensor, ctx: ForwardContext): Tensor {
-    assertPrecisionSupported(ctx.precision);
-    if (ctx.precision === 'int8' && !this.quantized)
-      throw new Error(`this ${this.kind} model has no int8 weights: make an int8 model with \`fcn quantize --weights W --calib DIR --out Q\`, or use float32`);
-    const [, , h, w] = x.dims;
-    const training = ctx.tape !== null;
-    const nodes: Node[] = [];
-    this.recorded = [];
-    let nextId = 0;
-    const input: Value = { t: x, id: nextId++, needsGrad: false };
-    // Inference frees each tensor once read, except the input (the caller's) and the pools
-    // the skips read later (freed by the skips).
-    const retained = new Set<Value>([input]);
-    /** Runs one step; records it in training (the tape owns its output unless `owned`). */
-    const apply = (inputs: Value[], forward: () => Tensor, backward: (dy: Tensor) => (Tensor | null)[], opts: { trainable?: boolean; owned?: boolean; params?: Param[] } = {}): Value => {
-      const y = forward();
-      const out: Value = { t: y, id: nextId++, needsGrad: (opts.trainable ?? false) || inputs.some((v) => v.needsGrad) };
-      if (training) {
-        if (!opts.owned) ctx.tape!.keep(y);
-        nodes.push({ inputs, output: out, backward, ...(opts.params ? { params: opts.params } : {}) });
-      } else {
-        for (const v of inputs) if (!retained.has(v) && !v.t.disposed) v.t.dispose();
-      }
-      return out;
-    };
-    const observe = (l: Conv2d, y: Tensor) => {
-      this.observer?.(l, y);
-      return y;
-    };
-    const conv = (l: Conv2d, v: Value, inputFactor = 1) =>
-      apply([v], () => observe(l, l.forward(v.t, ctx, inputFactor)), (dy) => [l.backward(dy, v.needsGrad)], { trainable: l.trainable, params: l.params() });
-    const crop = (v: Value, top: number, height: number, width: number): Value => {
-      const [, , ih, iw] = v.t.dims;
-      if (top === 0 && ih === height && iw === width) return v;
-      return apply(
-        [v],
-        () => native.cropPad(v.t, { top, left: top, height, width }),
-        // A crop's backward pads the gradient back with zeros: the crop with offsets negated.
-        (dy) => [v.needsGrad ? native.cropPad(dy, { top: -top, left: -top, height: ih, width: iw }) : null],
-      );
-    };
-    const add = (a: Value, b: Value): Value =>
-      apply([a, b], () => native.add(a.t, b.t), (dy) => [a.needsGrad ? native.reorder(dy) : null, b.needsGrad ? native.reorder(dy) : null]);
-    const scale = (v: Value, factor: number): Value => apply([v], () => native.scale(v.t, factor), (dy) => [v.needsGrad ? native.scale(dy, factor) : null]);
-
-    const offsets = this.cropOffsets();
-    try {
-      let t = input;
-      if (this.style === 'keras') {
-        const hp = Math.ceil(h / OUTPUT_STRIDE) * OUTPUT_STRIDE, wp = Math.ceil(w / OUTPUT_STRIDE) * OUTPUT_STRIDE;
-        if (hp !== h || wp !== w) t = apply([t], () => native.cropPad(x, { height: hp, width: wp }), () => [null]);
-      }
-      let pool3: Value | null = null, pool4: Value | null = null;
-      for (const [i, block] of this.blocks.entries()) {
-        for (const c of block.convs) t = conv(c, t);
-        const v = t;
-        t = apply([v], () => block.pool.forward(v.t, ctx), (dy) => [v.needsGrad ? block.pool.backward(dy) : null]); // 1/2, 1/4, 1/8, 1/16, 1/32
-        if (i === 2 && this.score3) retained.add((pool3 = t)); // 1/8
-        if (i === 3 && this.score4) retained.add((pool4 = t)); // 1/16
-      }
-      t = conv(this.conv6, t);
-      for (const [drop, next] of [[this.drop6, this.conv7], [this.drop7, this.score7]] as const) {
-        const v = t;
-        const dropped = drop.forward(v.t, ctx); // null: identity (inference, or rate 0)
-        if (dropped) t = apply([v], () => dropped, (dy) => [drop.backward(dy)]);
-        t = conv(next, t);
-      }
-      this.tap?.('score7', t.t);
-      // A skip: the pool's scores (scaled first in the at-once model), cropped to the map
-      // they join.
-      const skip = (pool: Value, score: Conv2d, factor: number | undefined, offset: number, like: Value): Value => {
-        // Training records the scaling as a step (it has a backward); inference folds it into
-        // the convolution (into the output scales, in int8).
-        const s = factor === undefined ? conv(score, pool) : training ? conv(score, scale(pool, factor)) : conv(score, pool, factor);
-        retained.delete(pool);
-        if (!training) pool.t.dispose();
-        return crop(s, offset, like.t.dims[2], like.t.dims[3]);
-      };
-      if (this.score7Upsample && this.score4 && pool4) {
-        t = conv(this.score7Upsample, t); // 1/16
-        const s4 = skip(pool4, this.score4, this.skipScales?.[0], offsets.score4!, t);
-        this.tap?.('score4', s4.t);
-        t = add(t, s4); // skip4
-        this.tap?.('fuse4', t.t);
-        if (this.skip4Upsample && this.score3 && pool3) {
-          t = conv(this.skip4Upsample, t); // 1/8
-          const s3 = skip(pool3, this.score3, this.skipScales?.[1], offsets.score3!, t);
-          this.tap?.('score3', s3.t);
-          t = add(t, s3); // skip3
-          this.tap?.('fuse3', t.t);
-        }
-      }
-      t = conv(this.upsample, t); // 1/1
-      // The edge: plain float32 logits at the input's own size, owned by the caller.
-      const full = t;
-      const [, , uh, uw] = full.t.dims;
-      const o = offsets.final;
-      const logits = apply(
-        [full],
-        () => native.cropPad(full.t, { top: o, left: o, height: h, width: w }),
-        (dy) => [native.cropPad(dy, { top: -o, left: -o, height: uh, width: uw })],
-        { owned: true },
-      );
-      if (training) {
-        this.recorded = nodes;
-        this.logits = logits;
-      }
-      return logits.t;
-    } catch (e) {
-      this.recorded = [];
-      throw e;
-    }
-  }
-
-  private logits: Value | null = null;
-
-  /**
    * Backpropagates dL/dlogits (N×classes×H×W) through the last training forward pass,
-   * setting the gradients of every trainable parameter. Only the steps a gradient must pass
-   * through run. Disposes nothing it was given. `onGradReady` is called for each trainable
-   * parameter as soon as its gradient is final (output layers first), while the pass goes on:
-   * data-parallel training starts sending gradients from there.
+   * setting the gradients of every trainable parameter. Disposes nothing it was given.
+   * `onGradReady` is called for each trainable parameter as soon as its gradient is final
+   * (output layers first): data-parallel training starts sending gradients from there.
    */
   backward(dlogits: Tensor, onGradReady?: (p: Param) => void): void {
-    const nodes = this.recorded, logits = this.logits;
-    this.recorded = [];
-    this.logits = null;
-    if (!logits || nodes.length === 0) throw new Error(`${this.kind}: backward without a training forward pass`);
-    if (!logits.needsGrad) return;
+    const recorded = this.recorded;
+    this.recorded = null;
+    if (!recorded) throw new Error(`${this.kind}: backward without a training forward pass`);
+    if (!recorded.logits.needsGrad) return;
     // The previous step's gradients go back to the buffer pool before the new ones are
     // made (same sizes): peak memory holds one set of gradients, not two.
     for (const p of this.params()) if (p.trainable) p.setGrad(null);
-    const grads = new Map<number, Tensor>();
-    const accumulate = (v: Value, g: Tensor | null) => {
-      if (!g) return;
-      const prev = grads.get(v.id);
-      if (!prev) return void grads.set(v.id, g);
-      // Two paths meet where a skip reads a pool: their gradients add.
-      grads.set(v.id, native.add(prev, g));
-      disposeAll(prev, g);
-    };
-    try {
-      for (let i = nodes.length - 1; i >= 0; i--) {
-        const node = nodes[i];
-        const dy = node.output === logits ? dlogits : grads.get(node.output.id);
-        if (!dy) continue;
-        grads.delete(node.output.id);
-        try {
-          const dx = node.backward(dy);
-          node.inputs.forEach((v, k) => (v.needsGrad ? accumulate(v, dx[k]) : disposeAll(dx[k])));
-          if (onGradReady) for (const p of node.params ?? []) if (p.trainable && p.grad) onGradReady(p);
-        } finally {
-          if (dy !== dlogits) dy.dispose();
-        }
-      }
-    } finally {
-      for (const g of grads.values()) disposeAll(g);
-    }
+    recorded.pass.backward(recorded.logits, dlogits, onGradReady);
   }
 
   /** Frees every parameter and prepared weight copy. */
   dispose(): void {
-    this.recorded = [];
-    this.logits = null;
+    this.recorded = null;
     for (const l of this.layers()) {
       l.setQuant(null);
       l.clearCaches();

@@ -11,6 +11,7 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { disposeAll } from '../engine/tensor.js';
 import type { FCN } from '../models/fcn.js';
+import { networkLayers } from '../models/network.js';
 import { networkInput } from '../data/transforms.js';
 import type { RgbImage } from '../io/image.js';
 import type { Conv2d, ConvQuant } from '../nn/layers.js';
@@ -21,21 +22,16 @@ export type ActivationMaxima = Map<string, number>;
 /** Runs the float32 model over preprocessed inputs, recording each ReLU convolution's largest output. */
 export function calibrate(model: FCN, inputs: Iterable<Tensor>, onImage?: (index: number) => void): ActivationMaxima {
   const maxima: ActivationMaxima = new Map();
-  model.observer = (layer, y) => {
-    if (!layer.relu) return;
-    maxima.set(layer.name, Math.max(maxima.get(layer.name) ?? 0, native.absMax(y)));
+  const conv = (layer: Conv2d, y: Tensor) => {
+    if (layer.relu) maxima.set(layer.name, Math.max(maxima.get(layer.name) ?? 0, native.absMax(y)));
   };
-  try {
-    let i = 0;
-    for (const x of inputs) {
-      model.predictLogits(x, 'float32').dispose();
-      onImage?.(i);
-      i++;
-    }
-    if (i === 0) throw new Error('calibration needs at least one image');
-  } finally {
-    model.observer = null;
+  let i = 0;
+  for (const x of inputs) {
+    model.predictLogits(x, 'float32', { conv }).dispose();
+    onImage?.(i);
+    i++;
   }
+  if (i === 0) throw new Error('calibration needs at least one image');
   return maxima;
 }
 
@@ -81,23 +77,12 @@ export function activationScale(max: number): number {
 
 /**
  * Each convolution with the ReLU convolution whose output it reads (through pooling), in
- * forward order; null for block1_conv1, which reads the image.
+ * forward order; null for block1_conv1, which reads the image. The upsamplings stay float32.
  */
 export function convolutionInputs(model: FCN): [Conv2d, Conv2d | null][] {
-  const out: [Conv2d, Conv2d | null][] = [];
-  let prev: Conv2d | null = null;
-  const lastOfBlock: Conv2d[] = [];
-  for (const block of model.blocks) {
-    for (const c of block.convs) {
-      out.push([c, prev]);
-      prev = c;
-    }
-    lastOfBlock.push(prev!);
-  }
-  out.push([model.conv6, prev], [model.conv7, model.conv6], [model.score7, model.conv7]);
-  if (model.score4) out.push([model.score4, lastOfBlock[3]!]);
-  if (model.score3) out.push([model.score3, lastOfBlock[2]!]);
-  return out;
+  return networkLayers(model.network)
+    .filter((l) => !l.transposed)
+    .map((l) => [model.layer(l.name), l.reads === null ? null : model.layer(l.reads)]);
 }
 
 /** Gives every convolution of `model` its int8 form from calibrated maxima (replacing any). */

@@ -42,17 +42,30 @@ export interface SegmentAnswer {
   top3?: Uint8Array;
 }
 
-export interface StageViewMessage {
+/** One step of the "How it works" walk through the network. */
+export interface StageView {
   name: StageMapName;
   stride: number;
+  /** The winning class of each cell of the map at its own resolution, cropped to the picture. */
   coarse: { width: number; height: number; png: Uint8Array };
+  /** The winning class after bilinear upsampling of the scores to the picture's size. */
   upsampled: Uint8Array;
+  /** Classes present in the upsampled map, largest first. */
   shares: ClassShare[];
+}
+
+export interface StagesAnswer {
+  width: number;
+  height: number;
+  views: StageView[];
+  /** The model's own output: identical to segment()'s labels. */
+  final: { png: Uint8Array; shares: ClassShare[] };
+  ms: number;
 }
 
 export type WorkerMessage =
   | { type: 'ready'; models: ModelInfo[] }
   | { type: 'fatal'; message: string }
   | { type: 'segmented'; id: number; answers: SegmentAnswer[] }
-  | { type: 'staged'; id: number; width: number; height: number; views: StageViewMessage[]; final: { png: Uint8Array; shares: ClassShare[] }; ms: number }
+  | ({ type: 'staged'; id: number } & StagesAnswer)
   | { type: 'failed'; id: number; message: string };

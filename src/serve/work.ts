@@ -3,13 +3,12 @@
 // palette PNGs and class shares, the three most probable classes of every pixel, and the
 // score maps of each stage for the "How it works" page.
 import { encode as encodePng } from 'fast-png';
-import { native } from '../engine/binding.js';
 import type { InferencePrecision } from '../engine/config.js';
 import { vocPalette, type RgbImage } from '../io/image.js';
-import { toNetworkInput } from '../data/transforms.js';
 import { classShares, type ClassShare } from '../report/viz.js';
-import { modelClassNames, segment } from '../infer/inference.js';
-import type { FCN, StageMap, StageMapName } from '../models/fcn.js';
+import { segment, segmentImage, type StageMap } from '../infer/inference.js';
+import type { FCN } from '../models/fcn.js';
+import type { StagesAnswer, StageView } from './protocol.js';
 
 const PALETTE = vocPalette(256);
 
@@ -81,27 +80,6 @@ export async function answerFor(model: FCN, rgb: RgbImage, options: { precision:
   };
 }
 
-/** One step of the "How it works" walk through the network. */
-export interface StageView {
-  name: StageMapName;
-  stride: number;
-  /** The winning class of each cell of the map at its own resolution, cropped to the picture. */
-  coarse: { width: number; height: number; png: Uint8Array };
-  /** The winning class after bilinear upsampling of the scores to the picture's size. */
-  upsampled: Uint8Array;
-  /** Classes present in the upsampled map, largest first. */
-  shares: ClassShare[];
-}
-
-export interface StagesAnswer {
-  width: number;
-  height: number;
-  views: StageView[];
-  /** The model's own output: identical to segment()'s labels. */
-  final: { png: Uint8Array; shares: ClassShare[] };
-  ms: number;
-}
-
 /** Argmax over classes of a [1, C, h, w] map, for the top-left rows × cols cells. */
 function argmaxMap(map: StageMap, rows: number, cols: number): Uint8Array {
   const [, classes, h, w] = map.dims;
@@ -156,30 +134,21 @@ function upsampledArgmax(map: StageMap, width: number, height: number): Uint8Arr
   return out;
 }
 
-/** The score maps of every stage of `model` on one picture, as label maps coarse and upsampled. */
+/**
+ * The score maps of every stage of `model` on one picture, as label maps coarse and
+ * upsampled, from the pass that gives segment()'s labels (tiled within the memory budget).
+ */
 export function stagesFor(model: FCN, rgb: RgbImage, precision: InferencePrecision): StagesAnswer {
   const { width, height } = rgb;
   const t0 = performance.now();
-  const input = toNetworkInput({ id: '', width, height, image: rgb.data, label: new Uint8Array(0) }, model.means);
-  const x = native.fromArray([1, 3, height, width], input.image);
-  let logits: ReturnType<FCN['predictStages']>['logits'] | null = null;
-  try {
-    const out = model.predictStages(x, precision);
-    logits = out.logits;
-    const labelsT = native.argmax(logits);
-    const labels = labelsT.toArray() as Uint8Array;
-    labelsT.dispose();
-    const names = modelClassNames(model);
-    const views = out.maps.map((map): StageView => {
-      // The picture covers the top-left ceil(h/s) × ceil(w/s) cells (the rest is padding).
-      const rows = Math.min(map.dims[2], Math.ceil(height / map.stride)), cols = Math.min(map.dims[3], Math.ceil(width / map.stride));
-      const coarse = argmaxMap(map, rows, cols);
-      const upsampled = upsampledArgmax(map, width, height);
-      return { name: map.name, stride: map.stride, coarse: { width: cols, height: rows, png: labelPng(coarse, cols, rows) }, upsampled: labelPng(upsampled, width, height), shares: classShares(upsampled, names) };
-    });
-    return { width, height, views, final: { png: labelPng(labels, width, height), shares: classShares(labels, names) }, ms: performance.now() - t0 };
-  } finally {
-    x.dispose();
-    logits?.dispose();
-  }
+  const maps: StageMap[] = [];
+  const seg = segmentImage(model, rgb, { precision, onStage: (m) => maps.push(m) });
+  const views = maps.map((map): StageView => {
+    // The picture covers the top-left ceil(h/s) × ceil(w/s) cells (the rest is padding).
+    const rows = Math.min(map.dims[2], Math.ceil(height / map.stride)), cols = Math.min(map.dims[3], Math.ceil(width / map.stride));
+    const coarse = argmaxMap(map, rows, cols);
+    const upsampled = upsampledArgmax(map, width, height);
+    return { name: map.name, stride: map.stride, coarse: { width: cols, height: rows, png: labelPng(coarse, cols, rows) }, upsampled: labelPng(upsampled, width, height), shares: classShares(upsampled, seg.classes) };
+  });
+  return { width, height, views, final: { png: labelPng(seg.labels, width, height), shares: classShares(seg.labels, seg.classes) }, ms: performance.now() - t0 };
 }

@@ -15,6 +15,7 @@ import { disposeAll } from '../engine/tensor.js';
 import { FCN, type FcnKind } from '../models/fcn.js';
 import { loadMatchingSource, openWeights, saveWeights } from '../models/weights.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { weightLayers } from '../io/weight-layers.js';
 import { openDataset, type Dataset } from '../data/datasets.js';
 import { DataLoader, type Batch } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
@@ -104,17 +105,9 @@ export interface TrainOutcome {
   resumedFrom?: string;
 }
 
-/**
- * The layers a model of this kind has, read off a minimal instance of it (one channel per
- * layer, one class), so the list cannot drift from FCN's own.
- */
+/** The layers a model of this kind has, input to output. */
 export function layerNames(kind: FcnKind): string[] {
-  const probe = new FCN({ kind, width: 1 / 4096, numClasses: 1 });
-  try {
-    return probe.layers().map((l) => l.name);
-  } finally {
-    probe.dispose();
-  }
+  return weightLayers(kind).map((l) => l.name);
 }
 
 /** Sets which layers train in a stage (bilinear upsampling layers stay frozen unless named). */
