@@ -5,10 +5,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { tempDir, vocModels } from './fixtures.js';
+import { requires } from '../prereq.js';
 
 const CLI = path.join(import.meta.dirname, '..', 'cli', 'run-cli.ts');
 const tmp = tempDir('stages-memory');
@@ -56,7 +57,7 @@ async function peakRssOf(weights: string, route: string, body: Buffer): Promise<
   }
 }
 
-test('/api/stages on a 4 MP picture peaks within a quarter above /api/segment on the same picture', { skip: process.platform !== 'linux' && 'peak RSS is read from /proc (Linux)' }, async (t) => {
+test('/api/stages on a 4 MP picture peaks within a quarter above /api/segment on the same picture', { skip: requires(existsSync('/proc/self/status'), 'peak RSS is read from /proc/<pid>/status (Linux)') }, async (t) => {
   const weights = vocModels(tmp.dir)[2]!; // FCN-8s: every stage map
   const png = await bigPicture();
   const segmentMb = await peakRssOf(weights, '/api/segment', png);
