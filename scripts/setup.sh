@@ -27,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   elif [ ! -f /usr/include/oneapi/dnnl/dnnl.hpp ] && [ ! -f /opt/homebrew/include/oneapi/dnnl/dnnl.hpp ] && [ ! -f /usr/local/include/oneapi/dnnl/dnnl.hpp ]; then
-    echo "setup: oneDNN not found: install it (Debian/Ubuntu: apt-get install libdnnl-dev; macOS: brew install onednn)" >&2
+    echo "setup: oneDNN not found: install it (Debian/Ubuntu: apt-get install libdnnl-dev; elsewhere: build oneDNN 2.x and set ONEDNN_ROOT; Homebrew's onednn is 3.x)" >&2
     exit 1
   fi
 fi
