@@ -19,9 +19,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 mapfile -t files < <(find test -name '*.test.ts' | sort)
+# Both runs' output is kept, to close with one line counting the tests of both.
+output=$(mktemp)
+trap 'rm -f "$output"' EXIT
 run_tests() {
-  node --import tsx --test --test-concurrency=1 --test-timeout="${FCN_TEST_TIMEOUT_MS:-1800000}" "$@"
+  node --import tsx --test --test-concurrency=1 --test-timeout="${FCN_TEST_TIMEOUT_MS:-1800000}" "$@" | tee -a "$output"
 }
+# The runner's own summary lines, "# pass N" at the start of a line.
+total() { awk -v k="$1" '$1 == "#" && $2 == k && $3 ~ /^[0-9]+$/ && NF == 3 { n += $3 } END { print n + 0 }' "$output"; }
 
 isa=$(node -p "require('./build/Release/fcn_native.node').info().isa")
 if [[ $isa != avx512* || -n ${ONEDNN_MAX_CPU_ISA:-} || -n ${DNNL_MAX_CPU_ISA:-} ]]; then
@@ -42,5 +47,6 @@ ONEDNN_MAX_CPU_ISA=AVX2 run_tests "$@" "${avx2_files[@]}" || second=$?
 verdict() { if [ "$1" = 0 ]; then echo passed; else echo "FAILED (exit $1)"; fi; }
 echo "==== test run 1 ($isa): $(verdict $first)"
 echo "==== test run 2 (ONEDNN_MAX_CPU_ISA=AVX2, $((SECONDS - start)) s): $(verdict $second)"
+echo "both runs: $(total pass) passed, $(total fail) failed, $(total skipped) skipped"
 [ $first != 0 ] && exit $first
 exit $second
