@@ -5,6 +5,11 @@ import { vocPalette } from '../io/image.js';
 
 export type Rgb = [number, number, number];
 
+/** One number per colour, for colour lookups. */
+export function rgbKey(r: number, g: number, b: number): number {
+  return (r << 16) | (g << 8) | b;
+}
+
 /** The label value for "void" pixels: object borders in VOC, padding everywhere. */
 export const VOID = 255;
 
@@ -73,11 +78,11 @@ export function parseClassSet(json: unknown, source: string): ClassSet {
   const voidColor = Array.isArray(json) || obj.void === undefined ? pal[VOID]! : parseColor(obj.void, `${source}: void`);
   const seen = new Map<number, number>();
   colors.forEach((c, k) => {
-    const key = (c[0] << 16) | (c[1] << 8) | c[2];
+    const key = rgbKey(c[0], c[1], c[2]);
     if (seen.has(key)) throw new Error(`${source}: classes ${seen.get(key)} and ${k} share the colour (${c.join(', ')})`);
     seen.set(key, k);
   });
-  const vkey = (voidColor[0] << 16) | (voidColor[1] << 8) | voidColor[2];
+  const vkey = rgbKey(...voidColor);
   if (seen.has(vkey)) throw new Error(`${source}: class ${seen.get(vkey)} has the void colour (${voidColor.join(', ')})`);
   return { names, colors, voidColor };
 }

@@ -37,16 +37,8 @@ export interface Sample {
 
 /** RGB HWC bytes → BGR CHW float minus the means. */
 export function toNetworkInput(raw: RawSample, means: Means = 'keras'): Sample {
-  const [mb, mg, mr] = meansBgr(means);
-  const n = raw.width * raw.height;
-  const out = new Float32Array(3 * n);
-  const src = raw.image;
-  for (let i = 0, p = 0; i < n; i++, p += 3) {
-    out[i] = src[p + 2]! - mb;
-    out[n + i] = src[p + 1]! - mg;
-    out[2 * n + i] = src[p]! - mr;
-  }
-  return { id: raw.id, width: raw.width, height: raw.height, image: out, label: raw.label };
+  const image = networkInput({ data: raw.image, width: raw.width, height: raw.height }, means);
+  return { id: raw.id, width: raw.width, height: raw.height, image, label: raw.label };
 }
 
 /**
