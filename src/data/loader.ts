@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { VOID } from './classes.js';
 import type { BadSample, Dataset } from './datasets.js';
-import { loadSample, type LoadResult } from './load.js';
+import { loadSample, type LoadResult } from './load-sample.js';
 import { mixSeed, Rng } from './prng.js';
 import { validatePipeline, type PipelineSpec, type Sample } from './transforms.js';
 import type { WorkerInit, WorkerTask } from './worker.js';

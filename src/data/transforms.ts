@@ -156,7 +156,7 @@ export function padTo(s: Sample, height: number, width: number): Sample {
 }
 
 /**
- * The seed's preprocessing: scale so the longer side is `size` (aspect kept), then pad to
+ * Keras-FCN's preprocessing: scale so the longer side is `size` (aspect kept), then pad to
  * size × size with label 255. `align` places the image at the top-left (default) or centre.
  */
 export function resizeWithPad(s: Sample, size: number, align: 'topleft' | 'center' = 'topleft'): Sample {
@@ -276,7 +276,7 @@ export function trainPipeline(o: { size?: number; scale?: [number, number]; flip
   return { means: o.means ?? 'keras', steps };
 }
 
-/** The seed's deterministic preprocessing: resize-with-pad to size × size (no size: full image). */
+/** Keras-FCN's deterministic preprocessing: resize-with-pad to size × size (no size: full image). */
 export function evalPipeline(o: { size?: number; means?: Means } = {}): PipelineSpec {
   return { means: o.means ?? 'keras', steps: o.size ? [{ op: 'resizeWithPad', size: o.size }] : [] };
 }

@@ -31,7 +31,7 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { engineConfig, type InferencePrecision } from '../engine/config.js';
 import { dequantized } from '../nn/activation-scales.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { networkInput, type Means } from '../data/transforms.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';

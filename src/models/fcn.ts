@@ -1,9 +1,9 @@
-// FCN-32s, FCN-16s and FCN-8s on one shared VGG16 body, with the seed's layer names: the
+// FCN-32s, FCN-16s and FCN-8s on one shared VGG16 body, with Keras-FCN's layer names: the
 // network's description (network.ts) with its parameters, run in training (recorded for the
 // backward pass, recorded-pass.ts) and in inference.
 // Shape letters: N batch, C channels, H×W the input's size.
 import { native, type Tensor, type Precision } from '../engine/binding.js';
-import { Tape } from '../engine/tensor.js';
+import { Tape } from '../engine/tape.js';
 import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js';
 import { Param } from '../nn/param.js';
 import { bilinearInit, glorotUniform, heUniform, zeroInit } from '../nn/init.js';
@@ -24,7 +24,7 @@ export interface FcnOptions {
   /** Channel multiplier of VGG16 (1 = full width; 0.125 for small test models). */
   width?: number;
   numClasses?: number;
-  /** Dropout rate of drop6 and drop7 (the seed used 0.2). */
+  /** Dropout rate of drop6 and drop7 (Keras-FCN used 0.2). */
   dropout?: number;
   style?: FcnStyle;
   /** Factors applied to block4_pool and block3_pool before score4/score3 (caffe at-once). */
@@ -96,11 +96,11 @@ export class FCN {
     for (const b of this.blocks) this.pools.set(b.pool.name, b.pool);
     [this.conv6, this.conv7, this.score7] = net.head.map((l) => this.layer(l.name)) as [Conv2d, Conv2d, Conv2d];
     [this.score4, this.score3] = [0, 1].map((k) => (net.skips[k] ? this.layer(net.skips[k].score.name) : null)) as [Conv2d | null, Conv2d | null];
-    // The seed freezes its bilinear upsampling layers (so does the paper).
+    // Keras-FCN freezes its bilinear upsampling layers (so does the paper).
     for (const l of this.layers()) if (l.transposed) l.trainable = false;
   }
 
-  /** The BGR means preprocessing subtracts: the seed's Keras ones or Caffe's. */
+  /** The BGR means preprocessing subtracts: Keras-FCN's (Keras VGG16's) or Caffe's. */
   get means(): 'keras' | 'caffe' {
     return this.style;
   }
@@ -127,7 +127,7 @@ export class FCN {
 
   /**
    * Random initialisation: He-uniform kernels under a ReLU (glorot-uniform, Keras's default,
-   * for the score layers), zero biases, zero skip scores as the seed, bilinear upsampling.
+   * for the score layers), zero biases, zero skip scores as Keras-FCN's, bilinear upsampling.
    */
   initialize(seed = 0): void {
     const rng = new Rng(seed);

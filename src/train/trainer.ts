@@ -1,4 +1,4 @@
-// Staged training as the seed describes it: a run is a list of stages (FCN-32s, then FCN-16s
+// Staged training as Keras-FCN does it: a run is a list of stages (FCN-32s, then FCN-16s
 // from it, then FCN-8s from that, then everything unfrozen), each some epochs long. After
 // every epoch: validation, a checkpoint (atomic, the one before kept as `last.prev`), the best
 // model by validation mean IoU, the JSONL log, the loss and mean-IoU plots and a grid of
@@ -11,7 +11,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { native, type Tensor } from '../engine/binding.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 import { FCN, type FcnKind } from '../models/fcn.js';
 import { loadMatchingSource, openWeights, saveWeights } from '../models/weights.js';
 import { writeFileAtomic } from '../io/atomic.js';
