@@ -101,11 +101,6 @@ export function loadMatchingSource(model: FCN, source: WeightSource, options: { 
   return loaded;
 }
 
-/** As loadMatchingSource, from a safetensors file already read. */
-export function loadMatchingWeights(model: FCN, file: SafetensorsFile, source: string): Set<string> {
-  return loadMatchingSource(model, sourceFromSafetensors(file, source));
-}
-
 /**
  * Opens any weight file the project reads — safetensors, Keras `.h5`, Caffe `.caffemodel` —
  * by path, or a known pretrained name (`fcn8s`, `vgg16`…) from the weights cache.
