@@ -208,6 +208,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
       throw new UsageError(`fcn train: ${(e as Error).message}`);
     }
     if (root) prepareOutputDir('train', 'resume', runDir);
+    // --precision on a resume changes the run's precision from here on (e.g. on a machine
+    // without bf16), and says so; without it the run keeps its own.
+    const precision = v.precision === undefined ? config.precision : trainingPrecision(engineConfig().precision);
+    if (precision !== config.precision && root) console.error(`fcn train: resuming in ${precision} (the run so far trained in ${config.precision})`);
+    config = { ...config, precision };
     try {
       checkInputDir('train', 'data', config.data.root);
     } catch (e) {
@@ -228,7 +233,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     // Every rank has checked the folder before rank 0 writes in it.
     distributed.mpi.barrier();
   }
-  if (root) console.error(`fcn train: run directory ${runDir}${distributed ? ` (${distributed.size} ranks, ${config.batchSize / distributed.size} images each per step)` : ''}`);
+  if (root) console.error(`fcn train: run directory ${runDir}, ${config.precision}${distributed ? ` (${distributed.size} ranks, ${config.batchSize / distributed.size} images each per step)` : ''}`);
   const outcome = await runTraining(config, runDir, Boolean(v.resume), distributed);
   if (!outcome) return 1;
   if (outcome.status === 'completed' && root) {
