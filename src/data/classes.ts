@@ -39,7 +39,10 @@ export function classSetFromNames(names: readonly string[]): ClassSet {
   return { names: [...names], colors: names.map((_, k) => pal[k]!), voidColor: pal[VOID]! };
 }
 
-function parseColor(v: unknown, where: string): Rgb {
+/** A colour as "#rrggbb" (classes files, weights metadata, the web page). */
+export const rgbHex = (c: Rgb) => `#${c.map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+
+export function parseColor(v: unknown, where: string): Rgb {
   if (typeof v === 'string') {
     const m = /^#?([0-9a-f]{6})$/i.exec(v.trim());
     if (!m) throw new Error(`${where}: colour ${JSON.stringify(v)} is not "#rrggbb"`);

@@ -8,6 +8,7 @@ import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js
 import { Param } from '../nn/param.js';
 import { bilinearInit, glorotUniform, heUniform, zeroInit } from '../nn/init.js';
 import { Rng } from '../data/prng.js';
+import type { Rgb } from '../data/classes.js';
 import { assertPrecisionSupported, type InferencePrecision } from '../engine/config.js';
 import { FCN_KINDS, FCN_STYLES, describeNetwork, networkLayers, walkNetwork, type FcnKind, type FcnStyle, type Network, type NetworkOps, type StageMapName } from './network.js';
 import { RecordedPass, type Value } from './recorded-pass.js';
@@ -31,6 +32,8 @@ export interface FcnOptions {
   skipScales?: readonly [number, number] | null;
   /** Class names, when known (they travel in the weights' metadata). */
   classNames?: readonly string[];
+  /** Display colours of the classes, when known (they travel with the names). */
+  classColors?: readonly Rgb[];
   /** Leave the parameters unfilled, for a model built only to be loaded (see loadModel). */
   uninitialized?: boolean;
 }
@@ -49,6 +52,7 @@ export class FCN {
   readonly width: number;
   readonly numClasses: number;
   readonly classNames: readonly string[] | null;
+  readonly classColors: readonly Rgb[] | null;
   readonly skipScales: readonly [number, number] | null;
   /** The network this model computes: its layers, their geometry and order. */
   readonly network: Network;
@@ -84,6 +88,8 @@ export class FCN {
     const numClasses = (this.numClasses = options.numClasses ?? NUM_CLASSES);
     if (options.classNames && options.classNames.length !== numClasses) throw new Error(`${options.classNames.length} class names given for ${numClasses} classes`);
     this.classNames = options.classNames ? [...options.classNames] : null;
+    if (options.classColors && options.classColors.length !== numClasses) throw new Error(`${options.classColors.length} class colours given for ${numClasses} classes`);
+    this.classColors = options.classColors ? [...options.classColors] : null;
     const net = (this.network = describeNetwork({ kind, style, width, numClasses, skipScales }));
 
     const uninitialized = options.uninitialized ?? false;
