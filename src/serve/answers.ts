@@ -19,21 +19,18 @@ function labelPng(labels: Uint8Array, width: number, height: number, model: FCN)
 export const TOP3_BYTES = 6;
 
 /**
- * The three most probable classes of each pixel and their softmax probabilities, from logits
- * classes × plane: per pixel [c1, c2, c3, round(255·p1), round(255·p2), round(255·p3)].
+ * The three most probable classes of each pixel and their probabilities, from the softmax
+ * that inference computes (classes × plane): per pixel [c1, c2, c3, round(255·p1),
+ * round(255·p2), round(255·p3)].
  */
-export function top3Table(logits: Float32Array, classes: number, plane: number): Uint8Array {
+export function top3Table(probabilities: Float32Array, classes: number, plane: number): Uint8Array {
   const out = new Uint8Array(plane * TOP3_BYTES);
   const k = Math.min(3, classes);
   const idx = [0, 0, 0], val = [0, 0, 0];
   for (let p = 0; p < plane; p++) {
-    let max = -Infinity;
-    for (let c = 0; c < classes; c++) max = Math.max(max, logits[c * plane + p]);
-    let sum = 0;
     val.fill(-Infinity);
     for (let c = 0; c < classes; c++) {
-      const v = logits[c * plane + p];
-      sum += Math.exp(v - max);
+      const v = probabilities[c * plane + p];
       // Insertion into the three best; ties keep the lower class index first, as argmax does.
       if (v > val[2]) {
         let j = 2;
@@ -49,7 +46,7 @@ export function top3Table(logits: Float32Array, classes: number, plane: number):
     const o = p * TOP3_BYTES;
     for (let j = 0; j < 3; j++) {
       out[o + j] = j < k ? idx[j] : 0;
-      out[o + 3 + j] = j < k ? Math.round((255 * Math.exp(val[j] - max)) / sum) : 0;
+      out[o + 3 + j] = j < k ? Math.round(255 * val[j]) : 0;
     }
   }
   return out;
@@ -67,14 +64,14 @@ export interface ModelAnswer {
 /** One model on one picture, through segment() as `fcn predict` does. */
 export async function answerFor(model: FCN, rgb: RgbImage, options: { precision: InferencePrecision; top3: boolean }): Promise<ModelAnswer> {
   const t0 = performance.now();
-  const seg = await segment(model, rgb, { precision: options.precision, logits: options.top3 });
+  const seg = await segment(model, rgb, { precision: options.precision, probabilities: options.top3 });
   const ms = performance.now() - t0;
   return {
     labels: seg.labels,
     png: labelPng(seg.labels, seg.width, seg.height, model),
     shares: classShares(seg.labels, seg.classes),
     ms,
-    ...(options.top3 ? { top3: top3Table(seg.logits!, model.numClasses, seg.width * seg.height) } : {}),
+    ...(options.top3 ? { top3: top3Table(seg.probabilities!, model.numClasses, seg.width * seg.height) } : {}),
   };
 }
 
