@@ -52,6 +52,7 @@ import { runServeBench } from './serve.js';
 import { mpiRows } from './mpi.js';
 import { measurePeak, measureWinograd, type PeakDtype, type PeakResult } from './peak.js';
 import { fcnFlops } from './flops.js';
+import { writeOnnx } from '../src/export/onnx-export.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const work = path.join(here, '.work');
@@ -154,7 +155,7 @@ function oursTrain(model: FCN, size: number, precision: Precision, warmup: numbe
  * The int8 model path (calibrate, quantizeModel, predictLogits(x, 'int8')), timed as
  * oursForward on a quantized copy of the seeded network calibrated on the bench input.
  */
-function oursForwardInt8(size: number, warmup: number, reps: number): Timing {
+function oursForwardInt8(size: number, warmup: number, reps: number, qdqOnnx?: string): Timing {
   const model = new FCN({ kind: 'fcn8', width: 1 });
   try {
     model.initialize(0);
@@ -164,6 +165,8 @@ function oursForwardInt8(size: number, warmup: number, reps: number): Timing {
     } finally {
       x.dispose();
     }
+    // The same int8 model as QDQ ONNX, for onnxruntime's own int8 kernels.
+    if (qdqOnnx) writeOnnx(qdqOnnx, model, { int8: true });
     return oursForward(model, size, 1, 'int8', warmup, reps);
   } finally {
     model.dispose();
@@ -382,17 +385,24 @@ async function main(): Promise<void> {
   else if (fwdFp32 !== null && want('fwd512_fp32_vs_ort')) value('fwd512_fp32_ms', fwdFp32.ms, 'ours only (no ONNX export: onnxruntime-node or PyTorch missing)', { spread: spreadOf(fwdFp32), reps });
   frac('fwd512_fp32_peak_frac', 'fp32', 'fwd', fwdFp32);
   let fwdInt8: Timing | null = null;
-  if (['fwd512_int8_peak_frac', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort'].some(want)) {
+  const qdqOnnx = ortVersion && want('fwd512_int8_vs_ort_int8') ? path.join(work, `fcn8-w1-seed0-int8-qdq.onnx`) : undefined;
+  if (['fwd512_int8_peak_frac', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort', 'fwd512_int8_vs_ort_int8'].some(want)) {
     // The int8 network: block1_conv1 and the bilinear upsamplers stay float32 in it, a small
     // share of the FLOPs counted against the int8 peak.
     try {
-      fwdInt8 = oursForwardInt8(size, 2, reps);
+      fwdInt8 = oursForwardInt8(size, 2, reps, qdqOnnx);
       frac('fwd512_int8_peak_frac', 'int8', 'fwd', fwdInt8);
     } catch (e) {
       frac('fwd512_int8_peak_frac', 'int8', 'fwd', null, `absent: ${(e as Error).message}`);
     }
   }
   if (onnx && fwdInt8 !== null && want('fwd512_int8_vs_ort')) await ortRow('fwd512_int8_vs_ort', fwdInt8);
+  if (qdqOnnx && fwdInt8 !== null) {
+    // onnxruntime on the same int8 model as QDQ (fcn export onnx of an int8 model): its own
+    // int8 kernels (QLinearConv) against ours.
+    const peer = timing((await ortForward({ onnxPath: qdqOnnx, height: size, width: size, threads, warmup: 2, reps })).allMs);
+    push({ id: 'fwd512_int8_vs_ort_int8', ours_ms: fwdInt8.ms, spread_ms: spreadOf(fwdInt8), peer: `onnxruntime-node ${ortVersion} int8 (QDQ)`, peer_ms: peer.ms, peer_spread_ms: spreadOf(peer), ratio: fwdInt8.ms / peer.ms, reps });
+  }
   if (onnx && want('fwd512_best_vs_ort')) {
     // The fastest precision that meets the accuracy bars: fp32, bf16 (where it runs) and int8
     // (mean IoU within 0.01 of fp32 on the demo's model: BENCHMARKS.md, "int8 accuracy").

@@ -16,6 +16,14 @@
 // final scores at the description's offsets to the size of a reference tensor read with Shape.
 // Dropout is the identity at inference and is left out.
 //
+// An int8 model (made by `fcn quantize`) is written in the QDQ form that ONNX Runtime runs
+// with its own int8 kernels: each quantized convolution's input passes QuantizeLinear →
+// DequantizeLinear at its calibrated scale (uint8, zero point 0), its kernel is an int8
+// initializer with per-output-channel scales behind a DequantizeLinear, its bias int32 at
+// scale input × kernel, and its ReLU output passes a Q/DQ pair at its output scale. The
+// layers the engine keeps in float32 (block1_conv1's kernel, the upsamplings, the skip sums)
+// stay float32 here too.
+//
 // Weights are initializers whose raw_data holds little-endian float32. The file is produced
 // as a sequence of chunks: the protobuf messages around the weights are encoded with the
 // schema in io/onnx.ts, and each weight's bytes are converted from the engine only when its
@@ -27,7 +35,8 @@ import { fileURLToPath } from 'node:url';
 import { native } from '../engine/binding.js';
 import type { FCN } from '../models/fcn.js';
 import { walkNetwork, type NetworkOps } from '../models/network.js';
-import type { Conv2d } from '../nn/layers.js';
+import type { Conv2d, ConvQuant } from '../nn/layers.js';
+import type { Tensor } from '../engine/binding.js';
 import { meansBgr } from '../data/transforms.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -57,6 +66,13 @@ export interface OnnxExportOptions {
   classNames?: readonly string[];
   /** Extra metadata_props entries (e.g. the source weight file). */
   metadata?: Record<string, string>;
+  /** An int8 model as QDQ (default: when the model is quantized); false writes its float32 form. */
+  int8?: boolean;
+  /**
+   * int8: activations in 7 bits (0–127), for int8 kernels that saturate full-range uint8 ×
+   * int8 sums (x86 without VNNI). Default false.
+   */
+  reduceRange?: boolean;
 }
 
 // The ONNX IR version of the ONNX release that introduced each opset.
@@ -114,6 +130,12 @@ class GraphBuilder {
     return name;
   }
 
+  /** An initializer of any fixed-width type, its little-endian bytes read when written. */
+  raw(name: string, dims: number[], dataType: number, read: () => Uint8Array, byteLength: number): string {
+    this.initializers.push({ header: { name: this.claim(name), dims, dataType }, raw: { byteLength, read } });
+    return name;
+  }
+
   weight(name: string, dims: number[], read: () => Float32Array): string {
     const byteLength = 4 * dims.reduce((a, b) => a * b, 1);
     const readBytes = () => {
@@ -161,16 +183,62 @@ function layerWeights(g: GraphBuilder, layer: Conv2d): string[] {
   return inputs;
 }
 
-function conv(g: GraphBuilder, layer: Conv2d, x: string): string {
+/** int8 export: how stored activation scales become the file's (see OnnxExportOptions.reduceRange). */
+interface Int8Export {
+  activationScale: (stored: number) => number;
+}
+
+/** x through QuantizeLinear → DequantizeLinear at `scale` (uint8, zero point 0), named `name`. */
+function qdq(g: GraphBuilder, x: string, scale: number, name: string): string {
+  const s = g.float(`${name}_qscale`, [scale], []);
+  const zero = g.raw(`${name}_qzero`, [], OnnxDataType.UINT8, () => new Uint8Array(1), 1);
+  return g.op('DequantizeLinear', [g.op('QuantizeLinear', [x, s, zero], `${name}_quantized`), s, zero], name);
+}
+
+/** A quantized layer's int8 kernel and int32 bias, each behind a per-channel DequantizeLinear. */
+function int8LayerWeights(g: GraphBuilder, layer: Conv2d, q: ConvQuant & { kernel: Tensor; kernelScales: Float32Array }, inputScale: number): string[] {
+  const k = layer.kernel, out = k.dims[0]!, count = k.dims.reduce((a, b) => a * b, 1);
+  const axis = [attrInt('axis', 0)];
+  const scales = g.float(`${k.name}_scale`, [...q.kernelScales], [out]);
+  const kernel = g.raw(`${k.name}_int8`, [...k.dims], OnnxDataType.INT8, () => {
+    const v = q.kernel.toArray() as Int8Array;
+    return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  }, count);
+  const zeros = g.raw(`${k.name}_zero`, [out], OnnxDataType.INT8, () => new Uint8Array(out), out);
+  const inputs = [g.op('DequantizeLinear', [kernel, scales, zeros], `${k.name}_dequantized`, axis)];
+  const b = layer.bias;
+  if (b) {
+    // As ONNX Runtime's quantizer writes it: int32 at scale input × kernel, so that the bias
+    // joins the integer sum.
+    const biasScales = Array.from(q.kernelScales, (s) => s * inputScale);
+    const values = Int32Array.from(b.value.toArray() as Float32Array, (v, o) => Math.round(v / biasScales[o]!));
+    const bias = g.raw(`${b.name}_int32`, [out], OnnxDataType.INT32, () => new Uint8Array(values.buffer), 4 * out);
+    inputs.push(g.op('DequantizeLinear', [bias, g.float(`${b.name}_scale`, biasScales, [out])], `${b.name}_dequantized`, axis));
+  }
+  return inputs;
+}
+
+/** A convolution (its input first times `factor`, when given), float32 or QDQ int8. */
+function conv(g: GraphBuilder, layer: Conv2d, x: string, factor: number | undefined, int8: Int8Export | null): string {
+  const q = int8 ? layer.quant : null;
+  const quantized = q?.kernel && q.kernelScales ? { ...q, kernel: q.kernel, kernelScales: q.kernelScales } : null;
+  const inputScale = quantized ? int8!.activationScale(quantized.inputScale) : 0;
+  // The engine quantizes the input before the factor (it folds the factor into the output scales).
+  let input = quantized ? qdq(g, x, inputScale, `${layer.name}_input`) : x;
+  if (factor !== undefined) input = g.op('Mul', [input, g.float(`${x}_scale`, [factor], [])], `${x}_scaled`);
   const [, , kh, kw] = layer.kernel.dims;
   const p = layer.padding, s = layer.stride;
   const attrs = [attrInts('kernel_shape', [kh!, kw!]), attrInts('strides', [s, s]), attrInts('pads', [p, p, p, p])];
-  const y = g.op(layer.transposed ? 'ConvTranspose' : 'Conv', [x, ...layerWeights(g, layer)], layer.relu ? `${layer.name}_linear` : layer.name, attrs);
-  return layer.relu ? g.op('Relu', [y], layer.name) : y;
+  const weights = quantized ? int8LayerWeights(g, layer, quantized, inputScale) : layerWeights(g, layer);
+  const outputQdq = q && q.outputScale !== null;
+  const y = g.op(layer.transposed ? 'ConvTranspose' : 'Conv', [input, ...weights], layer.relu || outputQdq ? `${layer.name}_linear` : layer.name, attrs);
+  if (!layer.relu) return y;
+  const relu = g.op('Relu', [y], outputQdq ? `${layer.name}_relu` : layer.name);
+  return outputQdq ? qdq(g, relu, int8!.activationScale(q.outputScale!), layer.name) : relu;
 }
 
 /** The network's steps as ONNX nodes, on value names (a walk over models/network.ts). */
-function graphOps(g: GraphBuilder, model: FCN): NetworkOps<string> {
+function graphOps(g: GraphBuilder, model: FCN, int8: Int8Export | null): NetworkOps<string> {
   // Spatial size of a value, int64 [2] = (height, width), for pads and crops; made once per value.
   const sizes = new Map<string, string>();
   const sizeOf = (x: string) => sizes.get(x) ?? sizes.set(x, g.op('Gather', [g.op('Shape', [x], `${x}_shape`), 'hw_axes'], `${x}_hw`, [attrInt('axis', 0)])).get(x)!;
@@ -183,7 +251,7 @@ function graphOps(g: GraphBuilder, model: FCN): NetworkOps<string> {
       const pads = g.op('Concat', [g.int64('pads_begin', [0, 0, 0, 0, 0, 0]), pad], 'pads', [attrInt('axis', 0)]); // N, C, H, W begins; N, C ends; H, W ends
       return g.op('Pad', [x, pads], 'padded', [{ name: 'mode', type: OnnxAttributeType.STRING, s: Buffer.from('constant') }]);
     },
-    conv: (l, x, factor) => conv(g, model.layer(l.name), factor === undefined ? x : g.op('Mul', [x, g.float(`${x}_scale`, [factor], [])], `${x}_scaled`)),
+    conv: (l, x, factor) => conv(g, model.layer(l.name), x, factor, int8),
     pool: (p, x) => g.op('MaxPool', [x], p.name, [attrInts('kernel_shape', [p.kernel, p.kernel]), attrInts('strides', [p.kernel, p.kernel]), attrInt('ceil_mode', p.ceil ? 1 : 0)]),
     dropout: (_name, x) => x, // the identity at inference
     crop: (x, offset, like, name) => {
@@ -198,13 +266,13 @@ function graphOps(g: GraphBuilder, model: FCN): NetworkOps<string> {
 }
 
 /** The model as an ONNX graph (initializers not yet converted). */
-function buildGraph(model: FCN, withLabels: boolean): { graph: GraphBuilder; inputs: OnnxValueInfo[]; outputs: OnnxValueInfo[] } {
+function buildGraph(model: FCN, withLabels: boolean, int8: Int8Export | null): { graph: GraphBuilder; inputs: OnnxValueInfo[]; outputs: OnnxValueInfo[] } {
   const g = new GraphBuilder();
   g.int64('hw_axes', [2, 3]);
   // Preprocessing: RGB → BGR, minus the BGR means (no scaling), as the engine's toNetworkInput.
   const bgr = g.op('Gather', [ONNX_INPUT, g.int64('bgr_channels', [2, 1, 0])], 'image_bgr', [attrInt('axis', 1)]);
   const x = g.op('Sub', [bgr, g.float('means_bgr', meansBgr(model.means), [1, 3, 1, 1])], 'preprocessed');
-  const logits = walkNetwork(model.network, x, graphOps(g, model));
+  const logits = walkNetwork(model.network, x, graphOps(g, model, int8));
   if (logits !== ONNX_LOGITS) throw new Error(`ONNX export: the network's output is '${logits}', not '${ONNX_LOGITS}'`);
   if (withLabels) g.op('ArgMax', [ONNX_LOGITS], ONNX_LABELS, [attrInt('axis', 1), attrInt('keepdims', 0)]);
 
@@ -253,7 +321,11 @@ const lengthDelimited = (field: number, length: number) => Uint8Array.from([...v
 export function onnxChunks(model: FCN, options: OnnxExportOptions = {}): Iterable<Uint8Array> {
   const opset = options.opset ?? DEFAULT_OPSET;
   if (!Number.isInteger(opset) || opset < MIN_OPSET || opset > MAX_OPSET) throw new Error(`ONNX export: opset must be an integer from ${MIN_OPSET} to ${MAX_OPSET}, got ${opset}`);
-  const { graph, inputs, outputs } = buildGraph(model, options.labels ?? true);
+  const int8 = options.int8 ?? model.quantized;
+  if (int8 && !model.quantized) throw new Error(`ONNX export: int8 needs an int8 model (made by fcn quantize); this ${model.kind} is float32`);
+  // Files store scales for 255 levels; in 7 bits the same maximum sits at level 127.
+  const levels = options.reduceRange ? 127 : 255;
+  const { graph, inputs, outputs } = buildGraph(model, options.labels ?? true, int8 ? { activationScale: (stored) => (stored * 255) / levels } : null);
   const metadata = metadataOf(model, options);
 
   const head = encodeMessage(ModelProto, {
@@ -262,7 +334,7 @@ export function onnxChunks(model: FCN, options: OnnxExportOptions = {}): Iterabl
     producerVersion: producerVersion(),
     docString: `${model.kind} (${metadata.style} style, width ${model.width}, ${model.numClasses} classes). Input ${metadata.input}; outputs ${metadata.outputs}.`,
     opsetImport: [{ domain: '', version: opset }],
-    metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
+    metadataProps: Object.entries({ ...metadata, ...(int8 ? { precision: 'int8', activation_levels: String(levels) } : {}) }).map(([key, value]) => ({ key, value })),
   });
   // The graph without its initializers; they are appended to the graph message below (a
   // protobuf message may carry the items of a repeated field anywhere in its bytes).
