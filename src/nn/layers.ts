@@ -5,7 +5,7 @@ import { native, type Tensor, type Precision } from '../engine/binding.js';
 import type { InferencePrecision } from '../engine/config.js';
 import { Tape, disposeAll } from '../engine/tensor.js';
 import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from './activation-scales.js';
-import { Param } from './param.js';
+import { Param, PreparedWeights } from './param.js';
 
 export interface ForwardContext {
   training: boolean;
@@ -15,28 +15,6 @@ export interface ForwardContext {
   tape: Tape | null;
   /** Seeds this pass's dropout masks. */
   seed: number;
-}
-
-/** A weights copy in the layout a primitive wants, valid for one parameter version. */
-class PreparedWeights {
-  private tensor: Tensor | null = null;
-  private version = -1;
-
-  get(param: Param): Tensor | null {
-    if (this.version !== param.version) this.clear();
-    return this.tensor;
-  }
-  update(param: Param, fresh: Tensor | null): void {
-    if (!fresh) return;
-    disposeAll(this.tensor);
-    this.tensor = fresh;
-    this.version = param.version;
-  }
-  clear(): void {
-    disposeAll(this.tensor);
-    this.tensor = null;
-    this.version = -1;
-  }
 }
 
 export interface ConvSpec {
@@ -79,8 +57,8 @@ export class Conv2d {
   readonly padding: number;
   readonly relu: boolean;
   readonly transposed: boolean;
-  private readonly forwardWeights = new PreparedWeights();
-  private readonly backwardWeights = new PreparedWeights();
+  private readonly forwardWeights: PreparedWeights;
+  private readonly backwardWeights: PreparedWeights;
   private savedX: Tensor | null = null;
   private savedY: Tensor | null = null;
   private savedPrecision: Precision = 'float32';
@@ -101,6 +79,8 @@ export class Conv2d {
     this.kernel = new Param(`${name}.kernel`, native.zeros([spec.outChannels, spec.inChannels, k, k], 'float32', spec.uninitialized ?? false), 'kernel', this.transposed);
     const hasBias = spec.bias ?? !this.transposed;
     this.bias = hasBias ? new Param(`${name}.bias`, native.zeros([spec.outChannels], 'float32', spec.uninitialized ?? false), 'bias', this.transposed) : null;
+    this.forwardWeights = new PreparedWeights(this.kernel);
+    this.backwardWeights = new PreparedWeights(this.kernel);
   }
 
   params(): Param[] {
@@ -145,19 +125,14 @@ export class Conv2d {
       }
     }
     const precision = ctx.precision;
-    // A trainable layer's weights change at every step, so in training its packed copy serves
-    // one call: it goes back to the pool at once instead of living through the step (conv6's
-    // is 411 MB in fp32), and the pool hands the buffer to the next copy of that size.
-    const transient = ctx.training && this.trainable;
+    // The packed copy lives as long as the weights it copies: an optimiser's update rewrites
+    // it in place along with them (see Param.packedCopies), so training packs no weights.
     const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
       ...this.options(precision),
       relu: this.relu,
-      weightsCache: transient ? null : this.forwardWeights.get(this.kernel),
+      weightsCache: this.forwardWeights.get(),
     });
-    if (transient) {
-      disposeAll(weightsCache);
-      this.forwardWeights.clear();
-    } else this.forwardWeights.update(this.kernel, weightsCache);
+    this.forwardWeights.update(weightsCache);
     if (ctx.training) {
       this.savedX = x;
       this.savedY = y;
@@ -257,17 +232,14 @@ export class Conv2d {
     const dpre = this.relu ? native.reluBackward(dy, y) : dy;
     try {
       if (this.trainable) {
-        const { dw, db } = native.convBackwardWeights(x, dpre, { ...opts, weightsDims: this.kernel.dims, bias: this.bias !== null });
+        // The gradient stays in the layout its kernel left it in: the optimiser reads any.
+        const { dw, db } = native.convBackwardWeights(x, dpre, { ...opts, weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' });
         this.kernel.setGrad(dw);
         if (this.bias) this.bias.setGrad(db);
       }
       if (!inputGrad) return null;
-      const { dx, weightsCache } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.trainable ? null : this.backwardWeights.get(this.kernel) });
-      // As in forward: a trainable layer's copy is stale after this step's update.
-      if (this.trainable) {
-        disposeAll(weightsCache);
-        this.backwardWeights.clear();
-      } else this.backwardWeights.update(this.kernel, weightsCache);
+      const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.backwardWeights.get() });
+      this.backwardWeights.update(weightsCache, weightsFlipped);
       return dx;
     } finally {
       if (dpre !== dy) dpre.dispose();
