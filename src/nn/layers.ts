@@ -1,9 +1,10 @@
 // Layers with explicit forward/backward pairs. A training forward keeps what its backward
 // needs (references only: the model's Tape owns activations); backward returns the input
 // gradient (or null when not needed) and sets its parameters' gradients when trainable.
-import { native, type Tensor, type Precision } from '../engine/binding.js';
+import { native, type Tensor, type Precision, type WeightGradAlgorithm } from '../engine/binding.js';
 import type { InferencePrecision } from '../engine/config.js';
 import { Tape, disposeAll } from '../engine/tensor.js';
+import { chooseKernel } from '../engine/kernel-choice.js';
 import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from './activation-scales.js';
 import { Param, PreparedWeights } from './param.js';
 
@@ -130,6 +131,7 @@ export class Conv2d {
     const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
       ...this.options(precision),
       relu: this.relu,
+      algorithm: this.forwardAlgorithm(x, ctx),
       weightsCache: this.forwardWeights.get(),
     });
     this.forwardWeights.update(weightsCache);
@@ -139,6 +141,40 @@ export class Conv2d {
       this.savedPrecision = precision;
     }
     return y;
+  }
+
+  /**
+   * What a measured kernel choice is kept under: pass, precision, the layer's geometry and
+   * the batch's pixel count rounded to a power of two (`fwd f32 64→64 k3 s1 p1 px2^18 t2`), so
+   * that images of every size (an evaluation, a server) share a few measurements.
+   */
+  private kernelKey(pass: string, x: Tensor, precision: Precision): string {
+    const [n, c, h, w] = x.dims as [number, number, number, number];
+    const px = Math.round(Math.log2(n * h * w));
+    const t = this.transposed ? ' T' : '';
+    return `${pass} ${precision === 'float32' ? 'f32' : 'bf16'}${t} ${c}→${this.spec.outChannels} k${this.spec.kernel} s${this.stride} p${this.padding} px2^${px} t${native.info().threads}`;
+  }
+
+  /** Winograd's algorithm where it is allowed (float32 inference, 3×3, stride 1) and measured faster. */
+  private forwardAlgorithm(x: Tensor, ctx: ForwardContext): 'direct' | 'winograd' {
+    if (ctx.training || ctx.precision !== 'float32' || this.transposed || this.stride !== 1 || this.spec.kernel !== 3) return 'direct';
+    const bias = this.bias?.value ?? null;
+    return chooseKernel(this.kernelKey('fwd', x, 'float32'), ['direct', 'winograd'], (name) => {
+      const r = native.convForward(x, this.kernel.value, bias, { ...this.options('float32'), relu: this.relu, algorithm: name as 'direct' | 'winograd' });
+      disposeAll(r.y, r.weightsCache);
+    }) as 'direct' | 'winograd';
+  }
+
+  /** The im2col + matmul route or oneDNN's kernel for a float32 weight gradient, as measured. */
+  private weightGradAlgorithm(x: Tensor, dpre: Tensor): WeightGradAlgorithm {
+    if (this.savedPrecision !== 'float32' || this.transposed || this.stride !== 1) return 'auto';
+    const [n, , h, w] = dpre.dims as [number, number, number, number];
+    const byDefault = n * h * w >= 4096 ? 'matmul' : 'direct';
+    const opts = { ...this.options('float32'), weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' as const };
+    return chooseKernel(this.kernelKey('bwdW', x, 'float32'), [byDefault, byDefault === 'matmul' ? 'direct' : 'matmul'], (name) => {
+      const r = native.convBackwardWeights(x, dpre, { ...opts, algorithm: name as WeightGradAlgorithm });
+      disposeAll(r.dw, r.db);
+    }) as WeightGradAlgorithm;
   }
 
   /**
@@ -233,7 +269,8 @@ export class Conv2d {
     try {
       if (this.trainable) {
         // The gradient stays in the layout its kernel left it in: the optimiser reads any.
-        const { dw, db } = native.convBackwardWeights(x, dpre, { ...opts, weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' });
+        const algorithm = this.weightGradAlgorithm(x, dpre);
+        const { dw, db } = native.convBackwardWeights(x, dpre, { ...opts, weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any', algorithm });
         this.kernel.setGrad(dw);
         if (this.bias) this.bias.setGrad(db);
       }
