@@ -9,7 +9,8 @@
 // fwd512_fp32_vs_ort, train512_bf16_vs_torch, train512_fp32_vs_torch (full-width FCN-8s,
 // batch 1), each followed by its efficiency: fwd512_{fp32,bf16,int8}_peak_frac and
 // train512_{fp32,bf16}_peak_frac = the network's useful FLOPs (bench/flops.ts) ÷ our median
-// time ÷ the peak of that data type. Then {id, value} rows: rss_train_mb, rss_infer_mb and
+// time ÷ the peak of that data type, and train512_{fp32,bf16}_update_frac, the update's share of
+// the step; reorder_gbps, the rate of a reorder of the largest kernel (conv6) into its packed layout. Then {id, value} rows: rss_train_mb, rss_infer_mb and
 // rss_eval_mb (peak RSS, each in a process of its own: bench/rss.ts; eval: fcn eval over the
 // VOC sample's val split), serve_p95_ms and serve_rss_mb (fcn serve under load:
 // bench/serve.ts), 500×375 forward, batch-4 throughput, 1-thread forward, and
@@ -42,7 +43,7 @@ import { configureEngine, cpuFeatures, autoPrecision, bf16Available, type Infere
 import { FCN } from '../src/models/fcn.js';
 import { saveWeights } from '../src/models/weights.js';
 import { Adam } from '../src/train/optim.js';
-import { trainStep } from '../src/train/step.js';
+import { computeGradients, trainStep } from '../src/train/step.js';
 import { calibrate, quantizeModel } from '../src/quant/quantize.js';
 import { vocDataset } from '../src/data/datasets.js';
 import { DataLoader } from '../src/data/loader.js';
@@ -129,7 +130,7 @@ function oursForward(model: FCN, size: number | [number, number], batch: number,
 }
 
 /** Our training step as PyTorch's is timed: forward, mean cross-entropy, backward, Adam (L2) update. */
-function oursTrain(model: FCN, size: number, precision: Precision, warmup: number, reps: number): Timing {
+function oursTrain(model: FCN, size: number, precision: Precision, warmup: number, reps: number): Timing & { updateShare: Timing } {
   const x = native.fromArray([1, 3, size, size], benchInput(3 * size * size));
   // As scripts/torch_bench.py: random classes, the top eighth of the rows void.
   let s = 99;
@@ -139,16 +140,45 @@ function oursTrain(model: FCN, size: number, precision: Precision, warmup: numbe
   });
   const y = native.fromArray([1, size, size], labels);
   const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
-  const times: number[] = [];
+  const times: number[] = [], updates: number[] = [];
   for (let i = 0; i < warmup + reps; i++) {
+    // trainStep's two parts, the update (the fused native Adam) timed on its own.
     const t0 = performance.now();
-    trainStep(model, opt, x, y, { precision, seed: i });
-    if (i >= warmup) times.push(performance.now() - t0);
+    computeGradients(model, x, y, { precision, seed: i });
+    const t1 = performance.now();
+    opt.step(model.params());
+    const t2 = performance.now();
+    if (i >= warmup) {
+      times.push(t2 - t0);
+      updates.push((t2 - t1) / (t2 - t0));
+    }
   }
   opt.dispose();
   x.dispose();
   y.dispose();
-  return timing(times);
+  return { ...timing(times), updateShare: timing(updates) };
+}
+
+/**
+ * conv6's 4096×512×7×7 float32 kernel (the largest) reordered from plain into the layout its
+ * forward primitive packs it in (warm buffers): GB/s counting the read and the write.
+ */
+function reorderRate(reps: number): Timing {
+  const dims = [4096, 512, 7, 7];
+  const w = native.zeros(dims);
+  const x = native.zeros([1, 512, 16, 16]);
+  const { y, weightsCache } = native.convForward(x, w, null, { padding: [3, 3, 3, 3] });
+  const like = weightsCache ?? w;
+  const rates: number[] = [];
+  for (let i = 0; i < reps + 1; i++) {
+    const t0 = performance.now();
+    const t = native.reorder(w, { like });
+    const ms = performance.now() - t0;
+    t.dispose();
+    if (i > 0) rates.push((2 * w.nbytes) / (ms / 1000) / 1e9);
+  }
+  for (const t of [w, x, y, weightsCache]) t?.dispose();
+  return timing(rates);
 }
 
 /**
@@ -418,7 +448,7 @@ async function main(): Promise<void> {
   // Training step 512², batch 1 (Adam, L2, mean cross-entropy, backward, update).
   for (const [p, tag] of [['bfloat16', 'bf16'], ['float32', 'fp32']] as const) {
     const id = `train512_${tag}_vs_torch`, fracId = `train512_${tag}_peak_frac`;
-    if (!want(id) && !want(fracId)) continue;
+    if (!want(id) && !want(fracId) && !want(`train512_${tag}_update_frac`)) continue;
     if (p === 'bfloat16' && !bf16) {
       if (want(id)) absent(id, bf16Why);
       frac(fracId, 'bf16', 'train', null, bf16Why);
@@ -430,6 +460,16 @@ async function main(): Promise<void> {
       else value(`train512_${tag}_ms`, ours.ms, 'ours only (no PyTorch)', { spread: spreadOf(ours), reps: trainReps });
     }
     frac(fracId, tag, 'train', ours);
+    const shareId = `train512_${tag}_update_frac`;
+    if (want(shareId))
+      value(shareId, ours.updateShare.ms, 'the optimiser update (fused native Adam: master, state and packed copies in one pass) as a share of the step', {
+        spread: [round(ours.updateShare.min, 3), round(ours.updateShare.max, 3)],
+        digits: 3,
+      });
+  }
+  if (want('reorder_gbps')) {
+    const r = reorderRate(reps);
+    value('reorder_gbps', r.ms, "conv6's float32 kernel (411 MB) reordered plain → its forward primitive's layout, warm buffers, read + write", { spread: spreadOf(r), reps, digits: 1 });
   }
 
   // Peak RSS, each in a process of its own, in the precision 'auto' picks here.

@@ -130,12 +130,26 @@ Napi::Value backward_data(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& 
   auto out = Napi::Object::New(env);
   out.Set("dx", dx);
   out.Set("weightsCache", fresh);
+  out.Set("weightsFlipped", false);
   return out;
 }
 
+// The float32 copy of a descriptor's layout (a bfloat16 gradient handed on in its own blocking).
+memory::desc as_f32(const memory::desc& md) {
+  dnnl_memory_desc_t d = md.data;
+  d.data_type = dnnl_f32;
+  return memory::desc(d);
+}
+
+// `algorithm`: "matmul", "direct", or "auto" (matmul over many pixels). `grad_any_layout`: dw may
+// stay in the layout the computation left it in (float32 always), saving a reorder.
 template <bool T>
-Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& dy) {
-  if (weight_grad_as_matmul(s)) return weight_grad_by_matmul(env, s, x, dy);
+Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& dy, const std::string& algorithm, bool grad_any_layout) {
+  const bool by_matmul = algorithm == "matmul" || (algorithm == "auto" && weight_grad_as_matmul(s));
+  if (by_matmul) {
+    if (!weight_grad_matmul_possible(s)) throw_range_error("algorithm 'matmul' is for float32 stride-1 convolutions only");
+    return weight_grad_by_matmul(env, s, x, dy, grad_any_layout);
+  }
   // bf16 inputs produce bf16 weight gradients: oneDNN 2.6 fails when asked for f32 ones.
   auto cp = cached(s.key("bwdW"), [&] {
     using B = typename Prims<T>::bwd_weights;
@@ -153,8 +167,8 @@ Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
   std::vector<Scratch> keep;
   memory src = in_layout(x, cp.pd.src_desc(), keep);
   memory ddst = in_layout(dy, cp.pd.diff_dst_desc(), keep);
-  // Gradients leave in the master weights' layout: plain O,I,KH,KW float32.
-  Napi::Object dw = Tensor::Create(env, plain_desc(s.w, dt::f32));
+  // Gradients leave in the master weights' layout (plain O,I,KH,KW float32), or as computed.
+  Napi::Object dw = Tensor::Create(env, grad_any_layout ? as_f32(cp.pd.diff_weights_desc()) : plain_desc(s.w, dt::f32));
   memory dw_mem = Tensor::Of(dw).mem();
   memory dw_prim = dw_mem;
   if (cp.pd.diff_weights_desc() != dw_mem.get_desc()) {
@@ -204,7 +218,8 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
 }
 
-// convBackwardData(dy, w, x, {stride, padding, transposed, dtype, bias, weightsCache}) → {dx, weightsCache}
+// convBackwardData(dy, w, x, {stride, padding, transposed, dtype, bias, weightsCache})
+//   → {dx, weightsCache, weightsFlipped: whether the cache holds the flipped I,O,KH,KW form}
 Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   const ConvOptions c = read_conv_options(o);
@@ -223,11 +238,14 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   return c.transposed ? backward_data<true>(info.Env(), s, dy, w, cache) : backward_data<false>(info.Env(), s, dy, w, cache);
 }
 
-// convBackwardWeights(x, dy, {weightsDims, bias, stride, padding, transposed, dtype}) → {dw, db|null}
+// convBackwardWeights(x, dy, {weightsDims, bias, stride, padding, transposed, dtype, algorithm, gradLayout})
+//   → {dw, db|null}
 Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 2);
   const ConvOptions c = read_conv_options(o);
   const bool has_bias = opt_bool(o, "bias", false);
+  const std::string algorithm = opt_choice(o, "algorithm", "auto", {"auto", "direct", "matmul"});
+  const bool any_layout = opt_choice(o, "gradLayout", "plain", {"plain", "any"}) == "any";
   Napi::Value wd = o.Get("weightsDims");
   if (wd.IsUndefined()) throw_type_error("weightsDims must be given: [O, I, KH, KW]");
   const auto w_dims = read_ints(wd, "weightsDims", 4, 1, kMaxGeometry);
@@ -238,7 +256,7 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
   require_conv_operand(dy, "dy", "N,C,H,W");
   const ConvSpec s = make_conv_spec(c, x.dims(), memory::dims(w_dims.begin(), w_dims.end()), has_bias);
   require_dims(dy, "dy", s.y);
-  return c.transposed ? backward_weights<true>(info.Env(), s, x, dy) : backward_weights<false>(info.Env(), s, x, dy);
+  return c.transposed ? backward_weights<true>(info.Env(), s, x, dy, algorithm, any_layout) : backward_weights<false>(info.Env(), s, x, dy, algorithm, any_layout);
 }
 
 }  // namespace fcn

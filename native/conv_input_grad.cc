@@ -39,6 +39,7 @@ Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, 
   auto out = Napi::Object::New(env);
   out.Set("dx", dx);
   out.Set("weightsCache", fresh);
+  out.Set("weightsFlipped", true);
   return out;
 }
 

@@ -5,12 +5,14 @@
 
 namespace fcn {
 
+bool weight_grad_matmul_possible(const ConvSpec& s) { return !s.transposed && s.compute == dt::f32 && s.stride == memory::dims{1, 1}; }
+
 bool weight_grad_as_matmul(const ConvSpec& s) {
   const int64_t pixels = s.y[0] * s.y[2] * s.y[3];
-  return !s.transposed && s.compute == dt::f32 && s.stride == memory::dims{1, 1} && pixels >= 4096;
+  return weight_grad_matmul_possible(s) && pixels >= 4096;
 }
 
-Napi::Value weight_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& dy) {
+Napi::Value weight_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& dy, bool any_layout) {
   const int64_t I = s.x[1], H = s.x[2], W = s.x[3];
   const int64_t O = s.w[0], KH = s.w[2], KW = s.w[3], OH = s.y[2], OW = s.y[3];
   const int64_t KKI = KH * KW * I, P = s.y[0] * OH * OW;
@@ -24,8 +26,12 @@ Napi::Value weight_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& x, T
   const int64_t chunk = std::min(P, std::max<int64_t>(256, (int64_t(32) << 20) / (KKI * 4)));
   // One size for every layer, so that the pool keeps a single im2col buffer for them all.
   Scratch col(size_t(std::max<int64_t>(int64_t(32) << 20, chunk * KKI * 4)));
-  Scratch acc(size_t(O * KKI * 4));  // dW as O × (KH, KW, I)
-  memory c_mem(memory::desc({O, KKI}, dt::f32, tag::ab), cpu_engine(), acc.ptr);
+  // dW as O × (KH, KW, I): the gradient itself when any layout will do.
+  memory::desc ohwi(s.w, dt::f32, memory::dims{KKI, 1, KW * I, I});
+  Napi::Object dw = Tensor::Create(env, any_layout ? ohwi : plain_desc(s.w, dt::f32));
+  std::vector<Scratch> acc;
+  if (!any_layout) acc.emplace_back(size_t(O * KKI * 4));
+  memory c_mem(memory::desc({O, KKI}, dt::f32, tag::ab), cpu_engine(), any_layout ? Tensor::Of(dw).ptr : acc.back().ptr);
   for (int64_t p0 = 0; p0 < P; p0 += chunk) {
     const int64_t rows = std::min(chunk, P - p0);
     float* cp = static_cast<float*>(col.ptr);
@@ -63,9 +69,7 @@ Napi::Value weight_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& x, T
     cpu_stream().wait();
   }
   // O × (KH, KW, I) → O, I, KH, KW: a reorder from the permuted strides.
-  Napi::Object dw = Tensor::Create(env, plain_desc(s.w, dt::f32));
-  memory::desc view(s.w, dt::f32, memory::dims{KKI, 1, KW * I, I});
-  reorder_into(memory(view, cpu_engine(), acc.ptr), Tensor::Of(dw).mem());
+  if (!any_layout) reorder_into(memory(ohwi, cpu_engine(), acc.back().ptr), Tensor::Of(dw).mem());
   Napi::Value db = env.Null();
   if (s.has_bias) {
     db = Tensor::Create(env, memory::desc({O}, dt::f32, tag::a));

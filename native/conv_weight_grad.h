@@ -7,8 +7,12 @@
 
 namespace fcn {
 
+// Whether the matmul route can compute s's weight gradient at all, and whether it is the
+// default choice (it wins over many pixels; the fastest per shape is measured by the caller).
+bool weight_grad_matmul_possible(const ConvSpec& s);
 bool weight_grad_as_matmul(const ConvSpec& s);
-// {dw (plain O,I,KH,KW float32), db (float32 O) or null}
-Napi::Value weight_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& dy);
+// {dw (float32 O,I,KH,KW: plain, or with `any_layout` the product's own O,KH,KW,I order, no
+// copy), db (float32 O) or null}
+Napi::Value weight_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& dy, bool any_layout);
 
 }  // namespace fcn

@@ -30,10 +30,6 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
   return Tensor::Of(t).mem();
 }
 
-namespace {
-// Element offset of index i along dimension d of a blocked descriptor, as oneDNN lays it out
-// (outer strides plus the position inside every inner block on d). Offsets are separable
-// by dimension, so a table per dimension turns any 4-d index into four lookups.
 std::vector<int64_t> offsets_along(const dnnl_memory_desc_t& md, int d) {
   const auto& b = md.format_desc.blocking;
   std::vector<int64_t> t(size_t(md.dims[d]));
@@ -50,7 +46,6 @@ std::vector<int64_t> offsets_along(const dnnl_memory_desc_t& md, int d) {
   }
   return t;
 }
-}  // namespace
 
 void pack_weights(const Tensor& w, Tensor& dst, bool transpose_flip) {
   const dnnl_memory_desc_t& md = dst.md.data;

@@ -16,4 +16,9 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
 // dst[i][o][kh][kw] = w[o][i][KH−1−kh][KW−1−kw] (the input-gradient convolution's weights).
 void pack_weights(const Tensor& w, Tensor& dst, bool transpose_flip);
 
+// Element offset of index i along dimension d of a blocked descriptor, for every i (outer
+// strides plus the position inside every inner block on d). Offsets are separable by
+// dimension: any 4-d index's offset is offset0 plus one lookup per dimension.
+std::vector<int64_t> offsets_along(const dnnl_memory_desc_t& md, int d);
+
 }  // namespace fcn

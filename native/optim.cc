@@ -1,119 +1,269 @@
 #include "optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include "conv_weights.h"
+#include "eltwise.h"
 
 namespace fcn {
 
 namespace {
-void check_same(const Tensor& w, const Tensor& t, const std::string& what) {
-  if (w.md.dims() != t.md.dims()) throw_range_error(what + " does not match the weights (" + dims_key(t.dims()) + " vs " + dims_key(w.dims()) + ")");
-  if (w.md != t.md) throw_type_error(what + " does not match the weights (" + md_key(t.md) + " vs " + md_key(w.md) + ")");
+// Copies of a kernel in the layouts its primitives use (float32 or bfloat16), rewritten by
+// the update in the same pass as the master weights: a training step then reorders no
+// weights. `flipped`: the input-gradient convolution's copy, [i][o][KH−1−kh][KW−1−kw].
+struct Packed {
+  void* ptr;
+  bool bf16;
+  std::vector<int64_t> to, ti, hw;  // offsets of w's o and i, and of w's kernel position j
+};
+
+// Where a gradient that came in a primitive's blocked layout keeps element (o, i, j).
+struct GradLayout {
+  std::vector<int64_t> to, ti, hw;
+};
+
+// hw[j]: offset0 plus the offsets of kernel position j (reversed when flipped).
+std::vector<int64_t> kernel_offsets(const dnnl_memory_desc_t& md, bool flipped) {
+  const int64_t KH = md.dims[2], KW = md.dims[3], KK = KH * KW;
+  const auto th = offsets_along(md, 2), tw = offsets_along(md, 3);
+  std::vector<int64_t> hw(static_cast<size_t>(KK));
+  for (int64_t j = 0; j < KK; j++) {
+    const int64_t p = flipped ? KK - 1 - j : j;
+    hw[size_t(j)] = md.offset0 + th[size_t(p / KW)] + tw[size_t(p % KW)];
+  }
+  return hw;
 }
 
-// One parameter's Adam update: with g' = g + 2·l2·w, m ← m + (1−β1)(g' − m);
-// v ← v + (1−β2)(g'² − v); w ← w − α·m/(√v + ε), where the caller passes
-// α = lr·√(1−β2^t)/(1−β1^t) (Keras's bias correction).
-struct AdamItem {
-  float *w, *m, *v;
+// One parameter: master w, optimiser state s1 (Adam's m, SGD's velocity) and s2 (Adam's v),
+// all plain; its gradient in any layout; the packed copies to keep current.
+struct Item {
+  float *w, *s1, *s2;
   const float* g;
   int64_t n;
-  float l2x2;
+  memory::dims dims;
+  float decay, lr;  // Adam: decay = 2·l2; SGD: weight decay and learning rate
+  bool g_plain = true;
+  GradLayout gl;
+  std::vector<Packed> packs;
+  bool tiled() const { return !packs.empty() || !g_plain; }
 };
 
-// `which` names the parameter in messages ("" for the only one).
-AdamItem adam_item(const Napi::Value& W, const Napi::Value& G, const Napi::Value& M, const Napi::Value& V, double l2, const std::string& which) {
-  Tensor& w = Tensor::From(W, which + "weights");
-  Tensor& g = Tensor::From(G, which + "grad");
-  Tensor& m = Tensor::From(M, which + "m");
-  Tensor& v = Tensor::From(V, which + "v");
-  require_dtype(w, which + "weights", {dt::f32});
-  check_same(w, g, which + "grad");
-  check_same(w, m, which + "m");
-  check_same(w, v, which + "v");
-  return {static_cast<float*>(w.ptr), static_cast<float*>(m.ptr), static_cast<float*>(v.ptr), static_cast<const float*>(g.ptr), int64_t(w.bytes / 4), float(2 * l2)};
+// Adam as Keras: with g' = g + 2·l2·w, m ← m + (1−β1)(g' − m); v ← v + (1−β2)(g'² − v);
+// w ← w − α·m/(√v + ε), where α = lr·√(1−β2^t)/(1−β1^t) (the caller's bias correction).
+struct AdamRule {
+  float alpha, b1, b2, eps;
+  float operator()(float g, float w, int64_t i, const Item& it) const {
+    const float gi = g + it.decay * w;
+    const float mi = it.s1[i] + (1.f - b1) * (gi - it.s1[i]);
+    const float vi = it.s2[i] + (1.f - b2) * (gi * gi - it.s2[i]);
+    it.s1[i] = mi;
+    it.s2[i] = vi;
+    return w - alpha * mi / (std::sqrt(vi) + eps);
+  }
+};
+
+// SGD as Caffe: v ← μ·v − lr·(g + wd·w); w ← w + v.
+struct SgdRule {
+  float mu;
+  float operator()(float g, float w, int64_t i, const Item& it) const {
+    const float vi = mu * it.s1[i] - it.lr * (g + it.decay * w);
+    it.s1[i] = vi;
+    return w + vi;
+  }
+};
+
+// Tiles of 32 output × 32 input channels over every kernel position: the master and its
+// state are read in runs of KH·KW, each packed copy written in runs along its blocks from a
+// small buffer [kernel position][o][i] (rows padded by a cache line: at a power-of-two
+// stride every position's row would fall in the same L1 set).
+constexpr int64_t kTileO = 32, kTileI = 32, kRow = kTileO * kTileI + 16;
+
+void write_tile(const Packed& pk, const float* tile, int64_t o0, int64_t i0, int64_t no, int64_t ni) {
+  for (size_t j = 0; j < pk.hw.size(); j++)
+    for (int64_t o = 0; o < no; o++) {
+      const float* row = tile + int64_t(j) * kRow + o * kTileI;
+      const int64_t base = pk.hw[j] + pk.to[size_t(o0 + o)];
+      const int64_t* idx = &pk.ti[size_t(i0)];
+      if (pk.bf16) {
+        uint16_t* d = static_cast<uint16_t*>(pk.ptr) + base;
+        for (int64_t i = 0; i < ni; i++) d[idx[i]] = f32_to_bf16(row[i]);
+      } else {
+        float* d = static_cast<float*>(pk.ptr) + base;
+        for (int64_t i = 0; i < ni; i++) d[idx[i]] = row[i];
+      }
+    }
 }
 
-struct AdamHyper {
-  float alpha, b1, b2, eps;
-};
-
-AdamHyper adam_hyper(const Napi::Object& o) {
-  return {float(opt_num(o, "alpha", 1e-3)), float(opt_num(o, "beta1", 0.9)), float(opt_num(o, "beta2", 0.999)), float(opt_num(o, "epsilon", 1e-7))};
+template <class Rule>
+void update_tiled(const Item& it, const Rule& rule, float* tile) {
+  const int64_t O = it.dims[0], I = it.dims[1], KK = it.dims[2] * it.dims[3];
+#pragma omp for collapse(2) schedule(static) nowait
+  for (int64_t o0 = 0; o0 < O; o0 += kTileO)
+    for (int64_t i0 = 0; i0 < I; i0 += kTileI) {
+      if (!tile) continue;  // a thread without its buffer still meets the loop, doing nothing
+      const int64_t no = std::min(kTileO, O - o0), ni = std::min(kTileI, I - i0);
+      for (int64_t o = 0; o < no; o++)
+        for (int64_t i = 0; i < ni; i++) {
+          const int64_t p = ((o0 + o) * I + i0 + i) * KK;
+          const float* g = it.g_plain ? it.g + p : it.g + it.gl.to[size_t(o0 + o)] + it.gl.ti[size_t(i0 + i)];
+          for (int64_t j = 0; j < KK; j++) {
+            const float gj = it.g_plain ? g[j] : g[it.gl.hw[size_t(j)]];
+            const float w = rule(gj, it.w[p + j], p + j, it);
+            it.w[p + j] = w;
+            tile[j * kRow + o * kTileI + i] = w;
+          }
+        }
+      for (const Packed& pk : it.packs) write_tile(pk, tile, o0, i0, no, ni);
+    }
 }
 
 // Every parameter in one OpenMP region (no fork/join per tensor; biases share the threads'
 // time with the large kernels).
-void adam_apply(const std::vector<AdamItem>& items, const AdamHyper& h) {
-  const float alpha = h.alpha, b1 = h.b1, b2 = h.b2, eps = h.eps;
+template <class Rule>
+void update_all(const std::vector<Item>& items, const Rule& rule) {
+  int64_t tile_floats = 0;
+  for (const Item& it : items)
+    if (it.tiled()) tile_floats = std::max(tile_floats, it.dims[2] * it.dims[3] * kRow);
+  ParallelErrors errors;
 #pragma omp parallel
-  for (const AdamItem& it : items) {
-    float *wp = it.w, *mp = it.m, *vp = it.v;
-    const float* gp = it.g;
-    const float l2x2 = it.l2x2;
+  {
+    std::vector<float> tile;
+    if (tile_floats) errors.capture([&] { tile.resize(size_t(tile_floats)); });
+    for (const Item& it : items) {
+      if (it.tiled()) {
+        update_tiled(it, rule, tile.empty() ? nullptr : tile.data());
+        continue;
+      }
 #pragma omp for simd schedule(static) nowait
-    for (int64_t i = 0; i < it.n; i++) {
-      float gi = gp[i] + l2x2 * wp[i];
-      float mi = mp[i] + (1.f - b1) * (gi - mp[i]);
-      float vi = vp[i] + (1.f - b2) * (gi * gi - vp[i]);
-      mp[i] = mi;
-      vp[i] = vi;
-      wp[i] -= alpha * mi / (std::sqrt(vi) + eps);
+      for (int64_t i = 0; i < it.n; i++) it.w[i] = rule(it.g[i], it.w[i], i, it);
     }
   }
+  errors.rethrow();
+}
+
+void check_state(const Tensor& w, const Tensor& t, const std::string& what) {
+  if (w.md.dims() != t.md.dims()) throw_range_error(what + " does not match the weights (" + dims_key(t.dims()) + " vs " + dims_key(w.dims()) + ")");
+  if (w.md != t.md) throw_type_error(what + " does not match the weights (" + md_key(t.md) + " vs " + md_key(w.md) + ")");
+}
+
+// The item's master weights (plain float32) and gradient: plain like w, or for a kernel any
+// blocked float32 layout a weight-gradient primitive left it in.
+Item base_item(const Napi::Value& W, const Napi::Value& G, const std::string& which) {
+  Tensor& w = Tensor::From(W, which + "weights");
+  Tensor& g = Tensor::From(G, which + "grad");
+  require_dtype(w, which + "weights", {dt::f32});
+  if (!is_plain(w.md)) throw_type_error(which + "weights must be plain, got " + md_key(w.md));
+  if (g.dims() != w.dims()) throw_range_error(which + "grad does not match the weights (" + dims_key(g.dims()) + " vs " + dims_key(w.dims()) + ")");
+  require_dtype(g, which + "grad", {dt::f32});
+  Item it{};
+  it.w = static_cast<float*>(w.ptr);
+  it.g = static_cast<const float*>(g.ptr);
+  it.n = int64_t(w.bytes / 4);
+  it.dims = w.dims();
+  if (g.md == w.md) return it;
+  if (it.dims.size() != 4 || g.md.data.format_kind != dnnl_blocked)
+    throw_type_error(which + "grad does not match the weights (" + md_key(g.md) + " vs " + md_key(w.md) + ")");
+  it.g_plain = false;
+  it.g += g.md.data.offset0;
+  it.gl = {offsets_along(g.md.data, 0), offsets_along(g.md.data, 1), kernel_offsets(g.md.data, false)};
+  for (auto& h : it.gl.hw) h -= g.md.data.offset0;
+  return it;
+}
+
+// packs: undefined/null, or an array of {tensor, flipped}: blocked float32 or bfloat16 copies
+// of a kernel (O,I,KH,KW; flipped: I,O,KH,KW).
+void read_packs(const Napi::Value& v, const Tensor& w, Item& it, const std::string& which) {
+  if (v.IsUndefined() || v.IsNull()) return;
+  if (!v.IsArray()) throw_type_error(which + "packed copies must be an array, got " + describe(v));
+  auto a = v.As<Napi::Array>();
+  for (uint32_t k = 0; k < a.Length(); k++) {
+    const std::string name = which + "packed copy " + std::to_string(k);
+    Napi::Value e = a.Get(k);
+    if (!e.IsObject()) throw_type_error(name + " must be {tensor, flipped}, got " + describe(e));
+    const bool flipped = read_bool(e.As<Napi::Object>().Get("flipped"), name + ".flipped");
+    Tensor& t = Tensor::From(e.As<Napi::Object>().Get("tensor"), name + ".tensor");
+    require_float(t, name);
+    const auto d = w.dims();
+    if (d.size() != 4) throw_range_error(name + ": only kernels (O,I,KH,KW) have packed copies");
+    const memory::dims want = flipped ? memory::dims{d[1], d[0], d[2], d[3]} : d;
+    require_dims(t, name, want);
+    if (t.md.data.format_kind != dnnl_blocked || t.ptr == w.ptr) throw_type_error(name + " must be a copy apart from the weights");
+    const auto& md = t.md.data;
+    it.packs.push_back({t.ptr, t.md.data_type() == dt::bf16, offsets_along(md, flipped ? 1 : 0), offsets_along(md, flipped ? 0 : 1), kernel_offsets(md, flipped)});
+  }
+}
+
+AdamRule adam_rule(const Napi::Object& o) {
+  return {float(opt_num(o, "alpha", 1e-3)), float(opt_num(o, "beta1", 0.9)), float(opt_num(o, "beta2", 0.999)), float(opt_num(o, "epsilon", 1e-7))};
+}
+
+Item adam_item(const Napi::Value& W, const Napi::Value& G, const Napi::Value& M, const Napi::Value& V, const Napi::Value& P, double l2, const std::string& which) {
+  Item it = base_item(W, G, which);
+  Tensor& w = Tensor::From(W, which + "weights");
+  Tensor& m = Tensor::From(M, which + "m");
+  Tensor& v = Tensor::From(V, which + "v");
+  check_state(w, m, which + "m");
+  check_state(w, v, which + "v");
+  it.s1 = static_cast<float*>(m.ptr);
+  it.s2 = static_cast<float*>(v.ptr);
+  it.decay = float(2 * l2);
+  read_packs(P, w, it, which);
+  return it;
 }
 }  // namespace
 
-// adamUpdate(w, g, m, v, {alpha, beta1, beta2, epsilon, l2}): one parameter (see AdamItem).
+// adamUpdate(w, g, m, v, {alpha, beta1, beta2, epsilon, l2}, packs?): one parameter (see AdamRule).
 Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 4);
-  const AdamHyper h = adam_hyper(o);
+  const AdamRule rule = adam_rule(o);
   const double l2 = opt_num(o, "l2", 0);
-  adam_apply({adam_item(info[0], info[1], info[2], info[3], l2, "")}, h);
+  update_all(std::vector<Item>{adam_item(info[0], info[1], info[2], info[3], info[5], l2, "")}, rule);
   return info.Env().Undefined();
 }
 
-// adamUpdateAll([w…], [g…], [m…], [v…], [l2…], {alpha, beta1, beta2, epsilon}): every
-// parameter in one call; l2[i] applies to w[i].
+// adamUpdateAll([w…], [g…], [m…], [v…], [l2…], {alpha, beta1, beta2, epsilon}, [packs…]?):
+// every parameter in one call; l2[i] applies to w[i], packs[i] (optional) are w[i]'s copies.
 Napi::Value AdamUpdateAll(const Napi::CallbackInfo& info) {
   const char* names[5] = {"weights", "grads", "m", "v", "l2"};
   for (int i = 0; i < 5; i++)
     if (!info[i].IsArray()) throw_type_error(std::string(names[i]) + " must be an array, got " + describe(info[i]));
-  const AdamHyper h = adam_hyper(options_arg(info, 5));
+  const AdamRule rule = adam_rule(options_arg(info, 5));
   auto W = info[0].As<Napi::Array>(), G = info[1].As<Napi::Array>(), M = info[2].As<Napi::Array>(), V = info[3].As<Napi::Array>(), L = info[4].As<Napi::Array>();
   const uint32_t k = W.Length();
   if (G.Length() != k || M.Length() != k || V.Length() != k || L.Length() != k)
     throw_range_error("the five arrays must have the same length, got " + list_str({W.Length(), G.Length(), M.Length(), V.Length(), L.Length()}));
+  const bool has_packs = !info[6].IsUndefined() && !info[6].IsNull();
+  if (has_packs && (!info[6].IsArray() || info[6].As<Napi::Array>().Length() != k))
+    throw_type_error("packs must be an array as long as the weights, got " + describe(info[6]));
   // Everything is read from JS (array getters may run) before any tensor is touched.
   // (No room is reserved up front: a sparse array can claim billions of elements it does not
   // hold, and the first missing one ends the call.)
   std::vector<double> l2;
   for (uint32_t i = 0; i < k; i++) l2.push_back(read_number(L.Get(i), "l2[" + std::to_string(i) + "]"));
-  std::vector<AdamItem> items;
-  for (uint32_t i = 0; i < k; i++) items.push_back(adam_item(W.Get(i), G.Get(i), M.Get(i), V.Get(i), l2[i], "parameter " + std::to_string(i) + ": "));
-  adam_apply(items, h);
+  std::vector<Item> items;
+  for (uint32_t i = 0; i < k; i++) {
+    Napi::Value packs = has_packs ? info[6].As<Napi::Array>().Get(i) : info.Env().Undefined();
+    items.push_back(adam_item(W.Get(i), G.Get(i), M.Get(i), V.Get(i), packs, l2[i], "parameter " + std::to_string(i) + ": "));
+  }
+  update_all(items, rule);
   return info.Env().Undefined();
 }
 
-// sgdUpdate(w, g, v, {lr, momentum, weightDecay}): g' = g + wd·w; v ← μ·v − lr·g'; w ← w + v.
+// sgdUpdate(w, g, v, {lr, momentum, weightDecay}, packs?): see SgdRule.
 Napi::Value SgdUpdate(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   const float lr = float(opt_num(o, "lr", 1e-3)), mu = float(opt_num(o, "momentum", 0)), wd = float(opt_num(o, "weightDecay", 0));
+  Item it = base_item(info[0], info[1], "");
   Tensor& w = Tensor::From(info[0], "weights");
-  Tensor& g = Tensor::From(info[1], "grad");
   Tensor& v = Tensor::From(info[2], "velocity");
-  require_dtype(w, "weights", {dt::f32});
-  check_same(w, g, "grad");
-  check_same(w, v, "velocity");
-  float *wp = static_cast<float*>(w.ptr), *vp = static_cast<float*>(v.ptr);
-  const float* gp = static_cast<const float*>(g.ptr);
-  const int64_t n = int64_t(w.bytes / 4);
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    float vi = mu * vp[i] - lr * (gp[i] + wd * wp[i]);
-    vp[i] = vi;
-    wp[i] += vi;
-  }
+  check_state(w, v, "velocity");
+  it.s1 = static_cast<float*>(v.ptr);
+  it.lr = lr;
+  it.decay = wd;
+  read_packs(info[4], w, it, "");
+  update_all(std::vector<Item>{it}, SgdRule{mu});
   return info.Env().Undefined();
 }
 

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { configureEngine, cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures, type CpuFeatures } from '../engine/config.js';
 import { native, type Precision } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
+import { kernelChoiceFile, kernelChoiceMode, kernelChoices } from '../engine/kernel-choice.js';
 import { errorCode } from '../errors.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
@@ -156,8 +157,18 @@ const info: Command = async (argv) => {
   console.log(`precision ${cfg.precision} (${why})`);
   console.log(`int8 (fcn quantize models, --precision int8): ${int8SevenBitActivations(cpu) ? 'no VNNI: 7-bit activations keep the 16-bit pair sums exact' : 'VNNI, 8-bit activations'}`);
   console.log(mpiSummary());
+  console.log(kernelChoiceSummary());
   return 0;
 };
+
+/** The measured kernel choices (FCN_KERNEL_CHOICE: measure, off, winograd), one line each. */
+function kernelChoiceSummary(): string {
+  const mode = kernelChoiceMode();
+  const list = kernelChoices();
+  const head = `kernel choice: ${mode}${mode === 'measure' ? ` (FCN_KERNEL_CHOICE=off for fixed kernels), ${list.length} measured in ${kernelChoiceFile()}` : ''}`;
+  const ms = (v: number | null) => (v === null || !Number.isFinite(v) ? 'refused' : `${v.toFixed(1)} ms`);
+  return [head, ...list.map((c) => `  ${c.key}: ${c.choice} (${Object.entries(c.times).map(([k, v]) => `${k} ${ms(v)}`).join(', ')})`)].join('\n');
+}
 
 /** ' (ONEDNN_MAX_CPU_ISA=AVX2 in force: AVX-512, VNNI unused)' when a cap is set, else ''. */
 function isaCapNote(cpu: CpuFeatures): string {

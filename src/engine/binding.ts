@@ -42,6 +42,15 @@ export interface ConvOptions {
   weightsCache?: Tensor | null;
 }
 
+/** How convBackwardWeights computes a weight gradient. */
+export type WeightGradAlgorithm = 'auto' | 'direct' | 'matmul';
+
+/** A blocked copy of a kernel that an update rewrites with it (see adamUpdate). */
+export interface PackedWeights {
+  tensor: Tensor;
+  flipped: boolean;
+}
+
 export interface ConvInt8Options {
   stride?: [number, number];
   /** [top, left, bottom, right] */
@@ -180,8 +189,18 @@ export interface Native {
    * activations to [0, 127] or weights to [-64, 64] to get the same results on every CPU.
    */
   convForwardInt8(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvInt8Options): { y: Tensor; weightsCache: Tensor | null };
-  convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: ConvOptions & { bias?: boolean }): { dx: Tensor; weightsCache: Tensor | null };
-  convBackwardWeights(x: Tensor, dy: Tensor, options: ConvOptions & { weightsDims: number[]; bias: boolean }): { dw: Tensor; db: Tensor | null };
+  /** weightsFlipped: the weights cache holds the flipped I,O,KH,KW form (the input gradient computed as a convolution). */
+  convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: ConvOptions & { bias?: boolean }): { dx: Tensor; weightsCache: Tensor | null; weightsFlipped: boolean };
+  /**
+   * algorithm: 'direct' (oneDNN's backward-weights kernel), 'matmul' (im2col and a matrix
+   * product: float32 stride-1 only) or 'auto' (matmul over ≥ 4096 output pixels). gradLayout
+   * 'any': dw stays float32 in the layout its computation left it (no reorder to plain).
+   */
+  convBackwardWeights(
+    x: Tensor,
+    dy: Tensor,
+    options: Omit<ConvOptions, 'algorithm' | 'weightsCache'> & { weightsDims: number[]; bias: boolean; algorithm?: WeightGradAlgorithm; gradLayout?: 'plain' | 'any' },
+  ): { dw: Tensor; db: Tensor | null };
   /** Max pooling in x's layout and dtype (float32, bfloat16, or uint8 for inference). */
   maxPoolForward(x: Tensor, options: PoolOptions): { y: Tensor; workspace: Tensor | null };
   maxPoolBackward(dy: Tensor, workspace: Tensor, x: Tensor, options: PoolOptions): Tensor;
@@ -194,10 +213,25 @@ export interface Native {
   cropPad(x: Tensor, options: CropPadOptions): Tensor;
   argmax(x: Tensor): Tensor;
   softmaxCrossEntropy(logits: Tensor, labels: Tensor, options?: { reduction?: 'mean' | 'sum'; ignore?: number }): { loss: number; valid: number; grad: Tensor };
-  adamUpdate(w: Tensor, g: Tensor, m: Tensor, v: Tensor, options: { alpha: number; beta1: number; beta2: number; epsilon: number; l2: number }): void;
-  /** adamUpdate over many parameters in one call; l2[i] applies to weights[i]. */
-  adamUpdateAll(weights: Tensor[], grads: Tensor[], m: Tensor[], v: Tensor[], l2: number[], options: { alpha: number; beta1: number; beta2: number; epsilon: number }): void;
-  sgdUpdate(w: Tensor, g: Tensor, v: Tensor, options: { lr: number; momentum: number; weightDecay: number }): void;
+  /**
+   * Adam in place on plain float32 w, m, v; g float32 in any layout (a kernel's gradient as
+   * its primitive left it). `packs`: blocked copies of w (float32 or bfloat16, flipped: the
+   * I,O,KH,KW input-gradient form) rewritten from the new w in the same pass, as a fresh
+   * pack of it would be.
+   */
+  adamUpdate(w: Tensor, g: Tensor, m: Tensor, v: Tensor, options: { alpha: number; beta1: number; beta2: number; epsilon: number; l2: number }, packs?: PackedWeights[] | null): void;
+  /** adamUpdate over many parameters in one call; l2[i] and packs[i] apply to weights[i]. */
+  adamUpdateAll(
+    weights: Tensor[],
+    grads: Tensor[],
+    m: Tensor[],
+    v: Tensor[],
+    l2: number[],
+    options: { alpha: number; beta1: number; beta2: number; epsilon: number },
+    packs?: (PackedWeights[] | null)[],
+  ): void;
+  /** SGD in place; g and packs as adamUpdate's. */
+  sgdUpdate(w: Tensor, g: Tensor, v: Tensor, options: { lr: number; momentum: number; weightDecay: number }, packs?: PackedWeights[] | null): void;
   sumSquares(t: Tensor): number;
   /** max |v| over a float32 or bfloat16 tensor in any layout (NaN if any value is NaN): for calibration. */
   absMax(t: Tensor): number;

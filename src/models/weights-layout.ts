@@ -30,7 +30,14 @@ export function kerasShape(p: Param): number[] {
 
 /** A parameter's value (or another array of its shape, e.g. its gradient) in Keras layout. */
 export function toKerasLayout(p: Param, t: Tensor = p.value): SafetensorsTensor {
-  const k = native.permute(t, kerasAxes(p));
+  // A gradient may come in its kernel's blocked layout: permute reads plain tensors.
+  const plain = t.layout === 'plain' ? t : native.reorder(t);
+  let k: Tensor;
+  try {
+    k = native.permute(plain, kerasAxes(p));
+  } finally {
+    if (plain !== t) plain.dispose();
+  }
   try {
     const data = k.toArray();
     if (data instanceof Float32Array) return { dtype: 'F32', shape: kerasShape(p), data };

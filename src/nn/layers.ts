@@ -1,11 +1,12 @@
 // Layers with explicit forward/backward pairs. A training forward keeps what its backward
 // needs (references only: the model's Tape owns activations); backward returns the input
 // gradient (or null when not needed) and sets its parameters' gradients when trainable.
-import { native, type Tensor, type Precision } from '../engine/binding.js';
+import { native, type Tensor, type Precision, type WeightGradAlgorithm } from '../engine/binding.js';
 import type { InferencePrecision } from '../engine/config.js';
 import { Tape, disposeAll } from '../engine/tape.js';
+import { chooseKernel } from '../engine/kernel-choice.js';
 import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from './activation-scales.js';
-import { Param } from './param.js';
+import { Param, PreparedWeights } from './param.js';
 
 export interface ForwardContext {
   training: boolean;
@@ -15,28 +16,6 @@ export interface ForwardContext {
   tape: Tape | null;
   /** Seeds this pass's dropout masks. */
   seed: number;
-}
-
-/** A weights copy in the layout a primitive wants, valid for one parameter version. */
-class PreparedWeights {
-  private tensor: Tensor | null = null;
-  private version = -1;
-
-  get(param: Param): Tensor | null {
-    if (this.version !== param.version) this.clear();
-    return this.tensor;
-  }
-  update(param: Param, fresh: Tensor | null): void {
-    if (!fresh) return;
-    disposeAll(this.tensor);
-    this.tensor = fresh;
-    this.version = param.version;
-  }
-  clear(): void {
-    disposeAll(this.tensor);
-    this.tensor = null;
-    this.version = -1;
-  }
 }
 
 export interface ConvSpec {
@@ -79,8 +58,8 @@ export class Conv2d {
   readonly padding: number;
   readonly relu: boolean;
   readonly transposed: boolean;
-  private readonly forwardWeights = new PreparedWeights();
-  private readonly backwardWeights = new PreparedWeights();
+  private readonly forwardWeights: PreparedWeights;
+  private readonly backwardWeights: PreparedWeights;
   private savedX: Tensor | null = null;
   private savedY: Tensor | null = null;
   private savedPrecision: Precision = 'float32';
@@ -101,6 +80,8 @@ export class Conv2d {
     this.kernel = new Param(`${name}.kernel`, native.zeros([spec.outChannels, spec.inChannels, k, k], 'float32', spec.uninitialized ?? false), 'kernel', this.transposed);
     const hasBias = spec.bias ?? !this.transposed;
     this.bias = hasBias ? new Param(`${name}.bias`, native.zeros([spec.outChannels], 'float32', spec.uninitialized ?? false), 'bias', this.transposed) : null;
+    this.forwardWeights = new PreparedWeights(this.kernel);
+    this.backwardWeights = new PreparedWeights(this.kernel);
   }
 
   params(): Param[] {
@@ -145,25 +126,55 @@ export class Conv2d {
       }
     }
     const precision = ctx.precision;
-    // A trainable layer's weights change at every step, so in training its packed copy serves
-    // one call: it goes back to the pool at once instead of living through the step (conv6's
-    // is 411 MB in fp32), and the pool hands the buffer to the next copy of that size.
-    const transient = ctx.training && this.trainable;
+    // The packed copy lives as long as the weights it copies: an optimiser's update rewrites
+    // it in place along with them (see Param.packedCopies), so training packs no weights.
     const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
       ...this.options(precision),
       relu: this.relu,
-      weightsCache: transient ? null : this.forwardWeights.get(this.kernel),
+      algorithm: this.forwardAlgorithm(x, ctx),
+      weightsCache: this.forwardWeights.get(),
     });
-    if (transient) {
-      disposeAll(weightsCache);
-      this.forwardWeights.clear();
-    } else this.forwardWeights.update(this.kernel, weightsCache);
+    this.forwardWeights.update(weightsCache);
     if (ctx.training) {
       this.savedX = x;
       this.savedY = y;
       this.savedPrecision = precision;
     }
     return y;
+  }
+
+  /**
+   * What a measured kernel choice is kept under: pass, precision, the layer's geometry and
+   * the batch's pixel count rounded to a power of two (`fwd f32 64→64 k3 s1 p1 px2^18 t2`), so
+   * that images of every size (an evaluation, a server) share a few measurements.
+   */
+  private kernelKey(pass: string, x: Tensor, precision: Precision): string {
+    const [n, c, h, w] = x.dims as [number, number, number, number];
+    const px = Math.round(Math.log2(n * h * w));
+    const t = this.transposed ? ' T' : '';
+    return `${pass} ${precision === 'float32' ? 'f32' : 'bf16'}${t} ${c}→${this.spec.outChannels} k${this.spec.kernel} s${this.stride} p${this.padding} px2^${px} t${native.info().threads}`;
+  }
+
+  /** Winograd's algorithm where it is allowed (float32 inference, 3×3, stride 1) and measured faster. */
+  private forwardAlgorithm(x: Tensor, ctx: ForwardContext): 'direct' | 'winograd' {
+    if (ctx.training || ctx.precision !== 'float32' || this.transposed || this.stride !== 1 || this.spec.kernel !== 3) return 'direct';
+    const bias = this.bias?.value ?? null;
+    return chooseKernel(this.kernelKey('fwd', x, 'float32'), ['direct', 'winograd'], (name) => {
+      const r = native.convForward(x, this.kernel.value, bias, { ...this.options('float32'), relu: this.relu, algorithm: name as 'direct' | 'winograd' });
+      disposeAll(r.y, r.weightsCache);
+    }) as 'direct' | 'winograd';
+  }
+
+  /** The im2col + matmul route or oneDNN's kernel for a float32 weight gradient, as measured. */
+  private weightGradAlgorithm(x: Tensor, dpre: Tensor): WeightGradAlgorithm {
+    if (this.savedPrecision !== 'float32' || this.transposed || this.stride !== 1) return 'auto';
+    const [n, , h, w] = dpre.dims as [number, number, number, number];
+    const byDefault = n * h * w >= 4096 ? 'matmul' : 'direct';
+    const opts = { ...this.options('float32'), weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' as const };
+    return chooseKernel(this.kernelKey('bwdW', x, 'float32'), [byDefault, byDefault === 'matmul' ? 'direct' : 'matmul'], (name) => {
+      const r = native.convBackwardWeights(x, dpre, { ...opts, algorithm: name as WeightGradAlgorithm });
+      disposeAll(r.dw, r.db);
+    }) as WeightGradAlgorithm;
   }
 
   /**
@@ -257,17 +268,15 @@ export class Conv2d {
     const dpre = this.relu ? native.reluBackward(dy, y) : dy;
     try {
       if (this.trainable) {
-        const { dw, db } = native.convBackwardWeights(x, dpre, { ...opts, weightsDims: this.kernel.dims, bias: this.bias !== null });
+        // The gradient stays in the layout its kernel left it in: the optimiser reads any.
+        const algorithm = this.weightGradAlgorithm(x, dpre);
+        const { dw, db } = native.convBackwardWeights(x, dpre, { ...opts, weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any', algorithm });
         this.kernel.setGrad(dw);
         if (this.bias) this.bias.setGrad(db);
       }
       if (!inputGrad) return null;
-      const { dx, weightsCache } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.trainable ? null : this.backwardWeights.get(this.kernel) });
-      // As in forward: a trainable layer's copy is stale after this step's update.
-      if (this.trainable) {
-        disposeAll(weightsCache);
-        this.backwardWeights.clear();
-      } else this.backwardWeights.update(this.kernel, weightsCache);
+      const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.backwardWeights.get() });
+      this.backwardWeights.update(weightsCache, weightsFlipped);
       return dx;
     } finally {
       if (dpre !== dy) dpre.dispose();

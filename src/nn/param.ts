@@ -1,15 +1,24 @@
 import type { Tensor } from '../engine/binding.js';
 import { disposeAll } from '../engine/tape.js';
 
+/** A packed copy of a kernel that an update can rewrite along with the master weights. */
+export interface PackedCopy {
+  tensor: Tensor;
+  /** The input-gradient convolution's form: I,O,KH,KW with the kernel flipped. */
+  flipped: boolean;
+}
+
 /**
  * A learnable array: its value in the engine's master layout (plain float32; kernels
- * O,I,KH,KW for convolutions and transposed convolutions alike), its latest gradient,
- * and a version that changes with every update so layers know when to re-prepare it.
+ * O,I,KH,KW for convolutions and transposed convolutions alike), its latest gradient (in
+ * whatever layout the weight-gradient kernel left it), and a version that changes with every
+ * update so layers know when to re-prepare it.
  */
 export class Param {
   grad: Tensor | null = null;
   version = 0;
   trainable = true;
+  private readonly copies = new Set<PreparedWeights>();
 
   constructor(
     /** Checkpoint name: `<layer>.kernel` or `<layer>.bias`. */
@@ -40,8 +49,73 @@ export class Param {
     this.grad = g;
   }
 
+  /** The prepared copies current at this version: an optimiser rewrites them in its update. */
+  packedCopies(): PackedCopy[] {
+    const out: PackedCopy[] = [];
+    for (const c of this.copies) {
+      const t = c.current();
+      if (t) out.push({ tensor: t, flipped: c.flipped });
+    }
+    return out;
+  }
+
+  /**
+   * After an update of the value: a new version. With `rewrote`, the copies packedCopies()
+   * gave were rewritten in the same pass and stay current; the others go stale.
+   */
+  updated(rewrote: boolean): void {
+    const before = this.version++;
+    if (rewrote) for (const c of this.copies) c.carry(before, this.version);
+  }
+
+  /** @internal: PreparedWeights registers itself while it holds a copy. */
+  track(c: PreparedWeights, on: boolean): void {
+    if (on) this.copies.add(c);
+    else this.copies.delete(c);
+  }
+
   dispose(): void {
     disposeAll(this.value, this.grad);
     this.grad = null;
+  }
+}
+
+/**
+ * A copy of a parameter in the layout a primitive wants, valid for one parameter version.
+ * Registered with the parameter, so an optimiser's fused update keeps it current (a training
+ * step then packs no weights: conv6's copy is 411 MB in float32).
+ */
+export class PreparedWeights {
+  private tensor: Tensor | null = null;
+  private version = -1;
+  flipped = false;
+
+  constructor(private readonly param: Param) {}
+
+  get(): Tensor | null {
+    if (this.version !== this.param.version) this.clear();
+    return this.tensor;
+  }
+  /** The copy if current (without dropping a stale one). */
+  current(): Tensor | null {
+    return this.version === this.param.version && this.tensor && !this.tensor.disposed ? this.tensor : null;
+  }
+  update(fresh: Tensor | null, flipped = false): void {
+    if (!fresh) return;
+    disposeAll(this.tensor);
+    this.tensor = fresh;
+    this.flipped = flipped;
+    this.version = this.param.version;
+    this.param.track(this, true);
+  }
+  /** The update that moved the parameter from version `from` to `to` rewrote this copy. */
+  carry(from: number, to: number): void {
+    if (this.version === from && this.tensor) this.version = to;
+  }
+  clear(): void {
+    disposeAll(this.tensor);
+    this.tensor = null;
+    this.version = -1;
+    this.param.track(this, false);
   }
 }

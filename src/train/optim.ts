@@ -84,7 +84,9 @@ export class Adam extends StatefulOptimizer implements Optimizer {
     const t = this.steps;
     const alpha = (this.lr * Math.sqrt(1 - this.beta2 ** t)) / (1 - this.beta1 ** t);
     const live = params.filter((p) => p.trainable && p.grad);
-    // One native call over every parameter: one pass of threads, not one per tensor.
+    // One native call over every parameter: one pass of threads, not one per tensor, that
+    // also rewrites each kernel's packed copies (no weight is packed again next step).
+    const packs = live.map((p) => p.packedCopies());
     native.adamUpdateAll(
       live.map((p) => p.value),
       live.map((p) => p.grad!),
@@ -92,8 +94,9 @@ export class Adam extends StatefulOptimizer implements Optimizer {
       live.map((p) => this.slot('v', p)),
       live.map((p) => (p.regularized ? this.l2 : 0)),
       { alpha, beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon },
+      packs,
     );
-    for (const p of live) p.version++;
+    for (const p of live) p.updated(true);
   }
 
   stateScalars(): Record<string, number> {
@@ -129,12 +132,14 @@ export class Sgd extends StatefulOptimizer implements Optimizer {
     for (const p of params) {
       if (!p.trainable || !p.grad) continue;
       const bias = p.role === 'bias';
-      native.sgdUpdate(p.value, p.grad, this.slot('velocity', p), {
-        lr: this.lr * (bias ? 2 : 1),
-        momentum: this.momentum,
-        weightDecay: bias ? 0 : this.weightDecay,
-      });
-      p.version++;
+      native.sgdUpdate(
+        p.value,
+        p.grad,
+        this.slot('velocity', p),
+        { lr: this.lr * (bias ? 2 : 1), momentum: this.momentum, weightDecay: bias ? 0 : this.weightDecay },
+        p.packedCopies(),
+      );
+      p.updated(true);
     }
   }
 

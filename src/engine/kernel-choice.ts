@@ -1,0 +1,130 @@
+// The fastest kernel per layer and pass, chosen by measuring (as cuDNN's benchmark mode):
+// each candidate runs once per shape, precision and thread count on this CPU, and the winner
+// is kept in memory and on disk, so the next process starts with it. Candidates compute the
+// same thing within float32 rounding (direct convolution, Winograd's algorithm, im2col and a
+// matrix product); the off switch (FCN_KERNEL_CHOICE=off, or setKernelChoice('off')) keeps the
+// fixed defaults for runs that must repeat bit for bit.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { native } from './binding.js';
+import { cpuFeatures } from './config.js';
+
+/**
+ * 'measure': time the candidates once and keep the fastest (the default); 'off': the fixed
+ * defaults; 'winograd': Winograd's algorithm wherever a layer allows it (for comparisons).
+ */
+export type KernelChoiceMode = 'measure' | 'off' | 'winograd';
+
+export interface KernelChoice {
+  /** Pass, precision, shapes and threads: `fwd f32 x1x64x128x128 w64x64x3x3 p1 t2`. */
+  key: string;
+  choice: string;
+  /** Milliseconds per candidate (Infinity: refused on this CPU). */
+  times: Record<string, number>;
+}
+
+let mode: KernelChoiceMode | null = null;
+let loaded: Map<string, KernelChoice> | null = null;
+
+function modeFromEnv(): KernelChoiceMode {
+  const raw = process.env.FCN_KERNEL_CHOICE;
+  if (raw === undefined || raw === '' || raw === 'measure' || raw === 'on') return 'measure';
+  if (raw === 'off' || raw === '0') return 'off';
+  if (raw === 'winograd') return 'winograd';
+  throw new Error(`FCN_KERNEL_CHOICE must be measure, off or winograd, got '${raw}'`);
+}
+
+export function kernelChoiceMode(): KernelChoiceMode {
+  return (mode ??= modeFromEnv());
+}
+
+export function setKernelChoice(m: KernelChoiceMode): void {
+  mode = m;
+}
+
+/** What identifies this CPU's timings: model, oneDNN version and effective ISA. */
+export function cpuDescription(): string {
+  const n = native.info();
+  return `${cpuFeatures().model} | oneDNN ${n.onednnVersion} | ${n.isa}`;
+}
+
+/** `$FCN_HOME/kernels/<cpu>.json`, else under `$XDG_CACHE_HOME/fcn`, else `~/.cache/fcn`. */
+export function kernelChoiceFile(env: NodeJS.ProcessEnv = process.env): string {
+  const home = env['FCN_HOME'] || path.join(env['XDG_CACHE_HOME'] || path.join(homedir(), '.cache'), 'fcn');
+  const id = createHash('sha256').update(cpuDescription()).digest('hex').slice(0, 16);
+  return path.join(home, 'kernels', `${id}.json`);
+}
+
+function choices(): Map<string, KernelChoice> {
+  if (loaded) return loaded;
+  loaded = new Map();
+  const file = kernelChoiceFile();
+  try {
+    if (existsSync(file)) {
+      const data = JSON.parse(readFileSync(file, 'utf8')) as { cpu?: string; choices?: KernelChoice[] };
+      // A file of another CPU description (a hash collision, or edited) is ignored.
+      if (data.cpu === cpuDescription()) for (const c of data.choices ?? []) if (c && typeof c.key === 'string' && typeof c.choice === 'string') loaded.set(c.key, c);
+    }
+  } catch {
+    // An unreadable or corrupt cache is measured again and rewritten.
+  }
+  return loaded;
+}
+
+function save(): void {
+  const file = kernelChoiceFile();
+  try {
+    mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    const times = (c: KernelChoice) => Object.fromEntries(Object.entries(c.times).map(([k, v]) => [k, Number.isFinite(v) ? Math.round(v * 100) / 100 : null]));
+    const list = [...choices().values()].map((c) => ({ ...c, times: times(c) }));
+    writeFileSync(tmp, JSON.stringify({ cpu: cpuDescription(), choices: list }, null, 1));
+    renameSync(tmp, file);
+  } catch {
+    // A read-only home only costs measuring again in the next process.
+  }
+}
+
+/** Every choice known to this process (loaded from disk or measured), for `fcn info`. */
+export function kernelChoices(): KernelChoice[] {
+  return [...choices().values()].sort((a, b) => a.key.localeCompare(b.key));
+}
+
+/**
+ * The kernel for `key` among `candidates` (the first is the default, used when measuring is
+ * off). `run(name)` computes the pass once with that kernel, disposing what it made; a
+ * candidate that throws (a kernel this CPU lacks) is never chosen (its time: Infinity).
+ */
+export function chooseKernel(key: string, candidates: string[], run: (name: string) => void): string {
+  const m = kernelChoiceMode();
+  if (m === 'off' || candidates.length < 2) return candidates[0]!;
+  if (m === 'winograd') return candidates.includes('winograd') ? 'winograd' : candidates[0]!;
+  const known = choices().get(key);
+  if (known && candidates.includes(known.choice)) return known.choice;
+  // Each candidate once to create its primitive and pack its weights (not what is compared),
+  // then three rounds taking turns, each candidate's best kept: the minimum shrugs off the
+  // pauses another process on the machine causes.
+  const times: Record<string, number> = {};
+  for (const name of candidates) {
+    try {
+      run(name);
+      times[name] = Infinity;
+    } catch {
+      times[name] = NaN;
+    }
+  }
+  for (let round = 0; round < 3; round++)
+    for (const name of candidates) {
+      if (Number.isNaN(times[name])) continue;
+      const t0 = performance.now();
+      run(name);
+      times[name] = Math.min(times[name]!, performance.now() - t0);
+    }
+  for (const name of candidates) if (Number.isNaN(times[name])) times[name] = Infinity;
+  const choice = candidates.reduce((best, c) => (times[c]! < times[best]! ? c : best), candidates[0]!);
+  choices().set(key, { key, choice, times });
+  save();
+  return choice;
+}

@@ -1,0 +1,103 @@
+// The fused update: Adam and SGD reading a gradient in the layout its kernel left it in, and
+// rewriting a kernel's packed copies (the forward and flipped input-gradient forms, float32
+// and bfloat16) in the pass that updates the master weights. Masters and states must equal
+// the plain update's exactly (the same float32 operations), and every rewritten copy must
+// equal a fresh pack of the new master exactly.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { native, type Tensor, type Precision, type PackedWeights } from '../../src/engine/binding.js';
+import { bf16Available } from '../../src/engine/config.js';
+import * as ref from './reference.js';
+
+const values = (t: Tensor) => Array.from(t.toArray() as Float32Array | Uint16Array);
+const toTensor = (a: ref.Arr) => native.fromArray(a.dims, Float32Array.from(a.data));
+const precisions: Precision[] = bf16Available() ? ['float32', 'bfloat16'] : ['float32'];
+
+// Channel counts that fill no 32-channel tile or oneDNN block exactly.
+const cases = [
+  { name: '3×3, 40 → 33', x: [1, 40, 6, 5], w: [33, 40, 3, 3], pad: 1 },
+  { name: '7×7, 17 → 35', x: [1, 17, 5, 4], w: [35, 17, 7, 7], pad: 3 },
+  { name: '1×1, 64 → 48', x: [1, 64, 3, 3], w: [48, 64, 1, 1], pad: 0 },
+];
+
+const convOpts = (pad: number, dtype: Precision) => ({ stride: [1, 1] as [number, number], padding: [pad, pad, pad, pad] as [number, number, number, number], dtype });
+
+/** The packed copies convForward and convBackwardData make of w for these shapes. */
+function packsOf(x: Tensor, w: Tensor, pad: number, dtype: Precision): { packs: PackedWeights[]; dispose(): void } {
+  const f = native.convForward(x, w, null, convOpts(pad, dtype));
+  const dy = native.reorder(f.y, { dtype: 'float32' });
+  const b = native.convBackwardData(dy, w, x, convOpts(pad, dtype));
+  const all = [f.y, dy, b.dx];
+  const packs: PackedWeights[] = [];
+  if (f.weightsCache) packs.push({ tensor: f.weightsCache, flipped: false });
+  if (b.weightsCache) packs.push({ tensor: b.weightsCache, flipped: b.weightsFlipped });
+  return { packs, dispose: () => [...all, ...packs.map((p) => p.tensor)].forEach((t) => t.dispose()) };
+}
+
+for (const c of cases)
+  for (const dtype of precisions)
+    test(`fused update rewrites the packed copies exactly (${c.name}, ${dtype})`, () => {
+      const x = toTensor(ref.randomArr(c.x, 1));
+      const w0 = ref.randomArr(c.w, 2), g0 = ref.randomArr(c.w, 3);
+      const plain = { w: toTensor(w0), m: native.zeros(c.w), v: native.zeros(c.w) };
+      const fused = { w: toTensor(w0), m: native.zeros(c.w), v: native.zeros(c.w) };
+      const g = toTensor(g0);
+      const adam = { alpha: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
+      const held = packsOf(x, fused.w, c.pad, dtype);
+      assert.ok(held.packs.length >= 1, 'the convolution made packed copies');
+      for (let step = 0; step < 3; step++) {
+        native.adamUpdateAll([plain.w], [g], [plain.m], [plain.v], [0.01], adam);
+        native.adamUpdateAll([fused.w], [g], [fused.m], [fused.v], [0.01], adam, [held.packs]);
+      }
+      assert.deepEqual(values(fused.w), values(plain.w));
+      assert.deepEqual(values(fused.m), values(plain.m));
+      assert.deepEqual(values(fused.v), values(plain.v));
+      // A fresh pack of the updated master, through the same calls.
+      const fresh = packsOf(x, plain.w, c.pad, dtype);
+      assert.equal(fresh.packs.length, held.packs.length);
+      held.packs.forEach((p, k) => {
+        const q = fresh.packs[k]!;
+        assert.equal(p.tensor.layout, q.tensor.layout);
+        assert.equal(p.flipped, q.flipped);
+        assert.deepEqual(values(p.tensor), values(q.tensor), `copy ${k} (${p.flipped ? 'flipped' : 'forward'})`);
+      });
+      held.dispose();
+      fresh.dispose();
+      for (const t of [x, g, ...Object.values(plain), ...Object.values(fused)]) t.dispose();
+    });
+
+for (const c of cases)
+  for (const algorithm of ['direct', 'matmul'] as const)
+    test(`Adam and SGD read a ${algorithm} weight gradient in its own layout as the plain one (${c.name})`, () => {
+      const x = toTensor(ref.randomArr(c.x, 4));
+      const f = native.convForward(x, toTensor(ref.randomArr(c.w, 5)), null, convOpts(c.pad, 'float32'));
+      const opts = { ...convOpts(c.pad, 'float32'), weightsDims: c.w, bias: false, algorithm };
+      const { dw: blocked } = native.convBackwardWeights(x, f.y, { ...opts, gradLayout: 'any' });
+      const { dw: plainGrad } = native.convBackwardWeights(x, f.y, opts);
+      assert.equal(plainGrad.layout, 'plain');
+      // The same computation: the layouts differ, the numbers do not.
+      assert.deepEqual(values(blocked), values(plainGrad));
+      const w0 = ref.randomArr(c.w, 6);
+      const run = (g: Tensor) => {
+        const s = { w: toTensor(w0), m: native.zeros(c.w), v: native.zeros(c.w), vel: native.zeros(c.w) };
+        const s2 = toTensor(w0);
+        native.adamUpdate(s.w, g, s.m, s.v, { alpha: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-7, l2: 0.01 });
+        native.sgdUpdate(s2, g, s.vel, { lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+        const out = [values(s.w), values(s.m), values(s.v), values(s2), values(s.vel)];
+        for (const t of [...Object.values(s), s2]) t.dispose();
+        return out;
+      };
+      assert.deepEqual(run(blocked), run(plainGrad));
+      for (const t of [x, f.y, f.weightsCache!, blocked, plainGrad]) t?.dispose();
+    });
+
+test('the fused update refuses packed copies that do not fit the weights', () => {
+  const w = native.zeros([8, 4, 3, 3]), g = native.zeros([8, 4, 3, 3]), m = native.zeros([8, 4, 3, 3]), v = native.zeros([8, 4, 3, 3]);
+  const adam = { alpha: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-7, l2: 0 };
+  assert.throws(() => native.adamUpdate(w, g, m, v, adam, [{ tensor: native.zeros([4, 8, 3, 3]), flipped: false }]), /packed copy 0 is 4x8x3x3, expected 8x4x3x3/);
+  assert.throws(() => native.adamUpdate(w, g, m, v, adam, [{ tensor: w, flipped: false }]), /a copy apart from the weights/);
+  assert.throws(() => native.adamUpdateAll([w], [g], [m], [v], [0], adam, [null, null]), /packs must be an array as long as the weights/);
+  const b = native.zeros([8]);
+  assert.throws(() => native.sgdUpdate(b, native.zeros([8]), native.zeros([8]), { lr: 1, momentum: 0, weightDecay: 0 }, [{ tensor: w, flipped: false }]), /only kernels/);
+  for (const t of [w, g, m, v, b]) t.dispose();
+});

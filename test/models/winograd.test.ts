@@ -1,0 +1,83 @@
+// Winograd's algorithm for float32 inference, chosen per layer: the whole network's logits with
+// every allowed layer (3×3, stride 1) on Winograd stay within 1e-4 of the direct algorithm's,
+// relative to the largest logit. oneDNN 2.x has Winograd for AVX-512 only: elsewhere (an AVX2
+// CPU, or ONEDNN_MAX_CPU_ISA=AVX2) forcing it must be refused with the clear message, and the
+// measuring mode must fall back to the direct algorithm.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { native } from '../../src/engine/binding.js';
+import { configureEngine, cpuFeatures } from '../../src/engine/config.js';
+import { kernelChoiceFile, kernelChoices, setKernelChoice } from '../../src/engine/kernel-choice.js';
+import { FCN } from '../../src/models/fcn.js';
+
+configureEngine({ threads: 2, precision: 'float32' });
+const winogradHere = cpuFeatures().avx512;
+
+function logits(mode: 'off' | 'winograd' | 'measure'): Float32Array {
+  setKernelChoice(mode);
+  const model = new FCN({ kind: 'fcn8', width: 0.125 });
+  model.initialize(3);
+  const x = native.fromArray([1, 3, 96, 96], Float32Array.from({ length: 3 * 96 * 96 }, (_, i) => Math.sin(i * 0.37) * 60));
+  try {
+    const y = model.predictLogits(x, 'float32');
+    try {
+      return y.toArray() as Float32Array;
+    } finally {
+      y.dispose();
+    }
+  } finally {
+    x.dispose();
+    model.dispose();
+  }
+}
+
+test(winogradHere
+  ? `FCN-8s logits with Winograd's algorithm (ISA ${cpuFeatures().isa}) are within 1e-4 of the direct algorithm's`
+  : `forcing Winograd's algorithm is refused on ISA ${cpuFeatures().isa} (no AVX-512)`, () => {
+  const direct = logits('off');
+  if (!winogradHere) {
+    assert.throws(() => logits('winograd'), /Winograd convolution is not available on this CPU/);
+    return;
+  }
+  const wino = logits('winograd');
+  let diff = 0, top = 0;
+  for (let i = 0; i < direct.length; i++) {
+    diff = Math.max(diff, Math.abs(wino[i]! - direct[i]!));
+    top = Math.max(top, Math.abs(direct[i]!));
+  }
+  assert.ok(top > 0, 'the logits are not all zero');
+  // Not bitwise luck: the two algorithms round differently, so some difference shows.
+  assert.ok(diff > 0, 'Winograd gave the direct algorithm\'s exact logits: was it used?');
+  assert.ok(diff <= 1e-4 * top, `max |Winograd − direct| ${diff} > 1e-4 × ${top}`);
+});
+
+test('measured kernel choices are kept on disk per CPU and listed; a refused candidate is never chosen', () => {
+  const home = mkdtempSync(path.join(tmpdir(), 'fcn-kernels-'));
+  const saved = process.env.FCN_HOME;
+  process.env.FCN_HOME = home;
+  try {
+    const direct = logits('off');
+    const measured = logits('measure');
+    const file = kernelChoiceFile();
+    assert.ok(file.startsWith(home) && existsSync(file), `choices written to ${file}`);
+    const onDisk = JSON.parse(readFileSync(file, 'utf8')) as { cpu: string; choices: { key: string; choice: string }[] };
+    const fwd = onDisk.choices.filter((c) => c.key.startsWith('fwd f32'));
+    assert.ok(fwd.length > 0, 'the 3×3 layers were measured');
+    for (const c of fwd) assert.ok(c.choice === 'direct' || (winogradHere && c.choice === 'winograd'), `${c.key}: ${c.choice}`);
+    assert.ok(kernelChoices().length >= fwd.length);
+    let diff = 0, top = 0;
+    for (let i = 0; i < direct.length; i++) {
+      diff = Math.max(diff, Math.abs(measured[i]! - direct[i]!));
+      top = Math.max(top, Math.abs(direct[i]!));
+    }
+    assert.ok(diff <= 1e-4 * top, `max |measured − direct| ${diff} > 1e-4 × ${top}`);
+  } finally {
+    if (saved === undefined) delete process.env.FCN_HOME;
+    else process.env.FCN_HOME = saved;
+    setKernelChoice('off');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
