@@ -7,7 +7,7 @@
   "targets": [{
     "target_name": "fcn_native",
     "sources": [
-      "native/addon.cc", "native/engine.cc", "native/buffers.cc", "native/tensor.cc",
+      "native/addon.cc", "native/args.cc", "native/engine.cc", "native/buffers.cc", "native/tensor.cc",
       "native/conv.cc", "native/conv_int8.cc", "native/conv_weights.cc", "native/conv_input_grad.cc", "native/conv_weight_grad.cc",
       "native/pool.cc", "native/eltwise.cc", "native/loss.cc", "native/optim.cc"
     ],
@@ -27,7 +27,7 @@
   "conditions": [["fcn_mpi==1", {
     "targets": [{
       "target_name": "fcn_mpi",
-      "sources": ["native/mpi.cc"],
+      "sources": ["native/mpi.cc", "native/args.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!@(node scripts/find-mpi.cjs include)"],
       "libraries": ["<!@(node scripts/find-mpi.cjs libs)", "-ldl"],
       # -z nodelete: MPI, once initialised, must outlive any environment that loaded the addon.

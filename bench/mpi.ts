@@ -28,6 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { setUpTwoHosts, twoHostsUnavailable, type TwoHosts } from './two-hosts.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const self = fileURLToPath(import.meta.url);
@@ -66,15 +67,18 @@ async function workerAllreduce(a: WorkerArgs): Promise<Record<string, unknown>> 
   const buffers = reducer.buckets.map((b) => new Float32Array(b.size).fill(1e-3 * (s.rank + 1)));
   const out: Record<string, unknown> = { bytes: reducer.bytes, buckets: reducer.buckets.length, ranks: s.size };
   for (const precision of ['float32', 'bfloat16'] as const) {
-    const times: number[] = [];
+    const times: number[] = [], cpu: number[] = [];
     for (let i = 0; i <= a.reps; i++) {
       s.mpi.barrier();
-      const t0 = performance.now();
+      const c0 = process.cpuUsage(), t0 = performance.now();
       const ids = buffers.map((b) => s.mpi.iallreduce(b, { precision, scale: 0.5 }));
       for (const id of ids) s.mpi.wait(id);
+      const c = process.cpuUsage(c0);
       if (i > 0) times.push(performance.now() - t0); // the first is the warm-up
+      if (i > 0) cpu.push((c.user + c.system) / 1000);
     }
     out[precision] = median(times);
+    out[`${precision}Cpu`] = median(cpu);
   }
   return out;
 }
@@ -415,17 +419,54 @@ function mpirunFound(): boolean {
   return spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
 }
 
-/** Runs a worker (under mpirun with `ranks` > 0) and returns rank 0's result line. */
-function run(mode: 'allreduce' | 'step' | 'compute', a: WorkerArgs, ranks: number): Record<string, unknown> {
+/**
+ * Runs a worker (under mpirun with `ranks` > 0, or on two hosts over TCP) and returns rank 0's
+ * result line.
+ */
+function run(mode: 'allreduce' | 'step' | 'compute', a: WorkerArgs, ranks: number, hosts: TwoHosts | null = null): Record<string, unknown> {
   const args = [...['--import', 'tsx', self, '--worker', mode], ...Object.entries(a).flatMap(([k, v]) => [`--${k}`, String(v)])];
   const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', OMPI_MCA_rmaps_base_oversubscribe: '1' };
-  const r =
-    ranks > 0
-      ? spawnSync('mpirun', ['-np', String(ranks), '--bind-to', a.threads > 1 ? 'none' : 'core', process.execPath, ...args], { encoding: 'utf8', env, cwd: path.resolve(here, '..'), timeout: 3_600_000 })
-      : spawnSync(process.execPath, args, { encoding: 'utf8', env, cwd: path.resolve(here, '..'), timeout: 3_600_000 });
-  const line = r.stdout?.split('\n').find((l) => l.startsWith('RESULT '));
+  const argv = hosts ? hosts.mpirun([process.execPath, ...args]) : ranks > 0 ? ['mpirun', '-np', String(ranks), '--bind-to', a.threads > 1 ? 'none' : 'core', process.execPath, ...args] : [process.execPath, ...args];
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env, cwd: path.resolve(here, '..'), timeout: 3_600_000 });
+  const line = r.stdout?.split('\n').map((l) => l.replace(/^\[\d+,\d+\]<stdout>:/, '')).find((l) => l.startsWith('RESULT '));
   if (r.status !== 0 || !line) throw new Error(`bench/mpi.ts ${mode} (${ranks || 1} process${ranks > 1 ? 'es' : ''}) failed (status ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-4).join(' | ')}`);
   return JSON.parse(line.slice('RESULT '.length)) as Record<string, unknown>;
+}
+
+/**
+ * The mpi_tcp_* rows: 2 ranks on two hosts joined by TCP (network namespaces and a veth pair
+ * on this machine, bench/two-hosts.ts), the link unshaped (memory speed) and shaped to 10 Gbit/s.
+ */
+function tcpRows(base: WorkerArgs, what: string, want: (id: string) => boolean, add: (id: string, value: number, note: string) => void): void {
+  const ids = ['mpi_tcp_allreduce_ms', 'mpi_tcp_allreduce_gbps', 'mpi_tcp_allreduce_bf16_gbps', 'mpi_tcp_step_ms', 'mpi_tcp_step_exposed_ms', 'mpi_tcp10_allreduce_gbps', 'mpi_tcp10_allreduce_bf16_gbps'];
+  if (!ids.some(want)) return;
+  const why = twoHostsUnavailable();
+  if (why) {
+    console.error(`bench: ${why}: skipping the mpi_tcp_* rows`);
+    return;
+  }
+  type Reduce = { bytes: number; buckets: number; float32: number; bfloat16: number; float32Cpu: number; bfloat16Cpu: number };
+  const bus = (r: Reduce, ms: number) => (r.bytes / 1e9) / (ms / 1000);
+  for (const rateGbit of [0, 10]) {
+    const tag = rateGbit ? 'mpi_tcp10' : 'mpi_tcp';
+    if (![`${tag}_allreduce_gbps`, `${tag}_allreduce_bf16_gbps`, ...(rateGbit ? [] : ['mpi_tcp_allreduce_ms', 'mpi_tcp_step_ms', 'mpi_tcp_step_exposed_ms'])].some(want)) continue;
+    const hosts = setUpTwoHosts({ rateGbit: rateGbit || undefined });
+    try {
+      const link = rateGbit ? `a veth pair shaped to ${rateGbit} Gbit/s (tc tbf)` : 'an unshaped veth pair';
+      const r = run('allreduce', base, 2, hosts) as Reduce;
+      if (!rateGbit) add('mpi_tcp_allreduce_ms', r.float32, `${what}'s gradients (${(r.bytes / 1e6).toFixed(0)} MB fp32, ${r.buckets} buckets) summed over 2 ranks in two network namespaces, Open MPI TCP only over ${link} (rank 0's CPU ${r.float32Cpu.toFixed(0)} ms)`);
+      add(`${tag}_allreduce_gbps`, bus(r, r.float32), `bus bandwidth of that over ${link}, GB/s (fp32; rank 0's CPU ${r.float32Cpu.toFixed(0)} ms for ${r.float32.toFixed(0)} ms)`);
+      add(`${tag}_allreduce_bf16_gbps`, bus(r, r.bfloat16), `the same carried as bf16, in fp32-gradient GB/s (${r.bfloat16.toFixed(0)} ms)`);
+      if (!rateGbit && ['mpi_tcp_step_ms', 'mpi_tcp_step_exposed_ms'].some(want)) {
+        type Summary = { wall: number; cpu: number; exposed: number; copy: number };
+        const two = run('step', base, 2, hosts) as { overlap: Summary; noOverlap: Summary };
+        add('mpi_tcp_step_ms', two.overlap.wall, `training step, ${what}, ${base.size}², global batch 2, fp32, Adam, on 2 ranks × 1 thread in two namespaces over TCP, with overlap (rank 0's CPU ${(two.overlap.cpu / 1000).toFixed(1)} s; without overlap ${two.noOverlap.wall.toFixed(0)} ms)`);
+        add('mpi_tcp_step_exposed_ms', two.overlap.exposed, `the TCP exchange's time after the backward pass with overlap (without: ${two.noOverlap.exposed.toFixed(0)} ms)`);
+      }
+    } finally {
+      hosts.dispose();
+    }
+  }
 }
 
 export interface MpiBenchOptions {
@@ -473,6 +514,7 @@ export function mpiRows(o: MpiBenchOptions = {}): MpiRow[] {
     add('mpi_overlap_hidden_pct', 100 * Math.max(0, 1 - two.overlap.exposed / two.noOverlap.exposed), 'share of the exchange hidden behind the backward pass: 1 − exposed with overlap / exposed without');
     add('mpi_copy_s_per_gb', two.overlap.copy / 1000 / (two.bytes / 1e9), 'our gradient copies (out of the engine into the buckets, and back), seconds per GB of fp32 gradients');
   }
+  tcpRows(base, what, want, add);
   const computeIds = ['fwd', 'all', 'head', 'new'].map((k) => `mpi_compute_${k}_s`);
   if (computeIds.some(want)) {
     const r = run('compute', { ...base, size, threads: 1 }, 0) as Record<'fwd' | 'all' | 'head' | 'new', number>;

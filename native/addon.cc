@@ -109,6 +109,7 @@ struct Export {
 constexpr Export kExports[] = {
     {"fromArray", FromArray},
     {"writeArray", WriteArray},
+    {"view", View},
     {"zeros", Zeros},
     {"reorder", Reorder},
     {"permute", Permute},

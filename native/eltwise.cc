@@ -33,14 +33,18 @@ inline void st<float>(float* p, size_t i, float v) { p[i] = v; }
 template <>
 inline void st<uint16_t>(uint16_t* p, size_t i, float v) { p[i] = f32_to_bf16(v); }
 
+// Each image draws its mask from its own key, (seed, its index in the whole batch), at each
+// element's logical (C,H,W) position: a process that holds images k… of a batch (an MPI rank)
+// draws for them what one process holding the whole batch draws.
 template <typename T>
-void dropout_fwd(const T* x, T* y, uint8_t* mask, size_t n, float rate, uint64_t seed) {
+void dropout_fwd(const T* x, T* y, uint8_t* mask, size_t n, size_t per_image, uint64_t first_image, float rate, uint64_t seed) {
   const float keep_scale = 1.f / (1.f - rate);
   const uint64_t threshold = uint64_t(double(rate) * 18446744073709551616.0);
   const uint64_t key = mix(seed + 0x9e3779b97f4a7c15ULL);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < int64_t(n); i++) {
-    bool keep = mix(key ^ uint64_t(i)) >= threshold;
+    const uint64_t image = first_image + uint64_t(i) / per_image, at = uint64_t(i) % per_image;
+    bool keep = mix(mix(key ^ (image * 0xd1b54a32d192ed03ULL)) ^ at) >= threshold;
     mask[i] = keep;
     st(y, size_t(i), keep ? ld(x, size_t(i)) * keep_scale : 0.f);
   }
@@ -146,24 +150,30 @@ double dropout_rate(const Napi::Object& o) {
 }
 }  // namespace
 
-// dropoutForward(x, {rate, seed}) → {y, mask}: inverted dropout (kept values scaled by
-// 1/(1−rate)); the mask is one byte per element in x's layout.
+// dropoutForward(x, {rate, seed, firstImage = 0}) → {y, mask}: inverted dropout (kept values
+// scaled by 1/(1−rate)); y and the mask (one byte per element) are plain. `firstImage`: the
+// index of x's first image in the whole batch it is a share of (masks are drawn per image).
 Napi::Value DropoutForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto o = options_arg(info, 1);
   const double rate = dropout_rate(o);
   const uint64_t seed = uint64_t(opt_int(o, "seed", 0, 0, kMaxSafeInteger));
+  const uint64_t first_image = uint64_t(opt_int(o, "firstImage", 0, 0, kMaxSafeInteger));
   Tensor& x = Tensor::From(info[0], "x");
   require_float(x, "x");
-  Napi::Object y = Tensor::Create(env, x.md);
-  Napi::Object mask = Tensor::Create(env, with_type(x.md, dt::u8));
+  // Masks follow logical positions, so that they do not depend on the layout a primitive chose.
+  std::vector<Scratch> keep;
+  const memory::desc plain = plain_desc(x.dims(), x.md.data_type());
+  memory src = in_layout(x, plain, keep);
+  Napi::Object y = Tensor::Create(env, plain);
+  Napi::Object mask = Tensor::Create(env, with_type(plain, dt::u8));
   Tensor& yt = Tensor::Of(y);
   Tensor& mt = Tensor::Of(mask);
-  size_t n = buffer_elems(x);
+  const size_t n = size_t(x.numel()), per_image = n / size_t(x.dims()[0]);
   if (x.md.data_type() == dt::f32)
-    dropout_fwd(static_cast<const float*>(x.ptr), static_cast<float*>(yt.ptr), static_cast<uint8_t*>(mt.ptr), n, float(rate), seed);
+    dropout_fwd(static_cast<const float*>(src.get_data_handle()), static_cast<float*>(yt.ptr), static_cast<uint8_t*>(mt.ptr), n, per_image, first_image, float(rate), seed);
   else
-    dropout_fwd(static_cast<const uint16_t*>(x.ptr), static_cast<uint16_t*>(yt.ptr), static_cast<uint8_t*>(mt.ptr), n, float(rate), seed);
+    dropout_fwd(static_cast<const uint16_t*>(src.get_data_handle()), static_cast<uint16_t*>(yt.ptr), static_cast<uint8_t*>(mt.ptr), n, per_image, first_image, float(rate), seed);
   auto out = Napi::Object::New(env);
   out.Set("y", y);
   out.Set("mask", mask);

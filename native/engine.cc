@@ -60,7 +60,7 @@ namespace {
 thread_local CallFrame* innermost = nullptr;
 }
 
-CallFrame::CallFrame(Napi::Env env, const char* op) : env(env), state(state_of(env)), op(op), outer_(innermost) { innermost = this; }
+CallFrame::CallFrame(Napi::Env env, const char* op) : scope(env, op), env(env), state(state_of(env)), op(op), outer_(innermost) { innermost = this; }
 
 CallFrame& frame() {
   if (!innermost) throw std::logic_error("native call without a call frame");
@@ -70,16 +70,6 @@ CallFrame& frame() {
 CallFrame::~CallFrame() {
   innermost = outer_;
   release_pins(pinned);
-}
-
-void throw_type_error(const std::string& what) {
-  CallFrame& f = frame();
-  throw Napi::TypeError::New(f.env, std::string(f.op) + ": " + what);
-}
-
-void throw_range_error(const std::string& what) {
-  CallFrame& f = frame();
-  throw Napi::RangeError::New(f.env, std::string(f.op) + ": " + what);
 }
 
 namespace {
@@ -147,40 +137,6 @@ std::string dims_key(const memory::dims& d) {
     s += std::to_string(d[i]);
   }
   return s;
-}
-
-std::string list_str(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
-static std::string number_str(double d) {
-  if (std::isnan(d)) return "NaN";
-  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
-  // The shortest form that reads back as the same number, as JS prints it.
-  char buf[32];
-  for (int precision = 1; precision <= 17; precision++) {
-    std::snprintf(buf, sizeof buf, "%.*g", precision, d);
-    if (std::strtod(buf, nullptr) == d) break;
-  }
-  return buf;
-}
-
-std::string describe(const Napi::Value& v) {
-  switch (v.Type()) {
-    case napi_undefined: return "undefined";
-    case napi_null: return "null";
-    case napi_boolean: return v.As<Napi::Boolean>().Value() ? "true" : "false";
-    case napi_number: return number_str(v.As<Napi::Number>().DoubleValue());
-    case napi_string: return "a string";
-    case napi_symbol: return "a symbol";
-    case napi_function: return "a function";
-    case napi_bigint: return "a bigint";
-    case napi_external: return "an external";
-    case napi_object: return v.IsArray() ? "an array" : v.IsTypedArray() ? "a typed array" : "an object";
-  }
-  return "a value";
 }
 
 std::string md_key(const memory::desc& md) {
@@ -289,115 +245,11 @@ size_t dtype_size(dt type) {
   return d->size;
 }
 
-// ---- arguments ------------------------------------------------------------------------
-// The bound a value broke: "≥ lo", "≤ hi", or "from lo to hi" when it is unclear which.
-static std::string bound_str(int64_t lo, int64_t hi, bool below, bool above) {
-  if (hi >= kMaxSafeInteger || (below && !above)) return "≥ " + std::to_string(lo);
-  if (above && !below) return "≤ " + std::to_string(hi);
-  return "from " + std::to_string(lo) + " to " + std::to_string(hi);
-}
-
-int64_t read_int(const Napi::Value& v, const std::string& name, int64_t lo, int64_t hi) {
-  if (!v.IsNumber()) throw_type_error(name + " must be an integer, got " + describe(v));
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= double(lo) && d <= double(hi)) || d != std::floor(d))
-    throw_range_error(name + " must be an integer " + bound_str(lo, hi, d < double(lo), d > double(hi)) + ", got " + describe(v));
-  return int64_t(d);
-}
-
-double read_number(const Napi::Value& v, const std::string& name) {
-  if (!v.IsNumber()) throw_type_error(name + " must be a number, got " + describe(v));
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d)) throw_range_error(name + " must be a finite number, got " + describe(v));
-  return d;
-}
-
-bool read_bool(const Napi::Value& v, const std::string& name) {
-  if (!v.IsBoolean()) throw_type_error(name + " must be a boolean, got " + describe(v));
-  return v.As<Napi::Boolean>().Value();
-}
-
-std::vector<int64_t> read_ints(const Napi::Value& v, const std::string& name, size_t count, int64_t lo, int64_t hi) {
-  const std::string kind = count ? "an array of " + std::to_string(count) + " integers" : "an array of integers";
-  if (!v.IsArray()) throw_type_error(name + " must be " + kind + ", got " + describe(v));
-  auto a = v.As<Napi::Array>();
-  const uint32_t n = a.Length();
-  if (count && n != count) throw_range_error(name + " must have " + std::to_string(count) + " values, got " + std::to_string(n));
-  if (n > 64) throw_range_error(name + " has " + std::to_string(n) + " values");
-  std::vector<int64_t> out;
-  bool in_range = true, integral = true, below = false, above = false;
-  std::vector<std::string> shown;
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::Value e = a.Get(i);
-    if (!e.IsNumber()) throw_type_error(name + " must be " + kind + ", got " + describe(e) + " at index " + std::to_string(i));
-    const double d = e.As<Napi::Number>().DoubleValue();
-    shown.push_back(describe(e));
-    if (d != std::floor(d)) integral = false;
-    below = below || d < double(lo);
-    above = above || d > double(hi);
-    if (!(d >= double(lo) && d <= double(hi)) || d != std::floor(d)) in_range = false;
-    out.push_back(in_range ? int64_t(d) : 0);
-  }
-  if (!in_range) {
-    std::string got = "[";
-    for (size_t i = 0; i < shown.size(); i++) got += (i ? ", " : "") + shown[i];
-    throw_range_error(name + " must be " + (integral ? "" : "integers ") + bound_str(lo, hi, below, above) + ", got " + got + "]");
-  }
-  return out;
-}
-
 memory::dims read_dims(const Napi::Value& v, const std::string& name) {
   auto d = read_ints(v, name, 0, 1, kMaxElements);
   if (d.empty() || d.size() > 5) throw_range_error(name + " must have 1 to 5 sizes, got " + std::to_string(d.size()));
   checked_numel(d, "a tensor of dims " + list_str(d));
   return d;
-}
-
-Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i) {
-  Napi::Value v = info[i];
-  if (v.IsUndefined() || v.IsNull()) return Napi::Object::New(info.Env());
-  if (!v.IsObject() || v.IsArray() || v.IsFunction()) throw_type_error("options must be an object, got " + describe(v));
-  return v.As<Napi::Object>();
-}
-
-// Absent options are undefined or null; a getter runs once.
-static bool absent(const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); }
-
-int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
-  Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_int(v, name, lo, hi);
-}
-
-double opt_num(const Napi::Object& o, const char* name, double fallback) {
-  Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_number(v, name);
-}
-
-bool opt_bool(const Napi::Object& o, const char* name, bool fallback) {
-  Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_bool(v, name);
-}
-
-std::vector<int64_t> opt_ints(const Napi::Object& o, const char* name, std::vector<int64_t> fallback, size_t count, int64_t lo, int64_t hi) {
-  Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_ints(v, name, count, lo, hi);
-}
-
-std::string opt_str(const Napi::Object& o, const char* name, const std::string& fallback) {
-  Napi::Value v = o.Get(name);
-  if (absent(v)) return fallback;
-  if (!v.IsString()) throw_type_error(std::string(name) + " must be a string, got " + describe(v));
-  return v.As<Napi::String>().Utf8Value();
-}
-
-std::string opt_choice(const Napi::Object& o, const char* name, const std::string& fallback, const std::vector<std::string>& allowed) {
-  std::string s = opt_str(o, name, fallback);
-  std::string list;
-  for (const auto& a : allowed) {
-    if (a == s) return s;
-    list += (list.empty() ? "'" : ", '") + a + "'";
-  }
-  throw_range_error(std::string(name) + " must be one of " + list + ", got '" + s + "'");
 }
 
 dt opt_dtype(const Napi::Object& o, const char* name, dt fallback, const std::vector<dt>& allowed) {

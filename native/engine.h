@@ -16,6 +16,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "args.h"
+#include "bf16.h"
 #include "buffers.h"
 
 namespace fcn {
@@ -83,6 +85,8 @@ class CallFrame {
   CallFrame(const CallFrame&) = delete;
   CallFrame& operator=(const CallFrame&) = delete;
 
+  // Names the op in the argument readers' errors (args.h).
+  OpScope scope;
   Napi::Env env;
   EnvState& state;
   const char* op;
@@ -106,10 +110,8 @@ CachedPrimitive cached(const std::string& key, const std::function<CachedPrimiti
 // Error — so that no C++ exception reaches node-api (which would abort the process).
 Napi::Value guarded(Napi::Env env, const char* op, const std::function<Napi::Value()>& body);
 
-// Errors: "<op>: <what>". TypeError for an argument of the wrong kind or type, RangeError for a
-// bad value or size (including shapes that do not fit together).
-[[noreturn]] void throw_type_error(const std::string& what);
-[[noreturn]] void throw_range_error(const std::string& what);
+// Errors: "<op>: <what>" (args.h). TypeError for an argument of the wrong kind or type,
+// RangeError for a bad value or size (including shapes that do not fit together).
 
 // Exceptions must not leave an OpenMP parallel region (the runtime would terminate the
 // process): code that can throw inside one runs in capture(), and rethrow() after the region
@@ -140,7 +142,6 @@ class ParallelErrors {
 // ints, so convolution and pooling geometry is held to that range.
 constexpr int64_t kMaxElements = int64_t(1) << 40;
 constexpr int64_t kMaxGeometry = INT32_MAX;
-constexpr int64_t kMaxSafeInteger = (int64_t(1) << 53) - 1;  // JS numbers are exact up to here
 
 // a·b, or a RangeError naming `what` when the product leaves [0, kMaxElements].
 int64_t checked_mul(int64_t a, int64_t b, const std::string& what);
@@ -150,10 +151,6 @@ int64_t checked_numel(const memory::dims& d, const std::string& what);
 // A readable, exact key for a memory descriptor: dims, data type and the full layout.
 std::string md_key(const memory::desc& md);
 std::string dims_key(const memory::dims& d);
-// "[0, 1]": how messages show lists of numbers.
-std::string list_str(const std::vector<int64_t>& v);
-// How a JS value is shown in messages: numbers by value, anything else by kind.
-std::string describe(const Napi::Value& v);
 
 // The plain (row-major) layout tag for a rank.
 tag plain_tag(int ndims);
@@ -178,25 +175,8 @@ dt parse_dtype(const std::string& s);
 const char* dtype_name(dt type);
 size_t dtype_size(dt type);
 
-// Arguments. `name` is how the message calls the value.
-int64_t read_int(const Napi::Value& v, const std::string& name, int64_t lo, int64_t hi);
-double read_number(const Napi::Value& v, const std::string& name);  // any finite number
-bool read_bool(const Napi::Value& v, const std::string& name);
-// A list of `count` integers in [lo, hi] (count 0: any length).
-std::vector<int64_t> read_ints(const Napi::Value& v, const std::string& name, size_t count, int64_t lo, int64_t hi);
+// Arguments (the readers themselves are in args.h): dims and dtypes.
 memory::dims read_dims(const Napi::Value& v, const std::string& name);  // 1 to 5 positive sizes
-
-// The options object at argument i: an empty one when absent (undefined or null), a TypeError
-// when it is something else. Each reader returns `fallback` for an absent (undefined or null)
-// option; the option's name is the name in its messages.
-Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i);
-int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback, int64_t lo, int64_t hi);
-double opt_num(const Napi::Object& o, const char* name, double fallback);
-bool opt_bool(const Napi::Object& o, const char* name, bool fallback);
-std::vector<int64_t> opt_ints(const Napi::Object& o, const char* name, std::vector<int64_t> fallback, size_t count, int64_t lo, int64_t hi);
-std::string opt_str(const Napi::Object& o, const char* name, const std::string& fallback);
-// One of `allowed` (a TypeError for a non-string, a RangeError for any other string).
-std::string opt_choice(const Napi::Object& o, const char* name, const std::string& fallback, const std::vector<std::string>& allowed);
 dt opt_dtype(const Napi::Object& o, const char* name, dt fallback, const std::vector<dt>& allowed);
 
 }  // namespace fcn

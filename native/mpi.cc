@@ -11,6 +11,7 @@
 // instead of hanging for ever (Open MPI's mpirun already ends the job when a rank dies; the
 // deadline covers a rank that is alive but stuck).
 #include <dlfcn.h>
+#include <malloc.h>
 #include <mpi.h>
 #include <napi.h>
 #include <sched.h>
@@ -24,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,25 +33,21 @@
 #include <thread>
 #include <vector>
 
+#include "args.h"
+#include "bf16.h"
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using fcn::bf16_to_f32;
+using fcn::f32_to_bf16;
+using fcn::options_arg;
+using fcn::opt_num_in;
+using fcn::read_int;
+using fcn::throw_error;
+using fcn::throw_range_error;
+using fcn::throw_type_error;
 
-// ---- bfloat16 -------------------------------------------------------------------------
-// The upper half of a float32, rounded to nearest even; NaN stays a (quiet) NaN.
-inline uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-inline float bf16_to_f32(uint16_t h) {
-  const uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using Clock = std::chrono::steady_clock;
 
 // The reduction MPI applies hop by hop to bfloat16 data: each pair is added in float32 and
 // rounded once, so a sum over N ranks carries at most N-1 bf16 roundings (the wire format
@@ -76,6 +74,9 @@ struct Request {
   size_t bytes = 0;      // its bytes
   double scale = 1;
   std::vector<uint16_t> staging;  // bf16 copy of a float32 array while it travels
+  // Issues the MPI call; queued requests are started in the order they were made.
+  std::function<int(Request&)> start;
+  bool started = false;
   // Keeps the JS array alive while MPI reads and writes it. Created and released on the
   // thread that loaded the addon only (node-api references are not thread-safe).
   Napi::Reference<Napi::Value> keep;
@@ -107,10 +108,6 @@ Global& G() {
 std::mutex mu;
 std::condition_variable work;
 
-[[noreturn]] void type_error(Napi::Env env, const char* op, const std::string& what) { throw Napi::TypeError::New(env, std::string(op) + ": " + what); }
-[[noreturn]] void range_error(Napi::Env env, const char* op, const std::string& what) { throw Napi::RangeError::New(env, std::string(op) + ": " + what); }
-[[noreturn]] void error(Napi::Env env, const char* op, const std::string& what) { throw Napi::Error::New(env, std::string(op) + ": " + what); }
-
 std::string mpi_error_string(int rc) {
   char buf[MPI_MAX_ERROR_STRING];
   int len = 0;
@@ -119,7 +116,7 @@ std::string mpi_error_string(int rc) {
 }
 
 void check_rc(Napi::Env env, const char* op, int rc) {
-  if (rc != MPI_SUCCESS) error(env, op, mpi_error_string(rc));
+  if (rc != MPI_SUCCESS) throw_error(mpi_error_string(rc));
 }
 
 std::string mb(size_t bytes) {
@@ -130,36 +127,12 @@ std::string mb(size_t bytes) {
 
 void require_running(Napi::Env env, const char* op) {
   const Global& g = G();
-  if (g.aborted) error(env, op, "MPI was aborted");
-  if (g.finalized) error(env, op, "MPI is finalized");
-  if (!g.initialized) error(env, op, "MPI is not initialised: call init() first");
+  if (g.aborted) throw_error("MPI was aborted");
+  if (g.finalized) throw_error("MPI is finalized");
+  if (!g.initialized) throw_error("MPI is not initialised: call init() first");
 }
 
-// ---- arguments ------------------------------------------------------------------------
-Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return Napi::Object::New(info.Env());
-  if (!info[i].IsObject() || info[i].IsArray() || info[i].IsFunction()) type_error(info.Env(), op, "options must be an object");
-  return info[i].As<Napi::Object>();
-}
-
-double opt_number(Napi::Env env, const char* op, const Napi::Object& o, const char* name, double fallback, double lo, double hi) {
-  Napi::Value v = o.Get(name);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsNumber()) type_error(env, op, std::string(name) + " must be a number");
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || d < lo || d > hi) range_error(env, op, std::string(name) + " must be a finite number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
-  return d;
-}
-
-int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi) {
-  Napi::Env env = info.Env();
-  if (info.Length() <= i || !info[i].IsNumber()) type_error(env, op, std::string(name) + " must be an integer");
-  const double d = info[i].As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || d != std::floor(d)) type_error(env, op, std::string(name) + " must be an integer, got " + std::to_string(d));
-  if (d < double(lo) || d > double(hi)) range_error(env, op, std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(int64_t(d)));
-  return int64_t(d);
-}
-
+// ---- arguments ----------------------------------------------------------------------
 struct ArrayArg {
   Napi::TypedArray array;
   napi_typedarray_type type;
@@ -169,17 +142,16 @@ struct ArrayArg {
 };
 
 // A typed array argument over live (not detached) memory, of one of `allowed`.
-ArrayArg array_arg(const Napi::CallbackInfo& info, size_t i, const char* op, std::initializer_list<napi_typedarray_type> allowed, const char* allowed_names) {
-  Napi::Env env = info.Env();
-  if (info.Length() <= i || !info[i].IsTypedArray()) type_error(env, op, std::string("the data must be a ") + allowed_names);
+ArrayArg array_arg(const Napi::CallbackInfo& info, size_t i, std::initializer_list<napi_typedarray_type> allowed, const char* allowed_names) {
+  if (info.Length() <= i || !info[i].IsTypedArray()) throw_type_error(std::string("the data must be a ") + allowed_names);
   Napi::TypedArray a = info[i].As<Napi::TypedArray>();
   const napi_typedarray_type t = a.TypedArrayType();
-  if (std::find(allowed.begin(), allowed.end(), t) == allowed.end()) type_error(env, op, std::string("the data must be a ") + allowed_names);
+  if (std::find(allowed.begin(), allowed.end(), t) == allowed.end()) throw_type_error(std::string("the data must be a ") + allowed_names);
   Napi::ArrayBuffer buf = a.ArrayBuffer();
-  if (buf.IsDetached()) type_error(env, op, "the data's ArrayBuffer is detached");
+  if (buf.IsDetached()) throw_type_error("the data's ArrayBuffer is detached");
   const size_t bytes = a.ByteLength();
   // One MPI call carries at most INT_MAX elements; buckets are far smaller.
-  if (a.ElementLength() > size_t(INT_MAX)) range_error(env, op, std::to_string(a.ElementLength()) + " elements are more than one MPI call carries (" + std::to_string(INT_MAX) + ")");
+  if (a.ElementLength() > size_t(INT_MAX)) throw_range_error(std::to_string(a.ElementLength()) + " elements are more than one MPI call carries (" + std::to_string(INT_MAX) + ")");
   return {a, t, static_cast<uint8_t*>(buf.Data()) + a.ByteOffset(), a.ElementLength(), bytes};
 }
 
@@ -210,9 +182,33 @@ void complete(Request& r) {
 
 // Tests every request in flight once (the lock held). MPI's non-blocking collectives advance
 // only inside MPI calls, so something has to keep calling: the progress thread, or a wait.
+// MPI calls in flight at once. Each large collective takes temporary buffers of its message's
+// size; a few at a time keep them few and reused (glibc maps every block above its threshold
+// afresh, faulting each page in again), while the next one is ready to go the moment one ends.
+constexpr int kMaxInFlight = 2;
+
+// Starts queued requests, oldest first, while fewer than kMaxInFlight are in flight: every
+// rank makes the same calls in the same order, so every rank starts them in the same order.
+void start_queued_locked() {
+  int in_flight = 0;
+  for (auto& [id, r] : G().requests) in_flight += r->started && !r->done ? 1 : 0;
+  for (auto& [id, r] : G().requests) {
+    if (r->started || r->done) continue;
+    if (in_flight >= kMaxInFlight) break;
+    r->started = true;
+    const int rc = r->start(*r);
+    if (rc != MPI_SUCCESS) {
+      r->error = mpi_error_string(rc);
+      r->done = true;
+    } else {
+      in_flight++;
+    }
+  }
+}
+
 void progress_locked() {
   for (auto& [id, r] : G().requests) {
-    if (r->done) continue;
+    if (r->done || !r->started) continue;
     int flag = 0;
     const int rc = MPI_Test(&r->req, &flag, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) {
@@ -222,6 +218,7 @@ void progress_locked() {
       complete(*r);
     }
   }
+  start_queued_locked();
 }
 
 bool any_in_flight_locked() {
@@ -250,27 +247,37 @@ void progress_loop() {
 
 std::shared_ptr<Request> find_request(Napi::Env env, const char* op, int64_t id) {
   auto it = G().requests.find(id);
-  if (it == G().requests.end()) range_error(env, op, "no pending request " + std::to_string(id) + " (each request is waited for once)");
+  if (it == G().requests.end()) throw_range_error("no pending request " + std::to_string(id) + " (each request is waited for once)");
   return it->second;
 }
 
-// Waits for one request (the lock held on entry and exit). The first milliseconds spin
-// (yielding), as MPI_Wait would; after that the polls sleep, so a long wait — a rank still
-// validating or writing its checkpoint — does not take a core. Past the deadline: an error.
-void wait_locked(Napi::Env env, const char* op, std::unique_lock<std::mutex>& lock, Request& r, double timeout_s) {
+// Waits for one request (the lock held on entry and exit), testing every request in flight
+// back to back, as MPI_Wait does: a large allreduce advances only inside MPI calls, so any
+// sleep between tests is time the transport stands still. The lock is let go between tests
+// (the progress thread and nothing else may take it) and the thread yields its core to any
+// other that wants it. After a second without any request finishing, a rank is waiting for
+// another that computes (validation, a checkpoint): tests then sleep between them, so the
+// wait does not take a core for long. Past the deadline: an error.
+void wait_locked(Napi::Env, const char*, std::unique_lock<std::mutex>& lock, Request& r, double timeout_s) {
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  auto last_progress = start;
+  size_t in_flight = G().requests.size();
   while (true) {
     progress_locked();
     if (r.done) break;
     const auto now = Clock::now();
+    size_t still = 0;
+    for (auto& [id, q] : G().requests) still += q->done ? 0 : 1;
+    if (still < in_flight) last_progress = now;
+    in_flight = still;
     if (now >= deadline) {
       char secs[32];
       std::snprintf(secs, sizeof secs, "%.0f", timeout_s);
-      error(env, op, r.what + " did not complete within " + secs + " s: another rank has stopped or is stuck (FCN_MPI_TIMEOUT sets the limit in seconds)");
+      throw_error(r.what + " did not complete within " + secs + " s: another rank has stopped or is stuck (FCN_MPI_TIMEOUT sets the limit in seconds)");
     }
     lock.unlock();
-    if (now - start < std::chrono::milliseconds(2)) sched_yield();
+    if (now - last_progress < std::chrono::seconds(1)) sched_yield();
     else std::this_thread::sleep_for(std::chrono::microseconds(std::min(G().poll_us, 1000)));
     lock.lock();
   }
@@ -279,10 +286,10 @@ void wait_locked(Napi::Env env, const char* op, std::unique_lock<std::mutex>& lo
 // Removes a finished request from the table (the caller holds the lock) and reports its error.
 void retire_locked(Napi::Env env, const char* op, const std::shared_ptr<Request>& r) {
   G().requests.erase(r->id);
-  if (!r->error.empty()) error(env, op, r->what + " failed: " + r->error);
+  if (!r->error.empty()) throw_error(r->what + " failed: " + r->error);
 }
 
-double timeout_of(Napi::Env env, const char* op, const Napi::Object& o) { return opt_number(env, op, o, "timeoutSeconds", G().timeout_s, 0, 1e9); }
+double timeout_of(Napi::Env env, const char* op, const Napi::Object& o) { return opt_num_in(o, "timeoutSeconds", G().timeout_s, 0, 1e9); }
 
 // MPI must not be handed memory that a request in flight still uses.
 void require_unshared(Napi::Env env, const char* op, const void* data, size_t bytes) {
@@ -290,19 +297,23 @@ void require_unshared(Napi::Env env, const char* op, const void* data, size_t by
   for (auto& [id, r] : G().requests) {
     if (r->done || bytes == 0 || r->bytes == 0) continue;
     const uint8_t* b = static_cast<const uint8_t*>(r->data);
-    if (a < b + r->bytes && b < a + bytes) range_error(env, op, "the data overlaps that of pending request " + std::to_string(id) + ": wait for it first");
+    if (a < b + r->bytes && b < a + bytes) throw_range_error("the data overlaps that of pending request " + std::to_string(id) + ": wait for it first");
   }
 }
 
-// Starts a request (the lock held) and returns it; `start` issues the MPI call.
-// `keep` is the JS array MPI uses (null for a barrier).
-template <typename Start>
-std::shared_ptr<Request> start_locked(Napi::Env env, const char* op, std::shared_ptr<Request> r, const Napi::Value* keep, Start start) {
+// Queues a request (the lock held) and returns it, started if few enough are in flight;
+// `start` issues the MPI call. `keep` is the JS array MPI uses (null for a barrier).
+std::shared_ptr<Request> start_locked(Napi::Env env, const char* op, std::shared_ptr<Request> r, const Napi::Value* keep, std::function<int(Request&)> start) {
   require_unshared(env, op, r->data, r->bytes);
   r->id = G().next_id++;
-  check_rc(env, op, start(*r));
+  r->start = std::move(start);
   if (keep) r->keep = Napi::Persistent(*keep);
   G().requests.emplace(r->id, r);
+  start_queued_locked();
+  if (r->done && !r->error.empty()) {
+    G().requests.erase(r->id);
+    throw_error(r->error);
+  }
   work.notify_all();
   return r;
 }
@@ -311,16 +322,10 @@ std::shared_ptr<Request> start_locked(Napi::Env env, const char* op, std::shared
 std::shared_ptr<Request> start_allreduce(const Napi::CallbackInfo& info, const char* op) {
   Napi::Env env = info.Env();
   require_running(env, op);
-  ArrayArg a = array_arg(info, 0, op, {napi_float32_array, napi_float64_array, napi_uint16_array}, "Float32Array, Float64Array or Uint16Array (bfloat16 bits)");
-  Napi::Object o = options_arg(info, 1, op);
-  const double scale = opt_number(env, op, o, "scale", 1, -3.4e38, 3.4e38);
-  std::string precision = "float32";
-  Napi::Value p = o.Get("precision");
-  if (!p.IsUndefined() && !p.IsNull()) {
-    if (!p.IsString()) type_error(env, op, "precision must be 'float32' or 'bfloat16'");
-    precision = p.As<Napi::String>().Utf8Value();
-    if (precision != "float32" && precision != "bfloat16") range_error(env, op, "precision must be 'float32' or 'bfloat16', got '" + precision + "'");
-  }
+  ArrayArg a = array_arg(info, 0, {napi_float32_array, napi_float64_array, napi_uint16_array}, "Float32Array, Float64Array or Uint16Array (bfloat16 bits)");
+  Napi::Object o = options_arg(info, 1);
+  const double scale = opt_num_in(o, "scale", 1, -3.4e38, 3.4e38);
+  const std::string precision = fcn::opt_choice(o, "precision", "float32", {"float32", "bfloat16"});
   auto r = std::make_shared<Request>();
   r->data = a.data;
   r->count = a.count;
@@ -328,7 +333,7 @@ std::shared_ptr<Request> start_allreduce(const Napi::CallbackInfo& info, const c
   r->scale = scale;
   const char* type_name = "float32";
   if (a.type == napi_float64_array) {
-    if (precision == "bfloat16") type_error(env, op, "a Float64Array is reduced in float64: precision 'bfloat16' applies to float32 data");
+    if (precision == "bfloat16") throw_type_error("a Float64Array is reduced in float64: precision 'bfloat16' applies to float32 data");
     r->kind = Kind::f64;
     type_name = "float64";
   } else if (a.type == napi_uint16_array) {
@@ -346,9 +351,9 @@ std::shared_ptr<Request> start_allreduce(const Napi::CallbackInfo& info, const c
     const float* src = static_cast<const float*>(a.data);
     for (size_t i = 0; i < a.count; i++) r->staging[i] = f32_to_bf16(src[i]);
   }
-  const Global& g = G();
   const Napi::Value data = info[0];
-  return start_locked(env, op, r, &data, [&](Request& q) {
+  return start_locked(env, op, r, &data, [](Request& q) {
+    const Global& g = G();
     const int n = int(q.count);
     switch (q.kind) {
       case Kind::f32: return MPI_Iallreduce(MPI_IN_PLACE, q.data, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &q.req);
@@ -413,15 +418,21 @@ Napi::Value LibraryVersion(const Napi::CallbackInfo& info) {
 Napi::Value Init(const Napi::CallbackInfo& info) {
   const char* op = "init";
   Napi::Env env = info.Env();
-  Napi::Object o = options_arg(info, 0, op);
-  const int poll = int(opt_number(env, op, o, "pollMicros", 100, 1, 1e6));
-  const double timeout = opt_number(env, op, o, "timeoutSeconds", 300, 0, 1e9);
+  Napi::Object o = options_arg(info, 0);
+  const int poll = int(fcn::opt_int(o, "pollMicros", 100, 1, 1000000));
+  const double timeout = opt_num_in(o, "timeoutSeconds", 300, 0, 1e9);
   Global& g = G();
   std::unique_lock<std::mutex> lock(mu);
-  if (g.initialized || g.finalized || g.aborted) error(env, op, "MPI can be initialised once per process");
+  if (g.initialized || g.finalized || g.aborted) throw_error("MPI can be initialised once per process");
   int already = 0;
   MPI_Initialized(&already);
-  if (already) error(env, op, "MPI was initialised by something else in this process");
+  if (already) throw_error("MPI was initialised by something else in this process");
+  // Open MPI's collectives take temporary buffers the size of their message (a 25 MB bucket)
+  // on every call. glibc serves such blocks by fresh mappings, returned at free, so every page
+  // of them was faulted in again on every call: that cost more CPU than the transfer itself.
+  // Kept in the heap instead (a rank's, not the library's, choice: only ranks load this).
+  if (mallopt(M_MMAP_THRESHOLD, 256 << 20) == 0) mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   int provided = MPI_THREAD_SINGLE;
   check_rc(env, op, MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided));
   g.initialized = true;
@@ -466,7 +477,7 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
   const char* op = "allreduce";
   Napi::Env env = info.Env();
   std::unique_lock<std::mutex> lock(mu);
-  const double timeout = timeout_of(env, op, options_arg(info, 1, op));
+  const double timeout = timeout_of(env, op, options_arg(info, 1));
   auto r = start_allreduce(info, op);
   // Past the deadline the request stays in the table: MPI may still write the array.
   wait_locked(env, op, lock, *r, timeout);
@@ -487,7 +498,7 @@ Napi::Value Iallreduce(const Napi::CallbackInfo& info) {
 Napi::Value Test(const Napi::CallbackInfo& info) {
   const char* op = "test";
   Napi::Env env = info.Env();
-  const int64_t id = int_arg(info, 0, op, "id", 1, INT64_C(1) << 53);
+  const int64_t id = read_int(info[0], "id", 1, INT64_C(1) << 53);
   std::unique_lock<std::mutex> lock(mu);
   require_running(env, op);
   auto r = find_request(env, op, id);
@@ -500,8 +511,8 @@ Napi::Value Test(const Napi::CallbackInfo& info) {
 Napi::Value Wait(const Napi::CallbackInfo& info) {
   const char* op = "wait";
   Napi::Env env = info.Env();
-  const int64_t id = int_arg(info, 0, op, "id", 1, INT64_C(1) << 53);
-  Napi::Object o = options_arg(info, 1, op);
+  const int64_t id = read_int(info[0], "id", 1, INT64_C(1) << 53);
+  Napi::Object o = options_arg(info, 1);
   const double timeout = timeout_of(env, op, o);
   std::unique_lock<std::mutex> lock(mu);
   require_running(env, op);
@@ -515,7 +526,7 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
 Napi::Value Barrier(const Napi::CallbackInfo& info) {
   const char* op = "barrier";
   Napi::Env env = info.Env();
-  Napi::Object o = options_arg(info, 0, op);
+  Napi::Object o = options_arg(info, 0);
   const double timeout = timeout_of(env, op, o);
   std::unique_lock<std::mutex> lock(mu);
   require_running(env, op);
@@ -535,13 +546,13 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::unique_lock<std::mutex> lock(mu);
   require_running(env, op);
-  ArrayArg a = array_arg(info, 0, op,
+  ArrayArg a = array_arg(info, 0,
                          {napi_int8_array, napi_uint8_array, napi_uint8_clamped_array, napi_int16_array, napi_uint16_array, napi_int32_array, napi_uint32_array,
                           napi_float32_array, napi_float64_array, napi_bigint64_array, napi_biguint64_array},
                          "typed array");
-  if (a.bytes > size_t(INT_MAX)) range_error(env, op, mb(a.bytes) + " is more than one MPI call carries (2 GiB)");
-  const int root = int(int_arg(info, 1, op, "root", 0, G().size - 1));
-  const double timeout = timeout_of(env, op, options_arg(info, 2, op));
+  if (a.bytes > size_t(INT_MAX)) throw_range_error(mb(a.bytes) + " is more than one MPI call carries (2 GiB)");
+  const int root = int(read_int(info[1], "root", 0, G().size - 1));
+  const double timeout = timeout_of(env, op, options_arg(info, 2));
   auto r = std::make_shared<Request>();
   r->what = "broadcast of " + mb(a.bytes) + " from rank " + std::to_string(root);
   r->kind = Kind::bytes;
@@ -549,7 +560,7 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
   r->bytes = a.bytes;
   r->count = a.count;
   const Napi::Value data = info[0];
-  r = start_locked(env, op, r, &data, [&](Request& q) { return MPI_Ibcast(q.data, int(q.bytes), MPI_BYTE, root, MPI_COMM_WORLD, &q.req); });
+  r = start_locked(env, op, r, &data, [root](Request& q) { return MPI_Ibcast(q.data, int(q.bytes), MPI_BYTE, root, MPI_COMM_WORLD, &q.req); });
   wait_locked(env, op, lock, *r, timeout);
   retire_locked(env, op, r);
   return env.Undefined();
@@ -570,7 +581,7 @@ void stop_progress() {
 Napi::Value Abort(const Napi::CallbackInfo& info) {
   const char* op = "abort";
   Napi::Env env = info.Env();
-  const int code = info.Length() == 0 || info[0].IsUndefined() ? 1 : int(int_arg(info, 0, op, "code", 0, 255));
+  const int code = info.Length() == 0 || info[0].IsUndefined() ? 1 : int(read_int(info[0], "code", 0, 255));
   require_running(env, op);
   std::fflush(stdout);
   std::fflush(stderr);
@@ -588,7 +599,7 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
   require_running(env, op);
   {
     std::lock_guard<std::mutex> lock(mu);
-    if (!G().requests.empty()) error(env, op, std::to_string(G().requests.size()) + " requests are still pending: wait for them first");
+    if (!G().requests.empty()) throw_error(std::to_string(G().requests.size()) + " requests are still pending: wait for them first");
   }
   stop_progress();
   std::lock_guard<std::mutex> lock(mu);
@@ -604,7 +615,7 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
 // multiply-xor hash so that a 500 MB model takes a fraction of a second.
 Napi::Value Checksum(const Napi::CallbackInfo& info) {
   const char* op = "checksum";
-  ArrayArg a = array_arg(info, 0, op,
+  ArrayArg a = array_arg(info, 0,
                          {napi_int8_array, napi_uint8_array, napi_uint8_clamped_array, napi_int16_array, napi_uint16_array, napi_int32_array, napi_uint32_array,
                           napi_float32_array, napi_float64_array, napi_bigint64_array, napi_biguint64_array},
                          "typed array");
@@ -643,6 +654,7 @@ constexpr Export kExports[] = {
 // reach node-api, which would end the process).
 Napi::Value Call(const Napi::CallbackInfo& info) {
   const Export& e = *static_cast<const Export*>(info.Data());
+  fcn::OpScope scope(info.Env(), e.name);
   try {
     return e.fn(info);
   } catch (const Napi::Error&) {

@@ -50,12 +50,21 @@ Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info),
 }
 
 Tensor::~Tensor() {
+  // A live view holds its tensor (see View): a tensor being finalised has none left to detach.
+  views_.clear();
   release();
   adjust_external_memory(env_, -int64_t(sizeof(Tensor)));
 }
 
 void Tensor::release() {
   if (!ptr) return;
+  // Views must not reach the buffer once the pool has it back.
+  for (auto& ref : views_) {
+    if (ref.IsEmpty()) continue;
+    Napi::Value v = ref.Value();
+    if (!v.IsEmpty() && v.IsArrayBuffer() && !v.As<Napi::ArrayBuffer>().IsDetached()) v.As<Napi::ArrayBuffer>().Detach();
+  }
+  views_.clear();
   pool_->release(ptr, bytes);
   adjust_external_memory(env_, -int64_t(bytes));
   ptr = nullptr;
@@ -126,6 +135,30 @@ Napi::Value Tensor::GetLayout(const Napi::CallbackInfo& info) {
 }
 Napi::Value Tensor::GetDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), ptr == nullptr || dispose_requested); }
 Napi::Value Tensor::GetBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(bytes)); }
+
+// view(tensor) → a typed array over the memory of a plain tensor, not a copy: what is written
+// through it is the tensor's content (MPI sums gradients where the engine wrote them). The view
+// keeps the tensor from being collected; dispose() detaches every view (its length becomes 0),
+// so no view outlives the buffer it shows.
+Napi::Value View(const Napi::CallbackInfo& info) {
+  Tensor& t = Tensor::From(info[0], "tensor");
+  if (!is_plain(t.md)) throw_type_error("the tensor must be in the plain layout (reorder it first)");
+  const DTypeInfo* d = dtype_info(t.md.data_type());
+  if (!d) throw_type_error(std::string("no typed array shows ") + dtype_name(t.md.data_type()));
+  Napi::Env env = info.Env();
+  auto* holder = new Napi::ObjectReference(Napi::Persistent(info[0].As<Napi::Object>()));
+  Napi::ArrayBuffer ab;
+  try {
+    ab = Napi::ArrayBuffer::New(env, t.ptr, size_t(t.numel()) * d->size, [](Napi::Env, void*, Napi::ObjectReference* h) { delete h; }, holder);
+  } catch (...) {
+    delete holder;
+    throw;
+  }
+  t.add_view(ab);
+  napi_value out;
+  if (napi_create_typedarray(env, d->array, size_t(t.numel()), ab, 0, &out) != napi_ok) throw_type_error("the view cannot be made");
+  return Napi::Value(env, out);
+}
 
 // ---- argument checks -------------------------------------------------------------------
 void require_rank(const Tensor& t, const std::string& what, size_t rank, const char* axes) {

@@ -48,10 +48,13 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   memory::dims dims() const { return md.dims(); }
   int64_t numel() const;
   void release();
+  void add_view(const Napi::ArrayBuffer& ab) { views_.push_back(Napi::Weak(ab)); }
 
  private:
   Napi::Env env_;
   std::shared_ptr<BufferPool> pool_;
+  // Views of the buffer (weak: a view alone keeps the tensor, not the other way round).
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> views_;
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value GetDims(const Napi::CallbackInfo& info);
   Napi::Value GetDtype(const Napi::CallbackInfo& info);
@@ -77,6 +80,7 @@ void reorder_into(const memory& src, const memory& dst, const dnnl::primitive_at
 Napi::Value FromArray(const Napi::CallbackInfo& info);
 Napi::Value Zeros(const Napi::CallbackInfo& info);
 Napi::Value WriteArray(const Napi::CallbackInfo& info);
+Napi::Value View(const Napi::CallbackInfo& info);
 Napi::Value Reorder(const Napi::CallbackInfo& info);
 Napi::Value Permute(const Napi::CallbackInfo& info);
 

@@ -117,6 +117,7 @@ export const NATIVE_EXPORTS = [
   'Tensor',
   'fromArray',
   'writeArray',
+  'view',
   'zeros',
   'reorder',
   'permute',
@@ -160,6 +161,11 @@ export interface Native {
   zeros(dims: number[], dtype?: DType, uninitialized?: boolean): Tensor;
   /** Copies data into a plain tensor in place, from element `offset` on (dtype must match). */
   writeArray(t: Tensor, data: TensorArray, offset?: number): void;
+  /**
+   * A typed array over a plain tensor's own memory (no copy): writes through it change the
+   * tensor. The view keeps the tensor alive; t.dispose() detaches it (length 0).
+   */
+  view(t: Tensor): TensorArray;
   /**
    * t's values in like's layout (or plain) and the given dtype. With `scale` (finite, nonzero,
    * default 1) the values are t·scale, rounded to nearest even and saturated into integer
@@ -208,7 +214,8 @@ export interface Native {
   reluBackward(dy: Tensor, y: Tensor): Tensor;
   add(a: Tensor, b: Tensor): Tensor;
   scale(x: Tensor, factor: number): Tensor;
-  dropoutForward(x: Tensor, options: { rate: number; seed: number }): { y: Tensor; mask: Tensor };
+  /** Inverted dropout; masks drawn per image from (seed, firstImage + its index), at logical positions; y and mask plain. */
+  dropoutForward(x: Tensor, options: { rate: number; seed: number; firstImage?: number }): { y: Tensor; mask: Tensor };
   dropoutBackward(dy: Tensor, mask: Tensor, options: { rate: number }): Tensor;
   cropPad(x: Tensor, options: CropPadOptions): Tensor;
   argmax(x: Tensor): Tensor;

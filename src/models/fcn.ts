@@ -192,13 +192,16 @@ export class FCN {
     return walkNetwork(this.network, x, this.inferenceOps(precision, hooks, x));
   }
 
-  /** A training forward pass: the tape owns every activation until disposed after backward. */
-  forwardTrain(x: Tensor, precision: Precision, seed: number): { logits: Tensor; tape: Tape } {
+  /**
+   * A training forward pass: the tape owns every activation until disposed after backward.
+   * `firstImage`: where x's images start in the whole batch (a rank's share), for dropout.
+   */
+  forwardTrain(x: Tensor, precision: Precision, seed: number, firstImage = 0): { logits: Tensor; tape: Tape } {
     this.checkPrecision(precision);
     this.recorded = null;
     const tape = new Tape();
     try {
-      const pass = new RecordedPass(x, { training: true, precision, tape, seed }, this.parts);
+      const pass = new RecordedPass(x, { training: true, precision, tape, seed, firstImage }, this.parts);
       const logits = walkNetwork(this.network, pass.input, pass.ops());
       this.recorded = { pass, logits };
       return { logits: logits.t, tape };

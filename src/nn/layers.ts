@@ -16,6 +16,8 @@ export interface ForwardContext {
   tape: Tape | null;
   /** Seeds this pass's dropout masks. */
   seed: number;
+  /** The index of this pass's first image in the whole batch (masks are drawn per image). */
+  firstImage?: number;
 }
 
 export interface ConvSpec {
@@ -339,7 +341,7 @@ export class Dropout {
   /** Returns a new tensor in training (rate > 0), else null: the caller keeps using x. */
   forward(x: Tensor, ctx: ForwardContext): Tensor | null {
     if (!ctx.training || this.rate === 0) return null;
-    const { y, mask } = native.dropoutForward(x, { rate: this.rate, seed: ctx.seed * 16 + this.index });
+    const { y, mask } = native.dropoutForward(x, { rate: this.rate, seed: ctx.seed * 16 + this.index, firstImage: ctx.firstImage ?? 0 });
     this.savedMask = ctx.tape!.keep(mask);
     return y;
   }

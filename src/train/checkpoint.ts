@@ -20,6 +20,8 @@ export interface EpochRecord {
   val: { loss: number; pixelAccuracy: number; meanIoU: number; meanAccuracy: number; frequencyWeightedIoU: number } | null;
   imagesPerSecond: number;
   seconds: number;
+  /** Data-parallel runs: the checksum of every weight, which every rank was found to hold. */
+  weightsChecksum?: string;
 }
 
 export interface TrainState {

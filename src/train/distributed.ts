@@ -26,8 +26,7 @@ import { startMpi, mpiLaunch, type AllreducePrecision, type MpiNative, type MpiS
 import type { FCN } from '../models/fcn.js';
 import type { Param } from '../nn/param.js';
 import { DataLoader, type Batch, type LoaderOptions } from '../data/loader.js';
-import { mixSeed } from '../data/prng.js';
-import type { StepOptions, StepResult } from './step.js';
+import { computeGradients, type GradientExchange, type StepOptions, type StepResult } from './step.js';
 import os from 'node:os';
 import { FcnError, type ErrorContext } from '../errors.js';
 
@@ -54,11 +53,14 @@ export const DEFAULT_BUCKET_MB = 25;
 /** The first bucket is small so that communication starts early (as DDP's 1 MB one). */
 const FIRST_BUCKET_BYTES = 1e6;
 
+/** A parameter's gradient, or a piece of it, in a bucket. */
 interface Slot {
   param: Param;
   bucket: number;
-  /** Element offset in the bucket's buffer. */
+  /** Element offset in the bucket. */
   offset: number;
+  /** Element offset in the parameter's gradient. */
+  from: number;
   size: number;
 }
 
@@ -67,11 +69,15 @@ interface Bucket {
   /** Elements. */
   size: number;
   /**
-   * What travels. A bucket of several parameters has a buffer of its own that their gradients
-   * are copied into; a bucket of one parameter (conv6, conv7: most of the bytes) sends that
-   * gradient's own array, saving a copy.
+   * What travels. A bucket of one parameter, or of a piece of one (conv6, conv7: most of the
+   * bytes), is a view of that gradient's own memory, where the engine wrote it: MPI sums it
+   * in place and the optimiser reads the sum there, no copy either way. A bucket of several
+   * small parameters has memory of its own, in their order and layout, that their gradients
+   * are copied into and back out of.
    */
   buffer: Float32Array | null;
+  /** Whether `buffer` is memory of the bucket's own (several parameters). */
+  owned: boolean;
   /** Gradients of this step still to come. */
   pending: number;
   /** The request in flight, once started. */
@@ -99,7 +105,7 @@ export interface ReduceStats {
  */
 export class GradientReducer {
   readonly buckets: Bucket[] = [];
-  private readonly slots = new Map<Param, Slot>();
+  private readonly slots = new Map<Param, Slot[]>();
   private filled = new Set<Param>();
   private next = 0;
   private scale = 1;
@@ -113,24 +119,38 @@ export class GradientReducer {
     params: Param[],
     private readonly options: DistributedOptions,
   ) {
-    const cap = options.bucketMb * 1e6;
-    let current: Slot[] = [], bytes = 0;
+    const cap = Math.max(1, Math.floor((options.bucketMb * 1e6) / 4));
+    let current: Slot[] = [], size = 0;
+    const add = (slot: Omit<Slot, 'bucket' | 'offset'>, offset: number) => {
+      const full: Slot = { ...slot, bucket: this.buckets.length, offset };
+      this.slots.set(slot.param, [...(this.slots.get(slot.param) ?? []), full]);
+      return full;
+    };
     const close = () => {
       if (current.length === 0) return;
-      const size = current.reduce((s, x) => s + x.size, 0);
-      this.buckets.push({ slots: current, size, buffer: current.length > 1 ? new Float32Array(size) : null, pending: 0, request: null });
+      const owned = current.length > 1;
+      this.buckets.push({ slots: current, size, buffer: owned ? new Float32Array(size) : null, owned, pending: 0, request: null });
       current = [];
-      bytes = 0;
+      size = 0;
     };
     // The backward pass finishes parameters from the output back: buckets follow that order.
     for (const param of [...params].reverse()) {
-      const size = param.dims.reduce((a, b) => a * b, 1);
-      const limit = this.buckets.length === 0 ? Math.min(cap, FIRST_BUCKET_BYTES) : cap;
-      if (bytes > 0 && bytes + 4 * size > limit) close();
-      const slot: Slot = { param, bucket: this.buckets.length, offset: current.reduce((s, x) => s + x.size, 0), size };
-      current.push(slot);
-      this.slots.set(param, slot);
-      bytes += 4 * size;
+      const n = param.dims.reduce((a, b) => a * b, 1);
+      const limit = this.buckets.length === 0 ? Math.min(cap, FIRST_BUCKET_BYTES / 4) : cap;
+      if (size > 0 && size + n > limit) close();
+      if (n <= limit) {
+        current.push(add({ param, from: 0, size: n }, size));
+        size += n;
+        continue;
+      }
+      // A gradient larger than a bucket travels in pieces of its own memory: MPI's large
+      // messages then pipeline, and its temporary buffers stay bucket-sized (glibc serves
+      // blocks above 32 MB by fresh mappings, each page faulted in on every call).
+      for (let from = 0; from < n; from += cap) {
+        current = [add({ param, from, size: Math.min(cap, n - from) }, 0)];
+        size = current[0]!.size;
+        close();
+      }
     }
     close();
   }
@@ -151,24 +171,30 @@ export class GradientReducer {
     for (const b of this.buckets) {
       b.pending = b.slots.length;
       b.request = null;
+      if (!b.owned) b.buffer = null;
     }
   }
 
   /** The backward pass's callback: `p`'s gradient is final. */
   ready(p: Param): void {
-    const slot = this.slots.get(p);
-    if (!slot || !this.active || this.filled.has(p)) return;
+    const slots = this.slots.get(p);
+    if (!slots || !this.active || this.filled.has(p)) return;
     const t0 = performance.now();
-    const g = p.grad!;
-    if (g.dtype !== 'float32') throw new Error(`${p.name}: its gradient is ${g.dtype}; the reducer sums float32`);
-    const b = this.buckets[slot.bucket]!;
-    const values = g.toArray() as Float32Array;
-    if (b.slots.length === 1) b.buffer = values;
-    else b.buffer!.set(values, slot.offset);
+    this.place(p, gradientView(p));
     this.copyMs += performance.now() - t0;
-    this.filled.add(p);
-    b.pending--;
     if (this.options.overlap ?? true) this.startReady(true);
+  }
+
+  /** Puts `p`'s gradient (values) in its buckets: a view of it, or a copy into a bucket's own memory. */
+  private place(p: Param, values: Float32Array): void {
+    for (const s of this.slots.get(p)!) {
+      const b = this.buckets[s.bucket]!;
+      const piece = values.subarray(s.from, s.from + s.size);
+      if (b.owned) b.buffer!.set(piece, s.offset);
+      else b.buffer = piece;
+      b.pending--;
+    }
+    this.filled.add(p);
   }
 
   /** Starts, in order, every bucket whose gradients are all in. */
@@ -182,39 +208,45 @@ export class GradientReducer {
 
   /**
    * After the backward pass (or instead of it, on a rank without images this step): any
-   * gradient that did not come is zero; every bucket is started, waited for, and the summed
-   * gradients become the parameters' gradients.
+   * gradient that did not come is zero; every bucket is started and waited for, and the summed
+   * gradients are the parameters' gradients (in place where a bucket is a view of them).
    */
   finish(): ReduceStats {
     if (!this.active) throw new Error('GradientReducer: finish() without begin()');
     const t0 = performance.now();
     try {
-      for (const b of this.buckets) {
-        if (b.pending === 0) continue;
-        if (!b.buffer || b.slots.length === 1) b.buffer = new Float32Array(b.size);
-        else for (const s of b.slots) if (!this.filled.has(s.param)) b.buffer.fill(0, s.offset, s.offset + s.size);
-        b.pending = 0;
+      for (const p of this.slots.keys()) {
+        if (this.filled.has(p)) continue;
+        p.setGrad(native.zeros(p.dims));
+        this.place(p, gradientView(p));
       }
       this.startReady(false);
       for (const b of this.buckets) this.mpi.wait(b.request!);
       const exposedMs = performance.now() - t0;
       const t1 = performance.now();
       for (const b of this.buckets) {
-        for (const s of b.slots) {
-          const values = b.buffer!.subarray(s.offset, s.offset + s.size);
-          const g = s.param.grad;
-          if (g && !g.disposed && g.layout === 'plain' && g.dtype === 'float32') native.writeArray(g, values);
-          else s.param.setGrad(native.fromArray(s.param.dims, values));
-        }
+        if (!b.owned) continue;
+        for (const s of b.slots) gradientView(s.param).set(b.buffer!.subarray(s.offset, s.offset + s.size), s.from);
       }
       this.copyMs += performance.now() - t1;
       return { buckets: this.buckets.length, bytes: this.bytes, startedDuringBackward: this.startedDuringBackward, copyMs: this.copyMs, exposedMs };
     } finally {
       this.active = false;
-      // A one-parameter bucket's array was that step's gradient: let it go.
-      for (const b of this.buckets) if (b.slots.length === 1) b.buffer = null;
+      // A view belongs to that step's gradient: let it go.
+      for (const b of this.buckets) if (!b.owned) b.buffer = null;
     }
   }
+}
+
+/**
+ * The memory of a parameter's gradient as float32 (a view, not a copy). Weight gradients leave
+ * the engine plain float32; any other form is converted once into one that is.
+ */
+function gradientView(p: Param): Float32Array {
+  const g = p.grad;
+  if (!g || g.disposed) throw new Error(`${p.name}: no gradient to exchange`);
+  if (g.layout !== 'plain' || g.dtype !== 'float32') p.setGrad(native.reorder(g, { dtype: 'float32' }));
+  return native.view(p.grad!) as Float32Array;
 }
 
 /** What a distributed step returns: the global batch's loss and labelled pixels, and more. */
@@ -301,6 +333,8 @@ export class Distributed {
   readonly size: number;
   readonly mpi: MpiNative;
   private reducer: { key: string; model: FCN; reducer: GradientReducer } | null = null;
+  /** Images per rank in a full global batch (the train loader's), for dropout's image indices. */
+  private share: number | null = null;
 
   constructor(readonly session: MpiSession, readonly options: DistributedOptions) {
     this.rank = session.rank;
@@ -320,7 +354,9 @@ export class Distributed {
   }
 
   trainLoader(options: LoaderOptions): DataLoader {
-    return new ShardedTrainLoader(options, this.rank, this.size);
+    const loader = new ShardedTrainLoader(options, this.rank, this.size);
+    this.share = loader.batchSize;
+    return loader;
   }
 
   valLoader(options: LoaderOptions): DataLoader {
@@ -337,56 +373,39 @@ export class Distributed {
 
   /**
    * One step's gradients on this rank's share `b` of the global batch (maybe empty), summed
-   * over ranks into every trainable parameter's gradient. The returned loss and labelled
-   * pixels are the global batch's. `stop`: this rank wants to stop after this step.
+   * over ranks into every trainable parameter's gradient: one process's step (train/step.ts)
+   * with this rank's exchange as its hook. The returned loss and labelled pixels are the
+   * global batch's. `stop`: this rank wants to stop after this step.
    */
   computeGradients(model: FCN, b: Batch, o: StepOptions & { stop?: boolean } = {}): DistributedStepResult {
+    const reducer = this.reducerFor(model);
     const reduction = o.reduction ?? 'mean';
-    let x: Tensor | null = null, y: Tensor | null = null, logits: Tensor | null = null, grad: Tensor | null = null;
-    let tape: { dispose(): void } | null = null;
-    let keep = false;
+    let images = 0, stop = false, reduce: ReduceStats | null = null;
+    const exchange: GradientExchange = {
+      totals: (loss, valid) => {
+        // The global batch's loss, labelled pixels, images, and whether anyone stops.
+        const t = Float64Array.of(loss, valid, b.n, o.stop ? 1 : 0);
+        this.mpi.allreduce(t);
+        images = t[2]!;
+        stop = t[3]! > 0;
+        reducer.begin(reduction === 'mean' ? (t[1]! > 0 ? 1 / t[1]! : 0) : 1);
+        return { loss: t[0]!, valid: t[1]! };
+      },
+      ready: (p) => reducer.ready(p),
+      finish: () => void (reduce = reducer.finish()),
+    };
+    let x: Tensor | null = null, y: Tensor | null = null;
     try {
-      let loss = 0, valid = 0;
       if (b.n > 0) {
         x = native.fromArray([b.n, 3, b.height, b.width], b.images);
         y = native.fromArray([b.n, b.height, b.width], b.labels);
-        // Dropout masks are drawn over this rank's tensor: with the step's seed alone every rank
-        // would drop the same units of its j-th image, so the rank goes into the seed. The masks
-        // are independent per image as in one process, though not the same draws.
-        const f = model.forwardTrain(x, o.precision ?? 'float32', mixSeed(o.seed ?? 0, 0xd0, this.rank));
-        logits = f.logits;
-        tape = f.tape;
-        const ce = native.softmaxCrossEntropy(logits, y, { reduction: 'sum' });
-        grad = ce.grad;
-        loss = ce.loss;
-        valid = ce.valid;
       }
-      // The global batch's loss, labelled pixels, images, and whether anyone stops.
-      const totals = Float64Array.of(loss, valid, b.n, o.stop ? 1 : 0);
-      this.mpi.allreduce(totals);
-      const [lossSum, validSum, images, stops] = totals as unknown as [number, number, number, number];
-      const scale = reduction === 'mean' ? (validSum > 0 ? 1 / validSum : 0) : 1;
-      const reducer = this.reducerFor(model);
-      reducer.begin(scale);
-      let reduce: ReduceStats;
-      try {
-        if (grad) model.backward(grad, (p) => reducer.ready(p));
-        else for (const p of model.params()) if (p.trainable) p.setGrad(null);
-      } finally {
-        reduce = reducer.finish();
-      }
-      keep = o.keepLogits === true;
-      return {
-        loss: reduction === 'mean' ? (validSum > 0 ? lossSum / validSum : 0) : lossSum,
-        valid: validSum,
-        logits: keep ? logits : null,
-        images,
-        stop: stops > 0,
-        reduce,
-      };
+      // Rank r's share starts at image r·share of the global batch: dropout draws there what
+      // one process draws for those images.
+      const r = computeGradients(model, x, y, { ...o, firstImage: this.rank * (this.share ?? b.n), exchange });
+      return { ...r, images, stop, reduce: reduce! };
     } finally {
-      tape?.dispose();
-      disposeAll(x, y, grad, keep ? null : logits);
+      disposeAll(x, y);
     }
   }
 

@@ -445,14 +445,16 @@ async function endOfEpoch(run: Run, current: StageRun, totals: EpochTotals): Pro
     imagesPerSecond: totals.images / totals.seconds,
     seconds: totals.seconds,
   };
-  totals.bar?.done({ loss: record.train.loss.toFixed(4), ...(val ? { 'val mIoU': val.record.meanIoU.toFixed(3) } : {}) });
+  // Data-parallel: every rank must hold rank 0's weights, or the job stops before saving; the
+  // checksum they agree on goes in the epoch's record.
+  const checksum = run.dist?.checkWeights(model, `after epoch ${epoch + 1}`);
+  if (checksum) record.weightsChecksum = checksum;
+  totals.bar?.done({ loss: record.train.loss.toFixed(4), ...(val ? { 'val mIoU': val.record.meanIoU.toFixed(3) } : {}), ...(checksum ? { weights: checksum } : {}) });
   state.history.push(record);
   run.log.write({ type: 'epoch', ...record });
   // A NaN can hide in a weight whose output a ReLU clamps; never save one (best or last).
   const bad = model.params().find((p) => !Number.isFinite(native.sumSquares(p.value)));
   if (bad) stopNonFinite(run, `${bad.name} holds a non-finite value after epoch ${epoch + 1}`, { stage: state.stage + 1, epoch: epoch + 1, parameter: bad.name });
-  // Data-parallel: every rank must hold rank 0's weights, or the job stops before saving.
-  run.dist?.checkWeights(model, `after epoch ${epoch + 1}`);
   state.epoch++;
   state.batch = 0;
   if (val && !(val.record.meanIoU <= (state.best?.meanIoU ?? -1))) {

@@ -84,9 +84,9 @@ test('the MPI binding exports what src/engine/mpi.ts types, and refuses bad argu
     [() => mpi.allreduce(new Float32Array(4)), /^allreduce: MPI is not initialised: call init\(\) first$/],
     [() => mpi.wait(1), /^wait: MPI is not initialised/],
     [() => mpi.barrier(), /^barrier: MPI is not initialised/],
-    [() => mpi.init({ pollMicros: 0 }), /^init: pollMicros must be a finite number in \[1/],
-    [() => mpi.init({ timeoutSeconds: 'soon' as unknown as number }), /^init: timeoutSeconds must be a number$/],
-    [() => mpi.init([] as unknown as object), /^init: options must be an object$/],
+    [() => mpi.init({ pollMicros: 0 }), /^init: pollMicros must be an integer from 1 to 1000000, got 0$/],
+    [() => mpi.init({ timeoutSeconds: 'soon' as unknown as number }), /^init: timeoutSeconds must be a number, got a string$/],
+    [() => mpi.init([] as unknown as object), /^init: options must be an object, got an array$/],
     [() => mpi.checksum(42 as unknown as Float32Array), /^checksum: the data must be a typed array$/],
     [() => mpi.test(1.5), /^test: id must be an integer/],
     [() => mpi.abort(), /^abort: MPI is not initialised/],
@@ -296,4 +296,76 @@ test('a rank killed mid-epoch ends the job within 30 s naming it; the checkpoint
   assert.ok(moved(weights(path.join(run, 'checkpoints', 'last.prev.safetensors')), weights(last)) > 100 * floor.tolerance, 'the last epoch moved the weights');
   const log = await readJsonl<{ type: string; ranks?: number }>(path.join(run, 'log.jsonl'));
   assert.deepEqual(log.filter((l) => l.type === 'start' || l.type === 'resume').map((l) => [l.type, l.ranks]), [['start', 2], ['resume', 1]]);
+});
+
+/** SGD at a rate measured not to branch on either kernel family (./rounding.ts), fcn16, every layer trainable. */
+function sgdConfig(patch: (c: TrainConfig) => void = () => {}): TrainConfig {
+  return config((c) => {
+    c.data = { ...c.data, limitTrain: 16 };
+    c.optimizer = { ...c.optimizer, kind: 'sgd', momentum: 0.9, weightDecay: 5e-4, lr: 1e-3 };
+    c.stages = [{ model: 'fcn16', epochs: 2, trainable: 'all' }];
+    patch(c);
+  });
+}
+const lastOf = (dir: string) => weights(path.join(dir, 'checkpoints', 'last.safetensors'));
+
+test('with dropout on, 2 ranks train what 1 process trains: masks are drawn per image of the global batch', { skip, timeout: 300_000 }, async (t) => {
+  const c = sgdConfig((c) => (c.model = { ...c.model, dropout: 0.5 }));
+  const one = path.join(tmp.dir, 'drop-one'), two = path.join(tmp.dir, 'drop-two'), floorRun = path.join(tmp.dir, 'drop-floor');
+  await train(c, one, { progress: null });
+  await trainOnThreads(c, floorRun, 2);
+  const floor = roundingFloor(lastOf(one), lastOf(floorRun), '1 process on 1 vs 2 threads, dropout on');
+  const r = await mpirun(2, ['--data', data, '--config', writeConfig('drop', c), '--threads', '1', '--precision', 'float32', '--out', two]);
+  assert.equal(r.code, 0, r.err);
+  t.diagnostic(assertWithinFloor(lastOf(one), lastOf(two), floor, '2 ranks vs 1 process, dropout 0.5'));
+  // Dropout did act: without it the same run ends elsewhere (by far more than the tolerance).
+  const none = path.join(tmp.dir, 'drop-none');
+  await train(sgdConfig(), none, { progress: null });
+  assert.ok(moved(lastOf(one), lastOf(none)) > 100 * floor.tolerance, 'dropout changed the training');
+  // Every epoch's record carries the weights' checksum that both ranks held.
+  const epochs = await readJsonl<{ type: string; weightsChecksum?: string }>(path.join(two, 'log.jsonl'));
+  const sums = epochs.filter((l) => l.type === 'epoch').map((l) => l.weightsChecksum);
+  assert.equal(sums.length, 2);
+  for (const s of sums) assert.match(s ?? '', /^[0-9a-f]{16}$/);
+  assert.notEqual(sums[0], sums[1]);
+});
+
+test('a run started in 1 process and stopped mid-epoch resumes on 2 ranks to what 1 process trains', { skip, timeout: 300_000 }, async (t) => {
+  const c = sgdConfig();
+  const straight = path.join(tmp.dir, 'grow-straight'), floorRun = path.join(tmp.dir, 'grow-floor'), run = path.join(tmp.dir, 'grow');
+  await train(c, straight, { progress: null });
+  await trainOnThreads(c, floorRun, 2);
+  const floor = roundingFloor(lastOf(straight), lastOf(floorRun), '1 process on 1 vs 2 threads');
+  // Four steps an epoch: stop after the sixth, in the middle of the second epoch.
+  const stop = new AbortController();
+  const first = await train(c, run, { progress: null, signal: stop.signal, onStep: (s) => void (s.step === 6 && stop.abort()) });
+  assert.notEqual(first.status, 'completed');
+  const ck = readCheckpoint(path.join(run, 'checkpoints', 'last.safetensors'));
+  assert.deepEqual([ck.state.epoch, ck.state.batch, ck.state.step], [1, 2, 6], 'stopped mid-epoch');
+  const r = await mpirun(2, ['--resume', run, '--threads', '1']);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(readCheckpoint(path.join(run, 'checkpoints', 'last.safetensors')).state.step, 8);
+  t.diagnostic(assertWithinFloor(lastOf(straight), lastOf(run), floor, '1 process to step 6, then 2 ranks, vs 1 process'));
+  const log = await readJsonl<{ type: string; ranks?: number }>(path.join(run, 'log.jsonl'));
+  assert.deepEqual(log.filter((l) => l.type === 'start' || l.type === 'resume').map((l) => [l.type, l.ranks]), [['start', 1], ['resume', 2]]);
+});
+
+test('a rank whose weights drift from the others stops the job at the epoch\'s checksum, naming it, before anything is saved', { skip, timeout: 240_000 }, async () => {
+  // Rank 1 is started with another learning rate (mpirun's MPMD form: one command per rank).
+  const c = sgdConfig((c) => (c.stages = [{ model: 'fcn16', epochs: 1, trainable: 'all' }]));
+  const drifted = sgdConfig((c) => {
+    c.stages = [{ model: 'fcn16', epochs: 1, trainable: 'all' }];
+    c.optimizer = { ...c.optimizer, lr: 2e-3 };
+  });
+  const dir = path.join(tmp.dir, 'drift');
+  const [a, b] = [writeConfig('drift-0', c), writeConfig('drift-1', drifted)];
+  const rank = (file: string) => ['-np', '1', process.execPath, '--import', 'tsx', cli, 'train', '--data', data, '--config', file, '--threads', '1', '--precision', 'float32', '--out', dir];
+  const child = spawn('mpirun', ['--oversubscribe', '--allow-run-as-root', '--bind-to', 'none', '--tag-output', '-x', 'FCN_MPI_TIMEOUT', ...rank(a), ':', ...rank(b)], { cwd: repoRoot, env: mpiEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d) => (output += String(d)));
+  child.stderr.on('data', (d) => (output += String(d)));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  assert.notEqual(code, 0, output);
+  assert.match(output, /the weights differ across ranks after epoch 1: rank 1 holds other weights than rank 0 \(checksum [0-9a-f]{16}\); stopping/);
+  assert.ok(!existsSync(path.join(dir, 'checkpoints', 'last.safetensors')), 'no checkpoint of the drifted weights');
 });
