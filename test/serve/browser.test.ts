@@ -227,7 +227,9 @@ test('Training: the page follows a short fcn train in another process; its curve
   assert.ok(seen.every((n, i) => i === 0 || n > seen[i - 1]!), `it only grew: ${seen.join(', ')}`);
   assert.equal(await page.inputValue('#run-select'), 'live');
   assert.match((await page.textContent('#run-select option[value=live]')) ?? '', /^live — completed, 2\/2 epochs$/);
-  assert.equal(await page.getAttribute('#live-badge', 'class'), 'badge live');
+  // A finished run is no longer live: the badge says how it ended.
+  assert.equal(await page.getAttribute('#live-badge', 'class'), 'badge done');
+  assert.equal(await page.textContent('#live-badge'), 'completed');
   assert.equal(Number(await page.getAttribute('#chart-miou', 'data-points')), 2, 'one mean IoU point per epoch');
   assert.match((await page.textContent('#final-metrics')) ?? '', /mean IoU\s*\d\.\d{4}/);
   const sample = await page.getAttribute('#samples img', 'src');
