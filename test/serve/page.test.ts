@@ -208,6 +208,18 @@ test('Draw: a hint to drag, a click stamps a shape big enough to be seen, the dr
   await context.close();
 });
 
+test('Segment: every control is reached with the Tab key', { skip }, async () => {
+  const { page, context } = await open(SIZES[0], '#segment');
+  await prepare(page, 'segment');
+  const reached = new Set<string>();
+  for (let i = 0; i < 40; i++) {
+    await page.keyboard.press('Tab');
+    reached.add(await page.evaluate(() => { const e = document.activeElement as HTMLElement; return e.id || e.dataset.example || e.dataset.tab || e.className; }));
+  }
+  for (const id of ['segment', 'draw', 'how', 'training', 'dropzone', 'scene-1.png', 'overlay-model', 'opacity', 'download-overlay', 'overlay-canvas']) assert.ok(reached.has(id), `${id} is reached by Tab (${[...reached].join(', ')})`);
+  await context.close();
+});
+
 test('Draw: the keyboard stamps a shape where its cursor is', { skip }, async () => {
   const { page, context } = await open(SIZES[0], '#draw');
   await page.focus('#draw-canvas');

@@ -269,7 +269,12 @@ async function send() {
   } catch (e) {
     status.classList.add('error');
     status.textContent = e.message;
+    // Busy: asked again soon. Anything else: no maps left that belong to another drawing.
     if (e.status === 503) pending = true;
+    else {
+      $('draw-panels').replaceChildren();
+      $('draw-legend').replaceChildren();
+    }
   } finally {
     inFlight = false;
     if (pending) {

@@ -172,7 +172,7 @@ function bandsOf(points, pad) {
   for (const p of points) {
     const last = bands.at(-1);
     if (last && last.stage === p.stage) last.to = p.x;
-    else bands.push({ stage: p.stage, from: p.x, to: p.x, label: `${p.stage}: ${TITLES[p.model] ?? p.model ?? ''}` });
+    else bands.push({ stage: p.stage, from: p.x, to: p.x, label: `${p.stage}: ${TITLES[p.model] ?? p.model ?? ''}`, title: TITLES[p.model] ?? p.model });
   }
   return bands.map((b) => ({ ...b, from: b.from - pad, to: b.to + pad }));
 }
@@ -190,7 +190,7 @@ function stageLabels(svg, bands, sx, x0, x1, y, end) {
   bands.forEach((b, i) => {
     const from = sx(Math.max(b.from, x0)) + 3;
     const limit = i + 1 < bands.length ? sx(Math.max(bands[i + 1].from, x0)) : end;
-    for (const text of [b.label, String(b.stage)]) {
+    for (const text of [b.label, b.title, String(b.stage)].filter(Boolean)) {
       const t = node('text', { class: 'stage-label', x: from, y }, text);
       svg.append(t);
       const w = t.getComputedTextLength() || 7 * text.length;
@@ -208,7 +208,7 @@ function logTicks(lo, hi) {
   const out = [];
   for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) for (const m of [1, 2, 5]) out.push(m * 10 ** e);
   const inside = out.filter((v) => v >= lo && v <= hi);
-  return inside.length > 7 ? inside.filter((v) => Number.isInteger(Math.log10(v))) : inside;
+  return inside.length > 9 ? inside.filter((v) => Number.isInteger(Math.log10(v))) : inside;
 }
 
 /**
