@@ -114,6 +114,8 @@ test('Segment: a VOC photo uploaded; label maps, legend and shares as the API an
 
   // Hovering that pixel on the FCN-8s map: its class for every model, and the top-3.
   const x = object % fcn8.width, y = Math.floor(object / fcn8.width);
+  // Focusing the slider scrolled the page: the map is brought back into view to be pointed at.
+  await page.locator('#panels canvas[data-model="2"]').scrollIntoViewIfNeeded();
   const box = (await page.locator('#panels canvas[data-model="2"]').boundingBox())!;
   await page.mouse.move(box.x + ((x + 0.5) / fcn8.width) * box.width, box.y + ((y + 0.5) / fcn8.height) * box.height);
   await page.waitForSelector(`#pointer-info[data-x="${x}"][data-y="${y}"]`, { timeout: 5000 });

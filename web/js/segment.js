@@ -239,6 +239,8 @@ function drawOverlay() {
   if (!a) return;
   canvas.width = current.width;
   canvas.height = current.height;
+  // Shown as large as fits a 460-pixel square, small pictures enlarged, the shape kept.
+  canvas.style.width = `${Math.round(current.width * Math.min(460 / current.width, 460 / current.height))}px`;
   const ctx = canvas.getContext('2d');
   const out = ctx.createImageData(current.width, current.height);
   const alpha = Number($('opacity').value) / 100;
