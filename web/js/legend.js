@@ -8,9 +8,11 @@ const fromHex = (hex) => {
   return m ? [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)] : null;
 };
 
-/** The palette of a model of /api/models: [r, g, b] for every class index (0…255). */
+/** The palette of a model of /api/models: [r, g, b] for every class index (0…255), VOC's where the model gives none. */
 export function paletteOf(model) {
   const palette = PALETTE.map((c) => [...c]);
+  // A model may carry its palette whole ([r, g, b] by class index) or a colour per class.
+  if (Array.isArray(model?.palette)) model.palette.forEach((rgb, k) => { if (Array.isArray(rgb) && rgb.length >= 3) palette[k] = rgb.slice(0, 3); });
   for (const c of model?.classes ?? []) {
     const rgb = fromHex(c.color) ?? (Array.isArray(c.color) ? c.color : null);
     if (rgb) palette[c.index] = rgb;
