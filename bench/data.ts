@@ -3,7 +3,7 @@
 //   node --import tsx bench/data.ts [--images N] [--size S] [--step-ms MS] [--json]
 //
 // Per core: one thread (sharp/libvips limited to one thread) decodes and transforms the
-// images one after another, for (a) decode only, (b) the seed's resize-with-pad to S×S and
+// images one after another, for (a) decode only, (b) Keras-FCN's resize-with-pad to S×S and
 // (c) training augmentation (random scale 0.5-2, random S×S crop, flip). Then the loader
 // itself with 1 and 2 worker threads (batch 8, prefetch 2). The comparison is with what one
 // training step consumes: one image per --step-ms milliseconds (default 356 ms: the fastest

@@ -49,171 +49,173 @@ function synthetic(size: number): [Tensor, Tensor] {
   return [native.fromArray([1, 3, size, size], data), native.fromArray([1, size, size], labels)];
 }
 
+/** What every phase shares: the model, the data, the step counter and the report. */
+interface Run {
+  model: FCN;
+  dataset: Awaited<ReturnType<typeof vocDataset>>;
+  pipeline: ReturnType<typeof trainPipeline>;
+  size: number;
+  defaultSharp: number;
+  synthTimes: number[];
+  summary: string[];
+  seed: number;
+}
+
+const report = (run: Run, line: string) => {
+  console.log(line);
+  run.summary.push(line);
+};
+const loadNow = () => os.loadavg()[0]!.toFixed(2);
+const options = (opts: string) => Object.fromEntries(opts.split('+').filter(Boolean).map((s) => [s[0], Number(s.slice(1))])) as Record<string, number | undefined>;
+const tensors = (b: { n: number; height: number; width: number; images: Float32Array; labels: Uint8Array }) =>
+  [native.fromArray([b.n, 3, b.height, b.width], b.images), native.fromArray([b.n, b.height, b.width], b.labels)] as const;
+
+/** The first batch of epoch `epoch` through an in-process loader. */
+async function firstBatch(run: Run, epoch: number) {
+  const l = new DataLoader({ dataset: run.dataset, pipeline: run.pipeline, batchSize: 1, workers: 0, seed: 1 });
+  const it = l.epoch(epoch);
+  const b = (await it.next()).value!;
+  await it.return(undefined);
+  return b;
+}
+
+/** n bare steps on fixed input (after one untimed: the new optimiser's moments). */
+function bare(run: Run, x: Tensor, y: Tensor, n: number, label: string): number[] {
+  const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
+  const times: number[] = [];
+  const c0 = process.cpuUsage();
+  try {
+    for (let i = 0; i <= n; i++) {
+      const t0 = performance.now();
+      trainStep(run.model, opt, x, y, { precision: 'float32', seed: run.seed++ });
+      if (i > 0) times.push(performance.now() - t0);
+    }
+  } finally {
+    opt.dispose();
+  }
+  const cpu = process.cpuUsage(c0);
+  report(run, `${label.padEnd(22)} step median ${f0(median(times))} ms [${times.map(f0).join(' ')}]  cpu/step ${f0((cpu.user + cpu.system) / 1000 / (n + 1))} ms  load ${loadNow()}`);
+  return times;
+}
+
+/** n timed steps of the training loop through the DataLoader, each timed in parts. */
+async function loopPhase(run: Run, n: number, opts: string): Promise<void> {
+  const o = options(opts);
+  const workers = o.w ?? 1, prefetch = o.p ?? 2;
+  if (o.s !== undefined) sharp.concurrency(o.s);
+  const loader = new DataLoader({ dataset: run.dataset, pipeline: run.pipeline, batchSize: 1, workers, prefetch, seed: 1 });
+  const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
+  const rec = { wait: [] as number[], from: [] as number[], step: [] as number[], free: [] as number[], total: [] as number[] };
+  let t0 = 0, images = 0, cStart = process.cpuUsage();
+  try {
+    const it = loader.epoch(0);
+    for (let i = 0; i <= n; i++) {
+      const ta = performance.now();
+      const next = await it.next();
+      if (next.done) break;
+      const tb = performance.now();
+      if (i === 1) [t0, cStart] = [ta, process.cpuUsage()];
+      const [x, y] = tensors(next.value);
+      const tc = performance.now();
+      trainStep(run.model, opt, x, y, { precision: 'float32', seed: run.seed++ });
+      const td = performance.now();
+      x.dispose();
+      y.dispose();
+      const te = performance.now();
+      if (i === 0) continue;
+      images += next.value.n;
+      rec.wait.push(tb - ta), rec.from.push(tc - tb), rec.step.push(td - tc), rec.free.push(te - td), rec.total.push(te - ta);
+    }
+    await it.return(undefined);
+  } finally {
+    await loader.close();
+    opt.dispose();
+    if (o.s !== undefined) sharp.concurrency(run.defaultSharp);
+  }
+  const span = performance.now() - t0;
+  const cpu = process.cpuUsage(cStart);
+  const imgS = images / (span / 1000);
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  report(run,
+    `loop ${opts || 'default'} (w${workers} p${prefetch}${o.s !== undefined ? ` s${o.s}` : ''})`.padEnd(22) +
+    ` ${imgS.toFixed(4)} img/s; per step median: wait ${f0(median(rec.wait))} fromArray ${f0(median(rec.from))} step ${f0(median(rec.step))} dispose ${f0(median(rec.free))} total ${f0(median(rec.total))} ms; ` +
+    `wait share ${((100 * sum(rec.wait)) / span).toFixed(2)}%; steps [${rec.step.map(f0).join(' ')}] waits [${rec.wait.map(f0).join(' ')}]  cpu/step ${f0((cpu.user + cpu.system) / 1000 / images)} ms  load ${loadNow()}`);
+  if (run.synthTimes.length) {
+    const st = median(run.synthTimes);
+    report(run, `  ratio img/s ÷ (1 / synth median ${f0(st)} ms) = ${(imgS * st / 1000).toFixed(3)}; loop step median ÷ synth median = ${(median(rec.step) / st).toFixed(3)}`);
+  }
+}
+
+/**
+ * Rounds of: one step of the loader loop (its wait included), one bare step on the fixed
+ * synthetic input, one on a fixed real batch. Per-round ratios cancel the load drift.
+ */
+async function mixPhase(run: Run, n: number, opts: string): Promise<void> {
+  const [xs, ys] = synthetic(run.size);
+  const [xr, yr] = tensors(await firstBatch(run, 1));
+  const o = options(opts);
+  const loader = new DataLoader({ dataset: run.dataset, pipeline: run.pipeline, batchSize: 1, workers: o.w ?? 1, prefetch: o.p ?? 2, seed: 1 });
+  const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
+  const L: number[] = [], S: number[] = [], R: number[] = [], W: number[] = [];
+  const timed = (x: Tensor, y: Tensor) => {
+    const t = performance.now();
+    trainStep(run.model, opt, x, y, { precision: 'float32', seed: run.seed++ });
+    return performance.now() - t;
+  };
+  try {
+    const it = loader.epoch(0);
+    for (let i = 0; i <= n; i++) {
+      const ta = performance.now();
+      const next = await it.next();
+      if (next.done) break;
+      const tw = performance.now() - ta;
+      const [x, y] = tensors(next.value);
+      timed(x, y);
+      x.dispose();
+      y.dispose();
+      const tl = performance.now() - ta;
+      const tsyn = timed(xs, ys), treal = timed(xr, yr);
+      if (i === 0) continue; // warm-up (the optimiser's moments, first decode)
+      L.push(tl), S.push(tsyn), R.push(treal), W.push(tw);
+      console.log(`  round ${i}: loop ${f0(tl)} (wait ${f0(tw)})  synth ${f0(tsyn)}  real ${f0(treal)}  load ${loadNow()}`);
+    }
+    await it.return(undefined);
+  } finally {
+    await loader.close();
+    opt.dispose();
+    for (const t of [xs, ys, xr, yr]) t.dispose();
+  }
+  const ratio = (a: number[], b: number[]) => median(a.map((v, i) => v / b[i]!)).toFixed(3);
+  report(run, `mix ${opts || 'default'} ${L.length} rounds: medians loop ${f0(median(L))} (wait ${f0(median(W))}) synth ${f0(median(S))} real ${f0(median(R))} ms; per-round median ratios loop/synth ${ratio(L, S)} loop/real ${ratio(L, R)} real/synth ${ratio(R, S)}`);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { plan: { type: 'string' }, threads: { type: 'string' }, size: { type: 'string' }, width: { type: 'string' } } });
   const threads = Number(values.threads ?? 2);
   const size = Number(values.size ?? 512);
   const width = Number(values.width ?? 1);
   configureEngine({ threads });
-  const plan = (values.plan ?? 'synth:3,loop:6,real:3').split(',');
   const voc = path.resolve(here, '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
-  const dataset = await vocDataset(voc, { split: 'train' });
-  const pipeline = trainPipeline({ size });
-  const defaultSharp = sharp.concurrency();
-  console.log(`fcn8 width ${width}, ${size}², batch 1, float32, ${threads} threads; ${os.availableParallelism()} cores; sharp.concurrency ${defaultSharp}; load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-
   const model = new FCN({ kind: 'fcn8', width });
   model.initialize(0);
-  const synthTimes: number[] = [];
-  const summary: string[] = [];
-  let seed = 0;
-
-  const bare = (x: Tensor, y: Tensor, n: number, label: string) => {
-    const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
-    const times: number[] = [];
-    const c0 = process.cpuUsage();
-    try {
-      for (let i = 0; i <= n; i++) {
-        const t0 = performance.now();
-        trainStep(model, opt, x, y, { precision: 'float32', seed: seed++ });
-        if (i > 0) times.push(performance.now() - t0); // step 0: the new optimiser's moments
-      }
-    } finally {
-      opt.dispose();
-    }
-    const cpu = process.cpuUsage(c0);
-    const line = `${label.padEnd(22)} step median ${f0(median(times))} ms [${times.map(f0).join(' ')}]  cpu/step ${f0((cpu.user + cpu.system) / 1000 / (n + 1))} ms  load ${os.loadavg()[0]!.toFixed(2)}`;
-    console.log(line);
-    summary.push(line);
-    return times;
-  };
-
-  for (const phase of plan) {
+  const run: Run = { model, dataset: await vocDataset(voc, { split: 'train' }), pipeline: trainPipeline({ size }), size, defaultSharp: sharp.concurrency(), synthTimes: [], summary: [], seed: 0 };
+  console.log(`fcn8 width ${width}, ${size}², batch 1, float32, ${threads} threads; ${os.availableParallelism()} cores; sharp.concurrency ${run.defaultSharp}; load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  for (const phase of (values.plan ?? 'synth:3,loop:6,real:3').split(',')) {
     const [kind, count, opts = ''] = phase.split(':');
     const n = Number(count ?? 3);
-    if (kind === 'synth') {
-      const [x, y] = synthetic(size);
-      synthTimes.push(...bare(x, y, n, 'synth'));
+    if (kind === 'synth' || kind === 'real') {
+      const b = kind === 'real' ? await firstBatch(run, 0) : null;
+      const [x, y] = b ? tensors(b) : synthetic(size);
+      const times = bare(run, x, y, n, b ? `real ${b.ids[0]}` : 'synth');
+      if (!b) run.synthTimes.push(...times);
       x.dispose();
       y.dispose();
-    } else if (kind === 'real') {
-      const l = new DataLoader({ dataset, pipeline, batchSize: 1, workers: 0, seed: 1 });
-      const it = l.epoch(0);
-      const b = (await it.next()).value!;
-      await it.return(undefined);
-      const x = native.fromArray([b.n, 3, b.height, b.width], b.images), y = native.fromArray([b.n, b.height, b.width], b.labels);
-      bare(x, y, n, `real ${b.ids[0]}`);
-      x.dispose();
-      y.dispose();
-    } else if (kind === 'loop') {
-      const o = Object.fromEntries(opts.split('+').filter(Boolean).map((s) => [s[0], Number(s.slice(1))]));
-      const workers = o.w ?? 1, prefetch = o.p ?? 2;
-      if (o.s !== undefined) sharp.concurrency(o.s);
-      const loader = new DataLoader({ dataset, pipeline, batchSize: 1, workers, prefetch, seed: 1 });
-      const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
-      const rec = { wait: [] as number[], from: [] as number[], step: [] as number[], free: [] as number[], total: [] as number[] };
-      let t0 = 0, images = 0;
-      const c0 = process.cpuUsage();
-      let cStart = c0;
-      try {
-        const it = loader.epoch(0);
-        for (let i = 0; i <= n; i++) {
-          const ta = performance.now();
-          const next = await it.next();
-          if (next.done) break;
-          const tb = performance.now();
-          if (i === 1) {
-            t0 = ta;
-            cStart = process.cpuUsage();
-          }
-          const b = next.value;
-          const x = native.fromArray([b.n, 3, b.height, b.width], b.images), y = native.fromArray([b.n, b.height, b.width], b.labels);
-          const tc = performance.now();
-          trainStep(model, opt, x, y, { precision: 'float32', seed: seed++ });
-          const td = performance.now();
-          x.dispose();
-          y.dispose();
-          const te = performance.now();
-          if (i >= 1) {
-            images += b.n;
-            rec.wait.push(tb - ta);
-            rec.from.push(tc - tb);
-            rec.step.push(td - tc);
-            rec.free.push(te - td);
-            rec.total.push(te - ta);
-          }
-        }
-        await it.return(undefined);
-      } finally {
-        await loader.close();
-        opt.dispose();
-        if (o.s !== undefined) sharp.concurrency(defaultSharp);
-      }
-      const span = performance.now() - t0;
-      const cpu = process.cpuUsage(cStart);
-      const imgS = images / (span / 1000);
-      const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-      const line =
-        `loop ${opts || 'default'} (w${workers} p${prefetch}${o.s !== undefined ? ` s${o.s}` : ''})`.padEnd(22) +
-        ` ${imgS.toFixed(4)} img/s; per step median: wait ${f0(median(rec.wait))} fromArray ${f0(median(rec.from))} step ${f0(median(rec.step))} dispose ${f0(median(rec.free))} total ${f0(median(rec.total))} ms; ` +
-        `wait share ${((100 * sum(rec.wait)) / span).toFixed(2)}%; steps [${rec.step.map(f0).join(' ')}] waits [${rec.wait.map(f0).join(' ')}]  cpu/step ${f0((cpu.user + cpu.system) / 1000 / images)} ms  load ${os.loadavg()[0]!.toFixed(2)}`;
-      console.log(line);
-      summary.push(line);
-      if (synthTimes.length) {
-        const r = `  ratio img/s ÷ (1 / synth median ${f0(median(synthTimes))} ms) = ${(imgS * median(synthTimes) / 1000).toFixed(3)}; loop step median ÷ synth median = ${(median(rec.step) / median(synthTimes)).toFixed(3)}`;
-        console.log(r);
-        summary.push(r);
-      }
-    } else if (kind === 'mix') {
-      // Rounds of: one step of the loader loop (its wait included), one bare step on the fixed
-      // synthetic input, one on a fixed real batch. Per-round ratios cancel the load drift.
-      const [xs, ys] = synthetic(size);
-      const l0 = new DataLoader({ dataset, pipeline, batchSize: 1, workers: 0, seed: 1 });
-      const i0 = l0.epoch(1);
-      const rb = (await i0.next()).value!;
-      await i0.return(undefined);
-      const xr = native.fromArray([1, 3, rb.height, rb.width], rb.images), yr = native.fromArray([1, rb.height, rb.width], rb.labels);
-      const o = Object.fromEntries(opts.split('+').filter(Boolean).map((s) => [s[0], Number(s.slice(1))]));
-      const loader = new DataLoader({ dataset, pipeline, batchSize: 1, workers: o.w ?? 1, prefetch: o.p ?? 2, seed: 1 });
-      const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
-      const L: number[] = [], S: number[] = [], R: number[] = [], W: number[] = [];
-      try {
-        const it = loader.epoch(0);
-        for (let i = 0; i <= n; i++) {
-          const ta = performance.now();
-          const next = await it.next();
-          if (next.done) break;
-          const tw = performance.now() - ta;
-          const b = next.value;
-          const x = native.fromArray([b.n, 3, b.height, b.width], b.images), y = native.fromArray([b.n, b.height, b.width], b.labels);
-          trainStep(model, opt, x, y, { precision: 'float32', seed: seed++ });
-          x.dispose();
-          y.dispose();
-          const tl = performance.now() - ta;
-          const tb = performance.now();
-          trainStep(model, opt, xs, ys, { precision: 'float32', seed: seed++ });
-          const tsyn = performance.now() - tb;
-          const tc = performance.now();
-          trainStep(model, opt, xr, yr, { precision: 'float32', seed: seed++ });
-          const treal = performance.now() - tc;
-          if (i === 0) continue; // warm-up (the optimiser's moments, first decode)
-          L.push(tl), S.push(tsyn), R.push(treal), W.push(tw);
-          console.log(`  round ${i}: loop ${f0(tl)} (wait ${f0(tw)})  synth ${f0(tsyn)}  real ${f0(treal)}  load ${os.loadavg()[0]!.toFixed(2)}`);
-        }
-        await it.return(undefined);
-      } finally {
-        await loader.close();
-        opt.dispose();
-        for (const t of [xs, ys, xr, yr]) t.dispose();
-      }
-      const ratio = (a: number[], b: number[]) => median(a.map((v, i) => v / b[i]!)).toFixed(3);
-      const line = `mix ${opts || 'default'} ${L.length} rounds: medians loop ${f0(median(L))} (wait ${f0(median(W))}) synth ${f0(median(S))} real ${f0(median(R))} ms; per-round median ratios loop/synth ${ratio(L, S)} loop/real ${ratio(L, R)} real/synth ${ratio(R, S)}`;
-      console.log(line);
-      summary.push(line);
-    } else throw new Error(`unknown phase ${phase}`);
+    } else if (kind === 'loop') await loopPhase(run, n, opts);
+    else if (kind === 'mix') await mixPhase(run, n, opts);
+    else throw new Error(`unknown phase ${phase}`);
   }
   model.dispose();
-  console.log('\n' + summary.join('\n'));
+  console.log('\n' + run.summary.join('\n'));
 }
 
 main().catch((e) => {

@@ -16,7 +16,7 @@
 //     the backward pass) that the overlap hides;
 //   mpi_compute_{fwd,all,head,new}_s: CPU seconds per 512² image on one thread for a forward
 //     pass (validation) and a training step of FCN-8s with every layer trainable, FCN-32s with
-//     what sits on VGG16 (the seed's first stage with --init), FCN-8s with its new layer only.
+//     what sits on VGG16 (Keras-FCN's first stage with --init), FCN-8s with its new layer only.
 // Each measurement runs in processes of its own (mpirun for the ranks); CPU seconds are
 // recorded beside wall time, since this machine is shared.
 //
@@ -352,7 +352,7 @@ export async function scalingTables(m: ModelInputs): Promise<string> {
     }
     out.push('');
   }
-  // 2. Parallel efficiency at the seed's batch: where adding machines stops paying.
+  // 2. Parallel efficiency at Keras-FCN's batch: where adding machines stops paying.
   out.push('**Parallel efficiency** (images/s per machine ÷ one machine\'s), every layer trains, global batch 16, fp32 with overlap / bf16 with overlap:');
   out.push('');
   out.push(`| N | ${speeds.map((g) => `${g} Gb/s`).join(' | ')} |`);
@@ -381,11 +381,11 @@ export async function scalingTables(m: ModelInputs): Promise<string> {
     out.push(`| ${c.seconds.toFixed(2)} s (${c.what}) | ${at64.join(' | ')} | ${n80.join(' | ')} |`);
   }
   out.push('');
-  // 3. The seed's schedule on VOC+SBD.
+  // 3. Keras-FCN's schedule on VOC+SBD.
   const images = 10582, batch = 16, epochs = 10, valImages = 1449;
   const steps = Math.ceil(images / batch);
   const stages: StageKind[] = ['head', 'new', 'new', 'all'];
-  out.push(`**The seed's schedule on VOC+SBD** (${images.toLocaleString('en-US')} images at 512², batch ${batch}, 4 stages × ${epochs} epochs with --init vgg16: FCN-32s head, FCN-16s and FCN-8s new layers, FCN-8s every layer; ${steps} steps per epoch; validation on VOC's ${valImages.toLocaleString('en-US')} val images after every epoch, shared among the machines). Wall time, fp32 / bf16 gradients, with overlap:`);
+  out.push(`**Keras-FCN's schedule on VOC+SBD** (${images.toLocaleString('en-US')} images at 512², batch ${batch}, 4 stages × ${epochs} epochs with --init vgg16: FCN-32s head, FCN-16s and FCN-8s new layers, FCN-8s every layer; ${steps} steps per epoch; validation on VOC's ${valImages.toLocaleString('en-US')} val images after every epoch, shared among the machines). Wall time, fp32 / bf16 gradients, with overlap:`);
   out.push('');
   out.push(`| N | ${speeds.map((g) => `${g} Gb/s`).join(' | ')} | of which exchange and copies, 10 Gb/s fp32 |`);
   out.push(`| ---: | ${speeds.map(() => '---:').join(' | ')} | ---: |`);

@@ -6,7 +6,7 @@ import { checkDataset, formatCheckReport } from '../data/check.js';
 import { concatDatasets, detectKind, openDataset, resolveSbdRoot, resolveVocRoot, type BadSample, type Dataset, type DetectedKind } from '../data/datasets.js';
 import { DATA_SOURCES, fetchDataset } from '../data/fetch.js';
 import { progressPrinter } from '../io/download.js';
-import { paperSplit, seedSplit } from '../data/splits.js';
+import { paperSplit, kerasSplit } from '../data/splits.js';
 import { synthesizeDataset } from '../data/synth.js';
 import { HelpRequested, UsageError, parse, parseNumber, requireString } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
@@ -67,18 +67,18 @@ export const dataSynthSpec = defineCommand({
 
 export const dataSplitSpec = defineCommand({
   name: 'data split',
-  summary: 'write the seed\'s or the paper\'s train/val id lists',
-  usage: ['seed|paper --voc ROOT --sbd ROOT [--seg11valid FILE] --out D'],
+  summary: 'write Keras-FCN\'s or the paper\'s train/val id lists',
+  usage: ['keras|paper --voc ROOT --sbd ROOT [--seg11valid FILE] --out D'],
   details: `The paper's split needs seg11valid.txt from the FCN authors' repository
 (data/pascal/seg11valid.txt).`,
-  positionals: 'seed|paper',
+  positionals: 'keras|paper',
   options: {
     voc: { type: 'string', value: 'ROOT', help: 'the VOC2012 root', default: REQUIRED },
     sbd: { type: 'string', value: 'ROOT', help: 'the SBD root (benchmark_RELEASE/dataset)', default: REQUIRED },
     seg11valid: { type: 'string', value: 'FILE', help: 'the paper\'s validation ids', default: 'required for paper' },
     out: { type: 'string', value: 'D', help: 'folder for the list files', default: REQUIRED },
   },
-  examples: ['fcn data split seed --voc data/VOCdevkit/VOC2012 --sbd data/benchmark_RELEASE/dataset --out data/splits'],
+  examples: ['fcn data split keras --voc data/VOCdevkit/VOC2012 --sbd data/benchmark_RELEASE/dataset --out data/splits'],
 });
 
 const SUBCOMMANDS = [dataFetchSpec, dataCheckSpec, dataSynthSpec, dataSplitSpec];
@@ -233,8 +233,9 @@ async function synthCmd(argv: string[]): Promise<number> {
 
 async function splitCmd(argv: string[]): Promise<number> {
   const { values, positionals } = parse(dataSplitSpec, argv);
-  const name = one('split', positionals, 'split name (seed or paper)');
-  if (name !== 'seed' && name !== 'paper') throw usage(`split: unknown split '${name}' (seed, paper)`);
+  const given = one('split', positionals, 'split name (keras or paper)');
+  const name = given === 'seed' ? 'keras' : given; // 'seed': the keras split's old name
+  if (name !== 'keras' && name !== 'paper') throw usage(`split: unknown split '${name}' (keras, paper)`);
   const voc = requireString('data split', values.voc, 'voc');
   const sbd = requireString('data split', values.sbd, 'sbd');
   const out = requireString('data split', values.out, 'out');
@@ -244,12 +245,12 @@ async function splitCmd(argv: string[]): Promise<number> {
   if (seg11valid !== undefined) checkInputFile('data split', 'seg11valid', seg11valid);
   prepareOutputDir('data split', 'out', out);
   const lines = (ids: string[]) => ids.join('\n') + '\n';
-  if (name === 'seed') {
-    const s = await seedSplit(voc, sbd);
+  if (name === 'keras') {
+    const s = await kerasSplit(voc, sbd);
     await writeFile(join(out, 'train_mat.txt'), lines(s.ids.trainMat));
     await writeFile(join(out, 'train_png.txt'), lines(s.ids.trainPng));
     await writeFile(join(out, 'val_mat.txt'), lines(s.ids.valMat));
-    process.stderr.write(`seed split: train ${s.ids.trainMat.length} (.mat) + ${s.ids.trainPng.length} (.png), val ${s.ids.valMat.length}\n`);
+    process.stderr.write(`keras split: train ${s.ids.trainMat.length} (.mat) + ${s.ids.trainPng.length} (.png), val ${s.ids.valMat.length}\n`);
   } else {
     const s = await paperSplit(voc, sbd, seg11valid!);
     await writeFile(join(out, 'train.txt'), lines(s.train.entries.map((e) => e.id)));

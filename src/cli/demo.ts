@@ -23,7 +23,7 @@ import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { prepareOutputDir } from './paths.js';
 
-/** The demo's recipe: the seed's staging on a narrow network and small images. */
+/** The demo's recipe: Keras-FCN's staging on a narrow network and small images. */
 export function demoConfig(root: string, seed: number, size: number): TrainConfig {
   const c = defaultConfig(root);
   c.data = { ...c.data, size, workers: 1 };

@@ -4,8 +4,6 @@
 import { configureEngine, type PrecisionChoice } from '../engine/config.js';
 import { UsageError, parseNumber } from './args.js';
 
-export const engineFlags = { threads: { type: 'string' }, precision: { type: 'string' } } as const;
-
 /** Commands that only run inference also take `--precision int8` (a quantized model's). */
 const INFERENCE_COMMANDS = new Set(['predict', 'segment', 'eval', 'serve', 'info']);
 

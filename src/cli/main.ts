@@ -36,11 +36,11 @@ export const initSpec = defineCommand({
   name: 'init',
   summary: SUMMARIES.init!,
   usage: ['--model fcn32|fcn16|fcn8 [--style keras|caffe] [--width W] [--seed N] --out FILE'],
-  details: 'Writes a safetensors file: glorot-uniform kernels from the seed, bilinear upsampling.',
+  details: 'Writes a safetensors file of seeded random weights: He-uniform kernels under ReLUs, glorot-uniform for the score layers, zero skip scores, bilinear upsampling.',
   options: {
     model: { type: 'string', value: 'M', help: `the network: ${FCN_KINDS.join(', ')}`, default: REQUIRED },
     width: { type: 'string', value: 'W', help: 'channel width factor in (0, 1]: below 1, a narrower VGG16 for quick runs', default: '1' },
-    style: { type: 'string', value: 'S', help: "keras (the seed's network) or caffe (the paper's: conv1 padding 100, ceil pooling, crops)", default: 'keras' },
+    style: { type: 'string', value: 'S', help: "keras (Keras-FCN's network) or caffe (the paper's: conv1 padding 100, ceil pooling, crops)", default: 'keras' },
     seed: { type: 'string', value: 'N', help: 'random seed of the initialisation', default: '0' },
     out: { type: 'string', value: 'FILE', help: 'the weights file to write', default: REQUIRED },
     ...engineOptionSpecs,

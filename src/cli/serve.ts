@@ -6,7 +6,7 @@ import { engineConfig } from '../engine/config.js';
 import { isKnownWeights } from '../io/weights-cache.js';
 import { checkInputFile } from './paths.js';
 import { createServer } from '../serve/server.js';
-import { latestDemo } from '../serve/sources.js';
+import { latestDemo } from '../serve/demo-models.js';
 import { UsageError, parse, parseNumber } from './args.js';
 import { defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';

@@ -13,14 +13,14 @@ import { engineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 
 // The defaults --help shows come from the configuration itself, so they cannot drift from it.
-const seedDefaults = defaultConfig('');
-const paperDefaults = applySchedule(seedDefaults, 'paper');
+const kerasDefaults = defaultConfig('');
+const paperDefaults = applySchedule(kerasDefaults, 'paper');
 
 export const trainSpec = defineCommand({
   name: 'train',
   summary: 'train one model or a staged recipe, with checkpoints, resume and Ctrl-C',
-  usage: ['--data ROOT [--schedule seed|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P] [--allreduce-precision P] [--bucket-mb MB]'],
-  details: `--schedule seed: FCN-32s, then FCN-16s from it training its new layers, then FCN-8s the
+  usage: ['--data ROOT [--schedule keras|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P] [--allreduce-precision P] [--bucket-mb MB]'],
+  details: `--schedule keras (Keras-FCN's recipe; 'seed' is its old name): FCN-32s, then FCN-16s from it training its new layers, then FCN-8s the
 same way, then every layer (Adam). --schedule paper: the Caffe solver (SGD momentum ${paperDefaults.optimizer.momentum},
 summed loss, batch ${paperDefaults.batchSize}, lr ${paperDefaults.stages.map((s) => s.lr).join(' / ')}). Settings come from the defaults, then the
 schedule, then --config, then flags. The run folder holds config.json, log.jsonl, plots/,
@@ -33,39 +33,39 @@ folder, which every rank must see. A run resumes with any number of ranks. Examp
 mpirun -np 2 fcn train --data data/synth --model fcn8 --batch 8 --out runs/two`,
   options: {
     data: { type: 'string', value: 'ROOT', help: 'dataset root: VOC, SBD or custom (see fcn data)', default: `${REQUIRED}, unless --resume` },
-    schedule: { type: 'string', value: 'S', help: 'seed or paper: a staged recipe', default: 'seed, unless --model' },
+    schedule: { type: 'string', value: 'S', help: "keras (Keras-FCN's) or paper (the Caffe solver): a staged recipe", default: 'keras, unless --model' },
     model: { type: 'string', value: 'M', help: `train one stage of this model instead (${FCN_KINDS.join(', ')})`, default: 'the schedule\'s stages' },
     init: { type: 'string', value: 'FILE|NAME', help: 'weights to start the first stage from: any weights file (.safetensors, Keras .h5, .caffemodel) or a fetched name (vgg16, vgg16-notop, fcn32s…)', default: 'random initialisation' },
-    style: { type: 'string', value: 'S', help: "network: keras (the seed's: 'same' convs, input padded to 32) or caffe (the paper's: conv1 padding 100, ceil pooling, crops; Caffe means)", default: `${seedDefaults.model.style}; paper: ${paperDefaults.model.style}` },
-    epochs: { type: 'string', value: 'N', help: 'epochs per stage', default: String(seedDefaults.stages[0]!.epochs) },
-    'final-epochs': { type: 'string', value: 'N', help: 'epochs of the seed schedule\'s last stage (all layers)', default: '--epochs' },
+    style: { type: 'string', value: 'S', help: "network: keras (Keras-FCN's: 'same' convs, input padded to 32) or caffe (the paper's: conv1 padding 100, ceil pooling, crops; Caffe means)", default: `${kerasDefaults.model.style}; paper: ${paperDefaults.model.style}` },
+    epochs: { type: 'string', value: 'N', help: 'epochs per stage', default: String(kerasDefaults.stages[0]!.epochs) },
+    'final-epochs': { type: 'string', value: 'N', help: 'epochs of the keras schedule\'s last stage (all layers)', default: '--epochs' },
     config: { type: 'string', value: 'FILE', help: 'a JSON file of settings (any part of config.json)', default: 'none' },
     out: { type: 'string', value: 'RUN', help: 'the run folder', default: 'runs/<date>-<model>' },
     resume: { type: 'string', value: 'RUN', help: 'continue this run with its own settings', default: 'a new run' },
-    width: { type: 'string', value: 'W', help: 'channel width factor in (0, 1]', default: String(seedDefaults.model.width) },
-    batch: { type: 'string', value: 'N', help: 'images per step', default: `${seedDefaults.batchSize}; paper: ${paperDefaults.batchSize}` },
-    lr: { type: 'string', value: 'LR', help: 'learning rate of every stage', default: `${seedDefaults.optimizer.lr}; paper: ${paperDefaults.stages.map((s) => s.lr).join(' / ')} by stage` },
-    l2: { type: 'string', value: 'L', help: 'Adam: L2 penalty on conv kernels', default: String(seedDefaults.optimizer.l2) },
-    optimizer: { type: 'string', value: 'O', help: 'adam or sgd', default: `${seedDefaults.optimizer.kind}; paper: ${paperDefaults.optimizer.kind}` },
-    momentum: { type: 'string', value: 'M', help: 'SGD momentum', default: String(seedDefaults.optimizer.momentum) },
-    'weight-decay': { type: 'string', value: 'D', help: 'SGD weight decay', default: String(seedDefaults.optimizer.weightDecay) },
-    reduction: { type: 'string', value: 'R', help: 'loss over pixels: mean or sum', default: `${seedDefaults.loss.reduction}; paper: ${paperDefaults.loss.reduction}` },
-    size: { type: 'string', value: 'PX', help: 'images padded/resized to PX×PX, a multiple of 32 (0 keeps their size)', default: String(seedDefaults.data.size) },
-    scale: { type: 'string', value: 'MIN,MAX', help: 'random rescaling range for training', default: `${seedDefaults.data.scale.join(',')} (off)` },
-    flip: { type: 'boolean', help: 'random horizontal flips for training', default: seedDefaults.data.flip ? 'on' : 'off' },
-    dropout: { type: 'string', value: 'P', help: 'dropout rate after conv6 and conv7', default: `${seedDefaults.model.dropout}; paper: ${paperDefaults.model.dropout}` },
-    seed: { type: 'string', value: 'N', help: 'random seed (initialisation, data order, augmentation)', default: String(seedDefaults.seed) },
-    workers: { type: 'string', value: 'N', help: 'image decoding worker threads', default: String(seedDefaults.data.workers) },
-    'train-split': { type: 'string', value: 'NAME', help: 'training split (a name or a list file)', default: seedDefaults.data.trainSplit },
-    'val-split': { type: 'string', value: 'NAME', help: 'validation split (a name or a list file)', default: seedDefaults.data.valSplit },
-    'limit-train': { type: 'string', value: 'N', help: 'use at most N training images (0: all)', default: String(seedDefaults.data.limitTrain) },
-    'limit-val': { type: 'string', value: 'N', help: 'use at most N validation images (0: all)', default: String(seedDefaults.data.limitVal) },
+    width: { type: 'string', value: 'W', help: 'channel width factor in (0, 1]', default: String(kerasDefaults.model.width) },
+    batch: { type: 'string', value: 'N', help: 'images per step', default: `${kerasDefaults.batchSize}; paper: ${paperDefaults.batchSize}` },
+    lr: { type: 'string', value: 'LR', help: 'learning rate of every stage', default: `${kerasDefaults.optimizer.lr}; paper: ${paperDefaults.stages.map((s) => s.lr).join(' / ')} by stage` },
+    l2: { type: 'string', value: 'L', help: 'Adam: L2 penalty on conv kernels', default: String(kerasDefaults.optimizer.l2) },
+    optimizer: { type: 'string', value: 'O', help: 'adam or sgd', default: `${kerasDefaults.optimizer.kind}; paper: ${paperDefaults.optimizer.kind}` },
+    momentum: { type: 'string', value: 'M', help: 'SGD momentum', default: String(kerasDefaults.optimizer.momentum) },
+    'weight-decay': { type: 'string', value: 'D', help: 'SGD weight decay', default: String(kerasDefaults.optimizer.weightDecay) },
+    reduction: { type: 'string', value: 'R', help: 'loss over pixels: mean or sum', default: `${kerasDefaults.loss.reduction}; paper: ${paperDefaults.loss.reduction}` },
+    size: { type: 'string', value: 'PX', help: 'images padded/resized to PX×PX, a multiple of 32 (0 keeps their size)', default: String(kerasDefaults.data.size) },
+    scale: { type: 'string', value: 'MIN,MAX', help: 'random rescaling range for training', default: `${kerasDefaults.data.scale.join(',')} (off)` },
+    flip: { type: 'boolean', help: 'random horizontal flips for training', default: kerasDefaults.data.flip ? 'on' : 'off' },
+    dropout: { type: 'string', value: 'P', help: 'dropout rate after conv6 and conv7', default: `${kerasDefaults.model.dropout}; paper: ${paperDefaults.model.dropout}` },
+    seed: { type: 'string', value: 'N', help: 'random seed (initialisation, data order, augmentation)', default: String(kerasDefaults.seed) },
+    workers: { type: 'string', value: 'N', help: 'image decoding worker threads', default: String(kerasDefaults.data.workers) },
+    'train-split': { type: 'string', value: 'NAME', help: 'training split (a name or a list file)', default: kerasDefaults.data.trainSplit },
+    'val-split': { type: 'string', value: 'NAME', help: 'validation split (a name or a list file)', default: kerasDefaults.data.valSplit },
+    'limit-train': { type: 'string', value: 'N', help: 'use at most N training images (0: all)', default: String(kerasDefaults.data.limitTrain) },
+    'limit-val': { type: 'string', value: 'N', help: 'use at most N validation images (0: all)', default: String(kerasDefaults.data.limitVal) },
     'allreduce-precision': { type: 'string', value: 'P', help: 'under mpirun: gradients travel as float32 or bfloat16 (half the bytes, float32 additions)', default: 'float32' },
     'bucket-mb': { type: 'string', value: 'MB', help: 'under mpirun: gradients are sent in buckets of this size as the backward pass finishes them', default: String(DEFAULT_BUCKET_MB) },
     ...engineOptionSpecs,
   },
   examples: [
-    'fcn train --data data/VOCdevkit/VOC2012 --schedule seed --init vgg16 --out runs/seed',
+    'fcn train --data data/VOCdevkit/VOC2012 --schedule keras --init vgg16 --out runs/keras',
     'fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --epochs 5 --out runs/small',
     'fcn train --resume runs/small',
   ],
@@ -79,8 +79,9 @@ export function resolveConfig(v: Values): TrainConfig {
   if (!v.data) throw new UsageError('fcn train: --data is required (a dataset root: see fcn data)');
   checkInputDir(cmd, 'data', v.data);
   if (v.schedule && v.model) throw new UsageError('fcn train: give --schedule or --model, not both');
-  const schedule = (v.schedule ?? (v.model ? undefined : 'seed')) as Schedule | undefined;
-  if (schedule && !['seed', 'paper'].includes(schedule)) throw new UsageError(`fcn train: unknown schedule '${schedule}' (expected seed or paper)`);
+  // 'seed' was the Keras recipe's first name; it still works so old scripts keep running.
+  const schedule = (v.schedule === 'seed' ? 'keras' : v.schedule ?? (v.model ? undefined : 'keras')) as Schedule | undefined;
+  if (schedule && !['keras', 'paper'].includes(schedule)) throw new UsageError(`fcn train: unknown schedule '${schedule}' (expected keras or paper)`);
   if (v.model && !FCN_KINDS.includes(v.model as FcnKind)) throw new UsageError(`fcn train: unknown model '${v.model}' (expected ${FCN_KINDS.join(', ')})`);
   const int = (flag: string, value: string | undefined, min = 0) => parseNumber(cmd, value, flag, (n) => Number.isInteger(n) && n >= min, min > 0 ? 'a positive integer' : 'a non-negative integer');
   const pos = (flag: string, value: string | undefined) => parseNumber(cmd, value, flag, (n) => n > 0, 'a positive number');
@@ -207,6 +208,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
       throw new UsageError(`fcn train: ${(e as Error).message}`);
     }
     if (root) prepareOutputDir('train', 'resume', runDir);
+    // --precision on a resume changes the run's precision from here on (e.g. on a machine
+    // without bf16), and says so; without it the run keeps its own.
+    const precision = v.precision === undefined ? config.precision : trainingPrecision(engineConfig().precision);
+    if (precision !== config.precision && root) console.error(`fcn train: resuming in ${precision} (the run so far trained in ${config.precision})`);
+    config = { ...config, precision };
     try {
       checkInputDir('train', 'data', config.data.root);
     } catch (e) {
@@ -227,7 +233,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     // Every rank has checked the folder before rank 0 writes in it.
     distributed.mpi.barrier();
   }
-  if (root) console.error(`fcn train: run directory ${runDir}${distributed ? ` (${distributed.size} ranks, ${config.batchSize / distributed.size} images each per step)` : ''}`);
+  if (root) console.error(`fcn train: run directory ${runDir}, ${config.precision}${distributed ? ` (${distributed.size} ranks, ${config.batchSize / distributed.size} images each per step)` : ''}`);
   const outcome = await runTraining(config, runDir, Boolean(v.resume), distributed);
   if (!outcome) return 1;
   if (outcome.status === 'completed' && root) {

@@ -5,6 +5,11 @@ import { vocPalette } from '../io/image.js';
 
 export type Rgb = [number, number, number];
 
+/** One number per colour, for colour lookups. */
+export function rgbKey(r: number, g: number, b: number): number {
+  return (r << 16) | (g << 8) | b;
+}
+
 /** The label value for "void" pixels: object borders in VOC, padding everywhere. */
 export const VOID = 255;
 
@@ -34,7 +39,10 @@ export function classSetFromNames(names: readonly string[]): ClassSet {
   return { names: [...names], colors: names.map((_, k) => pal[k]!), voidColor: pal[VOID]! };
 }
 
-function parseColor(v: unknown, where: string): Rgb {
+/** A colour as "#rrggbb" (classes files, weights metadata, the web page). */
+export const rgbHex = (c: Rgb) => `#${c.map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+
+export function parseColor(v: unknown, where: string): Rgb {
   if (typeof v === 'string') {
     const m = /^#?([0-9a-f]{6})$/i.exec(v.trim());
     if (!m) throw new Error(`${where}: colour ${JSON.stringify(v)} is not "#rrggbb"`);
@@ -73,11 +81,11 @@ export function parseClassSet(json: unknown, source: string): ClassSet {
   const voidColor = Array.isArray(json) || obj.void === undefined ? pal[VOID]! : parseColor(obj.void, `${source}: void`);
   const seen = new Map<number, number>();
   colors.forEach((c, k) => {
-    const key = (c[0] << 16) | (c[1] << 8) | c[2];
+    const key = rgbKey(c[0], c[1], c[2]);
     if (seen.has(key)) throw new Error(`${source}: classes ${seen.get(key)} and ${k} share the colour (${c.join(', ')})`);
     seen.set(key, k);
   });
-  const vkey = (voidColor[0] << 16) | (voidColor[1] << 8) | voidColor[2];
+  const vkey = rgbKey(...voidColor);
   if (seen.has(vkey)) throw new Error(`${source}: class ${seen.get(vkey)} has the void colour (${voidColor.join(', ')})`);
   return { names, colors, voidColor };
 }

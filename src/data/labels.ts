@@ -4,7 +4,7 @@
 // colours; a colour that is neither a class nor void is an error listing the colours found.
 import { readFile } from 'node:fs/promises';
 import { decode as decodePng } from 'fast-png';
-import { VOID, type ClassSet } from './classes.js';
+import { rgbKey, VOID, type ClassSet } from './classes.js';
 import { readSbdLabel, type LabelMap } from './mat.js';
 
 export type { LabelMap } from './mat.js';
@@ -65,15 +65,15 @@ export function decodeLabelPng(bytes: Uint8Array, source: string, classes?: Clas
   if (depth !== 8) throw new Error(`${source}: ${depth}-bit colour masks are not supported (use 8-bit RGB or a palette PNG)`);
   if (!classes) throw new Error(`${source}: colour (RGB) mask needs a class set with colours to map it back`);
   const lut = new Map<number, number>();
-  classes.colors.forEach((c, k) => lut.set((c[0] << 16) | (c[1] << 8) | c[2], k));
+  classes.colors.forEach((c, k) => lut.set(rgbKey(...c), k));
   const vc = classes.voidColor;
-  lut.set((vc[0] << 16) | (vc[1] << 8) | vc[2], VOID);
+  lut.set(rgbKey(...vc), VOID);
   const d = png.data as Uint8Array;
   const out = new Uint8Array(n);
   let unknown: Map<number, number> | undefined;
   let lastKey = -1, lastVal = 0;
   for (let i = 0, p = 0; i < n; i++, p += channels) {
-    const key = (d[p]! << 16) | (d[p + 1]! << 8) | d[p + 2]!;
+    const key = rgbKey(d[p]!, d[p + 1]!, d[p + 2]!);
     if (key === lastKey) {
       out[i] = lastVal;
       continue;

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { VOID } from './classes.js';
 import type { BadSample, Dataset } from './datasets.js';
-import { loadSample, type LoadResult } from './load.js';
+import { loadSample, type LoadResult } from './load-sample.js';
 import { mixSeed, Rng } from './prng.js';
 import { validatePipeline, type PipelineSpec, type Sample } from './transforms.js';
 import type { WorkerInit, WorkerTask } from './worker.js';
@@ -85,26 +85,26 @@ export function collate(samples: Sample[], extra: { indices?: number[]; epoch?: 
 }
 
 /**
- * How to start a data worker: the compiled worker.js next to this module, or, when running
- * from the TypeScript sources (tests, tsx), a small bootstrap that registers tsx's loader
- * inside the worker and then imports worker.ts (an `--import tsx` in execArgv is not enough:
- * tsx registers its hooks on the main thread only).
+ * Starts a worker thread (data workers, serve's inference worker): the compiled `.js` at `js`,
+ * or, when running from the TypeScript sources (tests, tsx), a small bootstrap that registers
+ * tsx's loader inside the worker and then imports the `.ts` beside it (an `--import tsx` in
+ * execArgv is not enough: tsx registers its hooks on the main thread only).
  */
-function workerScript(): { script: string | URL; eval: boolean } {
-  const js = new URL('./worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return { script: js, eval: false };
+export function startWorker(js: URL, workerData: unknown): Worker {
+  const execArgv = workerExecArgv(process.execArgv);
+  if (existsSync(fileURLToPath(js))) return new Worker(js, { workerData, execArgv });
   let api: string;
   try {
     api = import.meta.resolve('tsx/esm/api');
   } catch (e) {
-    throw new Error(`${fileURLToPath(js)}: not found, and tsx is not available to run worker.ts (${(e as Error).message})`);
+    throw new Error(`${fileURLToPath(js)}: not found, and tsx is not available to run its .ts source (${(e as Error).message})`);
   }
-  const ts = new URL('./worker.ts', import.meta.url).href;
-  return { script: `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts)}); });`, eval: true };
+  const ts = js.href.replace(/\.js$/, '.ts');
+  return new Worker(`import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts)}); });`, { workerData, eval: true, execArgv });
 }
 
 /** The parent's Node options minus those that only apply to a main script (they would stop a worker). */
-export function workerExecArgv(argv: readonly string[]): string[] {
+function workerExecArgv(argv: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -137,10 +137,8 @@ class WorkerPool {
   private closed = false;
 
   constructor(count: number, init: WorkerInit) {
-    const { script, eval: isEval } = workerScript();
-    const execArgv = workerExecArgv(process.execArgv);
     for (let i = 0; i < count; i++) {
-      const worker = new Worker(script, { workerData: init, eval: isEval, execArgv });
+      const worker = startWorker(new URL('./worker.js', import.meta.url), init);
       const pw: PoolWorker = { worker, inFlight: 0 };
       worker.unref();
       worker.on('message', (m: { taskId: number; result: LoadResult }) => this.finish(m.taskId, m.result));

@@ -261,37 +261,48 @@ function decodeText(type: number, data: Uint8Array, le: boolean, where: string):
   throw new MatError(`${where}: unexpected data type ${type} for text`);
 }
 
+/** What precedes an array's data: its class, flags, dimensions and name. */
+interface MatrixHeader {
+  cls: number;
+  complex: boolean;
+  logical: boolean;
+  dims: number[];
+  count: number;
+  name: string;
+  /** How errors name this array. */
+  here: string;
+}
+
+function readMatrixHeader(r: Reader, le: boolean, where: string): MatrixHeader {
+  const flagsEl = r.next('array flags');
+  if (flagsEl.type !== miUINT32 || flagsEl.data.length < 8) throw new MatError(`${where}: bad array flags subelement`);
+  const flags = new DataView(flagsEl.data.buffer, flagsEl.data.byteOffset, 8).getUint32(0, le);
+  const dimsEl = r.next('dimensions');
+  const dims = Array.from(decodeNumeric(dimsEl.type, dimsEl.data, le, `${where} dimensions`) as ArrayLike<number | bigint>, Number);
+  if (dims.length < 2 || dims.some((d) => !Number.isInteger(d) || d < 0)) throw new MatError(`${where}: bad dimensions [${dims.join(', ')}]`);
+  const nameEl = r.next('array name');
+  const name = decodeText(nameEl.type === 0 ? miINT8 : nameEl.type, nameEl.data, le, where);
+  return {
+    cls: flags & 0xff, complex: (flags & 0x0800) !== 0, logical: (flags & 0x0200) !== 0,
+    dims, count: dims.reduce((a, b) => a * b, 1), name, here: name ? `variable "${name}"` : where,
+  };
+}
+
 function parseMatrix(body: Uint8Array, le: boolean, where: string): { name: string; value: MatValue } {
   if (body.length === 0) {
     // An empty miMATRIX element stands for an empty array (e.g. an empty struct field).
     return { name: '', value: { kind: 'numeric', class: 'double', logical: false, dims: [0, 0], data: new Float64Array(0) } };
   }
   const r = new Reader(body, le, where);
-  const flagsEl = r.next('array flags');
-  if (flagsEl.type !== miUINT32 || flagsEl.data.length < 8) throw new MatError(`${where}: bad array flags subelement`);
-  const flagsDv = new DataView(flagsEl.data.buffer, flagsEl.data.byteOffset, 8);
-  const flags = flagsDv.getUint32(0, le);
-  const cls = flags & 0xff;
-  const complex = (flags & 0x0800) !== 0;
-  const logical = (flags & 0x0200) !== 0;
-
-  const dimsEl = r.next('dimensions');
-  const dimsArr = decodeNumeric(dimsEl.type, dimsEl.data, le, `${where} dimensions`);
-  const dims = Array.from(dimsArr as ArrayLike<number | bigint>, Number);
-  if (dims.length < 2 || dims.some((d) => !Number.isInteger(d) || d < 0)) throw new MatError(`${where}: bad dimensions [${dims.join(', ')}]`);
-  const count = dims.reduce((a, b) => a * b, 1);
-
-  const nameEl = r.next('array name');
-  const name = decodeText(nameEl.type === 0 ? miINT8 : nameEl.type, nameEl.data, le, where);
-  const here = name ? `variable "${name}"` : where;
-
+  const h = readMatrixHeader(r, le, where);
+  const { cls, dims, count, name, here } = h;
   if (CLASS_INFO[cls]) {
     const real = r.next('real part');
     let data = decodeNumeric(real.type, real.data, le, here);
     if (data.length !== count) throw new MatError(`${here}: has ${data.length} values, dimensions [${dims.join('×')}] need ${count}`);
     data = convertTo(cls, data);
-    const value: MatNumeric = { kind: 'numeric', class: CLASS_INFO[cls]!.name, logical, dims, data };
-    if (complex) {
+    const value: MatNumeric = { kind: 'numeric', class: CLASS_INFO[cls]!.name, logical: h.logical, dims, data };
+    if (h.complex) {
       const im = r.next('imaginary part');
       value.imag = convertTo(cls, decodeNumeric(im.type, im.data, le, here));
     }
@@ -312,55 +323,55 @@ function parseMatrix(body: Uint8Array, le: boolean, where: string): { name: stri
       return { name, value: { kind: 'cell', dims, items } };
     }
     case mxSTRUCT:
-    case mxOBJECT: {
-      let className: string | undefined;
-      if (cls === mxOBJECT) {
-        const c = r.next('class name');
-        className = decodeText(c.type, c.data, le, here);
-      }
-      const lenEl = r.next('field name length');
-      const lenArr = decodeNumeric(lenEl.type, lenEl.data, le, here);
-      const fieldLen = Number(lenArr[0] ?? 0);
-      const namesEl = r.next('field names');
-      const fieldNames: string[] = [];
-      if (fieldLen > 0) {
-        if (namesEl.data.length % fieldLen !== 0) throw new MatError(`${here}: field names block of ${namesEl.data.length} bytes is not a multiple of ${fieldLen}`);
-        for (let o = 0; o < namesEl.data.length; o += fieldLen) {
-          const raw = namesEl.data.subarray(o, o + fieldLen);
-          const z = raw.indexOf(0);
-          fieldNames.push(Buffer.from(z >= 0 ? raw.subarray(0, z) : raw).toString('utf8'));
-        }
-      }
-      const elements: Record<string, MatValue>[] = [];
-      for (let i = 0; i < count; i++) {
-        const rec: Record<string, MatValue> = {};
-        for (const f of fieldNames) {
-          const el = r.next(`field "${f}" of element ${i + 1}`);
-          if (el.type !== miMATRIX) throw new MatError(`${here}: field "${f}" is type ${el.type}, expected miMATRIX`);
-          rec[f] = parseMatrix(el.data, le, `${here}.${f}`).value;
-        }
-        elements.push(rec);
-      }
-      const value: MatStruct = { kind: 'struct', dims, fieldNames, elements };
-      if (className !== undefined) value.className = className;
-      return { name, value };
-    }
-    case mxSPARSE: {
-      const ir = r.next('sparse row indices');
-      const jc = r.next('sparse column pointers');
-      const pr = r.next('sparse values');
-      const toI32 = (t: number, d: Uint8Array) => Int32Array.from(decodeNumeric(t, d, le, here) as ArrayLike<number>);
-      const rowIndex = toI32(ir.type, ir.data);
-      const colPtr = toI32(jc.type, jc.data);
-      const nnz = colPtr.length ? colPtr[colPtr.length - 1]! : 0;
-      const raw = decodeNumeric(pr.type, pr.data, le, here);
-      const values = Float64Array.from(raw as ArrayLike<number>).subarray(0, nnz);
-      if (colPtr.length !== (dims[1] ?? 0) + 1) throw new MatError(`${here}: sparse column pointers have ${colPtr.length} entries, expected ${(dims[1] ?? 0) + 1}`);
-      return { name, value: { kind: 'sparse', dims, logical, rowIndex: rowIndex.subarray(0, nnz), colPtr, values } };
-    }
+    case mxOBJECT:
+      return { name, value: parseStruct(r, h, le) };
+    case mxSPARSE:
+      return { name, value: parseSparse(r, h, le) };
     default:
       return { name, value: { kind: 'unsupported', dims, reason: `array class ${cls} (function handle or opaque object) is not supported` } };
   }
+}
+
+function parseStruct(r: Reader, { cls, dims, count, here }: MatrixHeader, le: boolean): MatStruct {
+  const className = cls === mxOBJECT ? ((c) => decodeText(c.type, c.data, le, here))(r.next('class name')) : undefined;
+  const lenEl = r.next('field name length');
+  const fieldLen = Number(decodeNumeric(lenEl.type, lenEl.data, le, here)[0] ?? 0);
+  const namesEl = r.next('field names');
+  const fieldNames: string[] = [];
+  if (fieldLen > 0) {
+    if (namesEl.data.length % fieldLen !== 0) throw new MatError(`${here}: field names block of ${namesEl.data.length} bytes is not a multiple of ${fieldLen}`);
+    for (let o = 0; o < namesEl.data.length; o += fieldLen) {
+      const raw = namesEl.data.subarray(o, o + fieldLen);
+      const z = raw.indexOf(0);
+      fieldNames.push(Buffer.from(z >= 0 ? raw.subarray(0, z) : raw).toString('utf8'));
+    }
+  }
+  const elements: Record<string, MatValue>[] = [];
+  for (let i = 0; i < count; i++) {
+    const rec: Record<string, MatValue> = {};
+    for (const f of fieldNames) {
+      const el = r.next(`field "${f}" of element ${i + 1}`);
+      if (el.type !== miMATRIX) throw new MatError(`${here}: field "${f}" is type ${el.type}, expected miMATRIX`);
+      rec[f] = parseMatrix(el.data, le, `${here}.${f}`).value;
+    }
+    elements.push(rec);
+  }
+  const value: MatStruct = { kind: 'struct', dims, fieldNames, elements };
+  if (className !== undefined) value.className = className;
+  return value;
+}
+
+function parseSparse(r: Reader, { dims, logical, here }: MatrixHeader, le: boolean): MatValue {
+  const ir = r.next('sparse row indices');
+  const jc = r.next('sparse column pointers');
+  const pr = r.next('sparse values');
+  const toI32 = (t: number, d: Uint8Array) => Int32Array.from(decodeNumeric(t, d, le, here) as ArrayLike<number>);
+  const rowIndex = toI32(ir.type, ir.data);
+  const colPtr = toI32(jc.type, jc.data);
+  const nnz = colPtr.length ? colPtr[colPtr.length - 1]! : 0;
+  const values = Float64Array.from(decodeNumeric(pr.type, pr.data, le, here) as ArrayLike<number>).subarray(0, nnz);
+  if (colPtr.length !== (dims[1] ?? 0) + 1) throw new MatError(`${here}: sparse column pointers have ${colPtr.length} entries, expected ${(dims[1] ?? 0) + 1}`);
+  return { kind: 'sparse', dims, logical, rowIndex: rowIndex.subarray(0, nnz), colPtr, values };
 }
 
 /** Copies a 2-D column-major array into row-major order (rows × cols). */

@@ -15,7 +15,7 @@ import {
 } from './datasets.js';
 import { vocClassSet } from './classes.js';
 
-export interface SeedSplitIds {
+export interface KerasSplitIds {
   /** SBD ids used for training (.mat labels), sorted. */
   trainMat: string[];
   /** VOC-only ids used for training (.png labels), in VOC's list order. */
@@ -24,11 +24,11 @@ export interface SeedSplitIds {
   valMat: string[];
 }
 
-/** Number of SBD val images that the seed validates on (the rest go to training). */
+/** Number of SBD val images that Keras-FCN validates on (the rest go to training). */
 export const SEED_VAL_COUNT = 1200;
 
-/** The seed split from the three id lists (pure: no files). */
-export function seedSplitIds(vocTrainval: string[], sbdTrain: string[], sbdVal: string[]): SeedSplitIds {
+/** Keras-FCN's split from the three id lists (pure: no files). */
+export function kerasSplitIds(vocTrainval: string[], sbdTrain: string[], sbdVal: string[]): KerasSplitIds {
   const valMat = sbdVal.slice(0, SEED_VAL_COUNT);
   const trainMat = [...new Set([...sbdTrain, ...sbdVal.slice(SEED_VAL_COUNT)])].sort();
   const inSbd = new Set([...sbdTrain, ...sbdVal]);
@@ -46,11 +46,11 @@ function ds(name: string, kind: Dataset['kind'], root: string, entries: SampleEn
   return { name, kind, root, classes: vocClassSet(), entries };
 }
 
-/** The seed's split, built from a VOC 2012 root and an SBD root (only their id lists are read). */
-export async function seedSplit(vocRoot: string, sbdRoot: string): Promise<SplitDatasets & { ids: SeedSplitIds }> {
+/** Keras-FCN's split, built from a VOC 2012 root and an SBD root (only their id lists are read). */
+export async function kerasSplit(vocRoot: string, sbdRoot: string): Promise<SplitDatasets & { ids: KerasSplitIds }> {
   const voc = resolveVocRoot(vocRoot);
   const sbd = resolveSbdRoot(sbdRoot);
-  const ids = seedSplitIds(
+  const ids = kerasSplitIds(
     await readIdList(join(voc, 'ImageSets', 'Segmentation', 'trainval.txt')),
     await readIdList(join(sbd, 'train.txt')),
     await readIdList(join(sbd, 'val.txt')),
@@ -60,7 +60,7 @@ export async function seedSplit(vocRoot: string, sbdRoot: string): Promise<Split
     ds('seed:train_mat', 'sbd', sbd, sbdEntries(sbd, ids.trainMat)),
     ds('seed:train_png', 'voc', voc, vocEntries(voc, ids.trainPng)),
   );
-  return { name: 'seed', train, val: ds('seed:val', 'sbd', sbd, sbdEntries(sbd, ids.valMat)), ids };
+  return { name: 'keras', train, val: ds('keras:val', 'sbd', sbd, sbdEntries(sbd, ids.valMat)), ids };
 }
 
 /** The paper's split: SBD train for training, seg11valid (VOC images and PNG labels) for validation. */

@@ -9,15 +9,18 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { vocPalette, writeLabelPng } from '../io/image.js';
-import { VOID, type ClassSet } from './classes.js';
+import { VOID, type ClassSet, type Rgb } from './classes.js';
 import { mixSeed, Rng } from './prng.js';
 
 export const SYNTH_CLASS_NAMES: readonly string[] = ['background', 'disc', 'box', 'triangle', 'ring', 'cross'];
 
-/** The synthetic class set (VOC palette colours, so the label PNGs look like VOC's). */
+/**
+ * The synthetic class set, each shape in a colour of its own hue family (FAMILIES below), so a
+ * label map looks like the scene; background black, void VOC's.
+ */
 export function synthClassSet(): ClassSet {
-  const pal = vocPalette(256);
-  return { names: [...SYNTH_CLASS_NAMES], colors: SYNTH_CLASS_NAMES.map((_, k) => pal[k]!), voidColor: pal[VOID]! };
+  const colors = [[0, 0, 0] as Rgb, ...FAMILIES.map((f) => hsvToRgb(f.hue, 0.85, 0.95).map(Math.round) as Rgb)];
+  return { names: [...SYNTH_CLASS_NAMES], colors, voidColor: vocPalette(256)[VOID]! };
 }
 
 export interface SynthOptions {

@@ -37,16 +37,8 @@ export interface Sample {
 
 /** RGB HWC bytes → BGR CHW float minus the means. */
 export function toNetworkInput(raw: RawSample, means: Means = 'keras'): Sample {
-  const [mb, mg, mr] = meansBgr(means);
-  const n = raw.width * raw.height;
-  const out = new Float32Array(3 * n);
-  const src = raw.image;
-  for (let i = 0, p = 0; i < n; i++, p += 3) {
-    out[i] = src[p + 2]! - mb;
-    out[n + i] = src[p + 1]! - mg;
-    out[2 * n + i] = src[p]! - mr;
-  }
-  return { id: raw.id, width: raw.width, height: raw.height, image: out, label: raw.label };
+  const image = networkInput({ data: raw.image, width: raw.width, height: raw.height }, means);
+  return { id: raw.id, width: raw.width, height: raw.height, image, label: raw.label };
 }
 
 /**
@@ -164,7 +156,7 @@ export function padTo(s: Sample, height: number, width: number): Sample {
 }
 
 /**
- * The seed's preprocessing: scale so the longer side is `size` (aspect kept), then pad to
+ * Keras-FCN's preprocessing: scale so the longer side is `size` (aspect kept), then pad to
  * size × size with label 255. `align` places the image at the top-left (default) or centre.
  */
 export function resizeWithPad(s: Sample, size: number, align: 'topleft' | 'center' = 'topleft'): Sample {
@@ -284,7 +276,7 @@ export function trainPipeline(o: { size?: number; scale?: [number, number]; flip
   return { means: o.means ?? 'keras', steps };
 }
 
-/** The seed's deterministic preprocessing: resize-with-pad to size × size (no size: full image). */
+/** Keras-FCN's deterministic preprocessing: resize-with-pad to size × size (no size: full image). */
 export function evalPipeline(o: { size?: number; means?: Means } = {}): PipelineSpec {
   return { means: o.means ?? 'keras', steps: o.size ? [{ op: 'resizeWithPad', size: o.size }] : [] };
 }

@@ -3,7 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ClassSet } from './classes.js';
 import type { SampleEntry } from './datasets.js';
-import { loadSample } from './load.js';
+import { loadSample } from './load-sample.js';
 import type { PipelineSpec } from './transforms.js';
 
 export interface WorkerInit {

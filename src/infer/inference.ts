@@ -31,8 +31,9 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { engineConfig, type InferencePrecision } from '../engine/config.js';
 import { dequantized } from '../nn/activation-scales.js';
-import { disposeAll } from '../engine/tensor.js';
-import { VOC_CLASS_NAMES } from '../data/classes.js';
+import { disposeAll } from '../engine/tape.js';
+import { VOC_CLASS_NAMES, classSetFromNames, type Rgb } from '../data/classes.js';
+import { synthClassSet } from '../data/synth.js';
 import { networkInput, type Means } from '../data/transforms.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import type { FCN, PassHooks } from '../models/fcn.js';
@@ -43,6 +44,13 @@ import { convOutputSize, headSupport, mapRanges, marginFor, planAxis, poolSizes,
 export function modelClassNames(model: FCN): readonly string[] {
   if (model.classNames) return model.classNames;
   return model.numClasses === VOC_CLASS_NAMES.length ? VOC_CLASS_NAMES : Array.from({ length: model.numClasses }, (_, i) => `class${i}`);
+}
+
+/** The model's class colours: from its weights' metadata, else the synthetic shapes' for their names, else VOC's. */
+export function modelClassColors(model: FCN): readonly Rgb[] {
+  if (model.classColors) return model.classColors;
+  const names = modelClassNames(model), synth = synthClassSet();
+  return names.join() === synth.names.join() ? synth.colors : classSetFromNames(names).colors;
 }
 
 /**

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
-import http from 'node:http';
+import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import * as tar from 'tar';
 import { FcnError, type ErrorContext } from '../errors.js';
@@ -92,38 +92,53 @@ function get(url: string, headers: Record<string, string>, redirects = 5): Promi
 async function transfer(url: string, part: string, o: DownloadOptions, note: (m: string) => void): Promise<void> {
   const have = existsSync(part) ? statSync(part).size : 0;
   const res = await get(url, have > 0 ? { range: `bytes=${have}-` } : {});
+  const start = resumePoint(res, url, part, have, note);
+  if (start === null) return;
+  const length = res.headers['content-length'] !== undefined ? Number(res.headers['content-length']) : undefined;
+  // The whole file's size as the server states it: Content-Range's total on a resume, else Content-Length.
+  const rangeTotal = /\/(\d+)\s*$/.exec(String(res.headers['content-range'] ?? ''));
+  const announced = res.statusCode === 206 && rangeTotal ? Number(rangeTotal[1]) : length !== undefined ? start + length : undefined;
+  if (o.expectedBytes !== undefined && announced !== undefined && announced !== o.expectedBytes) {
+    res.destroy();
+    throw new WrongFileError(`the server's file has ${announced} bytes, expected ${o.expectedBytes}`);
+  }
+  await receiveBody(res, part, start, length, announced ?? o.expectedBytes ?? o.approxBytes, o);
+}
+
+/**
+ * Where the response's body goes in `part`: its byte offset, or null when there is nothing
+ * more to receive. Throws on a status that is neither a whole file nor the resume asked for.
+ */
+function resumePoint(res: IncomingMessage, url: string, part: string, have: number, note: (m: string) => void): number | null {
   const code = res.statusCode ?? 0;
-  let start = 0;
   if (code === 206) {
     const m = /bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
-    start = m ? Number(m[1]) : -1;
+    const start = m ? Number(m[1]) : -1;
     if (start !== have) {
       res.resume();
       throw new Error(`${url}: server resumed at byte ${start}, expected ${have}`);
     }
     note(`resuming at ${formatBytes(have)}`);
-  } else if (code === 416 && have > 0) {
+    return start;
+  }
+  if (code === 416 && have > 0) {
     // Nothing more to send: the part file is already whole (the checksum will tell), unless
     // the server says its file is shorter than what we hold.
     res.resume();
     const whole = /\*\/(\d+)/.exec(String(res.headers['content-range'] ?? ''));
     if (whole && Number(whole[1]) !== have) throw new WrongFileError(`${part} holds ${have} bytes but the file on the server has ${whole[1]}`);
-    return;
-  } else if (code === 200) {
+    return null;
+  }
+  if (code === 200) {
     if (have > 0) note('server does not support resuming; starting over');
-  } else {
-    res.resume();
-    throw new Error(`${url}: HTTP ${code} ${res.statusMessage ?? ''}`.trim());
+    return 0;
   }
-  const length = res.headers['content-length'] !== undefined ? Number(res.headers['content-length']) : undefined;
-  // The whole file's size as the server states it: Content-Range's total on a resume, else Content-Length.
-  const rangeTotal = /\/(\d+)\s*$/.exec(String(res.headers['content-range'] ?? ''));
-  const announced = code === 206 && rangeTotal ? Number(rangeTotal[1]) : length !== undefined ? start + length : undefined;
-  if (o.expectedBytes !== undefined && announced !== undefined && announced !== o.expectedBytes) {
-    res.destroy();
-    throw new WrongFileError(`the server's file has ${announced} bytes, expected ${o.expectedBytes}`);
-  }
-  const total = announced ?? o.expectedBytes ?? o.approxBytes;
+  res.resume();
+  throw new Error(`${url}: HTTP ${code} ${res.statusMessage ?? ''}`.trim());
+}
+
+/** Appends the body to `part` from byte `start`, reporting progress at most every 200 ms. */
+async function receiveBody(res: IncomingMessage, part: string, start: number, length: number | undefined, total: number | undefined, o: DownloadOptions): Promise<void> {
   const out = createWriteStream(part, { flags: start > 0 ? 'a' : 'w' });
   let received = start;
   const samples: [number, number][] = [[performance.now(), received]];
@@ -149,9 +164,8 @@ async function transfer(url: string, part: string, o: DownloadOptions, note: (m:
         res.pause();
         out.once('drain', () => res.resume());
       }
-      const now = performance.now();
-      if (now - lastReport > 200) {
-        lastReport = now;
+      if (performance.now() - lastReport > 200) {
+        lastReport = performance.now();
         report(false);
       }
     });

@@ -1,4 +1,4 @@
-// Keras `.h5` weight files as a WeightSource: the seed's FCN models (`model.save_weights()` or
+// Keras `.h5` weight files as a WeightSource: Keras-FCN's FCN models (`model.save_weights()` or
 // `model.save()`) and Keras's VGG16 ImageNet files (with or without the classifier).
 //
 // Layout Keras writes: a root attribute `layer_names` (byte strings, every layer, weightless
@@ -8,7 +8,7 @@
 // `model.save()` puts all of it under a `model_weights` group. Attributes too large for one HDF5
 // attribute are split by Keras into `<name>0`, `<name>1`…
 //
-// The seed's layer names are already the project's and its kernels already Keras layouts. In a
+// Keras-FCN's layer names are already the project's and its kernels already Keras layouts. In a
 // VGG16 file `fc1` (7·7·C, F) becomes `conv6` (7, 7, C, F) — Keras's Flatten flattens (7, 7, C)
 // row-major, so the reshape moves no data — `fc2` (F, F) becomes `conv7` (1, 1, F, F), and the
 // ImageNet `predictions` layer is left out.

@@ -310,10 +310,3 @@ export function f32(shape: number[], data: Float32Array | ArrayLike<number>): Sa
   return { dtype: 'F32', shape, data: data instanceof Float32Array ? data : Float32Array.from(data) };
 }
 
-/** Gets a tensor, failing with a message naming the file's contents if it is missing or of the wrong dtype. */
-export function getTensor<D extends SafetensorsDtype>(file: SafetensorsFile, name: string, dtype?: D, where = 'safetensors'): SafetensorsTensor & { data: SafetensorsArrayMap[D] } {
-  const t = file.tensors.get(name);
-  if (!t) throw new Error(`${where}: no tensor '${name}' (has ${file.tensors.size} tensors${file.tensors.size ? `, e.g. ${[...file.tensors.keys()].slice(0, 5).join(', ')}` : ''})`);
-  if (dtype !== undefined && t.dtype !== dtype) throw new Error(`${where}: tensor '${name}' is ${t.dtype}, expected ${dtype}`);
-  return t as SafetensorsTensor & { data: SafetensorsArrayMap[D] };
-}

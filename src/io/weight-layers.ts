@@ -1,5 +1,5 @@
 // The layers with weights of VGG16 and the FCNs as weight files name them: the project's
-// names (Keras's VGG16 ones, `block1_conv1`…, and the seed's `conv6`, `score7`, `fcn8`…) and
+// names (Keras's VGG16 ones, `block1_conv1`…, and Keras-FCN's `conv6`, `score7`, `fcn8`…) and
 // Caffe's (`conv1_1`, `fc6`, `score_fr`, `upscore8`…), with each layer's kernel, stride,
 // outputs at full width and the layer it reads. The readers check files against this one
 // table and the network's description (models/network.ts) is built on it: it sits on the

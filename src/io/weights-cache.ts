@@ -7,7 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { downloadFile, formatBytes, type ProgressEvent } from './download.js';
+import { downloadFile, formatBytes, type DownloadOptions } from './download.js';
 import type { WeightFormat } from './weight-types.js';
 import { FcnError } from '../errors.js';
 
@@ -138,17 +138,12 @@ export function cacheState(name: string, env: NodeJS.ProcessEnv = process.env): 
   return { state: 'absent', path };
 }
 
-export interface FetchWeightsOptions {
+/** The download's own settings (progress, notes, retries) and where to fetch from. */
+export interface FetchWeightsOptions extends Pick<DownloadOptions, 'onProgress' | 'onNote' | 'retries' | 'retryDelayMs'> {
   /** Download from here instead (a mirror; also FCN_WEIGHTS_<NAME>_URL). */
   url?: string;
   /** Download again even if the file is cached (a partial download is discarded too). */
   force?: boolean;
-  onProgress?: (p: ProgressEvent) => void;
-  /** Messages about resuming, retrying or replacing a bad file. */
-  onNote?: (msg: string) => void;
-  /** Automatic resumes after a dropped connection (default 3). */
-  retries?: number;
-  retryDelayMs?: number;
   env?: NodeJS.ProcessEnv;
 }
 

@@ -1,13 +1,14 @@
-// FCN-32s, FCN-16s and FCN-8s on one shared VGG16 body, with the seed's layer names: the
+// FCN-32s, FCN-16s and FCN-8s on one shared VGG16 body, with Keras-FCN's layer names: the
 // network's description (network.ts) with its parameters, run in training (recorded for the
 // backward pass, recorded-pass.ts) and in inference.
 // Shape letters: N batch, C channels, H×W the input's size.
 import { native, type Tensor, type Precision } from '../engine/binding.js';
-import { Tape } from '../engine/tensor.js';
+import { Tape } from '../engine/tape.js';
 import { Conv2d, Dropout, MaxPool2d, type ForwardContext } from '../nn/layers.js';
 import { Param } from '../nn/param.js';
 import { bilinearInit, glorotUniform, heUniform, zeroInit } from '../nn/init.js';
 import { Rng } from '../data/prng.js';
+import type { Rgb } from '../data/classes.js';
 import { assertPrecisionSupported, type InferencePrecision } from '../engine/config.js';
 import { FCN_KINDS, FCN_STYLES, describeNetwork, networkLayers, walkNetwork, type FcnKind, type FcnStyle, type Network, type NetworkOps, type StageMapName } from './network.js';
 import { RecordedPass, type Value } from './recorded-pass.js';
@@ -24,13 +25,15 @@ export interface FcnOptions {
   /** Channel multiplier of VGG16 (1 = full width; 0.125 for small test models). */
   width?: number;
   numClasses?: number;
-  /** Dropout rate of drop6 and drop7 (the seed used 0.2). */
+  /** Dropout rate of drop6 and drop7 (Keras-FCN used 0.2). */
   dropout?: number;
   style?: FcnStyle;
   /** Factors applied to block4_pool and block3_pool before score4/score3 (caffe at-once). */
   skipScales?: readonly [number, number] | null;
   /** Class names, when known (they travel in the weights' metadata). */
   classNames?: readonly string[];
+  /** Display colours of the classes, when known (they travel with the names). */
+  classColors?: readonly Rgb[];
   /** Leave the parameters unfilled, for a model built only to be loaded (see loadModel). */
   uninitialized?: boolean;
 }
@@ -49,6 +52,7 @@ export class FCN {
   readonly width: number;
   readonly numClasses: number;
   readonly classNames: readonly string[] | null;
+  readonly classColors: readonly Rgb[] | null;
   readonly skipScales: readonly [number, number] | null;
   /** The network this model computes: its layers, their geometry and order. */
   readonly network: Network;
@@ -84,6 +88,8 @@ export class FCN {
     const numClasses = (this.numClasses = options.numClasses ?? NUM_CLASSES);
     if (options.classNames && options.classNames.length !== numClasses) throw new Error(`${options.classNames.length} class names given for ${numClasses} classes`);
     this.classNames = options.classNames ? [...options.classNames] : null;
+    if (options.classColors && options.classColors.length !== numClasses) throw new Error(`${options.classColors.length} class colours given for ${numClasses} classes`);
+    this.classColors = options.classColors ? [...options.classColors] : null;
     const net = (this.network = describeNetwork({ kind, style, width, numClasses, skipScales }));
 
     const uninitialized = options.uninitialized ?? false;
@@ -96,11 +102,11 @@ export class FCN {
     for (const b of this.blocks) this.pools.set(b.pool.name, b.pool);
     [this.conv6, this.conv7, this.score7] = net.head.map((l) => this.layer(l.name)) as [Conv2d, Conv2d, Conv2d];
     [this.score4, this.score3] = [0, 1].map((k) => (net.skips[k] ? this.layer(net.skips[k].score.name) : null)) as [Conv2d | null, Conv2d | null];
-    // The seed freezes its bilinear upsampling layers (so does the paper).
+    // Keras-FCN freezes its bilinear upsampling layers (so does the paper).
     for (const l of this.layers()) if (l.transposed) l.trainable = false;
   }
 
-  /** The BGR means preprocessing subtracts: the seed's Keras ones or Caffe's. */
+  /** The BGR means preprocessing subtracts: Keras-FCN's (Keras VGG16's) or Caffe's. */
   get means(): 'keras' | 'caffe' {
     return this.style;
   }
@@ -127,7 +133,7 @@ export class FCN {
 
   /**
    * Random initialisation: He-uniform kernels under a ReLU (glorot-uniform, Keras's default,
-   * for the score layers), zero biases, zero skip scores as the seed, bilinear upsampling.
+   * for the score layers), zero biases, zero skip scores as Keras-FCN's, bilinear upsampling.
    */
   initialize(seed = 0): void {
     const rng = new Rng(seed);

@@ -13,7 +13,7 @@
 //   convolution, scores a finer pool (block4_pool, then block3_pool; scaled first in the
 //   at-once FCN-8s), crops those scores onto the doubled map and adds them;
 //   a last transposed convolution upsamples to the input's resolution, cropped to the input.
-// 'keras' (the seed's) pads the input to a multiple of 32 so every map aligns ('same'
+// 'keras' (Keras-FCN's) pads the input to a multiple of 32 so every map aligns ('same'
 // convolutions, floor pooling); 'caffe' (the paper's) pads conv1_1 by 100 so any input
 // survives the unpadded conv6, pools rounding up, and crops at offsets computed here.
 import { FCN_OUTPUTS, SCORE_LAYER, SKIP_LAYERS, VGG16_BLOCKS, VGG16_CLASSIFIER, WEIGHT_LAYERS, scaledChannels, type WeightLayer } from '../io/weight-layers.js';

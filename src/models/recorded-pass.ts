@@ -3,7 +3,7 @@
 // its inputs a gradient must reach; backward() runs the steps in reverse, only those a
 // gradient passes through, adding where two paths meet (where a skip reads a pool).
 import { native, type Tensor } from '../engine/binding.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 import type { Conv2d, Dropout, ForwardContext, MaxPool2d } from '../nn/layers.js';
 import type { Param } from '../nn/param.js';
 import type { Layer, NetworkOps, Pool } from './network.js';

@@ -8,6 +8,7 @@ import { native, type Tensor } from '../engine/binding.js';
 import type { SafetensorsTensor } from '../io/safetensors.js';
 import type { Param } from '../nn/param.js';
 import type { FCN } from './fcn.js';
+import { rgbHex } from '../data/classes.js';
 
 export const WEIGHTS_FORMAT = 'fcn-keras-layout';
 
@@ -59,5 +60,6 @@ export function weightsMetadata(model: FCN): Record<string, string> {
     classes: String(model.numClasses),
     ...(model.skipScales ? { skip_scales: model.skipScales.join(',') } : {}),
     ...(model.classNames ? { class_names: JSON.stringify(model.classNames) } : {}),
+    ...(model.classColors ? { class_colors: JSON.stringify(model.classColors.map(rgbHex)) } : {}),
   };
 }

@@ -10,6 +10,7 @@ import type { WeightEntry, WeightSource } from '../io/weight-types.js';
 import { sourceFromSafetensors } from '../io/safetensors-source.js';
 import { resolveWeights } from '../io/weights-cache.js';
 import type { Param } from '../nn/param.js';
+import { parseColor } from '../data/classes.js';
 import { QUANT_SUFFIXES, attachQuantization } from './int8-weights.js';
 import { fromKerasLayout, kerasShape, weightsMetadata, weightsToKeras } from './weights-layout.js';
 
@@ -101,11 +102,6 @@ export function loadMatchingSource(model: FCN, source: WeightSource, options: { 
   return loaded;
 }
 
-/** As loadMatchingSource, from a safetensors file already read. */
-export function loadMatchingWeights(model: FCN, file: SafetensorsFile, source: string): Set<string> {
-  return loadMatchingSource(model, sourceFromSafetensors(file, source));
-}
-
 /**
  * Opens any weight file the project reads — safetensors, Keras `.h5`, Caffe `.caffemodel` —
  * by path, or a known pretrained name (`fcn8s`, `vgg16`…) from the weights cache.
@@ -151,16 +147,23 @@ export function modelOptionsFromSource(source: WeightSource, options: LoadOption
     if (v.length !== 2 || !v.every((x) => Number.isFinite(x) && x > 0)) throw new Error(`${path}: skip_scales '${meta.skip_scales}' in its metadata is not two positive numbers`);
     skipScales = [v[0], v[1]];
   }
-  let classNames: string[] | undefined;
-  if (meta.class_names) {
-    try {
-      classNames = JSON.parse(meta.class_names) as string[];
-    } catch {
-      throw new Error(`${path}: class_names in its metadata is not a JSON array`);
-    }
-    if (!Array.isArray(classNames) || !classNames.every((n) => typeof n === 'string')) throw new Error(`${path}: class_names in its metadata is not a list of names`);
+  const classNames = metadataList(meta, 'class_names', path);
+  if (classNames && !classNames.every((n) => typeof n === 'string')) throw new Error(`${path}: class_names in its metadata is not a list of names`);
+  const classColors = metadataList(meta, 'class_colors', path)?.map((c, k) => parseColor(c, `${path}: class_colors[${k}]`));
+  return { kind, style, width, numClasses, skipScales, classNames: classNames as string[] | undefined, classColors, dropout: options.dropout };
+}
+
+/** A metadata entry holding a JSON array (class_names, class_colors), or undefined when absent. */
+function metadataList(meta: Record<string, string>, key: string, path: string): unknown[] | undefined {
+  if (!meta[key]) return undefined;
+  let list: unknown = null;
+  try {
+    list = JSON.parse(meta[key]);
+  } catch {
+    /* said below */
   }
-  return { kind, style, width, numClasses, skipScales, classNames, dropout: options.dropout };
+  if (!Array.isArray(list)) throw new Error(`${path}: ${key} in its metadata is not a JSON array`);
+  return list;
 }
 
 /** Builds and loads the model a weight source describes. */

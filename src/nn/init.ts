@@ -1,5 +1,5 @@
-// Weight initialisers, seeded: Keras's glorot-uniform default for kernels, zeros, and the
-// bilinear upsampling kernel of the FCN paper for transposed convolutions.
+// Weight initialisers, seeded: He-uniform for kernels under a ReLU, Keras's glorot-uniform
+// default for the rest, zeros, and the FCN paper's bilinear kernel for transposed convolutions.
 import { native } from '../engine/binding.js';
 import type { Param } from './param.js';
 import type { Rng } from '../data/prng.js';

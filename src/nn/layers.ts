@@ -3,7 +3,7 @@
 // gradient (or null when not needed) and sets its parameters' gradients when trainable.
 import { native, type Tensor, type Precision } from '../engine/binding.js';
 import type { InferencePrecision } from '../engine/config.js';
-import { Tape, disposeAll } from '../engine/tensor.js';
+import { Tape, disposeAll } from '../engine/tape.js';
 import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from './activation-scales.js';
 import { Param } from './param.js';
 

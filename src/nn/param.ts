@@ -1,5 +1,5 @@
 import type { Tensor } from '../engine/binding.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 
 /**
  * A learnable array: its value in the engine's master layout (plain float32; kernels

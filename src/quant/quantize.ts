@@ -9,7 +9,7 @@
 // maps. Max calibration keeps every value in range; the score layers' float32 outputs carry
 // no rounding of their own.
 import { native, type Tensor } from '../engine/binding.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 import type { FCN } from '../models/fcn.js';
 import { networkLayers } from '../models/network.js';
 import { networkInput } from '../data/transforms.js';
@@ -60,7 +60,7 @@ export function quantizeKernel(w: Tensor): { kernel: Tensor; scales: Float32Arra
   for (let o = 0; o < O; o++) {
     let m = 0;
     for (let i = o * per; i < (o + 1) * per; i++) m = Math.max(m, Math.abs(data[i]!));
-    // An all-zero channel (e.g. the seed's zero-initialised skip scores) quantizes to zeros.
+    // An all-zero channel (e.g. Keras-FCN's zero-initialised skip scores) quantizes to zeros.
     const s = m > 0 ? m / 127 : 1;
     scales[o] = s;
     for (let i = o * per; i < (o + 1) * per; i++) q[i] = Math.max(-127, Math.min(127, Math.round(data[i]! / s)));

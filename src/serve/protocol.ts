@@ -22,6 +22,8 @@ export interface ModelInfo {
   width: number;
   numClasses: number;
   classNames: string[];
+  /** "#rrggbb" per class: the colours of the label PNGs. */
+  classColors: string[];
 }
 
 export interface Rgb {
@@ -32,7 +34,8 @@ export interface Rgb {
 
 export type Job =
   | { type: 'segment'; id: number; rgb: Rgb; models: number[]; top3: boolean }
-  | { type: 'stages'; id: number; rgb: Rgb; model: number };
+  | { type: 'stages'; id: number; rgb: Rgb; model: number }
+  | { type: 'load'; id: number; weights: string[] };
 
 export interface SegmentAnswer {
   model: number;
@@ -66,6 +69,7 @@ export interface StagesAnswer {
 export type WorkerMessage =
   | { type: 'ready'; models: ModelInfo[] }
   | { type: 'fatal'; message: string }
+  | { type: 'loaded'; id: number; models: ModelInfo[] }
   | { type: 'segmented'; id: number; answers: SegmentAnswer[] }
   | ({ type: 'staged'; id: number } & StagesAnswer)
   | { type: 'failed'; id: number; message: string };

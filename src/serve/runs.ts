@@ -94,10 +94,7 @@ function listImages(run: RunRef, folder: RunFolder): string[] {
   }
 }
 
-interface LogRecord {
-  type: string;
-  [key: string]: unknown;
-}
+type LogRecord = { type: string; [key: string]: unknown };
 
 /** A run's log read incrementally: only the bytes appended since the last read are parsed. */
 export class LogTail {
@@ -158,37 +155,19 @@ export interface StageSummary {
   lr?: number;
 }
 
+type Metrics = { pixelAccuracy: number; meanAccuracy: number; meanIoU: number; frequencyWeightedIoU: number };
+
 export interface RunSummary {
   name: string;
   status: 'starting' | 'running' | 'completed' | 'interrupted' | 'failed' | 'stopped';
   /** Last change of the log, ISO time. */
   updated: string | null;
-  config: {
-    stages: StageSummary[];
-    width: number | null;
-    batchSize: number | null;
-    size: number | null;
-    optimizer: string | null;
-    lr: number | null;
-    data: string | null;
-  };
+  config: { stages: StageSummary[]; width: number | null; batchSize: number | null; size: number | null; optimizer: string | null; lr: number | null; data: string | null };
   images: { train: number | null; val: number | null };
+  /** epoch/epochs: within the stage, from 1; globalEpoch/totalEpochs: over the whole run. */
   current: {
-    stage: number;
-    stages: number;
-    model: string | null;
-    /** Epoch within the stage, from 1, and the stage's epochs. */
-    epoch: number;
-    epochs: number;
-    /** Epoch over the whole run, from 1, and the run's epochs. */
-    globalEpoch: number;
-    totalEpochs: number;
-    step: number;
-    batch: number;
-    batchesPerEpoch: number | null;
-    loss: number | null;
-    imagesPerSecond: number | null;
-    etaSeconds: number | null;
+    stage: number; stages: number; model: string | null; epoch: number; epochs: number; globalEpoch: number; totalEpochs: number;
+    step: number; batch: number; batchesPerEpoch: number | null; loss: number | null; imagesPerSecond: number | null; etaSeconds: number | null;
   };
   epochs: EpochRecord[];
   /** Training loss per logged step (thinned to at most MAX_STEPS points). */
@@ -197,11 +176,7 @@ export interface RunSummary {
   samples: { file: string; url: string }[];
   plots: { file: string; url: string }[];
   /** When the run is over: the last validation's metrics, and an eval.json's when one lies beside the run. */
-  final: {
-    metrics: { pixelAccuracy: number; meanAccuracy: number; meanIoU: number; frequencyWeightedIoU: number } | null;
-    perClass: { name: string; iou: number | null; accuracy: number | null }[] | null;
-    source: string;
-  } | null;
+  final: { metrics: Metrics | null; perClass: { name: string; iou: number | null; accuracy: number | null }[] | null; source: string } | null;
   message: string | null;
 }
 
@@ -219,6 +194,93 @@ function readJson(file: string): Record<string, unknown> | null {
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
+/** `last`: the last record other than 'init'. */
+interface LogProgress { train: number | null; val: number | null; epochs: EpochRecord[]; steps: RunSummary['steps']; lastStep: LogRecord | null; last: LogRecord | null; best: RunSummary['best'] }
+
+/** What the log's records say: image counts, epochs, the loss per step, the best validation. */
+function readProgress(records: readonly LogRecord[]): LogProgress {
+  const p: LogProgress = { train: null, val: null, epochs: [], steps: [], lastStep: null, last: null, best: null };
+  const epochsByNumber = new Map<number, EpochRecord>();
+  for (const r of records) {
+    if (r.type === 'start' || r.type === 'resume') {
+      p.train = num(r.train);
+      p.val = num(r.val);
+    } else if (r.type === 'step') {
+      p.lastStep = r;
+      const loss = num(r.loss);
+      if (loss !== null) p.steps.push({ step: num(r.step) ?? p.steps.length + 1, stage: num(r.stage) ?? 1, epoch: num(r.epoch) ?? 1, loss });
+    } else if (r.type === 'epoch') {
+      const e = r as unknown as EpochRecord;
+      epochsByNumber.set(e.epoch, e);
+      if (e.val && !(e.val.meanIoU <= (p.best?.meanIoU ?? -1))) p.best = { meanIoU: e.val.meanIoU, epoch: e.epoch, stage: e.stage };
+    }
+    if (r.type !== 'init') p.last = r;
+  }
+  p.epochs = [...epochsByNumber.values()].sort((a, b) => a.epoch - b.epoch);
+  return p;
+}
+
+/** Whether the run goes on, from its last record and how long its log has been quiet. */
+function runStatus(p: LogProgress, updatedMs: number | null, records: number, now: number): { status: RunSummary['status']; message: string | null } {
+  const lastType = p.last?.type;
+  if (updatedMs === null || records === 0) return { status: 'starting', message: null };
+  if (lastType === 'end') return { status: 'completed', message: null };
+  if (lastType === 'interrupted') return { status: 'interrupted', message: null };
+  if (lastType === 'nonfinite') return { status: 'failed', message: `the loss or a weight became non-finite at stage ${String(p.last!.stage)}, epoch ${String(p.last!.epoch)}` };
+  // Silent for longer than an epoch usually takes (and two minutes at least): no one is writing.
+  const quiet = Math.max(120_000, 2000 * (p.epochs.at(-1)?.seconds ?? 0));
+  return { status: now - updatedMs > quiet ? 'stopped' : 'running', message: null };
+}
+
+/**
+ * Where the run is: in the epoch of the latest step, unless that epoch is complete (then at
+ * the start of the next one, or at the end of the run); and the time left while it runs.
+ */
+function position(p: LogProgress, stages: StageSummary[], batchSize: number | null, running: boolean): RunSummary['current'] {
+  const lastEpoch = p.epochs.at(-1) ?? null;
+  const totalEpochs = stages.reduce((n, s) => n + (s.epochs ?? 0), 0);
+  const epochsBefore = (stage: number) => stages.slice(0, stage - 1).reduce((n, s) => n + s.epochs, 0);
+  const completed = lastEpoch?.epoch ?? 0;
+  const inEpoch = p.lastStep !== null && (num(p.lastStep.epoch) ?? 0) > completed;
+  const globalEpoch = inEpoch ? num(p.lastStep!.epoch)! : Math.max(1, Math.min(completed + 1, totalEpochs));
+  const batch = inEpoch ? (num(p.lastStep!.batch) ?? 0) : 0;
+  let stage = 1;
+  while (stage < stages.length && globalEpoch > epochsBefore(stage + 1)) stage++;
+  const batchesPerEpoch = p.train !== null && batchSize ? Math.ceil(p.train / batchSize) : null;
+  const imagesPerSecond = num(p.lastStep?.imagesPerSecond) ?? lastEpoch?.imagesPerSecond ?? null;
+  let etaSeconds: number | null = null;
+  if (running && batchesPerEpoch && imagesPerSecond && batchSize) {
+    const remaining = Math.max(0, totalEpochs * batchesPerEpoch - ((globalEpoch - 1) * batchesPerEpoch + batch));
+    etaSeconds = Math.round((remaining * batchSize) / imagesPerSecond);
+  }
+  const loss = num(p.lastStep?.loss) ?? lastEpoch?.train.loss ?? null;
+  return { stage, stages: stages.length, model: stages[stage - 1]?.model ?? null, epoch: Math.max(1, globalEpoch - epochsBefore(stage)), epochs: stages[stage - 1]?.epochs ?? 0, globalEpoch, totalEpochs, step: num(p.lastStep?.step) ?? 0, batch, batchesPerEpoch, loss, imagesPerSecond, etaSeconds };
+}
+
+/** A finished run's metrics: an eval.json's (in the run or beside it, as `fcn demo` writes), else the last validation's. */
+function finalMetrics(run: RunRef, lastEpoch: EpochRecord | undefined): RunSummary['final'] {
+  const evalJson = [path.join(run.dir, 'eval.json'), path.join(path.dirname(run.dir), 'eval.json')].map((f) => ({ f, j: readJson(f) })).find((x) => x.j);
+  if (evalJson?.j) {
+    const j = evalJson.j;
+    return {
+      metrics: { pixelAccuracy: num(j.pixelAccuracy) ?? NaN, meanAccuracy: num(j.meanAccuracy) ?? NaN, meanIoU: num(j.meanIoU) ?? NaN, frequencyWeightedIoU: num(j.frequencyWeightedIoU) ?? NaN },
+      perClass: Array.isArray(j.perClass) ? (j.perClass as Record<string, unknown>[]).map((c) => ({ name: String(c.name), iou: num(c.iou), accuracy: num(c.accuracy) })) : null,
+      source: `eval.json (${path.basename(path.dirname(evalJson.f)) === path.basename(run.dir) ? 'in the run' : 'beside the run'})`,
+    };
+  }
+  if (!lastEpoch?.val) return null;
+  const v = lastEpoch.val;
+  return { metrics: { pixelAccuracy: v.pixelAccuracy, meanAccuracy: v.meanAccuracy, meanIoU: v.meanIoU, frequencyWeightedIoU: v.frequencyWeightedIoU }, perClass: null, source: `validation after epoch ${lastEpoch.epoch}` };
+}
+
+function mtimeMs(file: string): number | null {
+  try {
+    return statSync(file).mtimeMs;
+  } catch {
+    return null; // no log yet
+  }
+}
+
 /** Everything the Training page shows about a run, from its files as they are now. */
 export function summarizeRun(run: RunRef, tail: LogTail, now = Date.now()): RunSummary {
   tail.poll();
@@ -228,98 +290,12 @@ export function summarizeRun(run: RunRef, tail: LogTail, now = Date.now()): RunS
   const model = (config.model ?? {}) as Record<string, unknown>;
   const optimizer = (config.optimizer ?? {}) as Record<string, unknown>;
   const batchSize = num(config.batchSize);
-  const records = tail.records;
-  let train: number | null = null, val: number | null = null;
-  const epochsByNumber = new Map<number, EpochRecord>();
-  const steps: RunSummary['steps'] = [];
-  let lastStep: LogRecord | null = null, last: LogRecord | null = null;
-  let best: RunSummary['best'] = null;
-  for (const r of records) {
-    if (r.type === 'start' || r.type === 'resume') {
-      train = num(r.train);
-      val = num(r.val);
-    } else if (r.type === 'step') {
-      lastStep = r;
-      const loss = num(r.loss);
-      if (loss !== null) steps.push({ step: num(r.step) ?? steps.length + 1, stage: num(r.stage) ?? 1, epoch: num(r.epoch) ?? 1, loss });
-    } else if (r.type === 'epoch') {
-      const e = r as unknown as EpochRecord;
-      epochsByNumber.set(e.epoch, e);
-      if (e.val && !(e.val.meanIoU <= (best?.meanIoU ?? -1))) best = { meanIoU: e.val.meanIoU, epoch: e.epoch, stage: e.stage };
-    }
-    if (r.type !== 'init') last = r;
-  }
-  const epochs = [...epochsByNumber.values()].sort((a, b) => a.epoch - b.epoch);
-  const lastEpoch = epochs.at(-1) ?? null;
-  const totalEpochs = cfgStages.reduce((n, s) => n + (s.epochs ?? 0), 0);
-  const epochsBefore = (stage: number) => cfgStages.slice(0, stage - 1).reduce((n, s) => n + s.epochs, 0);
-
-  // Where the run is: in the epoch of the latest step, unless that epoch is complete (then
-  // at the start of the next one, or at the end of the run).
-  const completed = lastEpoch?.epoch ?? 0;
-  let globalEpoch: number, batch: number;
-  if (lastStep && (num(lastStep.epoch) ?? 0) > completed) {
-    globalEpoch = num(lastStep.epoch)!;
-    batch = num(lastStep.batch) ?? 0;
-  } else {
-    globalEpoch = Math.max(1, Math.min(completed + 1, totalEpochs));
-    batch = 0;
-  }
-  let stage = 1;
-  while (stage < cfgStages.length && globalEpoch > epochsBefore(stage + 1)) stage++;
-  const stageCfg = cfgStages[stage - 1];
-  const batchesPerEpoch = train !== null && batchSize ? Math.ceil(train / batchSize) : null;
-  const imagesPerSecond = num(lastStep?.imagesPerSecond) ?? lastEpoch?.imagesPerSecond ?? null;
-
-  let stat: ReturnType<typeof statSync> | null = null;
-  try {
-    stat = statSync(tail.file);
-  } catch {
-    /* no log yet */
-  }
-  const updatedMs = stat ? stat.mtimeMs : null;
-  let status: RunSummary['status'];
-  let message: string | null = null;
-  const lastType = last?.type;
-  if (!stat || records.length === 0) status = 'starting';
-  else if (lastType === 'end') status = 'completed';
-  else if (lastType === 'interrupted') status = 'interrupted';
-  else if (lastType === 'nonfinite') {
-    status = 'failed';
-    message = `the loss or a weight became non-finite at stage ${String(last!.stage)}, epoch ${String(last!.epoch)}`;
-  } else {
-    // Silent for longer than an epoch usually takes (and two minutes at least): no one is writing.
-    const quiet = Math.max(120_000, 2000 * (lastEpoch?.seconds ?? 0));
-    status = updatedMs !== null && now - updatedMs > quiet ? 'stopped' : 'running';
-  }
-
-  let etaSeconds: number | null = null;
-  if (status === 'running' && batchesPerEpoch && imagesPerSecond && batchSize) {
-    const doneBatches = (globalEpoch - 1) * batchesPerEpoch + batch;
-    const remaining = Math.max(0, totalEpochs * batchesPerEpoch - doneBatches);
-    etaSeconds = Math.round((remaining * batchSize) / imagesPerSecond);
-  }
-
+  const p = readProgress(tail.records);
+  const updatedMs = mtimeMs(tail.file);
+  const { status, message } = runStatus(p, updatedMs, tail.records.length, now);
+  const steps = p.steps;
   const thinned = steps.length <= MAX_STEPS ? steps : steps.filter((_, i) => i % Math.ceil(steps.length / MAX_STEPS) === 0 || i === steps.length - 1);
   const fileUrl = (folder: RunFolder) => (f: string) => ({ file: f, url: `${runUrl(run.name)}/files/${folder}/${encodeURIComponent(f)}` });
-
-  let final: RunSummary['final'] = null;
-  if (status === 'completed' || status === 'interrupted' || status === 'stopped') {
-    // `fcn demo` writes eval.json beside its run folder; a run may hold one itself.
-    const evalJson = [path.join(run.dir, 'eval.json'), path.join(path.dirname(run.dir), 'eval.json')].map((f) => ({ f, j: readJson(f) })).find((x) => x.j);
-    if (evalJson?.j) {
-      const j = evalJson.j;
-      final = {
-        metrics: { pixelAccuracy: num(j.pixelAccuracy) ?? NaN, meanAccuracy: num(j.meanAccuracy) ?? NaN, meanIoU: num(j.meanIoU) ?? NaN, frequencyWeightedIoU: num(j.frequencyWeightedIoU) ?? NaN },
-        perClass: Array.isArray(j.perClass) ? (j.perClass as Record<string, unknown>[]).map((c) => ({ name: String(c.name), iou: num(c.iou), accuracy: num(c.accuracy) })) : null,
-        source: `eval.json (${path.basename(path.dirname(evalJson.f)) === path.basename(run.dir) ? 'in the run' : 'beside the run'})`,
-      };
-    } else if (lastEpoch?.val) {
-      const v = lastEpoch.val;
-      final = { metrics: { pixelAccuracy: v.pixelAccuracy, meanAccuracy: v.meanAccuracy, meanIoU: v.meanIoU, frequencyWeightedIoU: v.frequencyWeightedIoU }, perClass: null, source: `validation after epoch ${lastEpoch.epoch}` };
-    }
-  }
-
   return {
     name: run.name,
     status,
@@ -333,28 +309,14 @@ export function summarizeRun(run: RunRef, tail: LogTail, now = Date.now()): RunS
       lr: num(optimizer.lr),
       data: typeof data.root === 'string' ? path.basename(data.root) : null,
     },
-    images: { train, val },
-    current: {
-      stage,
-      stages: cfgStages.length,
-      model: stageCfg?.model ?? null,
-      epoch: Math.max(1, globalEpoch - epochsBefore(stage)),
-      epochs: stageCfg?.epochs ?? 0,
-      globalEpoch,
-      totalEpochs,
-      step: num(lastStep?.step) ?? 0,
-      batch,
-      batchesPerEpoch,
-      loss: num(lastStep?.loss) ?? lastEpoch?.train.loss ?? null,
-      imagesPerSecond,
-      etaSeconds,
-    },
-    epochs,
+    images: { train: p.train, val: p.val },
+    current: position(p, cfgStages, batchSize, status === 'running'),
+    epochs: p.epochs,
     steps: thinned,
-    best: (best as RunSummary['best']) ?? null,
+    best: p.best,
     samples: listImages(run, 'samples').map(fileUrl('samples')),
     plots: listImages(run, 'plots').map(fileUrl('plots')),
-    final,
+    final: status === 'completed' || status === 'interrupted' || status === 'stopped' ? finalMetrics(run, p.epochs.at(-1)) : null,
     message,
   };
 }

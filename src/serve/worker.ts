@@ -4,10 +4,11 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { configureEngine } from '../engine/config.js';
 import { loadModel } from '../models/weights.js';
-import { modelClassNames } from '../infer/inference.js';
+import { modelClassColors, modelClassNames } from '../infer/inference.js';
+import { rgbHex } from '../data/classes.js';
 import type { FCN } from '../models/fcn.js';
-import { answerFor, stagesFor } from './work.js';
-import type { Job, WorkerInit, WorkerMessage } from './protocol.js';
+import { answerFor, stagesFor } from './answers.js';
+import type { Job, ModelInfo, WorkerInit, WorkerMessage } from './protocol.js';
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
@@ -17,23 +18,32 @@ const post = (m: WorkerMessage) => port.postMessage(m);
 
 let models: FCN[] = [];
 
+const infoOf = (m: FCN): ModelInfo => ({ kind: m.kind, style: m.style, width: m.width, numClasses: m.numClasses, classNames: [...modelClassNames(m)], classColors: modelClassColors(m).map(rgbHex) });
+
+/** Loads weight files (all or none), checking that int8 serving gets int8 models. */
+async function load(weights: string[]): Promise<FCN[]> {
+  const loaded: FCN[] = [];
+  try {
+    for (const w of weights) {
+      loaded.push(await loadModel(w));
+      if (init.precision === 'int8' && !loaded.at(-1)!.quantized) throw new Error(`${w}: has no int8 weights, so it cannot be served with --precision int8 (make an int8 model with fcn quantize)`);
+    }
+  } catch (e) {
+    for (const m of loaded) m.dispose();
+    throw e;
+  }
+  return loaded;
+}
+
 async function start(): Promise<void> {
   try {
     configureEngine({ threads: init.threads, precision: init.precision });
-    for (const w of init.weights) {
-      models.push(await loadModel(w));
-      if (init.precision === 'int8' && !models.at(-1)!.quantized) throw new Error(`${w}: has no int8 weights, so it cannot be served with --precision int8 (make an int8 model with fcn quantize)`);
-    }
+    models = await load(init.weights);
   } catch (e) {
-    for (const m of models) m.dispose();
-    models = [];
     post({ type: 'fatal', message: (e as Error).message });
     return;
   }
-  post({
-    type: 'ready',
-    models: models.map((m) => ({ kind: m.kind, style: m.style, width: m.width, numClasses: m.numClasses, classNames: [...modelClassNames(m)] })),
-  });
+  post({ type: 'ready', models: models.map(infoOf) });
 }
 
 /** Tests only: blocks this thread, as a long native forward pass would, until a permit is given. */
@@ -48,16 +58,19 @@ function takePermit(gate: SharedArrayBuffer): void {
 
 async function run(job: Job): Promise<void> {
   if (init.gate) takePermit(init.gate);
-  const rgb = { data: job.rgb.data, width: job.rgb.width, height: job.rgb.height };
-  if (job.type === 'segment') {
+  if (job.type === 'load') {
+    const added = await load(job.weights);
+    models.push(...added);
+    post({ type: 'loaded', id: job.id, models: added.map(infoOf) });
+  } else if (job.type === 'segment') {
     const answers = [];
     for (const i of job.models) {
-      const a = await answerFor(models[i], rgb, { precision: init.precision, top3: job.top3 });
+      const a = await answerFor(models[i], job.rgb, { precision: init.precision, top3: job.top3 });
       answers.push({ model: i, png: a.png, shares: a.shares, ms: a.ms, ...(a.top3 ? { top3: a.top3 } : {}) });
     }
     post({ type: 'segmented', id: job.id, answers });
   } else {
-    const s = stagesFor(models[job.model], rgb, init.precision);
+    const s = stagesFor(models[job.model], job.rgb, init.precision);
     post({ type: 'staged', id: job.id, ...s });
   }
 }

@@ -1,4 +1,4 @@
-// Training configuration: defaults, the seed's and the paper's recipes, and validation.
+// Training configuration: defaults, Keras-FCN's and the paper's recipes, and validation.
 // A run directory records the fully resolved configuration, so a run can be repeated or
 // resumed from it alone.
 import { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
@@ -41,7 +41,7 @@ export interface TrainConfig {
   model: {
     width: number;
     dropout: number;
-    /** The seed's network ('keras') or the paper's Caffe network ('caffe'). */
+    /** Keras-FCN's network ('keras') or the paper's Caffe network ('caffe'). */
     style: FcnStyle;
     /**
      * Weights to start the first stage from: any weights file the project reads (safetensors,
@@ -69,10 +69,10 @@ export interface TrainConfig {
   logEvery: number;
 }
 
-export type Schedule = 'seed' | 'paper';
+export type Schedule = 'keras' | 'paper';
 
-/** The seed's recipe: Adam, lr 1e-4, L2 1e-5, dropout 0.2, E epochs per stage, then F with everything unfrozen. */
-export function seedStages(epochs = 10, finalEpochs = epochs, backbonePretrained = false): StageConfig[] {
+/** Keras-FCN's recipe: Adam, lr 1e-4, L2 1e-5, dropout 0.2, E epochs per stage, then F with everything unfrozen. */
+export function kerasStages(epochs = 10, finalEpochs = epochs, backbonePretrained = false): StageConfig[] {
   return [
     // With an ImageNet backbone the first stage trains only what sits on top of it.
     { model: 'fcn32', epochs, trainable: backbonePretrained ? 'head' : 'all' },
@@ -100,15 +100,15 @@ export function defaultConfig(root: string): TrainConfig {
     batchSize: 16,
     seed: 0,
     precision: 'float32',
-    stages: seedStages(),
+    stages: kerasStages(),
     samples: 4,
     logEvery: 10,
   };
 }
 
-/** Applies a schedule's settings (the seed's are the defaults). */
+/** Applies a schedule's settings (Keras-FCN's are the defaults). */
 export function applySchedule(config: TrainConfig, schedule: Schedule, epochs?: number, finalEpochs?: number): TrainConfig {
-  if (schedule === 'seed') return { ...config, stages: seedStages(epochs ?? 10, finalEpochs ?? epochs ?? 10, config.model.init !== undefined) };
+  if (schedule === 'keras') return { ...config, stages: kerasStages(epochs ?? 10, finalEpochs ?? epochs ?? 10, config.model.init !== undefined) };
   return {
     ...config,
     optimizer: { ...config.optimizer, kind: 'sgd', momentum: 0.99, weightDecay: 5e-4, lr: 1e-10 },

@@ -21,7 +21,7 @@
 // directory usually is): a resumed run reads its checkpoint on every rank.
 import { native, type Tensor } from '../engine/binding.js';
 import { configureEngine } from '../engine/config.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 import { startMpi, mpiLaunch, type AllreducePrecision, type MpiNative, type MpiSession } from '../engine/mpi.js';
 import type { FCN } from '../models/fcn.js';
 import type { Param } from '../nn/param.js';

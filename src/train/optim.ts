@@ -1,7 +1,7 @@
 // Optimisers over the model's parameters, with state in native memory (fp32) so that a
 // checkpoint can save and restore it exactly.
 import { native, type Tensor } from '../engine/binding.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 import type { Param } from '../nn/param.js';
 
 export interface Optimizer {

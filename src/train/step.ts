@@ -1,6 +1,6 @@
 // One training step: forward, loss, backward, update.
 import { native, type Tensor, type Precision } from '../engine/binding.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 import type { FCN } from '../models/fcn.js';
 import type { Optimizer } from './optim.js';
 

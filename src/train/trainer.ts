@@ -1,4 +1,4 @@
-// Staged training as the seed describes it: a run is a list of stages (FCN-32s, then FCN-16s
+// Staged training as Keras-FCN does it: a run is a list of stages (FCN-32s, then FCN-16s
 // from it, then FCN-8s from that, then everything unfrozen), each some epochs long. After
 // every epoch: validation, a checkpoint (atomic, the one before kept as `last.prev`), the best
 // model by validation mean IoU, the JSONL log, the loss and mean-IoU plots and a grid of
@@ -11,12 +11,13 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { native, type Tensor } from '../engine/binding.js';
-import { disposeAll } from '../engine/tensor.js';
+import { disposeAll } from '../engine/tape.js';
 import { FCN, type FcnKind } from '../models/fcn.js';
 import { loadMatchingSource, openWeights, saveWeights } from '../models/weights.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { weightLayers } from '../io/weight-layers.js';
 import { openDataset, type Dataset } from '../data/datasets.js';
+import type { Rgb } from '../data/classes.js';
 import { DataLoader, type Batch } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
 import { toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
@@ -241,6 +242,7 @@ interface Run {
   readonly trainLoader: DataLoader;
   readonly valLoader: DataLoader;
   readonly classNames: readonly string[];
+  readonly classColors: readonly Rgb[];
   readonly validates: boolean;
   readonly state: TrainState;
   readonly stageWeights: string[];
@@ -329,7 +331,7 @@ function loadResumePoint(c: TrainConfig, paths: RunPaths): Resumed {
 async function startStage(run: Run): Promise<StageRun> {
   const { config: c, state } = run;
   const stage = c.stages[state.stage];
-  const model = new FCN({ kind: stage.model, width: c.model.width, style: c.model.style, numClasses: run.classNames.length, classNames: run.classNames, dropout: c.model.dropout });
+  const model = new FCN({ kind: stage.model, width: c.model.width, style: c.model.style, numClasses: run.classNames.length, classNames: run.classNames, classColors: run.classColors, dropout: c.model.dropout });
   try {
     model.initialize(c.seed);
     const from = state.stage > 0 ? run.paths.stage(state.stage - 1, c.stages[state.stage - 1].model) : c.model.init;
@@ -580,6 +582,7 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
       trainLoader: loader(dist, 'train', { dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
       valLoader: loader(dist, 'val', { dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
       classNames: trainSet.classes.names,
+      classColors: trainSet.classes.colors,
       validates: valSet.entries.length > 0,
       state,
       stageWeights: c.stages.slice(0, state.stage).map((s, i) => paths.stage(i, s.model)),

@@ -13,6 +13,7 @@ import { FCN } from '../../src/models/fcn.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { readJsonl } from '../../src/report/jsonl.js';
+import { bf16Available } from '../../src/engine/config.js';
 import { repoRoot, tempDir } from '../data/helpers.js';
 import { lines, runCli } from '../eval/fixtures.js';
 
@@ -97,6 +98,7 @@ test('Ctrl-C (SIGINT) mid-epoch finishes the step, saves a loadable checkpoint, 
   writeFileSync(fifo, jpeg);
   const resumed = await runCli('train', '--resume', run, '--threads', '2');
   assert.equal(resumed.code, 0, resumed.err);
+  assert.match(resumed.err, /run directory .*, float32/, 'without --precision the run keeps its own');
   const log = await readJsonl<LogRecord>(path.join(run, 'log.jsonl'));
   const at = (type: string) => log.findIndex((r) => r.type === type);
   assert.ok(at('start') < at('interrupted') && at('interrupted') < at('resume') && at('resume') < at('end'), log.map((r) => r.type).join(' '));
@@ -113,6 +115,16 @@ test('Ctrl-C (SIGINT) mid-epoch finishes the step, saves a loadable checkpoint, 
   const other = await runCli('train', '--resume', run, '--lr', '0.1');
   assert.notEqual(other.code, 0);
   assert.match(other.err, /drop --lr/);
+  // --precision on a resume is honoured and said, not silently dropped.
+  if (bf16Available()) {
+    const bf16 = await runCli('train', '--resume', run, '--precision', 'bfloat16', '--threads', '2');
+    assert.equal(bf16.code, 0, bf16.err);
+    assert.match(bf16.err, /resuming in bfloat16 \(the run so far trained in float32\)/);
+  } else {
+    const bf16 = await runCli('train', '--resume', run, '--precision', 'bfloat16');
+    assert.notEqual(bf16.code, 0);
+    assert.match(bf16.err, /bfloat16 needs a CPU with AVX-512/);
+  }
 });
 
 test('every bad argument prints one clear line and exits non-zero', { timeout: 120_000 }, async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { paperSplit, seedSplit, seedSplitIds } from '../../src/data/splits.js';
+import { paperSplit, kerasSplit, kerasSplitIds } from '../../src/data/splits.js';
 import { needShared, runData, sharedData, tempDir } from './helpers.js';
 
 const seedDir = join(sharedData, 'splits', 'seed');
@@ -21,7 +21,7 @@ describe('seed split', () => {
     const valMat = lines(join(seedDir, 'val_mat.txt'));
     assert.deepEqual([trainMat.length, trainPng.length, valMat.length], [10155, 676, 1200]);
     // Rebuild SBD's own lists the way the release has them (train.txt 8,498 and val.txt 2,857
-    // ids, val sorted with the seed's 1,200 first), shuffling train.txt so order is not assumed;
+    // ids, val sorted with Keras-FCN's 1,200 first), shuffling train.txt so order is not assumed;
     // VOC's trainval holds the 676 VOC-only ids plus some SBD ids, which must be left out.
     const lastVal = valMat[valMat.length - 1]!;
     const late = trainMat.filter((id) => id > lastVal);
@@ -43,7 +43,7 @@ describe('seed split', () => {
     writeFileSync(join(sbd, 'train.txt'), sbdTrain.join('\n') + '\n');
     writeFileSync(join(sbd, 'val.txt'), sbdVal.join('\n') + '\n');
 
-    const split = await seedSplit(dir, join(dir, 'benchmark_RELEASE'));
+    const split = await kerasSplit(dir, join(dir, 'benchmark_RELEASE'));
     assert.deepEqual(split.ids.trainMat, trainMat);
     assert.deepEqual(split.ids.trainPng, trainPng);
     assert.deepEqual(split.ids.valMat, valMat);
@@ -55,13 +55,16 @@ describe('seed split', () => {
     assert.ok(split.val.entries.every((e) => e.image.startsWith(join(sbd, 'img'))));
     // The command line writes the same three lists.
     const out = join(dir, 'lists');
-    const r = await runData('split', 'seed', '--voc', dir, '--sbd', sbd, '--out', out);
-    assert.equal(r.code, 0, r.err);
-    for (const f of ['train_mat.txt', 'train_png.txt', 'val_mat.txt']) assert.deepEqual(lines(join(out, f)), lines(join(seedDir, f)), f);
+    // 'keras' is the split's name, 'seed' its old one: both give the lists in ../shared.
+    for (const name of ['keras', 'seed']) {
+      const r = await runData('split', name, '--voc', dir, '--sbd', sbd, '--out', join(out, name));
+      assert.equal(r.code, 0, r.err);
+      for (const f of ['train_mat.txt', 'train_png.txt', 'val_mat.txt']) assert.deepEqual(lines(join(out, name, f)), lines(join(seedDir, f)), `${name}: ${f}`);
+    }
   });
 
   test('pure split function: val is SBD val\'s head, VOC-only ids exclude anything in SBD', () => {
-    const s = seedSplitIds(['v1', 'b2', 'v0', 'a9'], ['b2', 'b1'], Array.from({ length: 1203 }, (_, i) => `s${String(i).padStart(4, '0')}`).concat(['a9']));
+    const s = kerasSplitIds(['v1', 'b2', 'v0', 'a9'], ['b2', 'b1'], Array.from({ length: 1203 }, (_, i) => `s${String(i).padStart(4, '0')}`).concat(['a9']));
     assert.equal(s.valMat.length, 1200);
     assert.deepEqual(s.trainMat, ['a9', 'b1', 'b2', 's1200', 's1201', 's1202']);
     assert.deepEqual(s.trainPng, ['v1', 'v0']);

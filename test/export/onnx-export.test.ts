@@ -24,7 +24,7 @@ after(() => tmp.cleanup());
 configureEngine({ threads: 2, precision: 'float32' });
 
 /**
- * A narrow model with every weight random and non-zero: skip scores (zero in the seed's
+ * A narrow model with every weight random and non-zero: skip scores (zero in Keras-FCN's
  * initialisation) so the skips matter, biases so their layout is checked, and the upsampling
  * kernels (bilinear and diagonal otherwise) so a transposed or flipped kernel would show.
  */

@@ -339,7 +339,7 @@ for (const [kind, withTorch] of [
   });
 }
 
-// The seed's first stage: FCN-32s whose VGG16 body (conv6/conv7 from fc1/fc2) comes from the
+// Keras-FCN's first stage: FCN-32s whose VGG16 body (conv6/conv7 from fc1/fc2) comes from the
 // ImageNet file and whose head (score7, fcn32) keeps its initialisation. PyTorch runs on the
 // fixture script's own arrays for the body, so the name mapping and the fc1 reshape are
 // checked independently of our reader.

@@ -138,7 +138,7 @@ function checkCase(c: Case, optimizers: ('adam' | 'sgd')[]) {
       const m = makeModel(c, 3);
       const before = weightsToKeras(m);
       // Adam moves each weight by about ±α whatever the gradient's size, so where a gradient
-      // is near ε (1e-7) float32 rounding of it shows in the update as α·δ/ε: use the seed's
+      // is near ε (1e-7) float32 rounding of it shows in the update as α·δ/ε: use Keras-FCN's
       // own lr 1e-4.
       const lr = '1e-4';
       const opt: Optimizer = kind === 'adam' ? new Adam({ lr: Number(lr), l2: 1e-3 }) : new Sgd({ lr: 1e-3, momentum: 0.9, weightDecay: 5e-3 });

@@ -78,7 +78,7 @@ test('random-init full-width FCN-8s: bf16 labels agree with fp32 on ≥ 99% of p
   const { x, y, labels } = await vocBatch('val', 0, 3, 224);
   const model = new FCN({ kind: 'fcn8', width: 1 });
   model.initialize(0);
-  // The seed's init zeroes score4/score3, so only the 1/32 path would speak: give the skips
+  // Keras-FCN's init zeroes score4/score3, so only the 1/32 path would speak: give the skips
   // random weights too, so that all three paths (and their bf16 rounding) are exercised.
   const rng = new Rng(7);
   for (const l of [model.score4!, model.score3!]) glorotUniform(l.kernel, rng);

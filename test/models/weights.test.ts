@@ -142,3 +142,25 @@ test('any input size: logits have the input size; a padded input gives the same 
   }
   m.dispose();
 });
+
+test('class names and colours travel in the metadata; a bad colour list names the file and the entry', async () => {
+  const dir = tmp();
+  try {
+    const names = ['background', 'sky', 'grass'];
+    const colors: [number, number, number][] = [[0, 0, 0], [40, 90, 230], [30, 200, 60]];
+    const a = new FCN({ kind: 'fcn32', width: 0.0625, numClasses: 3, classNames: names, classColors: colors });
+    a.initialize(1);
+    const file = path.join(dir, 'w.safetensors');
+    saveWeights(file, a);
+    a.dispose();
+    assert.equal(readSafetensors(file).metadata.class_colors, '["#000000","#285ae6","#1ec83c"]');
+    const b = await loadModel(file);
+    assert.deepEqual([b.classNames, b.classColors], [names, colors]);
+    const { tensors, metadata } = readSafetensors(file);
+    writeSafetensors(file, tensors, { ...metadata, class_colors: '["#000000","blue","#1ec83c"]' });
+    await assert.rejects(loadModel(file), (e: Error) => e.message === `${file}: class_colors[1]: colour "blue" is not "#rrggbb"`);
+    b.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -3,12 +3,15 @@
 transcribed to Python 3 and NumPy, as an independent scorer of label maps for the tests.
 
     score.py N TRUTH.npy PRED.npy [TRUTH.npy PRED.npy ...]
+    score.py --hists < HISTS.json
+
 
 Each pair is one image: truth and prediction as uint8 arrays of the same shape (H, W). As in
 score.py, the confusion matrix adds `fast_hist(truth.flatten(), pred.flatten(), N)` over the
 images (truth outside [0, N), such as the void label 255, is left out), and the metrics are
 its overall accuracy, per-class and mean accuracy, per-class and mean IU, and fwavacc.
-Prints one JSON object; NaN is written as null (JSON has no NaN).
+Prints one JSON object; NaN is written as null (JSON has no NaN). With --hists it reads a JSON
+list of confusion matrices (rows = truth, columns = prediction) and prints the metrics of each.
 """
 import json
 import sys
@@ -32,6 +35,8 @@ def scores(hist):
         iu = np.diag(hist) / (hist.sum(1) + hist.sum(0) - np.diag(hist))
         freq = hist.sum(1) / hist.sum()
         fwavacc = (freq[freq > 0] * iu[freq > 0]).sum()
+        if hist.sum() == 0:
+            fwavacc = float('nan')  # score.py's empty sum says 0.0; over no pixels it is undefined
         return {
             'overallAccuracy': acc,
             'meanAccuracy': np.nanmean(acc_cls),
@@ -49,7 +54,21 @@ def json_value(v):
     return None if np.isnan(v) else v
 
 
+def score_hists(hists):
+    out = []
+    for hist in hists:
+        hist = np.asarray(hist, dtype=np.float64)
+        r = {k: json_value(v) for k, v in scores(hist).items()}
+        r['pixels'] = float(hist.sum())
+        out.append(r)
+    return out
+
+
 def main(argv):
+    if argv == ['--hists']:
+        json.dump(score_hists(json.load(sys.stdin)), sys.stdout)
+        sys.stdout.write('\n')
+        return
     if len(argv) < 3 or len(argv) % 2 != 1:
         sys.exit('usage: score.py N TRUTH.npy PRED.npy [TRUTH.npy PRED.npy ...]')
     n = int(argv[0])

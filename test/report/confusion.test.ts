@@ -4,12 +4,13 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ConfusionMatrix, formatMetricsTable, type Metrics } from '../../src/report/confusion.js';
 
-const referenceScript = fileURLToPath(new URL('../../scripts/metrics_reference.py', import.meta.url));
+const referenceScript = fileURLToPath(new URL('../reference/score.py', import.meta.url));
 
-/** Runs the NumPy transcription of the paper's definitions on several matrices at once. */
+/** Runs the paper's score.py (in NumPy) on several matrices at once, under our metrics' names. */
 function referenceMetrics(hists: number[][][]): Record<string, unknown>[] {
-  const output = execFileSync('python3', [referenceScript], { input: JSON.stringify(hists.map((hist) => ({ hist }))), encoding: 'utf8' });
-  return JSON.parse(output) as Record<string, unknown>[];
+  const output = execFileSync('python3', [referenceScript, '--hists'], { input: JSON.stringify(hists), encoding: 'utf8' });
+  const names: Record<string, string> = { overallAccuracy: 'pixelAccuracy', meanIU: 'meanIoU', fwavacc: 'frequencyWeightedIoU', perClassIU: 'perClassIoU' };
+  return (JSON.parse(output) as Record<string, unknown>[]).map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [names[k] ?? k, v])));
 }
 
 /** Mulberry32: a small seeded generator so failures reproduce. */

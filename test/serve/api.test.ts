@@ -11,6 +11,7 @@ import { loadModel } from '../../src/models/weights.js';
 import { segment } from '../../src/infer/inference.js';
 import { classShares } from '../../src/report/viz.js';
 import { engineConfig } from '../../src/engine/config.js';
+import { synthClassSet } from '../../src/data/synth.js';
 import { requires } from '../prereq.js';
 import { tempDir, vocModels, shapeModels, startServer, discPicture, labelsOfDataUrl, vocImage, type TestServer } from './fixtures.js';
 
@@ -160,7 +161,14 @@ test('GET /api/models, /api/health, /api/examples and the example pictures', asy
   assert.deepEqual(models.models.map((m: any) => [m.id, m.kind, m.title, m.source]), [
     [0, 'fcn32', 'FCN-32s', 'shape-fcn32.safetensors'], [1, 'fcn16', 'FCN-16s', 'shape-fcn16.safetensors'], [2, 'fcn8', 'FCN-8s', 'shape-fcn8.safetensors'],
   ]);
-  assert.deepEqual(models.models[0].classes.slice(0, 3), [{ index: 0, name: 'background', color: '#000000' }, { index: 1, name: 'disc', color: '#800000' }, { index: 2, name: 'box', color: '#008000' }]);
+  // The shapes' own colours (a disc red-orange, a box blue), as the synthetic data's class set has them.
+  const hex = (c: number[]) => `#${c.map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+  const synth = synthClassSet();
+  for (const m of models.models) assert.deepEqual(m.classes, synth.names.map((name, index) => ({ index, name, color: hex(synth.colors[index]!) })));
+  assert.deepEqual(synth.colors.slice(0, 3), [[0, 0, 0], [242, 71, 36], [36, 122, 242]]);
+  // VOC models keep VOC's colours.
+  const vocInfo = (await (await fetch(voc.url + '/api/models')).json()) as any;
+  assert.deepEqual(vocInfo.models[0].classes.slice(0, 3), [{ index: 0, name: 'background', color: '#000000' }, { index: 1, name: 'aeroplane', color: '#800000' }, { index: 2, name: 'bicycle', color: '#008000' }]);
   assert.equal(models.limits.maxPixels, 1_000_000);
   const health = (await (await fetch(shapes.url + '/api/health')).json()) as any;
   assert.equal(health.status, 'ok');

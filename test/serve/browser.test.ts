@@ -11,7 +11,6 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { requires } from '../prereq.js';
-import { vocPalette } from '../../src/io/image.js';
 import { tempDir, shapeModels, startServer, labelsOfDataUrl, vocImage, type TestServer } from './fixtures.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -20,7 +19,8 @@ const hasChromium = existsSync(CHROMIUM);
 const hasVoc = existsSync(vocImage(VOC_ID));
 const ARTIFACTS = path.resolve(import.meta.dirname, '..', '..', 'test-artifacts', 'serve');
 const CLI = path.join(import.meta.dirname, '..', 'cli', 'run-cli.ts');
-const PALETTE = vocPalette(256);
+/** The class colours the server gives for its models (the page draws label maps in them). */
+let PALETTE: number[][] = [];
 
 const tmp = tempDir('browser');
 const runs = path.join(tmp.dir, 'runs');
@@ -33,6 +33,7 @@ before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   mkdirSync(runs);
   server = await startServer({ weights: shapeModels(tmp.dir), runRoots: [runs], maxUploadBytes: 4 * 2 ** 20 });
+  PALETTE = server.models[0]!.classes.map((c) => [1, 3, 5].map((i) => parseInt(c.color.slice(i, i + 2), 16)));
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { latestDemo } from '../../src/serve/sources.js';
+import { latestDemo } from '../../src/serve/demo-models.js';
 import { main } from '../../src/cli/main.js';
 import { tempDir, shapeModels } from './fixtures.js';
 

@@ -263,7 +263,7 @@ test('a worker that dies fails its job with 500, and a new one takes the next', 
     // The job is held in the worker (no permit): the worker goes away under it, as a crash
     // in native code would take it.
     await until(fragile, (q) => q.running === 1);
-    await (fragile.inference as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    await (fragile.jobs as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
     const lost = await job;
     assert.equal(lost.status, 500);
     assert.match(((await lost.json()) as any).error, /^the inference worker stopped \(exit code 1\); it is being restarted: try again$/);

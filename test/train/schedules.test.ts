@@ -1,5 +1,5 @@
 // The training recipes end to end from the command line, on a handful of tiny synthetic
-// images, one epoch per stage: the seed's schedule from random weights and from a VGG16
+// images, one epoch per stage: Keras-FCN's schedule from random weights and from a VGG16
 // backbone (--init), and the paper's (SGD, summed loss, the Caffe-style network). Each
 // leaves its checkpoints, and they load as the network the recipe trains. Every step is logged
 // (logEvery 1), so each run shows one finite loss per optimiser step.
@@ -62,8 +62,8 @@ async function runSchedule(name: string, ...args: string[]): Promise<{ dir: stri
 const checkpoint = (dir: string, file: string) => path.join(dir, 'checkpoints', file);
 const stageRecords = (log: LogRecord[]) => log.filter((l) => l.type === 'stage');
 
-test('--schedule seed from random weights: FCN-32s → 16s → 8s → all layers, Adam; every checkpoint left', { timeout: 900_000 }, async () => {
-  const { dir, config, log } = await runSchedule('seed', '--schedule', 'seed', '--final-epochs', '1', '--batch', '4');
+test('--schedule keras from random weights: FCN-32s → 16s → 8s → all layers, Adam; every checkpoint left', { timeout: 900_000 }, async () => {
+  const { dir, config, log } = await runSchedule('keras', '--schedule', 'keras', '--final-epochs', '1', '--batch', '4');
   assert.equal(config.optimizer.kind, 'adam');
   assert.equal(config.model.style, 'keras');
   assert.deepEqual(config.stages.map((s) => [s.model, s.trainable]), [['fcn32', 'all'], ['fcn16', 'new'], ['fcn8', 'new'], ['fcn8', 'all']]);
@@ -81,7 +81,7 @@ test('--schedule seed from random weights: FCN-32s → 16s → 8s → all layers
   model.dispose();
 });
 
-test('--schedule seed --init VGG16 backbone: the body starts as the file and only the head trains in stage 1', { timeout: 900_000 }, async () => {
+test('--schedule seed (the keras recipe\'s old name) --init VGG16 backbone: the body starts as the file and only the head trains in stage 1', { timeout: 900_000 }, async () => {
   // A narrow VGG16-like backbone: the 13 block convolutions and conv6/conv7, nothing else.
   const backbone = path.join(tmp.dir, 'vgg16-narrow.safetensors');
   const donor = new FCN({ kind: 'fcn32', width: WIDTH });

@@ -1,17 +1,22 @@
-// Shared by the pages: the VOC palette, talking to the API, and label maps as class indices.
+// Shared by the pages: the models' class colours, talking to the API, and label maps as class indices.
 
-/** The Pascal VOC colour map: class k's bits, three at a time, set the top bits of R, G, B. */
-export const PALETTE = Array.from({ length: 256 }, (_, k) => {
-  let r = 0, g = 0, b = 0, c = k;
-  for (let i = 0; i < 8; i++) {
-    r |= ((c >> 0) & 1) << (7 - i);
-    g |= ((c >> 1) & 1) << (7 - i);
-    b |= ((c >> 2) & 1) << (7 - i);
-    c >>= 3;
+/** Class colours, index → [r, g, b]: the models' own, as /api/models gives them (setPalette). */
+export let PALETTE = Array.from({ length: 256 }, () => [128, 128, 128]);
+let COLOUR_TO_CLASS = new Map();
+const rgbOf = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+
+/** Takes the class colours of the models (the first model's wins where two disagree on an index). */
+export function setPalette(models) {
+  const palette = Array.from({ length: 256 }, () => [128, 128, 128]);
+  COLOUR_TO_CLASS = new Map();
+  for (const m of [...models].reverse()) {
+    for (const c of m.classes) {
+      palette[c.index] = rgbOf(c.color);
+      COLOUR_TO_CLASS.set(parseInt(c.color.slice(1), 16), c.index);
+    }
   }
-  return [r, g, b];
-});
-const COLOUR_TO_CLASS = new Map(PALETTE.map(([r, g, b], k) => [(r << 16) | (g << 8) | b, k]));
+  PALETTE = palette;
+}
 
 export const css = (k) => `rgb(${PALETTE[k].join(',')})`;
 
@@ -68,7 +73,7 @@ export function loadImage(src) {
   });
 }
 
-/** A label PNG (VOC palette) as class indices: the colours map back to their classes exactly. */
+/** A label PNG (the model's class colours) as class indices: the colours map back to their classes exactly. */
 export async function labelsFromPng(dataUrl) {
   const img = await loadImage(dataUrl);
   const c = document.createElement('canvas');

@@ -1,5 +1,5 @@
 // The page: tabs by the address's #fragment, the models line, and each page's setup.
-import { getJson } from './common.js';
+import { getJson, setPalette } from './common.js';
 import { setupSegment } from './segment.js';
 import { setupDraw } from './draw.js';
 import { setupHow } from './how.js';
@@ -23,6 +23,7 @@ async function start() {
   try {
     const info = await getJson('/api/models');
     app.models = info.models;
+    setPalette(info.models);
     app.limits = info.limits;
     const m = info.models[0];
     const names = [...new Set(info.models.map((x) => x.title))].join(' · ');

@@ -1,41 +1,36 @@
-// What the inference worker computes for the page, as plain functions of a model and a
-// decoded picture: label maps (through segment(), so they are exactly `fcn predict`'s), their
-// palette PNGs and class shares, the three most probable classes of every pixel, and the
+// What the inference worker answers, as plain functions of a model and a decoded picture:
+// label maps (through segment(), so they are exactly `fcn predict`'s), as PNGs in the model's
+// class colours, with class shares, the three most probable classes of every pixel, and the
 // score maps of each stage for the "How it works" page.
 import { encode as encodePng } from 'fast-png';
 import type { InferencePrecision } from '../engine/config.js';
-import { vocPalette, type RgbImage } from '../io/image.js';
+import type { RgbImage } from '../io/image.js';
 import { classShares, type ClassShare } from '../report/viz.js';
-import { segment, segmentImage, type StageMap } from '../infer/inference.js';
+import { modelClassColors, segment, segmentImage, type StageMap } from '../infer/inference.js';
 import type { FCN } from '../models/fcn.js';
 import type { StagesAnswer, StageView } from './protocol.js';
 
-const PALETTE = vocPalette(256);
-
-/** A label map as an indexed PNG: pixel value = class index, VOC palette (as writeLabelPng). */
-export function labelPng(labels: Uint8Array, width: number, height: number): Uint8Array {
-  return encodePng({ width, height, data: labels, depth: 8, channels: 1, palette: PALETTE });
+/** A label map as an indexed PNG: pixel value = class index, in the model's class colours. */
+function labelPng(labels: Uint8Array, width: number, height: number, model: FCN): Uint8Array {
+  return encodePng({ width, height, data: labels, depth: 8, channels: 1, palette: [...modelClassColors(model)] });
 }
 
 /** Bytes per pixel of a top-3 table: three class indices, then their probabilities × 255. */
 export const TOP3_BYTES = 6;
 
 /**
- * The three most probable classes of each pixel and their softmax probabilities, from logits
- * classes × plane: per pixel [c1, c2, c3, round(255·p1), round(255·p2), round(255·p3)].
+ * The three most probable classes of each pixel and their probabilities, from the softmax
+ * that inference computes (classes × plane): per pixel [c1, c2, c3, round(255·p1),
+ * round(255·p2), round(255·p3)].
  */
-export function top3Table(logits: Float32Array, classes: number, plane: number): Uint8Array {
+export function top3Table(probabilities: Float32Array, classes: number, plane: number): Uint8Array {
   const out = new Uint8Array(plane * TOP3_BYTES);
   const k = Math.min(3, classes);
   const idx = [0, 0, 0], val = [0, 0, 0];
   for (let p = 0; p < plane; p++) {
-    let max = -Infinity;
-    for (let c = 0; c < classes; c++) max = Math.max(max, logits[c * plane + p]);
-    let sum = 0;
     val.fill(-Infinity);
     for (let c = 0; c < classes; c++) {
-      const v = logits[c * plane + p];
-      sum += Math.exp(v - max);
+      const v = probabilities[c * plane + p];
       // Insertion into the three best; ties keep the lower class index first, as argmax does.
       if (v > val[2]) {
         let j = 2;
@@ -51,7 +46,7 @@ export function top3Table(logits: Float32Array, classes: number, plane: number):
     const o = p * TOP3_BYTES;
     for (let j = 0; j < 3; j++) {
       out[o + j] = j < k ? idx[j] : 0;
-      out[o + 3 + j] = j < k ? Math.round((255 * Math.exp(val[j] - max)) / sum) : 0;
+      out[o + 3 + j] = j < k ? Math.round(255 * val[j]) : 0;
     }
   }
   return out;
@@ -69,14 +64,14 @@ export interface ModelAnswer {
 /** One model on one picture, through segment() as `fcn predict` does. */
 export async function answerFor(model: FCN, rgb: RgbImage, options: { precision: InferencePrecision; top3: boolean }): Promise<ModelAnswer> {
   const t0 = performance.now();
-  const seg = await segment(model, rgb, { precision: options.precision, logits: options.top3 });
+  const seg = await segment(model, rgb, { precision: options.precision, probabilities: options.top3 });
   const ms = performance.now() - t0;
   return {
     labels: seg.labels,
-    png: labelPng(seg.labels, seg.width, seg.height),
+    png: labelPng(seg.labels, seg.width, seg.height, model),
     shares: classShares(seg.labels, seg.classes),
     ms,
-    ...(options.top3 ? { top3: top3Table(seg.logits!, model.numClasses, seg.width * seg.height) } : {}),
+    ...(options.top3 ? { top3: top3Table(seg.probabilities!, model.numClasses, seg.width * seg.height) } : {}),
   };
 }
 
@@ -148,7 +143,7 @@ export function stagesFor(model: FCN, rgb: RgbImage, precision: InferencePrecisi
     const rows = Math.min(map.dims[2], Math.ceil(height / map.stride)), cols = Math.min(map.dims[3], Math.ceil(width / map.stride));
     const coarse = argmaxMap(map, rows, cols);
     const upsampled = upsampledArgmax(map, width, height);
-    return { name: map.name, stride: map.stride, coarse: { width: cols, height: rows, png: labelPng(coarse, cols, rows) }, upsampled: labelPng(upsampled, width, height), shares: classShares(upsampled, seg.classes) };
+    return { name: map.name, stride: map.stride, coarse: { width: cols, height: rows, png: labelPng(coarse, cols, rows, model) }, upsampled: labelPng(upsampled, width, height, model), shares: classShares(upsampled, seg.classes) };
   });
-  return { width, height, views, final: { png: labelPng(seg.labels, width, height), shares: classShares(seg.labels, seg.classes) }, ms: performance.now() - t0 };
+  return { width, height, views, final: { png: labelPng(seg.labels, width, height, model), shares: classShares(seg.labels, seg.classes) }, ms: performance.now() - t0 };
 }

@@ -3,15 +3,13 @@
 // forward pass); up to `queueLimit` more wait; beyond that a request is refused at once with
 // 503 and a Retry-After estimated from recent job times, instead of piling up memory and
 // latency. If the worker dies, the jobs it held fail with 500 and a new worker is started.
-import { Worker } from 'node:worker_threads';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { workerExecArgv } from '../data/loader.js';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../data/loader.js';
 import { HttpError } from './errors.js';
 import type { Job, ModelInfo, Rgb, SegmentAnswer, WorkerInit, WorkerMessage } from './protocol.js';
 
 type StagedMessage = Extract<WorkerMessage, { type: 'staged' }>;
-type JobInput = { type: 'segment'; rgb: Rgb; models: number[]; top3: boolean } | { type: 'stages'; rgb: Rgb; model: number };
+type JobInput = { type: 'segment'; rgb: Rgb; models: number[]; top3: boolean } | { type: 'stages'; rgb: Rgb; model: number } | { type: 'load'; weights: string[] };
 
 interface Pending {
   job: Job;
@@ -21,36 +19,15 @@ interface Pending {
   startedAt?: number;
 }
 
-export interface InferenceOptions extends WorkerInit {
+export interface JobQueueOptions extends WorkerInit {
   /** Jobs that may wait while one runs; more are refused with 503. */
   queueLimit: number;
 }
 
-export interface InferenceStats {
-  running: number;
-  waiting: number;
-  queueLimit: number;
-  completed: number;
-  refused: number;
-  workerRestarts: number;
-  /** Mean job time in ms over the recent jobs (exponential average), null before the first. */
-  recentJobMs: number | null;
-}
+/** recentJobMs: the mean job time in ms over the recent jobs (exponential average), null before the first. */
+export interface QueueStats { running: number; waiting: number; queueLimit: number; completed: number; refused: number; workerRestarts: number; recentJobMs: number | null }
 
-/**
- * How to start the worker: the compiled worker.js next to this module, or, from the
- * TypeScript sources (tests, tsx), a bootstrap that registers tsx's loader inside the worker
- * first (as the data loader's workers do: tsx's hooks do not reach a worker by themselves).
- */
-function workerScript(): { script: string | URL; eval: boolean } {
-  const js = new URL('./worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return { script: js, eval: false };
-  const api = import.meta.resolve('tsx/esm/api');
-  const ts = new URL('./worker.ts', import.meta.url).href;
-  return { script: `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts)}); });`, eval: true };
-}
-
-export class Inference {
+export class JobQueue {
   models: ModelInfo[] = [];
   private worker: Worker | null = null;
   private current: Pending | null = null;
@@ -63,20 +40,19 @@ export class Inference {
   private closed = false;
   private ready: Promise<void> = Promise.resolve();
 
-  private constructor(private readonly options: InferenceOptions) {}
+  private constructor(private readonly options: JobQueueOptions) {}
 
   /** Starts the worker and waits until it has loaded every model (or failed to). */
-  static async start(options: InferenceOptions): Promise<Inference> {
-    const inference = new Inference(options);
-    inference.ready = inference.spawn();
-    await inference.ready;
-    return inference;
+  static async start(options: JobQueueOptions): Promise<JobQueue> {
+    const queue = new JobQueue({ ...options, weights: [...options.weights] });
+    queue.ready = queue.spawn();
+    await queue.ready;
+    return queue;
   }
 
   private spawn(): Promise<void> {
-    const { script, eval: isEval } = workerScript();
     const init: WorkerInit = { weights: this.options.weights, threads: this.options.threads, precision: this.options.precision, gate: this.options.gate };
-    const worker = new Worker(script, { eval: isEval, workerData: init, execArgv: workerExecArgv(process.execArgv) });
+    const worker = startWorker(new URL('./worker.js', import.meta.url), init);
     this.worker = worker;
     return new Promise<void>((resolve, reject) => {
       let started = false;
@@ -112,16 +88,9 @@ export class Inference {
     });
   }
 
-  stats(): InferenceStats {
-    return {
-      running: this.current ? 1 : 0,
-      waiting: this.waiting.length,
-      queueLimit: this.options.queueLimit,
-      completed: this.completed,
-      refused: this.refused,
-      workerRestarts: this.restarts,
-      recentJobMs: this.averageMs === null ? null : Math.round(this.averageMs),
-    };
+  stats(): QueueStats {
+    const recentJobMs = this.averageMs === null ? null : Math.round(this.averageMs);
+    return { running: this.current ? 1 : 0, waiting: this.waiting.length, queueLimit: this.options.queueLimit, completed: this.completed, refused: this.refused, workerRestarts: this.restarts, recentJobMs };
   }
 
   /** Label maps of `models` on one picture (with the top-3 tables when asked). */
@@ -136,6 +105,15 @@ export class Inference {
     const m = await this.submit({ type: 'stages', rgb, model });
     if (m.type !== 'staged') throw new Error(`unexpected answer ${m.type}`);
     return m;
+  }
+
+  /** Loads more models into the worker (in turn with the pictures); a restarted worker loads them too. */
+  async load(weights: string[]): Promise<ModelInfo[]> {
+    const m = await this.submit({ type: 'load', weights }, false);
+    if (m.type !== 'loaded') throw new Error(`unexpected answer ${m.type}`);
+    this.options.weights = [...this.options.weights, ...weights];
+    this.models.push(...m.models);
+    return m.models;
   }
 
   /**
@@ -153,9 +131,9 @@ export class Inference {
     }
   }
 
-  private submit(input: JobInput): Promise<WorkerMessage> {
+  private submit(input: JobInput, admitted = true): Promise<WorkerMessage> {
     try {
-      this.admit();
+      if (admitted) this.admit();
     } catch (e) {
       return Promise.reject(e);
     }
@@ -181,7 +159,7 @@ export class Inference {
     const ms = performance.now() - p.startedAt!;
     this.averageMs = this.averageMs === null ? ms : 0.7 * this.averageMs + 0.3 * ms;
     this.completed++;
-    if (m.type === 'failed') p.reject(new HttpError(500, `inference failed: ${m.message}`));
+    if (m.type === 'failed') p.reject(new HttpError(500, `${p.job.type === 'load' ? 'loading failed' : 'inference failed'}: ${m.message}`));
     else p.resolve(m);
     this.dispatch();
   }

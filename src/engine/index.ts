@@ -1,6 +1,0 @@
-// The engine: native tensors and ops, and the one place that configures threads.
-export { native } from './binding.js';
-export type { Tensor, DType, Precision, NativeInfo } from './binding.js';
-export { Tape, disposeAll } from './tensor.js';
-export { configureEngine, engineConfig, cpuFeatures, autoPrecision } from './config.js';
-export type { EngineConfig, EngineOptions, CpuFeatures, PrecisionChoice } from './config.js';
