@@ -148,6 +148,9 @@ test('Segment: a compact legend beside each map; a tap inspects a pixel; the key
     // Each entry names a class the map shows, with its share.
     assert.match((await panel.locator('.map-legend li').first().textContent()) ?? '', /^\w+ \d+(\.\d)?%$/);
   }
+  // The overlay's legend: the overlaid model's classes (background is left clear, so not listed).
+  const overlaid = await page.$$eval('#overlay-legend li', (lis) => lis.map((li) => (li as HTMLElement).dataset.class));
+  assert.ok(overlaid.length >= 1 && !overlaid.includes('0'), `overlay legend: classes ${overlaid.join(', ')}`);
   const canvas = page.locator('#panels canvas[data-model="2"]');
   await canvas.scrollIntoViewIfNeeded();
   const box = (await canvas.boundingBox())!;

@@ -261,6 +261,7 @@ function drawOverlay() {
     out.data[o + 3] = 255;
   }
   ctx.putImageData(out, 0, 0);
+  $('overlay-legend').replaceChildren(compactLegend(palette, namesFor(a.id), a.shares.filter((x) => x.index !== 0), { label: `${a.title} in the overlay: classes and shares` }));
   canvas.dataset.opacity = String(alpha);
   canvas.dataset.model = String(a.id);
 }
