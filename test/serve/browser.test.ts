@@ -115,6 +115,8 @@ test('Segment: a VOC photo uploaded; label maps, legend and shares as the API an
 
   // Hovering that pixel on the FCN-8s map: its class for every model, and the top-3.
   const x = object % fcn8.width, y = Math.floor(object / fcn8.width);
+  // Focusing the slider scrolled the page: the map is brought back into view to be pointed at.
+  await page.locator('#panels canvas[data-model="2"]').scrollIntoViewIfNeeded();
   const box = (await page.locator('#panels canvas[data-model="2"]').boundingBox())!;
   await page.mouse.move(box.x + ((x + 0.5) / fcn8.width) * box.width, box.y + ((y + 0.5) / fcn8.height) * box.height);
   await page.waitForSelector(`#pointer-info[data-x="${x}"][data-y="${y}"]`, { timeout: 5000 });
@@ -228,7 +230,9 @@ test('Training: the page follows a short fcn train in another process; its curve
   assert.ok(seen.every((n, i) => i === 0 || n > seen[i - 1]!), `it only grew: ${seen.join(', ')}`);
   assert.equal(await page.inputValue('#run-select'), 'live');
   assert.match((await page.textContent('#run-select option[value=live]')) ?? '', /^live — completed, 2\/2 epochs$/);
-  assert.equal(await page.getAttribute('#live-badge', 'class'), 'badge live');
+  // A finished run is no longer live: the badge says how it ended.
+  assert.equal(await page.getAttribute('#live-badge', 'class'), 'badge done');
+  assert.equal(await page.textContent('#live-badge'), 'completed');
   assert.equal(Number(await page.getAttribute('#chart-miou', 'data-points')), 2, 'one mean IoU point per epoch');
   assert.match((await page.textContent('#final-metrics')) ?? '', /mean IoU\s*\d\.\d{4}/);
   const sample = await page.getAttribute('#samples img', 'src');

@@ -1,6 +1,7 @@
 // The Draw page: shapes drawn with the mouse on a canvas, segmented by every model as the
 // drawing changes (debounced: one request at a time, the latest drawing wins).
-import { el, postPicture, labelsFromPng, paintLabels, renderLegend } from './common.js';
+import { el, postPicture, labelsFromPng } from './common.js';
+import { paletteOf, paintWith, compactLegend, shareTable } from './legend.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +25,18 @@ const rgb = ([r, g, b], k = 1) => `rgb(${Math.min(255, r * k)},${Math.min(255, g
 
 let canvas, ctx;
 let tool = 'disc';
+let palettes = [];
+let classNames = [];
+// The demo's shapes have radii of 13–30% of the picture: smaller stamps are too small for the
+// models to see (a 1/32 cell of a 256-pixel picture is 8 pixels), so no stamp is smaller than
+// 12%, and a click without a drag stamps one of 18%.
+const MIN_RADIUS = 0.12, CLICK_RADIUS = 0.18;
+const radiusOf = (start, p) => {
+  const d = Math.hypot(p.x - start.x, p.y - start.y);
+  return d < 0.03 * canvas.width ? CLICK_RADIUS * canvas.width : Math.max(MIN_RADIUS * canvas.width, d);
+};
+/** Where a keyboard stamp goes, and its radius. */
+const cursor = { x: 128, y: 128, r: 46 };
 /** Increases with every change of the drawing; answers carry the version they were asked for. */
 let version = 0;
 let seed = 1;
@@ -120,7 +133,17 @@ const point = (e) => {
 export function setupDraw(app) {
   canvas = $('draw-canvas');
   ctx = canvas.getContext('2d', { willReadFrequently: true });
+  palettes = app.models.map((m) => paletteOf(m));
+  classNames = app.models.map((m) => m.classes.reduce((a, c) => { a[c.index] = c.name; return a; }, []));
+  Object.assign(cursor, { x: canvas.width / 2, y: canvas.height / 2, r: CLICK_RADIUS * canvas.width });
   paintBackground();
+  const wrap = el('div', { class: 'canvas-wrap draw-wrap' });
+  canvas.replaceWith(wrap);
+  wrap.append(canvas, el('div', { class: 'key-cursor', id: 'draw-cursor', 'aria-hidden': 'true' }));
+  canvas.addEventListener('keydown', keyDraw);
+  canvas.addEventListener('focus', () => { if (canvas.matches(':focus-visible')) showCursor(); });
+  canvas.addEventListener('blur', () => { $('draw-cursor').style.display = 'none'; });
+  $('draw-under').addEventListener('change', () => $('draw-panels').classList.toggle('no-under', !$('draw-under').checked));
   for (const b of document.querySelectorAll('#draw-tools [data-tool]')) {
     b.addEventListener('click', () => {
       tool = b.dataset.tool;
@@ -146,7 +169,7 @@ export function setupDraw(app) {
     } else {
       // The shape grows with the drag: redrawn over the picture as it was before it.
       ctx.putImageData(snapshot, 0, 0);
-      stamp(tool, start.x, start.y, Math.max(6, Math.hypot(p.x - start.x, p.y - start.y)));
+      stamp(tool, start.x, start.y, radiusOf(start, p));
     }
     last = p;
     changed();
@@ -156,7 +179,7 @@ export function setupDraw(app) {
     const p = point(e);
     if (tool !== 'brush') {
       ctx.putImageData(snapshot, 0, 0);
-      stamp(tool, start.x, start.y, Math.max(6, Math.hypot(p.x - start.x, p.y - start.y)));
+      stamp(tool, start.x, start.y, radiusOf(start, p));
     }
     start = snapshot = null;
     changed();
@@ -164,6 +187,36 @@ export function setupDraw(app) {
   canvas.addEventListener('pointerup', end);
   canvas.addEventListener('pointercancel', end);
   app.pageHooks.draw = () => { if (version === 0) changed(); };
+}
+
+/** The keyboard's drawing: arrows move the cursor (Shift: further), + and − resize, Enter or Space stamps. */
+function keyDraw(e) {
+  const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  const w = canvas.width;
+  if (moves[e.key]) {
+    const d = e.shiftKey ? 32 : 8;
+    cursor.x = Math.min(w, Math.max(0, cursor.x + moves[e.key][0] * d));
+    cursor.y = Math.min(canvas.height, Math.max(0, cursor.y + moves[e.key][1] * d));
+  } else if (e.key === '+' || e.key === '=') {
+    cursor.r = Math.min(0.45 * w, cursor.r + 4);
+  } else if (e.key === '-' || e.key === '−') {
+    cursor.r = Math.max(MIN_RADIUS * w, cursor.r - 4);
+  } else if (e.key === 'Enter' || e.key === ' ') {
+    if (tool === 'brush') brush(cursor, { x: cursor.x + 0.5, y: cursor.y });
+    else stamp(tool, cursor.x, cursor.y, cursor.r);
+    changed();
+  } else {
+    return;
+  }
+  e.preventDefault();
+  showCursor();
+}
+
+/** The keyboard's cursor: a ring of the stamp's size where Enter would stamp. */
+function showCursor() {
+  const c = $('draw-cursor');
+  const scale = canvas.clientWidth / canvas.width;
+  Object.assign(c.style, { display: 'block', left: `${cursor.x * scale}px`, top: `${cursor.y * scale}px`, width: `${2 * cursor.r * scale}px`, height: `${2 * cursor.r * scale}px` });
 }
 
 function brush(a, b) {
@@ -207,15 +260,21 @@ async function send() {
   const status = $('draw-status');
   try {
     const blob = await drawingBlob();
+    const drawing = canvas.toDataURL('image/png');
     const answer = await postPicture('/api/segment', blob, 'drawing.png');
     const answers = await Promise.all(answer.models.map(async (m) => ({ ...m, ...(await labelsFromPng(m.labelsPng)) })));
-    renderAnswers(answers, asked);
+    renderAnswers(answers, asked, drawing);
     status.classList.remove('error');
     status.textContent = answers.map((a) => `${a.title} ${a.ms.toFixed(0)} ms`).join(' · ');
   } catch (e) {
     status.classList.add('error');
     status.textContent = e.message;
+    // Busy: asked again soon. Anything else: no maps left that belong to another drawing.
     if (e.status === 503) pending = true;
+    else {
+      $('draw-panels').replaceChildren();
+      $('draw-legend').replaceChildren();
+    }
   } finally {
     inFlight = false;
     if (pending) {
@@ -225,13 +284,18 @@ async function send() {
   }
 }
 
-function renderAnswers(answers, asked) {
+/** Each model's map laid over the drawing it was asked about, with its legend. */
+function renderAnswers(answers, asked, drawing) {
   const panels = $('draw-panels');
+  const paletteFor = (id) => palettes[id] ?? palettes[0];
   panels.replaceChildren(...answers.map((a) => {
     const c = el('canvas', { class: 'labels', dataset: { model: a.id } });
-    paintLabels(c, a.labels, a.width, a.height);
-    return el('div', { class: 'panel', dataset: { model: a.id } }, el('h4', {}, a.title, el('span', { class: 'time', text: `${a.ms.toFixed(0)} ms` })), c);
+    paintWith(c, a.labels, a.width, a.height, paletteFor(a.id));
+    return el('div', { class: 'panel', dataset: { model: a.id } },
+      el('h4', {}, a.title, el('span', { class: 'time', text: `${a.ms.toFixed(0)} ms` })),
+      el('div', { class: 'canvas-wrap layered' }, el('img', { class: 'under', src: drawing, alt: '' }), c),
+      compactLegend(paletteFor(a.id), classNames[a.id] ?? [], a.shares, { label: `${a.title}: classes and shares` }));
   }));
   panels.dataset.version = String(asked);
-  renderLegend($('draw-legend'), null, answers);
+  shareTable($('draw-legend'), answers, paletteFor);
 }

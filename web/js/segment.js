@@ -1,6 +1,7 @@
 // The Segment page: a picture in (file, drop, paste, example), each model's label map out,
 // an overlay with adjustable opacity, the classes' shares, and the top-3 classes under the pointer.
-import { PALETTE, css, el, getJson, postPicture, loadImage, labelsFromPng, paintLabels, percent, downloadUrl, pixelAt, renderLegend } from './common.js';
+import { el, getJson, postPicture, loadImage, labelsFromPng, percent, downloadUrl, pixelAt } from './common.js';
+import { paletteOf, paintWith, compactLegend, shareTable } from './legend.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -9,11 +10,16 @@ export const current = { blob: null, name: '', img: null, rgba: null, width: 0, 
 
 /** Class names of each model by class index, for naming the top-3 classes under the pointer. */
 let classNames = [];
+/** Each model's class colours, by model id. */
+let palettes = [];
 let limits = null;
+/** Milliseconds per megapixel of the last picture (all models together), to say how long a large one takes. */
+let msPerMegapixel = null;
 
 export function setupSegment(app) {
   limits = app.limits;
   classNames = app.models.map((m) => new Map(m.classes.map((c) => [c.index, c.name])));
+  palettes = app.models.map((m) => paletteOf(m));
   const drop = $('dropzone');
   $('file-input').addEventListener('change', (e) => {
     const f = e.target.files?.[0];
@@ -58,8 +64,27 @@ export function setupSegment(app) {
     if (a) downloadUrl($('overlay-canvas').toDataURL('image/png'), `${stem(current.name)}_${a.kind}_overlay.png`);
   });
   const overlay = $('overlay-canvas');
-  overlay.addEventListener('pointermove', (e) => hover(e, overlay));
-  overlay.addEventListener('pointerleave', clearHover);
+  inspectable(overlay);
+  // The keyboard inspects too: the arrows move the pixel looked at.
+  overlay.addEventListener('keydown', (e) => {
+    const step = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
+    if (!step || !current.answers.length) return;
+    e.preventDefault();
+    const d = e.shiftKey ? 10 : 1;
+    const p = inspected ?? { x: current.width >> 1, y: current.height >> 1 };
+    if (inspected) {
+      p.x = Math.min(current.width - 1, Math.max(0, p.x + step[0] * d));
+      p.y = Math.min(current.height - 1, Math.max(0, p.y + step[1] * d));
+    }
+    inspect(p);
+  });
+}
+
+/** Pointer (mouse hover, or a tap or press on a touch screen) inspects the pixel under it. */
+function inspectable(element) {
+  element.addEventListener('pointermove', (e) => { if (e.pointerType === 'mouse') hover(e, element); });
+  element.addEventListener('pointerdown', (e) => hover(e, element));
+  element.addEventListener('pointerleave', (e) => { if (e.pointerType === 'mouse') clearHover(); });
 }
 
 const stem = (name) => name.replace(/\.[^.]*$/, '') || 'picture';
@@ -71,25 +96,80 @@ function status(text, error = false) {
   s.classList.toggle('error', error);
 }
 
+/** While a request runs: a progress bar, the seconds so far, and the old results dimmed. */
+function busy(on, text = '') {
+  clearInterval(busy.timer);
+  $('segment-progress').hidden = !on;
+  $('segment-results').classList.toggle('busy', on);
+  $('segment-results').setAttribute('aria-busy', String(on));
+  if (!on) return;
+  const t0 = performance.now();
+  status(text);
+  busy.timer = setInterval(() => status(`${text} ${Math.round((performance.now() - t0) / 1000)} s`), 1000);
+}
+
+/** An error: said, and no results left under it that belong to another picture. */
+function failed(text) {
+  busy(false);
+  status(text, true);
+  const results = $('segment-results');
+  results.hidden = true;
+  results.dataset.ready = 'false';
+  $('panels').replaceChildren();
+  $('legend').replaceChildren();
+  current.answers = [];
+  inspected = null;
+}
+
+/** The picture's size, read in the browser before it is sent (null where the browser cannot decode it). */
+async function dimensions(blob) {
+  try {
+    const bitmap = await createImageBitmap(blob);
+    const size = { width: bitmap.width, height: bitmap.height };
+    bitmap.close();
+    return size;
+  } catch {
+    return null;
+  }
+}
+
+/** What the learner is told while a picture is segmented: its size and, when large, how long it may take. */
+function waitingText(name, size) {
+  if (!size) return `segmenting ${name}…`;
+  const mp = (size.width * size.height) / 1e6;
+  const dims = `${size.width}×${size.height}, ${mp.toFixed(1)} megapixels`;
+  if (mp < 0.5) return `segmenting ${name} (${dims})…`;
+  const eta = msPerMegapixel ? `about ${Math.max(1, Math.round((msPerMegapixel * mp) / 1000))} s at this server's last speed` : 'a large picture: this may take several seconds';
+  return `segmenting ${name} (${dims}): ${eta}…`;
+}
+
 let generation = 0;
 
 /** Sends a picture to every model and shows the answers. */
 export async function segmentPicture(blob, name) {
   const mine = ++generation;
   if (limits && blob.size > limits.maxUploadBytes) {
-    status(`${name} is ${(blob.size / 2 ** 20).toFixed(1)} MB: the server takes up to ${(limits.maxUploadBytes / 2 ** 20).toFixed(1)} MB (fcn serve --max-upload-mb)`, true);
+    failed(`${name} is ${(blob.size / 2 ** 20).toFixed(1)} MB: the server takes up to ${(limits.maxUploadBytes / 2 ** 20).toFixed(1)} MB (fcn serve --max-upload-mb)`);
     return;
   }
-  status(`segmenting ${name}…`);
+  const size = await dimensions(blob);
+  if (mine !== generation) return;
+  if (size && limits && size.width * size.height > limits.maxPixels) {
+    failed(`${name} is ${size.width}×${size.height} (${((size.width * size.height) / 1e6).toFixed(1)} megapixels): the server takes up to ${(limits.maxPixels / 1e6).toFixed(1)} megapixels (fcn serve --max-pixels)`);
+    return;
+  }
+  busy(true, waitingText(name, size));
   $('segment-results').dataset.ready = 'false';
   let answer;
   try {
     answer = await postPicture('/api/segment?top3=1', blob, name);
   } catch (e) {
-    if (mine === generation) status(e.status === 503 ? `${e.message}` : `${name}: ${e.message}`, true);
+    if (mine === generation) failed(e.status === 503 ? `${e.message}` : `${name}: ${e.message}`);
     return;
   }
   if (mine !== generation) return;
+  busy(false);
+  msPerMegapixel = answer.models.reduce((t, m) => t + m.ms, 0) / Math.max(0.01, (answer.width * answer.height) / 1e6);
   // The server decoded it (EXIF rotation included); show the same pixels.
   const img = await loadImage(URL.createObjectURL(blob)).catch(() => null);
   const answers = await Promise.all(answer.models.map(async (m) => ({ ...m, ...(await labelsFromPng(m.labelsPng)), top3: null })));
@@ -125,28 +205,32 @@ function render(answer) {
   panels.append(el('div', { class: 'panel', dataset: { panel: 'picture' } }, el('h4', {}, 'Picture', el('span', { class: 'time', text: `${current.width}×${current.height}` })), el('div', { class: 'canvas-wrap' }, picture)));
   for (const a of current.answers) {
     const canvas = el('canvas', { class: 'labels hoverable', dataset: { model: a.id } });
-    paintLabels(canvas, a.labels, a.width, a.height);
+    paintWith(canvas, a.labels, a.width, a.height, paletteFor(a.id));
     panels.append(el('div', { class: 'panel', dataset: { panel: 'model', model: a.id, kind: a.kind } },
       el('h4', {}, a.title, el('span', { class: 'time', dataset: { ms: a.ms }, text: `${a.ms.toFixed(0)} ms` })),
       el('div', { class: 'canvas-wrap' }, canvas),
+      compactLegend(paletteFor(a.id), namesFor(a.id), a.shares, { label: `${a.title}: classes and shares` }),
       el('div', { class: 'actions' }, el('button', { type: 'button', class: 'download-labels', onclick: () => downloadUrl(a.labelsPng, `${stem(current.name)}_${a.kind}_labels.png`) }, 'Download label PNG'))));
   }
-  for (const c of panels.querySelectorAll('canvas.hoverable')) {
-    c.addEventListener('pointermove', (e) => hover(e, c));
-    c.addEventListener('pointerleave', clearHover);
-  }
+  for (const c of panels.querySelectorAll('canvas.hoverable')) inspectable(c);
   const select = $('overlay-model');
   const keep = select.value;
   select.replaceChildren(...current.answers.map((a) => el('option', { value: a.id, text: a.title })));
   // The finest model by default: the last one.
   select.value = current.answers.some((a) => String(a.id) === keep) ? keep : String(current.answers.at(-1).id);
   drawOverlay();
-  renderLegend($('legend'), null, current.answers);
+  shareTable($('legend'), current.answers, paletteFor);
   $('segment-results').hidden = false;
   $('segment-results').dataset.ready = 'true';
   $('segment-results').dataset.resultId = answer.id;
-  $('pointer-info').textContent = 'Move the pointer over a picture or a label map.';
+  inspected = null;
+  $('pointer-info').textContent = POINTER_HINT;
+  $('pointer-info').classList.add('muted');
 }
+
+const POINTER_HINT = 'Point at (or tap) a picture or a label map, or focus the overlay and use the arrow keys.';
+const paletteFor = (id) => palettes[id] ?? palettes[0];
+const namesFor = (id) => [...(classNames[id] ?? new Map())].reduce((a, [k, n]) => { a[k] = n; return a; }, []);
 
 /** The picture with the chosen model's class colours blended in (background left as it is). */
 function drawOverlay() {
@@ -155,9 +239,12 @@ function drawOverlay() {
   if (!a) return;
   canvas.width = current.width;
   canvas.height = current.height;
+  // Shown as large as fits a 460-pixel square, small pictures enlarged, the shape kept.
+  canvas.style.width = `${Math.round(current.width * Math.min(460 / current.width, 460 / current.height))}px`;
   const ctx = canvas.getContext('2d');
   const out = ctx.createImageData(current.width, current.height);
   const alpha = Number($('opacity').value) / 100;
+  const palette = paletteFor(a.id);
   const src = current.rgba?.data;
   for (let i = 0; i < a.labels.length; i++) {
     const k = a.labels[i];
@@ -166,7 +253,7 @@ function drawOverlay() {
     if (k === 0) {
       out.data[o] = r; out.data[o + 1] = g; out.data[o + 2] = b;
     } else {
-      const [pr, pg, pb] = PALETTE[k];
+      const [pr, pg, pb] = palette[k];
       out.data[o] = Math.round((1 - alpha) * r + alpha * pr);
       out.data[o + 1] = Math.round((1 - alpha) * g + alpha * pg);
       out.data[o + 2] = Math.round((1 - alpha) * b + alpha * pb);
@@ -174,6 +261,7 @@ function drawOverlay() {
     out.data[o + 3] = 255;
   }
   ctx.putImageData(out, 0, 0);
+  $('overlay-legend').replaceChildren(compactLegend(palette, namesFor(a.id), a.shares.filter((x) => x.index !== 0), { label: `${a.title} in the overlay: classes and shares` }));
   canvas.dataset.opacity = String(alpha);
   canvas.dataset.model = String(a.id);
 }
@@ -182,9 +270,17 @@ function clearHover() {
   for (const m of document.querySelectorAll('#page-segment .crosshair')) m.remove();
 }
 
+/** The pixel last inspected (by pointer, tap or keys). */
+let inspected = null;
+
 function hover(event, element) {
   const p = pixelAt(event, element, current.width, current.height);
   if (!p) return clearHover();
+  inspect(p);
+}
+
+function inspect(p) {
+  inspected = p;
   // A marker at the same pixel on every panel, so the maps can be compared point by point.
   clearHover();
   for (const c of document.querySelectorAll('#panels canvas, #overlay-canvas')) {
@@ -207,7 +303,7 @@ function hover(event, element) {
     }
     return el('tr', { dataset: { model: a.id, label: a.labels[i] } },
       el('th', { text: a.title }),
-      el('td', {}, el('span', { class: 'swatch', style: `background:${css(a.labels[i])}` }), nameOf(a.labels[i])),
+      el('td', {}, el('span', { class: 'swatch', style: `background:rgb(${paletteFor(a.id)[a.labels[i]].join(',')})` }), nameOf(a.labels[i])),
       el('td', { class: 'top3', text: top.map((t) => `${nameOf(t.k)}${t.p === null ? '' : ` ${percent(t.p)}`}`).join(' · ') }));
   });
   const info = $('pointer-info');
