@@ -120,7 +120,7 @@ function trainDemo(ctx: ServeContext, out: string, root: string, count: number |
   console.log(`fcn serve: no finished fcn demo under ${root}: training its models now (${out}, a few minutes on 2 cores); the page shows the training meanwhile`);
   const cfg = engineConfig();
   const run = path.relative(path.resolve(root), path.resolve(out, 'run')).split(path.sep).join('/');
-  ctx.preparing = { state: 'training', message: 'training the demo models: FCN-32s, then FCN-16s, then FCN-8s', run };
+  ctx.preparing = { state: 'training', message: 'Training the demo models: FCN-32s, then FCN-16s, then FCN-8s', run };
   const cli = process.argv[1] ?? fileURLToPath(new URL('../../bin/fcn.js', import.meta.url));
   const args = [...process.execArgv, cli, 'demo', '--out', out, '--threads', String(cfg.threads), '--precision', cfg.precision, ...(count ? ['--count', String(count)] : [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -128,17 +128,17 @@ function trainDemo(ctx: ServeContext, out: string, root: string, count: number |
     const demo = code === 0 ? latestDemo(root) : null;
     if (!demo) {
       const why = code === 0 ? `it left no stage models in ${out}` : `it stopped (${signal ?? `exit code ${code}`})`;
-      ctx.preparing = { state: 'failed', message: `the demo did not finish: ${why}; restart fcn serve, or give models with --weights`, run };
+      ctx.preparing = { state: 'failed', message: `The demo did not finish: ${why}; restart fcn serve, or give models with --weights`, run };
       return console.error(`fcn serve: ${ctx.preparing.message}`);
     }
-    ctx.preparing = { state: 'loading', message: 'loading the demo models', run };
+    ctx.preparing = { state: 'loading', message: 'Loading the demo models', run };
     ctx.addModels(demo.weights).then(
       (models) => {
         ctx.preparing = null;
         console.log(`fcn serve: ${models.map((m) => m.title).join(', ')} ready`);
       },
       (e: Error) => {
-        ctx.preparing = { state: 'failed', message: `the demo models cannot be loaded: ${e.message}`, run };
+        ctx.preparing = { state: 'failed', message: `The demo models cannot be loaded: ${e.message}`, run };
         console.error(`fcn serve: ${ctx.preparing.message}`);
       },
     );

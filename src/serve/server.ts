@@ -10,7 +10,7 @@ import fastifyStatic from '@fastify/static';
 import { HttpError, errorBody } from './errors.js';
 import { JobQueue } from './job-queue.js';
 import { tooLarge } from './uploads.js';
-import { makeExamples, type Example } from './examples.js';
+import { makeExamples } from './examples.js';
 import type { PublicModel, ServeConfig, ServeContext } from './context.js';
 import { installBodies } from './routes/bodies.js';
 import { modelRoutes, publicModels } from './routes/models.js';
@@ -56,13 +56,9 @@ function installGuards(app: FastifyInstance, config: ServeConfig): void {
 
 export async function createServer(config: ServeConfig): Promise<Served> {
   const jobs = await JobQueue.start({ weights: config.weights, threads: config.threads, precision: config.precision, queueLimit: config.queueLimit, gate: config.gate });
-  let examples: Example[];
-  try {
-    examples = await makeExamples();
-  } catch (e) {
-    await jobs.close();
-    throw e;
-  }
+  // Drawn while the server starts listening: the routes wait for them.
+  const examples = makeExamples();
+  examples.catch(() => {});
   const app = Fastify({ logger: config.logger ?? false, bodyLimit: config.maxUploadBytes, routerOptions: { maxParamLength: 1000 } });
   app.addHook('onClose', async () => jobs.close());
   installGuards(app, config);

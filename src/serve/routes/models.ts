@@ -28,7 +28,7 @@ export function publicModels(infos: ModelInfo[], weights: string[], firstId = 0,
   }));
 }
 
-export function modelRoutes(app: FastifyInstance, ctx: ServeContext, examples: Example[]): void {
+export function modelRoutes(app: FastifyInstance, ctx: ServeContext, drawn: Promise<Example[]>): void {
   const started = Date.now();
   const { config } = ctx;
   const uptimeSeconds = () => Math.round((Date.now() - started) / 1000);
@@ -43,8 +43,9 @@ export function modelRoutes(app: FastifyInstance, ctx: ServeContext, examples: E
     demoOnly: ctx.models.length > 0 && ctx.models.every((m) => m.classes.map((c) => c.name).join() === SYNTH_CLASS_NAMES.join()),
   }));
 
-  app.get('/api/examples', async () => ({ examples: examples.map((e) => ({ name: e.name, url: `/examples/${e.name}`, width: e.width, height: e.height })) }));
+  app.get('/api/examples', async () => ({ examples: (await drawn).map((e) => ({ name: e.name, url: `/examples/${e.name}`, width: e.width, height: e.height })) }));
   app.get('/examples/:name', async (request: FastifyRequest<{ Params: { name: string } }>, reply) => {
+    const examples = await drawn;
     const e = examples.find((x) => x.name === request.params.name);
     if (!e) throw new HttpError(404, `no example '${request.params.name}' (examples: ${examples.map((x) => x.name).join(', ')})`);
     return reply.type('image/png').send(e.png);
