@@ -50,6 +50,7 @@ import { DataLoader } from '../src/data/loader.js';
 import { trainPipeline } from '../src/data/transforms.js';
 import { exportOnnx, ortForward, torchBench, torchPython } from './peers.js';
 import { runServeBench } from './serve.js';
+import { runServeLiveBench } from './serve-live.js';
 import { mpiRows } from './mpi.js';
 import { measurePeak, measureWinograd, type PeakDtype, type PeakResult } from './peak.js';
 import { fcnFlops } from './flops.js';
@@ -487,6 +488,14 @@ async function main(): Promise<void> {
       const setup = `${s.requests} requests from ${s.clients} clients, 2/3 valid (VOC photos ${s.vocWidth} px wide, 128² scenes) through FCN-32s/16s/8s at width ${s.width}`;
       value('serve_p95_ms', s.p95Ms, `fcn serve p95 latency of valid requests (p50 ${s.p50Ms} ms), ${setup}`);
       if (s.maxRssMb !== null) value('serve_rss_mb', s.maxRssMb, `fcn serve peak RSS under that load`);
+    }
+  }
+  // fcn serve live (bench/serve-live.ts): launch to the first 200 while the demo trains; camera frames per second.
+  if (want('serve_first_answer_s') || want('camera_fps_256')) {
+    const s = runServeLiveBench(threads);
+    if (s) {
+      value('serve_first_answer_s', s.firstAnswerS, 'seconds from launching fcn serve (no demo trained yet) to its first 200 for the start page, the demo training beside it', { digits: 2 });
+      value('camera_fps_256', s.cameraFps, `Camera view frames per second: 256×192 PNG frames one at a time through the demo's FCN-8s (width 0.25), ${s.precision}`, { digits: 2 });
     }
   }
 

@@ -1,11 +1,14 @@
 // `fcn serve`: a web page where FCN-32s, 16s and 8s segment pictures side by side, a drawing
 // canvas, a walk through the network's score maps, and live training curves.
 import { existsSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { engineConfig } from '../engine/config.js';
 import { isKnownWeights } from '../io/weights-cache.js';
 import { checkInputFile } from './paths.js';
 import { createServer } from '../serve/server.js';
+import type { ServeContext } from '../serve/context.js';
 import { latestDemo } from '../serve/demo-models.js';
 import { UsageError, parse, parseNumber } from './args.js';
 import { defineCommand } from './spec.js';
@@ -23,7 +26,8 @@ export const serveSpec = defineCommand({
 label map, an overlay, class shares, top-3 classes under the pointer), Draw (shapes drawn with the
 mouse, segmented as you draw), How it works (the picture's own score maps at 1/32, 1/16 and 1/8)
 and Training (a run's curves, followed live while fcn train writes it). Without --weights, the
-models are the stages of the latest fcn demo under runs/ (the demo runs first if there is none).
+models are the stages of the latest fcn demo under runs/; if there is none, the demo trains first
+while the page already answers and shows that training live.
 The JSON API: POST /api/segment, POST /api/stages, GET /api/models, /api/runs, /api/runs/NAME,
 /api/runs/NAME/events (server-sent events), /api/health.`,
   options: {
@@ -34,6 +38,7 @@ The JSON API: POST /api/segment, POST /api/stages, GET /api/models, /api/runs, /
     'max-upload-mb': { type: 'string', value: 'N', help: 'largest upload, in megabytes', default: '10' },
     'max-pixels': { type: 'string', value: 'N', help: 'largest picture, in decoded pixels (checked from the header before decoding)', default: '4000000' },
     queue: { type: 'string', value: 'N', help: 'pictures that may wait while one is segmented; more are refused with 503', default: '8' },
+    'demo-count': { type: 'string', value: 'N', help: 'scenes the demo synthesises when it trains first (fcn demo --count)', default: '300' },
     ...inferenceEngineOptionSpecs,
   },
   examples: [
@@ -51,42 +56,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const maxUploadMb = parseNumber(cmd, values['max-upload-mb'], 'max-upload-mb', (n) => n > 0 && n <= 1024, 'a number of megabytes in (0, 1024]') ?? 10;
   const maxPixels = parseNumber(cmd, values['max-pixels'], 'max-pixels', (n) => Number.isInteger(n) && n >= 1024, 'an integer ≥ 1024') ?? 4_000_000;
   const queue = parseNumber(cmd, values.queue, 'queue', (n) => Number.isInteger(n) && n >= 0 && n <= 1000, 'an integer from 0 to 1000') ?? 8;
+  const demoCount = parseNumber(cmd, values['demo-count'], 'demo-count', (n) => Number.isInteger(n) && n >= 10, 'an integer ≥ 10');
   const runRoots = (values.runs ?? DEFAULT_RUNS).split(',').map((s) => s.trim()).filter(Boolean);
-
-  let weights: string[];
-  let origin: string;
-  if (values.weights !== undefined) {
-    weights = values.weights.split(',').map((s) => s.trim()).filter(Boolean);
-    if (weights.length === 0) throw new UsageError(`fcn ${cmd}: --weights needs at least one file`);
-    for (const w of weights) if (!isKnownWeights(w)) checkInputFile(cmd, 'weights', w);
-    origin = weights.length === 1 ? weights[0]! : `${weights.length} files`;
-    // A run's checkpoints: its training curves belong on the page too.
-    for (const w of weights) {
-      const run = path.dirname(path.dirname(path.resolve(w)));
-      if (path.basename(path.dirname(path.resolve(w))) === 'checkpoints' && existsSync(path.join(run, 'config.json')) && !runRoots.some((r) => run.startsWith(path.resolve(r) + path.sep))) runRoots.push(run);
-    }
-  } else {
-    if (engineConfig().precision === 'int8') throw new UsageError(`fcn ${cmd}: --precision int8 serves int8 models: make them with fcn quantize and give them with --weights`);
-    let demo = runRoots.map((r) => latestDemo(r)).find((d) => d !== null) ?? null;
-    if (!demo) {
-      const out = path.join(runRoots[0]!, `demo-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`);
-      console.log(`fcn serve: no finished fcn demo under ${runRoots.join(', ')}: running it first to have models to show (${out}, a few minutes on 2 cores)…`);
-      const { demoCommand } = await import('./demo.js');
-      const cfg = engineConfig();
-      const code = await demoCommand(['--out', out, '--threads', String(cfg.threads), '--precision', cfg.precision]);
-      if (code !== 0) {
-        console.error(`fcn serve: the demo did not finish (exit code ${code}); give models with --weights`);
-        return code;
-      }
-      demo = latestDemo(runRoots[0]!);
-      if (!demo) throw new Error(`the demo in ${out} left no stage models`);
-    }
-    weights = demo.weights;
-    origin = path.relative(process.cwd(), path.dirname(demo.weights[0]!)) || '.';
-  }
+  const { weights, origin, demoOut } = chooseModels(values.weights, runRoots);
 
   const cfg = engineConfig();
-  console.log(`fcn serve: loading ${weights.length} model${weights.length === 1 ? '' : 's'} from ${origin} (${cfg.precision}, ${cfg.threads} threads)…`);
+  if (weights.length) console.log(`fcn serve: loading ${weights.length} model${weights.length === 1 ? '' : 's'} from ${origin} (${cfg.precision}, ${cfg.threads} threads)…`);
   const loopback = ['127.0.0.1', 'localhost', '::1'].includes(host);
   const served = await createServer({ weights, runRoots, maxUploadBytes: Math.round(maxUploadMb * 2 ** 20), maxPixels, queueLimit: queue, threads: cfg.threads, precision: cfg.precision, loopbackOnly: loopback });
   let address: string;
@@ -99,7 +74,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
     if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new UsageError(`fcn ${cmd}: cannot listen on --host '${host}': no such local address`);
     throw e;
   }
-  console.log(`fcn serve: ${served.models.map((m) => m.title).join(', ')} at ${address}  (Ctrl-C stops)`);
+  const demo = demoOut ? trainDemo(served.context, demoOut, runRoots[0]!, demoCount) : null;
+  console.log(`fcn serve: ${demoOut ? 'the demo models (training now)' : served.models.map((m) => m.title).join(', ')} at ${address}  (Ctrl-C stops)`);
   if (!loopback) console.log(`fcn serve: listening on ${host}: other machines on the network can reach this page`);
 
   await new Promise<void>((resolve) => {
@@ -112,6 +88,60 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.on('SIGTERM', stop);
   });
   console.log('fcn serve: stopping');
+  demo?.kill('SIGTERM');
   await served.app.close();
   return 0;
+}
+
+/** The weight files given, or the latest finished demo's; neither: the folder a demo should train into. */
+function chooseModels(given: string | undefined, runRoots: string[]): { weights: string[]; origin: string; demoOut: string | null } {
+  if (given !== undefined) {
+    const weights = given.split(',').map((s) => s.trim()).filter(Boolean);
+    if (weights.length === 0) throw new UsageError(`fcn ${cmd}: --weights needs at least one file`);
+    for (const w of weights) if (!isKnownWeights(w)) checkInputFile(cmd, 'weights', w);
+    // A run's checkpoints: its training curves belong on the page too.
+    for (const w of weights) {
+      const run = path.dirname(path.dirname(path.resolve(w)));
+      if (path.basename(path.dirname(path.resolve(w))) === 'checkpoints' && existsSync(path.join(run, 'config.json')) && !runRoots.some((r) => run.startsWith(path.resolve(r) + path.sep))) runRoots.push(run);
+    }
+    return { weights, origin: weights.length === 1 ? weights[0]! : `${weights.length} files`, demoOut: null };
+  }
+  if (engineConfig().precision === 'int8') throw new UsageError(`fcn ${cmd}: --precision int8 serves int8 models: make them with fcn quantize and give them with --weights`);
+  const demo = runRoots.map((r) => latestDemo(r)).find((d) => d !== null) ?? null;
+  if (demo) return { weights: demo.weights, origin: path.relative(process.cwd(), path.dirname(demo.weights[0]!)) || '.', demoOut: null };
+  return { weights: [], origin: '', demoOut: path.join(runRoots[0]!, `demo-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`) };
+}
+
+/**
+ * Trains the demo's models in a process of its own while the server answers (the page follows
+ * the run live), then loads them into the running server.
+ */
+function trainDemo(ctx: ServeContext, out: string, root: string, count: number | undefined): ChildProcess {
+  console.log(`fcn serve: no finished fcn demo under ${root}: training its models now (${out}, a few minutes on 2 cores); the page shows the training meanwhile`);
+  const cfg = engineConfig();
+  const run = path.relative(path.resolve(root), path.resolve(out, 'run')).split(path.sep).join('/');
+  ctx.preparing = { state: 'training', message: 'Training the demo models: FCN-32s, then FCN-16s, then FCN-8s', run };
+  const cli = process.argv[1] ?? fileURLToPath(new URL('../../bin/fcn.js', import.meta.url));
+  const args = [...process.execArgv, cli, 'demo', '--out', out, '--threads', String(cfg.threads), '--precision', cfg.precision, ...(count ? ['--count', String(count)] : [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  child.on('exit', (code, signal) => {
+    const demo = code === 0 ? latestDemo(root) : null;
+    if (!demo) {
+      const why = code === 0 ? `it left no stage models in ${out}` : `it stopped (${signal ?? `exit code ${code}`})`;
+      ctx.preparing = { state: 'failed', message: `The demo did not finish: ${why}; restart fcn serve, or give models with --weights`, run };
+      return console.error(`fcn serve: ${ctx.preparing.message}`);
+    }
+    ctx.preparing = { state: 'loading', message: 'Loading the demo models', run };
+    ctx.addModels(demo.weights).then(
+      (models) => {
+        ctx.preparing = null;
+        console.log(`fcn serve: ${models.map((m) => m.title).join(', ')} ready`);
+      },
+      (e: Error) => {
+        ctx.preparing = { state: 'failed', message: `The demo models cannot be loaded: ${e.message}`, run };
+        console.error(`fcn serve: ${ctx.preparing.message}`);
+      },
+    );
+  });
+  return child;
 }

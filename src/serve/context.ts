@@ -38,11 +38,26 @@ export interface PublicModel {
   /** The weight file's name (not its path). */
   source: string;
   classes: { index: number; name: string; color: string }[];
+  /** What it was trained on, its validation mean IoU (0-1) when known, and where that comes from. */
+  trainedOn: string;
+  valMeanIoU: number | null;
+  iouSource: string;
+}
+
+/** While the models are made (the demo trains first): what happens, and the run to follow. */
+export interface Preparing {
+  state: 'training' | 'loading' | 'failed';
+  message: string;
+  /** The run's name under the run roots (GET /api/runs/NAME), when one is training. */
+  run: string | null;
 }
 
 export interface ServeContext {
   config: ServeConfig;
   jobs: JobQueue;
   models: PublicModel[];
+  preparing: Preparing | null;
+  /** Loads weight files or known names into the worker and shows them beside the others. */
+  addModels(weights: string[]): Promise<PublicModel[]>;
   uploadOf: UploadReader;
 }

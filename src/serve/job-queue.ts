@@ -42,11 +42,15 @@ export class JobQueue {
 
   private constructor(private readonly options: JobQueueOptions) {}
 
-  /** Starts the worker and waits until it has loaded every model (or failed to). */
+  /**
+   * Starts the worker and waits until it has loaded every model (or failed to); with no
+   * models to load, returns at once (jobs wait for the worker).
+   */
   static async start(options: JobQueueOptions): Promise<JobQueue> {
     const queue = new JobQueue({ ...options, weights: [...options.weights] });
     queue.ready = queue.spawn();
-    await queue.ready;
+    if (options.weights.length > 0) await queue.ready;
+    else queue.ready.catch(() => {}); // said by the first job
     return queue;
   }
 
@@ -109,6 +113,7 @@ export class JobQueue {
 
   /** Loads more models into the worker (in turn with the pictures); a restarted worker loads them too. */
   async load(weights: string[]): Promise<ModelInfo[]> {
+    await this.ready;
     const m = await this.submit({ type: 'load', weights }, false);
     if (m.type !== 'loaded') throw new Error(`unexpected answer ${m.type}`);
     this.options.weights = [...this.options.weights, ...weights];

@@ -10,12 +10,13 @@ import fastifyStatic from '@fastify/static';
 import { HttpError, errorBody } from './errors.js';
 import { JobQueue } from './job-queue.js';
 import { tooLarge } from './uploads.js';
-import { makeExamples, type Example } from './examples.js';
+import { makeExamples } from './examples.js';
 import type { PublicModel, ServeConfig, ServeContext } from './context.js';
 import { installBodies } from './routes/bodies.js';
 import { modelRoutes, publicModels } from './routes/models.js';
 import { segmentRoutes } from './routes/segment.js';
 import { runRoutes } from './routes/runs.js';
+import { weightRoutes } from './routes/weights.js';
 
 export type { PublicModel, ServeConfig } from './context.js';
 
@@ -23,6 +24,8 @@ export interface Served {
   app: FastifyInstance;
   jobs: JobQueue;
   models: PublicModel[];
+  /** The routes' shared state: `preparing` and `addModels` for a server started before its models. */
+  context: ServeContext;
 }
 
 const LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
@@ -53,22 +56,30 @@ function installGuards(app: FastifyInstance, config: ServeConfig): void {
 
 export async function createServer(config: ServeConfig): Promise<Served> {
   const jobs = await JobQueue.start({ weights: config.weights, threads: config.threads, precision: config.precision, queueLimit: config.queueLimit, gate: config.gate });
-  let examples: Example[];
-  try {
-    examples = await makeExamples();
-  } catch (e) {
-    await jobs.close();
-    throw e;
-  }
+  // Drawn while the server starts listening: the routes wait for them.
+  const examples = makeExamples();
+  examples.catch(() => {});
   const app = Fastify({ logger: config.logger ?? false, bodyLimit: config.maxUploadBytes, routerOptions: { maxParamLength: 1000 } });
   app.addHook('onClose', async () => jobs.close());
   installGuards(app, config);
   const uploadOf = await installBodies(app, config.maxUploadBytes);
   await app.register(fastifyStatic, { root: WEB_ROOT, prefix: '/', index: 'index.html', dotfiles: 'deny', cacheControl: false });
 
-  const ctx: ServeContext = { config, jobs, models: publicModels(jobs.models, config.weights), uploadOf };
+  const ctx: ServeContext = {
+    config,
+    jobs,
+    models: publicModels(jobs.models, config.weights),
+    preparing: null,
+    uploadOf,
+    async addModels(weights) {
+      const added = publicModels(await jobs.load(weights), weights, ctx.models.length, ctx.models);
+      ctx.models.push(...added);
+      return added;
+    },
+  };
   modelRoutes(app, ctx, examples);
   segmentRoutes(app, ctx);
   runRoutes(app, config);
-  return { app, jobs, models: ctx.models };
+  weightRoutes(app, ctx);
+  return { app, jobs, models: ctx.models, context: ctx };
 }

@@ -4,13 +4,17 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { chromium, type Browser } from 'playwright-core';
 import path from 'node:path';
 import { latestDemo } from '../../src/serve/demo-models.js';
 import { main } from '../../src/cli/main.js';
 import { tempDir, shapeModels } from './fixtures.js';
 
 const CLI = path.join(import.meta.dirname, '..', 'cli', 'run-cli.ts');
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = path.resolve(import.meta.dirname, '..', '..', 'test-artifacts', 'serve');
 const tmp = tempDir('cli');
 after(() => tmp.remove());
 
@@ -123,6 +127,56 @@ test('without --weights: the latest finished fcn demo\'s stage models (one per k
     const runs = (await (await fetch(s.url + '/api/runs')).json()) as any;
     assert.deepEqual(runs.runs.map((r: any) => r.name).sort(), ['demo-new/run', 'demo-old/run', 'demo-unfinished/run']);
   } finally {
+    assert.equal(await s.stop(), 0);
+  }
+});
+
+test('without a finished demo: answers at once while the demo trains, the page follows that training, then switches to Segment with its models', async () => {
+  const runsRoot = path.join(tmp.dir, 'runs-fresh');
+  mkdirSync(runsRoot);
+  const spawned = performance.now();
+  const s = await serve(['--runs', runsRoot, '--demo-count', '12']);
+  let browser: Browser | undefined;
+  try {
+    const page = await fetch(s.url + '/');
+    const firstAnswer = performance.now();
+    assert.equal(page.status, 200);
+    const early = (await (await fetch(s.url + '/api/models')).json()) as any;
+    // The first answer came before the models were ready: none loaded, the demo training.
+    assert.deepEqual(early.models, []);
+    assert.equal(early.preparing.state, 'training');
+    assert.match(early.preparing.run, /^demo-[\dT-]+\/run$/);
+    console.log(`# the start page answered ${((firstAnswer - spawned) / 1000).toFixed(2)} s after launch (load ${os.loadavg()[0]!.toFixed(1)})`);
+    const segmenting = (await fetch(s.url + '/api/segment', { method: 'POST', body: new Uint8Array(8) }));
+    assert.equal(segmenting.status, 503);
+    assert.match(((await segmenting.json()) as any).error, /no model is loaded yet/);
+
+    if (existsSync(CHROMIUM)) {
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run'] });
+      const view = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      await view.goto(s.url + '/');
+      await view.waitForSelector('body[data-ready=preparing]');
+      assert.equal(await view.isVisible('#page-training'), true, 'the Training view is shown while the demo trains');
+      // The banner follows the run: its epoch, then the time left once a step was timed.
+      await view.waitForFunction(() => /Epoch \d+ of 15 .*left/.test(document.getElementById('prep-detail')!.textContent ?? ''), null, { timeout: 600_000 });
+      await view.screenshot({ path: path.join(ARTIFACTS, 'preparing-1280x900.png') });
+      await view.waitForSelector('body[data-ready=true]', { timeout: 900_000 });
+      assert.equal(await view.isVisible('#page-segment'), true, 'Segment once the models are ready');
+      assert.equal(await view.isVisible('#prep-banner'), false);
+    }
+    for (let i = 0; i < 900; i++) {
+      const m = (await (await fetch(s.url + '/api/models')).json()) as any;
+      if (m.models.length === 3 && m.preparing === null) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const ready = (await (await fetch(s.url + '/api/models')).json()) as any;
+    assert.deepEqual(ready.models.map((m: any) => m.title), ['FCN-32s', 'FCN-16s', 'FCN-8s']);
+    assert.ok(ready.models.every((m: any) => m.trainedOn.startsWith("the demo's synthetic scenes") && m.valMeanIoU > 0), JSON.stringify(ready.models.map((m: any) => [m.trainedOn, m.valMeanIoU])));
+    assert.equal(ready.demoOnly, true);
+    const answer = await fetch(s.url + '/api/segment', { method: 'POST', body: new Uint8Array(await (await fetch(s.url + '/examples/scene-1.png')).arrayBuffer()) });
+    assert.equal(answer.status, 200);
+  } finally {
+    await browser?.close();
     assert.equal(await s.stop(), 0);
   }
 });
