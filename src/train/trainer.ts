@@ -545,6 +545,49 @@ function outcomeOf(run: Run, status: TrainOutcome['status']): TrainOutcome {
   return { status, state: run.state, paths: run.paths, stageWeights: run.stageWeights, ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}) };
 }
 
+/** The run's record (config.json on a new run), its data loaders and its log's first line. */
+async function openRun(c: TrainConfig, paths: RunPaths, options: TrainOptions, resumed: ReturnType<typeof loadResumePoint> | null, out: ProgressStream | null): Promise<Run> {
+  const dist = options.distributed ?? null;
+  const root = !dist || dist.isRoot;
+  const ranks = dist?.size ?? 1;
+  const allreduce = dist ? { allreduce: { precision: dist.options.precision, bucketMb: dist.options.bucketMb } } : {};
+  if (!resumed && root) writeFileAtomic(paths.config, JSON.stringify({ ...c, ranks, ...allreduce, codeVersion: codeVersion(), created: new Date().toISOString() }, null, 2) + '\n');
+
+  const trainSet = limit(await openDataset(c.data.root, { split: c.data.trainSplit }), c.data.limitTrain);
+  const valSet = limit(await openDataset(c.data.root, { split: c.data.valSplit }), c.data.limitVal);
+  const state = resumed?.state ?? initialState(c);
+  const run: Run = {
+    config: c,
+    paths,
+    options,
+    out,
+    log: root ? openJsonl(paths.log) : silentLog(paths.log),
+    trainLoader: loader(dist, 'train', { dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
+    valLoader: loader(dist, 'val', { dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
+    classNames: trainSet.classes.names,
+    classColors: trainSet.classes.colors,
+    validates: valSet.entries.length > 0,
+    state,
+    stageWeights: c.stages.slice(0, state.stage).map((s, i) => paths.stage(i, s.model)),
+    dist,
+    resumedFrom: resumed?.from ?? null,
+    lastIsGood: resumed?.from === paths.last,
+  };
+  run.log.write({
+    type: resumed ? 'resume' : 'start',
+    time: new Date().toISOString(),
+    stage: state.stage,
+    epoch: state.epoch,
+    batch: state.batch,
+    train: trainSet.entries.length,
+    val: valSet.entries.length,
+    ranks,
+    ...allreduce,
+    ...(resumed ? { from: resumed.from, skipped: resumed.skipped } : {}),
+  });
+  return run;
+}
+
 /**
  * Trains as `config` says, in `runDir`. With `resume`, continues from the run's last
  * checkpoint (same optimiser state, learning rate, epoch and data order), or the previous
@@ -568,42 +611,8 @@ export async function train(config: TrainConfig, runDir: string, options: TrainO
       const at = resumed.state;
       out?.write(`resuming from ${resumed.from} (stage ${at.stage + 1}, epoch ${at.epoch + 1}, batch ${at.batch}): ${resumed.skipped.join('; ')}\n`);
     }
-    const ranks = dist?.size ?? 1;
-    const allreduce = dist ? { allreduce: { precision: dist.options.precision, bucketMb: dist.options.bucketMb } } : {};
-    if (!resumed && root) writeFileAtomic(paths.config, JSON.stringify({ ...c, ranks, ...allreduce, codeVersion: codeVersion(), created: new Date().toISOString() }, null, 2) + '\n');
-
-    const trainSet = limit(await openDataset(c.data.root, { split: c.data.trainSplit }), c.data.limitTrain);
-    const valSet = limit(await openDataset(c.data.root, { split: c.data.valSplit }), c.data.limitVal);
-    const state = resumed?.state ?? initialState(c);
-    run = {
-      config: c,
-      paths,
-      options,
-      out,
-      log: root ? openJsonl(paths.log) : silentLog(paths.log),
-      trainLoader: loader(dist, 'train', { dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
-      valLoader: loader(dist, 'val', { dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
-      classNames: trainSet.classes.names,
-      classColors: trainSet.classes.colors,
-      validates: valSet.entries.length > 0,
-      state,
-      stageWeights: c.stages.slice(0, state.stage).map((s, i) => paths.stage(i, s.model)),
-      dist,
-      resumedFrom: resumed?.from ?? null,
-      lastIsGood: resumed?.from === paths.last,
-    };
-    run.log.write({
-      type: resumed ? 'resume' : 'start',
-      time: new Date().toISOString(),
-      stage: state.stage,
-      epoch: state.epoch,
-      batch: state.batch,
-      train: trainSet.entries.length,
-      val: valSet.entries.length,
-      ranks,
-      ...allreduce,
-      ...(resumed ? { from: resumed.from, skipped: resumed.skipped } : {}),
-    });
+    run = await openRun(c, paths, options, resumed, out);
+    const state = run.state;
 
     while (state.stage < c.stages.length) {
       current ??= await startStage(run);
