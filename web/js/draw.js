@@ -229,7 +229,7 @@ function renderAnswers(answers, asked) {
   const panels = $('draw-panels');
   panels.replaceChildren(...answers.map((a) => {
     const c = el('canvas', { class: 'labels', dataset: { model: a.id } });
-    paintLabels(c, a.labels, a.width, a.height);
+    paintLabels(c, a.labels, a.width, a.height, a.id);
     return el('div', { class: 'panel', dataset: { model: a.id } }, el('h4', {}, a.title, el('span', { class: 'time', text: `${a.ms.toFixed(0)} ms` })), c);
   }));
   panels.dataset.version = String(asked);

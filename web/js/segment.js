@@ -1,6 +1,6 @@
 // The Segment page: a picture in (file, drop, paste, example), each model's label map out,
 // an overlay with adjustable opacity, the classes' shares, and the top-3 classes under the pointer.
-import { PALETTE, css, el, getJson, postPicture, loadImage, labelsFromPng, paintLabels, percent, downloadUrl, pixelAt, renderLegend } from './common.js';
+import { paletteOf, css, el, getJson, postPicture, loadImage, labelsFromPng, paintLabels, percent, downloadUrl, pixelAt, renderLegend } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -125,7 +125,7 @@ function render(answer) {
   panels.append(el('div', { class: 'panel', dataset: { panel: 'picture' } }, el('h4', {}, 'Picture', el('span', { class: 'time', text: `${current.width}×${current.height}` })), el('div', { class: 'canvas-wrap' }, picture)));
   for (const a of current.answers) {
     const canvas = el('canvas', { class: 'labels hoverable', dataset: { model: a.id } });
-    paintLabels(canvas, a.labels, a.width, a.height);
+    paintLabels(canvas, a.labels, a.width, a.height, a.id);
     panels.append(el('div', { class: 'panel', dataset: { panel: 'model', model: a.id, kind: a.kind } },
       el('h4', {}, a.title, el('span', { class: 'time', dataset: { ms: a.ms }, text: `${a.ms.toFixed(0)} ms` })),
       el('div', { class: 'canvas-wrap' }, canvas),
@@ -166,7 +166,7 @@ function drawOverlay() {
     if (k === 0) {
       out.data[o] = r; out.data[o + 1] = g; out.data[o + 2] = b;
     } else {
-      const [pr, pg, pb] = PALETTE[k];
+      const [pr, pg, pb] = paletteOf(a.id)[k];
       out.data[o] = Math.round((1 - alpha) * r + alpha * pr);
       out.data[o + 1] = Math.round((1 - alpha) * g + alpha * pg);
       out.data[o + 2] = Math.round((1 - alpha) * b + alpha * pb);
@@ -207,7 +207,7 @@ function hover(event, element) {
     }
     return el('tr', { dataset: { model: a.id, label: a.labels[i] } },
       el('th', { text: a.title }),
-      el('td', {}, el('span', { class: 'swatch', style: `background:${css(a.labels[i])}` }), nameOf(a.labels[i])),
+      el('td', {}, el('span', { class: 'swatch', style: `background:${css(a.labels[i], a.id)}` }), nameOf(a.labels[i])),
       el('td', { class: 'top3', text: top.map((t) => `${nameOf(t.k)}${t.p === null ? '' : ` ${percent(t.p)}`}`).join(' · ') }));
   });
   const info = $('pointer-info');
