@@ -1,7 +1,7 @@
 // The Camera view: frames from getUserMedia, each scaled to the working size and segmented by
 // the server (the chosen models, at the server's --precision), one frame in flight at a time;
 // each model's labels laid over the frame, with its frames per second and a legend.
-import { PALETTE, el, postPicture, labelsFromPng } from './common.js';
+import { paletteOf, el, postPicture, labelsFromPng } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,7 +40,7 @@ function panelFor(model) {
 }
 
 /** The frame with the labels over it (background left clear), and the classes present. */
-function drawAnswer(panel, frame, labels, opacity, classNames) {
+function drawAnswer(panel, frame, labels, opacity, classNames, palette) {
   const canvas = panel.querySelector('canvas');
   canvas.width = frame.width;
   canvas.height = frame.height;
@@ -52,14 +52,14 @@ function drawAnswer(panel, frame, labels, opacity, classNames) {
     const k = labels[i];
     if (k === 0 || k === 255) continue;
     present.add(k);
-    const [r, g, b] = PALETTE[k];
+    const [r, g, b] = palette[k];
     im.data[4 * i] += opacity * (r - im.data[4 * i]);
     im.data[4 * i + 1] += opacity * (g - im.data[4 * i + 1]);
     im.data[4 * i + 2] += opacity * (b - im.data[4 * i + 2]);
   }
   ctx.putImageData(im, 0, 0);
   panel.querySelector('.camera-legend').replaceChildren(...[...present].sort((a, b) => a - b).map((k) =>
-    el('span', {}, el('span', { class: 'swatch', style: `background:rgb(${PALETTE[k].join(',')})`, 'aria-hidden': 'true' }), classNames.get(k) ?? `class ${k}`)));
+    el('span', {}, el('span', { class: 'swatch', style: `background:rgb(${palette[k].join(',')})`, 'aria-hidden': 'true' }), classNames.get(k) ?? `class ${k}`)));
 }
 
 async function loop(app) {
@@ -85,7 +85,7 @@ async function loop(app) {
       const model = app.models.find((x) => x.id === m.id);
       const panel = panelFor(model);
       const { labels } = await labelsFromPng(m.labelsPng);
-      drawAnswer(panel, frame, labels, Number($('camera-opacity').value) / 100, new Map(model.classes.map((c) => [c.index, c.name])));
+      drawAnswer(panel, frame, labels, Number($('camera-opacity').value) / 100, new Map(model.classes.map((c) => [c.index, c.name])), paletteOf(m.id));
       panel.querySelector('.fps').textContent = `${Math.round(m.ms)} ms`;
     }
     const panels = $('camera-panels');

@@ -3,6 +3,8 @@
 /** Class colours, index → [r, g, b]: the models' own, as /api/models gives them (setPalette). */
 export let PALETTE = Array.from({ length: 256 }, () => [128, 128, 128]);
 let COLOUR_TO_CLASS = new Map();
+/** Each model's own colours, by model id: models of other class sets differ (VOC's, the demo's shapes). */
+const PALETTES = new Map();
 const rgbOf = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
 
 /** Takes the class colours of the models (the first model's wins where two disagree on an index). */
@@ -16,9 +18,16 @@ export function setPalette(models) {
     }
   }
   PALETTE = palette;
+  for (const m of models) {
+    const own = PALETTE.map((c) => c);
+    for (const c of m.classes) own[c.index] = rgbOf(c.color);
+    PALETTES.set(m.id, own);
+  }
 }
 
-export const css = (k) => `rgb(${PALETTE[k].join(',')})`;
+/** The colours of model `id`'s classes (the shared palette for an unknown id). */
+export const paletteOf = (id) => PALETTES.get(id) ?? PALETTE;
+export const css = (k, id) => `rgb(${paletteOf(id)[k].join(',')})`;
 
 /** Creates an element: el('td', { class: 'x', dataset: { a: 1 } }, 'text', child…). */
 export function el(tag, attrs = {}, ...children) {
@@ -87,14 +96,15 @@ export async function labelsFromPng(dataUrl) {
   return { labels, width: c.width, height: c.height, img };
 }
 
-/** Draws class indices in palette colours on a canvas of their size. */
-export function paintLabels(canvas, labels, width, height) {
+/** Draws class indices in model `id`'s colours on a canvas of their size. */
+export function paintLabels(canvas, labels, width, height, id) {
+  const palette = paletteOf(id);
   canvas.width = width;
   canvas.height = height;
   const ctx = canvas.getContext('2d');
   const im = ctx.createImageData(width, height);
   for (let i = 0; i < labels.length; i++) {
-    const [r, g, b] = PALETTE[labels[i]];
+    const [r, g, b] = palette[labels[i]];
     im.data[4 * i] = r; im.data[4 * i + 1] = g; im.data[4 * i + 2] = b; im.data[4 * i + 3] = 255;
   }
   ctx.putImageData(im, 0, 0);
@@ -117,19 +127,22 @@ export function pixelAt(event, element, width, height) {
   return x >= 0 && y >= 0 && x < width && y < height ? { x, y } : null;
 }
 
-/** A legend table: one row per class present in any answer, one share column per model. */
+/**
+ * A legend table: one row per class present in any answer, one share column per model. Models
+ * of different class sets (the demo's shapes, VOC's) share no row: a row is an index and a name.
+ */
 export function renderLegend(table, models, answers) {
   table.replaceChildren();
-  const names = new Map();
-  for (const a of answers) for (const s of a.shares) if (!names.has(s.index)) names.set(s.index, s.name);
-  const indices = [...names.keys()].sort((a, b) => a - b);
+  const rows = new Map();
+  for (const a of answers) for (const s of a.shares) if (!rows.has(`${s.index}|${s.name}`)) rows.set(`${s.index}|${s.name}`, { index: s.index, name: s.name, model: a.id });
+  const sorted = [...rows.values()].sort((x, y) => x.index - y.index || x.name.localeCompare(y.name));
   table.append(el('thead', {}, el('tr', {}, el('th', { text: 'class' }), ...answers.map((a) => el('th', { text: a.title })))));
   const body = el('tbody');
-  for (const k of indices) {
-    body.append(el('tr', { dataset: { class: k } },
-      el('td', {}, el('span', { class: 'swatch', style: `background:${css(k)}` }), names.get(k)),
+  for (const r of sorted) {
+    body.append(el('tr', { dataset: { class: r.index } },
+      el('td', {}, el('span', { class: 'swatch', style: `background:${css(r.index, r.model)}` }), r.name),
       ...answers.map((a) => {
-        const s = a.shares.find((x) => x.index === k);
+        const s = a.shares.find((x) => x.index === r.index && x.name === r.name);
         return el('td', { class: 'share', dataset: { model: a.id }, text: s ? percent(s.share) : '—' });
       })));
   }
