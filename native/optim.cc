@@ -96,25 +96,32 @@ void write_tile(const Packed& pk, const float* tile, int64_t o0, int64_t i0, int
     }
 }
 
+// Per output channel of a tile, the master's run of ni·KH·KW elements is contiguous: the
+// gradient is gathered into a run of its own first, so the update itself vectorises.
 template <class Rule>
-void update_tiled(const Item& it, const Rule& rule, float* tile) {
+void update_tiled(const Item& it, const Rule& rule, float* tile, float* grun) {
   const int64_t O = it.dims[0], I = it.dims[1], KK = it.dims[2] * it.dims[3];
 #pragma omp for collapse(2) schedule(static) nowait
   for (int64_t o0 = 0; o0 < O; o0 += kTileO)
     for (int64_t i0 = 0; i0 < I; i0 += kTileI) {
-      if (!tile) continue;  // a thread without its buffer still meets the loop, doing nothing
-      const int64_t no = std::min(kTileO, O - o0), ni = std::min(kTileI, I - i0);
-      for (int64_t o = 0; o < no; o++)
-        for (int64_t i = 0; i < ni; i++) {
-          const int64_t p = ((o0 + o) * I + i0 + i) * KK;
-          const float* g = it.g_plain ? it.g + p : it.g + it.gl.to[size_t(o0 + o)] + it.gl.ti[size_t(i0 + i)];
-          for (int64_t j = 0; j < KK; j++) {
-            const float gj = it.g_plain ? g[j] : g[it.gl.hw[size_t(j)]];
-            const float w = rule(gj, it.w[p + j], p + j, it);
-            it.w[p + j] = w;
-            tile[j * kRow + o * kTileI + i] = w;
+      if (!tile) continue;  // a thread without its buffers still meets the loop, doing nothing
+      const int64_t no = std::min(kTileO, O - o0), ni = std::min(kTileI, I - i0), run = ni * KK;
+      for (int64_t o = 0; o < no; o++) {
+        const int64_t p0 = ((o0 + o) * I + i0) * KK;
+        const float* g = it.g + p0;
+        if (!it.g_plain) {
+          for (int64_t i = 0; i < ni; i++) {
+            const float* gi = it.g + it.gl.to[size_t(o0 + o)] + it.gl.ti[size_t(i0 + i)];
+            for (int64_t j = 0; j < KK; j++) grun[i * KK + j] = gi[it.gl.hw[size_t(j)]];
           }
+          g = grun;
         }
+        float* w = it.w + p0;
+#pragma omp simd
+        for (int64_t k = 0; k < run; k++) w[k] = rule(g[k], w[k], p0 + k, it);
+        for (int64_t i = 0; i < ni; i++)
+          for (int64_t j = 0; j < KK; j++) tile[j * kRow + o * kTileI + i] = w[i * KK + j];
+      }
       for (const Packed& pk : it.packs) write_tile(pk, tile, o0, i0, no, ni);
     }
 }
@@ -123,17 +130,18 @@ void update_tiled(const Item& it, const Rule& rule, float* tile) {
 // time with the large kernels).
 template <class Rule>
 void update_all(const std::vector<Item>& items, const Rule& rule) {
-  int64_t tile_floats = 0;
+  int64_t kk = 0;
   for (const Item& it : items)
-    if (it.tiled()) tile_floats = std::max(tile_floats, it.dims[2] * it.dims[3] * kRow);
+    if (it.tiled()) kk = std::max(kk, it.dims[2] * it.dims[3]);
   ParallelErrors errors;
 #pragma omp parallel
   {
-    std::vector<float> tile;
-    if (tile_floats) errors.capture([&] { tile.resize(size_t(tile_floats)); });
+    // The tile, then one output channel's gathered gradient.
+    std::vector<float> buf;
+    if (kk) errors.capture([&] { buf.resize(size_t(kk * (kRow + kTileI))); });
     for (const Item& it : items) {
       if (it.tiled()) {
-        update_tiled(it, rule, tile.empty() ? nullptr : tile.data());
+        update_tiled(it, rule, buf.empty() ? nullptr : buf.data(), buf.empty() ? nullptr : buf.data() + kk * kRow);
         continue;
       }
 #pragma omp for simd schedule(static) nowait

@@ -130,13 +130,14 @@ export class Conv2d {
     const precision = ctx.precision;
     // The packed copy lives as long as the weights it copies: an optimiser's update rewrites
     // it in place along with them (see Param.packedCopies), so training packs no weights.
+    const algorithm = this.forwardAlgorithm(x, ctx);
     const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
       ...this.options(precision),
       relu: this.relu,
-      algorithm: this.forwardAlgorithm(x, ctx),
+      algorithm,
       weightsCache: this.forwardWeights.get(),
     });
-    this.forwardWeights.update(weightsCache);
+    this.forwardWeights.update(weightsCache, false, algorithm === 'direct');
     if (ctx.training) {
       this.savedX = x;
       this.savedY = y;

@@ -54,7 +54,7 @@ export class Param {
     const out: PackedCopy[] = [];
     for (const c of this.copies) {
       const t = c.current();
-      if (t) out.push({ tensor: t, flipped: c.flipped });
+      if (t && c.rewritable) out.push({ tensor: t, flipped: c.flipped });
     }
     return out;
   }
@@ -65,7 +65,7 @@ export class Param {
    */
   updated(rewrote: boolean): void {
     const before = this.version++;
-    if (rewrote) for (const c of this.copies) c.carry(before, this.version);
+    if (rewrote) for (const c of this.copies) if (c.rewritable) c.carry(before, this.version);
   }
 
   /** @internal: PreparedWeights registers itself while it holds a copy. */
@@ -89,6 +89,8 @@ export class PreparedWeights {
   private tensor: Tensor | null = null;
   private version = -1;
   flipped = false;
+  /** False for a layout the update cannot write (Winograd's transformed weights): it goes stale instead. */
+  rewritable = true;
 
   constructor(private readonly param: Param) {}
 
@@ -100,11 +102,12 @@ export class PreparedWeights {
   current(): Tensor | null {
     return this.version === this.param.version && this.tensor && !this.tensor.disposed ? this.tensor : null;
   }
-  update(fresh: Tensor | null, flipped = false): void {
+  update(fresh: Tensor | null, flipped = false, rewritable = true): void {
     if (!fresh) return;
     disposeAll(this.tensor);
     this.tensor = fresh;
     this.flipped = flipped;
+    this.rewritable = rewritable;
     this.version = this.param.version;
     this.param.track(this, true);
   }

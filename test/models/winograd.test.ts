@@ -12,6 +12,8 @@ import { native } from '../../src/engine/binding.js';
 import { configureEngine, cpuFeatures } from '../../src/engine/config.js';
 import { kernelChoiceFile, kernelChoices, setKernelChoice } from '../../src/engine/kernel-choice.js';
 import { FCN } from '../../src/models/fcn.js';
+import { Adam } from '../../src/train/optim.js';
+import { computeGradients } from '../../src/train/step.js';
 
 configureEngine({ threads: 2, precision: 'float32' });
 const winogradHere = cpuFeatures().avx512;
@@ -79,5 +81,39 @@ test('measured kernel choices are kept on disk per CPU and listed; a refused can
     else process.env.FCN_HOME = saved;
     setKernelChoice('off');
     rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('an update after Winograd inference reaches every later pass (its copies go stale, not rewritten)', () => {
+  setKernelChoice('off');
+  const model = new FCN({ kind: 'fcn8', width: 0.125 });
+  model.initialize(4);
+  const x = native.fromArray([1, 3, 64, 64], Float32Array.from({ length: 3 * 64 * 64 }, (_, i) => Math.cos(i * 0.11) * 60));
+  const labels = native.fromArray([1, 64, 64], Uint8Array.from({ length: 64 * 64 }, (_, i) => (i >> 7) % 21));
+  const opt = new Adam({ lr: 1e-3 });
+  const twin = new FCN({ kind: 'fcn8', width: 0.125 });
+  try {
+    computeGradients(model, x, labels, { precision: 'float32' });
+    // Between the gradients and the update, an inference on Winograd's algorithm: its packed
+    // copies are in a transformed layout the update cannot write.
+    setKernelChoice('winograd');
+    if (winogradHere) model.predictLogits(x, 'float32').dispose();
+    setKernelChoice('off');
+    opt.step(model.params());
+    // The same weights in a model that never held a packed copy.
+    model.params().forEach((p, i) => twin.params()[i]!.assign(native.reorder(p.value)));
+    const [a, b] = [model, twin].map((m) => {
+      const y = m.predictLogits(x, 'float32');
+      const v = y.toArray() as Float32Array;
+      y.dispose();
+      return v;
+    });
+    assert.deepEqual(a, b);
+  } finally {
+    setKernelChoice('off');
+    for (const t of [x, labels]) t.dispose();
+    opt.dispose();
+    model.dispose();
+    twin.dispose();
   }
 });
