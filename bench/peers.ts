@@ -31,8 +31,19 @@ export interface OrtForwardOptions {
   reps?: number;
 }
 
-/** Forward timing of an ONNX model with onnxruntime-node (input "input", (N, 3, H, W) float32). */
+/**
+ * Forward timing of an ONNX model with onnxruntime-node, in a process of its own (as PyTorch
+ * runs): neither engine's threads spin or hold memory while the other is timed.
+ */
 export async function ortForward(opts: OrtForwardOptions): Promise<PeerTiming> {
+  const child = join(dirname(fileURLToPath(import.meta.url)), 'ort-forward.ts');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(opts)], { encoding: 'utf8', timeout: 1_800_000, maxBuffer: 16 << 20 });
+  if (r.status !== 0) throw new Error(`onnxruntime-node on ${opts.onnxPath} failed (${r.status ?? r.signal}): ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+  return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as PeerTiming;
+}
+
+/** Forward timing of an ONNX model with onnxruntime-node here (its first input, (N, 3, H, W) float32). */
+export async function ortForwardInProcess(opts: OrtForwardOptions): Promise<PeerTiming> {
   const { onnxPath, height, width, batch = 1, threads, warmup = 1, reps = 5 } = opts;
   // Imported lazily: onnxruntime-node is a dev dependency and only the benchmark needs it.
   const ort = await import('onnxruntime-node');

@@ -58,6 +58,7 @@ import { writeOnnx } from '../src/export/onnx-export.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const work = path.join(here, '.work');
+const VOC_ROOT = path.resolve(here, '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
 
 export interface Row {
   id: string;
@@ -291,278 +292,311 @@ function machine(threads: number): Record<string, unknown> {
   };
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { only: { type: 'string' }, reps: { type: 'string' }, 'train-reps': { type: 'string' }, threads: { type: 'string' }, out: { type: 'string' } } });
-  const threads = Number(values.threads ?? 2);
-  // At least 5 repetitions of a forward pass and 3 of a training step, whatever is asked.
-  const reps = Math.max(5, Number(values.reps ?? 5));
-  const trainReps = Math.max(3, Number(values['train-reps'] ?? 3));
-  const only = values.only ? new Set(values.only.split(',')) : null;
-  const want = (id: string) => !only || only.has(id);
-  const out = path.resolve(values.out ?? path.join(here, 'results.json'));
-  configureEngine({ threads });
-  const loadStart = os.loadavg();
-  mkdirSync(work, { recursive: true });
-  const rows: Row[] = [];
-  const size = 512;
-  const bf16 = bf16Available();
-  const bf16Why = 'absent: oneDNN 2.6 runs no bf16 primitive on this CPU (AVX2 only; bf16 needs AVX-512)';
-  const spreadText = (s: [number, number] | undefined) => (s ? ` [${s[0]}–${s[1]}]` : '');
-  const log = (r: Row) =>
+const BF16_WHY = 'absent: oneDNN 2.6 runs no bf16 primitive on this CPU (AVX2 only; bf16 needs AVX-512)';
+const SIZE = 512;
+
+/** One bench run: what is asked, the rows so far, and how rows are written. */
+class Bench {
+  readonly rows: Row[] = [];
+  readonly peaks: Partial<Record<PeakDtype, PeakResult>> = {};
+  readonly bf16 = bf16Available();
+  /** Useful FLOPs of full-width FCN-8s at 512² (keras style), bench/flops.ts. */
+  readonly flops = { fwd: fcnFlops('fcn8', 'keras', 1, SIZE, SIZE), train: fcnFlops('fcn8', 'keras', 1, SIZE, SIZE, { training: true }) };
+  readonly timings: { fp32: Timing | null; bf16: Timing | null; int8: Timing | null } = { fp32: null, bf16: null, int8: null };
+
+  constructor(readonly threads: number, readonly reps: number, readonly trainReps: number, private readonly only: Set<string> | null) {}
+
+  want = (id: string) => !this.only || this.only.has(id);
+
+  log = (r: Row) => {
+    const spread = (s: [number, number] | undefined) => (s ? ` [${s[0]}–${s[1]}]` : '');
     console.error(
       r.ours_ms !== undefined
-        ? `bench: ${r.id}: ours ${r.ours_ms.toFixed(0)} ms${spreadText(r.spread_ms)}, ${r.peer} ${r.peer_ms!.toFixed(0)} ms${spreadText(r.peer_spread_ms)}, ratio ${r.ratio!.toFixed(2)}`
-        : r.value !== undefined
-          ? `bench: ${r.id} = ${r.value}${spreadText(r.spread)}`
-          : `bench: ${r.id}: ${r.note}`,
+        ? `bench: ${r.id}: ours ${r.ours_ms.toFixed(0)} ms${spread(r.spread_ms)}, ${r.peer} ${r.peer_ms!.toFixed(0)} ms${spread(r.peer_spread_ms)}, ratio ${r.ratio!.toFixed(2)}`
+        : r.value !== undefined ? `bench: ${r.id} = ${r.value}${spread(r.spread)}` : `bench: ${r.id}: ${r.note}`,
     );
-  const push = (r: Row) => {
-    rows.push({ ...r, load1: round(os.loadavg()[0]) });
-    log(rows.at(-1)!);
   };
-  const value = (id: string, v: number, note: string, extra: { spread?: [number, number]; reps?: number; digits?: number } = {}) =>
-    push({ id, value: round(v, extra.digits ?? 2), ...(extra.spread ? { spread: extra.spread } : {}), ...(extra.reps ? { reps: extra.reps } : {}), note });
-  const absent = (id: string, note: string) => push({ id, note });
 
-  // The machine's attainable peak with our own ops, first (bench/peak.ts). Measured when a
-  // peak row or an efficiency row of that data type is asked for.
+  push(r: Row): void {
+    this.rows.push({ ...r, load1: round(os.loadavg()[0]) });
+    this.log(this.rows.at(-1)!);
+  }
+
+  value(id: string, v: number, note: string, extra: { spread?: [number, number]; reps?: number; digits?: number } = {}): void {
+    this.push({ id, value: round(v, extra.digits ?? 2), ...(extra.spread ? { spread: extra.spread } : {}), ...(extra.reps ? { reps: extra.reps } : {}), note });
+  }
+
+  absent(id: string, note: string): void {
+    this.push({ id, note });
+  }
+
+  /** A row of ours against a peer's timing. */
+  versus(id: string, ours: Timing, peer: Timing, what: string, reps = this.reps): void {
+    this.push({ id, ours_ms: ours.ms, spread_ms: spreadOf(ours), peer: what, peer_ms: peer.ms, peer_spread_ms: spreadOf(peer), ratio: ours.ms / peer.ms, reps });
+  }
+
+  /** An efficiency row: FLOPs ÷ our median time ÷ the peak of that data type. */
+  frac(id: string, dtype: PeakDtype, what: 'fwd' | 'train', t: Timing | null, why?: string): void {
+    if (!this.want(id)) return;
+    const p = this.peaks[dtype];
+    if (why || !t) return this.absent(id, why ?? 'absent: not measured');
+    if (!p || p.gops === null) return this.absent(id, `absent: no ${dtype} peak here (${p?.note ?? 'not measured'})`);
+    const gflop = this.flops[what] / 1e9, unit = dtype === 'int8' ? 'OP' : 'FLOP';
+    this.value(id, gflop / (t.ms / 1000) / p.gops, `${gflop.toFixed(1)} G${unit} (bench/flops.ts) ÷ our median ${t.ms.toFixed(0)} ms ÷ peak_${dtype} ${p.gops.toFixed(1)}: ${(gflop / (t.ms / 1000)).toFixed(1)} G${unit}/s`, {
+      spread: [round(gflop / (t.max / 1000) / p.gops, 3), round(gflop / (t.min / 1000) / p.gops, 3)],
+      digits: 3,
+    });
+  }
+}
+
+/** The peers that are installed: onnxruntime-node on the PyTorch reference's ONNX export, and PyTorch. */
+interface Peers {
+  python: string | null;
+  ortVersion: string | null;
+  onnx: string | null;
+}
+
+/** The machine's attainable peak with our own ops (bench/peak.ts), when a peak or efficiency row asks for it. */
+function peakRows(b: Bench): void {
   const peakIds: Record<PeakDtype, string> = { fp32: 'peak_fp32_gflops', bf16: 'peak_bf16_gflops', int8: 'peak_int8_gops' };
   const fracIds: Record<PeakDtype, string[]> = {
     fp32: ['fwd512_fp32_peak_frac', 'train512_fp32_peak_frac'],
     bf16: ['fwd512_bf16_peak_frac', 'train512_bf16_peak_frac'],
     int8: ['fwd512_int8_peak_frac'],
   };
-  const peaks: Partial<Record<PeakDtype, PeakResult>> = {};
   for (const d of ['fp32', 'bf16', 'int8'] as const) {
-    if (!want(peakIds[d]) && !fracIds[d].some(want)) continue;
-    const p = (peaks[d] = measurePeak(d, { reps }));
-    if (!want(peakIds[d])) continue;
-    if (p.gops === null) absent(peakIds[d], p.note);
-    else value(peakIds[d], p.gops, p.note, { reps, digits: 1 });
+    if (!b.want(peakIds[d]) && !fracIds[d].some(b.want)) continue;
+    const p = (b.peaks[d] = measurePeak(d, { reps: b.reps }));
+    if (!b.want(peakIds[d])) continue;
+    if (p.gops === null) b.absent(peakIds[d], p.note);
+    else b.value(peakIds[d], p.gops, p.note, { reps: b.reps, digits: 1 });
   }
-  if (want('winograd_fp32')) {
+  if (b.want('winograd_fp32')) {
     const r = measureWinograd();
-    if (r.gflops === null) absent('winograd_fp32', r.note);
-    else value('winograd_fp32', r.gflops, r.note, { digits: 1 });
+    if (r.gflops === null) b.absent('winograd_fp32', r.note);
+    else b.value('winograd_fp32', r.gflops, r.note, { digits: 1 });
   }
-  // Useful FLOPs of full-width FCN-8s at 512² (keras style), bench/flops.ts.
-  const flops = { fwd: fcnFlops('fcn8', 'keras', 1, size, size), train: fcnFlops('fcn8', 'keras', 1, size, size, { training: true }) };
-  /** An efficiency row: FLOPs ÷ our median time ÷ the peak of that data type. */
-  const frac = (id: string, dtype: PeakDtype, what: 'fwd' | 'train', t: Timing | null, why?: string) => {
-    if (!want(id)) return;
-    const p = peaks[dtype];
-    if (why || !t) return absent(id, why ?? 'absent: not measured');
-    if (!p || p.gops === null) return absent(id, `absent: no ${dtype} peak here (${p?.note ?? 'not measured'})`);
-    const gflop = flops[what] / 1e9;
-    const f = gflop / (t.ms / 1000) / p.gops;
-    value(id, f, `${gflop.toFixed(1)} G${dtype === 'int8' ? 'OP' : 'FLOP'} (bench/flops.ts) ÷ our median ${t.ms.toFixed(0)} ms ÷ peak_${dtype} ${p.gops.toFixed(1)}: ${(gflop / (t.ms / 1000)).toFixed(1)} G${dtype === 'int8' ? 'OP' : 'FLOP'}/s`, {
-      spread: [round(gflop / (t.max / 1000) / p.gops, 3), round(gflop / (t.min / 1000) / p.gops, 3)],
-      digits: 3,
-    });
-  };
+}
 
-  const model = new FCN({ kind: 'fcn8', width: 1 });
-  model.initialize(0);
-  const weights = path.join(work, 'fcn8-w1-seed0.safetensors');
-  if (!existsSync(weights)) saveWeights(weights, model);
-
+async function findPeers(b: Bench, weights: string): Promise<Peers> {
   const python = torchPython();
-  let onnx: string | null = null;
-  let ortVersion: string | null = null;
+  let ortVersion: string | null = null, onnx: string | null = null;
   try {
     ortVersion = (await import('onnxruntime-node')).env.versions?.common ?? 'installed';
   } catch {
     console.error('bench: onnxruntime-node is not installed (npm ci installs it): skipping its rows');
   }
-  const needOrt = want('fwd512_fp32_vs_ort') || (bf16 && want('fwd512_bf16_vs_ort')) || want('fwd512_int8_vs_ort') || want('fwd512_best_vs_ort');
+  const needOrt = ['fwd512_fp32_vs_ort', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort'].some(b.want) || (b.bf16 && b.want('fwd512_bf16_vs_ort'));
   if (ortVersion && python && needOrt) {
-    onnx = path.join(work, `fcn8-w1-seed0-${size}.onnx`);
+    onnx = path.join(work, `fcn8-w1-seed0-${SIZE}.onnx`);
     if (!existsSync(onnx)) {
       console.error(`bench: exporting the reference network to ONNX (${onnx})`);
-      exportOnnx({ model: 'fcn8', width: 1, height: size, widthPx: size, out: onnx, weights });
+      exportOnnx({ model: 'fcn8', width: 1, height: SIZE, widthPx: SIZE, out: onnx, weights });
     }
-  } else if (!python) {
-    console.error('bench: PyTorch (Debian python3-torch) not found: skipping the rows that need it');
-  }
+  } else if (!python) console.error('bench: PyTorch (Debian python3-torch) not found: skipping the rows that need it');
+  return { python, ortVersion, onnx };
+}
 
-  let ortPeer: { ms: number; allMs: number[] } | null = null;
+/** Forward 512², batch 1: ours in fp32, bf16 and int8 against onnxruntime and PyTorch, each with its efficiency. */
+async function forwardRows(b: Bench, model: FCN, peers: Peers): Promise<void> {
+  let ortFp32: Timing | null = null;
   const ortRow = async (id: string, ours: Timing) => {
-    ortPeer ??= await ortForward({ onnxPath: onnx!, height: size, width: size, threads, warmup: 2, reps });
-    const peer = timing(ortPeer.allMs);
-    push({ id, ours_ms: ours.ms, spread_ms: spreadOf(ours), peer: `onnxruntime-node ${ortVersion} fp32`, peer_ms: peer.ms, peer_spread_ms: spreadOf(peer), ratio: ours.ms / peer.ms, reps });
+    ortFp32 ??= timing((await ortForward({ onnxPath: peers.onnx!, height: SIZE, width: SIZE, threads: b.threads, warmup: 2, reps: b.reps })).allMs);
+    b.versus(id, ours, ortFp32, `onnxruntime-node ${peers.ortVersion} fp32`);
   };
-  const torchRow = async (id: string, ours: Timing, mode: 'forward' | 'train', precision: 'fp32' | 'bf16', channelsLast: boolean) => {
-    try {
-      const n = mode === 'train' ? trainReps : reps;
-      const r = await torchBench({ mode, precision, channelsLast, model: 'fcn8', width: 1, size, threads, warmup: 1, reps: n });
-      const peer = timing(r.allMs);
-      const what = `PyTorch ${precision === 'bf16' ? 'bf16 autocast' : 'fp32'}${channelsLast ? ', channels-last' : ''}`;
-      push({ id, ours_ms: ours.ms, spread_ms: spreadOf(ours), peer: what, peer_ms: peer.ms, peer_spread_ms: spreadOf(peer), ratio: ours.ms / peer.ms, reps: n });
-    } catch (e) {
-      console.error(`bench: ${id}: ${(e as Error).message}`);
-    }
-  };
-
-  // Forward 512², batch 1.
-  let fwdBf16: Timing | null = null, fwdFp32: Timing | null = null;
-  const bf16FwdIds = ['fwd512_bf16_vs_ort', 'fwd512_bf16_vs_torch'];
-  if (bf16 && [...bf16FwdIds, 'fwd512_bf16_peak_frac'].some(want)) fwdBf16 = oursForward(model, size, 1, 'bfloat16', 2, reps);
-  if (['fwd512_fp32_vs_ort', 'fwd512_fp32_peak_frac'].some(want)) fwdFp32 = oursForward(model, size, 1, 'float32', 2, reps);
-  for (const id of bf16FwdIds) if (!bf16 && want(id)) absent(id, bf16Why);
-  if (onnx && fwdBf16 !== null && want('fwd512_bf16_vs_ort')) await ortRow('fwd512_bf16_vs_ort', fwdBf16);
-  if (python && fwdBf16 !== null && want('fwd512_bf16_vs_torch')) await torchRow('fwd512_bf16_vs_torch', fwdBf16, 'forward', 'bf16', true);
-  frac('fwd512_bf16_peak_frac', 'bf16', 'fwd', fwdBf16, bf16 ? undefined : bf16Why);
-  if (onnx && fwdFp32 !== null && want('fwd512_fp32_vs_ort')) await ortRow('fwd512_fp32_vs_ort', fwdFp32);
-  else if (fwdFp32 !== null && want('fwd512_fp32_vs_ort')) value('fwd512_fp32_ms', fwdFp32.ms, 'ours only (no ONNX export: onnxruntime-node or PyTorch missing)', { spread: spreadOf(fwdFp32), reps });
-  frac('fwd512_fp32_peak_frac', 'fp32', 'fwd', fwdFp32);
-  let fwdInt8: Timing | null = null;
-  const qdqOnnx = ortVersion && want('fwd512_int8_vs_ort_int8') ? path.join(work, `fcn8-w1-seed0-int8-qdq.onnx`) : undefined;
-  if (['fwd512_int8_peak_frac', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort', 'fwd512_int8_vs_ort_int8'].some(want)) {
-    // The int8 network: block1_conv1 and the bilinear upsamplers stay float32 in it, a small
-    // share of the FLOPs counted against the int8 peak.
-    try {
-      fwdInt8 = oursForwardInt8(size, 2, reps, qdqOnnx);
-      frac('fwd512_int8_peak_frac', 'int8', 'fwd', fwdInt8);
-    } catch (e) {
-      frac('fwd512_int8_peak_frac', 'int8', 'fwd', null, `absent: ${(e as Error).message}`);
-    }
-  }
-  if (onnx && fwdInt8 !== null && want('fwd512_int8_vs_ort')) await ortRow('fwd512_int8_vs_ort', fwdInt8);
-  if (qdqOnnx && fwdInt8 !== null) {
-    // onnxruntime on the same int8 model as QDQ (fcn export onnx of an int8 model): its own
-    // int8 kernels (QLinearConv) against ours.
-    const peer = timing((await ortForward({ onnxPath: qdqOnnx, height: size, width: size, threads, warmup: 2, reps })).allMs);
-    push({ id: 'fwd512_int8_vs_ort_int8', ours_ms: fwdInt8.ms, spread_ms: spreadOf(fwdInt8), peer: `onnxruntime-node ${ortVersion} int8 (QDQ)`, peer_ms: peer.ms, peer_spread_ms: spreadOf(peer), ratio: fwdInt8.ms / peer.ms, reps });
-  }
-  if (onnx && want('fwd512_best_vs_ort')) {
+  const bf16Ids = ['fwd512_bf16_vs_ort', 'fwd512_bf16_vs_torch'];
+  const t = b.timings;
+  if (b.bf16 && [...bf16Ids, 'fwd512_bf16_peak_frac'].some(b.want)) t.bf16 = oursForward(model, SIZE, 1, 'bfloat16', 2, b.reps);
+  if (['fwd512_fp32_vs_ort', 'fwd512_fp32_peak_frac'].some(b.want)) t.fp32 = oursForward(model, SIZE, 1, 'float32', 2, b.reps);
+  for (const id of bf16Ids) if (!b.bf16 && b.want(id)) b.absent(id, BF16_WHY);
+  if (peers.onnx && t.bf16 && b.want('fwd512_bf16_vs_ort')) await ortRow('fwd512_bf16_vs_ort', t.bf16);
+  if (peers.python && t.bf16 && b.want('fwd512_bf16_vs_torch')) await torchRow(b, 'fwd512_bf16_vs_torch', t.bf16, 'forward', 'bf16', true);
+  b.frac('fwd512_bf16_peak_frac', 'bf16', 'fwd', t.bf16, b.bf16 ? undefined : BF16_WHY);
+  if (peers.onnx && t.fp32 && b.want('fwd512_fp32_vs_ort')) await ortRow('fwd512_fp32_vs_ort', t.fp32);
+  else if (t.fp32 && b.want('fwd512_fp32_vs_ort')) b.value('fwd512_fp32_ms', t.fp32.ms, 'ours only (no ONNX export: onnxruntime-node or PyTorch missing)', { spread: spreadOf(t.fp32), reps: b.reps });
+  b.frac('fwd512_fp32_peak_frac', 'fp32', 'fwd', t.fp32);
+  await int8Rows(b, peers, ortRow);
+  if (peers.onnx && b.want('fwd512_best_vs_ort')) {
     // The fastest precision that meets the accuracy bars: fp32, bf16 (where it runs) and int8
     // (mean IoU within 0.01 of fp32 on the demo's model: BENCHMARKS.md, "int8 accuracy").
-    const candidates: [string, Timing | null][] = [['float32', fwdFp32], ['bfloat16', fwdBf16], ['int8', fwdInt8]];
-    const ran = candidates.filter((e): e is [string, Timing] => e[1] !== null);
+    const ran = (Object.entries({ float32: t.fp32, bfloat16: t.bf16, int8: t.int8 }) as [string, Timing | null][]).filter((e): e is [string, Timing] => e[1] !== null);
     if (ran.length > 0) {
-      const [name, best] = ran.reduce((a, b) => (b[1].ms < a[1].ms ? b : a));
+      const [name, best] = ran.reduce((x, y) => (y[1].ms < x[1].ms ? y : x));
       await ortRow('fwd512_best_vs_ort', best);
-      rows.at(-1)!.note = `${name}, the fastest of ${ran.map(([n]) => n).join(', ')}`;
+      b.rows.at(-1)!.note = `${name}, the fastest of ${ran.map(([n]) => n).join(', ')}`;
     }
   }
+}
 
-  // Training step 512², batch 1 (Adam, L2, mean cross-entropy, backward, update).
+/** The int8 network (block1_conv1 and the upsamplers stay float32: a small share of the FLOPs), also against onnxruntime's own int8 on its QDQ export. */
+async function int8Rows(b: Bench, peers: Peers, ortRow: (id: string, ours: Timing) => Promise<void>): Promise<void> {
+  if (!['fwd512_int8_peak_frac', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort', 'fwd512_int8_vs_ort_int8'].some(b.want)) return;
+  const qdqOnnx = peers.ortVersion && b.want('fwd512_int8_vs_ort_int8') ? path.join(work, 'fcn8-w1-seed0-int8-qdq.onnx') : undefined;
+  try {
+    b.timings.int8 = oursForwardInt8(SIZE, 2, b.reps, qdqOnnx);
+    b.frac('fwd512_int8_peak_frac', 'int8', 'fwd', b.timings.int8);
+  } catch (e) {
+    b.frac('fwd512_int8_peak_frac', 'int8', 'fwd', null, `absent: ${(e as Error).message}`);
+    return;
+  }
+  if (peers.onnx && b.want('fwd512_int8_vs_ort')) await ortRow('fwd512_int8_vs_ort', b.timings.int8);
+  if (qdqOnnx) {
+    const peer = timing((await ortForward({ onnxPath: qdqOnnx, height: SIZE, width: SIZE, threads: b.threads, warmup: 2, reps: b.reps })).allMs);
+    b.versus('fwd512_int8_vs_ort_int8', b.timings.int8, peer, `onnxruntime-node ${peers.ortVersion} int8 (QDQ export of the same int8 model)`);
+  }
+}
+
+async function torchRow(b: Bench, id: string, ours: Timing, mode: 'forward' | 'train', precision: 'fp32' | 'bf16', channelsLast: boolean): Promise<void> {
+  try {
+    const n = mode === 'train' ? b.trainReps : b.reps;
+    const r = await torchBench({ mode, precision, channelsLast, model: 'fcn8', width: 1, size: SIZE, threads: b.threads, warmup: 1, reps: n });
+    b.versus(id, ours, timing(r.allMs), `PyTorch ${precision === 'bf16' ? 'bf16 autocast' : 'fp32'}${channelsLast ? ', channels-last' : ''}`, n);
+  } catch (e) {
+    console.error(`bench: ${id}: ${(e as Error).message}`);
+  }
+}
+
+/** Training step 512², batch 1 (Adam, L2, mean cross-entropy, backward, update), and the largest weight's reorder. */
+async function trainRows(b: Bench, model: FCN, peers: Peers): Promise<void> {
   for (const [p, tag] of [['bfloat16', 'bf16'], ['float32', 'fp32']] as const) {
-    const id = `train512_${tag}_vs_torch`, fracId = `train512_${tag}_peak_frac`;
-    if (!want(id) && !want(fracId) && !want(`train512_${tag}_update_frac`)) continue;
-    if (p === 'bfloat16' && !bf16) {
-      if (want(id)) absent(id, bf16Why);
-      frac(fracId, 'bf16', 'train', null, bf16Why);
+    const id = `train512_${tag}_vs_torch`, fracId = `train512_${tag}_peak_frac`, shareId = `train512_${tag}_update_frac`;
+    if (![id, fracId, shareId].some(b.want)) continue;
+    if (p === 'bfloat16' && !b.bf16) {
+      if (b.want(id)) b.absent(id, BF16_WHY);
+      b.frac(fracId, 'bf16', 'train', null, BF16_WHY);
       continue;
     }
-    const ours = oursTrain(model, size, p, 1, trainReps);
-    if (want(id)) {
-      if (python) await torchRow(id, ours, 'train', tag, false);
-      else value(`train512_${tag}_ms`, ours.ms, 'ours only (no PyTorch)', { spread: spreadOf(ours), reps: trainReps });
+    const ours = oursTrain(model, SIZE, p, 1, b.trainReps);
+    if (b.want(id)) {
+      if (peers.python) await torchRow(b, id, ours, 'train', tag, false);
+      else b.value(`train512_${tag}_ms`, ours.ms, 'ours only (no PyTorch)', { spread: spreadOf(ours), reps: b.trainReps });
     }
-    frac(fracId, tag, 'train', ours);
-    const shareId = `train512_${tag}_update_frac`;
-    if (want(shareId))
-      value(shareId, ours.updateShare.ms, 'the optimiser update (fused native Adam: master, state and packed copies in one pass) as a share of the step', {
+    b.frac(fracId, tag, 'train', ours);
+    if (b.want(shareId))
+      b.value(shareId, ours.updateShare.ms, 'the optimiser update (fused native Adam: master, state and packed copies in one pass) as a share of the step', {
         spread: [round(ours.updateShare.min, 3), round(ours.updateShare.max, 3)],
         digits: 3,
       });
   }
-  if (want('reorder_gbps')) {
-    const r = reorderRate(reps);
-    value('reorder_gbps', r.ms, "conv6's float32 kernel (411 MB) reordered plain → its forward primitive's layout, warm buffers, read + write", { spread: spreadOf(r), reps, digits: 1 });
+  if (b.want('reorder_gbps')) {
+    const r = reorderRate(b.reps);
+    b.value('reorder_gbps', r.ms, "conv6's float32 kernel (411 MB) reordered plain → its forward primitive's layout, warm buffers, read + write", { spread: spreadOf(r), reps: b.reps, digits: 1 });
   }
+}
 
-  // Peak RSS, each in a process of its own, in the precision 'auto' picks here.
+/** Peak RSS (training, inference, fcn eval on the VOC sample) and fcn serve, each in processes of their own, in the precision 'auto' picks here. */
+function processRows(b: Bench): void {
   const auto = autoPrecision().precision;
   for (const mode of ['train', 'infer'] as const) {
-    if (!want(`rss_${mode}_mb`)) continue;
-    const mb = rssOf(mode, auto, threads);
-    if (mb !== null) value(`rss_${mode}_mb`, mb, `peak RSS, full FCN-8s ${mode === 'train' ? '3 training steps' : '3 forward passes'} at 512², ${auto}`);
+    if (!b.want(`rss_${mode}_mb`)) continue;
+    const mb = rssOf(mode, auto, b.threads);
+    if (mb !== null) b.value(`rss_${mode}_mb`, mb, `peak RSS, full FCN-8s ${mode === 'train' ? '3 training steps' : '3 forward passes'} at 512², ${auto}`);
   }
-
-  // fcn serve under load: 200 requests from 8 clients (bench/serve.ts, a server process of its own).
-  if (want('serve_p95_ms') || want('serve_rss_mb')) {
-    const s = runServeBench(threads);
+  if (b.want('serve_p95_ms') || b.want('serve_rss_mb')) {
+    const s = runServeBench(b.threads);
     if (s) {
       const setup = `${s.requests} requests from ${s.clients} clients, 2/3 valid (VOC photos ${s.vocWidth} px wide, 128² scenes) through FCN-32s/16s/8s at width ${s.width}`;
-      value('serve_p95_ms', s.p95Ms, `fcn serve p95 latency of valid requests (p50 ${s.p50Ms} ms), ${setup}`);
-      if (s.maxRssMb !== null) value('serve_rss_mb', s.maxRssMb, `fcn serve peak RSS under that load`);
+      b.value('serve_p95_ms', s.p95Ms, `fcn serve p95 latency of valid requests (p50 ${s.p50Ms} ms), ${setup}`);
+      if (s.maxRssMb !== null) b.value('serve_rss_mb', s.maxRssMb, `fcn serve peak RSS under that load`);
     }
   }
-  // fcn serve live (bench/serve-live.ts): launch to the first 200 while the demo trains; camera frames per second.
-  if (want('serve_first_answer_s') || want('camera_fps_256')) {
-    const s = runServeLiveBench(threads);
+  if (b.want('serve_first_answer_s') || b.want('camera_fps_256')) {
+    const s = runServeLiveBench(b.threads);
     if (s) {
-      value('serve_first_answer_s', s.firstAnswerS, 'seconds from launching fcn serve (no demo trained yet) to its first 200 for the start page, the demo training beside it', { digits: 2 });
-      value('camera_fps_256', s.cameraFps, `Camera view frames per second: 256×192 PNG frames one at a time through the demo's FCN-8s (width 0.25), ${s.precision}`, { digits: 2 });
+      b.value('serve_first_answer_s', s.firstAnswerS, 'seconds from launching fcn serve (no demo trained yet) to its first 200 for the start page, the demo training beside it', { digits: 2 });
+      b.value('camera_fps_256', s.cameraFps, `Camera view frames per second: 256×192 PNG frames one at a time through the demo's FCN-8s (width 0.25), ${s.precision}`, { digits: 2 });
     }
   }
-
-  // Peak RSS of fcn eval over the VOC val sample: images of many sizes, one after another.
-  const vocRoot = path.resolve(here, '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
-  if (want('rss_eval_mb')) {
-    if (!existsSync(vocRoot)) console.error(`bench: the VOC sample is not at ${vocRoot}: skipping rss_eval_mb`);
+  if (b.want('rss_eval_mb')) {
+    if (!existsSync(VOC_ROOT)) console.error(`bench: the VOC sample is not at ${VOC_ROOT}: skipping rss_eval_mb`);
     else {
-      const mb = rssEval(vocRoot, auto, threads);
-      if (mb !== null) value('rss_eval_mb', mb, `peak RSS, fcn eval of full FCN-8s on the VOC sample's val split (each image at its own size), ${auto}`);
+      const mb = rssEval(VOC_ROOT, auto, b.threads);
+      if (mb !== null) b.value('rss_eval_mb', mb, `peak RSS, fcn eval of full FCN-8s on the VOC sample's val split (each image at its own size), ${auto}`);
     }
   }
+}
 
-  // Other shapes, batch and threads (ours only).
+/** Other shapes, batch and threads (ours only). */
+function shapeRows(b: Bench, model: FCN): void {
   for (const p of ['bfloat16', 'float32'] as Precision[]) {
     const tag = p === 'bfloat16' ? 'bf16' : 'fp32';
     const ids = [`fwd500x375_${tag}_ms`, `fwd512_b4_${tag}_img_s`, `fwd512_${tag}_1thread_ms`];
-    if (p === 'bfloat16' && !bf16) {
-      for (const id of ids) if (want(id)) absent(id, bf16Why);
+    if (p === 'bfloat16' && !b.bf16) {
+      for (const id of ids) if (b.want(id)) b.absent(id, BF16_WHY);
       continue;
     }
-    if (want(ids[0])) {
-      const t = oursForward(model, [375, 500], 1, p, 1, reps);
-      value(ids[0], t.ms, 'forward, a typical VOC image (500 wide, 375 high), batch 1', { spread: spreadOf(t), reps });
+    if (b.want(ids[0])) {
+      const t = oursForward(model, [375, 500], 1, p, 1, b.reps);
+      b.value(ids[0], t.ms, 'forward, a typical VOC image (500 wide, 375 high), batch 1', { spread: spreadOf(t), reps: b.reps });
     }
-    if (want(ids[1])) {
-      const t = oursForward(model, size, 4, p, 1, reps);
-      value(ids[1], 4000 / t.ms, 'forward throughput at batch 4, images/s', { spread: [round(4000 / t.max), round(4000 / t.min)], reps });
+    if (b.want(ids[1])) {
+      const t = oursForward(model, SIZE, 4, p, 1, b.reps);
+      b.value(ids[1], 4000 / t.ms, 'forward throughput at batch 4, images/s', { spread: [round(4000 / t.max), round(4000 / t.min)], reps: b.reps });
     }
-    if (want(ids[2])) {
+    if (b.want(ids[2])) {
       configureEngine({ threads: 1 });
-      const t = oursForward(model, size, 1, p, 1, reps);
-      const two = p === 'bfloat16' ? fwdBf16 : fwdFp32;
-      value(ids[2], t.ms, `forward 512² on 1 thread${two ? ` (2 threads: ${two.ms.toFixed(0)} ms)` : ''}`, { spread: spreadOf(t), reps });
-      configureEngine({ threads });
+      const t = oursForward(model, SIZE, 1, p, 1, b.reps);
+      const two = p === 'bfloat16' ? b.timings.bf16 : b.timings.fp32;
+      b.value(ids[2], t.ms, `forward 512² on 1 thread${two ? ` (2 threads: ${two.ms.toFixed(0)} ms)` : ''}`, { spread: spreadOf(t), reps: b.reps });
+      configureEngine({ threads: b.threads });
     }
   }
+}
 
-  // End to end on the real VOC sample (one run of several steps: a throughput, not repetitions).
-  if (want('voc_train_img_s')) {
-    const r = await vocTraining(model, size, auto, Math.max(4, reps + 1));
-    if (r) {
-      value('voc_train_img_s', r.imagesPerSecond, `training images/s on the VOC sample through DataLoader (1 worker, random scale/crop ${size}/flip), ${auto}, batch 1`, { digits: 3 });
-      value('voc_data_wait_pct', 100 * r.waitShare, 'percent of that time the engine waited for data');
-      value('voc_train_step_frac', r.stepFrac, 'that rate ÷ the bare trainStep rate on the same batch, median of per-step ratios (each loop step followed by a bare step)', { digits: 3 });
-    }
-  }
-  // Data-parallel training over MPI (processes of their own, under mpirun).
-  for (const r of mpiRows({ reps: trainReps, want, log })) rows.push({ ...r, load1: round(os.loadavg()[0]) });
+/** End to end on the real VOC sample (one run of several steps: a throughput, not repetitions). */
+async function vocRows(b: Bench, model: FCN): Promise<void> {
+  if (!b.want('voc_train_img_s')) return;
+  const auto = autoPrecision().precision;
+  const r = await vocTraining(model, SIZE, auto, Math.max(4, b.reps + 1));
+  if (!r) return;
+  b.value('voc_train_img_s', r.imagesPerSecond, `training images/s on the VOC sample through DataLoader (1 worker, random scale/crop ${SIZE}/flip), ${auto}, batch 1`, { digits: 3 });
+  b.value('voc_data_wait_pct', 100 * r.waitShare, 'percent of that time the engine waited for data');
+  b.value('voc_train_step_frac', r.stepFrac, 'that rate ÷ the bare trainStep rate on the same batch, median of per-step ratios (each loop step followed by a bare step)', { digits: 3 });
+}
 
+/** results.json and the table on stdout. */
+function report(b: Bench, out: string, loadStart: number[], ortVersion: string | null): void {
   const load = os.loadavg();
   const loads = (l: number[]) => l.map((x) => round(x));
   const result = {
-    machine: { ...machine(threads), onnxruntime: ortVersion, cpuFeatures: cpuFeatures(), autoPrecision: autoPrecision(), loadavg_start: loads(loadStart), loadavg_end: loads(load) },
-    rows,
+    machine: { ...machine(b.threads), onnxruntime: ortVersion, cpuFeatures: cpuFeatures(), autoPrecision: autoPrecision(), loadavg_start: loads(loadStart), loadavg_end: loads(load) },
+    rows: b.rows,
   };
   writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
-  console.log(`\nload average (1 min) ${round(loadStart[0])} before, ${round(load[0])} after; ${threads} threads on ${os.availableParallelism()} cores`);
+  console.log(`\nload average (1 min) ${round(loadStart[0])} before, ${round(load[0])} after; ${b.threads} threads on ${os.availableParallelism()} cores`);
   console.log(`\n${'id'.padEnd(26)} ${'ours ms'.padStart(9)} ${'[min–max]'.padStart(13)} ${'peer ms'.padStart(9)} ${'[min–max]'.padStart(13)} ${'ratio'.padStart(6)}  peer`);
   const range = (s: [number, number] | undefined) => (s ? `${s[0].toFixed(0)}–${s[1].toFixed(0)}` : '');
-  for (const r of rows) {
+  for (const r of b.rows) {
     if (r.ours_ms !== undefined)
       console.log(`${r.id.padEnd(26)} ${r.ours_ms.toFixed(0).padStart(9)} ${range(r.spread_ms).padStart(13)} ${r.peer_ms!.toFixed(0).padStart(9)} ${range(r.peer_spread_ms).padStart(13)} ${r.ratio!.toFixed(2).padStart(6)}  ${r.peer}`);
     else if (r.value !== undefined) console.log(`${r.id.padEnd(26)} ${String(r.value).padStart(9)} ${(r.spread ? `${r.spread[0]}–${r.spread[1]}` : '').padStart(13)}  ${r.note ?? ''}`);
     else console.log(`${r.id.padEnd(26)} ${'—'.padStart(9)} ${''.padStart(13)}  ${r.note ?? ''}`);
   }
   console.log(`\nwrote ${path.relative(process.cwd(), out) || out}`);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { only: { type: 'string' }, reps: { type: 'string' }, 'train-reps': { type: 'string' }, threads: { type: 'string' }, out: { type: 'string' } } });
+  // At least 5 repetitions of a forward pass and 3 of a training step, whatever is asked.
+  const b = new Bench(Number(values.threads ?? 2), Math.max(5, Number(values.reps ?? 5)), Math.max(3, Number(values['train-reps'] ?? 3)), values.only ? new Set(values.only.split(',')) : null);
+  const out = path.resolve(values.out ?? path.join(here, 'results.json'));
+  configureEngine({ threads: b.threads });
+  const loadStart = os.loadavg();
+  mkdirSync(work, { recursive: true });
+  peakRows(b);
+  const model = new FCN({ kind: 'fcn8', width: 1 });
+  model.initialize(0);
+  const weights = path.join(work, 'fcn8-w1-seed0.safetensors');
+  if (!existsSync(weights)) saveWeights(weights, model);
+  const peers = await findPeers(b, weights);
+  await forwardRows(b, model, peers);
+  await trainRows(b, model, peers);
+  processRows(b);
+  shapeRows(b, model);
+  await vocRows(b, model);
+  // Data-parallel training over MPI (processes of their own, under mpirun).
+  for (const r of mpiRows({ reps: b.trainReps, want: b.want, log: b.log })) b.rows.push({ ...r, load1: round(os.loadavg()[0]) });
+  report(b, out, loadStart, peers.ortVersion);
 }
 
 main().catch((e) => {
