@@ -6,16 +6,17 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { engineConfig, trainingPrecision } from '../engine/config.js';
 import { synthesizeDataset } from '../data/synth.js';
-import { openDataset } from '../data/datasets.js';
+import { openDataset, type Dataset, type SampleEntry } from '../data/datasets.js';
 import { readLabel } from '../data/labels.js';
 import { loadModel } from '../models/weights.js';
+import type { FcnKind } from '../models/network.js';
 import { evaluate, evaluationToJson } from '../eval/evaluate.js';
 import { formatMetricsTable } from '../report/confusion.js';
 import { segmentFiles, modelTitle } from '../infer/segment-files.js';
 import { readImageRgb } from '../io/image.js';
 import { colorize, writeRgbPng } from '../report/viz.js';
 import { writeHtmlReport } from '../report/html.js';
-import { defaultConfig, type TrainConfig } from '../train/config.js';
+import { defaultConfig, type StageConfig, type TrainConfig } from '../train/config.js';
 import { runTraining } from './train.js';
 import { UsageError, parse, parseNumber } from './args.js';
 import { defineCommand } from './spec.js';
@@ -61,6 +62,30 @@ with every stage's model side by side, and writes DIR/report.html.`,
   examples: ['fcn demo --out runs/demo --threads 2'],
 });
 
+/** A stage's model as the side-by-side figure names it. */
+function stageTitle(i: number, kind: FcnKind, st: StageConfig): string {
+  const what = st.trainable === 'new' ? 'new layers' : st.trainable === 'all' ? 'all layers' : 'some layers';
+  return `${i + 1}: ${modelTitle(kind)}, ${what}${st.lr !== undefined ? `, lr ${st.lr}` : ''}`;
+}
+
+/** The report's sample rows: each picture, its truth and the final model's labels, as PNGs in `assets`. */
+async function reportSamples(valSet: Dataset, entries: SampleEntry[], predictions: string[], assets: string) {
+  const samples = [];
+  const png = async (file: string, label: string) => {
+    const l = await readLabel(label, valSet.classes);
+    await writeRgbPng(file, { data: colorize(l.data, l.width, l.height), width: l.width, height: l.height });
+    return file;
+  };
+  for (const [i, e] of entries.entries()) {
+    const imagePng = path.join(assets, `${e.id}_image.png`);
+    await writeRgbPng(imagePng, await readImageRgb(e.image));
+    const truthPng = await png(path.join(assets, `${e.id}_truth.png`), e.label);
+    const predPng = await png(path.join(assets, `${e.id}_pred.png`), predictions[i]!);
+    samples.push({ id: e.id, imagePng, truthPng, predPng });
+  }
+  return samples;
+}
+
 export async function demoCommand(argv: string[]): Promise<number> {
   const { values } = parse(demoSpec, argv);
   applyEngineFlags('demo', values);
@@ -105,11 +130,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const segDir = path.join(out, 'segments');
     mkdirSync(segDir, { recursive: true });
     const sampleEntries = valSet.entries.slice(0, 6);
-    const titles = stageModels.map((m, i) => {
-      const st = config.stages[i];
-      const what = st.trainable === 'new' ? 'new layers' : st.trainable === 'all' ? 'all layers' : 'some layers';
-      return `${i + 1}: ${modelTitle(m.model.kind)}, ${what}${st.lr !== undefined ? `, lr ${st.lr}` : ''}`;
-    });
+    const titles = stageModels.map((m, i) => stageTitle(i, m.model.kind, config.stages[i]!));
     const files = await segmentFiles(
       sampleEntries.map((e) => e.image),
       { out: segDir, model, compare: stageModels.map((m, i) => ({ title: titles[i], model: m.model })), classNames: valSet.classes.names, precision: cfg.precision },
@@ -118,19 +139,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     // 5. The report.
     const assets = path.join(out, 'report-assets');
     mkdirSync(assets, { recursive: true });
-    const samples = [];
-    for (const [i, e] of sampleEntries.entries()) {
-      const truth = await readLabel(e.label, valSet.classes);
-      const img = await readImageRgb(e.image);
-      const truthPng = path.join(assets, `${e.id}_truth.png`);
-      await writeRgbPng(truthPng, { data: colorize(truth.data, truth.width, truth.height), width: truth.width, height: truth.height });
-      const imagePng = path.join(assets, `${e.id}_image.png`);
-      await writeRgbPng(imagePng, img);
-      const pred = await readLabel(files[i].labels, valSet.classes);
-      const predPng = path.join(assets, `${e.id}_pred.png`);
-      await writeRgbPng(predPng, { data: colorize(pred.data, pred.width, pred.height), width: pred.width, height: pred.height });
-      samples.push({ id: e.id, imagePng, truthPng, predPng });
-    }
+    const samples = await reportSamples(valSet, sampleEntries, files.map((f) => f.labels), assets);
     const report = path.join(out, 'report.html');
     await writeHtmlReport(report, {
       title: 'fcn demo: staged FCN training on synthetic scenes',
