@@ -110,7 +110,7 @@ describe('fcn data command line', () => {
       [['fetch'], /^fcn data fetch: expected one dataset \(voc2012 or sbd\), got none\n$/],
       [['fetch', 'imagenet'], /^fcn data fetch: unknown dataset 'imagenet' \(voc2012, sbd\)\n$/],
       [['fetch', 'sbd', '--md5', 'xyz'], /^fcn data fetch: --md5 must be 32 hex digits, got 'xyz'\n$/],
-      [['split', 'other', '--voc', 'a', '--sbd', 'b', '--out', 'c'], /^fcn data split: unknown split 'other' \(seed, paper\)\n$/],
+      [['split', 'other', '--voc', 'a', '--sbd', 'b', '--out', 'c'], /^fcn data split: unknown split 'other' \(keras, paper\)\n$/],
       [['frobnicate'], /^fcn data: unknown subcommand 'frobnicate'/],
     ];
     for (const [argv, re] of cases) {
