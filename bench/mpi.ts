@@ -14,13 +14,17 @@
 //   mpi_step_2x1_exposed_ms / mpi_overlap_hidden_pct: the exchange's time left after the
 //     backward pass with overlap, and the share of the exchange (its time when started after
 //     the backward pass) that the overlap hides;
+//   mpi_copy_s_per_gb: gradient copies left (buckets of small parameters), seconds per GB;
+//   mpi_tcp_*: the same between two hosts over TCP (two network namespaces joined by a veth
+//     pair, bench/two-hosts.ts; root only): the latency, the allreduce (unshaped, and shaped to
+//     10 Gbit/s as mpi_tcp10_*) and the 2-rank step;
 //   mpi_compute_{fwd,all,head,new}_s: CPU seconds per 512² image on one thread for a forward
 //     pass (validation) and a training step of FCN-8s with every layer trainable, FCN-32s with
 //     what sits on VGG16 (Keras-FCN's first stage with --init), FCN-8s with its new layer only.
 // Each measurement runs in processes of its own (mpirun for the ranks); CPU seconds are
 // recorded beside wall time, since this machine is shared.
 //
-//   node --import tsx bench/mpi.ts --model [--results bench/mpi-results.json] [--compute-all-s S …]
+//   node --import tsx bench/mpi.ts --model [--results bench/mpi-results.json] [--tcp-ceiling] [--compute-all-s S …]
 // prints docs/scaling.md's tables: step time and images/s for N machines from the measured
 // compute and a ring allreduce's cost, bucket by bucket against the backward pass.
 import { spawnSync } from 'node:child_process';
@@ -66,6 +70,14 @@ async function workerAllreduce(a: WorkerArgs): Promise<Record<string, unknown>> 
   model.dispose();
   const buffers = reducer.buckets.map((b) => new Float32Array(b.size).fill(1e-3 * (s.rank + 1)));
   const out: Record<string, unknown> = { bytes: reducer.bytes, buckets: reducer.buckets.length, ranks: s.size };
+  // Latency: a one-value allreduce is 2(N−1) messages of a ring, each a message's latency.
+  const one = new Float64Array(1), lat: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    const t0 = performance.now();
+    s.mpi.allreduce(one);
+    if (i >= 50) lat.push(performance.now() - t0);
+  }
+  out.latencyUs = (1000 * median(lat)) / (2 * (s.size - 1));
   for (const precision of ['float32', 'bfloat16'] as const) {
     const times: number[] = [], cpu: number[] = [];
     for (let i = 0; i <= a.reps; i++) {
@@ -231,6 +243,8 @@ export interface ModelInputs {
   copySecondsPerGb: number;
   /** Per-message latency of the network, seconds. */
   latency: number;
+  /** What a link of nominal speed g (Gbit/s) carries. */
+  linkGbps: (g: number) => number;
   bucketMb: number;
 }
 
@@ -278,7 +292,7 @@ function timeline(layers: LayerCost[], stepSeconds: number, n: number, gbps: num
     cur.ready = Math.max(cur.ready, ready.get(p.name)!);
   }
   if (cur.bytes > 0) buckets.push(cur);
-  const ring = (bytes: number) => (n === 1 ? 0 : ((2 * (n - 1)) / n) * (bytes * wireBytesPerFloat / 4) / (gbps * 1e9 / 8) + 2 * (n - 1) * m.latency);
+  const ring = (bytes: number) => (n === 1 ? 0 : ((2 * (n - 1)) / n) * (bytes * wireBytesPerFloat / 4) / (m.linkGbps(gbps) * 1e9 / 8) + 2 * (n - 1) * m.latency);
   let end = 0, serial = 0;
   for (const b of buckets) {
     end = Math.max(end, b.ready) + ring(b.bytes);
@@ -327,7 +341,7 @@ export async function scalingTables(m: ModelInputs): Promise<string> {
   const layers = { all: await layerCosts('all', width, size), head: await layerCosts('head', width, size), new: await layerCosts('new', width, size) };
   const bytes = (st: StageKind) => layers[st].filter((l) => l.trainable).flatMap((l) => l.params).reduce((a, p) => a + p.bytes, 0);
   const out: string[] = [];
-  const speeds = [10, 25, 100];
+  const speeds = [10, 100];
   const ns = [1, 2, 4, 8, 16, 32, 64];
   out.push(`Gradient bytes per step (fp32): every layer ${(bytes('all') / 1e6).toFixed(0)} MB; FCN-32s head ${(bytes('head') / 1e6).toFixed(0)} MB; a new skip layer ${(bytes('new') / 1e3).toFixed(0)} kB.`);
   out.push('');
@@ -402,12 +416,12 @@ export async function scalingTables(m: ModelInputs): Promise<string> {
   }
   out.push('');
   // 4. Side by side with PyTorch DDP on the same numbers.
-  out.push("**Ours vs PyTorch DDP's scheme on the same numbers** (every layer trains, global batch 16, 25 Gb/s, fp32; DDP: the same buckets and overlap, no gradient copies — its gradients are views of its buckets with gradient_as_bucket_view):");
+  out.push("**Ours vs PyTorch DDP's scheme on the same numbers** (every layer trains, global batch 16, 10 Gb/s, fp32; DDP: the same buckets and overlap, no gradient copies — its gradients are views of its buckets with gradient_as_bucket_view):");
   out.push('');
   out.push('| N | ours step | DDP-like step | ours images/s | DDP-like images/s |');
   out.push('| ---: | ---: | ---: | ---: | ---: |');
   for (const n of [2, 4, 8, 16]) {
-    const o = step(layers.all, 'all', 16, n, 25, false, true, false, m), d = step(layers.all, 'all', 16, n, 25, false, true, true, m);
+    const o = step(layers.all, 'all', 16, n, 10, false, true, false, m), d = step(layers.all, 'all', 16, n, 10, false, true, true, m);
     out.push(`| ${n} | ${o.seconds.toFixed(2)} s | ${d.seconds.toFixed(2)} s | ${o.imagesPerSecond.toFixed(2)} | ${d.imagesPerSecond.toFixed(2)} |`);
   }
   return out.join('\n');
@@ -438,22 +452,23 @@ function run(mode: 'allreduce' | 'step' | 'compute', a: WorkerArgs, ranks: numbe
  * on this machine, bench/two-hosts.ts), the link unshaped (memory speed) and shaped to 10 Gbit/s.
  */
 function tcpRows(base: WorkerArgs, what: string, want: (id: string) => boolean, add: (id: string, value: number, note: string) => void): void {
-  const ids = ['mpi_tcp_allreduce_ms', 'mpi_tcp_allreduce_gbps', 'mpi_tcp_allreduce_bf16_gbps', 'mpi_tcp_step_ms', 'mpi_tcp_step_exposed_ms', 'mpi_tcp10_allreduce_gbps', 'mpi_tcp10_allreduce_bf16_gbps'];
+  const ids = ['mpi_tcp_latency_us', 'mpi_tcp_allreduce_ms', 'mpi_tcp_allreduce_gbps', 'mpi_tcp_allreduce_bf16_gbps', 'mpi_tcp_step_ms', 'mpi_tcp_step_exposed_ms', 'mpi_tcp10_allreduce_gbps', 'mpi_tcp10_allreduce_bf16_gbps'];
   if (!ids.some(want)) return;
   const why = twoHostsUnavailable();
   if (why) {
     console.error(`bench: ${why}: skipping the mpi_tcp_* rows`);
     return;
   }
-  type Reduce = { bytes: number; buckets: number; float32: number; bfloat16: number; float32Cpu: number; bfloat16Cpu: number };
+  type Reduce = { bytes: number; buckets: number; float32: number; bfloat16: number; float32Cpu: number; bfloat16Cpu: number; latencyUs: number };
   const bus = (r: Reduce, ms: number) => (r.bytes / 1e9) / (ms / 1000);
   for (const rateGbit of [0, 10]) {
     const tag = rateGbit ? 'mpi_tcp10' : 'mpi_tcp';
-    if (![`${tag}_allreduce_gbps`, `${tag}_allreduce_bf16_gbps`, ...(rateGbit ? [] : ['mpi_tcp_allreduce_ms', 'mpi_tcp_step_ms', 'mpi_tcp_step_exposed_ms'])].some(want)) continue;
+    if (![`${tag}_allreduce_gbps`, `${tag}_allreduce_bf16_gbps`, ...(rateGbit ? [] : ['mpi_tcp_latency_us', 'mpi_tcp_allreduce_ms', 'mpi_tcp_step_ms', 'mpi_tcp_step_exposed_ms'])].some(want)) continue;
     const hosts = setUpTwoHosts({ rateGbit: rateGbit || undefined });
     try {
       const link = rateGbit ? `a veth pair shaped to ${rateGbit} Gbit/s (tc tbf)` : 'an unshaped veth pair';
       const r = run('allreduce', base, 2, hosts) as Reduce;
+      if (!rateGbit) add('mpi_tcp_latency_us', r.latencyUs, 'per-message latency over TCP between the namespaces: half a one-value allreduce of 2 ranks (median of 250)');
       if (!rateGbit) add('mpi_tcp_allreduce_ms', r.float32, `${what}'s gradients (${(r.bytes / 1e6).toFixed(0)} MB fp32, ${r.buckets} buckets) summed over 2 ranks in two network namespaces, Open MPI TCP only over ${link} (rank 0's CPU ${r.float32Cpu.toFixed(0)} ms)`);
       add(`${tag}_allreduce_gbps`, bus(r, r.float32), `bus bandwidth of that over ${link}, GB/s (fp32; rank 0's CPU ${r.float32Cpu.toFixed(0)} ms for ${r.float32.toFixed(0)} ms)`);
       add(`${tag}_allreduce_bf16_gbps`, bus(r, r.bfloat16), `the same carried as bf16, in fp32-gradient GB/s (${r.bfloat16.toFixed(0)} ms)`);
@@ -531,7 +546,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       worker: { type: 'string' }, width: { type: 'string' }, size: { type: 'string' }, reps: { type: 'string' }, batch: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' },
-      model: { type: 'boolean' }, results: { type: 'string' }, 'speedup-2': { type: 'string' }, latency: { type: 'string' }, 'copy-s-per-gb': { type: 'string' },
+      model: { type: 'boolean' }, 'tcp-ceiling': { type: 'boolean' }, results: { type: 'string' }, 'speedup-2': { type: 'string' }, latency: { type: 'string' }, 'copy-s-per-gb': { type: 'string' },
       'compute-fwd-s': { type: 'string' }, 'compute-all-s': { type: 'string' }, 'compute-head-s': { type: 'string' }, 'compute-new-s': { type: 'string' },
     },
   });
@@ -570,7 +585,11 @@ async function main(): Promise<void> {
         new: get('compute-new-s', 'mpi_compute_new_s') / speedup,
       },
       copySecondsPerGb: get('copy-s-per-gb', 'mpi_copy_s_per_gb'),
-      latency: num(values.latency, 30e-6),
+      // The per-message latency measured over TCP between two network namespaces (mpi_tcp_*
+      // rows), else 30 µs. Links carry their nominal speed; --tcp-ceiling holds them to what
+      // TCP moved here on an unshaped link (this CPU's stack, not the link, as the limit).
+      latency: values.latency !== undefined ? Number(values.latency) : measured.mpi_tcp_latency_us !== undefined ? measured.mpi_tcp_latency_us * 1e-6 : 30e-6,
+      linkGbps: (g: number) => (values['tcp-ceiling'] && measured.mpi_tcp_allreduce_gbps !== undefined ? Math.min(g, 8 * measured.mpi_tcp_allreduce_gbps) : g),
       bucketMb: 25,
     };
     console.log(`inputs: ${JSON.stringify(m)}\n`);

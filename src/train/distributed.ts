@@ -13,6 +13,8 @@
 //    order. The gradients travel in buckets (PyTorch DDP's scheme): parameters in the order the
 //    backward pass finishes them, grouped up to a size, each bucket's MPI_Iallreduce started as
 //    soon as its last gradient is final, while the backward pass carries on below it.
+//  - Dropout draws its masks per image of the global batch (a rank's share starts at image
+//    r·B/N), so the ranks drop what one process drops.
 //  - Every rank applies the same update to the same weights, so weights stay identical; a
 //    checksum compared across ranks after every epoch proves it (a mismatch stops the job).
 //

@@ -71,6 +71,7 @@ interface Export {
 const exportsUnderTest: Record<string, Export> = {
   fromArray: { args: () => [[2, 2], new Float32Array(4)], kinds: ['dims', 'typed'] },
   writeArray: { args: () => [p, new Float32Array(2), 1], kinds: ['tensor', 'typed', 'offset'] },
+  view: { args: () => [p], kinds: ['tensor'] },
   zeros: { args: () => [[2, 2], 'float32'], kinds: ['dims', 'dtype?'] },
   reorder: { args: () => [x, { dtype: 'float32' }], kinds: ['tensor', 'options'] },
   permute: { args: () => [x, [0, 2, 1, 3]], kinds: ['tensor', 'ints'] },
@@ -164,6 +165,13 @@ const expectations: Record<string, (call: () => unknown) => void> = {
     assert.deepEqual(values(p), [before[0], 0, 0, before[3], before[4]]);
   },
   zeros: (call) => assert.deepEqual(values(tensorOf(call(), [2, 2], 'float32', 'zeros')), [0, 0, 0, 0]),
+  view: (call) => {
+    const v = call() as Float32Array, old = v[0]!;
+    assert.deepEqual(Array.from(v), values(p));
+    v[0] = old + 1;
+    assert.equal(values(p)[0], old + 1, 'a write through the view is the tensor\'s');
+    v[0] = old;
+  },
   reorder: (call) => assert.deepEqual(values(tensorOf(call(), [1, 3, 8, 8], 'float32', 'reorder')), values(x)),
   permute: (call) => {
     const y = values(tensorOf(call(), [1, 8, 3, 8], 'float32', 'permute')), xs = values(x);

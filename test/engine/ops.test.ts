@@ -210,6 +210,40 @@ test('dropout: inverted scaling, seeded mask, matching backward', () => {
   assert.throws(() => native.dropoutForward(xt, { rate: 1, seed: 0 }), /rate must be in/);
 });
 
+test('dropout draws per image: a batch\'s images k… alone (firstImage k) get the masks they get in the whole batch, in any layout', () => {
+  const whole = ref.randomArr([4, 16, 5, 5], 31);
+  const wt = toTensor(whole);
+  const all = native.dropoutForward(wt, { rate: 0.4, seed: 9 });
+  const per = 16 * 5 * 5, masks = all.mask.toArray() as Uint8Array;
+  const part = toTensor({ dims: [2, 16, 5, 5], data: whole.data.slice(2 * per) });
+  // The share in a blocked layout, as a primitive may leave it: masks follow logical positions.
+  const blocked = native.convForward(part, native.fromArray([16, 16, 1, 1], Float32Array.from({ length: 256 }, (_, i) => (i % 17 === 0 ? 1 : 0))), null, {}).y;
+  for (const share of [part, blocked]) {
+    const r = native.dropoutForward(share, { rate: 0.4, seed: 9, firstImage: 2 });
+    assert.deepEqual(r.mask.toArray(), masks.slice(2 * per), `layout ${share.layout}`);
+    assert.equal(r.y.layout, 'plain');
+    r.y.dispose();
+    r.mask.dispose();
+  }
+  // Images differ from each other (a mask per image, not one repeated).
+  assert.notDeepEqual(masks.slice(0, per), masks.slice(per, 2 * per));
+  for (const t of [wt, all.y, all.mask, part, blocked]) t.dispose();
+});
+
+test('view: a plain tensor\'s own memory, written through; dispose detaches it', () => {
+  const t = native.fromArray([2, 3], Float32Array.of(1, 2, 3, 4, 5, 6));
+  const v = native.view(t) as Float32Array;
+  assert.deepEqual(Array.from(v), [1, 2, 3, 4, 5, 6]);
+  v.set([7, 8], 4);
+  assert.deepEqual(Array.from(t.toArray()), [1, 2, 3, 4, 7, 8]);
+  t.dispose();
+  assert.equal(v.length, 0, 'the view no longer reaches the freed buffer');
+  const x = toTensor(ref.randomArr([1, 16, 4, 4], 3));
+  const y = native.convForward(x, native.fromArray([16, 16, 1, 1], new Float32Array(256)), null, {}).y;
+  if (y.layout !== 'plain') assert.throws(() => native.view(y), { message: /^view: the tensor must be in the plain layout/ });
+  for (const u of [x, y]) u.dispose();
+});
+
 test('cropPad crops, pads, and its backward is cropPad with negated offsets', () => {
   const x = ref.randomArr([1, 2, 5, 6], 13);
   const xt = toTensor(x);
