@@ -115,6 +115,12 @@ Tensor* Tensor::FromOptional(const Napi::Value& v, const std::string& what) {
   return &From(v, what);
 }
 
+const memory::desc* Tensor::DescOf(const Napi::Value& v, const std::string& what) {
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kTensorTag)) throw_type_error(what + " must be a Tensor, got " + describe(v));
+  return &Unwrap(v.As<Napi::Object>())->md;
+}
+
 // While a call reads the tensor, its buffer stays: the release waits for the call to return.
 Napi::Value Tensor::Dispose(const Napi::CallbackInfo& info) {
   if (pins > 0) dispose_requested = true;
@@ -136,15 +142,18 @@ Napi::Value Tensor::GetLayout(const Napi::CallbackInfo& info) {
 Napi::Value Tensor::GetDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), ptr == nullptr || dispose_requested); }
 Napi::Value Tensor::GetBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(bytes)); }
 
-// view(tensor) → a typed array over the memory of a plain tensor, not a copy: what is written
-// through it is the tensor's content (MPI sums gradients where the engine wrote them). The view
-// keeps the tensor from being collected; dispose() detaches every view (its length becomes 0),
-// so no view outlives the buffer it shows.
+// view(tensor) → a typed array over the memory of a tensor, not a copy: what is written
+// through it is the tensor's content (MPI sums gradients where the engine wrote them). Elements
+// come in the tensor's layout: a blocked layout is shown whole when it has no padding, so two
+// tensors of one layout add element by element. The view keeps the tensor from being
+// collected; dispose() detaches every view (its length becomes 0), so no view outlives the
+// buffer it shows.
 Napi::Value View(const Napi::CallbackInfo& info) {
   Tensor& t = Tensor::From(info[0], "tensor");
-  if (!is_plain(t.md)) throw_type_error("the tensor must be in the plain layout (reorder it first)");
   const DTypeInfo* d = dtype_info(t.md.data_type());
   if (!d) throw_type_error(std::string("no typed array shows ") + dtype_name(t.md.data_type()));
+  if (!is_plain(t.md) && t.md.get_size() != size_t(t.numel()) * d->size)
+    throw_range_error("the tensor's layout is padded (" + md_key(t.md) + "): reorder it to plain first");
   Napi::Env env = info.Env();
   auto* holder = new Napi::ObjectReference(Napi::Persistent(info[0].As<Napi::Object>()));
   Napi::ArrayBuffer ab;
@@ -357,12 +366,13 @@ Napi::Value Reorder(const Napi::CallbackInfo& info) {
   if (!std::isfinite(scale32) || scale32 == 0)
     throw_range_error("scale must be within float32's range, got " + describe(Napi::Number::New(info.Env(), scale)));
   Tensor& src = Tensor::From(info[0], "tensor");
-  Tensor* like = Tensor::FromOptional(o.Get("like"), "like");
+  // Only like's layout is read: a disposed tensor still names one.
+  const memory::desc* like = Tensor::DescOf(o.Get("like"), "like");
   const dt type = opt_dtype(o, "dtype", src.md.data_type(), {dt::f32, dt::bf16, dt::u8, dt::s8, dt::s32});
   memory::desc want;
   if (like) {
-    if (like->dims() != src.dims()) throw_range_error("shapes differ (" + dims_key(src.dims()) + " vs " + dims_key(like->dims()) + ")");
-    want = like->md;
+    if (like->dims() != src.md.dims()) throw_range_error("shapes differ (" + dims_key(src.dims()) + " vs " + dims_key(like->dims()) + ")");
+    want = *like;
     // Same layout, other type: the descriptor with the new data type.
     want.data.data_type = static_cast<dnnl_data_type_t>(type);
   } else {

@@ -31,6 +31,8 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   static Tensor& From(const Napi::Value& v, const std::string& what);
   // As From, but null/undefined give nullptr.
   static Tensor* FromOptional(const Napi::Value& v, const std::string& what);
+  // A tensor's descriptor only (its dims, type and layout), disposed or not: for `like` arguments.
+  static const memory::desc* DescOf(const Napi::Value& v, const std::string& what);
   // The tensor behind an object Create made (no checks).
   static Tensor& Of(const Napi::Object& o) { return *Unwrap(o); }
 

@@ -162,12 +162,13 @@ export interface Native {
   /** Copies data into a plain tensor in place, from element `offset` on (dtype must match). */
   writeArray(t: Tensor, data: TensorArray, offset?: number): void;
   /**
-   * A typed array over a plain tensor's own memory (no copy): writes through it change the
-   * tensor. The view keeps the tensor alive; t.dispose() detaches it (length 0).
+   * A typed array over a tensor's own memory (no copy): writes through it change the tensor.
+   * Elements come in the tensor's layout; a padded blocked layout is refused. The view keeps
+   * the tensor alive; t.dispose() detaches it (length 0).
    */
   view(t: Tensor): TensorArray;
   /**
-   * t's values in like's layout (or plain) and the given dtype. With `scale` (finite, nonzero,
+   * t's values in like's layout (or plain; like may be disposed) and the given dtype. With `scale` (finite, nonzero,
    * default 1) the values are t·scale, rounded to nearest even and saturated into integer
    * dtypes: float32 → uint8/int8 quantizes, uint8/int8 → float32 dequantizes.
    */

@@ -72,10 +72,10 @@ interface Bucket {
   size: number;
   /**
    * What travels. A bucket of one parameter, or of a piece of one (conv6, conv7: most of the
-   * bytes), is a view of that gradient's own memory, where the engine wrote it: MPI sums it
-   * in place and the optimiser reads the sum there, no copy either way. A bucket of several
-   * small parameters has memory of its own, in their order and layout, that their gradients
-   * are copied into and back out of.
+   * bytes), is a view of that gradient's own memory, where the engine wrote it, in the layout
+   * it was written in: MPI sums it in place and the optimiser reads the sum there, no copy
+   * either way. A bucket of several small parameters has memory of its own, in their order
+   * and layout, that their gradients are copied into and back out of.
    */
   buffer: Float32Array | null;
   /** Whether `buffer` is memory of the bucket's own (several parameters). */
@@ -95,6 +95,8 @@ export interface ReduceStats {
   startedDuringBackward: number;
   /** Time spent copying gradients out of and back into the engine. */
   copyMs: number;
+  /** Bytes of gradients reordered into the layout they travel in (0 once layouts are agreed and stay). */
+  convertedBytes: number;
   /** Time the step waited for the exchange after its backward pass: what the overlap did not hide. */
   exposedMs: number;
 }
@@ -113,7 +115,17 @@ export class GradientReducer {
   private scale = 1;
   private active = false;
   private copyMs = 0;
+  private convertedBytes = 0;
   private startedDuringBackward = 0;
+  /**
+   * The layout each parameter's gradient travels in, named by a tensor that had it (maybe
+   * disposed): one every rank's engine produced in an earlier step; absent: plain. Summing
+   * needs one layout on every rank, and a gradient's layout depends on the image's shape and
+   * the kernel chosen for it, which can differ between ranks in a step.
+   */
+  private readonly exchangeLayout = new Map<Param, Tensor>();
+  /** This step's gradients as the engine produced them, for the next agreement. */
+  private produced = new Map<Param, Tensor>();
 
   constructor(
     private readonly mpi: MpiNative,
@@ -168,7 +180,9 @@ export class GradientReducer {
     this.scale = scale;
     this.next = 0;
     this.filled = new Set();
+    this.produced = new Map();
     this.copyMs = 0;
+    this.convertedBytes = 0;
     this.startedDuringBackward = 0;
     for (const b of this.buckets) {
       b.pending = b.slots.length;
@@ -182,9 +196,45 @@ export class GradientReducer {
     const slots = this.slots.get(p);
     if (!slots || !this.active || this.filled.has(p)) return;
     const t0 = performance.now();
-    this.place(p, gradientView(p));
+    this.produced.set(p, p.grad!);
+    this.place(p, this.exchangeView(p));
     this.copyMs += performance.now() - t0;
     if (this.options.overlap ?? true) this.startReady(true);
+  }
+
+  /** `p`'s gradient in its exchange layout, as float32 (a view; converted first if it is not). */
+  private exchangeView(p: Param): Float32Array {
+    const g = p.grad;
+    if (!g || g.disposed) throw new Error(`${p.name}: no gradient to exchange`);
+    const like = this.exchangeLayout.get(p);
+    const layout = like?.layout ?? 'plain';
+    if (g.layout !== layout || g.dtype !== 'float32') {
+      this.convertedBytes += g.nbytes;
+      p.setGrad(native.reorder(g, { dtype: 'float32', like }));
+    }
+    return native.view(p.grad!) as Float32Array;
+  }
+
+  /**
+   * The next step's exchange layouts: where every rank's engine produced one layout for a
+   * gradient this step, it travels in that layout from now on (if unpadded); elsewhere the
+   * layout stays. Rank 0's layouts (hashed) go to every rank, and which differ is summed.
+   */
+  private agreeOnLayouts(): void {
+    const params = [...this.slots.keys()];
+    const mine = params.map((p) => this.produced.get(p)?.layout ?? 'none');
+    const hashes = new BigUint64Array(params.length);
+    mine.forEach((l, i) => (hashes[i] = BigInt(`0x${this.mpi.checksum(new TextEncoder().encode(l))}`)));
+    const root = hashes.slice();
+    this.mpi.broadcast(root, 0);
+    const differs = Float64Array.from(hashes, (h, i) => (h === root[i] ? 0 : 1));
+    this.mpi.allreduce(differs);
+    params.forEach((p, i) => {
+      const g = this.produced.get(p);
+      if (differs[i]! > 0 || !g || g.dtype !== 'float32' || g.nbytes !== 4 * g.dims.reduce((a, b) => a * b, 1)) return;
+      if (g.layout === 'plain') this.exchangeLayout.delete(p);
+      else this.exchangeLayout.set(p, g);
+    });
   }
 
   /** Puts `p`'s gradient (values) in its buckets: a view of it, or a copy into a bucket's own memory. */
@@ -220,7 +270,7 @@ export class GradientReducer {
       for (const p of this.slots.keys()) {
         if (this.filled.has(p)) continue;
         p.setGrad(native.zeros(p.dims));
-        this.place(p, gradientView(p));
+        this.place(p, this.exchangeView(p));
       }
       this.startReady(false);
       for (const b of this.buckets) this.mpi.wait(b.request!);
@@ -228,27 +278,17 @@ export class GradientReducer {
       const t1 = performance.now();
       for (const b of this.buckets) {
         if (!b.owned) continue;
-        for (const s of b.slots) gradientView(s.param).set(b.buffer!.subarray(s.offset, s.offset + s.size), s.from);
+        for (const s of b.slots) native.view(s.param.grad!).set(b.buffer!.subarray(s.offset, s.offset + s.size), s.from);
       }
       this.copyMs += performance.now() - t1;
-      return { buckets: this.buckets.length, bytes: this.bytes, startedDuringBackward: this.startedDuringBackward, copyMs: this.copyMs, exposedMs };
+      this.agreeOnLayouts();
+      return { buckets: this.buckets.length, bytes: this.bytes, startedDuringBackward: this.startedDuringBackward, copyMs: this.copyMs, convertedBytes: this.convertedBytes, exposedMs };
     } finally {
       this.active = false;
       // A view belongs to that step's gradient: let it go.
       for (const b of this.buckets) if (!b.owned) b.buffer = null;
     }
   }
-}
-
-/**
- * The memory of a parameter's gradient as float32 (a view, not a copy). Weight gradients leave
- * the engine plain float32; any other form is converted once into one that is.
- */
-function gradientView(p: Param): Float32Array {
-  const g = p.grad;
-  if (!g || g.disposed) throw new Error(`${p.name}: no gradient to exchange`);
-  if (g.layout !== 'plain' || g.dtype !== 'float32') p.setGrad(native.reorder(g, { dtype: 'float32' }));
-  return native.view(p.grad!) as Float32Array;
 }
 
 /** What a distributed step returns: the global batch's loss and labelled pixels, and more. */

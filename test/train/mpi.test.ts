@@ -159,6 +159,67 @@ process.exitCode = 3;
   assert.notEqual(r.code, 0, 'a rank ending with a failure ends the job');
 });
 
+test('gradients travel in the layout the engine wrote them in, once every rank wrote that one; ranks whose layouts differ still sum right', { skip, timeout: 180_000 }, async () => {
+  // Images of 64×64 and 128×128 px get other kernels (direct, or im2col and a matrix product),
+  // hence other gradient layouts, in some layers: step 1 agrees on the layouts, step 2 (same shapes) must then move no gradient, and
+  // steps 3-4 (rank 1 on the other shape, then both) must still sum what each rank computed.
+  const src = (f: string) => JSON.stringify(path.join(repoRoot, 'src', f));
+  const r = await onTwoRanks('layouts', `
+const { native } = await import(${src('engine/binding.ts')});
+const { configureEngine } = await import(${src('engine/config.ts')});
+const { setKernelChoice } = await import(${src('engine/kernel-choice.ts')});
+const { FCN } = await import(${src('models/fcn.ts')});
+const { computeGradients } = await import(${src('train/step.ts')});
+const { Distributed } = await import(${src('train/distributed.ts')});
+configureEngine({ threads: 1, precision: 'float32' });
+setKernelChoice('off');
+const model = new FCN({ kind: 'fcn8', width: 0.25, dropout: 0 });
+model.initialize(1);
+const dist = new Distributed(s, { precision: 'float32', bucketMb: 1 });
+const shapes = [[64, 64], [64, 64], s.rank === 0 ? [64, 64] : [128, 128], [128, 128]];
+const steps = [];
+for (const [i, [h, w]] of shapes.entries()) {
+  let seed = 7 + 31 * i + s.rank;
+  const rand = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  const images = Float32Array.from({ length: 3 * h * w }, () => (rand() - 0.5) * 200);
+  const labels = Uint8Array.from({ length: h * w }, () => Math.floor(rand() * 21));
+  // What this rank computes alone, plain, summed over the ranks by a plain allreduce.
+  const x = native.fromArray([1, 3, h, w], images), y = native.fromArray([1, h, w], labels);
+  computeGradients(model, x, y, { precision: 'float32', reduction: 'sum' });
+  x.dispose(); y.dispose();
+  const params = model.params().filter((p) => p.trainable);
+  const want = params.map((p) => { const a = p.grad.toArray(); mpi.allreduce(a); return a; });
+  const batch = { ids: [], indices: [], images, labels, n: 1, height: h, width: w, sizes: [], epoch: 0, batchIndex: i };
+  const res = dist.computeGradients(model, batch, { precision: 'float32', reduction: 'sum' });
+  let worst = 0;
+  params.forEach((p, k) => {
+    const got = p.grad.toArray(), ref = want[k];
+    const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
+    for (let j = 0; j < ref.length; j++) worst = Math.max(worst, Math.abs(got[j] - ref[j]) / scale);
+  });
+  const blocked = params.filter((p) => p.grad.layout !== 'plain').length;
+  steps.push({ worst, converted: res.reduce.convertedBytes, bytes: res.reduce.bytes, blocked, layouts: mpi.checksum(new TextEncoder().encode(params.map((p) => p.grad.layout).join(' '))) });
+}
+console.log(JSON.stringify({ steps }));
+mpi.finalize();
+`);
+  const ranks = r.ranks as { steps: { worst: number; converted: number; bytes: number; blocked: number; layouts: string }[] }[];
+  assert.equal(ranks.length, 2, r.output);
+  for (const [k, rank] of ranks.entries()) {
+    const [first, second, mixed, last] = rank.steps;
+    for (const [i, st] of rank.steps.entries()) assert.ok(st.worst <= 1e-6, `rank ${k} step ${i + 1}: summed gradients off by ${st.worst} (relative)`);
+    assert.ok(first!.converted > 0, 'step 1 exchanges plain gradients (nothing agreed yet)');
+    assert.ok(second!.blocked > 0, 'step 2 exchanged some gradients in blocked layouts');
+    // Layouts padded to a block (the scorers' 21 channels) travel plain: they alone are moved.
+    assert.ok(second!.converted <= 0.01 * second!.bytes, `step 2 moved ${second!.converted} of ${second!.bytes} bytes: only the padded scorers' gradients may be`);
+    // The shapes differ across ranks in step 3: whatever was converted, the sums held (above).
+    assert.ok(mixed && last);
+  }
+  // (Long lines would come apart in mpirun's tagged output: the layouts travel as a checksum.)
+  assert.equal(ranks[0]!.steps[2]!.layouts, ranks[1]!.steps[2]!.layouts, 'with shapes differing, both ranks still exchanged in one layout per gradient');
+  assert.equal(r.code, 0, r.output);
+});
+
 test('2 ranks × batch 2 train the weights 1 process × batch 4 trains: seed schedule (Adam, mean loss), frozen and unfrozen stages; only rank 0 writes', { skip, timeout: 300_000 }, async (t) => {
   // 9 images at batch 4: batches of 4, 4, 1; in the last one rank 1's share is empty.
   const c = config((c) => {
