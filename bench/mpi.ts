@@ -14,7 +14,8 @@
 //   mpi_step_2x1_exposed_ms / mpi_overlap_hidden_pct: the exchange's time left after the
 //     backward pass with overlap, and the share of the exchange (its time when started after
 //     the backward pass) that the overlap hides;
-//   mpi_copy_s_per_gb: gradient copies left (buckets of small parameters), seconds per GB;
+//   mpi_copy_s_per_gb: gradient copies left (buckets of small parameters, padded layouts, and
+//     gradients reordered into their exchange layout), seconds per GB;
 //   mpi_tcp_*: the same between two hosts over TCP (two network namespaces joined by a veth
 //     pair, bench/two-hosts.ts; root only): the latency, the allreduce (unshaped, and shaped to
 //     10 Gbit/s as mpi_tcp10_*) and the 2-rank step;
@@ -517,7 +518,7 @@ export function mpiRows(o: MpiBenchOptions = {}): MpiRow[] {
     add('mpi_allreduce_bf16_ms', r.bfloat16, `the same carried as bf16 (${(r.bytes / 2e6).toFixed(0)} MB on the wire)`);
     add('mpi_allreduce_bf16_gbps', bus(r.bfloat16), 'bus bandwidth of that in fp32-gradient bytes per second, GB/s (wire bytes: half)');
   }
-  const stepIds = ['mpi_step_1x2_ms', 'mpi_step_2x1_ms', 'mpi_step_2x1_exposed_ms', 'mpi_overlap_hidden_pct'];
+  const stepIds = ['mpi_step_1x2_ms', 'mpi_step_2x1_ms', 'mpi_step_2x1_exposed_ms', 'mpi_overlap_hidden_pct', 'mpi_copy_s_per_gb'];
   if (stepIds.some(want)) {
     type Summary = { wall: number; cpu: number; exposed: number; copy: number };
     const one = run('step', { ...base, threads: 2 }, 0) as { overlap: Summary };
