@@ -336,96 +336,104 @@ const FAST_MACHINES = [
   { seconds: 0.06, what: 'an accelerator, assumed' },
 ];
 
-/** docs/scaling.md's tables, as markdown. */
-export async function scalingTables(m: ModelInputs): Promise<string> {
-  const size = 512, width = 1;
-  const layers = { all: await layerCosts('all', width, size), head: await layerCosts('head', width, size), new: await layerCosts('new', width, size) };
-  const bytes = (st: StageKind) => layers[st].filter((l) => l.trainable).flatMap((l) => l.params).reduce((a, p) => a + p.bytes, 0);
+type Layers = Record<StageKind, LayerCost[]>;
+const SPEEDS = [10, 100];
+const NS = [1, 2, 4, 8, 16, 32, 64];
+
+/** A markdown table: a header row, right-aligned columns after the first (`left`: the first too). */
+function table(head: string[], rows: string[][], left = false): string[] {
+  const align = head.map((_, i) => (i === 0 && left ? '---' : '---:'));
+  return [`| ${head.join(' | ')} |`, `| ${align.join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`), ''];
+}
+
+/** The last stage (every layer trains): step time and images/s per machine count and link. */
+function stepTables(layers: Layers, m: ModelInputs): string[] {
   const out: string[] = [];
-  const speeds = [10, 100];
-  const ns = [1, 2, 4, 8, 16, 32, 64];
-  out.push(`Gradient bytes per step (fp32): every layer ${(bytes('all') / 1e6).toFixed(0)} MB; FCN-32s head ${(bytes('head') / 1e6).toFixed(0)} MB; a new skip layer ${(bytes('new') / 1e3).toFixed(0)} kB.`);
-  out.push('');
-  // 1. The last stage (every layer trains): the table of step times.
+  const head = ['N', ...SPEEDS.flatMap((g) => ['fp32', 'bf16'].flatMap((p) => ['overlap', 'serial'].map((o) => `${g} Gb/s ${p} ${o}`)))];
   for (const [title, batchOf] of [
-    ['global batch 16 (the seed\'s), 16/N images per machine', (n: number) => (n <= 16 ? 16 : NaN)],
+    ["global batch 16 (Keras-FCN's), 16/N images per machine", (n: number) => (n <= 16 ? 16 : NaN)],
     ['1 image per machine per step (global batch N)', (n: number) => n],
   ] as const) {
-    out.push(`**Every layer trains (last stage), ${title}.** Step time / images per second.`);
-    out.push('');
-    const head = ['N'];
-    for (const g of speeds) for (const p of ['fp32', 'bf16']) for (const o of ['overlap', 'serial']) head.push(`${g} Gb/s ${p} ${o}`);
-    out.push(`| ${head.join(' | ')} |`);
-    out.push(`|${head.map((_, i) => (i === 0 ? ' ---: ' : ' ---: ')).join('|')}|`);
-    for (const n of ns) {
-      const batch = batchOf(n);
-      if (!Number.isFinite(batch)) continue;
-      const cells = [String(n)];
-      for (const g of speeds)
-        for (const bf16 of [false, true])
-          for (const overlap of [true, false]) {
-            const r = step(layers.all, 'all', batch, n, g, bf16, overlap, false, m);
-            cells.push(`${r.seconds.toFixed(2)} / ${r.imagesPerSecond.toFixed(2)}`);
-          }
-      out.push(`| ${cells.join(' | ')} |`);
-    }
-    out.push('');
+    const rows = NS.filter((n) => Number.isFinite(batchOf(n))).map((n) => [
+      String(n),
+      ...SPEEDS.flatMap((g) =>
+        [false, true].flatMap((bf16) =>
+          [true, false].map((overlap) => {
+            const r = step(layers.all, 'all', batchOf(n), n, g, bf16, overlap, false, m);
+            return `${r.seconds.toFixed(2)} / ${r.imagesPerSecond.toFixed(2)}`;
+          }),
+        ),
+      ),
+    ]);
+    out.push(`**Every layer trains (last stage), ${title}.** Step time / images per second.`, '', ...table(head, rows));
   }
-  // 2. Parallel efficiency at Keras-FCN's batch: where adding machines stops paying.
-  out.push('**Parallel efficiency** (images/s per machine ÷ one machine\'s), every layer trains, global batch 16, fp32 with overlap / bf16 with overlap:');
-  out.push('');
-  out.push(`| N | ${speeds.map((g) => `${g} Gb/s`).join(' | ')} |`);
-  out.push(`| ---: | ${speeds.map(() => '---:').join(' | ')} |`);
+  return out;
+}
+
+/** Parallel efficiency at Keras-FCN's batch of 16. */
+function efficiencyTable(layers: Layers, m: ModelInputs): string[] {
   const one = step(layers.all, 'all', 16, 1, 10, false, true, false, m).imagesPerSecond;
-  for (const n of [2, 4, 8, 16]) {
-    const cells = speeds.map((g) => {
-      const f = step(layers.all, 'all', 16, n, g, false, true, false, m).imagesPerSecond / (n * one);
-      const b = step(layers.all, 'all', 16, n, g, true, true, false, m).imagesPerSecond / (n * one);
-      return `${(100 * f).toFixed(0)}% / ${(100 * b).toFixed(0)}%`;
-    });
-    out.push(`| ${n} | ${cells.join(' | ')} |`);
-  }
-  out.push('');
-  // 2b. Where adding machines stops paying, for this machine and faster ones.
-  out.push(`**Where adding machines stops paying** (every layer trains, 1 image per machine per step, with overlap; the network alone: our gradient copies left out): parallel efficiency at N = 64, and the largest N ≤ 64 still at ≥ 80 %, fp32 / bf16 gradients. Compute per image on one machine: this machine's (measured), ${FAST_MACHINES.map((f) => `${f.seconds} s (${f.what})`).join(', ')}:`);
-  out.push('');
-  out.push(`| compute per image | ${speeds.map((g) => `${g} Gb/s at N = 64`).join(' | ')} | ${speeds.map((g) => `${g} Gb/s: N at ≥ 80 %`).join(' | ')} |`);
-  out.push(`| --- | ${speeds.map(() => '---:').join(' | ')} | ${speeds.map(() => '---:').join(' | ')} |`);
-  for (const c of [{ seconds: m.compute.all, what: 'this machine' }, ...FAST_MACHINES]) {
+  const eff = (n: number, g: number, bf16: boolean) => (100 * step(layers.all, 'all', 16, n, g, bf16, true, false, m).imagesPerSecond) / (n * one);
+  const rows = [2, 4, 8, 16].map((n) => [String(n), ...SPEEDS.map((g) => `${eff(n, g, false).toFixed(0)}% / ${eff(n, g, true).toFixed(0)}%`)]);
+  return ["**Parallel efficiency** (images/s per machine ÷ one machine's), every layer trains, global batch 16, fp32 with overlap / bf16 with overlap:", '', ...table(['N', ...SPEEDS.map((g) => `${g} Gb/s`)], rows)];
+}
+
+/** Where adding machines stops paying, for this machine and faster ones. */
+function stopsPayingTable(layers: Layers, m: ModelInputs): string[] {
+  const rows = [{ seconds: m.compute.all, what: 'this machine' }, ...FAST_MACHINES].map((c) => {
     const mm: ModelInputs = { ...m, compute: { ...m.compute, all: c.seconds } };
     const eff = (n: number, g: number, bf16: boolean) => step(layers.all, 'all', n, n, g, bf16, true, true, mm).imagesPerSecond / (n * step(layers.all, 'all', 1, 1, g, bf16, true, true, mm).imagesPerSecond);
-    const atMost = (g: number, bf16: boolean) => ns.filter((n) => eff(n, g, bf16) >= 0.8).at(-1) ?? 1;
-    const at64 = speeds.map((g) => `${(100 * eff(64, g, false)).toFixed(0)} % / ${(100 * eff(64, g, true)).toFixed(0)} %`);
-    const n80 = speeds.map((g) => `${atMost(g, false)} / ${atMost(g, true)}`);
-    out.push(`| ${c.seconds.toFixed(2)} s (${c.what}) | ${at64.join(' | ')} | ${n80.join(' | ')} |`);
-  }
-  out.push('');
-  // 3. Keras-FCN's schedule on VOC+SBD.
+    const atMost = (g: number, bf16: boolean) => NS.filter((n) => eff(n, g, bf16) >= 0.8).at(-1) ?? 1;
+    const at64 = SPEEDS.map((g) => `${(100 * eff(64, g, false)).toFixed(0)} % / ${(100 * eff(64, g, true)).toFixed(0)} %`);
+    return [`${c.seconds.toFixed(2)} s (${c.what})`, ...at64, ...SPEEDS.map((g) => `${atMost(g, false)} / ${atMost(g, true)}`)];
+  });
+  const head = ['compute per image', ...SPEEDS.map((g) => `${g} Gb/s at N = 64`), ...SPEEDS.map((g) => `${g} Gb/s: N at ≥ 80 %`)];
+  return [
+    `**Where adding machines stops paying** (every layer trains, 1 image per machine per step, with overlap; the network alone: our gradient copies left out): parallel efficiency at N = 64, and the largest N ≤ 64 still at ≥ 80 %, fp32 / bf16 gradients. Compute per image on one machine: this machine's (measured), ${FAST_MACHINES.map((f) => `${f.seconds} s (${f.what})`).join(', ')}:`,
+    '',
+    ...table(head, rows, true),
+  ];
+}
+
+/** Keras-FCN's schedule on VOC+SBD, end to end. */
+function scheduleTable(layers: Layers, m: ModelInputs): string[] {
   const images = 10582, batch = 16, epochs = 10, valImages = 1449;
   const steps = Math.ceil(images / batch);
   const stages: StageKind[] = ['head', 'new', 'new', 'all'];
-  out.push(`**Keras-FCN's schedule on VOC+SBD** (${images.toLocaleString('en-US')} images at 512², batch ${batch}, 4 stages × ${epochs} epochs with --init vgg16: FCN-32s head, FCN-16s and FCN-8s new layers, FCN-8s every layer; ${steps} steps per epoch; validation on VOC's ${valImages.toLocaleString('en-US')} val images after every epoch, shared among the machines). Wall time, fp32 / bf16 gradients, with overlap:`);
-  out.push('');
-  out.push(`| N | ${speeds.map((g) => `${g} Gb/s`).join(' | ')} | of which exchange and copies, 10 Gb/s fp32 |`);
-  out.push(`| ---: | ${speeds.map(() => '---:').join(' | ')} | ---: |`);
-  for (const n of [1, 2, 4, 8, 16]) {
+  const rows = [1, 2, 4, 8, 16].map((n) => {
     const total = (g: number, bf16: boolean) =>
       stages.reduce((sum, st) => sum + epochs * (steps * step(layers[st], st, batch, n, g, bf16, true, false, m).seconds + (valImages / n) * m.compute.fwd), 0);
     const computeOnly = stages.reduce((sum, st) => sum + epochs * (steps * m.compute[st] * (batch / n) + (valImages / n) * m.compute.fwd), 0);
-    const cells = speeds.map((g) => `${fmtSeconds(total(g, false))} / ${fmtSeconds(total(g, true))}`);
-    out.push(`| ${n} | ${cells.join(' | ')} | ${fmtSeconds(total(10, false) - computeOnly)} |`);
-  }
-  out.push('');
-  // 4. Side by side with PyTorch DDP on the same numbers.
-  out.push("**Ours vs PyTorch DDP's scheme on the same numbers** (every layer trains, global batch 16, 10 Gb/s, fp32; DDP: the same buckets and overlap, no gradient copies — its gradients are views of its buckets with gradient_as_bucket_view):");
-  out.push('');
-  out.push('| N | ours step | DDP-like step | ours images/s | DDP-like images/s |');
-  out.push('| ---: | ---: | ---: | ---: | ---: |');
-  for (const n of [2, 4, 8, 16]) {
+    return [String(n), ...SPEEDS.map((g) => `${fmtSeconds(total(g, false))} / ${fmtSeconds(total(g, true))}`), fmtSeconds(total(10, false) - computeOnly)];
+  });
+  return [
+    `**Keras-FCN's schedule on VOC+SBD** (${images.toLocaleString('en-US')} images at 512², batch ${batch}, 4 stages × ${epochs} epochs with --init vgg16: FCN-32s head, FCN-16s and FCN-8s new layers, FCN-8s every layer; ${steps} steps per epoch; validation on VOC's ${valImages.toLocaleString('en-US')} val images after every epoch, shared among the machines). Wall time, fp32 / bf16 gradients, with overlap:`,
+    '',
+    ...table(['N', ...SPEEDS.map((g) => `${g} Gb/s`), 'of which exchange and copies, 10 Gb/s fp32'], rows),
+  ];
+}
+
+/** Side by side with PyTorch DDP's scheme on the same numbers. */
+function ddpTable(layers: Layers, m: ModelInputs): string[] {
+  const rows = [2, 4, 8, 16].map((n) => {
     const o = step(layers.all, 'all', 16, n, 10, false, true, false, m), d = step(layers.all, 'all', 16, n, 10, false, true, true, m);
-    out.push(`| ${n} | ${o.seconds.toFixed(2)} s | ${d.seconds.toFixed(2)} s | ${o.imagesPerSecond.toFixed(2)} | ${d.imagesPerSecond.toFixed(2)} |`);
-  }
-  return out.join('\n');
+    return [String(n), `${o.seconds.toFixed(2)} s`, `${d.seconds.toFixed(2)} s`, o.imagesPerSecond.toFixed(2), d.imagesPerSecond.toFixed(2)];
+  });
+  return [
+    "**Ours vs PyTorch DDP's scheme on the same numbers** (every layer trains, global batch 16, 10 Gb/s, fp32; DDP: the same buckets and overlap, no gradient copies — its gradients are views of its buckets with gradient_as_bucket_view):",
+    '',
+    ...table(['N', 'ours step', 'DDP-like step', 'ours images/s', 'DDP-like images/s'], rows),
+  ];
+}
+
+/** docs/scaling.md's tables, as markdown. */
+export async function scalingTables(m: ModelInputs): Promise<string> {
+  const size = 512, width = 1;
+  const layers: Layers = { all: await layerCosts('all', width, size), head: await layerCosts('head', width, size), new: await layerCosts('new', width, size) };
+  const bytes = (st: StageKind) => layers[st].filter((l) => l.trainable).flatMap((l) => l.params).reduce((a, p) => a + p.bytes, 0);
+  const intro = `Gradient bytes per step (fp32): every layer ${(bytes('all') / 1e6).toFixed(0)} MB; FCN-32s head ${(bytes('head') / 1e6).toFixed(0)} MB; a new skip layer ${(bytes('new') / 1e3).toFixed(0)} kB.`;
+  const parts = [[intro, ''], stepTables(layers, m), efficiencyTable(layers, m), stopsPayingTable(layers, m), scheduleTable(layers, m), ddpTable(layers, m)];
+  return parts.flat().join('\n').trimEnd();
 }
 
 // ---- the driver -----------------------------------------------------------------------------
