@@ -8,9 +8,7 @@
 //   node --import tsx bench/serve-live.ts [--threads N] [--frames 40]
 //
 // Prints one JSON line; bench/run.ts runs it for those two rows.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,8 +20,8 @@ import { saveWeights } from '../src/models/weights.js';
 import { saveQuantized } from '../src/models/int8-weights.js';
 import { calibrateOnImages, quantizeModel } from '../src/quant/quantize.js';
 import { autoPrecision, configureEngine, cpuFeatures } from '../src/engine/config.js';
+import { awaitHealth, freePort, launchServe, runBenchScript, stopServe } from './serve-process.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 
 export interface ServeLiveBench {
   firstAnswerS: number;
@@ -34,47 +32,14 @@ export interface ServeLiveBench {
 
 /** Runs this script in a process of its own (for bench/run.ts); null if it failed. */
 export function runServeLiveBench(threads: number): ServeLiveBench | null {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--threads', String(threads)], { encoding: 'utf8', timeout: 900_000 });
-  if (r.status !== 0) {
-    console.error(`bench: serve-live.ts failed: ${(r.stderr || r.error?.message || '').trim().split('\n').slice(-3).join('\n')}`);
-    return null;
-  }
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as ServeLiveBench;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** `fcn serve` as a user runs it (the compiled CLI when built, else the sources through tsx). */
-function launch(args: string[]): ChildProcess {
-  const bin = path.join(here, '..', 'bin', 'fcn.js');
-  const compiled = existsSync(path.join(here, '..', 'dist', 'cli', 'main.js'));
-  const argv = compiled ? [bin, 'serve', ...args] : ['--import', 'tsx', path.join(here, '..', 'test', 'cli', 'run-cli.ts'), 'serve', ...args];
-  return spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  child.kill('SIGINT');
-  await new Promise((resolve) => {
-    const t = setTimeout(() => { child.kill('SIGKILL'); resolve(null); }, 15_000);
-    child.on('exit', () => { clearTimeout(t); resolve(null); });
-  });
+  return runBenchScript<ServeLiveBench>(fileURLToPath(import.meta.url), threads, 900_000);
 }
 
 /** Polls the start page from the launch until it answers 200; the seconds that took. */
 async function firstAnswer(work: string, threads: string | undefined): Promise<number> {
   const port = await freePort();
   const t0 = performance.now();
-  const server = launch(['--port', String(port), '--runs', path.join(work, 'runs'), ...(threads ? ['--threads', threads] : [])]);
+  const server = launchServe(['--port', String(port), '--runs', path.join(work, 'runs'), ...(threads ? ['--threads', threads] : [])]);
   try {
     for (;;) {
       if (server.exitCode !== null) throw new Error(`fcn serve exited (${server.exitCode}) before answering`);
@@ -91,7 +56,7 @@ async function firstAnswer(work: string, threads: string | undefined): Promise<n
     if (models.preparing?.state !== 'training') throw new Error(`the first answer came while the server was not training the demo (${JSON.stringify(models.preparing)})`);
     return seconds;
   } finally {
-    await stop(server);
+    await stopServe(server);
   }
 }
 
@@ -118,14 +83,10 @@ function cameraModel(work: string): { file: string; precision: string } {
 async function cameraFps(work: string, threads: string | undefined, frames: number): Promise<{ fps: number; precision: string }> {
   const { file, precision } = cameraModel(work);
   const port = await freePort();
-  const server = launch(['--weights', file, '--precision', precision, '--port', String(port), '--runs', work, ...(threads ? ['--threads', threads] : [])]);
+  const server = launchServe(['--weights', file, '--precision', precision, '--port', String(port), '--runs', work, ...(threads ? ['--threads', threads] : [])]);
   try {
     const url = `http://127.0.0.1:${port}`;
-    for (let i = 0; ; i++) {
-      if (server.exitCode !== null || i > 1200) throw new Error('the camera server did not start');
-      if (await fetch(`${url}/api/health`).then((r) => r.ok, () => false)) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await awaitHealth(server, url);
     // Frames as the page sends them: 256×192 PNGs (a 4:3 camera at the 256-pixel working size).
     const scene = (i: number) => renderScene(11, i, 256).image.subarray(0, 256 * 192 * 3);
     const pngs = await Promise.all(Array.from({ length: 8 }, (_, i) => sharp(scene(i), { raw: { width: 256, height: 192, channels: 3 } }).png().toBuffer()));
@@ -139,7 +100,7 @@ async function cameraFps(work: string, threads: string | undefined, frames: numb
     for (let i = 0; i < frames; i++) await send(i);
     return { fps: frames / ((performance.now() - t0) / 1000), precision };
   } finally {
-    await stop(server);
+    await stopServe(server);
   }
 }
 

@@ -10,7 +10,6 @@
 // line: { requests, clients, ok, refused, failures, p50Ms, p95Ms, maxRssMb, … }.
 // bench/run.ts runs it for its serve_p95_ms and serve_rss_mb rows; test/serve/load.test.ts
 // uses loadTest() to check every answer.
-import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +19,7 @@ import sharp from 'sharp';
 import { renderScene } from '../src/data/synth.js';
 import { FCN, FCN_KINDS } from '../src/models/fcn.js';
 import { saveWeights } from '../src/models/weights.js';
+import { awaitHealth, freePort, launchServe, runBenchScript, stopServe } from './serve-process.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const VOC = path.resolve(here, '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012', 'JPEGImages');
@@ -160,12 +160,7 @@ export interface ServeBench {
 
 /** Runs this script in a process of its own (for bench/run.ts); null if it failed. */
 export function runServeBench(threads: number): ServeBench | null {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--threads', String(threads)], { encoding: 'utf8', timeout: 1_200_000 });
-  if (r.status !== 0) {
-    console.error(`bench: serve.ts failed: ${(r.stderr || r.error?.message || '').trim().split('\n').slice(-3).join('\n')}`);
-    return null;
-  }
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as ServeBench;
+  return runBenchScript<ServeBench>(fileURLToPath(import.meta.url), threads, 1_200_000);
 }
 
 /** Peak resident memory of a process, MB (VmHWM). */
@@ -193,24 +188,10 @@ async function main(): Promise<void> {
       m.dispose();
       return file;
     });
-    const cli = path.join(here, '..', 'test', 'cli', 'run-cli.ts');
-    const args = ['--import', 'tsx', cli, 'serve', '--weights', weights.join(','), '--port', '0', '--runs', work, '--max-upload-mb', String(maxUploadMb), ...(values.threads ? ['--threads', values.threads] : [])];
-    const server = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const port = await freePort(), url = `http://127.0.0.1:${port}`;
+    const server = launchServe(['--weights', weights.join(','), '--port', String(port), '--runs', work, '--max-upload-mb', String(maxUploadMb), ...(values.threads ? ['--threads', values.threads] : [])]);
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let out = '', err = '';
-        const timer = setTimeout(() => reject(new Error(`the server did not start in 120 s: ${err}`)), 120_000);
-        server.stdout!.on('data', (d: Buffer) => {
-          out += d.toString();
-          const m = / at (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-          if (m) {
-            clearTimeout(timer);
-            resolve(m[1]!);
-          }
-        });
-        server.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-        server.on('exit', (code) => reject(new Error(`the server exited (${code}): ${err}`)));
-      });
+      await awaitHealth(server, url);
       const cases = await loadCases({ maxUploadBytes: maxUploadMb * 2 ** 20, vocWidth });
       const r = await loadTest(url, cases, { requests, clients });
       const ok = r.answers.filter((a) => a.status === 200).length;
@@ -223,11 +204,7 @@ async function main(): Promise<void> {
         process.exitCode = 1;
       }
     } finally {
-      if (server.exitCode === null) server.kill('SIGINT');
-      if (server.exitCode === null) await new Promise((resolve) => {
-        const t = setTimeout(() => { server.kill('SIGKILL'); resolve(null); }, 10_000);
-        server.on('exit', () => { clearTimeout(t); resolve(null); });
-      });
+      await stopServe(server);
     }
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -9,15 +9,12 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { requires } from '../prereq.js';
-import { tempDir, shapeModels, startServer, labelsOfDataUrl, vocImage, type TestServer } from './fixtures.js';
+import { tempDir, shapeModels, startServer, labelsOfDataUrl, vocImage, hasChromium, needsChromium, launchChromium, ARTIFACTS, type TestServer } from './fixtures.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const VOC_ID = '2007_000129';
-const hasChromium = existsSync(CHROMIUM);
 const hasVoc = existsSync(vocImage(VOC_ID));
-const ARTIFACTS = path.resolve(import.meta.dirname, '..', '..', 'test-artifacts', 'serve');
 const CLI = path.join(import.meta.dirname, '..', 'cli', 'run-cli.ts');
 /** The class colours the server gives for its models (the page draws label maps in them). */
 let PALETTE: number[][] = [];
@@ -34,10 +31,7 @@ before(async () => {
   mkdirSync(runs);
   server = await startServer({ weights: shapeModels(tmp.dir), runRoots: [runs], maxUploadBytes: 4 * 2 ** 20 });
   PALETTE = server.models[0]!.classes.map((c) => [1, 3, 5].map((i) => parseInt(c.color.slice(i, i + 2), 16)));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -71,7 +65,7 @@ function canvasLabels(page: Page, selector: string): Promise<{ labels: number[];
   }, PALETTE);
 }
 
-test('Segment: a VOC photo uploaded; label maps, legend and shares as the API answers; the opacity slider; top-3 under the pointer', { skip: requires(hasChromium, `Chromium is not at ${CHROMIUM} (scripts/setup.sh installs it)`) || requires(hasVoc, `the VOC sample is not at ${vocImage(VOC_ID)}`) }, async () => {
+test('Segment: a VOC photo uploaded; label maps, legend and shares as the API answers; the opacity slider; top-3 under the pointer', { skip: needsChromium() || requires(hasVoc, `the VOC sample is not at ${vocImage(VOC_ID)}`) }, async () => {
   const page = await newPage();
   await page.goto(`${server!.url}/#segment`);
   await page.waitForSelector('body[data-ready=true]', { timeout: 15_000 });
@@ -142,7 +136,7 @@ test('Segment: a VOC photo uploaded; label maps, legend and shares as the API an
   await page.close();
 });
 
-test('Draw: a disc drawn with the mouse is segmented as drawn and labelled disc by every model', { skip: requires(hasChromium, `Chromium is not at ${CHROMIUM} (scripts/setup.sh installs it)`) }, async () => {
+test('Draw: a disc drawn with the mouse is segmented as drawn and labelled disc by every model', { skip: needsChromium() }, async () => {
   const page = await newPage();
   await page.goto(`${server!.url}/#draw`);
   await page.waitForSelector('body[data-ready=true]', { timeout: 15_000 });
@@ -171,7 +165,7 @@ test('Draw: a disc drawn with the mouse is segmented as drawn and labelled disc 
   await page.close();
 });
 
-test('Training: the page follows a short fcn train in another process; its curve grows until the run completes', { skip: requires(hasChromium, `Chromium is not at ${CHROMIUM} (scripts/setup.sh installs it)`) }, async () => {
+test('Training: the page follows a short fcn train in another process; its curve grows until the run completes', { skip: needsChromium() }, async () => {
   const data = path.join(tmp.dir, 'data');
   const synth = spawnSync(process.execPath, ['--import', 'tsx', CLI, 'data', 'synth', '--out', data, '--count', '50', '--size', '64'], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(synth.status, 0, synth.stderr);

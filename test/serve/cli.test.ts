@@ -4,17 +4,15 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import path from 'node:path';
 import { latestDemo } from '../../src/serve/demo-models.js';
 import { main } from '../../src/cli/main.js';
-import { tempDir, shapeModels } from './fixtures.js';
+import { tempDir, shapeModels, hasChromium, launchChromium, ARTIFACTS } from './fixtures.js';
 
 const CLI = path.join(import.meta.dirname, '..', 'cli', 'run-cli.ts');
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = path.resolve(import.meta.dirname, '..', '..', 'test-artifacts', 'serve');
 const tmp = tempDir('cli');
 after(() => tmp.remove());
 
@@ -151,8 +149,8 @@ test('without a finished demo: answers at once while the demo trains, the page f
     assert.equal(segmenting.status, 503);
     assert.match(((await segmenting.json()) as any).error, /no model is loaded yet/);
 
-    if (existsSync(CHROMIUM)) {
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run'] });
+    if (hasChromium) {
+      browser = await launchChromium();
       const view = await browser.newPage({ viewport: { width: 1280, height: 900 } });
       await view.goto(s.url + '/');
       await view.waitForSelector('body[data-ready=preparing]');

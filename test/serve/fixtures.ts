@@ -4,7 +4,7 @@
 //  - hand-set "shape" models (the synthetic classes): every convolution passes two colour
 //    detectors through (red → disc, blue → box), so a red disc drawn on the page is labelled
 //    'disc' without any training — what a trained demo model would do, in no time.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -15,10 +15,28 @@ import { saveWeights } from '../../src/models/weights.js';
 import { SYNTH_CLASS_NAMES } from '../../src/data/synth.js';
 import { createServer, type ServeConfig, type Served } from '../../src/serve/server.js';
 import type { Conv2d } from '../../src/nn/layers.js';
+import { chromium, type Browser } from 'playwright-core';
+import { requires } from '../prereq.js';
 
 export const KINDS: FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
 export const VOC = path.resolve(import.meta.dirname, '..', '..', '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
 export const vocImage = (id: string) => path.join(VOC, 'JPEGImages', `${id}.jpg`);
+
+/** Debian's Chromium, which the page tests drive through playwright-core. */
+export const CHROMIUM = '/usr/bin/chromium';
+export const hasChromium = existsSync(CHROMIUM);
+/** The skip reason of a test that needs Chromium (with CI=true: a failure). */
+export const needsChromium = () => requires(hasChromium, `Chromium is not at ${CHROMIUM} (scripts/setup.sh installs it)`);
+/** Where the page tests leave their screenshots. */
+export const ARTIFACTS = path.resolve(import.meta.dirname, '..', '..', 'test-artifacts', 'serve');
+
+/** Chromium, headless and offline-minded, with any extra flags (a fake camera, say). */
+export function launchChromium(extraArgs: string[] = []): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run', ...extraArgs],
+  });
+}
 
 export function tempDir(prefix: string): { dir: string; remove: () => void } {
   const dir = mkdtempSync(path.join(os.tmpdir(), `fcn-serve-${prefix}-`));

@@ -10,18 +10,15 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { AxeBuilder } from '@axe-core/playwright';
-import { requires } from '../prereq.js';
-import { tempDir, shapeModels, startServer, discPicture, vocImage, type TestServer } from './fixtures.js';
+import { tempDir, shapeModels, startServer, discPicture, vocImage, hasChromium, needsChromium, launchChromium, ARTIFACTS as SHOTS, type TestServer } from './fixtures.js';
 import { writeRun } from './page-runs.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const VOC_ID = '2007_000129';
 const hasVoc = existsSync(vocImage(VOC_ID));
-const hasChromium = existsSync(CHROMIUM);
-const skip = requires(hasChromium, `Chromium is not at ${CHROMIUM} (scripts/setup.sh --test installs it)`);
-const ARTIFACTS = process.env.FCN_PAGE_SHOTS ?? path.resolve(import.meta.dirname, '..', '..', 'test-artifacts', 'serve', 'page');
+const skip = needsChromium();
+const ARTIFACTS = process.env.FCN_PAGE_SHOTS ?? path.join(SHOTS, 'page');
 const SIZES = [
   { name: 'desktop', width: 1280, height: 900, touch: false },
   { name: 'phone', width: 390, height: 844, touch: true },
@@ -39,10 +36,7 @@ before(async () => {
   mkdirSync(runs);
   writeRun(path.join(runs, 'finished'), { status: 'completed' });
   server = await startServer({ weights: shapeModels(tmp.dir), runRoots: [runs], maxUploadBytes: 4 * 2 ** 20, maxPixels: 2_000_000 });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -7,22 +7,18 @@
 // or critical axe-core finding. Screenshots go to test-artifacts/serve/ (gitignored).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import sharp from 'sharp';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { AxeBuilder } from '@axe-core/playwright';
-import { requires } from '../prereq.js';
 import { cachedPath } from '../../src/io/weights-cache.js';
-import { tempDir, shapeModels, vocModels, startServer, type TestServer } from './fixtures.js';
+import { tempDir, shapeModels, vocModels, startServer, hasChromium, needsChromium, launchChromium, ARTIFACTS, type TestServer } from './fixtures.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-const ARTIFACTS = path.resolve(import.meta.dirname, '..', '..', 'test-artifacts', 'serve');
 const SIZES = [{ width: 1280, height: 900 }, { width: 390, height: 844 }];
-const needs = { skip: requires(hasChromium, `Chromium is not at ${CHROMIUM} (scripts/setup.sh installs it)`) };
+const needs = { skip: needsChromium() };
 
 const tmp = tempDir('views');
 let server: TestServer | undefined;
@@ -58,10 +54,8 @@ before(async () => {
   mkdirSync(path.dirname(dest), { recursive: true });
   writeFileSync(`${dest}.part`, bytes.subarray(0, Math.floor(bytes.length / 2)));
   server = await startServer({ weights: shapeModels(tmp.dir) });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
-  });
+  // A fake camera, allowed without asking, for the Camera view.
+  browser = await launchChromium(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream']);
 });
 
 after(async () => {

@@ -5,8 +5,7 @@
 // the job naming it, and nothing is left behind.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { synthesizeDataset } from '../../src/data/synth.js';
 import { configureEngine } from '../../src/engine/config.js';
@@ -14,9 +13,9 @@ import { mpiAvailability } from '../../src/engine/mpi.js';
 import type { TrainConfig } from '../../src/train/config.js';
 import { train } from '../../src/train/trainer.js';
 import { rankOf, setUpTwoHosts, twoHostNamespaces, twoHostsUnavailable, type TwoHosts } from '../../bench/two-hosts.js';
-import { smallTrainConfig } from './fixtures.js';
+import { FCN_FROM_SOURCE, launch, smallTrainConfig, writeConfig as writeConfigIn, type Job } from './fixtures.js';
 import { assertWithinFloor, checkpointTensors, roundingFloor, trainOnThreads } from './rounding.js';
-import { repoRoot, tempDir } from '../data/helpers.js';
+import { tempDir } from '../data/helpers.js';
 import { requires } from '../prereq.js';
 
 const unavailable = twoHostsUnavailable();
@@ -37,18 +36,8 @@ after(() => {
   tmp.cleanup();
 });
 
-const cli = path.join(repoRoot, 'test', 'cli', 'run-cli.ts');
-const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', FCN_MPI_TIMEOUT: '60' };
-
-function trainAcross(args: string[]): { done: Promise<{ code: number | null; output: string }>; output: () => string; pid: number } {
-  const argv = hosts!.mpirun([process.execPath, '--import', 'tsx', cli, 'train', ...args], { env: ['FCN_MPI_TIMEOUT'] });
-  const child = spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += String(d)));
-  child.stderr.on('data', (d) => (output += String(d)));
-  const done = new Promise<{ code: number | null; output: string }>((resolve) => child.on('exit', (code) => resolve({ code, output })));
-  return { done, output: () => output, pid: child.pid! };
-}
+/** `fcn train ARGS` on two ranks, one in each namespace. */
+const trainAcross = (args: string[]): Job => launch(hosts!.mpirun([...FCN_FROM_SOURCE, 'train', ...args], { env: ['FCN_MPI_TIMEOUT'] }));
 
 /** The seed's kind of run, dropout on, on a narrow network: SGD at a rate that does not branch (./rounding.ts). */
 function config(patch: (c: TrainConfig) => void = () => {}): TrainConfig {
@@ -64,12 +53,7 @@ function config(patch: (c: TrainConfig) => void = () => {}): TrainConfig {
   return c;
 }
 
-function writeConfig(name: string, c: TrainConfig): string {
-  const file = path.join(tmp.dir, `${name}.json`);
-  const { root: _root, ...dataRest } = c.data;
-  writeFileSync(file, JSON.stringify({ ...c, data: dataRest }));
-  return file;
-}
+const writeConfig = (name: string, c: TrainConfig) => writeConfigIn(tmp.dir, name, c);
 
 const last = (dir: string) => checkpointTensors(path.join(dir, 'checkpoints', 'last.safetensors'));
 

@@ -12,7 +12,7 @@ import { configureEngine } from '../../src/engine/config.js';
 import { MPI_EXPORTS, mpiAvailability } from '../../src/engine/mpi.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
 import type { TrainConfig } from '../../src/train/config.js';
-import { smallTrainConfig } from './fixtures.js';
+import { FCN_FROM_SOURCE, MPI_ENV, launch, smallTrainConfig, writeConfig as writeConfigIn } from './fixtures.js';
 import { assertWithinFloor, checkpointTensors, roundingFloor, trainOnThreads, worstDifference, type Tensors } from './rounding.js';
 import { train } from '../../src/train/trainer.js';
 import { readJsonl } from '../../src/report/jsonl.js';
@@ -31,13 +31,13 @@ before(async () => {
 });
 after(() => tmp.cleanup());
 
-const cli = path.join(repoRoot, 'test', 'cli', 'run-cli.ts');
-const mpiEnv = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', FCN_MPI_TIMEOUT: '60' };
+const MPIRUN = ['mpirun', '--oversubscribe', '--allow-run-as-root', '--bind-to', 'none', '--tag-output', '-x', 'FCN_MPI_TIMEOUT'];
 /** mpirun -np N … fcn train ARGS (from source), each output line tagged with its rank. */
-const mpirunArgs = (n: number, args: string[]) => ['-np', String(n), '--oversubscribe', '--allow-run-as-root', '--bind-to', 'none', '--tag-output', '-x', 'FCN_MPI_TIMEOUT', process.execPath, '--import', 'tsx', cli, 'train', ...args];
+const mpirunArgs = (n: number, args: string[]) => [...MPIRUN, '-np', String(n), ...FCN_FROM_SOURCE, 'train', ...args];
 
 function mpirun(n: number, args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  const child = spawn('mpirun', mpirunArgs(n, args), { cwd: repoRoot, env: mpiEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, ...rest] = mpirunArgs(n, args);
+  const child = spawn(command!, rest, { cwd: repoRoot, env: MPI_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '', err = '';
   child.stdout.on('data', (d) => (out += String(d)));
   child.stderr.on('data', (d) => (err += String(d)));
@@ -55,12 +55,7 @@ function config(patch: (c: TrainConfig) => void): TrainConfig {
   return c;
 }
 
-function writeConfig(name: string, c: TrainConfig): string {
-  const file = path.join(tmp.dir, `${name}.json`);
-  const { root: _root, ...dataRest } = c.data;
-  writeFileSync(file, JSON.stringify({ ...c, data: dataRest }));
-  return file;
-}
+const writeConfig = (name: string, c: TrainConfig) => writeConfigIn(tmp.dir, name, c);
 
 const weights = (file: string) => checkpointTensors(file);
 const stageFile = (dir: string, i: number) => path.join(dir, 'checkpoints', readdirSync(path.join(dir, 'checkpoints')).find((f) => f.startsWith(`stage${i + 1}-`))!);
@@ -100,11 +95,7 @@ test('the MPI binding exports what src/engine/mpi.ts types, and refuses bad argu
 async function onTwoRanks(name: string, body: string): Promise<{ code: number | null; ranks: unknown[]; output: string }> {
   const file = path.join(tmp.dir, `${name}.mts`);
   writeFileSync(file, `import { startMpi } from ${JSON.stringify(path.join(repoRoot, 'src', 'engine', 'mpi.ts'))};\nconst s = startMpi();\nconst mpi = s.mpi;\n${body}\n`);
-  const child = spawn('mpirun', ['-np', '2', '--oversubscribe', '--allow-run-as-root', '--bind-to', 'none', '--tag-output', process.execPath, '--import', 'tsx', file], { cwd: repoRoot, env: mpiEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += String(d)));
-  child.stderr.on('data', (d) => (output += String(d)));
-  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const { code, output } = await launch([...MPIRUN, '-np', '2', process.execPath, '--import', 'tsx', file]).done;
   const ranks: unknown[] = [];
   for (const m of output.matchAll(/^\[1,(\d)\]<stdout>:(\{.*\})$/gm)) ranks[Number(m[1])] = JSON.parse(m[2]!);
   return { code, ranks, output };
@@ -321,22 +312,18 @@ test('a rank killed mid-epoch ends the job within 30 s naming it; the checkpoint
   const straightLast = weights(path.join(straight, 'checkpoints', 'last.safetensors'));
   const floor = roundingFloor(straightLast, weights(path.join(floorRun, 'checkpoints', 'last.safetensors')), '1 process on 1 vs 2 threads');
 
-  const child = spawn('mpirun', mpirunArgs(2, ['--data', data, '--config', writeConfig('kill', c), '--threads', '1', '--precision', 'float32', '--out', run]), { cwd: repoRoot, env: mpiEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += String(d)));
-  child.stderr.on('data', (d) => (output += String(d)));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const job = launch(mpirunArgs(2, ['--data', data, '--config', writeConfig('kill', c), '--threads', '1', '--precision', 'float32', '--out', run]));
   // Once rank 0 logs a step of epoch 2, the ranks are mid-epoch: kill rank 1.
   const last = path.join(run, 'checkpoints', 'last.safetensors'), logFile = path.join(run, 'log.jsonl');
   const inEpoch2 = () => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('"type":"step","step":9,');
   const deadline = Date.now() + 180_000;
   while (Date.now() < deadline && !inEpoch2()) await new Promise((r) => setTimeout(r, 20));
-  assert.ok(inEpoch2(), `no step of epoch 2 logged: ${output}`);
-  const pids = rankPids(child.pid!);
+  assert.ok(inEpoch2(), `no step of epoch 2 logged: ${job.output()}`);
+  const pids = rankPids(job.pid);
   assert.ok(pids.has(1), `rank 1's process not found among mpirun's children (${[...pids.entries()].join('; ')})`);
   process.kill(pids.get(1)!, 'SIGKILL');
   const killedAt = Date.now();
-  const code = await exited;
+  const { code, output } = await job.done;
   const seconds = (Date.now() - killedAt) / 1000;
   assert.notEqual(code, 0, output);
   assert.ok(seconds < 30, `the job took ${seconds} s to end`);
@@ -425,12 +412,8 @@ test('a rank whose weights drift from the others stops the job at the epoch\'s c
   });
   const dir = path.join(tmp.dir, 'drift');
   const [a, b] = [writeConfig('drift-0', c), writeConfig('drift-1', drifted)];
-  const rank = (file: string) => ['-np', '1', process.execPath, '--import', 'tsx', cli, 'train', '--data', data, '--config', file, '--threads', '1', '--precision', 'float32', '--out', dir];
-  const child = spawn('mpirun', ['--oversubscribe', '--allow-run-as-root', '--bind-to', 'none', '--tag-output', '-x', 'FCN_MPI_TIMEOUT', ...rank(a), ':', ...rank(b)], { cwd: repoRoot, env: mpiEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += String(d)));
-  child.stderr.on('data', (d) => (output += String(d)));
-  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const rank = (file: string) => ['-np', '1', ...FCN_FROM_SOURCE, 'train', '--data', data, '--config', file, '--threads', '1', '--precision', 'float32', '--out', dir];
+  const { code, output } = await launch([...MPIRUN, ...rank(a), ':', ...rank(b)]).done;
   assert.notEqual(code, 0, output);
   assert.match(output, /the weights differ across ranks after epoch 1: rank 1 holds other weights than rank 0 \(checksum [0-9a-f]{16}\); stopping/);
   assert.ok(!existsSync(path.join(dir, 'checkpoints', 'last.safetensors')), 'no checkpoint of the drifted weights');
