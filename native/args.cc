@@ -143,29 +143,31 @@ Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i) {
 // Absent options are undefined or null; a getter runs once.
 static bool absent(const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); }
 
-int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+// The option `name` read by `read`, or the fallback when absent: every opt_* below.
+template <typename T, typename Read>
+static T opt_or(const Napi::Object& o, const char* name, T fallback, Read read) {
   Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_int(v, name, lo, hi);
+  return absent(v) ? fallback : read(v);
+}
+
+int64_t opt_int(const Napi::Object& o, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  return opt_or(o, name, fallback, [&](const Napi::Value& v) { return read_int(v, name, lo, hi); });
 }
 
 double opt_num(const Napi::Object& o, const char* name, double fallback) {
-  Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_number(v, name);
+  return opt_or(o, name, fallback, [&](const Napi::Value& v) { return read_number(v, name); });
 }
 
 double opt_num_in(const Napi::Object& o, const char* name, double fallback, double lo, double hi) {
-  Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_number_in(v, name, lo, hi);
+  return opt_or(o, name, fallback, [&](const Napi::Value& v) { return read_number_in(v, name, lo, hi); });
 }
 
 bool opt_bool(const Napi::Object& o, const char* name, bool fallback) {
-  Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_bool(v, name);
+  return opt_or(o, name, fallback, [&](const Napi::Value& v) { return read_bool(v, name); });
 }
 
 std::vector<int64_t> opt_ints(const Napi::Object& o, const char* name, std::vector<int64_t> fallback, size_t count, int64_t lo, int64_t hi) {
-  Napi::Value v = o.Get(name);
-  return absent(v) ? fallback : read_ints(v, name, count, lo, hi);
+  return opt_or(o, name, std::move(fallback), [&](const Napi::Value& v) { return read_ints(v, name, count, lo, hi); });
 }
 
 std::string opt_str(const Napi::Object& o, const char* name, const std::string& fallback) {
