@@ -24,7 +24,7 @@ import { FCN } from '../src/models/fcn.js';
 import { Adam } from '../src/train/optim.js';
 import { trainStep } from '../src/train/step.js';
 import { vocDataset } from '../src/data/datasets.js';
-import { DataLoader } from '../src/data/loader.js';
+import { DataLoader, type Batch } from '../src/data/loader.js';
 import { trainPipeline } from '../src/data/transforms.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -98,33 +98,23 @@ function bare(run: Run, x: Tensor, y: Tensor, n: number, label: string): number[
   return times;
 }
 
-/** n timed steps of the training loop through the DataLoader, each timed in parts. */
-async function loopPhase(run: Run, n: number, opts: string): Promise<void> {
+/**
+ * Batches 0…n of the training loop's DataLoader (settings from opts: w workers, p prefetch,
+ * s sharp threads), each handed to `body` with the time it was asked for, and a fresh Adam.
+ */
+async function overLoader(run: Run, n: number, opts: string, body: (i: number, b: Batch, asked: number, opt: Adam) => void): Promise<{ workers: number; prefetch: number }> {
   const o = options(opts);
   const workers = o.w ?? 1, prefetch = o.p ?? 2;
   if (o.s !== undefined) sharp.concurrency(o.s);
   const loader = new DataLoader({ dataset: run.dataset, pipeline: run.pipeline, batchSize: 1, workers, prefetch, seed: 1 });
   const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
-  const rec = { wait: [] as number[], from: [] as number[], step: [] as number[], free: [] as number[], total: [] as number[] };
-  let t0 = 0, images = 0, cStart = process.cpuUsage();
   try {
     const it = loader.epoch(0);
     for (let i = 0; i <= n; i++) {
-      const ta = performance.now();
+      const asked = performance.now();
       const next = await it.next();
       if (next.done) break;
-      const tb = performance.now();
-      if (i === 1) [t0, cStart] = [ta, process.cpuUsage()];
-      const [x, y] = tensors(next.value);
-      const tc = performance.now();
-      trainStep(run.model, opt, x, y, { precision: 'float32', seed: run.seed++ });
-      const td = performance.now();
-      x.dispose();
-      y.dispose();
-      const te = performance.now();
-      if (i === 0) continue;
-      images += next.value.n;
-      rec.wait.push(tb - ta), rec.from.push(tc - tb), rec.step.push(td - tc), rec.free.push(te - td), rec.total.push(te - ta);
+      body(i, next.value, asked, opt);
     }
     await it.return(undefined);
   } finally {
@@ -132,12 +122,34 @@ async function loopPhase(run: Run, n: number, opts: string): Promise<void> {
     opt.dispose();
     if (o.s !== undefined) sharp.concurrency(run.defaultSharp);
   }
+  return { workers, prefetch };
+}
+
+/** n timed steps of the training loop through the DataLoader, each timed in parts. */
+async function loopPhase(run: Run, n: number, opts: string): Promise<void> {
+  const rec = { wait: [] as number[], from: [] as number[], step: [] as number[], free: [] as number[], total: [] as number[] };
+  let t0 = 0, images = 0, cStart = process.cpuUsage();
+  const { workers, prefetch } = await overLoader(run, n, opts, (i, b, ta, opt) => {
+    const tb = performance.now();
+    if (i === 1) [t0, cStart] = [ta, process.cpuUsage()];
+    const [x, y] = tensors(b);
+    const tc = performance.now();
+    trainStep(run.model, opt, x, y, { precision: 'float32', seed: run.seed++ });
+    const td = performance.now();
+    x.dispose();
+    y.dispose();
+    const te = performance.now();
+    if (i === 0) return;
+    images += b.n;
+    rec.wait.push(tb - ta), rec.from.push(tc - tb), rec.step.push(td - tc), rec.free.push(te - td), rec.total.push(te - ta);
+  });
   const span = performance.now() - t0;
   const cpu = process.cpuUsage(cStart);
   const imgS = images / (span / 1000);
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const s = options(opts).s;
   report(run,
-    `loop ${opts || 'default'} (w${workers} p${prefetch}${o.s !== undefined ? ` s${o.s}` : ''})`.padEnd(22) +
+    `loop ${opts || 'default'} (w${workers} p${prefetch}${s !== undefined ? ` s${s}` : ''})`.padEnd(22) +
     ` ${imgS.toFixed(4)} img/s; per step median: wait ${f0(median(rec.wait))} fromArray ${f0(median(rec.from))} step ${f0(median(rec.step))} dispose ${f0(median(rec.free))} total ${f0(median(rec.total))} ms; ` +
     `wait share ${((100 * sum(rec.wait)) / span).toFixed(2)}%; steps [${rec.step.map(f0).join(' ')}] waits [${rec.wait.map(f0).join(' ')}]  cpu/step ${f0((cpu.user + cpu.system) / 1000 / images)} ms  load ${loadNow()}`);
   if (run.synthTimes.length) {
@@ -153,36 +165,26 @@ async function loopPhase(run: Run, n: number, opts: string): Promise<void> {
 async function mixPhase(run: Run, n: number, opts: string): Promise<void> {
   const [xs, ys] = synthetic(run.size);
   const [xr, yr] = tensors(await firstBatch(run, 1));
-  const o = options(opts);
-  const loader = new DataLoader({ dataset: run.dataset, pipeline: run.pipeline, batchSize: 1, workers: o.w ?? 1, prefetch: o.p ?? 2, seed: 1 });
-  const opt = new Adam({ lr: 1e-7, l2: 1e-6 });
   const L: number[] = [], S: number[] = [], R: number[] = [], W: number[] = [];
-  const timed = (x: Tensor, y: Tensor) => {
-    const t = performance.now();
-    trainStep(run.model, opt, x, y, { precision: 'float32', seed: run.seed++ });
-    return performance.now() - t;
-  };
   try {
-    const it = loader.epoch(0);
-    for (let i = 0; i <= n; i++) {
-      const ta = performance.now();
-      const next = await it.next();
-      if (next.done) break;
+    await overLoader(run, n, opts, (i, b, ta, opt) => {
+      const timed = (x: Tensor, y: Tensor) => {
+        const t = performance.now();
+        trainStep(run.model, opt, x, y, { precision: 'float32', seed: run.seed++ });
+        return performance.now() - t;
+      };
       const tw = performance.now() - ta;
-      const [x, y] = tensors(next.value);
+      const [x, y] = tensors(b);
       timed(x, y);
       x.dispose();
       y.dispose();
       const tl = performance.now() - ta;
       const tsyn = timed(xs, ys), treal = timed(xr, yr);
-      if (i === 0) continue; // warm-up (the optimiser's moments, first decode)
+      if (i === 0) return; // warm-up (the optimiser's moments, first decode)
       L.push(tl), S.push(tsyn), R.push(treal), W.push(tw);
       console.log(`  round ${i}: loop ${f0(tl)} (wait ${f0(tw)})  synth ${f0(tsyn)}  real ${f0(treal)}  load ${loadNow()}`);
-    }
-    await it.return(undefined);
+    });
   } finally {
-    await loader.close();
-    opt.dispose();
     for (const t of [xs, ys, xr, yr]) t.dispose();
   }
   const ratio = (a: number[], b: number[]) => median(a.map((v, i) => v / b[i]!)).toFixed(3);
