@@ -2,9 +2,10 @@
 // of image/label file pairs), so it can be handed to worker threads as is; reading a pair
 // decodes the image (sharp) and the label (palette/colour PNG or SBD .mat).
 import { existsSync, statSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { readImageRgb } from '../io/image.js';
+import { readInput } from '../io/read-file.js';
 import { readClassSet, vocClassSet, type ClassSet } from './classes.js';
 import { readLabel } from './labels.js';
 
@@ -71,13 +72,7 @@ async function classesFor(root: string, opt: string | ClassSet | undefined): Pro
  * An empty list or a repeated id is an error.
  */
 export async function readIdList(path: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new Error(`${path}: cannot read id list (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  return parseIdList(text, path);
+  return parseIdList(await readInput(path, 'id list', 'utf8'), path);
 }
 
 export function parseIdList(text: string, source: string): string[] {

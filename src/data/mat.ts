@@ -6,9 +6,9 @@
 // "MAT-File Format" (matfile_format.pdf): a 128-byte header, then tagged data elements;
 // miCOMPRESSED elements hold one zlib-deflated element (node:zlib inflates them).
 // MATLAB 7.3 files are HDF5 containers and are refused with a clear message.
-import { readFile } from 'node:fs/promises';
 import { inflateSync } from 'node:zlib';
 import { FcnError, type ErrorContext } from '../errors.js';
+import { readInput } from '../io/read-file.js';
 
 // Data types (miXXX) of tagged elements.
 const miINT8 = 1, miUINT8 = 2, miINT16 = 3, miUINT16 = 4, miINT32 = 5, miUINT32 = 6,
@@ -79,13 +79,7 @@ export function parseMat(bytes: Uint8Array, source = '<buffer>'): MatFile {
 
 /** Reads and parses a MAT-file. */
 export async function readMat(path: string): Promise<MatFile> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  return parseMat(bytes, path);
+  return parseMat(await readInput(path), path);
 }
 
 function parseMatInner(bytes: Uint8Array): MatFile {

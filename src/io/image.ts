@@ -1,10 +1,11 @@
 // Image files in and out. sharp decodes every common format (and applies EXIF rotation);
 // fast-png writes indexed (palette) PNGs, which sharp cannot: a VOC label map must keep the
 // class index as the pixel value, with the VOC palette for viewing.
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import sharp, { type Metadata } from 'sharp';
 import { encode as encodePng } from 'fast-png';
 import { FcnError } from '../errors.js';
+import { readInput } from './read-file.js';
 
 export interface RgbImage {
   /** Interleaved RGB bytes, row-major, height × width × 3. */
@@ -63,12 +64,7 @@ export async function imageSize(path: string): Promise<{ width: number; height: 
  */
 export async function readImageRgb(path: string, options: ReadImageOptions = {}): Promise<RgbImage> {
   const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
+  const bytes = await readInput(path);
   let meta: Metadata;
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();

@@ -1,9 +1,9 @@
 // NumPy .npy files: magic "\x93NUMPY", version, header length (uint16 for v1, uint32 for v2/v3),
 // a Python dict literal {'descr': ..., 'fortran_order': ..., 'shape': (...)}, then the data.
 // Writing uses v1.0 with the header padded so the data starts at a multiple of 64, as NumPy does.
-import { readFileSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { writeFileAtomic } from './atomic.js';
+import { readInputSync } from './read-file.js';
 
 export type NpyDtype = 'float32' | 'float64' | 'uint8' | 'int32' | 'int64';
 
@@ -158,13 +158,7 @@ export function parseNpy(buf: Uint8Array, where = 'npy'): NpyArray {
 
 /** Reads a .npy file. */
 export function readNpy(path: string): NpyArray {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  return parseNpy(buf, path);
+  return parseNpy(readInputSync(path), path);
 }
 
 function dtypeOf(data: NpyData): NpyDtype {
