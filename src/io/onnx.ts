@@ -24,6 +24,11 @@ export const OnnxField = {
 
 // proto3 here (onnx.proto is proto2) so that every repeated number is packed, as ONNX
 // Runtime reads either way; field names are onnx.proto's, camelCased by protobufjs.
+/** The key of a length-delimited field followed by the length (below 2^53), for the hand-written parts. */
+export function lengthDelimited(field: number, length: number): Uint8Array {
+  return protobuf.Writer.create().uint32(field * 8 + 2).uint64(length).finish();
+}
+
 const ONNX_SUBSET_PROTO = `
 syntax = "proto3";
 package onnx;
