@@ -3,6 +3,20 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 
+/** A typed array's constructor over a buffer. */
+export type ArrayViewCtor<T> = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number };
+
+/**
+ * `bytes` as a typed array: a view into their buffer when aligned for the type, so that a large
+ * file is held once, else a copy (a format may place values at any offset; typed arrays
+ * cannot view them there).
+ */
+export function typedView<T>(Ctor: ArrayViewCtor<T>, bytes: Uint8Array): T {
+  const count = bytes.byteLength / Ctor.BYTES_PER_ELEMENT;
+  if (bytes.byteOffset % Ctor.BYTES_PER_ELEMENT === 0) return new Ctor(bytes.buffer, bytes.byteOffset, count);
+  return new Ctor(new Uint8Array(bytes).buffer, 0, count);
+}
+
 /** The error for a file that cannot be opened or read, naming it and the system's reason. */
 export function cannotRead(path: string, e: unknown, what = 'file'): Error {
   return new Error(`${path}: cannot read ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);

@@ -6,7 +6,7 @@
 import { readSync, closeSync, fstatSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { writeFileAtomic } from './atomic.js';
-import { openInputSync, readInputSync } from './read-file.js';
+import { openInputSync, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
 
 export type SafetensorsDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -28,9 +28,7 @@ export interface SafetensorsFile {
   metadata: Record<string, string>;
 }
 
-type ArrayCtor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): SafetensorsArray; BYTES_PER_ELEMENT: number };
-
-const CTORS: Record<SafetensorsDtype, ArrayCtor> = {
+const CTORS: Record<SafetensorsDtype, ArrayViewCtor<SafetensorsArray>> = {
   F64: Float64Array,
   F32: Float32Array,
   F16: Uint16Array,
@@ -44,7 +42,7 @@ const CTORS: Record<SafetensorsDtype, ArrayCtor> = {
   U16: Uint16Array,
   U8: Uint8Array,
   BOOL: Uint8Array,
-} as Record<SafetensorsDtype, ArrayCtor>;
+} as Record<SafetensorsDtype, ArrayViewCtor<SafetensorsArray>>;
 
 export const SAFETENSORS_DTYPES = Object.keys(CTORS) as SafetensorsDtype[];
 
@@ -156,18 +154,7 @@ export function parseSafetensors(buf: Uint8Array, where = 'safetensors'): Safete
   const { entries, metadata } = parseHeader(json, dataLength, where);
   const tensors = new Map<string, SafetensorsTensor>();
   for (const e of entries) {
-    const Ctor = CTORS[e.dtype];
-    const count = (e.end - e.begin) / Ctor.BYTES_PER_ELEMENT;
-    const abs = buf.byteOffset + dataStart + e.begin;
-    let data: SafetensorsArray;
-    if (abs % Ctor.BYTES_PER_ELEMENT === 0) {
-      data = new Ctor(buf.buffer, abs, count);
-    } else {
-      // Misaligned offsets are legal in the format; typed arrays cannot view them, so copy.
-      const copy = new Uint8Array(e.end - e.begin);
-      copy.set(buf.subarray(dataStart + e.begin, dataStart + e.end));
-      data = new Ctor(copy.buffer, 0, count);
-    }
+    const data = typedView(CTORS[e.dtype], buf.subarray(dataStart + e.begin, dataStart + e.end));
     tensors.set(e.name, { dtype: e.dtype, shape: [...e.shape], data });
   }
   return { tensors, metadata };
