@@ -7,7 +7,7 @@
 // miCOMPRESSED elements hold one zlib-deflated element (node:zlib inflates them).
 // MATLAB 7.3 files are HDF5 containers and are refused with a clear message.
 import { inflateSync } from 'node:zlib';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { fcnErrorClass } from '../errors.js';
 import { readInput } from '../io/read-file.js';
 
 // Data types (miXXX) of tagged elements.
@@ -61,11 +61,7 @@ export interface MatFile {
   variables: Record<string, MatValue>;
 }
 
-class MatError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('BAD_MAT_FILE', problem, context);
-  }
-}
+const MatError = fcnErrorClass('BAD_MAT_FILE');
 
 /** Parses a MAT-file's bytes. `source` names the file in error messages. */
 export function parseMat(bytes: Uint8Array, source = '<buffer>'): MatFile {

@@ -7,7 +7,7 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import * as tar from 'tar';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { fcnErrorClass } from '../errors.js';
 
 export interface ProgressEvent {
   received: number;
@@ -37,17 +37,9 @@ export interface DownloadOptions {
   expectedBytes?: number;
 }
 
-class TransferError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('TRANSFER', problem, context);
-  }
-}
+const TransferError = fcnErrorClass('TRANSFER');
 /** The server's file is not the one expected: what was received is deleted, never resumed. */
-class WrongFileError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('WRONG_FILE', problem, context);
-  }
-}
+const WrongFileError = fcnErrorClass('WRONG_FILE');
 
 function md5File(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
