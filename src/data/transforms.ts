@@ -168,22 +168,16 @@ export function resizeWithPad(s: Sample, size: number, align: 'topleft' | 'cente
   return crop(r, top, left, size, size);
 }
 
+/** Rows of width w, each reversed. */
+function mirrorRows<T extends Float32Array | Uint8Array>(src: T, w: number): T {
+  const out = src.slice() as T;
+  for (let o = 0; o < src.length; o += w) out.subarray(o, o + w).reverse();
+  return out;
+}
+
 /** Mirrors left-right. */
 export function hflip(s: Sample): Sample {
-  const { width: w, height: h } = s;
-  const image = new Float32Array(s.image.length);
-  const label = new Uint8Array(s.label.length);
-  for (let c = 0; c < 3; c++) {
-    for (let y = 0; y < h; y++) {
-      const o = (c * h + y) * w;
-      for (let x = 0; x < w; x++) image[o + x] = s.image[o + w - 1 - x]!;
-    }
-  }
-  for (let y = 0; y < h; y++) {
-    const o = y * w;
-    for (let x = 0; x < w; x++) label[o + x] = s.label[o + w - 1 - x]!;
-  }
-  return { id: s.id, width: w, height: h, image, label };
+  return { id: s.id, width: s.width, height: s.height, image: mirrorRows(s.image, s.width), label: mirrorRows(s.label, s.width) };
 }
 
 /** Scales by a factor drawn uniformly from [min, max]. */
