@@ -151,15 +151,7 @@ class GraphBuilder {
 /** float32 values as little-endian bytes (a view on x86/ARM, a swapped copy on big-endian hosts). */
 function littleEndianBytes(values: Float32Array): Uint8Array {
   const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  if (endianness() === 'LE') return bytes;
-  const swapped = new Uint8Array(bytes.length);
-  for (let i = 0; i < bytes.length; i += 4) {
-    swapped[i] = bytes[i + 3]!;
-    swapped[i + 1] = bytes[i + 2]!;
-    swapped[i + 2] = bytes[i + 1]!;
-    swapped[i + 3] = bytes[i]!;
-  }
-  return swapped;
+  return endianness() === 'LE' ? bytes : Buffer.from(bytes).swap32();
 }
 
 /** Kernel and bias initializers of a layer in ONNX layouts. */
