@@ -28,8 +28,7 @@ export interface ClassSet {
 
 /** The Pascal VOC class set with the VOC palette (void = (224, 224, 192)). */
 export function vocClassSet(): ClassSet {
-  const pal = vocPalette(256);
-  return { names: [...VOC_CLASS_NAMES], colors: VOC_CLASS_NAMES.map((_, k) => pal[k]!), voidColor: pal[VOID]! };
+  return classSetFromNames(VOC_CLASS_NAMES);
 }
 
 /** Builds a class set from names, colouring the classes with the VOC palette. */
