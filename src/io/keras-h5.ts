@@ -365,10 +365,7 @@ function inspect(path: string, file: H5File, notes: string[]): { planned: Map<st
   const metadata: Record<string, string> = { format_source: 'keras-h5', style: 'keras' };
   const firstConv = kernelShapes.get('block1_conv1');
   if (firstConv) metadata.width = String(firstConv[3] / 64);
-  for (const [attribute, key] of [
-    ['keras_version', 'keras_version'],
-    ['backend', 'keras_backend'],
-  ]) {
+  for (const [attribute, key] of [['keras_version', 'keras_version'], ['backend', 'keras_backend']]) {
     const value = stringAttribute(root, attribute) ?? stringAttribute(file, attribute);
     if (value !== null) metadata[key] = value;
   }
