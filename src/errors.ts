@@ -38,6 +38,15 @@ export class FcnError extends Error {
   }
 }
 
+/** A class of FcnError with one code, for a module's own kind of error (caught by class, matched by code). */
+export function fcnErrorClass(code: string) {
+  return class extends FcnError {
+    constructor(problem: string, context?: ErrorContext) {
+      super(code, problem, context);
+    }
+  };
+}
+
 /** The code of an FcnError anywhere in `e`'s chain of causes, if there is one. */
 export function errorCode(e: unknown): string | undefined {
   for (let cur = e, depth = 0; cur instanceof Error && depth < 8; cur = cur.cause, depth++) {

@@ -1,7 +1,7 @@
 // Class sets: names and display colours. VOC's 21 classes are built in; a custom dataset
 // brings a JSON classes file. Label value k is class k; 255 is "void" (ignored by loss and metrics).
-import { readFile } from 'node:fs/promises';
 import { vocPalette } from '../io/image.js';
+import { readInput } from '../io/read-file.js';
 
 export type Rgb = [number, number, number];
 
@@ -28,8 +28,7 @@ export interface ClassSet {
 
 /** The Pascal VOC class set with the VOC palette (void = (224, 224, 192)). */
 export function vocClassSet(): ClassSet {
-  const pal = vocPalette(256);
-  return { names: [...VOC_CLASS_NAMES], colors: VOC_CLASS_NAMES.map((_, k) => pal[k]!), voidColor: pal[VOID]! };
+  return classSetFromNames(VOC_CLASS_NAMES);
 }
 
 /** Builds a class set from names, colouring the classes with the VOC palette. */
@@ -91,12 +90,7 @@ export function parseClassSet(json: unknown, source: string): ClassSet {
 }
 
 export async function readClassSet(path: string): Promise<ClassSet> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new Error(`${path}: cannot read classes file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
+  const text = await readInput(path, 'classes file', 'utf8');
   let json: unknown;
   try {
     json = JSON.parse(text);

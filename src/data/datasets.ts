@@ -2,9 +2,10 @@
 // of image/label file pairs), so it can be handed to worker threads as is; reading a pair
 // decodes the image (sharp) and the label (palette/colour PNG or SBD .mat).
 import { existsSync, statSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { readImageRgb } from '../io/image.js';
+import { readInput } from '../io/read-file.js';
 import { readClassSet, vocClassSet, type ClassSet } from './classes.js';
 import { readLabel } from './labels.js';
 
@@ -71,13 +72,7 @@ async function classesFor(root: string, opt: string | ClassSet | undefined): Pro
  * An empty list or a repeated id is an error.
  */
 export async function readIdList(path: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new Error(`${path}: cannot read id list (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  return parseIdList(text, path);
+  return parseIdList(await readInput(path, 'id list', 'utf8'), path);
 }
 
 export function parseIdList(text: string, source: string): string[] {
@@ -103,22 +98,21 @@ function isDir(p: string): boolean {
   }
 }
 
+/** The first of `root` and its sub-folders `inner` (outermost last) that holds both `dirs`. */
+function findRoot(root: string, what: string, dirs: [string, string], inner: [string, string[]]): string {
+  const r = resolve(root);
+  for (const c of [r, join(r, inner[0]), join(r, ...inner[1])]) if (dirs.every((d) => isDir(join(c, d)))) return c;
+  throw new Error(`${root}: not ${what} (no ${dirs[0]}/ and ${dirs[1]}/ in it, in ${inner[0]}/ or in ${inner[1].join('/')}/)`);
+}
+
 /** Accepts `VOCdevkit/VOC2012`, `VOCdevkit` or the folder holding `VOCdevkit`. */
 export function resolveVocRoot(root: string): string {
-  const r = resolve(root);
-  for (const c of [r, join(r, 'VOC2012'), join(r, 'VOCdevkit', 'VOC2012')]) {
-    if (isDir(join(c, 'JPEGImages')) && isDir(join(c, 'SegmentationClass'))) return c;
-  }
-  throw new Error(`${root}: not a Pascal VOC root (no JPEGImages/ and SegmentationClass/ in it, in VOC2012/ or in VOCdevkit/VOC2012/)`);
+  return findRoot(root, 'a Pascal VOC root', ['JPEGImages', 'SegmentationClass'], ['VOC2012', ['VOCdevkit', 'VOC2012']]);
 }
 
 /** Accepts `benchmark_RELEASE/dataset`, `benchmark_RELEASE` or the folder holding it. */
 export function resolveSbdRoot(root: string): string {
-  const r = resolve(root);
-  for (const c of [r, join(r, 'dataset'), join(r, 'benchmark_RELEASE', 'dataset')]) {
-    if (isDir(join(c, 'img')) && isDir(join(c, 'cls'))) return c;
-  }
-  throw new Error(`${root}: not an SBD root (no img/ and cls/ in it, in dataset/ or in benchmark_RELEASE/dataset/)`);
+  return findRoot(root, 'an SBD root', ['img', 'cls'], ['dataset', ['benchmark_RELEASE', 'dataset']]);
 }
 
 async function resolveIds(spec: SplitSpec, namedList: (name: string) => string): Promise<{ ids: string[]; name: string }> {
@@ -217,21 +211,14 @@ export function concatDatasets(name: string, ...parts: Dataset[]): Dataset {
   for (const p of parts) {
     if (p.classes.names.join('\n') !== first.classes.names.join('\n')) throw new Error(`concatDatasets: ${p.name} has other classes than ${first.name}`);
   }
+  const entries = parts.flatMap((p) => p.entries);
   const seen = new Set<string>();
-  for (const p of parts) {
-    for (const e of p.entries) {
-      if (seen.has(e.id)) throw new Error(`concatDatasets: id "${e.id}" is in more than one part`);
-      seen.add(e.id);
-    }
+  for (const e of entries) {
+    if (seen.has(e.id)) throw new Error(`concatDatasets: id "${e.id}" is in more than one part`);
+    seen.add(e.id);
   }
-  const kinds = new Set(parts.map((p) => p.kind));
-  return {
-    name,
-    kind: kinds.size === 1 ? first.kind : 'mixed',
-    root: first.root,
-    classes: first.classes,
-    entries: parts.flatMap((p) => p.entries),
-  };
+  const kind = new Set(parts.map((p) => p.kind)).size === 1 ? first.kind : 'mixed';
+  return { name, kind, root: first.root, classes: first.classes, entries };
 }
 
 export type DetectedKind = 'voc' | 'sbd' | 'custom';

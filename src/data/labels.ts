@@ -2,8 +2,8 @@
 // (0-20, 255 = void); fast-png gives those indices directly (sharp would expand them to RGB).
 // Greyscale PNGs hold the class directly. RGB(A) masks are mapped back through the class
 // colours; a colour that is neither a class nor void is an error listing the colours found.
-import { readFile } from 'node:fs/promises';
 import { decode as decodePng } from 'fast-png';
+import { readInput } from '../io/read-file.js';
 import { rgbKey, VOID, type ClassSet } from './classes.js';
 import { readSbdLabel, type LabelMap } from './mat.js';
 
@@ -99,11 +99,5 @@ export function decodeLabelPng(bytes: Uint8Array, source: string, classes?: Clas
 /** Reads a label file: a PNG (palette, greyscale or colour) or an SBD `.mat`. */
 export async function readLabel(path: string, classes?: ClassSet): Promise<LabelMap> {
   if (path.toLowerCase().endsWith('.mat')) return readSbdLabel(path);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  return decodeLabelPng(bytes, path, classes);
+  return decodeLabelPng(await readInput(path), path, classes);
 }

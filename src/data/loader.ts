@@ -7,11 +7,10 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { VOID } from './classes.js';
 import type { BadSample, Dataset } from './datasets.js';
 import { loadSample, type LoadResult } from './load-sample.js';
 import { mixSeed, Rng } from './prng.js';
-import { validatePipeline, type PipelineSpec, type Sample } from './transforms.js';
+import { padTo, validatePipeline, type PipelineSpec, type Sample } from './transforms.js';
 import type { WorkerInit, WorkerTask } from './worker.js';
 
 export type { Sample } from './transforms.js';
@@ -59,20 +58,11 @@ export function collate(samples: Sample[], extra: { indices?: number[]; epoch?: 
   const n = samples.length;
   const plane = height * width;
   const images = new Float32Array(n * 3 * plane);
-  const labels = new Uint8Array(n * plane).fill(VOID);
+  const labels = new Uint8Array(n * plane);
   samples.forEach((s, b) => {
-    if (s.height === height && s.width === width) {
-      images.set(s.image, b * 3 * plane);
-      labels.set(s.label, b * plane);
-      return;
-    }
-    const sp = s.height * s.width;
-    for (let c = 0; c < 3; c++) {
-      for (let y = 0; y < s.height; y++) {
-        images.set(s.image.subarray(c * sp + y * s.width, c * sp + (y + 1) * s.width), (b * 3 + c) * plane + y * width);
-      }
-    }
-    for (let y = 0; y < s.height; y++) labels.set(s.label.subarray(y * s.width, (y + 1) * s.width), b * plane + y * width);
+    const padded = padTo(s, height, width);
+    images.set(padded.image, b * 3 * plane);
+    labels.set(padded.label, b * plane);
   });
   return {
     ids: samples.map((s) => s.id),

@@ -6,9 +6,9 @@
 // "MAT-File Format" (matfile_format.pdf): a 128-byte header, then tagged data elements;
 // miCOMPRESSED elements hold one zlib-deflated element (node:zlib inflates them).
 // MATLAB 7.3 files are HDF5 containers and are refused with a clear message.
-import { readFile } from 'node:fs/promises';
 import { inflateSync } from 'node:zlib';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { fcnErrorClass } from '../errors.js';
+import { readInput } from '../io/read-file.js';
 
 // Data types (miXXX) of tagged elements.
 const miINT8 = 1, miUINT8 = 2, miINT16 = 3, miUINT16 = 4, miINT32 = 5, miUINT32 = 6,
@@ -61,11 +61,7 @@ export interface MatFile {
   variables: Record<string, MatValue>;
 }
 
-class MatError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('BAD_MAT_FILE', problem, context);
-  }
-}
+const MatError = fcnErrorClass('BAD_MAT_FILE');
 
 /** Parses a MAT-file's bytes. `source` names the file in error messages. */
 export function parseMat(bytes: Uint8Array, source = '<buffer>'): MatFile {
@@ -79,13 +75,7 @@ export function parseMat(bytes: Uint8Array, source = '<buffer>'): MatFile {
 
 /** Reads and parses a MAT-file. */
 export async function readMat(path: string): Promise<MatFile> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  return parseMat(bytes, path);
+  return parseMat(await readInput(path), path);
 }
 
 function parseMatInner(bytes: Uint8Array): MatFile {
@@ -186,55 +176,45 @@ class Reader {
   }
 }
 
-const ELEMENT_SIZE: Record<number, number> = {
-  [miINT8]: 1, [miUINT8]: 1, [miINT16]: 2, [miUINT16]: 2, [miINT32]: 4, [miUINT32]: 4,
-  [miSINGLE]: 4, [miDOUBLE]: 8, [miINT64]: 8, [miUINT64]: 8, [miUTF8]: 1, [miUTF16]: 2, [miUTF32]: 4,
+type MatArrayCtor = { new (bufferOrLength: ArrayBuffer | number): MatTypedArray; BYTES_PER_ELEMENT: number };
+
+/** The typed array of each numeric data type (miXXX). */
+const MI_ARRAYS: Record<number, MatArrayCtor> = {
+  [miINT8]: Int8Array, [miUINT8]: Uint8Array, [miINT16]: Int16Array, [miUINT16]: Uint16Array, [miINT32]: Int32Array,
+  [miUINT32]: Uint32Array, [miSINGLE]: Float32Array, [miDOUBLE]: Float64Array, [miINT64]: BigInt64Array, [miUINT64]: BigUint64Array,
 };
 
 /** Decodes a numeric element's payload into a typed array of its own storage type. */
 function decodeNumeric(type: number, data: Uint8Array, le: boolean, where: string): MatTypedArray {
-  const size = ELEMENT_SIZE[type];
-  if (size === undefined || type === miUTF8 || type === miUTF16 || type === miUTF32) {
-    throw new MatError(`${where}: unexpected data type ${type} for numeric data`);
-  }
+  const Ctor = MI_ARRAYS[type];
+  if (Ctor === undefined) throw new MatError(`${where}: unexpected data type ${type} for numeric data`);
+  const size = Ctor.BYTES_PER_ELEMENT;
   if (data.length % size !== 0) throw new MatError(`${where}: ${data.length} bytes is not a whole number of ${size}-byte values`);
   // Copy into a fresh, aligned buffer; swap bytes when the file's order differs from the host's (little-endian).
   const copy = new Uint8Array(data);
   if (!le && size > 1) {
     for (let i = 0; i < copy.length; i += size) copy.subarray(i, i + size).reverse();
   }
-  const buf = copy.buffer;
-  switch (type) {
-    case miINT8: return new Int8Array(buf);
-    case miUINT8: return new Uint8Array(buf);
-    case miINT16: return new Int16Array(buf);
-    case miUINT16: return new Uint16Array(buf);
-    case miINT32: return new Int32Array(buf);
-    case miUINT32: return new Uint32Array(buf);
-    case miSINGLE: return new Float32Array(buf);
-    case miDOUBLE: return new Float64Array(buf);
-    case miINT64: return new BigInt64Array(buf);
-    default: return new BigUint64Array(buf);
-  }
+  return new Ctor(copy.buffer);
 }
 
-const CLASS_INFO: Record<number, { name: MatNumericClass; make: (n: number) => MatTypedArray }> = {
-  [mxDOUBLE]: { name: 'double', make: (n) => new Float64Array(n) },
-  [mxSINGLE]: { name: 'single', make: (n) => new Float32Array(n) },
-  [mxINT8]: { name: 'int8', make: (n) => new Int8Array(n) },
-  [mxUINT8]: { name: 'uint8', make: (n) => new Uint8Array(n) },
-  [mxINT16]: { name: 'int16', make: (n) => new Int16Array(n) },
-  [mxUINT16]: { name: 'uint16', make: (n) => new Uint16Array(n) },
-  [mxINT32]: { name: 'int32', make: (n) => new Int32Array(n) },
-  [mxUINT32]: { name: 'uint32', make: (n) => new Uint32Array(n) },
-  [mxINT64]: { name: 'int64', make: (n) => new BigInt64Array(n) },
-  [mxUINT64]: { name: 'uint64', make: (n) => new BigUint64Array(n) },
+/** Each numeric array class (mxXXX_CLASS): its name and typed array. */
+const CLASS_INFO: Record<number, { name: MatNumericClass; Array: MatArrayCtor }> = {
+  [mxDOUBLE]: { name: 'double', Array: Float64Array },
+  [mxSINGLE]: { name: 'single', Array: Float32Array },
+  [mxINT8]: { name: 'int8', Array: Int8Array },
+  [mxUINT8]: { name: 'uint8', Array: Uint8Array },
+  [mxINT16]: { name: 'int16', Array: Int16Array },
+  [mxUINT16]: { name: 'uint16', Array: Uint16Array },
+  [mxINT32]: { name: 'int32', Array: Int32Array },
+  [mxUINT32]: { name: 'uint32', Array: Uint32Array },
+  [mxINT64]: { name: 'int64', Array: BigInt64Array },
+  [mxUINT64]: { name: 'uint64', Array: BigUint64Array },
 };
 
 /** MATLAB may store data in a smaller type than the array's class (e.g. a double array as miUINT8). */
 function convertTo(cls: number, src: MatTypedArray): MatTypedArray {
-  const info = CLASS_INFO[cls]!;
-  const out = info.make(src.length);
+  const out = new CLASS_INFO[cls]!.Array(src.length);
   if (out.constructor === src.constructor) return src;
   const outBig = out instanceof BigInt64Array || out instanceof BigUint64Array;
   const srcBig = src instanceof BigInt64Array || src instanceof BigUint64Array;

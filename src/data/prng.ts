@@ -96,9 +96,7 @@ export class Rng {
   shuffle<T>(a: T[]): T[] {
     for (let i = a.length - 1; i > 0; i--) {
       const j = this.int(i + 1);
-      const t = a[i]!;
-      a[i] = a[j]!;
-      a[j] = t;
+      [a[i], a[j]] = [a[j]!, a[i]!];
     }
     return a;
   }

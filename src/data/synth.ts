@@ -9,7 +9,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { vocPalette, writeLabelPng } from '../io/image.js';
-import { VOID, type ClassSet, type Rgb } from './classes.js';
+import { classSetToJson, VOID, type ClassSet, type Rgb } from './classes.js';
 import { mixSeed, Rng } from './prng.js';
 
 export const SYNTH_CLASS_NAMES: readonly string[] = ['background', 'disc', 'box', 'triangle', 'ring', 'cross'];
@@ -233,7 +233,6 @@ export async function synthesizeDataset(o: SynthOptions): Promise<SynthResult> {
   await writeFile(join(seg, 'train.txt'), train.join('\n') + '\n');
   await writeFile(join(seg, 'val.txt'), val.join('\n') + '\n');
   await writeFile(join(seg, 'trainval.txt'), [...train, ...val].sort().join('\n') + '\n');
-  const cs = synthClassSet();
-  await writeFile(join(root, 'classes.json'), JSON.stringify({ classes: cs.names.map((name, k) => ({ name, color: cs.colors[k] })), void: cs.voidColor }, null, 2) + '\n');
+  await writeFile(join(root, 'classes.json'), JSON.stringify(classSetToJson(synthClassSet()), null, 2) + '\n');
   return { root, train, val, pixelCounts };
 }

@@ -81,6 +81,16 @@ function clampSize(v: number): number {
 }
 
 /**
+ * Where output pixel i of n falls among `size` input pixels (centres aligned): its two
+ * bilinear neighbours and the weight of the second, and its nearest neighbour.
+ */
+function sampleAt(i: number, n: number, size: number): { i0: number; i1: number; f: number; near: number } {
+  const s = Math.max(0, ((i + 0.5) * size) / n - 0.5);
+  const i0 = Math.min(Math.floor(s), size - 1);
+  return { i0, i1: Math.min(i0 + 1, size - 1), f: s - i0, near: Math.min(Math.floor(((i + 0.5) * size) / n), size - 1) };
+}
+
+/**
  * Resizes to height × width: the image bilinearly (pixel centres aligned, like OpenCV's
  * INTER_LINEAR and PyTorch's align_corners=False), the label by nearest neighbour.
  */
@@ -89,25 +99,12 @@ export function resize(s: Sample, height: number, width: number): Sample {
   if (height === s.height && width === s.width) return s;
   const sh = s.height, sw = s.width;
   const x0 = new Int32Array(width), x1 = new Int32Array(width), fx = new Float32Array(width), nx = new Int32Array(width);
-  for (let x = 0; x < width; x++) {
-    let sx = ((x + 0.5) * sw) / width - 0.5;
-    if (sx < 0) sx = 0;
-    const i = Math.min(Math.floor(sx), sw - 1);
-    x0[x] = i;
-    x1[x] = Math.min(i + 1, sw - 1);
-    fx[x] = sx - i;
-    nx[x] = Math.min(Math.floor(((x + 0.5) * sw) / width), sw - 1);
-  }
+  for (let x = 0; x < width; x++) ({ i0: x0[x], i1: x1[x], f: fx[x], near: nx[x] } = sampleAt(x, width, sw));
   const image = new Float32Array(3 * width * height);
   const label = new Uint8Array(width * height);
   const sn = sh * sw, dn = height * width;
   for (let y = 0; y < height; y++) {
-    let sy = ((y + 0.5) * sh) / height - 0.5;
-    if (sy < 0) sy = 0;
-    const j0 = Math.min(Math.floor(sy), sh - 1);
-    const j1 = Math.min(j0 + 1, sh - 1);
-    const fy = sy - j0;
-    const ny = Math.min(Math.floor(((y + 0.5) * sh) / height), sh - 1);
+    const { i0: j0, i1: j1, f: fy, near: ny } = sampleAt(y, height, sh);
     for (let c = 0; c < 3; c++) {
       const r0 = c * sn + j0 * sw, r1 = c * sn + j1 * sw, o = c * dn + y * width;
       for (let x = 0; x < width; x++) {
@@ -168,22 +165,16 @@ export function resizeWithPad(s: Sample, size: number, align: 'topleft' | 'cente
   return crop(r, top, left, size, size);
 }
 
+/** Rows of width w, each reversed. */
+function mirrorRows<T extends Float32Array | Uint8Array>(src: T, w: number): T {
+  const out = src.slice() as T;
+  for (let o = 0; o < src.length; o += w) out.subarray(o, o + w).reverse();
+  return out;
+}
+
 /** Mirrors left-right. */
 export function hflip(s: Sample): Sample {
-  const { width: w, height: h } = s;
-  const image = new Float32Array(s.image.length);
-  const label = new Uint8Array(s.label.length);
-  for (let c = 0; c < 3; c++) {
-    for (let y = 0; y < h; y++) {
-      const o = (c * h + y) * w;
-      for (let x = 0; x < w; x++) image[o + x] = s.image[o + w - 1 - x]!;
-    }
-  }
-  for (let y = 0; y < h; y++) {
-    const o = y * w;
-    for (let x = 0; x < w; x++) label[o + x] = s.label[o + w - 1 - x]!;
-  }
-  return { id: s.id, width: w, height: h, image, label };
+  return { id: s.id, width: s.width, height: s.height, image: mirrorRows(s.image, s.width), label: mirrorRows(s.label, s.width) };
 }
 
 /** Scales by a factor drawn uniformly from [min, max]. */

@@ -41,7 +41,7 @@ import { meansBgr } from '../data/transforms.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import {
-  GraphProto, ModelProto, OnnxAttributeType, OnnxDataType, OnnxField, TensorProto, encodeMessage, valueInfo,
+  GraphProto, ModelProto, OnnxAttributeType, OnnxDataType, OnnxField, TensorProto, encodeMessage, lengthDelimited, valueInfo,
   type OnnxAttribute, type OnnxNode, type OnnxTensorHeader, type OnnxValueInfo,
 } from '../io/onnx.js';
 
@@ -151,15 +151,7 @@ class GraphBuilder {
 /** float32 values as little-endian bytes (a view on x86/ARM, a swapped copy on big-endian hosts). */
 function littleEndianBytes(values: Float32Array): Uint8Array {
   const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  if (endianness() === 'LE') return bytes;
-  const swapped = new Uint8Array(bytes.length);
-  for (let i = 0; i < bytes.length; i += 4) {
-    swapped[i] = bytes[i + 3]!;
-    swapped[i + 1] = bytes[i + 2]!;
-    swapped[i + 2] = bytes[i + 1]!;
-    swapped[i + 3] = bytes[i]!;
-  }
-  return swapped;
+  return endianness() === 'LE' ? bytes : Buffer.from(bytes).swap32();
 }
 
 /** Kernel and bias initializers of a layer in ONNX layouts. */
@@ -299,20 +291,6 @@ function metadataOf(model: FCN, options: OnnxExportOptions): Record<string, stri
   if (model.skipScales) meta.skip_scales = model.skipScales.join(',');
   return { ...meta, ...options.metadata };
 }
-
-/** Protobuf varint of a non-negative integer below 2^53. */
-function varint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return out;
-}
-
-/** The key of a length-delimited field followed by the length. */
-const lengthDelimited = (field: number, length: number) => Uint8Array.from([...varint(field * 8 + 2), ...varint(length)]);
 
 /**
  * The ONNX file as chunks, in order. Weights are read from the model while iterating: keep

@@ -10,7 +10,6 @@
 // Layouts: Caffe Convolution blobs are (out, in, kh, kw) → Keras (kh, kw, in, out);
 // Deconvolution blobs are (in, out, kh, kw) → Keras transposed (kh, kw, out, in); an
 // InnerProduct fc6 (out, 512·7·7) is a 7×7 convolution whose inputs Caffe flattened as C, H, W.
-import { open } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import protobuf from 'protobufjs';
 import {
@@ -23,6 +22,7 @@ import {
   type LayerMessage,
   type V1LayerMessage,
 } from './caffe-schema.js';
+import { readLargeFile } from './read-file.js';
 import type { WeightEntry, WeightSource } from './weight-types.js';
 import { FCN_OUTPUTS, VGG16_BLOCKS, VGG16_CLASSIFIER, WEIGHT_LAYERS, scaledChannels, weightLayers, type WeightLayer } from './weight-layers.js';
 
@@ -61,35 +61,8 @@ interface CaffeLayer {
 export async function readCaffeModel(path: string): Promise<WeightSource> {
   // Blob values are read as typed arrays over the file's little-endian bytes.
   if (endianness() !== 'LE') throw new Error(`${path}: reading .caffemodel files needs a little-endian machine`);
-  let file: Buffer;
-  try {
-    file = await readWhole(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  const { layers, form } = decodeNet(file, path);
+  const { layers, form } = decodeNet(await readLargeFile(path), path);
   return interpret(layers, form, path);
-}
-
-/**
- * The file in one buffer, read with as few calls as possible: fs.readFile's 512 kB chunks
- * took twice as long for a 540 MB file.
- */
-async function readWhole(path: string): Promise<Buffer> {
-  const handle = await open(path, 'r');
-  try {
-    const { size } = await handle.stat();
-    const buffer = Buffer.allocUnsafe(size);
-    let done = 0;
-    while (done < size) {
-      const { bytesRead } = await handle.read(buffer, done, Math.min(size - done, 1 << 30), done);
-      if (bytesRead === 0) break; // the file shrank while being read
-      done += bytesRead;
-    }
-    return done === size ? buffer : buffer.subarray(0, done);
-  } finally {
-    await handle.close();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

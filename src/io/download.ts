@@ -7,7 +7,7 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import * as tar from 'tar';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { fcnErrorClass } from '../errors.js';
 
 export interface ProgressEvent {
   received: number;
@@ -37,51 +37,27 @@ export interface DownloadOptions {
   expectedBytes?: number;
 }
 
-class TransferError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('TRANSFER', problem, context);
-  }
-}
+const TransferError = fcnErrorClass('TRANSFER');
 /** The server's file is not the one expected: what was received is deleted, never resumed. */
-class WrongFileError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('WRONG_FILE', problem, context);
-  }
-}
+const WrongFileError = fcnErrorClass('WRONG_FILE');
 
-function md5File(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('md5');
-    createReadStream(path).on('data', (d) => h.update(d)).on('end', () => resolve(h.digest('hex'))).on('error', reject);
-  });
+async function md5File(path: string): Promise<string> {
+  const h = createHash('md5');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
 }
 
 function get(url: string, headers: Record<string, string>, redirects = 5): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
-    let u: URL;
-    try {
-      u = new URL(url);
-    } catch {
-      reject(new Error(`${url}: not a valid URL`));
-      return;
-    }
+    if (!URL.canParse(url)) return reject(new Error(`${url}: not a valid URL`));
+    const u = new URL(url);
     const mod = u.protocol === 'https:' ? https : u.protocol === 'http:' ? http : undefined;
-    if (!mod) {
-      reject(new Error(`${url}: only http and https are supported`));
-      return;
-    }
+    if (!mod) return reject(new Error(`${url}: only http and https are supported`));
     const req = mod.get(u, { headers: { 'user-agent': 'fcn-data-fetch', ...headers } }, (res) => {
-      const code = res.statusCode ?? 0;
-      if ([301, 302, 303, 307, 308].includes(code) && res.headers.location) {
-        res.resume();
-        if (redirects <= 0) {
-          reject(new Error(`${url}: too many redirects`));
-          return;
-        }
-        resolve(get(new URL(res.headers.location, u).href, headers, redirects - 1));
-        return;
-      }
-      resolve(res);
+      if (![301, 302, 303, 307, 308].includes(res.statusCode ?? 0) || !res.headers.location) return resolve(res);
+      res.resume();
+      if (redirects <= 0) reject(new Error(`${url}: too many redirects`));
+      else resolve(get(new URL(res.headers.location, u).href, headers, redirects - 1));
     });
     req.on('error', (e) => reject(new TransferError(`${url}: ${e.message}`)));
     req.setTimeout(60_000, () => req.destroy(new Error('no data for 60 s')));

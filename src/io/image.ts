@@ -1,10 +1,11 @@
 // Image files in and out. sharp decodes every common format (and applies EXIF rotation);
 // fast-png writes indexed (palette) PNGs, which sharp cannot: a VOC label map must keep the
 // class index as the pixel value, with the VOC palette for viewing.
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import sharp, { type Metadata } from 'sharp';
 import { encode as encodePng } from 'fast-png';
 import { FcnError } from '../errors.js';
+import { readInput } from './read-file.js';
 
 export interface RgbImage {
   /** Interleaved RGB bytes, row-major, height × width × 3. */
@@ -44,15 +45,19 @@ export function checkPixelLimit(path: string, width: number, height: number, max
   }
 }
 
-/** An image file's size from its header alone (nothing is decoded). */
-export async function imageSize(path: string): Promise<{ width: number; height: number }> {
-  let meta: Metadata;
+/** The header of the image in `input` (the file `path` or its bytes); nothing is decoded. */
+async function imageHeader(path: string, input: string | Buffer): Promise<Metadata> {
   try {
     // Only the header is read; sharp's own pixel limit would refuse a large one unnamed.
-    meta = await sharp(path, { limitInputPixels: false }).metadata();
+    return await sharp(input, { limitInputPixels: false }).metadata();
   } catch (e) {
     throw new Error(`${path}: not a readable image (${(e as Error).message})`);
   }
+}
+
+/** An image file's size from its header alone (nothing is decoded). */
+export async function imageSize(path: string): Promise<{ width: number; height: number }> {
+  const meta = await imageHeader(path, path);
   if (!meta.width || !meta.height) throw new Error(`${path}: not a readable image (no size in its header)`);
   return { width: meta.width, height: meta.height };
 }
@@ -63,18 +68,8 @@ export async function imageSize(path: string): Promise<{ width: number; height: 
  */
 export async function readImageRgb(path: string, options: ReadImageOptions = {}): Promise<RgbImage> {
   const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  let meta: Metadata;
-  try {
-    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
-  } catch (e) {
-    throw new Error(`${path}: not a readable image (${(e as Error).message})`);
-  }
+  const bytes = await readInput(path);
+  const meta = await imageHeader(path, bytes);
   if (meta.width && meta.height) checkPixelLimit(path, meta.width, meta.height, maxPixels);
   try {
     // libvips enforces the limit as well, for a format whose header does not state the size.

@@ -21,7 +21,7 @@ import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import h5wasm, { type Dataset, type File as H5File, type Group } from 'h5wasm/node';
 import type { WeightEntry, WeightSource } from './weight-types.js';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { fcnErrorClass } from '../errors.js';
 import { FCN_OUTPUTS, WEIGHT_LAYERS, weightLayers } from './weight-layers.js';
 
 /** Largest slice of a dataset read through the WebAssembly heap at once, by default. */
@@ -58,11 +58,7 @@ const FCN_HEADS = [...WEIGHT_LAYERS.keys()].filter((name) => !weightLayers('vgg1
 const FINAL_UPSAMPLING = Object.values(FCN_OUTPUTS).map((o) => o.upsample.name);
 
 /** A problem with the file's content, already worded for the user (not an HDF5 library error). */
-class KerasFileError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('BAD_KERAS_FILE', problem, context);
-  }
-}
+const KerasFileError = fcnErrorClass('BAD_KERAS_FILE');
 
 /** The innermost reason of an HDF5 error stack as h5wasm's throwing handler reports it. */
 function hdf5Reason(e: unknown): string {
@@ -369,10 +365,7 @@ function inspect(path: string, file: H5File, notes: string[]): { planned: Map<st
   const metadata: Record<string, string> = { format_source: 'keras-h5', style: 'keras' };
   const firstConv = kernelShapes.get('block1_conv1');
   if (firstConv) metadata.width = String(firstConv[3] / 64);
-  for (const [attribute, key] of [
-    ['keras_version', 'keras_version'],
-    ['backend', 'keras_backend'],
-  ]) {
+  for (const [attribute, key] of [['keras_version', 'keras_version'], ['backend', 'keras_backend']]) {
     const value = stringAttribute(root, attribute) ?? stringAttribute(file, attribute);
     if (value !== null) metadata[key] = value;
   }

@@ -1,21 +1,13 @@
 // NumPy .npy files: magic "\x93NUMPY", version, header length (uint16 for v1, uint32 for v2/v3),
 // a Python dict literal {'descr': ..., 'fortran_order': ..., 'shape': (...)}, then the data.
 // Writing uses v1.0 with the header padded so the data starts at a multiple of 64, as NumPy does.
-import { readFileSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { writeFileAtomic } from './atomic.js';
+import { readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
 
 export type NpyDtype = 'float32' | 'float64' | 'uint8' | 'int32' | 'int64';
 
-export interface NpyArrayMap {
-  float32: Float32Array;
-  float64: Float64Array;
-  uint8: Uint8Array;
-  int32: Int32Array;
-  int64: BigInt64Array;
-}
-
-export type NpyData = NpyArrayMap[NpyDtype];
+export type NpyData = Float32Array | Float64Array | Uint8Array | Int32Array | BigInt64Array;
 
 export interface NpyArray {
   dtype: NpyDtype;
@@ -23,7 +15,7 @@ export interface NpyArray {
   data: NpyData;
 }
 
-type Ctor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): NpyData; BYTES_PER_ELEMENT: number };
+type Ctor = ArrayViewCtor<NpyData>;
 
 const DESCR: Record<string, { dtype: NpyDtype; ctor: Ctor }> = {
   '<f4': { dtype: 'float32', ctor: Float32Array as unknown as Ctor },
@@ -144,27 +136,12 @@ export function parseNpy(buf: Uint8Array, where = 'npy'): NpyArray {
   const have = b.length - dataStart;
   if (have < bytes) throw new Error(`${where}: truncated .npy data (shape (${dims.join(', ')}) ${descr} needs ${bytes} bytes, file has ${have})`);
   if (have > bytes) throw new Error(`${where}: ${have - bytes} unexpected bytes after the .npy data`);
-  const abs = b.byteOffset + dataStart;
-  let data: NpyData;
-  if (abs % info.ctor.BYTES_PER_ELEMENT === 0) {
-    data = new info.ctor(b.buffer, abs, count);
-  } else {
-    const copy = new Uint8Array(bytes);
-    copy.set(b.subarray(dataStart, dataStart + bytes));
-    data = new info.ctor(copy.buffer, 0, count);
-  }
-  return { dtype: info.dtype, shape: [...dims], data };
+  return { dtype: info.dtype, shape: [...dims], data: typedView(info.ctor, b.subarray(dataStart, dataStart + bytes)) };
 }
 
 /** Reads a .npy file. */
 export function readNpy(path: string): NpyArray {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  return parseNpy(buf, path);
+  return parseNpy(readInputSync(path), path);
 }
 
 function dtypeOf(data: NpyData): NpyDtype {

@@ -22,123 +22,112 @@ export const OnnxField = {
   tensorRawData: 9,
 } as const;
 
-const schema = {
-  nested: {
-    onnx: {
-      nested: {
-        ModelProto: {
-          fields: {
-            irVersion: { type: 'int64', id: 1 },
-            opsetImport: { rule: 'repeated', type: 'OperatorSetIdProto', id: 8 },
-            producerName: { type: 'string', id: 2 },
-            producerVersion: { type: 'string', id: 3 },
-            domain: { type: 'string', id: 4 },
-            modelVersion: { type: 'int64', id: 5 },
-            docString: { type: 'string', id: 6 },
-            graph: { type: 'GraphProto', id: 7 },
-            metadataProps: { rule: 'repeated', type: 'StringStringEntryProto', id: 14 },
-          },
-        },
-        StringStringEntryProto: {
-          fields: {
-            key: { type: 'string', id: 1 },
-            value: { type: 'string', id: 2 },
-          },
-        },
-        OperatorSetIdProto: {
-          fields: {
-            domain: { type: 'string', id: 1 },
-            version: { type: 'int64', id: 2 },
-          },
-        },
-        GraphProto: {
-          fields: {
-            node: { rule: 'repeated', type: 'NodeProto', id: 1 },
-            name: { type: 'string', id: 2 },
-            initializer: { rule: 'repeated', type: 'TensorProto', id: 5 },
-            docString: { type: 'string', id: 10 },
-            input: { rule: 'repeated', type: 'ValueInfoProto', id: 11 },
-            output: { rule: 'repeated', type: 'ValueInfoProto', id: 12 },
-            valueInfo: { rule: 'repeated', type: 'ValueInfoProto', id: 13 },
-          },
-        },
-        NodeProto: {
-          fields: {
-            input: { rule: 'repeated', type: 'string', id: 1 },
-            output: { rule: 'repeated', type: 'string', id: 2 },
-            name: { type: 'string', id: 3 },
-            opType: { type: 'string', id: 4 },
-            domain: { type: 'string', id: 7 },
-            attribute: { rule: 'repeated', type: 'AttributeProto', id: 5 },
-            docString: { type: 'string', id: 6 },
-          },
-        },
-        AttributeProto: {
-          fields: {
-            name: { type: 'string', id: 1 },
-            docString: { type: 'string', id: 13 },
-            type: { type: 'int32', id: 20 },
-            f: { type: 'float', id: 2 },
-            i: { type: 'int64', id: 3 },
-            s: { type: 'bytes', id: 4 },
-            t: { type: 'TensorProto', id: 5 },
-            floats: { rule: 'repeated', type: 'float', id: 7 },
-            ints: { rule: 'repeated', type: 'int64', id: 8 },
-            strings: { rule: 'repeated', type: 'bytes', id: 9 },
-          },
-        },
-        TensorProto: {
-          fields: {
-            dims: { rule: 'repeated', type: 'int64', id: 1 },
-            dataType: { type: 'int32', id: 2 },
-            floatData: { rule: 'repeated', type: 'float', id: 4, options: { packed: true } },
-            int64Data: { rule: 'repeated', type: 'int64', id: 7, options: { packed: true } },
-            name: { type: 'string', id: 8 },
-            docString: { type: 'string', id: 12 },
-            rawData: { type: 'bytes', id: 9 },
-          },
-        },
-        ValueInfoProto: {
-          fields: {
-            name: { type: 'string', id: 1 },
-            type: { type: 'TypeProto', id: 2 },
-            docString: { type: 'string', id: 3 },
-          },
-        },
-        TypeProto: {
-          oneofs: { value: { oneof: ['tensorType'] } },
-          fields: {
-            tensorType: { type: 'TypeProtoTensor', id: 1 },
-            denotation: { type: 'string', id: 6 },
-          },
-        },
-        // TypeProto.Tensor in onnx.proto (nested there; the wire format does not see nesting).
-        TypeProtoTensor: {
-          fields: {
-            elemType: { type: 'int32', id: 1 },
-            shape: { type: 'TensorShapeProto', id: 2 },
-          },
-        },
-        TensorShapeProto: {
-          fields: {
-            dim: { rule: 'repeated', type: 'TensorShapeDimension', id: 1 },
-          },
-        },
-        // TensorShapeProto.Dimension in onnx.proto.
-        TensorShapeDimension: {
-          oneofs: { value: { oneof: ['dimValue', 'dimParam'] } },
-          fields: {
-            dimValue: { type: 'int64', id: 1 },
-            dimParam: { type: 'string', id: 2 },
-            denotation: { type: 'string', id: 3 },
-          },
-        },
-      },
-    },
-  },
-};
+// proto3 here (onnx.proto is proto2) so that every repeated number is packed, as ONNX
+// Runtime reads either way; field names are onnx.proto's, camelCased by protobufjs.
+/** The key of a length-delimited field followed by the length (below 2^53), for the hand-written parts. */
+export function lengthDelimited(field: number, length: number): Uint8Array {
+  return protobuf.Writer.create().uint32(field * 8 + 2).uint64(length).finish();
+}
 
-const root = protobuf.Root.fromJSON(schema);
+const ONNX_SUBSET_PROTO = `
+syntax = "proto3";
+package onnx;
+
+message ModelProto {
+  int64 ir_version = 1;
+  repeated OperatorSetIdProto opset_import = 8;
+  string producer_name = 2;
+  string producer_version = 3;
+  string domain = 4;
+  int64 model_version = 5;
+  string doc_string = 6;
+  GraphProto graph = 7;
+  repeated StringStringEntryProto metadata_props = 14;
+}
+
+message StringStringEntryProto {
+  string key = 1;
+  string value = 2;
+}
+
+message OperatorSetIdProto {
+  string domain = 1;
+  int64 version = 2;
+}
+
+message GraphProto {
+  repeated NodeProto node = 1;
+  string name = 2;
+  repeated TensorProto initializer = 5;
+  string doc_string = 10;
+  repeated ValueInfoProto input = 11;
+  repeated ValueInfoProto output = 12;
+  repeated ValueInfoProto value_info = 13;
+}
+
+message NodeProto {
+  repeated string input = 1;
+  repeated string output = 2;
+  string name = 3;
+  string op_type = 4;
+  string domain = 7;
+  repeated AttributeProto attribute = 5;
+  string doc_string = 6;
+}
+
+message AttributeProto {
+  string name = 1;
+  string doc_string = 13;
+  int32 type = 20;
+  float f = 2;
+  int64 i = 3;
+  bytes s = 4;
+  TensorProto t = 5;
+  repeated float floats = 7;
+  repeated int64 ints = 8;
+  repeated bytes strings = 9;
+}
+
+message TensorProto {
+  repeated int64 dims = 1;
+  int32 data_type = 2;
+  repeated float float_data = 4;
+  repeated int64 int64_data = 7;
+  string name = 8;
+  string doc_string = 12;
+  bytes raw_data = 9;
+}
+
+message ValueInfoProto {
+  string name = 1;
+  TypeProto type = 2;
+  string doc_string = 3;
+}
+
+message TypeProto {
+  message Tensor {
+    int32 elem_type = 1;
+    TensorShapeProto shape = 2;
+  }
+  oneof value {
+    Tensor tensor_type = 1;
+  }
+  string denotation = 6;
+}
+
+message TensorShapeProto {
+  message Dimension {
+    oneof value {
+      int64 dim_value = 1;
+      string dim_param = 2;
+    }
+    string denotation = 3;
+  }
+  repeated Dimension dim = 1;
+}
+`;
+
+const root = protobuf.parse(ONNX_SUBSET_PROTO).root;
 
 export const ModelProto = root.lookupType('onnx.ModelProto');
 export const GraphProto = root.lookupType('onnx.GraphProto');

@@ -3,9 +3,10 @@
 // then the raw little-endian tensor data; offsets are relative to the end of the header.
 // Weight files reach 550 MB, so reading makes typed-array views into the one file Buffer
 // and copies a tensor only when its offset is not aligned for its element type.
-import { readFileSync, openSync, readSync, closeSync, fstatSync } from 'node:fs';
+import { readSync, closeSync, fstatSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { writeFileAtomic } from './atomic.js';
+import { openInputSync, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
 
 export type SafetensorsDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -13,24 +14,8 @@ export type SafetensorsDtype =
   | 'U64' | 'U32' | 'U16' | 'U8'
   | 'BOOL';
 
-/** The typed array each dtype maps to. F16 and BF16 stay raw 16-bit patterns; BOOL is one byte each. */
-export interface SafetensorsArrayMap {
-  F64: Float64Array;
-  F32: Float32Array;
-  F16: Uint16Array;
-  BF16: Uint16Array;
-  I64: BigInt64Array;
-  I32: Int32Array;
-  I16: Int16Array;
-  I8: Int8Array;
-  U64: BigUint64Array;
-  U32: Uint32Array;
-  U16: Uint16Array;
-  U8: Uint8Array;
-  BOOL: Uint8Array;
-}
-
-export type SafetensorsArray = SafetensorsArrayMap[SafetensorsDtype];
+/** The typed arrays of the dtypes (CTORS below): F16 and BF16 stay raw 16-bit patterns; BOOL is one byte each. */
+export type SafetensorsArray = Float64Array | Float32Array | Uint16Array | BigInt64Array | Int32Array | Int16Array | Int8Array | BigUint64Array | Uint32Array | Uint8Array;
 
 export interface SafetensorsTensor {
   dtype: SafetensorsDtype;
@@ -43,9 +28,7 @@ export interface SafetensorsFile {
   metadata: Record<string, string>;
 }
 
-type ArrayCtor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): SafetensorsArray; BYTES_PER_ELEMENT: number };
-
-const CTORS: Record<SafetensorsDtype, ArrayCtor> = {
+const CTORS: Record<SafetensorsDtype, ArrayViewCtor<SafetensorsArray>> = {
   F64: Float64Array,
   F32: Float32Array,
   F16: Uint16Array,
@@ -59,7 +42,7 @@ const CTORS: Record<SafetensorsDtype, ArrayCtor> = {
   U16: Uint16Array,
   U8: Uint8Array,
   BOOL: Uint8Array,
-} as Record<SafetensorsDtype, ArrayCtor>;
+} as Record<SafetensorsDtype, ArrayViewCtor<SafetensorsArray>>;
 
 export const SAFETENSORS_DTYPES = Object.keys(CTORS) as SafetensorsDtype[];
 
@@ -78,8 +61,20 @@ function assertLittleEndianHost(): void {
   if (endianness() !== 'LE') throw new Error('safetensors: big-endian hosts are not supported');
 }
 
+const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
 // Largest header the reference implementation accepts (100 MB); a larger length means a corrupt file.
 const MAX_HEADER = 100_000_000;
+
+/** The header's length from the 8 bytes that state it, checked against the file's size. */
+function headerLength(stated: bigint, fileSize: number, where: string): number {
+  if (stated > BigInt(fileSize - 8)) throw new Error(`${where}: header length ${stated} is beyond the file size ${fileSize} (truncated or not a safetensors file)`);
+  const n = Number(stated);
+  if (n > MAX_HEADER) throw new Error(`${where}: header length ${n} exceeds ${MAX_HEADER} bytes`);
+  return n;
+}
+
+const truncated = (where: string, size: number) => new Error(`${where}: truncated file (${size} bytes, need at least 8 for the header length)`);
 
 interface HeaderEntry {
   name: string;
@@ -89,6 +84,7 @@ interface HeaderEntry {
   end: number;
 }
 
+/** The header's tensors, sorted by name, and metadata, checked against the data's length. */
 function parseHeader(json: string, dataLength: number, where: string): { entries: HeaderEntry[]; metadata: Record<string, string> } {
   let header: unknown;
   try {
@@ -141,7 +137,7 @@ function parseHeader(json: string, dataLength: number, where: string): { entries
       throw new Error(`${where}: tensors '${prev.name}' [${prev.begin}, ${prev.end}] and '${cur.name}' [${cur.begin}, ${cur.end}] overlap`);
     }
   }
-  return { entries, metadata };
+  return { entries: entries.sort((a, b) => byName(a.name, b.name)), metadata };
 }
 
 /**
@@ -150,32 +146,15 @@ function parseHeader(json: string, dataLength: number, where: string): { entries
  */
 export function parseSafetensors(buf: Uint8Array, where = 'safetensors'): SafetensorsFile {
   assertLittleEndianHost();
-  if (buf.byteLength < 8) throw new Error(`${where}: truncated file (${buf.byteLength} bytes, need at least 8 for the header length)`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const headerLen = view.getBigUint64(0, true);
-  if (headerLen > BigInt(buf.byteLength - 8)) {
-    throw new Error(`${where}: header length ${headerLen} is beyond the file size ${buf.byteLength} (truncated or not a safetensors file)`);
-  }
-  const n = Number(headerLen);
-  if (n > MAX_HEADER) throw new Error(`${where}: header length ${n} exceeds ${MAX_HEADER} bytes`);
+  if (buf.byteLength < 8) throw truncated(where, buf.byteLength);
+  const n = headerLength(new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(0, true), buf.byteLength, where);
   const json = Buffer.from(buf.buffer, buf.byteOffset + 8, n).toString('utf8');
   const dataStart = 8 + n;
   const dataLength = buf.byteLength - dataStart;
   const { entries, metadata } = parseHeader(json, dataLength, where);
   const tensors = new Map<string, SafetensorsTensor>();
-  for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    const Ctor = CTORS[e.dtype];
-    const count = (e.end - e.begin) / Ctor.BYTES_PER_ELEMENT;
-    const abs = buf.byteOffset + dataStart + e.begin;
-    let data: SafetensorsArray;
-    if (abs % Ctor.BYTES_PER_ELEMENT === 0) {
-      data = new Ctor(buf.buffer, abs, count);
-    } else {
-      // Misaligned offsets are legal in the format; typed arrays cannot view them, so copy.
-      const copy = new Uint8Array(e.end - e.begin);
-      copy.set(buf.subarray(dataStart + e.begin, dataStart + e.end));
-      data = new Ctor(copy.buffer, 0, count);
-    }
+  for (const e of entries) {
+    const data = typedView(CTORS[e.dtype], buf.subarray(dataStart + e.begin, dataStart + e.end));
     tensors.set(e.name, { dtype: e.dtype, shape: [...e.shape], data });
   }
   return { tensors, metadata };
@@ -183,54 +162,22 @@ export function parseSafetensors(buf: Uint8Array, where = 'safetensors'): Safete
 
 /** Reads a safetensors file (one read into one Buffer; tensors are views into it where aligned). */
 export function readSafetensors(path: string): SafetensorsFile {
-  let buf: Buffer;
-  try {
-    buf = readWhole(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  return parseSafetensors(buf, path);
-}
-
-/** readFileSync stops at 2 GiB; larger files (float64 full-width states) are read in chunks. */
-function readWhole(path: string): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    if (size < 2 ** 31 - 1) return readFileSync(fd);
-    const buf = Buffer.allocUnsafe(size);
-    for (let off = 0; off < size; ) {
-      const n = readSync(fd, buf, off, Math.min(1 << 30, size - off), off);
-      if (n === 0) throw Object.assign(new Error('file shrank while reading'), { code: 'EIO' });
-      off += n;
-    }
-    return buf;
-  } finally {
-    closeSync(fd);
-  }
+  return parseSafetensors(readInputSync(path), path);
 }
 
 /** Reads only the header (names, dtypes, shapes, metadata) without loading the data. */
 export function readSafetensorsHeader(path: string): { tensors: Map<string, { dtype: SafetensorsDtype; shape: number[] }>; metadata: Record<string, string> } {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
+  const fd = openInputSync(path);
   try {
     const size = fstatSync(fd).size;
     const lenBuf = Buffer.alloc(8);
-    if (size < 8 || readSync(fd, lenBuf, 0, 8, 0) !== 8) throw new Error(`${path}: truncated file (${size} bytes, need at least 8 for the header length)`);
-    const headerLen = lenBuf.readBigUInt64LE(0);
-    if (headerLen > BigInt(size - 8)) throw new Error(`${path}: header length ${headerLen} is beyond the file size ${size} (truncated or not a safetensors file)`);
-    const n = Number(headerLen);
-    if (n > MAX_HEADER) throw new Error(`${path}: header length ${n} exceeds ${MAX_HEADER} bytes`);
+    if (size < 8 || readSync(fd, lenBuf, 0, 8, 0) !== 8) throw truncated(path, size);
+    const n = headerLength(lenBuf.readBigUInt64LE(0), size, path);
     const hb = Buffer.alloc(n);
     if (readSync(fd, hb, 0, n, 8) !== n) throw new Error(`${path}: truncated header`);
     const { entries, metadata } = parseHeader(hb.toString('utf8'), size - 8 - n, path);
     const tensors = new Map<string, { dtype: SafetensorsDtype; shape: number[] }>();
-    for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) tensors.set(e.name, { dtype: e.dtype, shape: e.shape });
+    for (const e of entries) tensors.set(e.name, { dtype: e.dtype, shape: e.shape });
     return { tensors, metadata };
   } finally {
     closeSync(fd);
@@ -239,8 +186,6 @@ export function readSafetensorsHeader(path: string): { tensors: Map<string, { dt
 
 /** Tensors to write: a Map or a plain object of name → tensor. */
 export type SafetensorsInput = Map<string, SafetensorsTensor> | Record<string, SafetensorsTensor>;
-
-const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * Serialises tensors to the chunks of a safetensors file (header then one chunk per tensor,

@@ -2,19 +2,15 @@
 // seed's FCN models and Keras's VGG16 ImageNet files) and Caffe `.caffemodel` (the paper's FCN
 // models and Caffe's VGG16) — by its content, never its extension, through the reader of its
 // format. The common form every reader presents is described in weight-types.ts.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
+import { openInputSync } from './read-file.js';
 import type { WeightFormat, WeightSource } from './weight-types.js';
 
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 /** The format of a weight file from its first bytes; null when it is none of them. */
 export function detectWeightFormat(path: string): WeightFormat | null {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    throw new Error(`${path}: cannot read file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const fd = openInputSync(path);
   try {
     const head = Buffer.alloc(1024 + 8);
     const n = readSync(fd, head, 0, head.length, 0);

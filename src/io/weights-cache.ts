@@ -36,59 +36,20 @@ const CAFFE_DL = 'http://dl.caffe.berkeleyvision.org';
 // checked (the server's Content-Length); their ~500 MB is for progress and listings.
 export type KnownWeightsName = 'vgg16' | 'vgg16-notop' | 'fcn32s' | 'fcn16s' | 'fcn8s' | 'fcn8s-atonce';
 
+const kerasVgg16 = (name: string, file: string, bytes: number, md5: string, description: string): KnownWeights =>
+  ({ name, description, url: `${KERAS_APPLICATIONS}/${file}`, file, format: 'keras-h5', bytes, approxBytes: bytes, md5 });
+const caffeFcn = (name: string, file: string, description: string): KnownWeights =>
+  ({ name, description, url: `${CAFFE_DL}/${file}`, file, format: 'caffemodel', approxBytes: 500e6 });
+
 export const KNOWN_WEIGHTS: Record<KnownWeightsName, KnownWeights> = {
-  vgg16: {
-    name: 'vgg16',
-    description: 'Keras VGG16 ImageNet weights with the classifier (fc1/fc2 become conv6/conv7)',
-    url: `${KERAS_APPLICATIONS}/vgg16_weights_tf_dim_ordering_tf_kernels.h5`,
-    file: 'vgg16_weights_tf_dim_ordering_tf_kernels.h5',
-    format: 'keras-h5',
-    bytes: 553_467_096,
-    approxBytes: 553_467_096,
-    md5: '64373286793e3c8b2b4e3219cbf3544b',
-  },
-  'vgg16-notop': {
-    name: 'vgg16-notop',
-    description: 'Keras VGG16 ImageNet weights, convolutional layers only (no fc layers)',
-    url: `${KERAS_APPLICATIONS}/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`,
-    file: 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5',
-    format: 'keras-h5',
-    bytes: 58_889_256,
-    approxBytes: 58_889_256,
-    md5: '6d6bbae143d832006294945121d1f1fc',
-  },
-  fcn32s: {
-    name: 'fcn32s',
-    description: "the paper's FCN-32s trained on Pascal VOC + SBD (Caffe)",
-    url: `${CAFFE_DL}/fcn32s-heavy-pascal.caffemodel`,
-    file: 'fcn32s-heavy-pascal.caffemodel',
-    format: 'caffemodel',
-    approxBytes: 500e6,
-  },
-  fcn16s: {
-    name: 'fcn16s',
-    description: "the paper's FCN-16s trained on Pascal VOC + SBD (Caffe)",
-    url: `${CAFFE_DL}/fcn16s-heavy-pascal.caffemodel`,
-    file: 'fcn16s-heavy-pascal.caffemodel',
-    format: 'caffemodel',
-    approxBytes: 500e6,
-  },
-  fcn8s: {
-    name: 'fcn8s',
-    description: "the paper's FCN-8s trained in stages on Pascal VOC + SBD (Caffe)",
-    url: `${CAFFE_DL}/fcn8s-heavy-pascal.caffemodel`,
-    file: 'fcn8s-heavy-pascal.caffemodel',
-    format: 'caffemodel',
-    approxBytes: 500e6,
-  },
-  'fcn8s-atonce': {
-    name: 'fcn8s-atonce',
-    description: "the paper's FCN-8s trained all at once, skips scaled 0.01/0.0001 (Caffe)",
-    url: `${CAFFE_DL}/fcn8s-atonce-pascal.caffemodel`,
-    file: 'fcn8s-atonce-pascal.caffemodel',
-    format: 'caffemodel',
-    approxBytes: 500e6,
-  },
+  vgg16: kerasVgg16('vgg16', 'vgg16_weights_tf_dim_ordering_tf_kernels.h5', 553_467_096, '64373286793e3c8b2b4e3219cbf3544b',
+    'Keras VGG16 ImageNet weights with the classifier (fc1/fc2 become conv6/conv7)'),
+  'vgg16-notop': kerasVgg16('vgg16-notop', 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5', 58_889_256, '6d6bbae143d832006294945121d1f1fc',
+    'Keras VGG16 ImageNet weights, convolutional layers only (no fc layers)'),
+  fcn32s: caffeFcn('fcn32s', 'fcn32s-heavy-pascal.caffemodel', "the paper's FCN-32s trained on Pascal VOC + SBD (Caffe)"),
+  fcn16s: caffeFcn('fcn16s', 'fcn16s-heavy-pascal.caffemodel', "the paper's FCN-16s trained on Pascal VOC + SBD (Caffe)"),
+  fcn8s: caffeFcn('fcn8s', 'fcn8s-heavy-pascal.caffemodel', "the paper's FCN-8s trained in stages on Pascal VOC + SBD (Caffe)"),
+  'fcn8s-atonce': caffeFcn('fcn8s-atonce', 'fcn8s-atonce-pascal.caffemodel', "the paper's FCN-8s trained all at once, skips scaled 0.01/0.0001 (Caffe)"),
 };
 
 export const KNOWN_WEIGHTS_NAMES = Object.keys(KNOWN_WEIGHTS) as KnownWeightsName[];
