@@ -9,7 +9,7 @@ import { formatMetricsTable } from '../report/confusion.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
-import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { UsageError, definedOnly, parse, parseNumber, requireString } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
@@ -110,13 +110,13 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (values.weights !== undefined) {
     const model = await loadModel(values.weights);
     try {
-      result = await evaluate(model, dataset, { onProgress, ...(limit !== undefined ? { limit } : {}), ...(maxPixels !== undefined ? { maxPixels } : {}) });
+      result = await evaluate(model, dataset, { onProgress, ...definedOnly({ limit, maxPixels }) });
       source = { weights: values.weights, model: model.kind, width: model.width, precision: engineConfig().precision };
     } finally {
       model.dispose();
     }
   } else {
-    result = await scorePredictions({ predictionsDir: values.predictions!, dataset, onProgress, ...(limit !== undefined ? { limit } : {}), ...(maxPixels !== undefined ? { maxPixels } : {}) });
+    result = await scorePredictions({ predictionsDir: values.predictions!, dataset, onProgress, ...definedOnly({ limit, maxPixels }) });
     source = { predictions: values.predictions! };
   }
   bar.done({ mIoU: result.metrics.meanIoU });
