@@ -158,6 +158,15 @@ export async function runSubcommand(group: string, argv: string[], help: string,
   }
 }
 
+/** f()'s value; its error, a problem with the command line's input, as a UsageError worded by `message`. */
+export function asUsageError<T>(f: () => T, message: (problem: string) => string = (m) => m): T {
+  try {
+    return f();
+  } catch (e) {
+    throw new UsageError(message((e as Error).message));
+  }
+}
+
 /** `o` without its undefined entries: an option not given leaves the callee's default. */
 export function definedOnly<T extends object>(o: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as never;

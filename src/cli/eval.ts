@@ -9,7 +9,7 @@ import { formatMetricsTable } from '../report/confusion.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
-import { UsageError, definedOnly, parse, parseNumber, requireString } from './args.js';
+import { UsageError, asUsageError, definedOnly, parse, parseNumber, requireString } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
@@ -70,12 +70,7 @@ function checkSplit(root: string, kind: DetectedKind, split: string): void {
 async function openSplit(root: string, values: { kind?: string; split?: string; classes?: string }): Promise<{ dataset: Dataset; split: string }> {
   checkInputDir(cmd, 'data', root);
   if (values.kind !== undefined && !['voc', 'sbd', 'custom'].includes(values.kind)) throw usage(`--kind must be voc, sbd or custom, got '${values.kind}'`);
-  let kind: DetectedKind;
-  try {
-    kind = (values.kind as DetectedKind | undefined) ?? detectKind(root);
-  } catch (e) {
-    throw usage((e as Error).message);
-  }
+  const kind = asUsageError(() => (values.kind as DetectedKind | undefined) ?? detectKind(root), (m) => `fcn ${cmd}: ${m}`);
   // A custom dataset without a split list is scored on every image that has a mask.
   const split = values.split ?? (kind === 'custom' ? '' : 'val');
   if (split !== '') checkSplit(root, kind, split);
