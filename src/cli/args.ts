@@ -132,6 +132,46 @@ export function nearestOptions(given: string, known: readonly string[]): string[
   return names.filter((name) => name.length >= 3 && (name.startsWith(given) || given.startsWith(name)));
 }
 
+/**
+ * Runs a command group's subcommand (`fcn data check …`): the group's help without one (exit 2)
+ * or for --help; a usage error exits 2 with its message, any other 1 naming the subcommand.
+ */
+export async function runSubcommand(group: string, argv: string[], help: string, run: (sub: string, rest: string[]) => Promise<number>): Promise<number> {
+  const [sub, ...rest] = argv;
+  try {
+    if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
+      process.stdout.write(help);
+      return sub ? 0 : 2;
+    }
+    return await run(sub, rest);
+  } catch (e) {
+    if (e instanceof HelpRequested) {
+      process.stdout.write(e.text);
+      return 0;
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`fcn ${group} ${sub}: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+/** f()'s value; its error, a problem with the command line's input, as a UsageError worded by `message`. */
+export function asUsageError<T>(f: () => T, message: (problem: string) => string = (m) => m): T {
+  try {
+    return f();
+  } catch (e) {
+    throw new UsageError(message((e as Error).message));
+  }
+}
+
+/** `o` without its undefined entries: an option not given leaves the callee's default. */
+export function definedOnly<T extends object>(o: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as never;
+}
+
 export function requireString(command: string, value: string | undefined, flag: string): string {
   if (value === undefined || value === '') throw new UsageError(`fcn ${command}: --${flag} is required`);
   return value;

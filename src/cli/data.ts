@@ -8,7 +8,7 @@ import { DATA_SOURCES, fetchDataset } from '../data/fetch.js';
 import { progressPrinter } from '../io/download.js';
 import { paperSplit, kerasSplit } from '../data/splits.js';
 import { synthesizeDataset } from '../data/synth.js';
-import { HelpRequested, UsageError, parse, parseNumber, requireString } from './args.js';
+import { UsageError, definedOnly, runSubcommand, parse, parseNumber, requireString } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
 import { checkInputDir, checkInputFile, prepareOutputDir } from './paths.js';
 
@@ -96,12 +96,7 @@ Each subcommand answers --help (-h) with its usage, options and an example.
 const usage = (msg: string) => new UsageError(`fcn data ${msg}`);
 
 export async function dataCommand(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  try {
-    if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
-      process.stdout.write(HELP);
-      return sub ? 0 : 2;
-    }
+  return runSubcommand('data', argv, HELP, async (sub, rest) => {
     switch (sub) {
       case 'fetch': return await fetchCmd(rest);
       case 'check': return await checkCmd(rest);
@@ -109,18 +104,7 @@ export async function dataCommand(argv: string[]): Promise<number> {
       case 'split': return await splitCmd(rest);
       default: throw new UsageError(`fcn data: unknown subcommand '${sub}' (fetch, check, synth, split)`);
     }
-  } catch (e) {
-    if (e instanceof HelpRequested) {
-      process.stdout.write(e.text);
-      return 0;
-    }
-    if (e instanceof UsageError) {
-      process.stderr.write(`${e.message}\n`);
-      return 2;
-    }
-    process.stderr.write(`fcn data ${sub}: ${(e as Error).message}\n`);
-    return 1;
-  }
+  });
 }
 
 function one(cmd: string, positionals: string[], what: string): string {
@@ -140,10 +124,7 @@ async function fetchCmd(argv: string[]): Promise<number> {
   const log = (m: string) => { if (!quiet) process.stderr.write(`${m}\n`); };
   log(`${src.description}: ${values.url ?? process.env[`FCN_${name.toUpperCase()}_URL`] ?? src.url}`);
   const r = await fetchDataset(name, {
-    ...(values.dir !== undefined ? { dir: values.dir } : {}),
-    ...(values.url !== undefined ? { url: values.url } : {}),
-    ...(values.md5 !== undefined ? { md5: values.md5 } : {}),
-    ...(retries !== undefined ? { retries } : {}),
+    ...definedOnly({ dir: values.dir, url: values.url, md5: values.md5, retries }),
     noExtract: values['no-extract'] === true,
     ...(quiet ? {} : { onProgress: progressPrinter(name), onNote: log }),
   });
@@ -165,12 +146,7 @@ async function checkCmd(argv: string[]): Promise<number> {
   if (values.masks !== undefined) checkInputDir('data check', 'masks', values.masks);
   const kind = (values.kind as DetectedKind | undefined) ?? detectKind(root);
   const missing: BadSample[] = [];
-  const common = {
-    onMissing: 'skip' as const, missing,
-    ...(values.classes !== undefined ? { classes: values.classes } : {}),
-    ...(values.images !== undefined ? { images: values.images } : {}),
-    ...(values.masks !== undefined ? { masks: values.masks } : {}),
-  };
+  const common = { onMissing: 'skip' as const, missing, ...definedOnly({ classes: values.classes, images: values.images, masks: values.masks }) };
   let ds: Dataset;
   if (values.list !== undefined || values.split !== undefined) {
     ds = await openDataset(root, { ...common, kind, split: values.list !== undefined ? { list: values.list } : values.split! });
@@ -201,7 +177,7 @@ async function checkCmd(argv: string[]): Promise<number> {
   const tty = process.stderr.isTTY && !values.json;
   const report = await checkDataset(ds, {
     missing,
-    ...(concurrency !== undefined ? { concurrency } : {}),
+    ...definedOnly({ concurrency }),
     ...(tty ? { onProgress: (d: number, t: number) => { if (d === t || d % 25 === 0) process.stderr.write(`\rchecking ${d}/${t}\x1b[K${d === t ? '\r\x1b[K' : ''}`); } } : {}),
   });
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatCheckReport(report));
@@ -219,13 +195,7 @@ async function synthCmd(argv: string[]): Promise<number> {
   const quality = int('quality', (n) => n >= 1 && n <= 100, 'an integer in 1-100');
   prepareOutputDir('data synth', 'out', out);
   const t0 = performance.now();
-  const r = await synthesizeDataset({
-    out,
-    ...(count !== undefined ? { count } : {}),
-    ...(seed !== undefined ? { seed } : {}),
-    ...(size !== undefined ? { size } : {}),
-    ...(quality !== undefined ? { quality } : {}),
-  });
+  const r = await synthesizeDataset({ out, ...definedOnly({ count, seed, size, quality }) });
   process.stderr.write(`synthetic dataset: ${r.train.length} train + ${r.val.length} val scenes in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   process.stdout.write(`${r.root}\n`);
   return 0;

@@ -9,7 +9,7 @@ import { formatMetricsTable } from '../report/confusion.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
-import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { UsageError, asUsageError, definedOnly, parse, parseNumber, requireString } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
@@ -70,12 +70,7 @@ function checkSplit(root: string, kind: DetectedKind, split: string): void {
 async function openSplit(root: string, values: { kind?: string; split?: string; classes?: string }): Promise<{ dataset: Dataset; split: string }> {
   checkInputDir(cmd, 'data', root);
   if (values.kind !== undefined && !['voc', 'sbd', 'custom'].includes(values.kind)) throw usage(`--kind must be voc, sbd or custom, got '${values.kind}'`);
-  let kind: DetectedKind;
-  try {
-    kind = (values.kind as DetectedKind | undefined) ?? detectKind(root);
-  } catch (e) {
-    throw usage((e as Error).message);
-  }
+  const kind = asUsageError(() => (values.kind as DetectedKind | undefined) ?? detectKind(root), (m) => `fcn ${cmd}: ${m}`);
   // A custom dataset without a split list is scored on every image that has a mask.
   const split = values.split ?? (kind === 'custom' ? '' : 'val');
   if (split !== '') checkSplit(root, kind, split);
@@ -110,13 +105,13 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (values.weights !== undefined) {
     const model = await loadModel(values.weights);
     try {
-      result = await evaluate(model, dataset, { onProgress, ...(limit !== undefined ? { limit } : {}), ...(maxPixels !== undefined ? { maxPixels } : {}) });
+      result = await evaluate(model, dataset, { onProgress, ...definedOnly({ limit, maxPixels }) });
       source = { weights: values.weights, model: model.kind, width: model.width, precision: engineConfig().precision };
     } finally {
       model.dispose();
     }
   } else {
-    result = await scorePredictions({ predictionsDir: values.predictions!, dataset, onProgress, ...(limit !== undefined ? { limit } : {}), ...(maxPixels !== undefined ? { maxPixels } : {}) });
+    result = await scorePredictions({ predictionsDir: values.predictions!, dataset, onProgress, ...definedOnly({ limit, maxPixels }) });
     source = { predictions: values.predictions! };
   }
   bar.done({ mIoU: result.metrics.meanIoU });

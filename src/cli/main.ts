@@ -76,8 +76,6 @@ export const infoSpec = defineCommand({
 
 type Command = (argv: string[]) => Promise<number>;
 
-const engineOptions = applyEngineFlags;
-
 function parseKind(command: string, value: string | undefined): FcnKind {
   const kind = requireString(command, value, 'model');
   if (!FCN_KINDS.includes(kind as FcnKind)) throw new UsageError(`fcn ${command}: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
@@ -86,7 +84,7 @@ function parseKind(command: string, value: string | undefined): FcnKind {
 
 const init: Command = async (argv) => {
   const { values } = parse(initSpec, argv);
-  engineOptions('init', values);
+  applyEngineFlags('init', values);
   const kind = parseKind('init', values.model);
   const width = parseNumber('init', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
   const seed = parseNumber('init', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;
@@ -108,7 +106,7 @@ const init: Command = async (argv) => {
 
 const predict: Command = async (argv) => {
   const { values } = parse(predictSpec, argv);
-  engineOptions('predict', values);
+  applyEngineFlags('predict', values);
   const weights = requireString('predict', values.weights, 'weights');
   const image = requireString('predict', values.image, 'image');
   const labelsOut = values.labels ?? `${path.parse(image).name}_labels.png`;
@@ -145,7 +143,7 @@ const predict: Command = async (argv) => {
 
 const info: Command = async (argv) => {
   const { values } = parse(infoSpec, argv);
-  engineOptions('info', values);
+  applyEngineFlags('info', values);
   const n = native.info();
   const cfg = engineConfig();
   const cpu = cpuFeatures();

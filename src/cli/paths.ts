@@ -144,36 +144,29 @@ function checkExistingAncestor(cmd: string, flag: string, given: string, located
 
 /** An input file (weights, an image, a list): it must exist, be a regular file, and be readable. */
 export function checkInputFile(cmd: string, flag: string, file: string): void {
-  let stats: Stats;
-  try {
-    stats = statSync(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(cmd, flag, file, code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file' : `cannot read it (${reasonOf(e)})`);
-  }
-  if (stats.isDirectory()) fail(cmd, flag, file, 'is a folder, not a file');
-  if (!stats.isFile()) fail(cmd, flag, file, 'is not a regular file');
-  try {
-    accessSync(file, constants.R_OK);
-  } catch (e) {
-    fail(cmd, flag, file, `cannot read it (${reasonOf(e)})`);
-  }
+  checkInput(cmd, flag, file, false);
 }
 
 /** An input folder (a dataset root, a folder of predictions): it must exist and be readable. */
 export function checkInputDir(cmd: string, flag: string, dir: string): void {
+  checkInput(cmd, flag, dir, true);
+}
+
+function checkInput(cmd: string, flag: string, given: string, folder: boolean): void {
   let stats: Stats;
   try {
-    stats = statSync(dir);
+    stats = statSync(given);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    fail(cmd, flag, dir, code === 'ENOENT' || code === 'ENOTDIR' ? 'no such folder' : `cannot read it (${reasonOf(e)})`);
+    fail(cmd, flag, given, code === 'ENOENT' || code === 'ENOTDIR' ? `no such ${folder ? 'folder' : 'file'}` : `cannot read it (${reasonOf(e)})`);
   }
-  if (!stats.isDirectory()) fail(cmd, flag, dir, 'is a file, not a folder');
+  if (folder && !stats.isDirectory()) fail(cmd, flag, given, 'is a file, not a folder');
+  if (!folder && stats.isDirectory()) fail(cmd, flag, given, 'is a folder, not a file');
+  if (!folder && !stats.isFile()) fail(cmd, flag, given, 'is not a regular file');
   try {
-    accessSync(dir, constants.R_OK | constants.X_OK);
+    accessSync(given, folder ? constants.R_OK | constants.X_OK : constants.R_OK);
   } catch (e) {
-    fail(cmd, flag, dir, `cannot read it (${reasonOf(e)})`);
+    fail(cmd, flag, given, `cannot read it (${reasonOf(e)})`);
   }
 }
 

@@ -9,7 +9,7 @@ import { collectImages } from '../infer/segment-files.js';
 import { segmentImage } from '../infer/inference.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import { checkWeightsArgument, prepareOutputFile } from './paths.js';
-import { UsageError, parse, parseNumber, requireString } from './args.js';
+import { UsageError, asUsageError, parse, parseNumber, requireString } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
 import { engineOptionSpecs } from './help.js';
 
@@ -51,12 +51,7 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
   checkWeightsArgument(cmd, 'weights', weights);
   const paths = calib.split(',').map((s) => s.trim());
   if (paths.some((p) => p === '')) throw new UsageError(`fcn ${cmd}: --calib must be a comma-separated list of images or folders, got '${calib}'`);
-  let images: string[];
-  try {
-    images = collectImages(paths).slice(0, limit);
-  } catch (e) {
-    throw new UsageError(`fcn ${cmd}: --calib: ${(e as Error).message}`);
-  }
+  const images = asUsageError(() => collectImages(paths).slice(0, limit), (m) => `fcn ${cmd}: --calib: ${m}`);
   if (images.length === 0) throw new UsageError(`fcn ${cmd}: --calib '${calib}' holds no .jpg, .jpeg or .png image`);
   prepareOutputFile(cmd, 'out', out);
   configureEngine({ ...(threads !== undefined ? { threads } : {}), precision: 'float32' });

@@ -4,7 +4,7 @@ import { readClassSet, type ClassSet } from '../data/classes.js';
 import type { FCN } from '../models/fcn.js';
 import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
-import { UsageError, parse, parseNumber } from './args.js';
+import { UsageError, asUsageError, definedOnly, parse, parseNumber } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
@@ -58,12 +58,7 @@ export async function segmentCommand(argv: string[]): Promise<number> {
     if (compareFiles.length === 0) throw usage('--labels gives the ground truth of --compare pictures: add --compare');
     checkInputDir(cmd, 'labels', values.labels);
   }
-  let images: string[];
-  try {
-    images = collectImages(positionals);
-  } catch (e) {
-    throw usage((e as Error).message);
-  }
+  const images = asUsageError(() => collectImages(positionals), (m) => `fcn ${cmd}: ${m}`);
   const out = values.out ?? 'segments';
   prepareOutputDir(cmd, 'out', out);
 
@@ -94,9 +89,7 @@ export async function segmentCommand(argv: string[]): Promise<number> {
       model: primary,
       compare: compareModels.map((c, i) => ({ title: titles[i]!, model: c.model })),
       ...(classNames ? { classNames } : {}),
-      ...(alpha !== undefined ? { alpha } : {}),
-      ...(maxPixels !== undefined ? { maxPixels } : {}),
-      ...(values.labels !== undefined ? { truthDir: values.labels } : {}),
+      ...definedOnly({ alpha, maxPixels, truthDir: values.labels }),
       ...(classSet ? { truthClasses: classSet } : {}),
       onImage: (r, done, total) => {
         const top = r.shares.slice(0, 3).map((s) => `${s.name} ${(100 * s.share).toFixed(1)}%`).join(', ');

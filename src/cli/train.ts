@@ -6,7 +6,7 @@ import { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fc
 import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedule, type TrainConfig } from '../train/config.js';
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
 import { DEFAULT_BUCKET_MB, startDistributed, type Distributed } from '../train/distributed.js';
-import { UsageError, parse, parseNumber, type ParsedValues } from './args.js';
+import { UsageError, asUsageError, parse, parseNumber, type ParsedValues } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
@@ -98,12 +98,7 @@ export function resolveConfig(v: Values): TrainConfig {
   else c.stages = [{ model: v.model as FcnKind, epochs: epochs ?? 10, trainable: 'all' }];
   if (v.config) {
     checkInputFile(cmd, 'config', v.config);
-    let json: unknown;
-    try {
-      json = JSON.parse(readFileSync(v.config, 'utf8'));
-    } catch (e) {
-      throw new UsageError(`fcn train: ${v.config}: not valid JSON (${(e as Error).message})`);
-    }
+    const json: unknown = asUsageError(() => JSON.parse(readFileSync(v.config!, 'utf8')), (m) => `fcn train: ${v.config}: not valid JSON (${m})`);
     c = mergeConfig(c, json, v.config);
   }
   const set = <T>(value: T | undefined, apply: (x: T) => void) => value !== undefined && apply(value);
@@ -144,11 +139,7 @@ export function resolveConfig(v: Values): TrainConfig {
   set(int('limit-train', v['limit-train']), (x) => (c.data.limitTrain = x));
   set(int('limit-val', v['limit-val']), (x) => (c.data.limitVal = x));
   c.precision = trainingPrecision(engineConfig().precision);
-  try {
-    validateConfig(c, 'fcn train');
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  asUsageError(() => validateConfig(c, 'fcn train'));
   return c;
 }
 
@@ -201,23 +192,18 @@ export async function trainCommand(argv: string[]): Promise<number> {
     runDir = v.resume;
     const file = runPaths(runDir).config;
     if (!existsSync(file)) throw new UsageError(`fcn train: ${runDir} is not a run directory (no config.json)`);
-    try {
-      config = JSON.parse(readFileSync(file, 'utf8')) as TrainConfig;
-      validateConfig(config, file);
-    } catch (e) {
-      throw new UsageError(`fcn train: ${(e as Error).message}`);
-    }
+    config = asUsageError(() => {
+      const recorded = JSON.parse(readFileSync(file, 'utf8')) as TrainConfig;
+      validateConfig(recorded, file);
+      return recorded;
+    }, (m) => `fcn train: ${m}`);
     if (root) prepareOutputDir('train', 'resume', runDir);
     // --precision on a resume changes the run's precision from here on (e.g. on a machine
     // without bf16), and says so; without it the run keeps its own.
     const precision = v.precision === undefined ? config.precision : trainingPrecision(engineConfig().precision);
     if (precision !== config.precision && root) console.error(`fcn train: resuming in ${precision} (the run so far trained in ${config.precision})`);
     config = { ...config, precision };
-    try {
-      checkInputDir('train', 'data', config.data.root);
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message} (the dataset root recorded in ${file})`);
-    }
+    asUsageError(() => checkInputDir('train', 'data', config.data.root), (m) => `${m} (the dataset root recorded in ${file})`);
   } else {
     config = resolveConfig(v);
     runDir = v.out ?? path.join('runs', `${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}-${config.stages.at(-1)!.model}`);
@@ -225,11 +211,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     if (existsSync(runPaths(runDir).config)) throw new UsageError(`fcn train: ${runDir} already holds a run (use --resume ${runDir} to continue it, or another --out)`);
   }
   if (distributed) {
-    try {
-      distributed.checkBatch(config.batchSize);
-    } catch (e) {
-      throw new UsageError(`fcn train: ${(e as Error).message}`);
-    }
+    asUsageError(() => distributed.checkBatch(config.batchSize), (m) => `fcn train: ${m}`);
     // Every rank has checked the folder before rank 0 writes in it.
     distributed.mpi.barrier();
   }

@@ -11,7 +11,7 @@ import {
 import { modelFromSource, saveWeights } from '../models/weights.js';
 import { WEIGHTS_FORMAT, weightsMetadata } from '../models/weights-layout.js';
 import { prepareOutputFile, resolveWeightsArgument } from './paths.js';
-import { UsageError, parse, parseNumber } from './args.js';
+import { UsageError, definedOnly, parse, parseNumber, runSubcommand } from './args.js';
 
 const KNOWN = KNOWN_WEIGHTS_NAMES.join(', ');
 
@@ -87,12 +87,7 @@ Example:
 const usage = (msg: string) => new UsageError(`fcn weights ${msg}`);
 
 export async function weightsCommand(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  try {
-    if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
-      process.stdout.write(HELP);
-      return sub ? 0 : 2;
-    }
+  return runSubcommand('weights', argv, HELP, async (sub, rest) => {
     if (!(sub in SUB_HELP)) throw new UsageError(`fcn weights: unknown subcommand '${sub}' (${Object.keys(SUB_HELP).join(', ')})`);
     if (rest.includes('--help') || rest.includes('-h')) {
       process.stdout.write(SUB_HELP[sub]!);
@@ -104,14 +99,7 @@ export async function weightsCommand(argv: string[]): Promise<number> {
       case 'inspect': return await inspectCmd(rest);
       default: return await convertCmd(rest);
     }
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`${e.message}\n`);
-      return 2;
-    }
-    process.stderr.write(`fcn weights ${sub}: ${(e as Error).message}\n`);
-    return 1;
-  }
+  });
 }
 
 async function fetchCmd(argv: string[]): Promise<number> {
@@ -130,9 +118,8 @@ async function fetchCmd(argv: string[]): Promise<number> {
     const url = weightsUrl(name, process.env, values.url);
     log(`${name}: ${KNOWN_WEIGHTS[name as KnownWeightsName].description}\n  from ${url}`);
     const r = await fetchWeights(name, {
-      ...(values.url !== undefined ? { url: values.url } : {}),
+      ...definedOnly({ url: values.url, retries }),
       force: values.force === true,
-      ...(retries !== undefined ? { retries } : {}),
       ...(quiet ? {} : { onProgress: progressPrinter(name), onNote: log }),
     });
     log(r.cached ? `  already cached (${formatBytes(r.bytes)}; --force downloads again)` : `  downloaded ${formatBytes(r.bytes)}`);

@@ -145,14 +145,7 @@ export function wholeImageBytes(model: FCN, height: number, width: number): numb
 
 /** A tensor's values as float32 (bfloat16 widened: exact; int8 activations dequantized). */
 function toFloat32(t: Tensor): Float32Array {
-  if (t.dtype === 'uint8') {
-    const f = dequantized(t);
-    try {
-      return f.toArray() as Float32Array;
-    } finally {
-      f.dispose();
-    }
-  }
+  if (t.dtype === 'uint8') return then(dequantized(t), (f) => f.toArray() as Float32Array);
   const raw = t.toArray();
   if (raw instanceof Float32Array) return raw;
   if (raw instanceof Uint16Array) return new Float32Array(Uint32Array.from(raw, (b) => b << 16).buffer);
@@ -160,7 +153,7 @@ function toFloat32(t: Tensor): Float32Array {
 }
 
 /** Runs `f` on `x` and frees `x` (the caller's tensor is consumed). */
-function then(x: Tensor, f: (x: Tensor) => Tensor): Tensor {
+function then<R>(x: Tensor, f: (x: Tensor) => R): R {
   try {
     return f(x);
   } finally {
@@ -223,13 +216,10 @@ interface Outputs {
 function readOut(name: string, logits: Tensor, out: Outputs, imageWidth: number, imageHeight: number, top: number, left: number, where: string): void {
   checkFinite(name, logits, where);
   const [, classes, h, w] = logits.dims as [number, number, number, number];
-  const pred = native.argmax(logits);
-  try {
+  then(native.argmax(logits), (pred) => {
     const labels = pred.toArray() as Uint8Array;
     for (let y = 0; y < h; y++) out.labels.set(labels.subarray(y * w, (y + 1) * w), (top + y) * imageWidth + left);
-  } finally {
-    pred.dispose();
-  }
+  });
   if (!out.logits && !out.probabilities) return;
   const data = logits.toArray() as Float32Array;
   const plane = imageWidth * imageHeight, at = (p: number) => (top + Math.floor(p / w)) * imageWidth + left + (p % w);
@@ -371,11 +361,7 @@ function tiledHead(model: FCN, pool5: StitchedMap, o: TiledOptions, ops: Network
     eachWindow(rows, cols, (ky, kx) => {
       const wy = rows.windows[ky]!, wx = cols.windows[kx]!;
       const t = walkHead(net, pool5.window(wy.start, wx.start, wy.end - wy.start, wx.end - wx.start), ops);
-      try {
-        score7.paste(t, keptRows[ky]!, keptCols[kx]!, wy.start, wx.start);
-      } finally {
-        t.dispose();
-      }
+      then(t, (x) => score7.paste(x, keptRows[ky]!, keptCols[kx]!, wy.start, wx.start));
       releaseIdleBuffers(0);
     });
   } catch (e) {
@@ -411,11 +397,7 @@ function tiledOutput(model: FCN, fused: Tensor, rgb: RgbImage, o: TiledOptions, 
       throw new Error(`tile plan: the upsampled window ${u.dims[3]}×${u.dims[2]} does not hold ${w}×${h} at (${left}, ${top})`);
     }
     const logits = then(u, (x) => native.cropPad(x, { top, left, height: h, width: w }));
-    try {
-      readOut(o.name, logits, outputs, W, H, wy.start, wx.start, ` in the window at (${wx.start}, ${wy.start}), ${w}×${h}`);
-    } finally {
-      logits.dispose();
-    }
+    then(logits, (x) => readOut(o.name, x, outputs, W, H, wy.start, wx.start, ` in the window at (${wx.start}, ${wy.start}), ${w}×${h}`));
     // Windows at the image's edges have other sizes than the inner ones.
     releaseIdleBuffers(0);
   });
@@ -516,11 +498,7 @@ export function segmentImage(model: FCN, rgb: RgbImage, options: InferenceOption
     }
     const outputs = emptyOutputs(model, width, height, o);
     const logits = then(native.fromArray([1, 3, height, width], networkInput(rgb, o.means)), (x) => model.predictLogits(x, o.precision, hooks));
-    try {
-      readOut(o.name, logits, outputs, width, height, 0, 0, '');
-    } finally {
-      logits.dispose();
-    }
+    then(logits, (x) => readOut(o.name, x, outputs, width, height, 0, 0, ''));
     return { ...outputs, width, height, classes, plan: { tiled: false, tiles: 1, tileSize: Math.max(width, height), poolWindows: 0, headWindows: 1, outputWindows: 1 } };
   } finally {
     releaseIdleBuffers(o.idleBufferLimit ?? IDLE_BUFFER_LIMIT);

@@ -6,6 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { writeFileAtomicAsync } from '../io/atomic.js';
 import type { Metrics } from './confusion.js';
+// XML's five escapes are HTML's too, for text and quoted attributes.
+import { escapeXml as escapeHtml } from './plot.js';
 
 /** A PNG as bytes (embedded as a data URI) or a file path, linked: an absolute path is made
  * relative to the report's directory, a relative one is taken as already relative to it. */
@@ -35,10 +37,6 @@ export interface HtmlReportSpec {
   config: unknown;
   /** A line under the title, e.g. the model, split and date. */
   subtitle?: string;
-}
-
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
 const percent = (v: number) => (Number.isFinite(v) ? (100 * v).toFixed(2) : '—');

@@ -3,6 +3,7 @@
 import { readdirSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { FcnKind } from '../models/fcn.js';
+import { orElse } from './runs.js';
 
 export interface DemoModels {
   /** The demo's output folder (holding report.html and run/). */
@@ -35,13 +36,7 @@ export function demoModels(out: string): DemoModels | null {
 
 /** The most recent finished demo under `root` (by the time of its report), or null. */
 export function latestDemo(root: string): DemoModels | null {
-  let entries: string[];
-  try {
-    entries = readdirSync(root);
-  } catch {
-    return null;
-  }
-  const demos = entries
+  const demos = orElse(() => readdirSync(root), [])
     .map((e) => path.join(root, e))
     .map((out) => ({ out, models: demoModels(out) }))
     .filter((d): d is { out: string; models: DemoModels } => d.models !== null)

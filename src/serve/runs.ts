@@ -20,6 +20,18 @@ const MAX_FOLDERS = 2000;
 
 const isRun = (dir: string) => existsSync(path.join(dir, 'config.json'));
 
+/**
+ * f()'s value, or `fallback` when it throws: a run's files may be missing, half written or
+ * unreadable while `fcn train` works on them, and the page shows what it can.
+ */
+export function orElse<T>(f: () => T, fallback: T): T {
+  try {
+    return f();
+  } catch {
+    return fallback;
+  }
+}
+
 /** Every run under the roots (a root that is itself a run counts, named by its folder). */
 export function findRuns(roots: readonly string[]): RunRef[] {
   const found = new Map<string, RunRef>();
@@ -37,12 +49,7 @@ export function findRuns(roots: readonly string[]): RunRef[] {
     }
     const walk = (dir: string, rel: string, depth: number) => {
       if (depth > MAX_DEPTH || budget <= 0) return;
-      let entries: import('node:fs').Dirent[];
-      try {
-        entries = readdirSync(dir, { withFileTypes: true });
-      } catch {
-        return;
-      }
+      const entries = orElse(() => readdirSync(dir, { withFileTypes: true }), []);
       for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
         // Symbolic links are not followed: a run is a real folder under a root.
         if (!e.isDirectory() || e.name.startsWith('.') || --budget <= 0) continue;
@@ -69,29 +76,17 @@ const SERVED_FILE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*\.(png|svg)$/;
 export function runFile(run: RunRef, folder: string, file: string): { root: string; file: string } | undefined {
   if (!(RUN_FOLDERS as readonly string[]).includes(folder) || !SERVED_FILE.test(file)) return undefined;
   const root = path.join(run.dir, folder);
-  let names: string[];
-  try {
-    names = readdirSync(root);
-  } catch {
-    return undefined;
-  }
-  if (!names.includes(file)) return undefined;
+  if (!orElse(() => readdirSync(root), []).includes(file)) return undefined;
   // A link out of the run (samples/x.png → /etc/passwd) is not the run's file.
-  try {
+  const inside = orElse(() => {
     const real = realpathSync(path.join(root, file));
-    if (!real.startsWith(realpathSync(run.dir) + path.sep) || !statSync(real).isFile()) return undefined;
-  } catch {
-    return undefined;
-  }
-  return { root, file };
+    return real.startsWith(realpathSync(run.dir) + path.sep) && statSync(real).isFile();
+  }, false);
+  return inside ? { root, file } : undefined;
 }
 
 function listImages(run: RunRef, folder: RunFolder): string[] {
-  try {
-    return readdirSync(path.join(run.dir, folder)).filter((f) => SERVED_FILE.test(f)).sort();
-  } catch {
-    return [];
-  }
+  return orElse(() => readdirSync(path.join(run.dir, folder)), []).filter((f) => SERVED_FILE.test(f)).sort();
 }
 
 type LogRecord = { type: string; [key: string]: unknown };
@@ -107,12 +102,8 @@ export class LogTail {
 
   /** Reads what was appended; returns whether anything new was parsed. A log that shrank or was replaced is read again from the start. */
   poll(): boolean {
-    let fd: number;
-    try {
-      fd = openSync(this.file, 'r');
-    } catch {
-      return false;
-    }
+    const fd = orElse(() => openSync(this.file, 'r'), null);
+    if (fd === null) return false;
     try {
       const st = fstatSync(fd);
       const identity = `${st.dev}:${st.ino}`;
@@ -185,11 +176,7 @@ const MAX_STEPS = 400;
 export const runUrl = (name: string) => `/api/runs/${encodeURIComponent(name)}`;
 
 function readJson(file: string): Record<string, unknown> | null {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch {
-    return null;
-  }
+  return orElse(() => JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>, null);
 }
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -273,14 +260,6 @@ function finalMetrics(run: RunRef, lastEpoch: EpochRecord | undefined): RunSumma
   return { metrics: { pixelAccuracy: v.pixelAccuracy, meanAccuracy: v.meanAccuracy, meanIoU: v.meanIoU, frequencyWeightedIoU: v.frequencyWeightedIoU }, perClass: null, source: `validation after epoch ${lastEpoch.epoch}` };
 }
 
-function mtimeMs(file: string): number | null {
-  try {
-    return statSync(file).mtimeMs;
-  } catch {
-    return null; // no log yet
-  }
-}
-
 /** Everything the Training page shows about a run, from its files as they are now. */
 export function summarizeRun(run: RunRef, tail: LogTail, now = Date.now()): RunSummary {
   tail.poll();
@@ -291,7 +270,7 @@ export function summarizeRun(run: RunRef, tail: LogTail, now = Date.now()): RunS
   const optimizer = (config.optimizer ?? {}) as Record<string, unknown>;
   const batchSize = num(config.batchSize);
   const p = readProgress(tail.records);
-  const updatedMs = mtimeMs(tail.file);
+  const updatedMs = orElse(() => statSync(tail.file).mtimeMs, null); // null: no log yet
   const { status, message } = runStatus(p, updatedMs, tail.records.length, now);
   const steps = p.steps;
   const thinned = steps.length <= MAX_STEPS ? steps : steps.filter((_, i) => i % Math.ceil(steps.length / MAX_STEPS) === 0 || i === steps.length - 1);

@@ -23,6 +23,7 @@ export interface Optimizer {
 abstract class StatefulOptimizer {
   protected readonly slots = new Map<string, Tensor>();
   steps = 0;
+  abstract lr: number;
 
   /** The slot `<kind>.<param name>`, zero-initialised on first use. */
   protected slot(kind: string, p: Param): Tensor {
@@ -37,6 +38,10 @@ abstract class StatefulOptimizer {
 
   stateArrays(): Map<string, Tensor> {
     return this.slots;
+  }
+
+  stateScalars(): Record<string, number> {
+    return { steps: this.steps, lr: this.lr };
   }
 
   loadState(arrays: Map<string, Tensor>, scalars: Record<string, number>): void {
@@ -99,9 +104,6 @@ export class Adam extends StatefulOptimizer implements Optimizer {
     for (const p of live) p.updated(true);
   }
 
-  stateScalars(): Record<string, number> {
-    return { steps: this.steps, lr: this.lr };
-  }
 }
 
 export interface SgdOptions {
@@ -143,7 +145,4 @@ export class Sgd extends StatefulOptimizer implements Optimizer {
     }
   }
 
-  stateScalars(): Record<string, number> {
-    return { steps: this.steps, lr: this.lr };
-  }
 }

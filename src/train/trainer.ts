@@ -217,18 +217,13 @@ async function validate(model: FCN, loader: DataLoader, c: TrainConfig, epoch: n
 async function writePlots(p: RunPaths, history: EpochRecord[]): Promise<void> {
   mkdirSync(p.plots, { recursive: true });
   const series = (pick: (r: EpochRecord) => number | undefined, name: string) => ({ name, points: history.map((r) => [r.epoch, pick(r) ?? NaN] as [number, number]) });
-  await writeChart(path.join(p.plots, 'loss'), {
-    title: 'Loss per epoch',
-    xLabel: 'epoch',
-    yLabel: 'cross-entropy per pixel',
-    series: [series((r) => r.train.loss, 'train'), series((r) => r.val?.loss, 'validation')],
-  });
-  await writeChart(path.join(p.plots, 'miou'), {
-    title: 'Mean IoU per epoch',
-    xLabel: 'epoch',
-    yLabel: 'mean IoU',
-    series: [series((r) => r.train.meanIoU, 'train'), series((r) => r.val?.meanIoU, 'validation')],
-  });
+  const charts = [
+    { file: 'loss', title: 'Loss per epoch', yLabel: 'cross-entropy per pixel', key: 'loss' },
+    { file: 'miou', title: 'Mean IoU per epoch', yLabel: 'mean IoU', key: 'meanIoU' },
+  ] as const;
+  for (const { file, title, yLabel, key } of charts) {
+    await writeChart(path.join(p.plots, file), { title, xLabel: 'epoch', yLabel, series: [series((r) => r.train[key], 'train'), series((r) => r.val?.[key], 'validation')] });
+  }
 }
 
 /** What the stages and epochs of one call of train() share. */
