@@ -1,7 +1,6 @@
 // --help text of every command, written from the same spec the command parses its arguments
 // with (src/cli/spec.ts `CommandSpec`), so the help cannot list an option the command does
 // not take, or miss one it does.
-import { readFileSync } from 'node:fs';
 import { REQUIRED, type CommandSpec, type OptionSpec } from './spec.js';
 
 /** The engine options every model-running command takes. */
@@ -79,8 +78,4 @@ Model-running commands take --threads N and --precision float32|bfloat16|auto.
 `;
 }
 
-/** The version in package.json (two folders up from src/cli and from dist/cli alike). */
-export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
-  return pkg.version ?? 'unknown';
-}
+

@@ -1,7 +1,7 @@
 // The `fcn` command line.
 import path from 'node:path';
-import { configureEngine, cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures, type CpuFeatures } from '../engine/config.js';
-import { native, type Precision } from '../engine/binding.js';
+import { cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures, type CpuFeatures } from '../engine/config.js';
+import { native } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { kernelChoiceFile, kernelChoiceMode, kernelChoices } from '../engine/kernel-choice.js';
 import { errorCode } from '../errors.js';
@@ -13,7 +13,8 @@ import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
 import { HelpRequested, UsageError, nearestOptions, parse, parseNumber, requireString } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
-import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs, packageVersion } from './help.js';
+import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs } from './help.js';
+import { packageVersion } from '../io/package-version.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { applyEngineFlags } from './engine-flags.js';
 

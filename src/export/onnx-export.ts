@@ -29,9 +29,6 @@
 // schema in io/onnx.ts, and each weight's bytes are converted from the engine only when its
 // chunk is reached, so writing a 500 MB model holds one tensor at a time, not the whole file.
 import { endianness } from 'node:os';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { native } from '../engine/binding.js';
 import type { FCN } from '../models/fcn.js';
 import { walkNetwork, type NetworkOps } from '../models/network.js';
@@ -40,6 +37,7 @@ import type { Tensor } from '../engine/binding.js';
 import { meansBgr } from '../data/transforms.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { packageVersion } from '../io/package-version.js';
 import {
   GraphProto, ModelProto, OnnxAttributeType, OnnxDataType, OnnxField, TensorProto, encodeMessage, lengthDelimited, valueInfo,
   type OnnxAttribute, type OnnxNode, type OnnxTensorHeader, type OnnxValueInfo,
@@ -84,14 +82,6 @@ function irVersionFor(opset: number): number {
   return 11;
 }
 
-function producerVersion(): string {
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-  try {
-    return (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown'; // informative only
-  }
-}
 
 /** A graph initializer: small constants carry their values in the header; weights are read lazily. */
 interface Initializer {
@@ -309,7 +299,7 @@ export function onnxChunks(model: FCN, options: OnnxExportOptions = {}): Iterabl
   const head = encodeMessage(ModelProto, {
     irVersion: irVersionFor(opset),
     producerName: 'fcn',
-    producerVersion: producerVersion(),
+    producerVersion: packageVersion(),
     docString: `${model.kind} (${metadata.style} style, width ${model.width}, ${model.numClasses} classes). Input ${metadata.input}; outputs ${metadata.outputs}.`,
     opsetImport: [{ domain: '', version: opset }],
     metadataProps: Object.entries({ ...metadata, ...(int8 ? { precision: 'int8', activation_levels: String(levels) } : {}) }).map(([key, value]) => ({ key, value })),

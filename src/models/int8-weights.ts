@@ -7,7 +7,7 @@
 // output scale: their outputs are float32), and the metadata `quantization: int8` and
 // `calibration` (how the activation scales were found). Any reader of the project's weights
 // loads it: float32 kernels are the dequantized ones, and `--precision int8` runs the int8 form.
-import { native, type Tensor } from '../engine/binding.js';
+import type { Tensor } from '../engine/binding.js';
 import type { FCN } from './fcn.js';
 import { fromKerasLayout, toKerasLayout, weightsMetadata } from './weights-layout.js';
 import { writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';

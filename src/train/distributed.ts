@@ -30,14 +30,10 @@ import type { Param } from '../nn/param.js';
 import { DataLoader, type Batch, type LoaderOptions } from '../data/loader.js';
 import { computeGradients, type GradientExchange, type StepOptions, type StepResult } from './step.js';
 import os from 'node:os';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { fcnErrorClass } from '../errors.js';
 
 /** Ranks disagree (weights, settings) or one cannot take part: the job stops. */
-export class DistributedError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('DISTRIBUTED', problem, context);
-  }
-}
+export const DistributedError = fcnErrorClass('DISTRIBUTED');
 
 export interface DistributedOptions {
   /** How gradients travel: float32, or bfloat16 (half the bytes, float32 additions). */

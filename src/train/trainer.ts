@@ -6,10 +6,9 @@
 // where a run stopped, from the previous checkpoint when the last one is missing or damaged.
 // The loop is flat functions in the manner of torchvision's reference scripts: train() walks
 // stages and epochs; trainOneEpoch, endOfEpoch, saveLast and stopNonFinite do the work.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { native, type Tensor } from '../engine/binding.js';
 import { disposeAll } from '../engine/tape.js';
 import { FCN, type FcnKind } from '../models/fcn.js';
@@ -32,21 +31,14 @@ import { computeGradients, type StepResult } from './step.js';
 import type { Distributed } from './distributed.js';
 import { loadCheckpoint, saveCheckpoint, type EpochRecord, type TrainState } from './checkpoint.js';
 import { validateConfig, type StageConfig, type TrainConfig } from './config.js';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { fcnErrorClass } from '../errors.js';
+import { packageRoot, packageVersion } from '../io/package-version.js';
 
 /** The loss or a weight became NaN or infinite: the run stops, its last checkpoint stays good. */
-export class NonFiniteLossError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('NON_FINITE_LOSS', problem, context);
-  }
-}
+export const NonFiniteLossError = fcnErrorClass('NON_FINITE_LOSS');
 
 /** `resume` found no checkpoint it could load: the run is not started over in its folder. */
-export class ResumeError extends FcnError {
-  constructor(problem: string, context?: ErrorContext) {
-    super('RESUME', problem, context);
-  }
-}
+export const ResumeError = fcnErrorClass('RESUME');
 
 export interface RunPaths {
   dir: string;
@@ -123,15 +115,8 @@ export function applyTrainable(model: FCN, stage: StageConfig, previous: FcnKind
 }
 
 function codeVersion(): string {
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-  let version = 'unknown';
-  try {
-    version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
-  } catch {
-    /* not fatal: the version is informative */
-  }
-  const git = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' });
-  return git.status === 0 ? `${version}+${git.stdout.trim()}` : version;
+  const git = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: packageRoot, encoding: 'utf8' });
+  return git.status === 0 ? `${packageVersion()}+${git.stdout.trim()}` : packageVersion();
 }
 
 function trainPipelineOf(c: TrainConfig): PipelineSpec {
