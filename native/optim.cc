@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -12,6 +16,12 @@
 namespace fcn {
 
 namespace {
+// See Packed::plan.
+struct TilePlan {
+  std::vector<int64_t> run_at;
+  std::vector<int32_t> run_len, src;
+};
+
 // Copies of a kernel in the layouts its primitives use (float32 or bfloat16), rewritten by
 // the update in the same pass as the master weights: a training step then reorders no
 // weights. `flipped`: the input-gradient convolution's copy, [i][o][KH−1−kh][KW−1−kw].
@@ -23,8 +33,7 @@ struct Packed {
   // plan serves every full tile: the tile's destination in contiguous runs (offsets from
   // to[o0] + ti[i0]) and, in that order, each element's index in the master from its corner.
   // Writing along the destination, reading the just-updated master from cache, vectorises.
-  std::vector<int64_t> run_at;
-  std::vector<int32_t> run_len, src;
+  std::shared_ptr<const TilePlan> plan;  // null: no plan, the tile is scattered element-wise
 };
 
 // Where a gradient that came in a primitive's blocked layout keeps element (o, i, j).
@@ -127,14 +136,14 @@ void write_tile(const Packed& pk, const float* tile, int64_t o0, int64_t i0, int
 }
 
 // The plan for a copy (see Packed), or none when its layout does not repeat tile by tile.
-void plan_runs(Packed& pk, int64_t O, int64_t I, int64_t KK) {
-  if (O < kTileO || I < kTileI || I * KK * kTileO > INT32_MAX) return;
+std::shared_ptr<const TilePlan> plan_runs(const Packed& pk, int64_t O, int64_t I, int64_t KK) {
+  if (O < kTileO || I < kTileI || I * KK * kTileO > INT32_MAX) return nullptr;
   for (int64_t o0 = 0; o0 + kTileO <= O; o0 += kTileO)
     for (int64_t o = 0; o < kTileO; o++)
-      if (pk.to[size_t(o0 + o)] - pk.to[size_t(o0)] != pk.to[size_t(o)] - pk.to[0]) return;
+      if (pk.to[size_t(o0 + o)] - pk.to[size_t(o0)] != pk.to[size_t(o)] - pk.to[0]) return nullptr;
   for (int64_t i0 = 0; i0 + kTileI <= I; i0 += kTileI)
     for (int64_t i = 0; i < kTileI; i++)
-      if (pk.ti[size_t(i0 + i)] - pk.ti[size_t(i0)] != pk.ti[size_t(i)] - pk.ti[0]) return;
+      if (pk.ti[size_t(i0 + i)] - pk.ti[size_t(i0)] != pk.ti[size_t(i)] - pk.ti[0]) return nullptr;
   std::vector<std::pair<int64_t, int32_t>> at;  // (destination, source) per element
   at.reserve(size_t(KK * kTileO * kTileI));
   for (int64_t o = 0; o < kTileO; o++)
@@ -142,28 +151,47 @@ void plan_runs(Packed& pk, int64_t O, int64_t I, int64_t KK) {
       for (int64_t j = 0; j < KK; j++)
         at.push_back({pk.hw[size_t(j)] + pk.to[size_t(o)] - pk.to[0] + pk.ti[size_t(i)] - pk.ti[0], int32_t((o * I + i) * KK + j)});
   std::sort(at.begin(), at.end());
+  auto plan = std::make_shared<TilePlan>();
   for (size_t k = 0; k < at.size(); k++) {
-    if (k > 0 && at[k].first == at[k - 1].first) return pk.run_at.clear(), pk.run_len.clear(), pk.src.clear();
+    if (k > 0 && at[k].first == at[k - 1].first) return nullptr;
     if (k == 0 || at[k].first != at[k - 1].first + 1) {
-      pk.run_at.push_back(at[k].first);
-      pk.run_len.push_back(0);
+      plan->run_at.push_back(at[k].first);
+      plan->run_len.push_back(0);
     }
-    pk.run_len.back()++;
-    pk.src.push_back(at[k].second);
+    plan->run_len.back()++;
+    plan->src.push_back(at[k].second);
   }
+  return plan;
+}
+
+// Plans by layout: the same copies come back every step, and sorting conv6's tile (50 k
+// elements per copy) each time would cost the step milliseconds on one thread.
+std::shared_ptr<const TilePlan> cached_plan(const Packed& pk, const memory::desc& md, bool flipped, const memory::dims& d) {
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<const TilePlan>> plans;
+  const std::string key = md_key(md) + " @" + std::to_string(md.data.offset0) + (flipped ? " flipped" : "");
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto hit = plans.find(key);
+    if (hit != plans.end()) return hit->second;
+  }
+  auto plan = plan_runs(pk, d[0], d[1], d[2] * d[3]);
+  std::lock_guard<std::mutex> lock(mutex);
+  return plans.emplace(key, plan).first->second;
 }
 
 // A full tile by its copy's plan; w: the master at the tile's corner (o0, i0, 0).
 void write_runs(const Packed& pk, const float* w, int64_t base) {
-  const int32_t* src = pk.src.data();
-  for (size_t r = 0; r < pk.run_at.size(); r++) {
-    const int64_t n = pk.run_len[r];
+  const TilePlan& plan = *pk.plan;
+  const int32_t* src = plan.src.data();
+  for (size_t r = 0; r < plan.run_at.size(); r++) {
+    const int64_t n = plan.run_len[r];
     if (pk.bf16) {
-      uint16_t* d = static_cast<uint16_t*>(pk.ptr) + base + pk.run_at[r];
+      uint16_t* d = static_cast<uint16_t*>(pk.ptr) + base + plan.run_at[r];
 #pragma omp simd
       for (int64_t k = 0; k < n; k++) d[k] = f32_to_bf16(w[src[k]]);
     } else {
-      float* d = static_cast<float*>(pk.ptr) + base + pk.run_at[r];
+      float* d = static_cast<float*>(pk.ptr) + base + plan.run_at[r];
 #pragma omp simd
       for (int64_t k = 0; k < n; k++) d[k] = w[src[k]];
     }
@@ -184,7 +212,7 @@ void update_tiled(const Item& it, const Rule& rule, float* tile, float* grun) {
       const int64_t no = std::min(kTileO, O - o0), ni = std::min(kTileI, I - i0), run = ni * KK;
       const bool full = no == kTileO && ni == kTileI;
       bool by_runs = full;  // every copy written by its plan: no tile to fill
-      for (const Packed& pk : it.packs) by_runs = by_runs && !pk.src.empty();
+      for (const Packed& pk : it.packs) by_runs = by_runs && pk.plan;
       for (int64_t o = 0; o < no; o++) {
         const int64_t p0 = ((o0 + o) * I + i0) * KK;
         if (it.g_plain) {
@@ -207,7 +235,7 @@ void update_tiled(const Item& it, const Rule& rule, float* tile, float* grun) {
             for (int64_t j = 0; j < KK; j++) tile[j * kRow + o * kTileI + i] = w[i * KK + j];
       }
       for (const Packed& pk : it.packs) {
-        if (full && !pk.src.empty()) write_runs(pk, it.w + (o0 * I + i0) * KK, pk.to[size_t(o0)] + pk.ti[size_t(i0)]);
+        if (full && pk.plan) write_runs(pk, it.w + (o0 * I + i0) * KK, pk.to[size_t(o0)] + pk.ti[size_t(i0)]);
         else write_tile(pk, tile, o0, i0, no, ni);
       }
     }
@@ -304,8 +332,8 @@ void read_packs(const Napi::Value& v, const Tensor& w, Item& it, const std::stri
     require_dims(t, name, want);
     if (t.md.data.format_kind != dnnl_blocked || t.ptr == w.ptr) throw_type_error(name + " must be a copy apart from the weights");
     const auto& md = t.md.data;
-    it.packs.push_back({t.ptr, t.md.data_type() == dt::bf16, offsets_along(md, flipped ? 1 : 0), offsets_along(md, flipped ? 0 : 1), kernel_offsets(md, flipped), {}, {}, {}});
-    plan_runs(it.packs.back(), d[0], d[1], d[2] * d[3]);
+    it.packs.push_back({t.ptr, t.md.data_type() == dt::bf16, offsets_along(md, flipped ? 1 : 0), offsets_along(md, flipped ? 0 : 1), kernel_offsets(md, flipped), nullptr});
+    it.packs.back().plan = cached_plan(it.packs.back(), t.md, flipped, d);
   }
 }
 
