@@ -15,7 +15,8 @@
     "libraries": ["-L<!(node scripts/find-onednn.cjs lib)", "-ldnnl"],
     "cflags!": ["-fno-exceptions"],
     "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
-    "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-fexceptions"],
+    # -fno-math-errno: a sqrt that need not set errno, so loops using it (Adam's) vectorise.
+    "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-fexceptions", "-fno-math-errno"],
     "conditions": [["target_arch==\"x64\"", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c"] }]],
     "ldflags": ["-fopenmp", "-Wl,-z,nodelete", "-Wl,-rpath,<!(node scripts/find-onednn.cjs lib)"],
     "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],

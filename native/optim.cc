@@ -1,7 +1,13 @@
 #include "optim.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "conv_weights.h"
@@ -10,6 +16,12 @@
 namespace fcn {
 
 namespace {
+// See Packed::plan.
+struct TilePlan {
+  std::vector<int64_t> run_at;
+  std::vector<int32_t> run_len, src;
+};
+
 // Copies of a kernel in the layouts its primitives use (float32 or bfloat16), rewritten by
 // the update in the same pass as the master weights: a training step then reorders no
 // weights. `flipped`: the input-gradient convolution's copy, [i][o][KH−1−kh][KW−1−kw].
@@ -17,6 +29,11 @@ struct Packed {
   void* ptr;
   bool bf16;
   std::vector<int64_t> to, ti, hw;  // offsets of w's o and i, and of w's kernel position j
+  // Where the layout repeats from one full tile to the next (blocks of 2..64 channels do), one
+  // plan serves every full tile: the tile's destination in contiguous runs (offsets from
+  // to[o0] + ti[i0]) and, in that order, each element's index in the master from its corner.
+  // Writing along the destination, reading the just-updated master from cache, vectorises.
+  std::shared_ptr<const TilePlan> plan;  // null: no plan, the tile is scattered element-wise
 };
 
 // Where a gradient that came in a primitive's blocked layout keeps element (o, i, j).
@@ -46,31 +63,51 @@ struct Item {
   float decay, lr;  // Adam: decay = 2·l2; SGD: weight decay and learning rate
   bool g_plain = true;
   GradLayout gl;
+  // A blocked gradient's offsets over one output channel's run of a full tile, (i, j) in the
+  // master's order, from gl.to[o] + gl.ti[i0]; empty where its layout does not repeat per tile.
+  std::vector<int32_t> gidx;
   std::vector<Packed> packs;
   bool tiled() const { return !packs.empty() || !g_plain; }
 };
 
 // Adam as Keras: with g' = g + 2·l2·w, m ← m + (1−β1)(g' − m); v ← v + (1−β2)(g'² − v);
 // w ← w − α·m/(√v + ε), where α = lr·√(1−β2^t)/(1−β1^t) (the caller's bias correction).
+// run: elements p0…p0+n of the item, gradient element k = grad(k). The arrays are taken as
+// unaliased locals so that the loop vectorises (through the Item they would not).
 struct AdamRule {
   float alpha, b1, b2, eps;
-  float operator()(float g, float w, int64_t i, const Item& it) const {
-    const float gi = g + it.decay * w;
-    const float mi = it.s1[i] + (1.f - b1) * (gi - it.s1[i]);
-    const float vi = it.s2[i] + (1.f - b2) * (gi * gi - it.s2[i]);
-    it.s1[i] = mi;
-    it.s2[i] = vi;
-    return w - alpha * mi / (std::sqrt(vi) + eps);
+  template <class Grad>
+  void run(const Item& it, int64_t p0, int64_t n, Grad grad) const {
+    float* __restrict w = it.w + p0;
+    float* __restrict m = it.s1 + p0;
+    float* __restrict v = it.s2 + p0;
+    const float decay = it.decay, a = alpha, c1 = 1.f - b1, c2 = 1.f - b2, e = eps;
+#pragma omp simd
+    for (int64_t k = 0; k < n; k++) {
+      const float gi = grad(k) + decay * w[k];
+      const float mi = m[k] + c1 * (gi - m[k]);
+      const float vi = v[k] + c2 * (gi * gi - v[k]);
+      m[k] = mi;
+      v[k] = vi;
+      w[k] = w[k] - a * mi / (std::sqrt(vi) + e);
+    }
   }
 };
 
 // SGD as Caffe: v ← μ·v − lr·(g + wd·w); w ← w + v.
 struct SgdRule {
   float mu;
-  float operator()(float g, float w, int64_t i, const Item& it) const {
-    const float vi = mu * it.s1[i] - it.lr * (g + it.decay * w);
-    it.s1[i] = vi;
-    return w + vi;
+  template <class Grad>
+  void run(const Item& it, int64_t p0, int64_t n, Grad grad) const {
+    float* __restrict w = it.w + p0;
+    float* __restrict vel = it.s1 + p0;
+    const float lr = it.lr, decay = it.decay, m = mu;
+#pragma omp simd
+    for (int64_t k = 0; k < n; k++) {
+      const float vi = m * vel[k] - lr * (grad(k) + decay * w[k]);
+      vel[k] = vi;
+      w[k] = w[k] + vi;
+    }
   }
 };
 
@@ -79,6 +116,8 @@ struct SgdRule {
 // small buffer [kernel position][o][i] (rows padded by a cache line: at a power-of-two
 // stride every position's row would fall in the same L1 set).
 constexpr int64_t kTileO = 32, kTileI = 32, kRow = kTileO * kTileI + 16;
+// Plain parameters (biases, and kernels without copies) are shared out in chunks.
+constexpr int64_t kChunk = 16384;
 
 void write_tile(const Packed& pk, const float* tile, int64_t o0, int64_t i0, int64_t no, int64_t ni) {
   for (size_t j = 0; j < pk.hw.size(); j++)
@@ -96,8 +135,73 @@ void write_tile(const Packed& pk, const float* tile, int64_t o0, int64_t i0, int
     }
 }
 
-// Per output channel of a tile, the master's run of ni·KH·KW elements is contiguous: the
-// gradient is gathered into a run of its own first, so the update itself vectorises.
+// The plan for a copy (see Packed), or none when its layout does not repeat tile by tile.
+std::shared_ptr<const TilePlan> plan_runs(const Packed& pk, int64_t O, int64_t I, int64_t KK) {
+  if (O < kTileO || I < kTileI || I * KK * kTileO > INT32_MAX) return nullptr;
+  for (int64_t o0 = 0; o0 + kTileO <= O; o0 += kTileO)
+    for (int64_t o = 0; o < kTileO; o++)
+      if (pk.to[size_t(o0 + o)] - pk.to[size_t(o0)] != pk.to[size_t(o)] - pk.to[0]) return nullptr;
+  for (int64_t i0 = 0; i0 + kTileI <= I; i0 += kTileI)
+    for (int64_t i = 0; i < kTileI; i++)
+      if (pk.ti[size_t(i0 + i)] - pk.ti[size_t(i0)] != pk.ti[size_t(i)] - pk.ti[0]) return nullptr;
+  std::vector<std::pair<int64_t, int32_t>> at;  // (destination, source) per element
+  at.reserve(size_t(KK * kTileO * kTileI));
+  for (int64_t o = 0; o < kTileO; o++)
+    for (int64_t i = 0; i < kTileI; i++)
+      for (int64_t j = 0; j < KK; j++)
+        at.push_back({pk.hw[size_t(j)] + pk.to[size_t(o)] - pk.to[0] + pk.ti[size_t(i)] - pk.ti[0], int32_t((o * I + i) * KK + j)});
+  std::sort(at.begin(), at.end());
+  auto plan = std::make_shared<TilePlan>();
+  for (size_t k = 0; k < at.size(); k++) {
+    if (k > 0 && at[k].first == at[k - 1].first) return nullptr;
+    if (k == 0 || at[k].first != at[k - 1].first + 1) {
+      plan->run_at.push_back(at[k].first);
+      plan->run_len.push_back(0);
+    }
+    plan->run_len.back()++;
+    plan->src.push_back(at[k].second);
+  }
+  return plan;
+}
+
+// Plans by layout: the same copies come back every step, and sorting conv6's tile (50 k
+// elements per copy) each time would cost the step milliseconds on one thread.
+std::shared_ptr<const TilePlan> cached_plan(const Packed& pk, const memory::desc& md, bool flipped, const memory::dims& d) {
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<const TilePlan>> plans;
+  const std::string key = md_key(md) + " @" + std::to_string(md.data.offset0) + (flipped ? " flipped" : "");
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto hit = plans.find(key);
+    if (hit != plans.end()) return hit->second;
+  }
+  auto plan = plan_runs(pk, d[0], d[1], d[2] * d[3]);
+  std::lock_guard<std::mutex> lock(mutex);
+  return plans.emplace(key, plan).first->second;
+}
+
+// A full tile by its copy's plan; w: the master at the tile's corner (o0, i0, 0).
+void write_runs(const Packed& pk, const float* w, int64_t base) {
+  const TilePlan& plan = *pk.plan;
+  const int32_t* src = plan.src.data();
+  for (size_t r = 0; r < plan.run_at.size(); r++) {
+    const int64_t n = plan.run_len[r];
+    if (pk.bf16) {
+      uint16_t* d = static_cast<uint16_t*>(pk.ptr) + base + plan.run_at[r];
+#pragma omp simd
+      for (int64_t k = 0; k < n; k++) d[k] = f32_to_bf16(w[src[k]]);
+    } else {
+      float* d = static_cast<float*>(pk.ptr) + base + plan.run_at[r];
+#pragma omp simd
+      for (int64_t k = 0; k < n; k++) d[k] = w[src[k]];
+    }
+    src += n;
+  }
+}
+
+// Per output channel of a tile, the master's run of ni·KH·KW elements is contiguous: a blocked
+// gradient is read through its plan (or, in an edge tile, gathered into a run of its own
+// first), so the update itself vectorises.
 template <class Rule>
 void update_tiled(const Item& it, const Rule& rule, float* tile, float* grun) {
   const int64_t O = it.dims[0], I = it.dims[1], KK = it.dims[2] * it.dims[3];
@@ -106,23 +210,34 @@ void update_tiled(const Item& it, const Rule& rule, float* tile, float* grun) {
     for (int64_t i0 = 0; i0 < I; i0 += kTileI) {
       if (!tile) continue;  // a thread without its buffers still meets the loop, doing nothing
       const int64_t no = std::min(kTileO, O - o0), ni = std::min(kTileI, I - i0), run = ni * KK;
+      const bool full = no == kTileO && ni == kTileI;
+      bool by_runs = full;  // every copy written by its plan: no tile to fill
+      for (const Packed& pk : it.packs) by_runs = by_runs && pk.plan;
       for (int64_t o = 0; o < no; o++) {
         const int64_t p0 = ((o0 + o) * I + i0) * KK;
-        const float* g = it.g + p0;
-        if (!it.g_plain) {
+        if (it.g_plain) {
+          const float* g = it.g + p0;
+          rule.run(it, p0, run, [g](int64_t k) { return g[k]; });
+        } else if (ni == kTileI && !it.gidx.empty()) {
+          const float* g = it.g + it.gl.to[size_t(o0 + o)] + it.gl.ti[size_t(i0)];
+          const int32_t* gx = it.gidx.data();
+          rule.run(it, p0, run, [g, gx](int64_t k) { return g[gx[k]]; });
+        } else {
           for (int64_t i = 0; i < ni; i++) {
             const float* gi = it.g + it.gl.to[size_t(o0 + o)] + it.gl.ti[size_t(i0 + i)];
             for (int64_t j = 0; j < KK; j++) grun[i * KK + j] = gi[it.gl.hw[size_t(j)]];
           }
-          g = grun;
+          rule.run(it, p0, run, [grun](int64_t k) { return grun[k]; });
         }
-        float* w = it.w + p0;
-#pragma omp simd
-        for (int64_t k = 0; k < run; k++) w[k] = rule(g[k], w[k], p0 + k, it);
-        for (int64_t i = 0; i < ni; i++)
-          for (int64_t j = 0; j < KK; j++) tile[j * kRow + o * kTileI + i] = w[i * KK + j];
+        const float* w = it.w + p0;
+        if (!by_runs)
+          for (int64_t i = 0; i < ni; i++)
+            for (int64_t j = 0; j < KK; j++) tile[j * kRow + o * kTileI + i] = w[i * KK + j];
       }
-      for (const Packed& pk : it.packs) write_tile(pk, tile, o0, i0, no, ni);
+      for (const Packed& pk : it.packs) {
+        if (full && pk.plan) write_runs(pk, it.w + (o0 * I + i0) * KK, pk.to[size_t(o0)] + pk.ti[size_t(i0)]);
+        else write_tile(pk, tile, o0, i0, no, ni);
+      }
     }
 }
 
@@ -144,11 +259,28 @@ void update_all(const std::vector<Item>& items, const Rule& rule) {
         update_tiled(it, rule, buf.empty() ? nullptr : buf.data(), buf.empty() ? nullptr : buf.data() + kk * kRow);
         continue;
       }
-#pragma omp for simd schedule(static) nowait
-      for (int64_t i = 0; i < it.n; i++) it.w[i] = rule(it.g[i], it.w[i], i, it);
+      const float* g = it.g;
+#pragma omp for schedule(static) nowait
+      for (int64_t c = 0; c < it.n; c += kChunk) rule.run(it, c, std::min(kChunk, it.n - c), [g, c](int64_t k) { return g[c + k]; });
     }
   }
   errors.rethrow();
+}
+
+// Item::gidx, when every full tile's run sees the same pattern of offsets.
+void plan_grad(Item& it) {
+  const int64_t I = it.dims[1], KK = it.dims[2] * it.dims[3];
+  const auto& ti = it.gl.ti;
+  if (I < kTileI) return;
+  for (int64_t i0 = 0; i0 + kTileI <= I; i0 += kTileI)
+    for (int64_t i = 0; i < kTileI; i++)
+      if (ti[size_t(i0 + i)] - ti[size_t(i0)] != ti[size_t(i)] - ti[0]) return;
+  for (int64_t i = 0; i < kTileI; i++)
+    for (int64_t j = 0; j < KK; j++) {
+      const int64_t at = ti[size_t(i)] - ti[0] + it.gl.hw[size_t(j)];
+      if (at < INT32_MIN || at > INT32_MAX) return it.gidx.clear();
+      it.gidx.push_back(int32_t(at));
+    }
 }
 
 void check_state(const Tensor& w, const Tensor& t, const std::string& what) {
@@ -177,6 +309,7 @@ Item base_item(const Napi::Value& W, const Napi::Value& G, const std::string& wh
   it.g += g.md.data.offset0;
   it.gl = {offsets_along(g.md.data, 0), offsets_along(g.md.data, 1), kernel_offsets(g.md.data, false)};
   for (auto& h : it.gl.hw) h -= g.md.data.offset0;
+  plan_grad(it);
   return it;
 }
 
@@ -199,7 +332,8 @@ void read_packs(const Napi::Value& v, const Tensor& w, Item& it, const std::stri
     require_dims(t, name, want);
     if (t.md.data.format_kind != dnnl_blocked || t.ptr == w.ptr) throw_type_error(name + " must be a copy apart from the weights");
     const auto& md = t.md.data;
-    it.packs.push_back({t.ptr, t.md.data_type() == dt::bf16, offsets_along(md, flipped ? 1 : 0), offsets_along(md, flipped ? 0 : 1), kernel_offsets(md, flipped)});
+    it.packs.push_back({t.ptr, t.md.data_type() == dt::bf16, offsets_along(md, flipped ? 1 : 0), offsets_along(md, flipped ? 0 : 1), kernel_offsets(md, flipped), nullptr});
+    it.packs.back().plan = cached_plan(it.packs.back(), t.md, flipped, d);
   }
 }
 
