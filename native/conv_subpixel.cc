@@ -6,115 +6,154 @@ namespace fcn {
 
 namespace {
 
-// Phase r of an output pixel (o = a·stride + r) reads input a + t through kernel tap
-// k = r + pad − t·stride for every t with 0 ≤ k < K: the taps t span [lo, hi] over all phases.
-struct Taps {
-  int64_t lo, hi;
+// Floor division (b may be negative).
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Output pixel o = a·st + r (phase r) reads inputs a + t through kernel tap k = r + pad − t·st,
+// for the t with 0 ≤ k < K: at most taps = ⌈K / st⌉ of them, the last at top(r) = ⌊(r + pad) / st⌋.
+// One convolution serves every phase with `taps` taps if phase r's output is read `shift(r)` =
+// top(r) − top(0) pixels further on: then tap j of the convolution at a + shift(r) reads input
+// a + top(r) − taps + 1 + j. shift is 0 or 1 (pad < st), so the phase convolution has
+// ⌈K / st⌉² taps, not the (⌈K / st⌉ + 1)² a common window over all phases would need.
+struct Phases {
+  int64_t st, pad, K, taps, top0;
+  int64_t top(int64_t r) const { return floor_div(r + pad, st); }
+  int64_t shift(int64_t r) const { return top(r) - top0; }
+  int64_t pad_l() const { return taps - 1 - top0; }
+  // Kernel tap of convolution tap j for phase r, or −1 where none.
+  int64_t tap(int64_t r, int64_t j) const {
+    const int64_t k = r + pad - (top(r) - taps + 1 + j) * st;
+    return k >= 0 && k < K ? k : -1;
+  }
 };
 
-Taps taps_of(int64_t K, int64_t st, int64_t pad) {
-  Taps t{0, 0};
-  for (int64_t r = 0; r < st; r++)
-    for (int64_t k = 0; k < K; k++)
-      if ((r + pad - k) % st == 0) {
-        const int64_t tap = (r + pad - k) / st;
-        t.lo = std::min(t.lo, tap);
-        t.hi = std::max(t.hi, tap);
-      }
-  return t;
+Phases phases_of(const ConvSpec& s) {
+  const int64_t st = s.stride[0], pad = s.pad_l[0], K = s.w[2];
+  return Phases{st, pad, K, (K + st - 1) / st, floor_div(pad, st)};
 }
 
-// The phase convolution's weights, plain (O·st², I, KT, KT): channel o·st² + ry·st + rx holds
-// tap (jy, jx) = w[o][i][ry + pad − (jy + lo)·st][rx + pad − (jx + lo)·st], 0 outside w.
-std::vector<float> phase_weights(const float* w, const memory::dims& wd, int64_t st, int64_t pad, const Taps& t) {
-  const int64_t O = wd[0], I = wd[1], K = wd[2], KT = t.hi - t.lo + 1;
-  std::vector<float> out(size_t(O * st * st * I * KT * KT), 0.f);
+// The phase convolution's weights, plain (O·st², I, taps, taps): channel (o·st + ry)·st + rx holds
+// w[o][i][tap(ry, jy)][tap(rx, jx)], 0 where either has none.
+std::vector<float> phase_weights(const float* w, const memory::dims& wd, const Phases& ph) {
+  const int64_t O = wd[0], I = wd[1], K = wd[2], st = ph.st, T = ph.taps;
+  std::vector<float> out(size_t(O * st * st * I * T * T), 0.f);
   for (int64_t o = 0; o < O; o++)
     for (int64_t ry = 0; ry < st; ry++)
       for (int64_t rx = 0; rx < st; rx++)
         for (int64_t i = 0; i < I; i++)
-          for (int64_t jy = 0; jy < KT; jy++)
-            for (int64_t jx = 0; jx < KT; jx++) {
-              const int64_t ky = ry + pad - (jy + t.lo) * st, kx = rx + pad - (jx + t.lo) * st;
-              if (ky < 0 || ky >= K || kx < 0 || kx >= K) continue;
+          for (int64_t jy = 0; jy < T; jy++)
+            for (int64_t jx = 0; jx < T; jx++) {
+              const int64_t ky = ph.tap(ry, jy), kx = ph.tap(rx, jx);
+              if (ky < 0 || kx < 0) continue;
               const int64_t oc = (o * st + ry) * st + rx;
-              out[size_t(((oc * I + i) * KT + jy) * KT + jx)] = w[((o * I + i) * K + ky) * K + kx];
+              out[size_t(((oc * I + i) * T + jy) * T + jx)] = w[((o * I + i) * K + ky) * K + kx];
             }
   return out;
+}
+
+// The phases [first, last) along one axis that share a shift.
+struct PhaseRun {
+  int64_t first, last, shift;
+};
+
+std::vector<PhaseRun> phase_runs(const Phases& ph) {
+  std::vector<PhaseRun> runs;
+  for (int64_t r = 0; r < ph.st; r++) {
+    if (runs.empty() || runs.back().shift != ph.shift(r)) runs.push_back({r, r, ph.shift(r)});
+    runs.back().last = r + 1;
+  }
+  return runs;
+}
+
+// Depth to space: y[n][o][a·st + ry][c·st + rx] = z[n][a + shift(ry)][c + shift(rx)][(o·st + ry)·st + rx]
+// (z channels-last), one strided 6-d reorder (n, o, a, ry, c, rx) per pair of phase runs.
+void depth_to_space(const memory& z, const memory& y, const ConvSpec& s, const Phases& ph) {
+  const int64_t N = s.x[0], O = s.w[0], H = s.x[2], W = s.x[3], st = ph.st, C = O * st * st;
+  const memory::dims zd = z.get_desc().dims();
+  const int64_t Hz = zd[2], Wz = zd[3], Hy = H * st, Wy = W * st;
+  const size_t esize = s.compute == dt::f32 ? 4 : 2;
+  char* zp = static_cast<char*>(z.get_data_handle());
+  char* yp = static_cast<char*>(y.get_data_handle());
+  for (const PhaseRun& ry : phase_runs(ph))
+    for (const PhaseRun& rx : phase_runs(ph)) {
+      const memory::dims d6{N, O, H, ry.last - ry.first, W, rx.last - rx.first};
+      const memory::desc z6(d6, s.compute, memory::dims{Hz * Wz * C, st * st, Wz * C, st, C, 1});
+      const memory::desc y6(d6, s.compute, memory::dims{O * Hy * Wy, Hy * Wy, st * Wy, Wy, st, 1});
+      const int64_t zoff = (ry.shift * Wz + rx.shift) * C + ry.first * st + rx.first, yoff = ry.first * Wy + rx.first;
+      memory zm(z6, cpu_engine(), zp + zoff * esize), ym(y6, cpu_engine(), yp + yoff * esize);
+      dnnl::reorder(zm, ym).execute(cpu_stream(), zm, ym);
+    }
+}
+
+// The phase convolution (z channels-last: depth to space is then a strided copy).
+dnnl::convolution_forward::primitive_desc phase_pd(const ConvSpec& p) {
+  using F = dnnl::convolution_forward;
+  const auto pk = dnnl::prop_kind::forward_inference;
+  const auto alg = dnnl::algorithm::convolution_direct;
+  const memory::desc src = any_layout(p.x, p.compute), wei = any_layout(p.w, p.compute), dst(p.y, p.compute, tag::nhwc);
+  auto d = p.has_bias ? F::desc(pk, alg, src, wei, bias_md(p), dst, p.stride, p.pad_l, p.pad_r) : F::desc(pk, alg, src, wei, dst, p.stride, p.pad_l, p.pad_r);
+  dnnl::primitive_attr attr;
+  if (p.relu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  return F::primitive_desc(d, attr, cpu_engine());
 }
 
 }  // namespace
 
 bool subpixel_fits(const ConvSpec& s) {
   const int64_t st = s.stride[0];
-  return s.transposed && st == s.stride[1] && s.w[2] == s.w[3] && s.pad_l[0] == s.pad_l[1] && s.pad_l == s.pad_r && s.y[2] == s.x[2] * st &&
-         s.y[3] == s.x[3] * st;
+  if (!(s.transposed && st == s.stride[1] && s.w[2] == s.w[3] && s.pad_l[0] == s.pad_l[1] && s.pad_l == s.pad_r && s.y[2] == s.x[2] * st && s.y[3] == s.x[3] * st))
+    return false;
+  const Phases ph = phases_of(s);
+  return ph.pad_l() >= 0 && ph.shift(st - 1) <= 1 && ph.shift(0) == 0;
 }
 
 Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b) {
   if (!subpixel_fits(s))
     throw_range_error("algorithm 'subpixel' is for transposed convolutions whose output is stride × input with equal strides and padding (x " + dims_key(s.x) +
                       ", weights " + dims_key(s.w) + ", stride " + dims_key(s.stride) + ")");
-  if (w.md.data_type() != dt::f32 || !is_plain(w.md)) throw_type_error("algorithm 'subpixel' needs float32 weights in the plain layout (O,I,KH,KW)");
-  const int64_t st = s.stride[0], pad = s.pad_l[0], O = s.w[0], I = s.w[1];
-  const Taps t = taps_of(s.w[2], st, pad);
-  const int64_t KT = t.hi - t.lo + 1, C = O * st * st;
+  if (s.w[1] != x.dims()[1] || w.md.data_type() != dt::f32 || !is_plain(w.md))
+    throw_type_error("algorithm 'subpixel' needs float32 weights in the plain layout (O,I,KH,KW)");
+  const Phases ph = phases_of(s);
+  const int64_t st = ph.st, O = s.w[0], C = O * st * st, grow = ph.shift(st - 1);
   ConvSpec p;
   p.relu = s.relu;
   p.has_bias = s.has_bias;
   p.compute = s.compute;
   p.x = s.x;
-  p.w = {C, I, KT, KT};
-  p.y = {s.x[0], C, s.x[2], s.x[3]};
-  p.pad_l = {-t.lo, -t.lo};
-  p.pad_r = {t.hi, t.hi};
-  // The phase map channels-last, so that depth-to-space is one strided reorder.
+  p.w = {C, s.w[1], ph.taps, ph.taps};
+  p.y = {s.x[0], C, s.x[2] + grow, s.x[3] + grow};
+  p.pad_l = {ph.pad_l(), ph.pad_l()};
+  p.pad_r = {grow + ph.top0, grow + ph.top0};
   auto cp = cached(p.key("fwdSubpixel"), [&] {
-    using F = dnnl::convolution_forward;
-    const auto pk = dnnl::prop_kind::forward_inference;
-    const auto alg = dnnl::algorithm::convolution_direct;
-    const memory::desc src = any_layout(p.x, p.compute), wei = any_layout(p.w, p.compute), dst(p.y, p.compute, tag::nhwc);
-    auto d = p.has_bias ? F::desc(pk, alg, src, wei, bias_md(p), dst, p.stride, p.pad_l, p.pad_r) : F::desc(pk, alg, src, wei, dst, p.stride, p.pad_l, p.pad_r);
-    dnnl::primitive_attr attr;
-    if (p.relu) {
-      dnnl::post_ops po;
-      po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-      attr.set_post_ops(po);
-    }
-    F::primitive_desc pd(d, attr, cpu_engine());
+    auto pd = phase_pd(p);
     debug_impl("fwdSubpixel", p, pd.impl_info_str());
-    return CachedPrimitive{pd, F(pd)};
+    return CachedPrimitive{pd, dnnl::convolution_forward(pd)};
   });
   dnnl::convolution_forward::primitive_desc pd(cp.pd.get());
   std::vector<Scratch> keep;
   memory src = in_layout(x, pd.src_desc(), keep);
-  std::vector<float> plain = phase_weights(static_cast<const float*>(w.mem().get_data_handle()), s.w, st, pad, t);
+  std::vector<float> plain = phase_weights(static_cast<const float*>(w.mem().get_data_handle()), s.w, ph);
   memory plain_mem(memory::desc(p.w, dt::f32, tag::oihw), cpu_engine(), plain.data());
   memory wei(pd.weights_desc(), cpu_engine());
   dnnl::reorder(plain_mem, wei).execute(cpu_stream(), plain_mem, wei);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}};
   std::vector<float> phase_bias;
-  memory bias_mem;
   if (b) {
     memory bm = in_layout(*b, memory::desc({O}, dt::f32, tag::a), keep);
     const float* bv = static_cast<const float*>(bm.get_data_handle());
     phase_bias.resize(size_t(C));
     for (int64_t c = 0; c < C; c++) phase_bias[size_t(c)] = bv[c / (st * st)];
-    bias_mem = memory(bias_md(p), cpu_engine(), phase_bias.data());
-    args.emplace(DNNL_ARG_BIAS, bias_mem);
+    args.emplace(DNNL_ARG_BIAS, memory(bias_md(p), cpu_engine(), phase_bias.data()));
   }
   memory z(pd.dst_desc(), cpu_engine());
   args.emplace(DNNL_ARG_DST, z);
   cp.prim.execute(cpu_stream(), args);
-  // Depth to space: y[n][o][a·st + ry][c·st + rx] = z[n][a][c][(o·st + ry)·st + rx], as two
-  // 6-d views (n, o, a, ry, c, rx) of the same elements.
-  const int64_t N = s.x[0], H = s.x[2], W = s.x[3];
-  const memory::dims d6{N, O, H, st, W, st};
-  const memory::desc z6(d6, s.compute, memory::dims{H * W * C, st * st, W * C, st, C, 1});
-  const memory::desc y6(d6, s.compute, memory::dims{O * H * st * W * st, H * st * W * st, st * W * st, W * st, st, 1});
   Napi::Object y = Tensor::Create(env, memory::desc(s.y, s.compute, tag::nchw));
-  memory zm(z6, cpu_engine(), z.get_data_handle()), ym(y6, cpu_engine(), Tensor::Of(y).mem().get_data_handle());
-  dnnl::reorder(zm, ym).execute(cpu_stream(), zm, ym);
+  depth_to_space(z, Tensor::Of(y).mem(), s, ph);
   cpu_stream().wait();
   auto out = Napi::Object::New(env);
   out.Set("y", y);
