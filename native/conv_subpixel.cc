@@ -1,6 +1,7 @@
 #include "conv_subpixel.h"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace fcn {
 
@@ -51,38 +52,31 @@ std::vector<float> phase_weights(const float* w, const memory::dims& wd, const P
   return out;
 }
 
-// The phases [first, last) along one axis that share a shift.
-struct PhaseRun {
-  int64_t first, last, shift;
-};
-
-std::vector<PhaseRun> phase_runs(const Phases& ph) {
-  std::vector<PhaseRun> runs;
-  for (int64_t r = 0; r < ph.st; r++) {
-    if (runs.empty() || runs.back().shift != ph.shift(r)) runs.push_back({r, r, ph.shift(r)});
-    runs.back().last = r + 1;
+// Depth to space: y[n][o][a·st + ry][c·st + rx] = z[n][a + shift(ry)][c + shift(rx)][(o·st + ry)·st + rx]
+// (z channels-last, y plain), in one parallel pass over y's rows: oneDNN's strided reorders
+// would take one call per pair of shifts, and every call waits for all the threads.
+template <typename E>
+void depth_to_space_as(const E* z, E* y, int64_t N, int64_t O, int64_t H, int64_t W, int64_t Hz, int64_t Wz, const Phases& ph) {
+  const int64_t st = ph.st, C = O * st * st, Wy = W * st, rows = N * O * H * st;
+  std::vector<int64_t> shift(static_cast<size_t>(st));
+  for (int64_t r = 0; r < st; r++) shift[size_t(r)] = ph.shift(r);
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; row++) {
+    const int64_t ry = row % st, a = (row / st) % H, o = (row / (st * H)) % O, n = row / (st * H * O);
+    const E* zrow = z + ((n * Hz + a + shift[size_t(ry)]) * Wz) * C + (o * st + ry) * st;
+    E* yrow = y + row * Wy;
+    for (int64_t c = 0; c < W; c++)
+      for (int64_t rx = 0; rx < st; rx++) yrow[c * st + rx] = zrow[(c + shift[size_t(rx)]) * C + rx];
   }
-  return runs;
 }
 
-// Depth to space: y[n][o][a·st + ry][c·st + rx] = z[n][a + shift(ry)][c + shift(rx)][(o·st + ry)·st + rx]
-// (z channels-last), one strided 6-d reorder (n, o, a, ry, c, rx) per pair of phase runs.
 void depth_to_space(const memory& z, const memory& y, const ConvSpec& s, const Phases& ph) {
-  const int64_t N = s.x[0], O = s.w[0], H = s.x[2], W = s.x[3], st = ph.st, C = O * st * st;
   const memory::dims zd = z.get_desc().dims();
-  const int64_t Hz = zd[2], Wz = zd[3], Hy = H * st, Wy = W * st;
-  const size_t esize = s.compute == dt::f32 ? 4 : 2;
-  char* zp = static_cast<char*>(z.get_data_handle());
-  char* yp = static_cast<char*>(y.get_data_handle());
-  for (const PhaseRun& ry : phase_runs(ph))
-    for (const PhaseRun& rx : phase_runs(ph)) {
-      const memory::dims d6{N, O, H, ry.last - ry.first, W, rx.last - rx.first};
-      const memory::desc z6(d6, s.compute, memory::dims{Hz * Wz * C, st * st, Wz * C, st, C, 1});
-      const memory::desc y6(d6, s.compute, memory::dims{O * Hy * Wy, Hy * Wy, st * Wy, Wy, st, 1});
-      const int64_t zoff = (ry.shift * Wz + rx.shift) * C + ry.first * st + rx.first, yoff = ry.first * Wy + rx.first;
-      memory zm(z6, cpu_engine(), zp + zoff * esize), ym(y6, cpu_engine(), yp + yoff * esize);
-      dnnl::reorder(zm, ym).execute(cpu_stream(), zm, ym);
-    }
+  const int64_t N = s.x[0], O = s.w[0], H = s.x[2], W = s.x[3];
+  if (s.compute == dt::f32)
+    depth_to_space_as(static_cast<const uint32_t*>(z.get_data_handle()), static_cast<uint32_t*>(y.get_data_handle()), N, O, H, W, zd[2], zd[3], ph);
+  else
+    depth_to_space_as(static_cast<const uint16_t*>(z.get_data_handle()), static_cast<uint16_t*>(y.get_data_handle()), N, O, H, W, zd[2], zd[3], ph);
 }
 
 // The phase convolution (z channels-last: depth to space is then a strided copy).
@@ -152,9 +146,9 @@ Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
   memory z(pd.dst_desc(), cpu_engine());
   args.emplace(DNNL_ARG_DST, z);
   cp.prim.execute(cpu_stream(), args);
+  cpu_stream().wait();
   Napi::Object y = Tensor::Create(env, memory::desc(s.y, s.compute, tag::nchw));
   depth_to_space(z, Tensor::Of(y).mem(), s, ph);
-  cpu_stream().wait();
   auto out = Napi::Object::New(env);
   out.Set("y", y);
   out.Set("weightsCache", env.Null());
