@@ -15,6 +15,8 @@ export interface PeerTiming {
   allMs: number[];
   /** PyTorch int8 only: the quantized engine it ran (fbgemm, onednn). */
   quantizedEngine?: string;
+  /** PyTorch int8 only: ‖int8 logits − float logits‖ / ‖float logits‖ on the timed input. */
+  int8RelErr?: number;
 }
 
 function median(xs: number[]): number {
@@ -141,8 +143,9 @@ export function torchBench(opts: TorchBenchOptions): Promise<PeerTiming> {
       }
       const line = out.trim().split('\n').pop() ?? '';
       try {
-        const r = JSON.parse(line) as { ms: number; all_ms: number[]; quantized_engine?: string | null };
-        resolve({ ms: r.ms, allMs: r.all_ms, ...(r.quantized_engine ? { quantizedEngine: r.quantized_engine } : {}) });
+        const r = JSON.parse(line) as { ms: number; all_ms: number[]; quantized_engine?: string | null; int8_rel_err?: number | null };
+        const int8 = r.quantized_engine ? { quantizedEngine: r.quantized_engine, int8RelErr: r.int8_rel_err ?? NaN } : {};
+        resolve({ ms: r.ms, allMs: r.all_ms, ...int8 });
       } catch {
         reject(new Error(`torch_bench.py printed no result: ${out.slice(-500)}`));
       }

@@ -454,7 +454,7 @@ async function torchRow(b: Bench, id: string, ours: Timing, mode: 'forward' | 't
   try {
     const n = mode === 'train' ? b.trainReps : b.reps;
     const r = await torchBench({ mode, precision, channelsLast, model: 'fcn8', width: 1, size: SIZE, threads: b.threads, warmup: 1, reps: n });
-    b.versus(id, ours, timing(r.allMs), `PyTorch ${{ bf16: 'bf16 autocast', fp32: 'fp32', int8: `int8 static quantization (${r.quantizedEngine ?? '?'} engine)` }[precision]}${channelsLast ? ', channels-last' : ''}`, n);
+    b.versus(id, ours, timing(r.allMs), `PyTorch ${{ bf16: 'bf16 autocast', fp32: 'fp32', int8: `int8 static quantization (${r.quantizedEngine ?? '?'} engine; logits ${((r.int8RelErr ?? NaN) * 100).toFixed(1)}% from float)` }[precision]}${channelsLast ? ', channels-last' : ''}`, n);
   } catch (e) {
     console.error(`bench: ${id}: ${(e as Error).message}`);
   }

@@ -58,6 +58,13 @@ def main():
     if args.precision == 'int8' and (args.mode != 'forward' or args.model != 'fcn8'):
         ap.error('int8 is a forward of fcn8 only')
     qmodel = torch_int8.quantized_fcn8(params, [x]) if args.precision == 'int8' else None
+    # The int8 logits' distance from the float network's, relative to its norm: the peer
+    # computes the network it stands for.
+    int8_rel_err = None
+    if qmodel is not None:
+        with torch.no_grad():
+            ref = torch_fcn.fcn_forward(args.model, params, x)
+            int8_rel_err = float((qmodel(x) - ref).norm() / ref.norm())
     opt = torch.optim.Adam([p for p in params.values() if p.requires_grad], lr=1e-4, eps=1e-7) if trainable else None
 
     def once():
@@ -84,7 +91,7 @@ def main():
     print(json.dumps({'ms': statistics.median(times), 'all_ms': times, 'reps': args.reps, 'threads': args.threads,
                       'mode': args.mode, 'precision': args.precision, 'channels_last': args.channels_last,
                       'model': args.model, 'width': args.width, 'size': args.size, 'torch': torch.__version__,
-                      'quantized_engine': torch.backends.quantized.engine if qmodel is not None else None}))
+                      'quantized_engine': torch.backends.quantized.engine if qmodel is not None else None, 'int8_rel_err': int8_rel_err}))
 
 
 if __name__ == '__main__':
