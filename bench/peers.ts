@@ -13,6 +13,10 @@ export interface PeerTiming {
   ms: number;
   /** Every timed iteration, in order. */
   allMs: number[];
+  /** PyTorch int8 only: the quantized engine it ran (fbgemm, onednn). */
+  quantizedEngine?: string;
+  /** PyTorch int8 only: ‖int8 logits − float logits‖ / ‖float logits‖ on the timed input. */
+  int8RelErr?: number;
 }
 
 function median(xs: number[]): number {
@@ -93,7 +97,8 @@ export function torchPython(): string | null {
 
 export interface TorchBenchOptions {
   mode: 'forward' | 'train';
-  precision: 'fp32' | 'bf16';
+  /** int8: PyTorch's static quantization (scripts/torch_int8.py), a forward of fcn8 only. */
+  precision: 'fp32' | 'bf16' | 'int8';
   channelsLast?: boolean;
   model: 'fcn32' | 'fcn16' | 'fcn8';
   /** Channel width multiplier (1 = VGG16). */
@@ -138,8 +143,9 @@ export function torchBench(opts: TorchBenchOptions): Promise<PeerTiming> {
       }
       const line = out.trim().split('\n').pop() ?? '';
       try {
-        const r = JSON.parse(line) as { ms: number; all_ms: number[] };
-        resolve({ ms: r.ms, allMs: r.all_ms });
+        const r = JSON.parse(line) as { ms: number; all_ms: number[]; quantized_engine?: string | null; int8_rel_err?: number | null };
+        const int8 = r.quantized_engine ? { quantizedEngine: r.quantized_engine, int8RelErr: r.int8_rel_err ?? NaN } : {};
+        resolve({ ms: r.ms, allMs: r.all_ms, ...int8 });
       } catch {
         reject(new Error(`torch_bench.py printed no result: ${out.slice(-500)}`));
       }

@@ -1,12 +1,13 @@
 // Where the time goes: full-width FCN-8s at 512² (batch 1), forward and training step in
-// fp32 and bf16, timed end to end; with ONEDNN_VERBOSE=1 set, the oneDNN primitive log of the
+// fp32 and bf16 (and the int8 forward of the model quantized on this input), timed end to end; with ONEDNN_VERBOSE=1 set, the oneDNN primitive log of the
 // last repetition can be summarised with bench/verbose_summary.ts.
 //
-//   node --import tsx bench/profile.ts [--size 512] [--reps 3] [--threads 2] [--only fwd_fp32,train_bf16]
+//   node --import tsx bench/profile.ts [--size 512] [--reps 3] [--threads 2] [--only fwd_fp32,train_bf16,fwd_int8]
 import { parseArgs } from 'node:util';
 import { native, type Precision } from '../src/engine/binding.js';
 import { configureEngine } from '../src/engine/config.js';
 import { FCN } from '../src/models/fcn.js';
+import { calibrate, quantizeModel } from '../src/quant/quantize.js';
 import { Adam } from '../src/train/optim.js';
 import { trainStep } from '../src/train/step.js';
 
@@ -43,6 +44,10 @@ for (const p of ['float32', 'bfloat16'] as Precision[]) {
   const tag = p === 'float32' ? 'fp32' : 'bf16';
   time(`fwd_${tag}`, () => model.predictLogits(x, p).dispose());
   time(`train_${tag}`, () => void trainStep(model, opt, x, y, { precision: p }));
+}
+if (!only || only.has('fwd_int8')) {
+  quantizeModel(model, calibrate(model, [x]));
+  time('fwd_int8', () => model.predictLogits(x, 'int8').dispose());
 }
 console.log(JSON.stringify(native.poolStats()));
 x.dispose();

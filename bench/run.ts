@@ -6,7 +6,9 @@
 // peak_fp32_gflops, peak_bf16_gflops, peak_int8_gops (the best of a few large convolutions per
 // data type; a row with a note and no value where the type cannot run here) and winograd_fp32.
 // Then: fwd512_bf16_vs_ort, fwd512_bf16_vs_torch (PyTorch bf16 autocast, channels-last),
-// fwd512_fp32_vs_ort, train512_bf16_vs_torch, train512_fp32_vs_torch (full-width FCN-8s,
+// fwd512_fp32_vs_ort, fwd512_int8_vs_ort_int8 (onnxruntime's int8 on the QDQ export),
+// fwd512_int8_vs_torch_int8 (PyTorch's static int8: scripts/torch_int8.py),
+// train512_bf16_vs_torch, train512_fp32_vs_torch (full-width FCN-8s,
 // batch 1), each followed by its efficiency: fwd512_{fp32,bf16,int8}_peak_frac and
 // train512_{fp32,bf16}_peak_frac = the network's useful FLOPs (bench/flops.ts) ÷ our median
 // time ÷ the peak of that data type, and train512_{fp32,bf16}_update_frac, the update's share of
@@ -430,7 +432,7 @@ async function forwardRows(b: Bench, model: FCN, peers: Peers): Promise<void> {
 
 /** The int8 network (block1_conv1 and the upsamplers stay float32: a small share of the FLOPs), also against onnxruntime's own int8 on its QDQ export. */
 async function int8Rows(b: Bench, peers: Peers, ortRow: (id: string, ours: Timing) => Promise<void>): Promise<void> {
-  if (!['fwd512_int8_peak_frac', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort', 'fwd512_int8_vs_ort_int8'].some(b.want)) return;
+  if (!['fwd512_int8_peak_frac', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort', 'fwd512_int8_vs_ort_int8', 'fwd512_int8_vs_torch_int8'].some(b.want)) return;
   const qdqOnnx = peers.ortVersion && b.want('fwd512_int8_vs_ort_int8') ? path.join(work, 'fcn8-w1-seed0-int8-qdq.onnx') : undefined;
   try {
     b.timings.int8 = oursForwardInt8(SIZE, 2, b.reps, qdqOnnx);
@@ -444,13 +446,15 @@ async function int8Rows(b: Bench, peers: Peers, ortRow: (id: string, ours: Timin
     const peer = timing((await ortForward({ onnxPath: qdqOnnx, height: SIZE, width: SIZE, threads: b.threads, warmup: 2, reps: b.reps })).allMs);
     b.versus('fwd512_int8_vs_ort_int8', b.timings.int8, peer, `onnxruntime-node ${peers.ortVersion} int8 (QDQ export of the same int8 model)`);
   }
+  // PyTorch's own int8 (fbgemm, or onednn where torch lacks it), calibrated in its process on its input.
+  if (peers.python && b.want('fwd512_int8_vs_torch_int8')) await torchRow(b, 'fwd512_int8_vs_torch_int8', b.timings.int8, 'forward', 'int8', true);
 }
 
-async function torchRow(b: Bench, id: string, ours: Timing, mode: 'forward' | 'train', precision: 'fp32' | 'bf16', channelsLast: boolean): Promise<void> {
+async function torchRow(b: Bench, id: string, ours: Timing, mode: 'forward' | 'train', precision: 'fp32' | 'bf16' | 'int8', channelsLast: boolean): Promise<void> {
   try {
     const n = mode === 'train' ? b.trainReps : b.reps;
     const r = await torchBench({ mode, precision, channelsLast, model: 'fcn8', width: 1, size: SIZE, threads: b.threads, warmup: 1, reps: n });
-    b.versus(id, ours, timing(r.allMs), `PyTorch ${precision === 'bf16' ? 'bf16 autocast' : 'fp32'}${channelsLast ? ', channels-last' : ''}`, n);
+    b.versus(id, ours, timing(r.allMs), `PyTorch ${{ bf16: 'bf16 autocast', fp32: 'fp32', int8: `int8 static quantization (${r.quantizedEngine ?? '?'} engine; logits ${((r.int8RelErr ?? NaN) * 100).toFixed(1)}% from float)` }[precision]}${channelsLast ? ', channels-last' : ''}`, n);
   } catch (e) {
     console.error(`bench: ${id}: ${(e as Error).message}`);
   }

@@ -5,6 +5,7 @@
 
 #include "conv_input_grad.h"
 #include "conv_spec.h"
+#include "conv_subpixel.h"
 #include "conv_weight_grad.h"
 #include "conv_weights.h"
 
@@ -193,14 +194,17 @@ Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
 }  // namespace
 
 // convForward(x, w, bias|null, {stride, padding, relu, transposed, dtype, algorithm, weightsCache})
+// algorithm: 'direct', 'winograd' (float32 convolution) or 'subpixel' (transposed: conv_subpixel.h).
 //   → {y, weightsCache: Tensor|null}
 Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   const ConvOptions c = read_conv_options(o);
   const bool relu = opt_bool(o, "relu", false);
-  const bool winograd = opt_choice(o, "algorithm", "direct", {"direct", "winograd"}) == "winograd";
+  const std::string algorithm = opt_choice(o, "algorithm", "direct", {"direct", "winograd", "subpixel"});
+  const bool winograd = algorithm == "winograd";
   if (winograd && (c.transposed || c.compute != dt::f32))
     throw_range_error("algorithm 'winograd' is for float32 convolution only (not transposed, not bfloat16)");
+  if (algorithm == "subpixel" && !c.transposed) throw_range_error("algorithm 'subpixel' is for transposed convolution only");
   Napi::Value cache_arg = o.Get("weightsCache");
   Tensor& x = Tensor::From(info[0], "x");
   Tensor& w = Tensor::From(info[1], "weights");
@@ -215,6 +219,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   ConvSpec s = make_conv_spec(c, x.dims(), w.dims(), b != nullptr);
   s.relu = relu;
   s.winograd = winograd;
+  if (algorithm == "subpixel") return subpixel_forward(info.Env(), s, x, w, b);
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
 }
 

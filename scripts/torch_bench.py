@@ -6,7 +6,8 @@ Prints one JSON line: {"ms": median milliseconds per iteration, "reps": n, "thre
   train:   forward + mean cross-entropy (255 ignored) + backward + Adam step over the conv
            layers (transposed convs frozen, as in the seed).
 bf16 runs under torch.autocast('cpu', dtype=torch.bfloat16); --channels-last converts the
-weights and input to channels-last memory format.
+weights and input to channels-last memory format. int8 (forward, fcn8 only) is PyTorch's static
+post-training quantization (torch_int8.py) calibrated on the timed input.
 """
 import argparse
 import json
@@ -21,12 +22,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import torch_fcn  # noqa: E402
+import torch_int8  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--mode', choices=('forward', 'train'), default='forward')
-    ap.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32')
+    ap.add_argument('--precision', choices=('fp32', 'bf16', 'int8'), default='fp32')
     ap.add_argument('--channels-last', action='store_true')
     ap.add_argument('--model', choices=torch_fcn.MODELS, default='fcn32')
     ap.add_argument('--width', type=float, default=1.0, help='channel width multiplier')
@@ -53,12 +55,24 @@ def main():
     x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=fmt) * 50
     y = torch.randint(0, torch_fcn.NUM_CLASSES, (args.batch, args.size, args.size))
     y[:, :, : args.size // 8] = torch_fcn.IGNORE
+    if args.precision == 'int8' and (args.mode != 'forward' or args.model != 'fcn8'):
+        ap.error('int8 is a forward of fcn8 only')
+    qmodel = torch_int8.quantized_fcn8(params, [x]) if args.precision == 'int8' else None
+    # The int8 logits' distance from the float network's, relative to its norm: the peer
+    # computes the network it stands for.
+    int8_rel_err = None
+    if qmodel is not None:
+        with torch.no_grad():
+            ref = torch_fcn.fcn_forward(args.model, params, x)
+            int8_rel_err = float((qmodel(x) - ref).norm() / ref.norm())
     opt = torch.optim.Adam([p for p in params.values() if p.requires_grad], lr=1e-4, eps=1e-7) if trainable else None
 
     def once():
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=args.precision == 'bf16'):
             if args.mode == 'forward':
                 with torch.no_grad():
+                    if qmodel is not None:
+                        return qmodel(x)
                     return torch_fcn.fcn_forward(args.model, params, x)
             logits = torch_fcn.fcn_forward(args.model, params, x)
             loss = F.cross_entropy(logits.float(), y, ignore_index=torch_fcn.IGNORE)
@@ -76,7 +90,8 @@ def main():
         times.append((time.perf_counter() - t0) * 1000.0)
     print(json.dumps({'ms': statistics.median(times), 'all_ms': times, 'reps': args.reps, 'threads': args.threads,
                       'mode': args.mode, 'precision': args.precision, 'channels_last': args.channels_last,
-                      'model': args.model, 'width': args.width, 'size': args.size, 'torch': torch.__version__}))
+                      'model': args.model, 'width': args.width, 'size': args.size, 'torch': torch.__version__,
+                      'quantized_engine': torch.backends.quantized.engine if qmodel is not None else None, 'int8_rel_err': int8_rel_err}))
 
 
 if __name__ == '__main__':

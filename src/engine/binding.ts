@@ -36,9 +36,11 @@ export interface ConvOptions {
   /**
    * 'winograd': Winograd's algorithm (float32, not transposed). Where oneDNN has no
    * implementation of it (any CPU without AVX-512) the call throws a RangeError saying
-   * "Winograd convolution is not available on this CPU". Default 'direct'.
+   * "Winograd convolution is not available on this CPU". 'subpixel' (transposed, inference,
+   * output = stride × input): an ordinary convolution per output phase, then depth to space;
+   * y plain and no weightsCache. Default 'direct'.
    */
-  algorithm?: 'direct' | 'winograd';
+  algorithm?: 'direct' | 'winograd' | 'subpixel';
   weightsCache?: Tensor | null;
 }
 

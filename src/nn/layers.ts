@@ -158,14 +158,28 @@ export class Conv2d {
     return `${pass} ${precision === 'float32' ? 'f32' : 'bf16'}${t} ${c}→${this.spec.outChannels} k${this.spec.kernel} s${this.stride} p${this.padding} px2^${px} t${native.info().threads}`;
   }
 
-  /** Winograd's algorithm where it is allowed (float32 inference, 3×3, stride 1) and measured faster. */
-  private forwardAlgorithm(x: Tensor, ctx: ForwardContext): 'direct' | 'winograd' {
+  /**
+   * Winograd's algorithm where it is allowed (float32 inference, 3×3, stride 1) and measured
+   * faster; for an upsampling in inference, the phase convolution ('subpixel') when faster.
+   */
+  private forwardAlgorithm(x: Tensor, ctx: ForwardContext): 'direct' | 'winograd' | 'subpixel' {
+    const p = ctx.precision;
+    if (this.transposed && !ctx.training && p !== 'int8' && this.stride > 1 && this.spec.kernel - 2 * this.padding === this.stride) return this.upsamplingAlgorithm(x, p);
     if (ctx.training || ctx.precision !== 'float32' || this.transposed || this.stride !== 1 || this.spec.kernel !== 3) return 'direct';
     const bias = this.bias?.value ?? null;
     return chooseKernel(this.kernelKey('fwd', x, 'float32'), ['direct', 'winograd'], (name) => {
       const r = native.convForward(x, this.kernel.value, bias, { ...this.options('float32'), relu: this.relu, algorithm: name as 'direct' | 'winograd' });
       disposeAll(r.y, r.weightsCache);
     }) as 'direct' | 'winograd';
+  }
+
+  /** oneDNN's transposed convolution or the phase convolution, as measured for this shape. */
+  private upsamplingAlgorithm(x: Tensor, precision: Precision): 'direct' | 'subpixel' {
+    const bias = this.bias?.value ?? null;
+    return chooseKernel(this.kernelKey('fwd', x, precision), ['direct', 'subpixel'], (name) => {
+      const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as 'direct' | 'subpixel' });
+      disposeAll(r.y, r.weightsCache);
+    }) as 'direct' | 'subpixel';
   }
 
   /** The im2col + matmul route or oneDNN's kernel for a float32 weight gradient, as measured. */

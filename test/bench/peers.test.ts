@@ -57,3 +57,13 @@ test('ONNX export matches the PyTorch reference and both peers time it', { skip 
   assert.equal(t.allMs.length, 2);
   assert.ok(t.ms > 0 && Number.isFinite(t.ms));
 });
+
+test("PyTorch's int8 peer runs its quantized FCN-8s and stays near the float network", { skip }, async () => {
+  const r = await torchBench({ mode: 'forward', precision: 'int8', model: 'fcn8', width: 0.25, size: 64, threads: 2, warmup: 1, reps: 2 });
+  assert.equal(r.allMs.length, 2);
+  assert.ok(r.ms > 0);
+  assert.ok(r.quantizedEngine === 'fbgemm' || r.quantizedEngine === 'x86' || r.quantizedEngine === 'onednn', `engine ${r.quantizedEngine}`);
+  // Per-channel int8 kernels and 8-bit activations calibrated on the input itself: a few
+  // percent of the logits' norm (1.6% measured at full width, 128²); a wrong layer would be ~100%.
+  assert.ok(r.int8RelErr !== undefined && r.int8RelErr > 0 && r.int8RelErr < 0.1, `int8 relative error ${r.int8RelErr}`);
+});

@@ -65,10 +65,15 @@ test('measured kernel choices are kept on disk per CPU and listed; a refused can
     const measured = logits('measure');
     const file = kernelChoiceFile();
     assert.ok(file.startsWith(home) && existsSync(file), `choices written to ${file}`);
-    const onDisk = JSON.parse(readFileSync(file, 'utf8')) as { cpu: string; choices: { key: string; choice: string }[] };
+    const onDisk = JSON.parse(readFileSync(file, 'utf8')) as { cpu: string; choices: { key: string; choice: string; times: Record<string, number> }[] };
     const fwd = onDisk.choices.filter((c) => c.key.startsWith('fwd f32'));
     assert.ok(fwd.length > 0, 'the 3×3 layers were measured');
-    for (const c of fwd) assert.ok(c.choice === 'direct' || (winogradHere && c.choice === 'winograd'), `${c.key}: ${c.choice}`);
+    // Upsamplings (keys with T) choose between the transposed kernel and the phase convolution.
+    for (const c of fwd) {
+      const allowed = c.key.includes(' T ') ? ['direct', 'subpixel'] : winogradHere ? ['direct', 'winograd'] : ['direct'];
+      assert.ok(allowed.includes(c.choice), `${c.key}: ${c.choice}`);
+    }
+    assert.ok(fwd.some((c) => c.key.includes(' T ') && Number.isFinite(c.times['subpixel'])), 'the upsamplings were measured with the phase convolution too');
     assert.ok(kernelChoices().length >= fwd.length);
     let diff = 0, top = 0;
     for (let i = 0; i < direct.length; i++) {

@@ -1,0 +1,158 @@
+#include "conv_subpixel.h"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace fcn {
+
+namespace {
+
+// Floor division (b may be negative).
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Output pixel o = a·st + r (phase r) reads inputs a + t through kernel tap k = r + pad − t·st,
+// for the t with 0 ≤ k < K: at most taps = ⌈K / st⌉ of them, the last at top(r) = ⌊(r + pad) / st⌋.
+// One convolution serves every phase with `taps` taps if phase r's output is read `shift(r)` =
+// top(r) − top(0) pixels further on: then tap j of the convolution at a + shift(r) reads input
+// a + top(r) − taps + 1 + j. shift is 0 or 1 (pad < st), so the phase convolution has
+// ⌈K / st⌉² taps, not the (⌈K / st⌉ + 1)² a common window over all phases would need.
+struct Phases {
+  int64_t st, pad, K, taps, top0;
+  int64_t top(int64_t r) const { return floor_div(r + pad, st); }
+  int64_t shift(int64_t r) const { return top(r) - top0; }
+  int64_t pad_l() const { return taps - 1 - top0; }
+  // Kernel tap of convolution tap j for phase r, or −1 where none.
+  int64_t tap(int64_t r, int64_t j) const {
+    const int64_t k = r + pad - (top(r) - taps + 1 + j) * st;
+    return k >= 0 && k < K ? k : -1;
+  }
+};
+
+Phases phases_of(const ConvSpec& s) {
+  const int64_t st = s.stride[0], pad = s.pad_l[0], K = s.w[2];
+  return Phases{st, pad, K, (K + st - 1) / st, floor_div(pad, st)};
+}
+
+// The phase convolution's weights, plain (O·st², I, taps, taps): channel (o·st + ry)·st + rx holds
+// w[o][i][tap(ry, jy)][tap(rx, jx)], 0 where either has none.
+std::vector<float> phase_weights(const float* w, const memory::dims& wd, const Phases& ph) {
+  const int64_t O = wd[0], I = wd[1], K = wd[2], st = ph.st, T = ph.taps;
+  std::vector<float> out(size_t(O * st * st * I * T * T), 0.f);
+  for (int64_t o = 0; o < O; o++)
+    for (int64_t ry = 0; ry < st; ry++)
+      for (int64_t rx = 0; rx < st; rx++)
+        for (int64_t i = 0; i < I; i++)
+          for (int64_t jy = 0; jy < T; jy++)
+            for (int64_t jx = 0; jx < T; jx++) {
+              const int64_t ky = ph.tap(ry, jy), kx = ph.tap(rx, jx);
+              if (ky < 0 || kx < 0) continue;
+              const int64_t oc = (o * st + ry) * st + rx;
+              out[size_t(((oc * I + i) * T + jy) * T + jx)] = w[((o * I + i) * K + ky) * K + kx];
+            }
+  return out;
+}
+
+// Depth to space: y[n][o][a·st + ry][c·st + rx] = z[n][a + shift(ry)][c + shift(rx)][(o·st + ry)·st + rx]
+// (z channels-last, y plain), in one parallel pass over y's rows: oneDNN's strided reorders
+// would take one call per pair of shifts, and every call waits for all the threads.
+template <typename E>
+void depth_to_space_as(const E* z, E* y, int64_t N, int64_t O, int64_t H, int64_t W, int64_t Hz, int64_t Wz, const Phases& ph) {
+  const int64_t st = ph.st, C = O * st * st, Wy = W * st, rows = N * O * H * st;
+  std::vector<int64_t> shift(static_cast<size_t>(st));
+  for (int64_t r = 0; r < st; r++) shift[size_t(r)] = ph.shift(r);
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; row++) {
+    const int64_t ry = row % st, a = (row / st) % H, o = (row / (st * H)) % O, n = row / (st * H * O);
+    const E* zrow = z + ((n * Hz + a + shift[size_t(ry)]) * Wz) * C + (o * st + ry) * st;
+    E* yrow = y + row * Wy;
+    for (int64_t c = 0; c < W; c++)
+      for (int64_t rx = 0; rx < st; rx++) yrow[c * st + rx] = zrow[(c + shift[size_t(rx)]) * C + rx];
+  }
+}
+
+void depth_to_space(const memory& z, const memory& y, const ConvSpec& s, const Phases& ph) {
+  const memory::dims zd = z.get_desc().dims();
+  const int64_t N = s.x[0], O = s.w[0], H = s.x[2], W = s.x[3];
+  if (s.compute == dt::f32)
+    depth_to_space_as(static_cast<const uint32_t*>(z.get_data_handle()), static_cast<uint32_t*>(y.get_data_handle()), N, O, H, W, zd[2], zd[3], ph);
+  else
+    depth_to_space_as(static_cast<const uint16_t*>(z.get_data_handle()), static_cast<uint16_t*>(y.get_data_handle()), N, O, H, W, zd[2], zd[3], ph);
+}
+
+// The phase convolution (z channels-last: depth to space is then a strided copy).
+dnnl::convolution_forward::primitive_desc phase_pd(const ConvSpec& p) {
+  using F = dnnl::convolution_forward;
+  const auto pk = dnnl::prop_kind::forward_inference;
+  const auto alg = dnnl::algorithm::convolution_direct;
+  const memory::desc src = any_layout(p.x, p.compute), wei = any_layout(p.w, p.compute), dst(p.y, p.compute, tag::nhwc);
+  auto d = p.has_bias ? F::desc(pk, alg, src, wei, bias_md(p), dst, p.stride, p.pad_l, p.pad_r) : F::desc(pk, alg, src, wei, dst, p.stride, p.pad_l, p.pad_r);
+  dnnl::primitive_attr attr;
+  if (p.relu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  return F::primitive_desc(d, attr, cpu_engine());
+}
+
+}  // namespace
+
+bool subpixel_fits(const ConvSpec& s) {
+  const int64_t st = s.stride[0];
+  if (!(s.transposed && st == s.stride[1] && s.w[2] == s.w[3] && s.pad_l[0] == s.pad_l[1] && s.pad_l == s.pad_r && s.y[2] == s.x[2] * st && s.y[3] == s.x[3] * st))
+    return false;
+  const Phases ph = phases_of(s);
+  return ph.pad_l() >= 0 && ph.shift(st - 1) <= 1 && ph.shift(0) == 0;
+}
+
+Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b) {
+  if (!subpixel_fits(s))
+    throw_range_error("algorithm 'subpixel' is for transposed convolutions whose output is stride × input with equal strides and padding (x " + dims_key(s.x) +
+                      ", weights " + dims_key(s.w) + ", stride " + dims_key(s.stride) + ")");
+  if (s.w[1] != x.dims()[1] || w.md.data_type() != dt::f32 || !is_plain(w.md))
+    throw_type_error("algorithm 'subpixel' needs float32 weights in the plain layout (O,I,KH,KW)");
+  const Phases ph = phases_of(s);
+  const int64_t st = ph.st, O = s.w[0], C = O * st * st, grow = ph.shift(st - 1);
+  ConvSpec p;
+  p.relu = s.relu;
+  p.has_bias = s.has_bias;
+  p.compute = s.compute;
+  p.x = s.x;
+  p.w = {C, s.w[1], ph.taps, ph.taps};
+  p.y = {s.x[0], C, s.x[2] + grow, s.x[3] + grow};
+  p.pad_l = {ph.pad_l(), ph.pad_l()};
+  p.pad_r = {grow + ph.top0, grow + ph.top0};
+  auto cp = cached(p.key("fwdSubpixel"), [&] {
+    auto pd = phase_pd(p);
+    debug_impl("fwdSubpixel", p, pd.impl_info_str());
+    return CachedPrimitive{pd, dnnl::convolution_forward(pd)};
+  });
+  dnnl::convolution_forward::primitive_desc pd(cp.pd.get());
+  std::vector<Scratch> keep;
+  memory src = in_layout(x, pd.src_desc(), keep);
+  std::vector<float> plain = phase_weights(static_cast<const float*>(w.mem().get_data_handle()), s.w, ph);
+  memory plain_mem(memory::desc(p.w, dt::f32, tag::oihw), cpu_engine(), plain.data());
+  memory wei(pd.weights_desc(), cpu_engine());
+  dnnl::reorder(plain_mem, wei).execute(cpu_stream(), plain_mem, wei);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}};
+  std::vector<float> phase_bias;
+  if (b) {
+    memory bm = in_layout(*b, memory::desc({O}, dt::f32, tag::a), keep);
+    const float* bv = static_cast<const float*>(bm.get_data_handle());
+    phase_bias.resize(size_t(C));
+    for (int64_t c = 0; c < C; c++) phase_bias[size_t(c)] = bv[c / (st * st)];
+    args.emplace(DNNL_ARG_BIAS, memory(bias_md(p), cpu_engine(), phase_bias.data()));
+  }
+  memory z(pd.dst_desc(), cpu_engine());
+  args.emplace(DNNL_ARG_DST, z);
+  cp.prim.execute(cpu_stream(), args);
+  cpu_stream().wait();
+  Napi::Object y = Tensor::Create(env, memory::desc(s.y, s.compute, tag::nchw));
+  depth_to_space(z, Tensor::Of(y).mem(), s, ph);
+  auto out = Napi::Object::New(env);
+  out.Set("y", y);
+  out.Set("weightsCache", env.Null());
+  return out;
+}
+
+}  // namespace fcn

@@ -1,0 +1,18 @@
+// A transposed convolution whose output is exactly `stride` times its input (kernel − 2·padding
+// = stride, as every Keras 'same' upsampling) computed as an ordinary stride-1 convolution with
+// stride² times the output channels, one per output phase, then a depth-to-space reorder.
+// oneDNN 2.6 runs FCN's 8× upsampling (kernel 16, stride 8) as a transposed convolution with
+// its AVX2 kernel at a few tens of GFLOP/s; the ordinary convolution runs at its brgconv rate.
+#pragma once
+#include "conv_spec.h"
+
+namespace fcn {
+
+// Whether s (transposed) fits: stride equal in both axes, output = stride · input.
+bool subpixel_fits(const ConvSpec& s);
+
+// y = the transposed convolution s of x with w (float32 plain O,I,KH,KW) and bias, as above;
+// y is plain N,C,H,W.
+Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b);
+
+}  // namespace fcn
