@@ -1,12 +1,15 @@
 // Layers with explicit forward/backward pairs. A training forward keeps what its backward
 // needs (references only: the model's Tape owns activations); backward returns the input
 // gradient (or null when not needed) and sets its parameters' gradients when trainable.
-import { native, type Tensor, type Precision, type WeightGradAlgorithm } from '../engine/binding.js';
+import { native, type Tensor, type Precision, type WeightGradAlgorithm, type ConvOptions } from '../engine/binding.js';
 import type { InferencePrecision } from '../engine/config.js';
 import { Tape, disposeAll } from '../engine/tape.js';
 import { chooseKernel } from '../engine/kernel-choice.js';
 import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from './activation-scales.js';
 import { Param, PreparedWeights } from './param.js';
+
+/** How an inference forward convolution runs (binding.ts ConvOptions['algorithm']). */
+type ForwardAlgorithm = NonNullable<ConvOptions['algorithm']>;
 
 export interface ForwardContext {
   training: boolean;
@@ -162,24 +165,20 @@ export class Conv2d {
    * Winograd's algorithm where it is allowed (float32 inference, 3×3, stride 1) and measured
    * faster; for an upsampling in inference, the phase convolution ('subpixel') when faster.
    */
-  private forwardAlgorithm(x: Tensor, ctx: ForwardContext): 'direct' | 'winograd' | 'subpixel' {
+  private forwardAlgorithm(x: Tensor, ctx: ForwardContext): ForwardAlgorithm {
     const p = ctx.precision;
-    if (this.transposed && !ctx.training && p !== 'int8' && this.stride > 1 && this.spec.kernel - 2 * this.padding === this.stride) return this.upsamplingAlgorithm(x, p);
-    if (ctx.training || ctx.precision !== 'float32' || this.transposed || this.stride !== 1 || this.spec.kernel !== 3) return 'direct';
-    const bias = this.bias?.value ?? null;
-    return chooseKernel(this.kernelKey('fwd', x, 'float32'), ['direct', 'winograd'], (name) => {
-      const r = native.convForward(x, this.kernel.value, bias, { ...this.options('float32'), relu: this.relu, algorithm: name as 'direct' | 'winograd' });
-      disposeAll(r.y, r.weightsCache);
-    }) as 'direct' | 'winograd';
+    if (this.transposed && !ctx.training && p !== 'int8' && this.stride > 1 && this.spec.kernel - 2 * this.padding === this.stride) return this.fastestForward(x, p, 'subpixel');
+    if (ctx.training || p !== 'float32' || this.transposed || this.stride !== 1 || this.spec.kernel !== 3) return 'direct';
+    return this.fastestForward(x, 'float32', 'winograd');
   }
 
-  /** oneDNN's transposed convolution or the phase convolution, as measured for this shape. */
-  private upsamplingAlgorithm(x: Tensor, precision: Precision): 'direct' | 'subpixel' {
+  /** oneDNN's direct kernel or `other`, as measured once for this shape and precision. */
+  private fastestForward(x: Tensor, precision: Precision, other: Exclude<ForwardAlgorithm, 'direct'>): ForwardAlgorithm {
     const bias = this.bias?.value ?? null;
-    return chooseKernel(this.kernelKey('fwd', x, precision), ['direct', 'subpixel'], (name) => {
-      const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as 'direct' | 'subpixel' });
+    return chooseKernel(this.kernelKey('fwd', x, precision), ['direct', other], (name) => {
+      const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as ForwardAlgorithm });
       disposeAll(r.y, r.weightsCache);
-    }) as 'direct' | 'subpixel';
+    }) as ForwardAlgorithm;
   }
 
   /** The im2col + matmul route or oneDNN's kernel for a float32 weight gradient, as measured. */
