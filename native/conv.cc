@@ -151,17 +151,28 @@ Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
     if (!weight_grad_matmul_possible(s)) throw_range_error("algorithm 'matmul' is for float32 stride-1 convolutions only");
     return weight_grad_by_matmul(env, s, x, dy, grad_any_layout);
   }
-  // bf16 inputs produce bf16 weight gradients: oneDNN 2.6 fails when asked for f32 ones.
   auto cp = cached(s.key("bwdW"), [&] {
     using B = typename Prims<T>::bwd_weights;
     auto hint = fwd_pd<T>(s);
-    auto make = [&](const memory::desc& x, const memory::desc& dy) {
-      auto d = s.has_bias ? typename B::desc(Prims<T>::alg, x, any_layout(s.w, s.compute), bias_md(s), dy, s.stride, s.pad_l, s.pad_r)
-                          : typename B::desc(Prims<T>::alg, x, any_layout(s.w, s.compute), dy, s.stride, s.pad_l, s.pad_r);
+    auto make = [&](const memory::desc& x, const memory::desc& dy, dt dw_type) {
+      auto d = s.has_bias ? typename B::desc(Prims<T>::alg, x, any_layout(s.w, dw_type), bias_md(s), dy, s.stride, s.pad_l, s.pad_r)
+                          : typename B::desc(Prims<T>::alg, x, any_layout(s.w, dw_type), dy, s.stride, s.pad_l, s.pad_r);
       return typename B::primitive_desc(d, cpu_engine(), hint);
     };
-    auto pd = make(hint.src_desc(), hint.dst_desc());
-    if (!optimised(pd.impl_info_str())) pd = make(any_layout(s.x, s.compute), any_layout(s.y, s.compute));
+    // From bf16 inputs, float32 weight gradients where an optimised kernel writes them: the
+    // update reads float32, so a bf16 gradient would cost a conversion pass (and its rounding).
+    auto try_make = [&](const memory::desc& x, const memory::desc& dy) {
+      if (s.compute != dt::f32) {
+        try {
+          auto pd = make(x, dy, dt::f32);
+          if (optimised(pd.impl_info_str())) return pd;
+        } catch (const dnnl::error&) {
+        }
+      }
+      return make(x, dy, s.compute);
+    };
+    auto pd = try_make(hint.src_desc(), hint.dst_desc());
+    if (!optimised(pd.impl_info_str())) pd = try_make(any_layout(s.x, s.compute), any_layout(s.y, s.compute));
     debug_impl("bwdW", s, pd.impl_info_str());
     return CachedPrimitive{pd, B(pd)};
   });
