@@ -2,7 +2,11 @@
 // fp32 and bf16 (and the int8 forward of the model quantized on this input), timed end to end; with ONEDNN_VERBOSE=1 set, the oneDNN primitive log of the
 // last repetition can be summarised with bench/verbose_summary.ts.
 //
-//   node --import tsx bench/profile.ts [--size 512] [--reps 3] [--threads 2] [--only fwd_fp32,train_bf16,fwd_int8]
+//   node --import tsx bench/profile.ts [--size 512] [--reps 3] [--threads 2] [--only fwd_fp32,train_bf16,fwd_int8] [--calls]
+//
+// --calls: the wall time of the last repetition per native function (oneDNN's primitives and
+// our own passes alike: the update, the loss, ReLU and pooling backward), and what is left,
+// the time in JavaScript between the calls.
 import { parseArgs } from 'node:util';
 import { native, type Precision } from '../src/engine/binding.js';
 import { configureEngine } from '../src/engine/config.js';
@@ -11,7 +15,7 @@ import { calibrate, quantizeModel } from '../src/quant/quantize.js';
 import { Adam } from '../src/train/optim.js';
 import { trainStep } from '../src/train/step.js';
 
-const { values } = parseArgs({ options: { size: { type: 'string' }, reps: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' }, width: { type: 'string' }, batch: { type: 'string' } } });
+const { values } = parseArgs({ options: { size: { type: 'string' }, reps: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' }, calls: { type: 'boolean' }, width: { type: 'string' }, batch: { type: 'string' } } });
 const size = Number(values.size ?? 512), reps = Number(values.reps ?? 3), threads = Number(values.threads ?? 2);
 const width = Number(values.width ?? 1), batch = Number(values.batch ?? 1);
 const only = values.only ? new Set(values.only.split(',')) : null;
@@ -26,16 +30,50 @@ const labels = Uint8Array.from({ length: batch * size * size }, (_, i) => (i % 7
 const x = native.fromArray([batch, 3, size, size], input);
 const y = native.fromArray([batch, size, size], labels);
 
+// Every native function wrapped to add its wall time under its name while `calls` is set.
+let calls: Map<string, { ms: number; n: number }> | null = null;
+if (values.calls) {
+  const table = native as unknown as Record<string, unknown>;
+  for (const [name, f] of Object.entries(table)) {
+    if (typeof f !== 'function') continue;
+    table[name] = (...args: unknown[]) => {
+      if (!calls) return (f as (...a: unknown[]) => unknown)(...args);
+      const t0 = performance.now();
+      try {
+        return (f as (...a: unknown[]) => unknown)(...args);
+      } finally {
+        const e = calls.get(name) ?? { ms: 0, n: 0 };
+        e.ms += performance.now() - t0;
+        e.n++;
+        calls.set(name, e);
+      }
+    };
+  }
+}
+
+function printCalls(name: string, total: number, table: Map<string, { ms: number; n: number }>): void {
+  let inside = 0;
+  for (const e of table.values()) inside += e.ms;
+  console.log(`${name}: ${total.toFixed(0)} ms, ${inside.toFixed(0)} ms in native calls, ${(total - inside).toFixed(0)} ms in JavaScript between them`);
+  for (const [k, e] of [...table].sort((a, b) => b[1].ms - a[1].ms)) console.log(`  ${e.ms.toFixed(1).padStart(8)} ms ×${String(e.n).padEnd(4)} ${k}`);
+}
+
 function time(name: string, f: () => void): void {
   if (only && !only.has(name)) return;
   console.error(`--- ${name} warm-up`);
   f();
   const ts: number[] = [];
   for (let i = 0; i < reps; i++) {
-    if (i === reps - 1) console.error(`--- ${name} last`);
+    const last = i === reps - 1;
+    if (last) console.error(`--- ${name} last`);
+    if (last && values.calls) calls = new Map();
     const t0 = performance.now();
     f();
     ts.push(performance.now() - t0);
+    if (last && calls) {
+      printCalls(name, ts[ts.length - 1]!, calls);
+      calls = null;
+    }
   }
   console.log(`${name.padEnd(12)} median ${median(ts).toFixed(0)} ms  (${ts.map((t) => t.toFixed(0)).join(', ')})`);
 }
