@@ -148,7 +148,7 @@ template <bool T>
 Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& dy, const std::string& algorithm, bool grad_any_layout) {
   const bool by_matmul = algorithm == "matmul" || (algorithm == "auto" && weight_grad_as_matmul(s));
   if (by_matmul) {
-    if (!weight_grad_matmul_possible(s)) throw_range_error("algorithm 'matmul' is for float32 stride-1 convolutions only");
+    if (!weight_grad_matmul_possible(s)) throw_range_error("algorithm 'matmul' is for stride-1 convolutions only (not transposed)");
     return weight_grad_by_matmul(env, s, x, dy, grad_any_layout);
   }
   auto cp = cached(s.key("bwdW"), [&] {

@@ -202,7 +202,7 @@ export interface Native {
   convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: ConvOptions & { bias?: boolean }): { dx: Tensor; weightsCache: Tensor | null; weightsFlipped: boolean };
   /**
    * algorithm: 'direct' (oneDNN's backward-weights kernel), 'matmul' (im2col and a matrix
-   * product: float32 stride-1 only) or 'auto' (matmul over ≥ 4096 output pixels). gradLayout
+   * product: stride-1 only) or 'auto' (float32: matmul over ≥ 4096 output pixels). gradLayout
    * 'any': dw stays float32 in the layout its computation left it (no reorder to plain).
    */
   convBackwardWeights(

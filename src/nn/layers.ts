@@ -181,13 +181,14 @@ export class Conv2d {
     }) as ForwardAlgorithm;
   }
 
-  /** The im2col + matmul route or oneDNN's kernel for a float32 weight gradient, as measured. */
+  /** The im2col + matmul route or oneDNN's kernel for a weight gradient, as measured. */
   private weightGradAlgorithm(x: Tensor, dpre: Tensor): WeightGradAlgorithm {
-    if (this.savedPrecision !== 'float32' || this.transposed || this.stride !== 1) return 'auto';
+    const p = this.savedPrecision;
+    if ((p !== 'float32' && p !== 'bfloat16') || this.transposed || this.stride !== 1) return 'auto';
     const [n, , h, w] = dpre.dims as [number, number, number, number];
-    const byDefault = n * h * w >= 4096 ? 'matmul' : 'direct';
-    const opts = { ...this.options('float32'), weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' as const };
-    return chooseKernel(this.kernelKey('bwdW', x, 'float32'), [byDefault, byDefault === 'matmul' ? 'direct' : 'matmul'], (name) => {
+    const byDefault = p === 'float32' && n * h * w >= 4096 ? 'matmul' : 'direct';
+    const opts = { ...this.options(p), weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' as const };
+    return chooseKernel(this.kernelKey('bwdW', x, p), [byDefault, byDefault === 'matmul' ? 'direct' : 'matmul'], (name) => {
       const r = native.convBackwardWeights(x, dpre, { ...opts, algorithm: name as WeightGradAlgorithm });
       disposeAll(r.dw, r.db);
     }) as WeightGradAlgorithm;
