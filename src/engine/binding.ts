@@ -38,7 +38,7 @@ export interface ConvOptions {
    * implementation of it (any CPU without AVX-512) the call throws a RangeError saying
    * "Winograd convolution is not available on this CPU". 'subpixel' (transposed, inference,
    * output = stride × input): an ordinary convolution per output phase, then depth to space;
-   * y plain and no weightsCache. Default 'direct'.
+   * y plain, and weightsCache the phase weights (a cache for it). Default 'direct'.
    */
   algorithm?: 'direct' | 'winograd' | 'subpixel';
   weightsCache?: Tensor | null;
