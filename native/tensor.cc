@@ -1,11 +1,7 @@
 #include "tensor.h"
 
 #include <cmath>
-#include <cstdint>
 #include <cstring>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 namespace fcn {
 
@@ -13,23 +9,6 @@ namespace {
 // Marks the objects Create makes: unlike instanceof, a type tag cannot be faked from JS (a
 // plain object, a Proxy or Object.create(tensor) is never taken for a tensor).
 constexpr napi_type_tag kTensorTag = {0x66636e5f74656e73ULL, 0x6f725f7461673031ULL};
-
-// A large typed array is fresh memory, and faulting it in 4 KiB pages costs more than the copy
-// into it (on a virtual machine, a page fault can cost ~15 µs: 22 MB of logits took 60–100 ms
-// to fault in and 2 ms to copy). Asking for transparent huge pages over the array's aligned
-// interior (where the kernel offers them only on request) takes 2 MiB a fault instead.
-void prefer_huge_pages(void* data, size_t bytes) noexcept {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  if (bytes < 4 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // advice only: failure changes nothing
-#else
-  (void)data;
-  (void)bytes;
-#endif
-}
 
 void adjust_external_memory(Napi::Env env, int64_t change) noexcept {
   try {
@@ -263,7 +242,6 @@ Napi::Value Tensor::ToArray(const Napi::CallbackInfo& info) {
     const size_t n = size_t(numel());
     Napi::TypedArray arr = typed_array_of(info.Env(), md.data_type(), n).As<Napi::TypedArray>();
     uint8_t* out = static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
-    prefer_huge_pages(out, n * dtype_size(md.data_type()));
     if (md == plain) {
       std::memcpy(out, ptr, n * dtype_size(md.data_type()));
     } else {
