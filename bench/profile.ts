@@ -1,15 +1,17 @@
 // Where the time goes: full-width FCN-8s at 512² (batch 1), forward and training step in
 // fp32 and bf16 (and the int8 forward of the model quantized on this input), timed end to end; with ONEDNN_VERBOSE=1 set, the oneDNN primitive log of the
-// last repetition can be summarised with bench/verbose_summary.ts.
+// last repetition can be summarised with bench/verbose_summary.ts. fwd_* times predictLogits
+// alone; fwd_*_io times what bench/run.ts's forward rows time (and the peers do): the input
+// copied in from a JS array, the forward, the logits copied out to one.
 //
-//   node --import tsx bench/profile.ts [--size 512] [--reps 3] [--threads 2] [--only fwd_fp32,train_bf16,fwd_int8] [--calls]
+//   node --import tsx bench/profile.ts [--size 512] [--reps 3] [--threads 2] [--only fwd_fp32,train_bf16,fwd_int8,fwd_int8_io] [--calls]
 //
 // --calls: the wall time of the last repetition per native function (oneDNN's primitives and
 // our own passes alike: the update, the loss, ReLU and pooling backward), and what is left,
 // the time in JavaScript between the calls.
 import { parseArgs } from 'node:util';
 import { native, type Precision } from '../src/engine/binding.js';
-import { configureEngine } from '../src/engine/config.js';
+import { configureEngine, type InferencePrecision } from '../src/engine/config.js';
 import { FCN } from '../src/models/fcn.js';
 import { calibrate, quantizeModel } from '../src/quant/quantize.js';
 import { Adam } from '../src/train/optim.js';
@@ -78,14 +80,25 @@ function time(name: string, f: () => void): void {
   console.log(`${name.padEnd(12)} median ${median(ts).toFixed(0)} ms  (${ts.map((t) => t.toFixed(0)).join(', ')})`);
 }
 
+/** The forward as the bench's rows time it: JS array in, JS array out. */
+function forwardWithCopies(p: InferencePrecision): void {
+  const xi = native.fromArray([batch, 3, size, size], input);
+  const logits = model.predictLogits(xi, p);
+  logits.toArray();
+  xi.dispose();
+  logits.dispose();
+}
+
 for (const p of ['float32', 'bfloat16'] as Precision[]) {
   const tag = p === 'float32' ? 'fp32' : 'bf16';
   time(`fwd_${tag}`, () => model.predictLogits(x, p).dispose());
+  time(`fwd_${tag}_io`, () => forwardWithCopies(p));
   time(`train_${tag}`, () => void trainStep(model, opt, x, y, { precision: p }));
 }
-if (!only || only.has('fwd_int8')) {
+if (!only || only.has('fwd_int8') || only.has('fwd_int8_io')) {
   quantizeModel(model, calibrate(model, [x]));
   time('fwd_int8', () => model.predictLogits(x, 'int8').dispose());
+  time('fwd_int8_io', () => forwardWithCopies('int8'));
 }
 console.log(JSON.stringify(native.poolStats()));
 x.dispose();

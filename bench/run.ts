@@ -430,7 +430,7 @@ async function forwardRows(b: Bench, model: FCN, peers: Peers): Promise<void> {
   }
 }
 
-/** The int8 network (block1_conv1 and the upsamplers stay float32: a small share of the FLOPs), also against onnxruntime's own int8 on its QDQ export. */
+/** The int8 network (the upsamplers stay float32: a small share of the FLOPs), also against onnxruntime's own int8 on its QDQ export. */
 async function int8Rows(b: Bench, peers: Peers, ortRow: (id: string, ours: Timing) => Promise<void>): Promise<void> {
   if (!['fwd512_int8_peak_frac', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort', 'fwd512_int8_vs_ort_int8', 'fwd512_int8_vs_torch_int8'].some(b.want)) return;
   const qdqOnnx = peers.ortVersion && b.want('fwd512_int8_vs_ort_int8') ? path.join(work, 'fcn8-w1-seed0-int8-qdq.onnx') : undefined;

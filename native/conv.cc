@@ -230,7 +230,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   ConvSpec s = make_conv_spec(c, x.dims(), w.dims(), b != nullptr);
   s.relu = relu;
   s.winograd = winograd;
-  if (algorithm == "subpixel") return subpixel_forward(info.Env(), s, x, w, b);
+  if (algorithm == "subpixel") return subpixel_forward(info.Env(), s, x, w, b, cache);
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
 }
 

@@ -73,7 +73,8 @@ Fwd::primitive_desc int8_pd(const ConvSpec& s, const memory::desc& src, dt out, 
 }
 
 // In x's own layout when an optimised kernel takes it (what the previous int8 convolution or
-// pooling wrote: no reorder between layers), else in the layout oneDNN prefers.
+// pooling wrote: no reorder between layers), else in the layout oneDNN prefers (x's data type
+// either way: uint8 activations, or the int8 image of the first layer).
 Fwd::primitive_desc choose_pd(const ConvSpec& s, const memory::desc& x_md, dt out, const std::vector<float>& scales, float clip) {
   try {
     auto pd = int8_pd(s, x_md, out, scales, clip);
@@ -82,10 +83,10 @@ Fwd::primitive_desc choose_pd(const ConvSpec& s, const memory::desc& x_md, dt ou
     if (e.status == dnnl_out_of_memory) throw;
   }
   try {
-    return int8_pd(s, any_layout(s.x, dt::u8), out, scales, clip);
+    return int8_pd(s, any_layout(s.x, x_md.data_type()), out, scales, clip);
   } catch (const dnnl::error& e) {
     if (e.status == dnnl_out_of_memory) throw;
-    throw_range_error("oneDNN has no int8 convolution of x " + dims_key(s.x) + " with weights " + dims_key(s.w) + ", stride " + dims_key(s.stride) +
+    throw_range_error(std::string("oneDNN has no int8 convolution of ") + dtype_name(x_md.data_type()) + " x " + dims_key(s.x) + " with weights " + dims_key(s.w) + ", stride " + dims_key(s.stride) +
                       ", padding " + dims_key(s.pad_l) + "/" + dims_key(s.pad_r) + " and " + dtype_name(out) + " output on this CPU" +
                       (e.status == dnnl_unimplemented ? "" : std::string(" (") + e.what() + ")"));
   }
@@ -93,7 +94,7 @@ Fwd::primitive_desc choose_pd(const ConvSpec& s, const memory::desc& x_md, dt ou
 
 }  // namespace
 
-// convForwardInt8(x uint8 N,C,H,W, w int8 O,I,KH,KW (plain), bias float32 [O] | null,
+// convForwardInt8(x uint8 or int8 N,C,H,W, w int8 O,I,KH,KW (plain), bias float32 [O] | null,
 //                 {stride, padding, relu, clip, scales: Float32Array [O], output: 'uint8' | 'float32', weightsCache})
 //   → {y, weightsCache: Tensor|null}
 // y[n,o,i,j] = relu?(scales[o] · (Σ x·w + bias[o])) with the sum in int32; uint8 output
@@ -104,6 +105,9 @@ Fwd::primitive_desc choose_pd(const ConvSpec& s, const memory::desc& x_md, dt ou
 // AVX-512 CPUs) oneDNN multiplies with vpmaddubsw, which adds pairs of products in 16 bits
 // with saturation, and larger pairs are clipped (255·127 + 255·127 = 64770 comes out 32767).
 // Quantization keeps one of the two ranges so that results are the same on every CPU.
+// An int8 x (the signed image of the first layer) is exact with VNNI; without it, oneDNN adds
+// 128 to x to make it unsigned and halves the weights to stay clear of that saturation (the
+// weights lose their last bit: a rounding, not a clipping).
 Napi::Value ConvForwardInt8(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   ConvOptions c;
@@ -127,7 +131,7 @@ Napi::Value ConvForwardInt8(const Napi::CallbackInfo& info) {
   Tensor* b = Tensor::FromOptional(info[2], "bias");
   Tensor* cache = Tensor::FromOptional(cache_arg, "weightsCache");
   require_rank(x, "x", 4, "N,C,H,W");
-  require_dtype(x, "x", {dt::u8});
+  require_dtype(x, "x", {dt::u8, dt::s8});
   require_rank(w, "weights", 4, "O,I,KH,KW");
   require_dtype(w, "weights", {dt::s8});
   if (!is_plain(w.md)) throw_type_error("the weights must be in the plain layout (O,I,KH,KW)");

@@ -19,8 +19,9 @@ export const quantizeSpec = defineCommand({
   usage: ['--weights FILE --calib IMAGE|FOLDER[,…] --out FILE [--images N] [--size S]'],
   details: `Post-training quantization for oneDNN's int8 convolutions: kernels int8 with one scale per output
 channel; each ReLU convolution's output uint8 with a scale set by the largest value seen over
-the calibration images (run through the float32 model); biases, block1_conv1, the upsamplings
-and the skip additions stay float32. The output is a safetensors weights file that every
+the calibration images (run through the float32 model), and the image block1_conv1 reads int8
+with a scale set by its largest magnitude; biases, the upsamplings and the skip additions stay
+float32. The output is a safetensors weights file that every
 command reads: --precision int8 runs it in int8 (predict, segment, eval, serve); float32 runs
 the dequantized weights (fcn predict --weights Q --image IMAGE --precision int8). Use a few dozen
 images like those the model will see.

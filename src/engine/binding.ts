@@ -38,7 +38,7 @@ export interface ConvOptions {
    * implementation of it (any CPU without AVX-512) the call throws a RangeError saying
    * "Winograd convolution is not available on this CPU". 'subpixel' (transposed, inference,
    * output = stride × input): an ordinary convolution per output phase, then depth to space;
-   * y plain and no weightsCache. Default 'direct'.
+   * y plain, and weightsCache the phase weights (a cache for it). Default 'direct'.
    */
   algorithm?: 'direct' | 'winograd' | 'subpixel';
   weightsCache?: Tensor | null;
@@ -185,7 +185,8 @@ export interface Native {
   convForward(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvOptions): { y: Tensor; weightsCache: Tensor | null };
   /**
    * Quantized inference convolution. x: uint8 N,C,H,W in any layout (as an earlier
-   * convForwardInt8 or maxPoolForward left it); w: int8 O,I,KH,KW, plain; bias: float32 [O].
+   * convForwardInt8 or maxPoolForward left it), or int8 (a signed input: the first layer's
+   * image); w: int8 O,I,KH,KW, plain; bias: float32 [O].
    * With acc[n,o,i,j] = Σ x·w (int32),
    *   y[n,o,i,j] = relu?(scales[o] · (acc + bias[o]))
    * (the bias is in accumulator units: it joins the sum before the scale). 'float32' output is
@@ -196,6 +197,7 @@ export interface Native {
    * (AVX2, AVX-512 before Cascade Lake) oneDNN's kernels add pairs of products in 16 bits with
    * saturation (vpmaddubsw), and a pair above 32767 in magnitude is clipped: quantize
    * activations to [0, 127] or weights to [-64, 64] to get the same results on every CPU.
+   * An int8 x is exact with VNNI; without it oneDNN halves the weights (rounding their last bit).
    */
   convForwardInt8(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvInt8Options): { y: Tensor; weightsCache: Tensor | null };
   /** weightsFlipped: the weights cache holds the flipped I,O,KH,KW form (the input gradient computed as a convolution). */

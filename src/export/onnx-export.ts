@@ -18,11 +18,12 @@
 //
 // An int8 model (made by `fcn quantize`) is written in the QDQ form that ONNX Runtime runs
 // with its own int8 kernels: each quantized convolution's input passes QuantizeLinear →
-// DequantizeLinear at its calibrated scale (uint8, zero point 0), its kernel is an int8
-// initializer with per-output-channel scales behind a DequantizeLinear, its bias int32 at
-// scale input × kernel, and its ReLU output passes a Q/DQ pair at its output scale. The
-// layers the engine keeps in float32 (block1_conv1's kernel, the upsamplings, the skip sums)
-// stay float32 here too.
+// DequantizeLinear at its calibrated scale (uint8, zero point 0; int8 for block1_conv1's
+// signed input, the preprocessed image), its kernel is an int8 initializer with
+// per-output-channel scales behind a DequantizeLinear, its bias int32 at scale input × kernel,
+// and its ReLU output passes a Q/DQ pair at its output scale. The layers the engine keeps in
+// float32 (the upsamplings, the skip sums; block1_conv1's kernel in older int8 files) stay
+// float32 here too.
 //
 // Weights are initializers whose raw_data holds little-endian float32. The file is produced
 // as a sequence of chunks: the protobuf messages around the weights are encoded with the
@@ -170,10 +171,10 @@ interface Int8Export {
   activationScale: (stored: number) => number;
 }
 
-/** x through QuantizeLinear → DequantizeLinear at `scale` (uint8, zero point 0), named `name`. */
-function qdq(g: GraphBuilder, x: string, scale: number, name: string): string {
+/** x through QuantizeLinear → DequantizeLinear at `scale` (uint8, or `signed` int8; zero point 0), named `name`. */
+function qdq(g: GraphBuilder, x: string, scale: number, name: string, signed = false): string {
   const s = g.float(`${name}_qscale`, [scale], []);
-  const zero = g.raw(`${name}_qzero`, [], OnnxDataType.UINT8, () => new Uint8Array(1), 1);
+  const zero = g.raw(`${name}_qzero`, [], signed ? OnnxDataType.INT8 : OnnxDataType.UINT8, () => new Uint8Array(1), 1);
   return g.op('DequantizeLinear', [g.op('QuantizeLinear', [x, s, zero], `${name}_quantized`), s, zero], name);
 }
 
@@ -204,9 +205,11 @@ function int8LayerWeights(g: GraphBuilder, layer: Conv2d, q: ConvQuant & { kerne
 function conv(g: GraphBuilder, layer: Conv2d, x: string, factor: number | undefined, int8: Int8Export | null): string {
   const q = int8 ? layer.quant : null;
   const quantized = q?.kernel && q.kernelScales ? { ...q, kernel: q.kernel, kernelScales: q.kernelScales } : null;
-  const inputScale = quantized ? int8!.activationScale(quantized.inputScale) : 0;
+  // A signed input (the image) has 127 levels in every mode; uint8 activations as the export's.
+  const signed = quantized?.signedInput ?? false;
+  const inputScale = quantized ? (signed ? quantized.inputScale : int8!.activationScale(quantized.inputScale)) : 0;
   // The engine quantizes the input before the factor (it folds the factor into the output scales).
-  let input = quantized ? qdq(g, x, inputScale, `${layer.name}_input`) : x;
+  let input = quantized ? qdq(g, x, inputScale, `${layer.name}_input`, signed) : x;
   if (factor !== undefined) input = g.op('Mul', [input, g.float(`${x}_scale`, [factor], [])], `${x}_scaled`);
   const [, , kh, kw] = layer.kernel.dims;
   const p = layer.padding, s = layer.stride;

@@ -173,7 +173,13 @@ export class FCN {
       },
       pool: (p, x) => this.parts.pool(p).forward(x, ctx),
       dropout: (_name, x) => x,
-      crop: (x, offset, like) => (offset === null ? x : native.cropPad(x, { top: offset, left: offset, height: like.dims[2]!, width: like.dims[3]! })),
+      crop: (x, offset, like) => {
+        if (offset === null) return x;
+        const [height, width] = [like.dims[2]!, like.dims[3]!];
+        // A crop to itself of a plain map (the logits of an input already a multiple of 32) would only copy it.
+        if (offset === 0 && x.dims[2] === height && x.dims[3] === width && x.layout === 'plain') return x;
+        return native.cropPad(x, { top: offset, left: offset, height, width });
+      },
       add: (a, b) => native.add(a, b),
       free: (x) => {
         if (x !== input) x.dispose();

@@ -1,15 +1,18 @@
 // An int8 model as a file: the project's safetensors weights (weights.ts) where
 // each quantized convolution's `<layer>.kernel` is I8 in the Keras layout, with beside it
 //   <layer>.kernel_scale  F32 (out)  real kernel = kernel_scale[o] · q
-//   <layer>.input_scale   F32 (1)    real input  = input_scale · q (uint8)
+//   <layer>.input_scale   F32 (1)    real input  = input_scale · q (uint8; int8 for the layer
+//                                    that reads the image, block1_conv1)
 //   <layer>.output_scale  F32 (1)    its ReLU output as uint8, real = output_scale · q
-// (block1_conv1 keeps a float32 kernel and has only an output scale; the score layers have no
-// output scale: their outputs are float32), and the metadata `quantization: int8` and
+// (the score layers have no output scale: their outputs are float32; in files written before
+// block1_conv1 ran in int8, it keeps a float32 kernel and has only an output scale, and such
+// files still load and run it in float32), and the metadata `quantization: int8` and
 // `calibration` (how the activation scales were found). Any reader of the project's weights
 // loads it: float32 kernels are the dequantized ones, and `--precision int8` runs the int8 form.
 import type { Tensor } from '../engine/binding.js';
 import type { FCN } from './fcn.js';
 import { fromKerasLayout, toKerasLayout, weightsMetadata } from './weights-layout.js';
+import { networkLayers } from './network.js';
 import { writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
 import type { WeightSource } from '../io/weight-types.js';
 import type { ConvQuant } from '../nn/layers.js';
@@ -50,6 +53,7 @@ export function attachQuantization(model: FCN, source: WeightSource): void {
   if (source.metadata.quantization !== QUANTIZATION) throw new Error(`${where}: quantization '${source.metadata.quantization}' is not one this project runs (expected ${QUANTIZATION})`);
   const forms: [FCN['conv6'], ConvQuant][] = [];
   const made: Tensor[] = [];
+  const readsImage = new Set(networkLayers(model.network).filter((l) => l.reads === null).map((l) => l.name));
   try {
     for (const layer of model.layers()) {
       const has = (suffix: string) => source.tensors.has(`${layer.name}${suffix}`);
@@ -69,7 +73,8 @@ export function attachQuantization(model: FCN, source: WeightSource): void {
         throw new Error(`${where}: tensor '${layer.name}.kernel_scale' must hold ${layer.spec.outChannels} positive numbers`);
       const kernel = fromKerasLayout(layer.kernel, entry.readInt8());
       made.push(kernel);
-      forms.push([layer, { kernel, kernelScales: Float32Array.from(scales), inputScale: scalar(source, `${layer.name}.input_scale`), outputScale }]);
+      const signedInput = readsImage.has(layer.name);
+      forms.push([layer, { kernel, kernelScales: Float32Array.from(scales), inputScale: scalar(source, `${layer.name}.input_scale`), outputScale, ...(signedInput ? { signedInput } : {}) }]);
     }
     if (forms.length === 0) throw new Error(`${where}: says it is quantized but holds no scales`);
   } catch (e) {

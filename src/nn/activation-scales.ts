@@ -21,9 +21,9 @@ export function scaleOf(t: Tensor): number | null {
 
 /** Real values as a new float32 tensor in t's layout (t itself when already float). */
 export function dequantized(t: Tensor): Tensor {
-  if (t.dtype !== 'uint8') return t;
+  if (t.dtype !== 'uint8' && t.dtype !== 'int8') return t;
   const s = scales.get(t);
-  if (s === undefined) throw new Error('a uint8 activation without a scale reached a float layer');
+  if (s === undefined) throw new Error(`a ${t.dtype} activation without a scale reached a float layer`);
   return native.reorder(t, { dtype: 'float32', like: t, scale: s });
 }
 
@@ -53,4 +53,12 @@ export function quantizedUnsigned(t: Tensor, scale: number): Tensor {
   } finally {
     s8.dispose();
   }
+}
+
+/**
+ * Signed float values (the preprocessed image) quantized to int8 with `scale` (which puts the
+ * calibrated largest magnitude at 127), rounded to nearest even and saturated, in t's layout.
+ */
+export function quantizedSigned(t: Tensor, scale: number): Tensor {
+  return withScale(native.reorder(t, { dtype: 'int8', like: t, scale: 1 / scale }), scale);
 }

@@ -5,7 +5,7 @@ import { native, type Tensor, type Precision, type WeightGradAlgorithm, type Con
 import type { InferencePrecision } from '../engine/config.js';
 import { Tape, disposeAll } from '../engine/tape.js';
 import { chooseKernel } from '../engine/kernel-choice.js';
-import { activationLevels, dequantized, quantizedUnsigned, runtimeScale, scaleOf, withScale } from './activation-scales.js';
+import { activationLevels, dequantized, quantizedSigned, quantizedUnsigned, runtimeScale, scaleOf, withScale } from './activation-scales.js';
 import { Param, PreparedWeights } from './param.js';
 
 /** How an inference forward convolution runs (binding.ts ConvOptions['algorithm']). */
@@ -44,13 +44,18 @@ export interface ConvSpec {
 export interface ConvQuant {
   /**
    * int8 plain O,I,KH,KW; null for a layer that computes in float32 and only quantizes its
-   * output (block1_conv1: its input is the signed image and has 3 channels).
+   * output (block1_conv1 of the int8 files written before it had an int8 form).
    */
   kernel: Tensor | null;
   /** Real kernel[o] = kernelScales[o] · q (null with a float kernel). */
   kernelScales: Float32Array | null;
-  /** Real input = inputScale · q: the producing layer's outputScale. */
+  /**
+   * Real input = inputScale · q: the producing layer's outputScale (uint8, 255 levels), or
+   * with signedInput the image's own scale (int8, the calibrated largest magnitude at 127).
+   */
   inputScale: number;
+  /** The layer reads the preprocessed image (signed): its input is quantized to int8. */
+  signedInput?: boolean;
   /** uint8 output with this scale (ReLU layers); null: float32 output (the score layers). */
   outputScale: number | null;
 }
@@ -218,15 +223,19 @@ export class Conv2d {
       }
     }
     // The input in the scale this layer was calibrated for: a float input (a stitched tile
-    // map) is quantized; a uint8 one must already be in that scale.
-    const sIn = runtimeScale(q.inputScale);
+    // map, the image) is quantized; a quantized one must already be in that scale. The image
+    // is signed and quantized to int8 at 127 levels on every CPU (no 7-bit form: see
+    // convForwardInt8 on int8 inputs).
+    const sIn = q.signedInput ? q.inputScale : runtimeScale(q.inputScale);
+    const dtype = q.signedInput ? 'int8' : 'uint8';
+    const quantize = (t: Tensor) => (q.signedInput ? quantizedSigned(t, sIn) : quantizedUnsigned(t, sIn));
     let xq = x;
     const given = scaleOf(x);
-    if (x.dtype !== 'uint8') xq = quantizedUnsigned(x, sIn);
-    else if (given === null || Math.abs(given - sIn) > 1e-6 * sIn) {
+    if (x.dtype !== 'uint8' && x.dtype !== 'int8') xq = quantize(x);
+    else if (x.dtype !== dtype || given === null || Math.abs(given - sIn) > 1e-6 * sIn) {
       const xf = dequantized(x);
       try {
-        xq = quantizedUnsigned(xf, sIn);
+        xq = quantize(xf);
       } finally {
         xf.dispose();
       }

@@ -2,12 +2,13 @@
 //   - kernels symmetric per output channel: q = round(w / s[o]), s[o] = max|w[o]| / 127;
 //   - activations after each ReLU convolution per tensor, unsigned: q = round(a / s),
 //     s = (the largest value seen over the calibration images) / 255;
+//   - the preprocessed image, block1_conv1's input, is signed: int8 per tensor, symmetric,
+//     s = (the largest magnitude seen) / 127 (an image quantized at about its own 8 bits), so
+//     the first convolution runs in int8 too, with no float32 map of 64 channels at full size;
 //   - biases stay float32 (the convolution adds them before its output scale).
-// block1_conv1 stays float32 (its input is the signed image with 3 channels: little work
-// and the most sensitive) and quantizes only its output; the transposed convolutions (the
-// bilinear upsamplings) and the additions of the skips run in float32 on the small score
-// maps. Max calibration keeps every value in range; the score layers' float32 outputs carry
-// no rounding of their own.
+// The transposed convolutions (the bilinear upsamplings) and the additions of the skips run
+// in float32 on the small score maps. Max calibration keeps every value in range; the score
+// layers' float32 outputs carry no rounding of their own.
 import { native, type Tensor } from '../engine/binding.js';
 import { disposeAll } from '../engine/tape.js';
 import type { FCN } from '../models/fcn.js';
@@ -16,17 +17,23 @@ import { networkInput } from '../data/transforms.js';
 import type { RgbImage } from '../io/image.js';
 import type { Conv2d, ConvQuant } from '../nn/layers.js';
 
-/** The largest output of each ReLU convolution over the calibration images, by layer name. */
+/**
+ * The largest output of each ReLU convolution over the calibration images, by layer name, and
+ * under IMAGE_INPUT the largest magnitude of the preprocessed images.
+ */
 export type ActivationMaxima = Map<string, number>;
+export const IMAGE_INPUT = '(image)';
 
-/** Runs the float32 model over preprocessed inputs, recording each ReLU convolution's largest output. */
+/** Runs the float32 model over preprocessed inputs, recording the input's and each ReLU convolution's largest value. */
 export function calibrate(model: FCN, inputs: Iterable<Tensor>, onImage?: (index: number) => void): ActivationMaxima {
   const maxima: ActivationMaxima = new Map();
+  const record = (name: string, t: Tensor) => maxima.set(name, Math.max(maxima.get(name) ?? 0, native.absMax(t)));
   const conv = (layer: Conv2d, y: Tensor) => {
-    if (layer.relu) maxima.set(layer.name, Math.max(maxima.get(layer.name) ?? 0, native.absMax(y)));
+    if (layer.relu) record(layer.name, y);
   };
   let i = 0;
   for (const x of inputs) {
+    record(IMAGE_INPUT, x);
     model.predictLogits(x, 'float32', { conv }).dispose();
     onImage?.(i);
     i++;
@@ -68,11 +75,11 @@ export function quantizeKernel(w: Tensor): { kernel: Tensor; scales: Float32Arra
   return { kernel: native.fromArray([...w.dims], q), scales };
 }
 
-/** The scale of an unsigned activation whose largest value is `max`. */
-export function activationScale(max: number): number {
+/** The scale of an unsigned activation whose largest value is `max` (or, `signed`, of a signed one whose largest magnitude is `max`). */
+export function activationScale(max: number, signed = false): number {
   // A layer that never fired over the calibration set still needs a positive scale. float32,
   // as the file stores it: a model quantized in memory runs exactly as its file.
-  return Math.fround(Math.max(max, 1e-6) / 255);
+  return Math.fround(Math.max(max, 1e-6) / (signed ? 127 : 255));
 }
 
 /**
@@ -93,14 +100,11 @@ export function quantizeModel(model: FCN, maxima: ActivationMaxima): void {
       const outMax = maxima.get(layer.name);
       if (layer.relu && outMax === undefined) throw new Error(`calibration saw no output of ${layer.name}`);
       const outputScale = layer.relu ? activationScale(outMax!) : null;
-      if (!input) {
-        forms.push([layer, { kernel: null, kernelScales: null, inputScale: 1, outputScale }]);
-        continue;
-      }
-      const inMax = maxima.get(input.name);
-      if (inMax === undefined) throw new Error(`calibration saw no output of ${input.name}`);
+      const inMax = maxima.get(input?.name ?? IMAGE_INPUT);
+      if (inMax === undefined) throw new Error(`calibration saw no ${input ? `output of ${input.name}` : 'input image'}`);
       const { kernel, scales } = quantizeKernel(layer.kernel.value);
-      forms.push([layer, { kernel, kernelScales: scales, inputScale: activationScale(inMax), outputScale }]);
+      const signedInput = input === null;
+      forms.push([layer, { kernel, kernelScales: scales, inputScale: activationScale(inMax, signedInput), outputScale, ...(signedInput ? { signedInput } : {}) }]);
     }
   } catch (e) {
     disposeAll(...forms.map(([, q]) => q.kernel));

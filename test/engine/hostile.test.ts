@@ -372,7 +372,7 @@ test('tensors, sizes and shapes that do not fit are refused with a RangeError na
     ['convForward', () => native.convForward(x, w, null, { algorithm: 'winograd', transposed: true }), R, /'winograd' is for float32 convolution only/],
     ['convForward', () => native.convForward(x, w, null, { algorithm: 'winograd', dtype: 'bfloat16' }), R, /'winograd' is for float32 convolution only/],
     // int8 convolution
-    ['convForwardInt8', () => native.convForwardInt8(x, wq, null, convInt8), T, /x must be uint8, got float32/],
+    ['convForwardInt8', () => native.convForwardInt8(x, wq, null, convInt8), T, /x must be uint8 or int8, got float32/],
     ['convForwardInt8', () => native.convForwardInt8(xq, w, null, convInt8), T, /weights must be int8, got float32/],
     ['convForwardInt8', () => native.convForwardInt8(xq, wq, i32, convInt8), T, /bias must be float32/],
     ['convForwardInt8', () => native.convForwardInt8(xq, wq, f32([5]), convInt8), R, /bias is 5, expected 4/],

@@ -156,6 +156,38 @@ for (const c of cases) {
 const cpu = cpuFeatures();
 const sevenBit = int8SevenBitActivations(cpu);
 
+// A signed input (the first layer's image, quantized to int8): exact sums with VNNI; without
+// it oneDNN adds 128 to x and halves the weights to avoid saturating, so the sums are exactly
+// those of the weights rounded to even (measured under ONEDNN_MAX_CPU_ISA=AVX2).
+for (const c of [
+  { name: '3×3 pad 1, 3 → 64 (block1_conv1)', x: [1, 3, 12, 10], w: [64, 3, 3, 3] },
+  { name: '3×3 pad 1, 16 → 20, 2 images', x: [2, 16, 7, 9], w: [20, 16, 3, 3] },
+])
+  test(`convForwardInt8 with an int8 input, ${c.name}: ${sevenBit ? 'the exact sums of the weights rounded to even' : 'the exact sums'}, uint8 and float32 out`, () => {
+    const xv = randomInts(numel(c.x), 21, -128, 127), wv = randomInts(numel(c.w), 22, -127, 127);
+    const p = { stride: 1, padding: [1, 1, 1, 1] as [number, number, number, number] };
+    // Without VNNI the sums are those of the weights rounded to even (halved, rounded to nearest
+    // even, doubled back by the output scale).
+    const halved = (w: number) => 2 * (Math.abs(w / 2 - Math.trunc(w / 2)) === 0.5 ? 2 * Math.round(w / 4) : Math.round(w / 2));
+    const acc = integerConv(xv, c.x, sevenBit ? wv.map(halved) : wv, c.w, p);
+    const scales = scalesFor(acc);
+    const biasv = Array.from(scales, (s, o) => ((o % 3) - 1) * (50 / s));
+    const xt = native.fromArray(c.x, Int8Array.from(xv)), wt = native.fromArray(c.w, Int8Array.from(wv)), bt = native.fromArray([c.w[0]!], Float32Array.from(biasv));
+    assert.equal(xt.dtype, 'int8');
+    try {
+      const opts = { stride: [1, 1] as [number, number], padding: p.padding, relu: true, scales };
+      const f = native.convForwardInt8(xt, wt, bt, { ...opts, output: 'float32' });
+      const u = native.convForwardInt8(xt, wt, bt, { ...opts, output: 'uint8', weightsCache: f.weightsCache });
+      const want = scaled(acc, scales, biasv, true);
+      const e = ref.relError(f.y.toArray() as Float32Array, want.data);
+      assert.ok(e < FWD_TOL, `float32 output: error ${e}`);
+      assertUint8Near(u.y.toArray() as Uint8Array, want.data, 'uint8 output');
+      for (const t of [f.y, f.weightsCache, u.y, u.weightsCache]) t?.dispose();
+    } finally {
+      for (const t of [xt, wt, bt]) t.dispose();
+    }
+  });
+
 test(`int8 mode on ISA ${cpu.isa}: ${sevenBit ? '7-bit activations (no VNNI: full-range sums saturate, 7-bit ones are exact)' : '8-bit activations (VNNI: full-range sums are exact)'}`, () => {
   // The mode is the description's, not whatever the kernel happens to do: VNNI or not.
   assert.equal(sevenBit, !cpu.vnni);
@@ -366,7 +398,7 @@ test('int8 ops refuse what does not fit, naming the op and the argument', () => 
     [() => native.convForwardInt8(x, w, null, { ...ok, scales: undefined as never }), T, /^convForwardInt8: scales must be given/],
     [() => native.convForwardInt8(x, w, null, { ...ok, scales: [1, 1, 1, 1, 1, 1] as never }), T, /scales must be a Float32Array, got an array/],
     [() => native.convForwardInt8(x, w, null, { ...ok, scales: new Float64Array(6).fill(1) as never }), T, /scales must be a Float32Array, got a typed array/],
-    [() => native.convForwardInt8(xf, w, null, ok), T, /^convForwardInt8: x must be uint8, got float32/],
+    [() => native.convForwardInt8(xf, w, null, ok), T, /^convForwardInt8: x must be uint8 or int8, got float32/],
     [() => native.convForwardInt8(x, wu, null, ok), T, /^convForwardInt8: weights must be int8, got uint8/],
     [() => native.convForwardInt8(x, w, native.zeros([6], 'int32'), ok), T, /^convForwardInt8: bias must be float32, got int32/],
     [() => native.convForwardInt8(x, w, null, { ...ok, relu: 1 as never }), T, /relu must be a boolean/],

@@ -39,14 +39,29 @@ for (const c of cases)
         const ys = values(sub.y), yd = values(direct.y);
         assert.ok(ref.relError(ys, yRef.data) < 1e-5, `error against the reference ${ref.relError(ys, yRef.data)}`);
         assert.ok(ref.relError(ys, yd) < 1e-5, `error against the direct kernel ${ref.relError(ys, yd)}`);
+        // The phase weights come back as a cache; given back, they are used as they are (no
+        // new cache, the same output); a cache of another layout (the direct kernel's) is not.
+        assert.ok(sub.weightsCache, 'the phase weights are handed back');
+        const again = native.convForward(xt, wt, bt, { ...opts, algorithm: 'subpixel', weightsCache: sub.weightsCache });
+        assert.equal(again.weightsCache, null);
+        assert.deepEqual(values(again.y), ys);
+        again.y.dispose();
+        const other = native.convForward(xt, wt, bt, { ...opts, algorithm: 'subpixel', weightsCache: direct.weightsCache ?? wt });
+        assert.ok(other.weightsCache && other.weightsCache.dims[0] === c.w[0]! * c.stride ** 2, 'a cache that does not fit is replaced by the phase weights');
+        assert.deepEqual(values(other.y), ys);
+        for (const t of [other.y, other.weightsCache]) t?.dispose();
         if (cpuFeatures().avx512) {
           const yb = native.convForward(xt, wt, bt, { ...opts, dtype: 'bfloat16', algorithm: 'subpixel' });
           assert.equal(yb.y.dtype, 'bfloat16');
           assert.ok(ref.relError(values(yb.y), yRef.data) < 2e-2, `bfloat16 error ${ref.relError(values(yb.y), yRef.data)}`);
-          yb.y.dispose();
+          // A float32 cache does not fit the bfloat16 primitive: its own comes back.
+          const yb2 = native.convForward(xt, wt, bt, { ...opts, dtype: 'bfloat16', algorithm: 'subpixel', weightsCache: sub.weightsCache });
+          assert.equal(yb2.weightsCache?.dtype, 'bfloat16');
+          assert.deepEqual(values(yb2.y), values(yb.y));
+          for (const t of [yb.y, yb.weightsCache, yb2.y, yb2.weightsCache]) t?.dispose();
         }
       } finally {
-        for (const t of [sub.y, direct.y, direct.weightsCache]) t?.dispose();
+        for (const t of [sub.y, sub.weightsCache, direct.y, direct.weightsCache]) t?.dispose();
       }
     } finally {
       for (const t of [xt, wt, bt]) t?.dispose();

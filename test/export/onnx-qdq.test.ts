@@ -91,7 +91,10 @@ test('an int8 model as QDQ: ORT runs its body on QLinearConv and agrees with the
     const int8Kernels = file.graph.initializer.filter((i) => i.dataType === 3 && i.name.endsWith('_int8')).map((i) => i.name);
     const quantizedLayers = model.layers().filter((l) => l.quant?.kernel);
     assert.deepEqual(int8Kernels.sort(), quantizedLayers.map((l) => `${l.kernel.name}_int8`).sort(), 'every int8 kernel, and only those, as INT8');
-    assert.ok(file.graph.initializer.some((i) => i.name === 'block1_conv1.kernel' && i.dataType === 1), 'block1_conv1 stays float32');
+    // block1_conv1 reads the signed image: an int8 zero point (the others uint8).
+    const zeroType = (name: string) => file.graph.initializer.find((i) => i.name === name)?.dataType;
+    assert.equal(zeroType('block1_conv1_input_qzero'), 3, 'block1_conv1 quantizes the image to int8');
+    assert.equal(zeroType('block1_conv2_input_qzero'), 2, 'activations are uint8');
     assert.equal(file.metadataProps.find((p) => p.key === 'precision')?.value, 'int8');
 
     const rgb = picture(9);

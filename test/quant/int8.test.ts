@@ -12,7 +12,7 @@ import { configureEngine } from '../../src/engine/config.js';
 import { native, type Tensor } from '../../src/engine/binding.js';
 import { FCN } from '../../src/models/fcn.js';
 import type { Conv2d } from '../../src/nn/layers.js';
-import { activationLevels, dequantized, runtimeScale } from '../../src/nn/activation-scales.js';
+import { activationLevels, dequantized, quantizedSigned, runtimeScale } from '../../src/nn/activation-scales.js';
 import { loadModel, saveWeights } from '../../src/models/weights.js';
 import { smallTrainConfig } from '../train/fixtures.js';
 import { train } from '../../src/train/trainer.js';
@@ -96,12 +96,13 @@ test('the int8 file: I8 kernels with scales, loads as int8, runs the same; float
   try {
     saveQuantized(file, model, { calibration: '{"method":"max"}' });
     saveWeights(floatFile, model);
-    // Every kernel but block1_conv1 and the upsamplings is int8: a quarter of the bytes.
+    // Every kernel but the upsamplings is int8: a quarter of the bytes.
     assert.ok(statSync(file).size < 0.4 * statSync(floatFile).size, `int8 file ${statSync(file).size} B vs float ${statSync(floatFile).size} B`);
     const loaded = await loadModel(file);
     try {
       assert.ok(loaded.quantized);
-      assert.equal(loaded.layers().filter((l) => l.quant?.kernel).length, 12 + 5, "every convolution but block1_conv1: 12 in VGG16, conv6, conv7, score7, score4, score3");
+      assert.equal(loaded.layers().filter((l) => l.quant?.kernel).length, 13 + 5, 'every convolution: 13 in VGG16, conv6, conv7, score7, score4, score3');
+      assert.equal(loaded.layer('block1_conv1').quant?.signedInput, true, 'block1_conv1 reads the signed image');
       const [val] = await images('val', 1);
       const x = inputOf(model, val!);
       try {
@@ -114,6 +115,42 @@ test('the int8 file: I8 kernels with scales, loads as int8, runs the same; float
       }
     } finally {
       loaded.dispose();
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
+test('block1_conv1 in int8 (the image quantized to int8) stays as close to float32 as its float32 form in files written before it had one, which still load', { timeout: 120_000 }, async (t) => {
+  const model = await quantizedCopy(trained, await images('train', 4));
+  const file = path.join(tmp.dir, 'float-first.safetensors');
+  try {
+    const [val] = await images('val', 1);
+    const x = inputOf(model, val!);
+    try {
+      const first = model.layer('block1_conv1');
+      const s8First = logits(model, x, 'int8');
+      const fp32 = logits(model, x, 'float32');
+      // The earlier form: block1_conv1's float kernel, only its output quantized.
+      const { kernel: _, kernelScales: __, ...rest } = first.quant!;
+      first.setQuant({ ...rest, kernel: null, kernelScales: null, inputScale: 1, signedInput: false });
+      saveQuantized(file, model);
+      const floatFirst = logits(model, x, 'int8');
+      const loaded = await loadModel(file);
+      try {
+        assert.equal(loaded.layer('block1_conv1').quant?.kernel, null, 'the earlier file keeps block1_conv1 in float32');
+        assert.equal(loaded.layers().filter((l) => l.quant?.kernel).length, 12 + 5);
+        assert.deepEqual(logits(loaded, x, 'int8'), floatFirst, 'and runs as it did');
+      } finally {
+        loaded.dispose();
+      }
+      const eS8 = relativeError(s8First, fp32), eFloat = relativeError(floatFirst, fp32);
+      t.diagnostic(`relative L2 from float32: int8 first layer ${eS8.toExponential(2)}, float32 first layer ${eFloat.toExponential(2)}; apart ${relativeError(s8First, floatFirst).toExponential(2)}`);
+      // A wrong input scale, zero point or sign shows as O(1); the int8 image adds its own rounding.
+      assert.ok(eS8 <= 1.5 * eFloat + 0.01, `int8 logits with the int8 first layer are ${eS8} from float32, with the float32 one ${eFloat}`);
+      assert.ok(relativeError(s8First, floatFirst) <= 0.05, `the two first layers give logits ${relativeError(s8First, floatFirst)} apart`);
+    } finally {
+      x.dispose();
     }
   } finally {
     model.dispose();
@@ -170,7 +207,10 @@ for (const style of ['keras', 'caffe'] as const) {
         const y = l.forward(input, ctx, factor);
         held.push(y);
         if (!l.quant?.kernel) return y;
-        const xin = dequantized(input);
+        // block1_conv1's input is the image, rounded to its int8 scale first.
+        const xq = l.quant.signedInput ? quantizedSigned(input, l.quant.inputScale) : input;
+        const xin = dequantized(xq);
+        if (xq !== input) xq.dispose();
         const ref = definedConv(l, xin, factor);
         const want = ref.toArray() as Float32Array;
         ref.dispose();
@@ -243,7 +283,7 @@ test('fcn quantize writes an int8 model that fcn predict and fcn eval run with -
   const out = path.join(tmp.dir, 'cli-int8.safetensors');
   const q = await runCli(['quantize', '--weights', trained, '--calib', path.join(data, 'JPEGImages'), '--images', '8', '--out', out, '--threads', '2']);
   assert.equal(q.code, 0, q.stderr);
-  assert.match(q.stdout, /17 int8 convolutions/);
+  assert.match(q.stdout, /18 int8 convolutions/);
   const agree = Number(/agree on ([\d.]+)%/.exec(q.stdout)?.[1]);
   assert.ok(agree >= 98, `int8 and float32 agree on ${agree}% of the calibration pixels`);
   const image = (await openDataset(data, { split: 'val' })).entries[0]!.image;
