@@ -34,66 +34,21 @@ function assertLittleEndianHost(): void {
   if (endianness() !== 'LE') throw new Error('npy: big-endian hosts are not supported');
 }
 
-// ---- A tiny parser for the header's Python literal (dict of str → str | bool | tuple of int). ----
-
-type PyValue = string | boolean | number | PyValue[] | { [k: string]: PyValue };
-
-function parsePyLiteral(src: string, where: string): PyValue {
-  let i = 0;
-  const fail = (msg: string): never => {
-    throw new Error(`${where}: bad .npy header (${msg} at ${i}): ${src.trim()}`);
-  };
-  const ws = () => {
-    while (i < src.length && /\s/.test(src[i]!)) i++;
-  };
-  const value = (): PyValue => {
-    ws();
-    const c = src[i];
-    if (c === '{' || c === '(' || c === '[') {
-      const close = c === '{' ? '}' : c === '(' ? ')' : ']';
-      i++;
-      const dict: Record<string, PyValue> = {};
-      const list: PyValue[] = [];
-      for (;;) {
-        ws();
-        if (src[i] === close) {
-          i++;
-          break;
-        }
-        const v = value();
-        if (c === '{') {
-          ws();
-          if (src[i] !== ':') fail("expected ':'");
-          i++;
-          if (typeof v !== 'string') fail('dict key must be a string');
-          dict[v as string] = value();
-        } else {
-          list.push(v);
-        }
-        ws();
-        if (src[i] === ',') i++;
-        else if (src[i] !== close) fail(`expected ',' or '${close}'`);
-      }
-      return c === '{' ? dict : list;
-    }
-    if (c === "'" || c === '"') {
-      const end = src.indexOf(c, i + 1);
-      if (end < 0) fail('unterminated string');
-      const s = src.slice(i + 1, end);
-      i = end + 1;
-      return s;
-    }
-    const m = /^(True|False|-?\d+L?)/.exec(src.slice(i));
-    if (!m) return fail('unexpected token');
-    i += m[0].length;
-    if (m[0] === 'True') return true;
-    if (m[0] === 'False') return false;
-    return Number.parseInt(m[0], 10);
-  };
-  const v = value();
-  ws();
-  if (i !== src.length) fail('trailing characters');
-  return v;
+/**
+ * The header's Python dict literal (str keys; str, bool and int-tuple values) read as JSON: strings
+ * double-quoted, tuples as arrays, True/False lower-cased, trailing commas and Python 2's `L`
+ * suffix dropped. NumPy writes nothing else there (np.lib.format writes it with repr).
+ */
+function parseHeaderDict(src: string, where: string): unknown {
+  const json = src.replace(/'([^']*)'|"[^"]*"|[()]|True|False|(?<=\d)L\b|,(?=\s*[)}\]])/g, (m: string, quoted: string | undefined) => {
+    if (quoted !== undefined) return JSON.stringify(quoted);
+    return ({ '(': '[', ')': ']', True: 'true', False: 'false' } as Record<string, string>)[m] ?? (m[0] === '"' ? m : '');
+  });
+  try {
+    return JSON.parse(json);
+  } catch (e) {
+    throw new Error(`${where}: bad .npy header (${(e as Error).message}): ${src.trim()}`);
+  }
 }
 
 /** Parses a .npy image held in memory. The result views `buf` when the data is aligned, else copies. */
@@ -118,9 +73,9 @@ export function parseNpy(buf: Uint8Array, where = 'npy'): NpyArray {
   if (dataStart > b.length) throw new Error(`${where}: truncated .npy header (header length ${headerLen}, file ${b.length} bytes)`);
   // v1/v2 headers are latin-1, v3 UTF-8; only ASCII matters for the fields we read.
   const text = b.subarray(headerStart, dataStart).toString(major === 3 ? 'utf8' : 'latin1');
-  const header = parsePyLiteral(text, where);
+  const header = parseHeaderDict(text, where);
   if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new Error(`${where}: .npy header is not a dict`);
-  const { descr, fortran_order: fortran, shape } = header as Record<string, PyValue>;
+  const { descr, fortran_order: fortran, shape } = header as Record<string, unknown>;
   if (typeof descr !== 'string') throw new Error(`${where}: unsupported dtype ${JSON.stringify(descr)} (structured arrays are not supported)`);
   if (descr[0] === '>') throw new Error(`${where}: big-endian dtype '${descr}' is not supported (save with '<' byte order)`);
   const info = DESCR[descr] ?? (descr === '=f4' || descr === '=f8' || descr === '=i4' || descr === '=i8' ? DESCR[`<${descr.slice(1)}`] : undefined);
