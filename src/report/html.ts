@@ -4,7 +4,7 @@
 // data URIs (when given as bytes).
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { writeFileAtomicAsync } from '../io/atomic.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import type { Metrics } from './confusion.js';
 // XML's five escapes are HTML's too, for text and quoted attributes.
 import { escapeXml as escapeHtml } from './plot.js';
@@ -132,5 +132,5 @@ export async function writeHtmlReport(path: string, spec: HtmlReportSpec): Promi
     return { title: chart.title, svg: await readFile(chart.svgPath, 'utf8') };
   }));
   const reportDir = dirname(resolve(path));
-  await writeFileAtomicAsync(path, renderHtmlReport({ ...spec, charts }, reportDir));
+  writeFileAtomic(path, renderHtmlReport({ ...spec, charts }, reportDir));
 }

@@ -7,7 +7,7 @@
 // binding; Node plotting libraries either drive a headless browser, need native canvas
 // builds, or pull in a DOM shim to produce the same few elements.
 import sharp from 'sharp';
-import { writeFileAtomicAsync } from '../io/atomic.js';
+import { writeFileAtomic } from '../io/atomic.js';
 
 export interface Series {
   name: string;
@@ -155,7 +155,7 @@ export async function svgToPng(svg: string, scale = 1): Promise<Buffer> {
 export async function writeChart(pathWithoutExt: string, spec: ChartSpec, options: { scale?: number } = {}): Promise<{ svgPath: string; pngPath: string }> {
   const svg = lineChartSvg(spec);
   const svgPath = `${pathWithoutExt}.svg`, pngPath = `${pathWithoutExt}.png`;
-  await writeFileAtomicAsync(svgPath, svg);
-  await writeFileAtomicAsync(pngPath, await svgToPng(svg, options.scale ?? 1));
+  writeFileAtomic(svgPath, svg);
+  writeFileAtomic(pngPath, await svgToPng(svg, options.scale ?? 1));
   return { svgPath, pngPath };
 }

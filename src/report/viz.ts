@@ -4,7 +4,7 @@
 // so no font or canvas package is needed.
 import sharp from 'sharp';
 import { vocPalette, type RgbImage } from '../io/image.js';
-import { writeFileAtomicAsync } from '../io/atomic.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import { escapeXml } from './plot.js';
 
 const VOID = 255;
@@ -71,7 +71,7 @@ export function classShares(labels: Uint8Array, classNames: readonly string[]): 
 /** Writes an RGB image (e.g. an overlay) as a PNG. */
 export async function writeRgbPng(path: string, image: RgbImage): Promise<void> {
   const png = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
-  await writeFileAtomicAsync(path, png);
+  writeFileAtomic(path, png);
 }
 
 interface Tile {
@@ -140,7 +140,7 @@ async function composePng(path: string, width: number, height: number, tiles: { 
     ])
     .png()
     .toBuffer();
-  await writeFileAtomicAsync(path, png);
+  writeFileAtomic(path, png);
 }
 
 export interface ComparisonSpec {
