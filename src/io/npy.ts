@@ -1,9 +1,8 @@
 // NumPy .npy files: magic "\x93NUMPY", version, header length (uint16 for v1, uint32 for v2/v3),
 // a Python dict literal {'descr': ..., 'fortran_order': ..., 'shape': (...)}, then the data.
 // Writing uses v1.0 with the header padded so the data starts at a multiple of 64, as NumPy does.
-import { endianness } from 'node:os';
 import { writeFileAtomic } from './atomic.js';
-import { readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
+import { assertLittleEndianHost, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
 
 export type NpyDtype = 'float32' | 'float64' | 'uint8' | 'int32' | 'int64';
 
@@ -30,10 +29,6 @@ const WRITE_DESCR: Record<Exclude<NpyDtype, 'int64'>, string> = { float32: '<f4'
 
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 
-function assertLittleEndianHost(): void {
-  if (endianness() !== 'LE') throw new Error('npy: big-endian hosts are not supported');
-}
-
 /**
  * The header's Python dict literal (str keys; str, bool and int-tuple values) read as JSON: strings
  * double-quoted, tuples as arrays, True/False lower-cased, trailing commas and Python 2's `L`
@@ -53,7 +48,7 @@ function parseHeaderDict(src: string, where: string): unknown {
 
 /** Parses a .npy image held in memory. The result views `buf` when the data is aligned, else copies. */
 export function parseNpy(buf: Uint8Array, where = 'npy'): NpyArray {
-  assertLittleEndianHost();
+  assertLittleEndianHost('npy');
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 10 || !b.subarray(0, 6).equals(MAGIC)) throw new Error(`${where}: not a .npy file (bad magic)`);
   const major = b[6]!;
@@ -136,7 +131,7 @@ function checkShape(data: NpyData, shape: number[], where: string): void {
 
 /** Encodes an array (C order; dtype from the typed array) to .npy bytes. */
 export function encodeNpy(data: NpyData, shape: number[]): Buffer {
-  assertLittleEndianHost();
+  assertLittleEndianHost('npy');
   checkShape(data, shape, 'npy');
   const header = npyHeader(dtypeOf(data), shape);
   return Buffer.concat([header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
@@ -144,7 +139,7 @@ export function encodeNpy(data: NpyData, shape: number[]): Buffer {
 
 /** Writes an array (C order; dtype from the typed array: float32, float64, uint8, int32, int64) atomically. */
 export function writeNpy(path: string, data: NpyData, shape: number[]): void {
-  assertLittleEndianHost();
+  assertLittleEndianHost('npy');
   checkShape(data, shape, path);
   const header = npyHeader(dtypeOf(data), shape);
   writeFileAtomic(path, [header, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)]);
