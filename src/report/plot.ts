@@ -29,7 +29,7 @@ export interface ChartSpec {
 
 // Matplotlib's default cycle: familiar, and distinguishable by most colour-blind readers.
 const palette = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
-const font = 'DejaVu Sans, Helvetica, Arial, sans-serif';
+export const font = 'DejaVu Sans, Helvetica, Arial, sans-serif';
 
 export function escapeXml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
