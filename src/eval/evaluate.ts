@@ -189,19 +189,8 @@ function checkPrediction(file: string, truth: Uint8Array, pred: Uint8Array, widt
 /** NaN (a class in neither truth nor prediction) becomes null, which JSON can hold. */
 const num = (v: number): number | null => (Number.isNaN(v) ? null : v);
 
-export interface EvaluationJson {
-  pixelAccuracy: number | null;
-  meanAccuracy: number | null;
-  meanIoU: number | null;
-  frequencyWeightedIoU: number | null;
-  pixels: number;
-  images: number;
-  perClass: { index: number; name: string; iou: number | null; accuracy: number | null; pixels: number }[];
-  confusion: { numClasses: number; rows: 'truth'; columns: 'prediction'; hist: number[][] };
-}
-
 /** The result as plain JSON: the four metrics, each class's IoU and accuracy, the confusion matrix. */
-export function evaluationToJson(result: EvaluationResult): EvaluationJson {
+export function evaluationToJson(result: EvaluationResult) {
   const { metrics: m, confusion } = result;
   const { hist } = confusion.toJSON();
   return {
@@ -218,6 +207,6 @@ export function evaluationToJson(result: EvaluationResult): EvaluationJson {
       accuracy: num(m.perClassAccuracy[k]!),
       pixels: hist[k]!.reduce((a, b) => a + b, 0),
     })),
-    confusion: { numClasses: confusion.numClasses, rows: 'truth', columns: 'prediction', hist },
+    confusion: { numClasses: confusion.numClasses, rows: 'truth' as const, columns: 'prediction' as const, hist },
   };
 }
