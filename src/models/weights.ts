@@ -5,9 +5,8 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { writeSafetensors, type SafetensorsFile } from '../io/safetensors.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnOptions, type FcnStyle } from './fcn.js';
-import { readWeightSource } from '../io/weight-source.js';
+import { readWeightSource, sourceFromSafetensors } from '../io/weight-source.js';
 import type { WeightEntry, WeightSource } from '../io/weight-types.js';
-import { sourceFromSafetensors } from '../io/safetensors-source.js';
 import { resolveWeights } from '../io/weights-cache.js';
 import type { Param } from '../nn/param.js';
 import { parseColor } from '../data/classes.js';
