@@ -136,11 +136,8 @@ function parseMatInner(bytes: Uint8Array): MatFile {
 interface Tag { type: number; nbytes: number; dataStart: number; end: number }
 
 function readTag(bytes: Uint8Array, dv: DataView, off: number, le: boolean): Tag {
-  if (off + 8 > bytes.length && off + 4 <= bytes.length) {
-    // Only a small-element tag fits.
-  } else if (off + 4 > bytes.length) {
-    throw new MatError(`truncated data element tag at byte ${off}`);
-  }
+  // A small element's tag needs 4 bytes, a regular one 8 (checked below).
+  if (off + 4 > bytes.length) throw new MatError(`truncated data element tag at byte ${off}`);
   const first = dv.getUint32(off, le);
   if (first >>> 16 !== 0) {
     // Small data element: 2 bytes size, 2 bytes type, up to 4 bytes data, in one 8-byte slot.
