@@ -245,9 +245,9 @@ export async function openDataset(root: string, opts: CustomOptions & { kind?: D
   return customDataset(root, opts);
 }
 
-/** Decodes one pair and checks that image and label have the same size. */
-export async function readSample(entry: SampleEntry, classes: ClassSet): Promise<RawSample> {
-  const [img, lab] = await Promise.all([readImageRgb(entry.image), readLabel(entry.label, classes)]);
+/** Decodes one pair (the image refused above `maxPixels`) and checks that image and label have the same size. */
+export async function readSample(entry: SampleEntry, classes: ClassSet, maxPixels?: number): Promise<RawSample> {
+  const [img, lab] = await Promise.all([readImageRgb(entry.image, { maxPixels }), readLabel(entry.label, classes)]);
   if (img.width !== lab.width || img.height !== lab.height) {
     throw new Error(`${entry.label}: label is ${lab.width}×${lab.height} but its image ${basename(entry.image)} is ${img.width}×${img.height}`);
   }

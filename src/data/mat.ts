@@ -15,10 +15,8 @@ const miINT8 = 1, miUINT8 = 2, miINT16 = 3, miUINT16 = 4, miINT32 = 5, miUINT32 
   miSINGLE = 7, miDOUBLE = 9, miINT64 = 12, miUINT64 = 13, miMATRIX = 14, miCOMPRESSED = 15,
   miUTF8 = 16, miUTF16 = 17, miUTF32 = 18;
 
-// Array classes (mxXXX_CLASS) inside miMATRIX.
-const mxCELL = 1, mxSTRUCT = 2, mxOBJECT = 3, mxCHAR = 4, mxSPARSE = 5, mxDOUBLE = 6, mxSINGLE = 7,
-  mxINT8 = 8, mxUINT8 = 9, mxINT16 = 10, mxUINT16 = 11, mxINT32 = 12, mxUINT32 = 13, mxINT64 = 14,
-  mxUINT64 = 15;
+// Array classes (mxXXX_CLASS) inside miMATRIX; 6-15 are the numeric ones (NUMERIC_CLASSES).
+const mxCELL = 1, mxSTRUCT = 2, mxOBJECT = 3, mxCHAR = 4, mxSPARSE = 5, mxDOUBLE = 6;
 
 export type MatNumericClass = 'double' | 'single' | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64';
 export type MatTypedArray = Float64Array | Float32Array | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
@@ -138,11 +136,8 @@ function parseMatInner(bytes: Uint8Array): MatFile {
 interface Tag { type: number; nbytes: number; dataStart: number; end: number }
 
 function readTag(bytes: Uint8Array, dv: DataView, off: number, le: boolean): Tag {
-  if (off + 8 > bytes.length && off + 4 <= bytes.length) {
-    // Only a small-element tag fits.
-  } else if (off + 4 > bytes.length) {
-    throw new MatError(`truncated data element tag at byte ${off}`);
-  }
+  // A small element's tag needs 4 bytes, a regular one 8 (checked below).
+  if (off + 4 > bytes.length) throw new MatError(`truncated data element tag at byte ${off}`);
   const first = dv.getUint32(off, le);
   if (first >>> 16 !== 0) {
     // Small data element: 2 bytes size, 2 bytes type, up to 4 bytes data, in one 8-byte slot.
@@ -198,23 +193,13 @@ function decodeNumeric(type: number, data: Uint8Array, le: boolean, where: strin
   return new Ctor(copy.buffer);
 }
 
-/** Each numeric array class (mxXXX_CLASS): its name and typed array. */
-const CLASS_INFO: Record<number, { name: MatNumericClass; Array: MatArrayCtor }> = {
-  [mxDOUBLE]: { name: 'double', Array: Float64Array },
-  [mxSINGLE]: { name: 'single', Array: Float32Array },
-  [mxINT8]: { name: 'int8', Array: Int8Array },
-  [mxUINT8]: { name: 'uint8', Array: Uint8Array },
-  [mxINT16]: { name: 'int16', Array: Int16Array },
-  [mxUINT16]: { name: 'uint16', Array: Uint16Array },
-  [mxINT32]: { name: 'int32', Array: Int32Array },
-  [mxUINT32]: { name: 'uint32', Array: Uint32Array },
-  [mxINT64]: { name: 'int64', Array: BigInt64Array },
-  [mxUINT64]: { name: 'uint64', Array: BigUint64Array },
-};
+/** The numeric array classes mxDOUBLE_CLASS (6) to mxUINT64_CLASS (15), in order: names and typed arrays. */
+const NUMERIC_CLASSES: readonly MatNumericClass[] = ['double', 'single', 'int8', 'uint8', 'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64'];
+const NUMERIC_ARRAYS: readonly MatArrayCtor[] = [Float64Array, Float32Array, Int8Array, Uint8Array, Int16Array, Uint16Array, Int32Array, Uint32Array, BigInt64Array, BigUint64Array];
 
 /** MATLAB may store data in a smaller type than the array's class (e.g. a double array as miUINT8). */
 function convertTo(cls: number, src: MatTypedArray): MatTypedArray {
-  const out = new CLASS_INFO[cls]!.Array(src.length);
+  const out = new NUMERIC_ARRAYS[cls - mxDOUBLE]!(src.length);
   if (out.constructor === src.constructor) return src;
   const outBig = out instanceof BigInt64Array || out instanceof BigUint64Array;
   const srcBig = src instanceof BigInt64Array || src instanceof BigUint64Array;
@@ -276,12 +261,12 @@ function parseMatrix(body: Uint8Array, le: boolean, where: string): { name: stri
   const r = new Reader(body, le, where);
   const h = readMatrixHeader(r, le, where);
   const { cls, dims, count, name, here } = h;
-  if (CLASS_INFO[cls]) {
+  if (NUMERIC_CLASSES[cls - mxDOUBLE]) {
     const real = r.next('real part');
     let data = decodeNumeric(real.type, real.data, le, here);
     if (data.length !== count) throw new MatError(`${here}: has ${data.length} values, dimensions [${dims.join('×')}] need ${count}`);
     data = convertTo(cls, data);
-    const value: MatNumeric = { kind: 'numeric', class: CLASS_INFO[cls]!.name, logical: h.logical, dims, data };
+    const value: MatNumeric = { kind: 'numeric', class: NUMERIC_CLASSES[cls - mxDOUBLE]!, logical: h.logical, dims, data };
     if (h.complex) {
       const im = r.next('imaginary part');
       value.imag = convertTo(cls, decodeNumeric(im.type, im.data, le, here));

@@ -207,24 +207,16 @@ export function configureEngine(options: EngineOptions = {}): EngineConfig {
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer, got ${threads}`);
   native.setThreads(threads);
   const auto = autoPrecision();
-  let choice: PrecisionChoice, source: EngineConfig['precisionSource'];
-  const env = process.env.FCN_PRECISION;
-  if (options.precision !== undefined) {
-    choice = checkPrecision(options.precision, 'precision');
-    source = choice === 'auto' ? 'auto' : 'option';
-  } else if (current) {
-    choice = current.precision;
-    source = current.precisionSource;
-  } else if (env !== undefined && env !== '') {
-    choice = checkPrecision(env, 'FCN_PRECISION');
-    source = choice === 'auto' ? 'auto' : 'env';
-  } else {
-    choice = 'auto';
-    source = 'auto';
-  }
+  const env = process.env.FCN_PRECISION || undefined;
+  // The option, else the precision already in force, else FCN_PRECISION, else 'auto'.
+  const [choice, source]: [PrecisionChoice, EngineConfig['precisionSource']] =
+    options.precision !== undefined ? [checkPrecision(options.precision, 'precision'), 'option']
+    : current ? [current.precision, current.precisionSource]
+    : env !== undefined ? [checkPrecision(env, 'FCN_PRECISION'), 'env']
+    : ['auto', 'auto'];
   const precision = choice === 'auto' ? auto.precision : choice;
   assertPrecisionSupported(precision);
-  current = { threads, precision, precisionSource: source, precisionReason: auto.reason };
+  current = { threads, precision, precisionSource: choice === 'auto' ? 'auto' : source, precisionReason: auto.reason };
   return current;
 }
 

@@ -9,14 +9,14 @@
 // releases the engine's idle buffers before an image of another size, so memory stays flat
 // over a split of many image sizes (VOC val, full-width FCN-8s: 1.7 GB peak, was 3.5).
 import { existsSync } from 'node:fs';
-import { basename, extname, join } from 'node:path';
+import { extname, join } from 'node:path';
 import { native, type Tensor } from '../engine/binding.js';
 import { engineConfig, type InferencePrecision } from '../engine/config.js';
 import { readLabel } from '../data/labels.js';
-import type { Dataset, SampleEntry } from '../data/datasets.js';
+import { readSample, type Dataset, type SampleEntry } from '../data/datasets.js';
 import type { Means } from '../data/transforms.js';
 import type { LabelMap } from '../data/mat.js';
-import { checkPixelLimit, imageSize, readImageRgb, type RgbImage } from '../io/image.js';
+import { checkPixelLimit, imageSize, type RgbImage } from '../io/image.js';
 import type { FCN } from '../models/fcn.js';
 import { segmentImage } from '../infer/inference.js';
 import { ConfusionMatrix, type Metrics } from '../report/confusion.js';
@@ -99,7 +99,7 @@ export async function evaluate(model: FCN, dataset: Dataset, options: EvaluateOp
   let done = 0;
   for await (const { entry, image, label } of readAhead(entries.length, read)) {
     const { labels } = segmentImage(model, image, { precision, means, name: entry.image, ...(options.memoryBudget !== undefined ? { memoryBudget: options.memoryBudget } : {}) });
-    confusion.update(label.data, labels);
+    confusion.update(label, labels);
     done++;
     options.onProgress?.(done, entries.length, entry.id);
   }
@@ -117,13 +117,10 @@ async function checkLabelPixels(file: string, maxPixels: number | undefined): Pr
  * An entry's image and ground truth, both checked against the pixel limit from their headers
  * before either is decoded (a label PNG can be a decompression bomb as well), and of one size.
  */
-async function readPair(entry: SampleEntry, dataset: Dataset, maxPixels: number | undefined): Promise<{ entry: SampleEntry; image: RgbImage; label: LabelMap }> {
+async function readPair(entry: SampleEntry, dataset: Dataset, maxPixels: number | undefined): Promise<{ entry: SampleEntry; image: RgbImage; label: Uint8Array }> {
   await checkLabelPixels(entry.label, maxPixels);
-  const [image, label] = await Promise.all([readImageRgb(entry.image, maxPixels !== undefined ? { maxPixels } : {}), readLabel(entry.label, dataset.classes)]);
-  if (image.width !== label.width || image.height !== label.height) {
-    throw new Error(`${entry.label}: label is ${label.width}×${label.height} but its image ${basename(entry.image)} is ${image.width}×${image.height}`);
-  }
-  return { entry, image, label };
+  const { width, height, image, label } = await readSample(entry, dataset.classes, maxPixels);
+  return { entry, image: { data: image, width, height }, label };
 }
 
 export interface ScoreOptions {
@@ -189,19 +186,8 @@ function checkPrediction(file: string, truth: Uint8Array, pred: Uint8Array, widt
 /** NaN (a class in neither truth nor prediction) becomes null, which JSON can hold. */
 const num = (v: number): number | null => (Number.isNaN(v) ? null : v);
 
-export interface EvaluationJson {
-  pixelAccuracy: number | null;
-  meanAccuracy: number | null;
-  meanIoU: number | null;
-  frequencyWeightedIoU: number | null;
-  pixels: number;
-  images: number;
-  perClass: { index: number; name: string; iou: number | null; accuracy: number | null; pixels: number }[];
-  confusion: { numClasses: number; rows: 'truth'; columns: 'prediction'; hist: number[][] };
-}
-
 /** The result as plain JSON: the four metrics, each class's IoU and accuracy, the confusion matrix. */
-export function evaluationToJson(result: EvaluationResult): EvaluationJson {
+export function evaluationToJson(result: EvaluationResult) {
   const { metrics: m, confusion } = result;
   const { hist } = confusion.toJSON();
   return {
@@ -218,6 +204,6 @@ export function evaluationToJson(result: EvaluationResult): EvaluationJson {
       accuracy: num(m.perClassAccuracy[k]!),
       pixels: hist[k]!.reduce((a, b) => a + b, 0),
     })),
-    confusion: { numClasses: confusion.numClasses, rows: 'truth', columns: 'prediction', hist },
+    confusion: { numClasses: confusion.numClasses, rows: 'truth' as const, columns: 'prediction' as const, hist },
   };
 }

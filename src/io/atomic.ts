@@ -2,7 +2,6 @@
 // to a temporary file in the destination's directory (same file system, so the rename is
 // atomic), is fsynced, and only then renamed over the destination.
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -62,31 +61,6 @@ export function writeFileAtomic(path: string, data: AtomicData): void {
       try { closeSync(fd); } catch { /* already failing */ }
     }
     try { unlinkSync(tmp); } catch { /* may not exist */ }
-    throw new Error(`${path}: cannot write file (${describe(e)})`);
-  }
-  fsyncDirSync(dirname(path));
-}
-
-/** Asynchronous variant of {@link writeFileAtomic}, for writers that must not block the event loop. */
-export async function writeFileAtomicAsync(path: string, data: AtomicData): Promise<void> {
-  const tmp = tempPathFor(path);
-  let handle: Awaited<ReturnType<typeof open>> | undefined;
-  try {
-    handle = await open(tmp, 'wx', 0o644);
-    for (const chunk of chunksOf(data)) {
-      let off = 0;
-      while (off < chunk.byteLength) {
-        const { bytesWritten } = await handle.write(chunk, off, chunk.byteLength - off);
-        off += bytesWritten;
-      }
-    }
-    await handle.sync();
-    await handle.close();
-    handle = undefined;
-    await rename(tmp, path);
-  } catch (e) {
-    if (handle !== undefined) await handle.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
     throw new Error(`${path}: cannot write file (${describe(e)})`);
   }
   fsyncDirSync(dirname(path));

@@ -1,9 +1,8 @@
 // NumPy .npy files: magic "\x93NUMPY", version, header length (uint16 for v1, uint32 for v2/v3),
 // a Python dict literal {'descr': ..., 'fortran_order': ..., 'shape': (...)}, then the data.
 // Writing uses v1.0 with the header padded so the data starts at a multiple of 64, as NumPy does.
-import { endianness } from 'node:os';
 import { writeFileAtomic } from './atomic.js';
-import { readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
+import { assertLittleEndianHost, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
 
 export type NpyDtype = 'float32' | 'float64' | 'uint8' | 'int32' | 'int64';
 
@@ -30,75 +29,26 @@ const WRITE_DESCR: Record<Exclude<NpyDtype, 'int64'>, string> = { float32: '<f4'
 
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 
-function assertLittleEndianHost(): void {
-  if (endianness() !== 'LE') throw new Error('npy: big-endian hosts are not supported');
-}
-
-// ---- A tiny parser for the header's Python literal (dict of str → str | bool | tuple of int). ----
-
-type PyValue = string | boolean | number | PyValue[] | { [k: string]: PyValue };
-
-function parsePyLiteral(src: string, where: string): PyValue {
-  let i = 0;
-  const fail = (msg: string): never => {
-    throw new Error(`${where}: bad .npy header (${msg} at ${i}): ${src.trim()}`);
-  };
-  const ws = () => {
-    while (i < src.length && /\s/.test(src[i]!)) i++;
-  };
-  const value = (): PyValue => {
-    ws();
-    const c = src[i];
-    if (c === '{' || c === '(' || c === '[') {
-      const close = c === '{' ? '}' : c === '(' ? ')' : ']';
-      i++;
-      const dict: Record<string, PyValue> = {};
-      const list: PyValue[] = [];
-      for (;;) {
-        ws();
-        if (src[i] === close) {
-          i++;
-          break;
-        }
-        const v = value();
-        if (c === '{') {
-          ws();
-          if (src[i] !== ':') fail("expected ':'");
-          i++;
-          if (typeof v !== 'string') fail('dict key must be a string');
-          dict[v as string] = value();
-        } else {
-          list.push(v);
-        }
-        ws();
-        if (src[i] === ',') i++;
-        else if (src[i] !== close) fail(`expected ',' or '${close}'`);
-      }
-      return c === '{' ? dict : list;
-    }
-    if (c === "'" || c === '"') {
-      const end = src.indexOf(c, i + 1);
-      if (end < 0) fail('unterminated string');
-      const s = src.slice(i + 1, end);
-      i = end + 1;
-      return s;
-    }
-    const m = /^(True|False|-?\d+L?)/.exec(src.slice(i));
-    if (!m) return fail('unexpected token');
-    i += m[0].length;
-    if (m[0] === 'True') return true;
-    if (m[0] === 'False') return false;
-    return Number.parseInt(m[0], 10);
-  };
-  const v = value();
-  ws();
-  if (i !== src.length) fail('trailing characters');
-  return v;
+/**
+ * The header's Python dict literal (str keys; str, bool and int-tuple values) read as JSON: strings
+ * double-quoted, tuples as arrays, True/False lower-cased, trailing commas and Python 2's `L`
+ * suffix dropped. NumPy writes nothing else there (np.lib.format writes it with repr).
+ */
+function parseHeaderDict(src: string, where: string): unknown {
+  const json = src.replace(/'([^']*)'|"[^"]*"|[()]|True|False|(?<=\d)L\b|,(?=\s*[)}\]])/g, (m: string, quoted: string | undefined) => {
+    if (quoted !== undefined) return JSON.stringify(quoted);
+    return ({ '(': '[', ')': ']', True: 'true', False: 'false' } as Record<string, string>)[m] ?? (m[0] === '"' ? m : '');
+  });
+  try {
+    return JSON.parse(json);
+  } catch (e) {
+    throw new Error(`${where}: bad .npy header (${(e as Error).message}): ${src.trim()}`);
+  }
 }
 
 /** Parses a .npy image held in memory. The result views `buf` when the data is aligned, else copies. */
 export function parseNpy(buf: Uint8Array, where = 'npy'): NpyArray {
-  assertLittleEndianHost();
+  assertLittleEndianHost('npy');
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 10 || !b.subarray(0, 6).equals(MAGIC)) throw new Error(`${where}: not a .npy file (bad magic)`);
   const major = b[6]!;
@@ -118,9 +68,9 @@ export function parseNpy(buf: Uint8Array, where = 'npy'): NpyArray {
   if (dataStart > b.length) throw new Error(`${where}: truncated .npy header (header length ${headerLen}, file ${b.length} bytes)`);
   // v1/v2 headers are latin-1, v3 UTF-8; only ASCII matters for the fields we read.
   const text = b.subarray(headerStart, dataStart).toString(major === 3 ? 'utf8' : 'latin1');
-  const header = parsePyLiteral(text, where);
+  const header = parseHeaderDict(text, where);
   if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new Error(`${where}: .npy header is not a dict`);
-  const { descr, fortran_order: fortran, shape } = header as Record<string, PyValue>;
+  const { descr, fortran_order: fortran, shape } = header as Record<string, unknown>;
   if (typeof descr !== 'string') throw new Error(`${where}: unsupported dtype ${JSON.stringify(descr)} (structured arrays are not supported)`);
   if (descr[0] === '>') throw new Error(`${where}: big-endian dtype '${descr}' is not supported (save with '<' byte order)`);
   const info = DESCR[descr] ?? (descr === '=f4' || descr === '=f8' || descr === '=i4' || descr === '=i8' ? DESCR[`<${descr.slice(1)}`] : undefined);
@@ -181,7 +131,7 @@ function checkShape(data: NpyData, shape: number[], where: string): void {
 
 /** Encodes an array (C order; dtype from the typed array) to .npy bytes. */
 export function encodeNpy(data: NpyData, shape: number[]): Buffer {
-  assertLittleEndianHost();
+  assertLittleEndianHost('npy');
   checkShape(data, shape, 'npy');
   const header = npyHeader(dtypeOf(data), shape);
   return Buffer.concat([header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
@@ -189,7 +139,7 @@ export function encodeNpy(data: NpyData, shape: number[]): Buffer {
 
 /** Writes an array (C order; dtype from the typed array: float32, float64, uint8, int32, int64) atomically. */
 export function writeNpy(path: string, data: NpyData, shape: number[]): void {
-  assertLittleEndianHost();
+  assertLittleEndianHost('npy');
   checkShape(data, shape, path);
   const header = npyHeader(dtypeOf(data), shape);
   writeFileAtomic(path, [header, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)]);

@@ -38,8 +38,6 @@ message ModelProto {
   repeated OperatorSetIdProto opset_import = 8;
   string producer_name = 2;
   string producer_version = 3;
-  string domain = 4;
-  int64 model_version = 5;
   string doc_string = 6;
   GraphProto graph = 7;
   repeated StringStringEntryProto metadata_props = 14;
@@ -59,10 +57,8 @@ message GraphProto {
   repeated NodeProto node = 1;
   string name = 2;
   repeated TensorProto initializer = 5;
-  string doc_string = 10;
   repeated ValueInfoProto input = 11;
   repeated ValueInfoProto output = 12;
-  repeated ValueInfoProto value_info = 13;
 }
 
 message NodeProto {
@@ -70,22 +66,15 @@ message NodeProto {
   repeated string output = 2;
   string name = 3;
   string op_type = 4;
-  string domain = 7;
   repeated AttributeProto attribute = 5;
-  string doc_string = 6;
 }
 
 message AttributeProto {
   string name = 1;
-  string doc_string = 13;
   int32 type = 20;
-  float f = 2;
   int64 i = 3;
   bytes s = 4;
-  TensorProto t = 5;
-  repeated float floats = 7;
   repeated int64 ints = 8;
-  repeated bytes strings = 9;
 }
 
 message TensorProto {
@@ -94,7 +83,6 @@ message TensorProto {
   repeated float float_data = 4;
   repeated int64 int64_data = 7;
   string name = 8;
-  string doc_string = 12;
   bytes raw_data = 9;
 }
 
@@ -112,7 +100,6 @@ message TypeProto {
   oneof value {
     Tensor tensor_type = 1;
   }
-  string denotation = 6;
 }
 
 message TensorShapeProto {
@@ -121,7 +108,6 @@ message TensorShapeProto {
       int64 dim_value = 1;
       string dim_param = 2;
     }
-    string denotation = 3;
   }
   repeated Dimension dim = 1;
 }
@@ -131,18 +117,14 @@ const root = protobuf.parse(ONNX_SUBSET_PROTO).root;
 
 export const ModelProto = root.lookupType('onnx.ModelProto');
 export const GraphProto = root.lookupType('onnx.GraphProto');
-export const NodeProto = root.lookupType('onnx.NodeProto');
 export const TensorProto = root.lookupType('onnx.TensorProto');
-export const ValueInfoProto = root.lookupType('onnx.ValueInfoProto');
 
 // Plain-object shapes of the messages, as the exporter builds them (camelCase field names).
 export interface OnnxAttribute {
   name: string;
   type: number;
-  f?: number;
   i?: number;
   s?: Uint8Array;
-  floats?: number[];
   ints?: number[];
 }
 

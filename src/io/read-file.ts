@@ -2,6 +2,7 @@
 // be read: `<path>: cannot read <what> (<errno code>)`.
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
+import { endianness } from 'node:os';
 
 /** A typed array's constructor over a buffer. */
 export type ArrayViewCtor<T> = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number };
@@ -15,6 +16,12 @@ export function typedView<T>(Ctor: ArrayViewCtor<T>, bytes: Uint8Array): T {
   const count = bytes.byteLength / Ctor.BYTES_PER_ELEMENT;
   if (bytes.byteOffset % Ctor.BYTES_PER_ELEMENT === 0) return new Ctor(bytes.buffer, bytes.byteOffset, count);
   return new Ctor(new Uint8Array(bytes).buffer, 0, count);
+}
+
+// Typed arrays use the host's byte order; the formats read here are little-endian. Every platform
+// Node 20 ships for is little-endian, so refuse loudly rather than carry an untested byte-swapping path.
+export function assertLittleEndianHost(format: string): void {
+  if (endianness() !== 'LE') throw new Error(`${format}: big-endian hosts are not supported`);
 }
 
 /** The error for a file that cannot be opened or read, naming it and the system's reason. */

@@ -4,9 +4,8 @@
 // Weight files reach 550 MB, so reading makes typed-array views into the one file Buffer
 // and copies a tensor only when its offset is not aligned for its element type.
 import { readSync, closeSync, fstatSync } from 'node:fs';
-import { endianness } from 'node:os';
 import { writeFileAtomic } from './atomic.js';
-import { openInputSync, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
+import { assertLittleEndianHost, openInputSync, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
 
 export type SafetensorsDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -53,12 +52,6 @@ export function dtypeSize(dtype: SafetensorsDtype): number {
 
 function isDtype(s: unknown): s is SafetensorsDtype {
   return typeof s === 'string' && Object.prototype.hasOwnProperty.call(CTORS, s);
-}
-
-// Typed arrays use the host's byte order; the format is little-endian. Every platform Node 20
-// ships for is little-endian, so refuse loudly rather than carry an untested byte-swapping path.
-function assertLittleEndianHost(): void {
-  if (endianness() !== 'LE') throw new Error('safetensors: big-endian hosts are not supported');
 }
 
 const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -145,7 +138,7 @@ function parseHeader(json: string, dataLength: number, where: string): { entries
  * allows (so they share its memory), copies otherwise. `where` names the source in errors.
  */
 export function parseSafetensors(buf: Uint8Array, where = 'safetensors'): SafetensorsFile {
-  assertLittleEndianHost();
+  assertLittleEndianHost('safetensors');
   if (buf.byteLength < 8) throw truncated(where, buf.byteLength);
   const n = headerLength(new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(0, true), buf.byteLength, where);
   const json = Buffer.from(buf.buffer, buf.byteOffset + 8, n).toString('utf8');
@@ -195,7 +188,7 @@ export type SafetensorsInput = Map<string, SafetensorsTensor> | Record<string, S
  * by name, header padded with spaces so the data starts at a multiple of 8.
  */
 export function serializeSafetensors(tensors: SafetensorsInput, metadata: Record<string, string> = {}, where = 'safetensors'): Uint8Array[] {
-  assertLittleEndianHost();
+  assertLittleEndianHost('safetensors');
   const items = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const names = new Set<string>();
   for (const [name, t] of items) {

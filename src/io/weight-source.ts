@@ -4,7 +4,8 @@
 // format. The common form every reader presents is described in weight-types.ts.
 import { closeSync, readSync } from 'node:fs';
 import { openInputSync } from './read-file.js';
-import type { WeightFormat, WeightSource } from './weight-types.js';
+import { readSafetensors, type SafetensorsFile } from './safetensors.js';
+import type { WeightEntry, WeightFormat, WeightSource } from './weight-types.js';
 
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -28,15 +29,45 @@ export function detectWeightFormat(path: string): WeightFormat | null {
   }
 }
 
+/** The project's own safetensors weights as a WeightSource: already in the common form. */
+export function sourceFromSafetensors(file: SafetensorsFile, path: string): WeightSource {
+  const tensors = new Map<string, WeightEntry>();
+  for (const [name, t] of file.tensors) {
+    // An int8 kernel of a quantized model (src/models/int8-weights.ts): Keras layout (kh, kw, in, out)
+    // with one scale per output channel, the last axis.
+    const scale = name.endsWith('.kernel') ? file.tensors.get(`${name}_scale`) : undefined;
+    if (t.dtype === 'I8' && scale) {
+      tensors.set(name, {
+        shape: t.shape,
+        readInt8: () => t.data as Int8Array,
+        read: () => {
+          const q = t.data as Int8Array, s = scale.data as Float32Array, out = t.shape.at(-1)!;
+          if (scale.dtype !== 'F32' || s.length !== out) throw new Error(`${path}: tensor '${name}_scale' must be F32 with ${out} values (one per output channel)`);
+          return Float32Array.from(q, (v, i) => v * s[i % out]!);
+        },
+      });
+      continue;
+    }
+    tensors.set(name, {
+      shape: t.shape,
+      read: () => {
+        if (t.dtype !== 'F32') throw new Error(`${path}: tensor '${name}' is ${t.dtype}, expected F32`);
+        return t.data as Float32Array;
+      },
+    });
+  }
+  return { path, format: 'safetensors', metadata: { ...file.metadata }, tensors, notes: [] };
+}
+
 /**
- * Opens any weight file the project reads. Readers load lazily, so a user of safetensors
- * alone never loads the HDF5 or protobuf code.
+ * Opens any weight file the project reads. The other readers load lazily, so a user of
+ * safetensors alone never loads the HDF5 or protobuf code.
  */
 export async function readWeightSource(path: string): Promise<WeightSource> {
   const format = detectWeightFormat(path);
   switch (format) {
     case 'safetensors':
-      return (await import('./safetensors-source.js')).safetensorsSource(path);
+      return sourceFromSafetensors(readSafetensors(path), path);
     case 'keras-h5':
       return (await import('./keras-h5.js')).readKerasH5(path);
     case 'caffemodel':

@@ -142,15 +142,7 @@ export async function fetchWeights(name: string, o: FetchWeightsOptions = {}): P
     throw new Error(`${cacheDir(env)}: cannot create the weights cache (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); set FCN_HOME to a writable folder`);
   }
   try {
-    await downloadFile(url, dest, {
-      approxBytes: known.approxBytes,
-      ...(known.bytes !== undefined ? { expectedBytes: known.bytes } : {}),
-      ...(known.md5 !== undefined ? { md5: known.md5 } : {}),
-      ...(o.retries !== undefined ? { retries: o.retries } : {}),
-      ...(o.retryDelayMs !== undefined ? { retryDelayMs: o.retryDelayMs } : {}),
-      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
-      ...(o.onNote ? { onNote: o.onNote } : {}),
-    });
+    await downloadFile(url, dest, { ...o, approxBytes: known.approxBytes, expectedBytes: known.bytes, md5: known.md5 });
   } catch (e) {
     throw new Error(`${(e as Error).message}\n${byHand(known, url, dest)}`);
   }

@@ -13,7 +13,8 @@ import { assertPrecisionSupported, type InferencePrecision } from '../engine/con
 import { FCN_KINDS, FCN_STYLES, describeNetwork, networkLayers, walkNetwork, type FcnKind, type FcnStyle, type Network, type NetworkOps, type StageMapName } from './network.js';
 import { RecordedPass, type Value } from './recorded-pass.js';
 
-export { FCN_KINDS, FCN_STYLES, scaledChannels, type FcnKind, type FcnStyle, type StageMapName } from './network.js';
+export { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle, type StageMapName } from './network.js';
+export { scaledChannels } from '../io/weight-layers.js';
 export const NUM_CLASSES = 21;
 /** The body's total stride: inputs are padded to a multiple of it (keras style). */
 export const OUTPUT_STRIDE = 32;

@@ -18,8 +18,6 @@
 // survives the unpadded conv6, pools rounding up, and crops at offsets computed here.
 import { FCN_OUTPUTS, SCORE_LAYER, SKIP_LAYERS, VGG16_BLOCKS, VGG16_CLASSIFIER, WEIGHT_LAYERS, scaledChannels, type WeightLayer } from '../io/weight-layers.js';
 
-export { scaledChannels };
-
 export type FcnKind = keyof typeof FCN_OUTPUTS;
 export const FCN_KINDS: readonly FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
 export type FcnStyle = 'keras' | 'caffe';

@@ -5,9 +5,8 @@
 import { native, type Tensor } from '../engine/binding.js';
 import { writeSafetensors, type SafetensorsFile } from '../io/safetensors.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnOptions, type FcnStyle } from './fcn.js';
-import { readWeightSource } from '../io/weight-source.js';
+import { readWeightSource, sourceFromSafetensors } from '../io/weight-source.js';
 import type { WeightEntry, WeightSource } from '../io/weight-types.js';
-import { sourceFromSafetensors } from '../io/safetensors-source.js';
 import { resolveWeights } from '../io/weights-cache.js';
 import type { Param } from '../nn/param.js';
 import { parseColor } from '../data/classes.js';
@@ -31,9 +30,22 @@ export interface LoadOptions {
   allowNonFinite?: boolean;
 }
 
-function shapeMismatch(source: string, name: string, found: number[], want: number[]): string | null {
-  if (found.length === want.length && found.every((d, i) => d === want[i])) return null;
-  return `${source}: tensor '${name}' has shape [${found.join(', ')}], the model expects [${want.join(', ')}]`;
+/**
+ * The source's entry for each of the model's parameters, every shape checked before any value
+ * is read (a differing one fails, naming both shapes); a missing one fails when `required`.
+ */
+function staged(model: FCN, source: WeightSource, required: boolean): [Param, WeightEntry][] {
+  const out: [Param, WeightEntry][] = [];
+  for (const p of model.params()) {
+    const t = source.tensors.get(p.name);
+    const want = kerasShape(p);
+    if (!t && required) throw new Error(`${source.path}: tensor '${p.name}' is missing (expected shape [${want.join(', ')}] for ${model.kind} width ${model.width})`);
+    if (!t) continue;
+    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
+      throw new Error(`${source.path}: tensor '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${want.join(', ')}]`);
+    out.push([p, t]);
+  }
+  return out;
 }
 
 /** Reads one tensor of a source as the engine's tensor for p, refusing non-finite values unless allowed. */
@@ -51,29 +63,18 @@ function readChecked(source: WeightSource, p: Param, entry: WeightEntry, allowNo
 
 /**
  * Loads every parameter of `model` from a weight source. Every name and shape is checked
- * before any value is read: the first missing tensor or differing shape fails, naming it and
- * both shapes; extra tensors are an error too (they mean the file is for another model).
- * A failure while reading values (non-finite weights, a damaged file) leaves the model
- * partly loaded: callers dispose it.
+ * before any value is read (see staged); extra tensors are an error too (they mean the file is
+ * for another model). A failure while reading values (non-finite weights, a damaged file)
+ * leaves the model partly loaded: callers dispose it.
  */
 export function loadSourceInto(model: FCN, source: WeightSource, options: { allowNonFinite?: boolean } = {}): void {
-  const where = source.path;
-  const expected = new Set<string>();
-  const staged: [Param, WeightEntry][] = [];
-  for (const p of model.params()) {
-    expected.add(p.name);
-    const t = source.tensors.get(p.name);
-    const want = kerasShape(p);
-    if (!t) throw new Error(`${where}: tensor '${p.name}' is missing (expected shape [${want.join(', ')}] for ${model.kind} width ${model.width})`);
-    const bad = shapeMismatch(where, p.name, t.shape, want);
-    if (bad) throw new Error(bad);
-    staged.push([p, t]);
-  }
+  const entries = staged(model, source, true);
+  const expected = new Set(entries.map(([p]) => p.name));
   // Training checkpoints carry the optimiser's state beside the weights, under `optimizer.`.
   // An int8 model's scales travel beside its kernels (int8-weights.ts).
   const extra = [...source.tensors.keys()].find((n) => !expected.has(n) && !n.startsWith(OPTIMIZER_PREFIX) && !QUANT_SUFFIXES.some((x) => n.endsWith(x)));
-  if (extra !== undefined) throw new Error(`${where}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
-  for (const [p, t] of staged) p.assign(readChecked(source, p, t, options.allowNonFinite ?? false));
+  if (extra !== undefined) throw new Error(`${source.path}: tensor '${extra}' is not a parameter of ${model.kind} (is the file for another model?)`);
+  for (const [p, t] of entries) p.assign(readChecked(source, p, t, options.allowNonFinite ?? false));
 }
 
 /** As loadSourceInto, from a safetensors file already read. */
@@ -86,16 +87,8 @@ export function loadWeightsInto(model: FCN, file: SafetensorsFile, source: strin
  * returns their layer names: for starting from a backbone (VGG16) or another model's weights.
  */
 export function loadMatchingSource(model: FCN, source: WeightSource, options: { allowNonFinite?: boolean } = {}): Set<string> {
-  const staged: [Param, WeightEntry][] = [];
-  for (const p of model.params()) {
-    const t = source.tensors.get(p.name);
-    if (!t) continue;
-    const bad = shapeMismatch(source.path, p.name, t.shape, kerasShape(p));
-    if (bad) throw new Error(bad);
-    staged.push([p, t]);
-  }
   const loaded = new Set<string>();
-  for (const [p, t] of staged) {
+  for (const [p, t] of staged(model, source, false)) {
     p.assign(readChecked(source, p, t, options.allowNonFinite ?? false));
     loaded.add(p.name.slice(0, p.name.lastIndexOf('.')));
   }

@@ -51,16 +51,12 @@ export class ConfusionMatrix {
     }
     const n = this.numClasses;
     const counts = this.counts;
-    let badPrediction = -1;
     for (let i = 0; i < length; i++) {
       const t = truth[i];
       if (t >= n) continue;
       const p = pred[i];
-      if (p >= n) { badPrediction = p; break; }
+      if (p >= n) throw new Error(`ConfusionMatrix.update: prediction ${p} outside [0, ${n})`);
       counts[t * n + p] += 1;
-    }
-    if (badPrediction >= 0) {
-      throw new Error(`ConfusionMatrix.update: prediction ${badPrediction} outside [0, ${n})`);
     }
   }
 
@@ -144,7 +140,8 @@ function metricsFromCounts(counts: Float64Array, n: number): Metrics {
   };
 }
 
-function formatPercent(value: number): string {
+/** A ratio as a percentage with two decimals; NaN (a class left out of the means) as '—'. */
+export function formatPercent(value: number): string {
   return Number.isNaN(value) ? '—' : (100 * value).toFixed(2);
 }
 

@@ -4,8 +4,8 @@
 // data URIs (when given as bytes).
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { writeFileAtomicAsync } from '../io/atomic.js';
-import type { Metrics } from './confusion.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { formatPercent, type Metrics } from './confusion.js';
 // XML's five escapes are HTML's too, for text and quoted attributes.
 import { escapeXml as escapeHtml } from './plot.js';
 
@@ -38,8 +38,6 @@ export interface HtmlReportSpec {
   /** A line under the title, e.g. the model, split and date. */
   subtitle?: string;
 }
-
-const percent = (v: number) => (Number.isFinite(v) ? (100 * v).toFixed(2) : '—');
 
 function imageSource(png: PngSource, reportDir: string): string {
   if (typeof png !== 'string') return `data:image/png;base64,${Buffer.from(png.buffer, png.byteOffset, png.byteLength).toString('base64')}`;
@@ -84,7 +82,7 @@ export function renderHtmlReport(spec: HtmlReportSpec & { charts: { title: strin
     ['mean accuracy', metrics.meanAccuracy], ['frequency-weighted IoU', metrics.frequencyWeightedIoU],
   ];
   for (const [label, value] of summary) {
-    out.push(`<div><div class="value">${percent(value)}</div><div class="label">${escapeHtml(label)} (%)</div></div>`);
+    out.push(`<div><div class="value">${formatPercent(value)}</div><div class="label">${escapeHtml(label)} (%)</div></div>`);
   }
   out.push('</div>', `<p>Over ${metrics.pixels.toLocaleString('en-US')} labelled pixels (void excluded).</p>`, '</section>');
 
@@ -93,7 +91,7 @@ export function renderHtmlReport(spec: HtmlReportSpec & { charts: { title: strin
   metrics.perClassIoU.forEach((iou, k) => {
     const name = spec.classNames[k] ?? `class ${k}`;
     const bar = Number.isFinite(iou) ? `<span class="bar" style="width:${Math.round(iou * 200)}px"></span>` : '';
-    out.push(`<tr><td class="num">${k}</td><td>${escapeHtml(name)}</td><td class="num">${percent(iou)}</td><td class="num">${percent(metrics.perClassAccuracy[k])}</td><td>${bar}</td></tr>`);
+    out.push(`<tr><td class="num">${k}</td><td>${escapeHtml(name)}</td><td class="num">${formatPercent(iou)}</td><td class="num">${formatPercent(metrics.perClassAccuracy[k])}</td><td>${bar}</td></tr>`);
   });
   out.push('</tbody>', '</table>', '<p>— marks a class absent from both truth and prediction (IoU) or from the truth (accuracy); such classes are left out of the means.</p>', '</section>');
 
@@ -132,5 +130,5 @@ export async function writeHtmlReport(path: string, spec: HtmlReportSpec): Promi
     return { title: chart.title, svg: await readFile(chart.svgPath, 'utf8') };
   }));
   const reportDir = dirname(resolve(path));
-  await writeFileAtomicAsync(path, renderHtmlReport({ ...spec, charts }, reportDir));
+  writeFileAtomic(path, renderHtmlReport({ ...spec, charts }, reportDir));
 }

@@ -7,7 +7,7 @@
 // binding; Node plotting libraries either drive a headless browser, need native canvas
 // builds, or pull in a DOM shim to produce the same few elements.
 import sharp from 'sharp';
-import { writeFileAtomicAsync } from '../io/atomic.js';
+import { writeFileAtomic } from '../io/atomic.js';
 
 export interface Series {
   name: string;
@@ -29,7 +29,7 @@ export interface ChartSpec {
 
 // Matplotlib's default cycle: familiar, and distinguishable by most colour-blind readers.
 const palette = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
-const font = 'DejaVu Sans, Helvetica, Arial, sans-serif';
+export const font = 'DejaVu Sans, Helvetica, Arial, sans-serif';
 
 export function escapeXml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -155,7 +155,7 @@ export async function svgToPng(svg: string, scale = 1): Promise<Buffer> {
 export async function writeChart(pathWithoutExt: string, spec: ChartSpec, options: { scale?: number } = {}): Promise<{ svgPath: string; pngPath: string }> {
   const svg = lineChartSvg(spec);
   const svgPath = `${pathWithoutExt}.svg`, pngPath = `${pathWithoutExt}.png`;
-  await writeFileAtomicAsync(svgPath, svg);
-  await writeFileAtomicAsync(pngPath, await svgToPng(svg, options.scale ?? 1));
+  writeFileAtomic(svgPath, svg);
+  writeFileAtomic(pngPath, await svgToPng(svg, options.scale ?? 1));
   return { svgPath, pngPath };
 }

@@ -4,12 +4,11 @@
 // so no font or canvas package is needed.
 import sharp from 'sharp';
 import { vocPalette, type RgbImage } from '../io/image.js';
-import { writeFileAtomicAsync } from '../io/atomic.js';
-import { escapeXml } from './plot.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { escapeXml, font } from './plot.js';
 
 const VOID = 255;
 const paletteRgb: Uint8Array = Uint8Array.from(vocPalette(256).flat());
-const font = 'DejaVu Sans, Helvetica, Arial, sans-serif';
 
 function checkSize(labels: Uint8Array, width: number, height: number, what: string): void {
   if (labels.length !== width * height) throw new Error(`${what}: ${labels.length} labels for a ${width}×${height} image`);
@@ -71,7 +70,7 @@ export function classShares(labels: Uint8Array, classNames: readonly string[]): 
 /** Writes an RGB image (e.g. an overlay) as a PNG. */
 export async function writeRgbPng(path: string, image: RgbImage): Promise<void> {
   const png = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
-  await writeFileAtomicAsync(path, png);
+  writeFileAtomic(path, png);
 }
 
 interface Tile {
@@ -140,7 +139,7 @@ async function composePng(path: string, width: number, height: number, tiles: { 
     ])
     .png()
     .toBuffer();
-  await writeFileAtomicAsync(path, png);
+  writeFileAtomic(path, png);
 }
 
 export interface ComparisonSpec {
@@ -148,20 +147,19 @@ export interface ComparisonSpec {
   /** One colourised label map per model, e.g. { title: 'FCN-8s', labels }. */
   panels: { title: string; labels: Uint8Array }[];
   classNames: readonly string[];
-  /** Images narrower than this are enlarged by a whole factor (default 160 px). */
-  minPanelWidth?: number;
 }
 
 const margin = 12, gap = 10, titleHeight = 26;
+/** Comparison images narrower than this are enlarged by a whole factor. */
+const MIN_PANEL_WIDTH = 160;
 
 /** One PNG: the photo, then each model's label map, titled, with a legend of the classes present. */
 export async function writeComparison(path: string, spec: ComparisonSpec): Promise<{ width: number; height: number }> {
   const { image } = spec;
   for (const panel of spec.panels) checkSize(panel.labels, image.width, image.height, `writeComparison panel "${panel.title}"`);
-  const minWidth = spec.minPanelWidth ?? 160;
   const tiles = await Promise.all([
-    enlargeTo({ rgb: image.data, width: image.width, height: image.height }, minWidth),
-    ...spec.panels.map((p) => enlargeTo({ rgb: colorize(p.labels, image.width, image.height), width: image.width, height: image.height }, minWidth)),
+    enlargeTo({ rgb: image.data, width: image.width, height: image.height }, MIN_PANEL_WIDTH),
+    ...spec.panels.map((p) => enlargeTo({ rgb: colorize(p.labels, image.width, image.height), width: image.width, height: image.height }, MIN_PANEL_WIDTH)),
   ]);
   const titles = ['image', ...spec.panels.map((p) => p.title)];
   const tileW = tiles[0].width, tileH = tiles[0].height;
