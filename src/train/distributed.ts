@@ -470,15 +470,13 @@ export class Distributed {
     }
   }
 
-  /** A checksum of every parameter's bytes, in model order. */
-  weightsChecksum(model: FCN): string {
-    const sums = model.params().map((p) => `${p.name}:${this.mpi.checksum(p.value.toArray())}`);
-    return this.mpi.checksum(new TextEncoder().encode(sums.join('\n')));
-  }
-
-  /** Stops the job (a DistributedError on every rank) unless every rank holds rank 0's weights. */
+  /**
+   * Stops the job (a DistributedError on every rank) unless every rank holds rank 0's weights;
+   * returns the checksum of every parameter's bytes, in model order.
+   */
   checkWeights(model: FCN, when: string): string {
-    const mine = this.weightsChecksum(model);
+    const sums = model.params().map((p) => `${p.name}:${this.mpi.checksum(p.value.toArray())}`);
+    const mine = this.mpi.checksum(new TextEncoder().encode(sums.join('\n')));
     const root = new TextEncoder().encode(mine);
     this.mpi.broadcast(root, 0);
     const rootSum = new TextDecoder().decode(root);

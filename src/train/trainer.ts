@@ -19,7 +19,7 @@ import { openDataset, type Dataset } from '../data/datasets.js';
 import type { Rgb } from '../data/classes.js';
 import { DataLoader, type Batch } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
-import { toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
+import { evalPipeline, toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
 import { ConfusionMatrix } from '../report/confusion.js';
 import { scoreLogits } from '../eval/evaluate.js';
 import { openJsonl, type JsonlLog } from '../report/jsonl.js';
@@ -131,10 +131,6 @@ function trainPipelineOf(c: TrainConfig): PipelineSpec {
   return { means: c.data.means, steps };
 }
 
-function valPipelineOf(c: TrainConfig): PipelineSpec {
-  return { means: c.data.means, steps: c.data.size > 0 ? [{ op: 'resizeWithPad', size: c.data.size }] : [] };
-}
-
 function makeOptimizer(c: TrainConfig, lr: number): Optimizer {
   return c.optimizer.kind === 'adam' ? new Adam({ lr, l2: c.optimizer.l2 }) : new Sgd({ lr, momentum: c.optimizer.momentum, weightDecay: c.optimizer.weightDecay });
 }
@@ -148,9 +144,6 @@ const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 function batchTensors(b: Batch): [Tensor, Tensor] {
   return [native.fromArray([b.n, 3, b.height, b.width], b.images), native.fromArray([b.n, b.height, b.width], b.labels)];
 }
-
-/** Loss per labelled pixel, whatever the reduction used for training. */
-const perPixel = (loss: number, valid: number, reduction: 'mean' | 'sum') => (reduction === 'sum' ? (valid > 0 ? loss / valid : 0) : loss);
 
 interface Validation {
   record: NonNullable<EpochRecord['val']>;
@@ -384,7 +377,8 @@ async function trainOneEpoch(run: Run, current: StageRun): Promise<EpochTotals |
       optimizer.step(model.params());
       state.step++;
       if (logits) scoreLogits(confusion, logits, b.labels);
-      const loss = perPixel(r.loss, r.valid, c.loss.reduction);
+      // Loss per labelled pixel, whatever the reduction used for training.
+      const loss = c.loss.reduction === 'sum' ? (r.valid > 0 ? r.loss / r.valid : 0) : r.loss;
       lossSum += loss * r.valid;
       validSum += r.valid;
       images += r.images ?? b.n;
@@ -510,11 +504,6 @@ function writes(run: Run): boolean {
   return !run.dist || run.dist.isRoot;
 }
 
-/** The log of a rank that does not write: records go nowhere. */
-function silentLog(path: string): JsonlLog {
-  return { path, write: () => {}, close: () => {} };
-}
-
 /** One process's loader, or, data-parallel, this rank's share of it. */
 function loader(dist: Distributed | null, split: 'train' | 'val', o: ConstructorParameters<typeof DataLoader>[0]): DataLoader {
   if (!dist) return new DataLoader(o);
@@ -541,9 +530,10 @@ async function openRun(c: TrainConfig, paths: RunPaths, options: TrainOptions, r
     paths,
     options,
     out,
-    log: root ? openJsonl(paths.log) : silentLog(paths.log),
+    // A rank that does not write logs nowhere.
+    log: root ? openJsonl(paths.log) : { path: paths.log, write: () => {}, close: () => {} },
     trainLoader: loader(dist, 'train', { dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
-    valLoader: loader(dist, 'val', { dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
+    valLoader: loader(dist, 'val', { dataset: valSet, pipeline: evalPipeline({ size: c.data.size, means: c.data.means }), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
     classNames: trainSet.classes.names,
     classColors: trainSet.classes.colors,
     validates: valSet.entries.length > 0,
