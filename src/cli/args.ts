@@ -158,6 +158,12 @@ export function requireString(command: string, value: string | undefined, flag: 
   return value;
 }
 
+/** `value` if it is one of `allowed` (undefined if not given); else a UsageError listing them. */
+export function parseChoice<T extends string>(command: string, value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+  if (value === undefined || (allowed as readonly string[]).includes(value)) return value as T | undefined;
+  throw new UsageError(`fcn ${command}: --${flag} must be ${allowed.slice(0, -1).join(', ')} or ${allowed.at(-1)}, got '${value}'`);
+}
+
 export function parseNumber(command: string, value: string | undefined, flag: string, check: (n: number) => boolean = () => true, what = 'a number'): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);

@@ -68,7 +68,6 @@ function checkSplit(root: string, kind: DetectedKind, split: string): void {
 }
 
 async function openSplit(root: string, values: { kind?: string; split?: string; classes?: string }): Promise<{ dataset: Dataset; split: string }> {
-  checkInputDir(cmd, 'data', root);
   if (values.kind !== undefined && !['voc', 'sbd', 'custom'].includes(values.kind)) throw usage(`--kind must be voc, sbd or custom, got '${values.kind}'`);
   const kind = asUsageError(() => (values.kind as DetectedKind | undefined) ?? detectKind(root), (m) => `fcn ${cmd}: ${m}`);
   // A custom dataset without a split list is scored on every image that has a mask.

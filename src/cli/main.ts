@@ -11,7 +11,7 @@ import { segment } from '../infer/inference.js';
 import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '../io/image.js';
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
-import { HelpRequested, UsageError, nearestOptions, parse, parseNumber, requireString } from './args.js';
+import { HelpRequested, UsageError, nearestOptions, parse, parseChoice, parseNumber, requireString } from './args.js';
 import { REQUIRED, defineCommand } from './spec.js';
 import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs } from './help.js';
 import { packageVersion } from '../io/package-version.js';
@@ -89,8 +89,7 @@ const init: Command = async (argv) => {
   const kind = parseKind('init', values.model);
   const width = parseNumber('init', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
   const seed = parseNumber('init', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;
-  const style = (values.style ?? 'keras') as FcnStyle;
-  if (!FCN_STYLES.includes(style)) throw new UsageError(`fcn init: --style must be ${FCN_STYLES.join(' or ')}, got '${style}'`);
+  const style = parseChoice('init', values.style, 'style', FCN_STYLES) ?? 'keras';
   const out = requireString('init', values.out, 'out');
   prepareOutputFile('init', 'out', out);
   const model = new FCN({ kind, width, style });
@@ -211,7 +210,7 @@ export async function main(argv: string[]): Promise<number> {
   if (name === 'help') return rest.length ? main([rest[0]!, '--help']) : main(['--help']);
   const command = commands[name];
   if (!command) {
-    const near = nearestCommand(name);
+    const near = nearestOptions(name, Object.keys(commands))[0];
     console.error(`fcn: unknown command '${name}' (${near ? `did you mean ${near}? ` : ''}commands: ${Object.keys(commands).join(', ')})`);
     return 2;
   }
@@ -235,8 +234,4 @@ const OPTION_HINTS: Record<string, string> = {
 function withOptionHint(e: Error): string {
   const hint = OPTION_HINTS[errorCode(e) ?? ''];
   return hint ? `${e.message} (${hint})` : e.message;
-}
-
-function nearestCommand(name: string): string | undefined {
-  return nearestOptions(name, Object.keys(commands))[0];
 }

@@ -40,8 +40,7 @@ calibration images' pixels.`,
 const cmd = 'quantize';
 
 export async function quantizeCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(quantizeSpec, argv);
-  if (positionals.length > 0) throw new UsageError(`fcn ${cmd}: unexpected argument '${positionals[0]}' (fcn ${cmd} --help shows the usage)`);
+  const { values } = parse(quantizeSpec, argv);
   const threads = parseNumber(cmd, values.threads, 'threads', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
   const weights = requireString(cmd, values.weights, 'weights');
   const calib = requireString(cmd, values.calib, 'calib');
