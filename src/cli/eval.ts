@@ -74,11 +74,7 @@ async function openSplit(root: string, values: { kind?: string; split?: string; 
   const split = values.split ?? (kind === 'custom' ? '' : 'val');
   if (split !== '') checkSplit(root, kind, split);
   if (values.classes !== undefined) checkInputFile(cmd, 'classes', values.classes);
-  const dataset = await openDataset(root, {
-    kind,
-    ...(split !== '' ? { split } : {}),
-    ...(values.classes !== undefined ? { classes: values.classes } : {}),
-  });
+  const dataset = await openDataset(root, { kind, split: split || undefined, classes: values.classes });
   return { dataset, split: split || 'all' };
 }
 

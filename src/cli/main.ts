@@ -5,7 +5,7 @@ import { native } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { kernelChoiceFile, kernelChoiceMode, kernelChoices } from '../engine/kernel-choice.js';
 import { errorCode } from '../errors.js';
-import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
+import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
 import { segment } from '../infer/inference.js';
 import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '../io/image.js';

@@ -1,6 +1,6 @@
 // `fcn segment`: label maps, overlays, class shares and model comparisons for image files.
 import path from 'node:path';
-import { readClassSet, type ClassSet } from '../data/classes.js';
+import { readClassSet } from '../data/classes.js';
 import type { FCN } from '../models/fcn.js';
 import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
@@ -75,22 +75,16 @@ export async function segmentCommand(argv: string[]): Promise<number> {
       const m = modelOf(f);
       if (m.numClasses !== primary.numClasses) throw usage(`${f} predicts ${m.numClasses} classes, ${values.weights ?? compareFiles[compareFiles.length - 1]} ${primary.numClasses}: models compared must share their classes`);
     }
-    let classNames: string[] | undefined;
-    let classSet: ClassSet | undefined;
-    if (values.classes !== undefined) {
-      classSet = await readClassSet(values.classes);
-      classNames = classSet.names;
-      if (classNames.length !== primary.numClasses) throw usage(`${values.classes} names ${classNames.length} classes but the model predicts ${primary.numClasses}`);
-    }
+    const classSet = values.classes !== undefined ? await readClassSet(values.classes) : undefined;
+    if (classSet && classSet.names.length !== primary.numClasses) throw usage(`${values.classes} names ${classSet.names.length} classes but the model predicts ${primary.numClasses}`);
     const compareModels = compareFiles.map((source) => ({ model: modelOf(source), source }));
     const titles = compareTitles(compareModels);
     const results = await segmentFiles(images, {
       out,
       model: primary,
       compare: compareModels.map((c, i) => ({ title: titles[i]!, model: c.model })),
-      ...(classNames ? { classNames } : {}),
       ...definedOnly({ alpha, maxPixels, truthDir: values.labels }),
-      ...(classSet ? { truthClasses: classSet } : {}),
+      ...(classSet ? { classNames: classSet.names, truthClasses: classSet } : {}),
       onImage: (r, done, total) => {
         const top = r.shares.slice(0, 3).map((s) => `${s.name} ${(100 * s.share).toFixed(1)}%`).join(', ');
         process.stdout.write(`[${done}/${total}] ${r.image} ${r.width}×${r.height}: ${top} → ${r.labels}\n`);

@@ -1,6 +1,7 @@
 // `fcn serve`: a web page where FCN-32s, 16s and 8s segment pictures side by side, a drawing
 // canvas, a walk through the network's score maps, and live training curves.
 import { existsSync } from 'node:fs';
+import { once } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -78,15 +79,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
   console.log(`fcn serve: ${demoOut ? 'the demo models (training now)' : served.models.map((m) => m.title).join(', ')} at ${address}  (Ctrl-C stops)`);
   if (!loopback) console.log(`fcn serve: listening on ${host}: other machines on the network can reach this page`);
 
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  // Until Ctrl-C or SIGTERM; then neither signal is listened to any more.
+  const signalled = new AbortController();
+  await Promise.race(['SIGINT', 'SIGTERM'].map((s) => once(process, s, { signal: signalled.signal }).catch(() => {})));
+  signalled.abort();
   console.log('fcn serve: stopping');
   demo?.kill('SIGTERM');
   await served.app.close();
