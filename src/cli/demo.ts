@@ -19,7 +19,7 @@ import { writeHtmlReport } from '../report/html.js';
 import { defaultConfig, type StageConfig, type TrainConfig } from '../train/config.js';
 import { runTraining } from './train.js';
 import { parse, parseNumber } from './args.js';
-import { defineCommand } from './spec.js';
+import type { CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { prepareOutputDir } from './paths.js';
@@ -45,7 +45,7 @@ export function demoConfig(root: string, seed: number, size: number): TrainConfi
   return c;
 }
 
-export const demoSpec = defineCommand({
+export const demoSpec = {
   name: 'demo',
   summary: 'synthesise data, train FCN-32s → 16s → 8s, evaluate, write a report',
   usage: ['[--out DIR] [--count N] [--size PX] [--seed N]'],
@@ -60,7 +60,7 @@ with every stage's model side by side, and writes DIR/report.html.`,
     ...engineOptionSpecs,
   },
   examples: ['fcn demo --out runs/demo --threads 2'],
-});
+} satisfies CommandSpec;
 
 /** A stage's model as the side-by-side figure names it. */
 function stageTitle(i: number, kind: FcnKind, st: StageConfig): string {

@@ -10,13 +10,13 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
 import { UsageError, asUsageError, definedOnly, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
-export const evalSpec = defineCommand({
+export const evalSpec = {
   name: 'eval',
   summary: 'the paper\'s four metrics and per-class IoU on a dataset split',
   usage: ['--weights FILE --data ROOT [--split val] [--limit N] [--json] [--out FILE]', '--predictions DIR --data ROOT [--split val] [--json] [--out FILE]'],
@@ -40,7 +40,7 @@ scores <id>.png label maps made elsewhere (palette indices) the same way.`,
     'fcn eval --weights fcn8.safetensors --data data/VOCdevkit/VOC2012 --split val --out metrics.json',
     'fcn eval --predictions other-tool/ --data data/VOCdevkit/VOC2012 --split val --json',
   ],
-});
+} satisfies CommandSpec;
 
 const cmd = 'eval';
 const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);

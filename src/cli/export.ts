@@ -5,13 +5,13 @@ import { loadModel } from '../models/weights.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_INPUT, ONNX_LABELS, ONNX_LOGITS, writeOnnx } from '../export/onnx-export.js';
 import { UsageError, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 
 const FORMATS = ['onnx'];
 
-export const exportSpec = defineCommand({
+export const exportSpec = {
   name: 'export',
   summary: 'a model as an ONNX file that runs on plain RGB pixels',
   usage: ['onnx --weights FILE --out FILE [--opset N] [--logits-only] [--classes FILE] [--float32] [--reduce-range]'],
@@ -40,7 +40,7 @@ kernels and calibrated activation scales, which ONNX Runtime runs with its own i
     'fcn export onnx --weights fcn8.safetensors --out fcn8.onnx',
     'fcn export onnx --weights fcn8s --out fcn8s-caffe.onnx --opset 17',
   ],
-});
+} satisfies CommandSpec;
 
 const cmd = 'export';
 

@@ -12,7 +12,7 @@ import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '.
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
 import { HelpRequested, UsageError, nearestOptions, parse, parseChoice, parseNumber, requireString } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs } from './help.js';
 import { packageVersion } from '../io/package-version.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
@@ -34,7 +34,7 @@ const SUMMARIES: Record<string, string> = {
   quantize: 'an int8 model from float weights and calibration images (--precision int8)',
 };
 
-export const initSpec = defineCommand({
+export const initSpec = {
   name: 'init',
   summary: SUMMARIES.init!,
   usage: ['--model fcn32|fcn16|fcn8 [--style keras|caffe] [--width W] [--seed N] --out FILE'],
@@ -48,9 +48,9 @@ export const initSpec = defineCommand({
     ...engineOptionSpecs,
   },
   examples: ['fcn init --model fcn8 --width 0.125 --seed 1 --out fcn8-narrow.safetensors'],
-});
+} satisfies CommandSpec;
 
-export const predictSpec = defineCommand({
+export const predictSpec = {
   name: 'predict',
   summary: SUMMARIES.predict!,
   usage: ['--weights FILE --image FILE [--labels FILE] [--logits FILE]'],
@@ -64,16 +64,16 @@ export const predictSpec = defineCommand({
     ...inferenceEngineOptionSpecs,
   },
   examples: ['fcn predict --weights fcn8.safetensors --image photo.jpg --labels photo_labels.png --logits photo.npy'],
-});
+} satisfies CommandSpec;
 
-export const infoSpec = defineCommand({
+export const infoSpec = {
   name: 'info',
   summary: SUMMARIES.info!,
   usage: ['[--threads N] [--precision P]'],
   details: 'Prints the CPU\'s features, oneDNN\'s version and the ISA it runs (naming ONEDNN_MAX_CPU_ISA when that caps it: the rules below follow that ISA), the threads, the precision used with the reason, and whether MPI (data-parallel fcn train under mpirun) is built in and which library.',
   options: { ...inferenceEngineOptionSpecs },
   examples: ['fcn info --precision bfloat16'],
-});
+} satisfies CommandSpec;
 
 type Command = (argv: string[]) => Promise<number>;
 

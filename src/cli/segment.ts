@@ -5,13 +5,13 @@ import type { FCN } from '../models/fcn.js';
 import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
 import { UsageError, asUsageError, definedOnly, parse, parseNumber } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
-export const segmentSpec = defineCommand({
+export const segmentSpec = {
   name: 'segment',
   summary: 'label maps, overlays and model comparisons for image files',
   usage: ['IMAGE|FOLDER... --weights FILE [--out DIR] [--classes FILE] [--alpha A]', 'IMAGE|FOLDER... [--weights FILE] --compare FILE,FILE,... [--labels DIR] [--out DIR]'],
@@ -36,7 +36,7 @@ SegmentationClass/<id>.png of that root, or SegmentationClass/<stem>.png in the 
     'fcn segment photos/ --weights fcn8.safetensors --out segments/',
     'fcn segment data/VOCdevkit/VOC2012/JPEGImages/2007_000033.jpg --compare fcn32.safetensors,fcn16.safetensors,fcn8.safetensors',
   ],
-});
+} satisfies CommandSpec;
 
 const cmd = 'segment';
 const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);

@@ -12,14 +12,14 @@ import { createServer } from '../serve/server.js';
 import type { ServeContext } from '../serve/context.js';
 import { latestDemo } from '../serve/demo-models.js';
 import { UsageError, parse, parseNumber } from './args.js';
-import { defineCommand } from './spec.js';
+import type { CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
 
 const cmd = 'serve';
 const DEFAULT_RUNS = 'runs';
 
-export const serveSpec = defineCommand({
+export const serveSpec = {
   name: cmd,
   summary: 'a web page: FCN-32s/16s/8s side by side, drawing, how it works, live training',
   usage: ['[--weights W[,W2,W3]] [--host H] [--port N] [--runs DIR[,DIR]] [--max-upload-mb N] [--max-pixels N] [--queue N]'],
@@ -47,7 +47,7 @@ The JSON API: POST /api/segment, POST /api/stages, GET /api/models, /api/runs, /
     'fcn serve --weights runs/demo/run/checkpoints/stage1-fcn32.safetensors,runs/demo/run/checkpoints/stage5-fcn8.safetensors --port 8081',
     'fcn serve --weights fcn8s --max-pixels 1000000',
   ],
-});
+} satisfies CommandSpec;
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parse(serveSpec, argv);

@@ -7,7 +7,7 @@ import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedul
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
 import { DEFAULT_BUCKET_MB, startDistributed, type Distributed } from '../train/distributed.js';
 import { UsageError, asUsageError, parse, parseChoice, parseNumber, type ParsedValues } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
@@ -16,7 +16,7 @@ import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir }
 const kerasDefaults = defaultConfig('');
 const paperDefaults = applySchedule(kerasDefaults, 'paper');
 
-export const trainSpec = defineCommand({
+export const trainSpec = {
   name: 'train',
   summary: 'train one model or a staged recipe, with checkpoints, resume and Ctrl-C',
   usage: ['--data ROOT [--schedule keras|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P] [--allreduce-precision P] [--bucket-mb MB]'],
@@ -69,7 +69,7 @@ mpirun -np 2 fcn train --data data/synth --model fcn8 --batch 8 --out runs/two`,
     'fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --epochs 5 --out runs/small',
     'fcn train --resume runs/small',
   ],
-});
+} satisfies CommandSpec;
 
 type Values = ParsedValues<typeof trainSpec.options>;
 

@@ -12,11 +12,11 @@ import { modelFromSource, saveWeights } from '../models/weights.js';
 import { WEIGHTS_FORMAT, weightsMetadata } from '../models/weights-layout.js';
 import { prepareOutputFile, resolveWeightsArgument } from './paths.js';
 import { UsageError, definedOnly, parse, parseNumber, runSubcommand } from './args.js';
-import { defineCommand } from './spec.js';
+import type { CommandSpec } from './spec.js';
 
 const KNOWN = KNOWN_WEIGHTS_NAMES.join(', ');
 
-export const weightsFetchSpec = defineCommand({
+export const weightsFetchSpec = {
   name: 'weights fetch',
   summary: 'download known weights into the cache',
   usage: ['<name>... [--force] [--url URL] [options]'],
@@ -31,9 +31,9 @@ only when whole. A progress bar goes to stderr, the cached file's path to stdout
     quiet: { type: 'boolean', help: 'no progress or messages', default: 'off' },
   },
   examples: ['fcn weights fetch vgg16-notop fcn8s'],
-});
+} satisfies CommandSpec;
 
-export const weightsListSpec = defineCommand({
+export const weightsListSpec = {
   name: 'weights list',
   summary: 'known weights, sizes, what is cached',
   usage: ['[--json]'],
@@ -41,9 +41,9 @@ export const weightsListSpec = defineCommand({
 the cache folder ($FCN_HOME/weights, else $XDG_CACHE_HOME/fcn/weights, else ~/.cache/fcn/weights).`,
   options: { json: { type: 'boolean', help: 'the same as JSON, with addresses and file paths', default: 'off' } },
   examples: ['fcn weights list'],
-});
+} satisfies CommandSpec;
 
-export const weightsInspectSpec = defineCommand({
+export const weightsInspectSpec = {
   name: 'weights inspect',
   summary: 'format, network, tensors of a weight file',
   usage: ['<file|name> [--json]'],
@@ -54,9 +54,9 @@ and Keras layout, and what the reader noted (e.g. layers left out).`,
   positionals: '<file|name>',
   options: { json: { type: 'boolean', help: 'the same as JSON', default: 'off' } },
   examples: ['fcn weights inspect fcn8s', 'fcn weights inspect run/checkpoints/best.safetensors'],
-});
+} satisfies CommandSpec;
 
-export const weightsConvertSpec = defineCommand({
+export const weightsConvertSpec = {
   name: 'weights convert',
   summary: 'any weight file to the project\'s safetensors',
   usage: ['<in> <out.safetensors>'],
@@ -67,7 +67,7 @@ layouts, with its metadata. The output is written atomically.`,
   positionals: '<in> <out.safetensors>',
   options: {},
   examples: ['fcn weights convert fcn8s fcn8s-caffe.safetensors', 'fcn weights convert vgg16 vgg16.safetensors'],
-});
+} satisfies CommandSpec;
 
 const SUBCOMMANDS = [weightsFetchSpec, weightsListSpec, weightsInspectSpec, weightsConvertSpec];
 
