@@ -77,16 +77,11 @@ export const infoSpec = {
 
 type Command = (argv: string[]) => Promise<number>;
 
-function parseKind(command: string, value: string | undefined): FcnKind {
-  const kind = requireString(command, value, 'model');
-  if (!FCN_KINDS.includes(kind as FcnKind)) throw new UsageError(`fcn ${command}: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
-  return kind as FcnKind;
-}
-
 const init: Command = async (argv) => {
   const { values } = parse(initSpec, argv);
   applyEngineFlags('init', values);
-  const kind = parseKind('init', values.model);
+  const kind = requireString('init', values.model, 'model') as FcnKind;
+  if (!FCN_KINDS.includes(kind)) throw new UsageError(`fcn init: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
   const width = parseNumber('init', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
   const seed = parseNumber('init', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;
   const style = parseChoice('init', values.style, 'style', FCN_STYLES) ?? 'keras';
