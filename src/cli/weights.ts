@@ -122,26 +122,22 @@ async function fetchCmd(argv: string[]): Promise<number> {
 
 function listCmd(argv: string[]): number {
   const { values } = parse(weightsListSpec, argv);
-  const rows = KNOWN_WEIGHTS_NAMES.map((name) => {
-    const k = KNOWN_WEIGHTS[name];
-    const state = cacheState(name);
-    return { name, k, state, exact: k.bytes };
-  });
+  const rows = KNOWN_WEIGHTS_NAMES.map((name) => ({ name, k: KNOWN_WEIGHTS[name], state: cacheState(name) }));
   if (values.json) {
     const json = {
       cacheDir: cacheDir(),
-      weights: rows.map(({ name, k, state, exact }) => ({
+      weights: rows.map(({ name, k, state }) => ({
         name, description: k.description, url: weightsUrl(name), urlVariable: urlVariable(name), file: k.file, format: k.format,
-        bytes: exact ?? null, approxBytes: k.approxBytes, md5: k.md5 ?? null,
+        bytes: k.bytes ?? null, approxBytes: k.approxBytes, md5: k.md5 ?? null,
         state: state.state, path: state.path, ...(state.state !== 'absent' ? { bytesOnDisk: state.bytes } : {}),
       })),
     };
     process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
     return 0;
   }
-  const table = rows.map(({ name, k, state, exact }) => [
+  const table = rows.map(({ name, k, state }) => [
     name,
-    exact !== undefined ? formatBytes(exact) : `~${formatBytes(k.approxBytes)}`,
+    k.bytes !== undefined ? formatBytes(k.bytes) : `~${formatBytes(k.approxBytes)}`,
     state.state === 'cached' ? 'yes' : state.state === 'partial' ? `partial (${formatBytes(state.bytes)})` : 'no',
     k.description,
   ]);
