@@ -39,43 +39,24 @@ function wantsHelp(argv: readonly string[]): boolean {
 }
 
 /**
- * Parses `argv` against a command's spec (or, for callers not yet described by one, a plain
- * node:util options object). --help/-h wins over every other argument: it throws
+ * Parses `argv` against a command's spec. --help/-h wins over every other argument: it throws
  * HelpRequested with the command's help. Errors are UsageErrors in the common format, with
  * the nearest known option suggested for an unknown one.
  */
-export function parse<T extends OptionSpecs>(spec: CommandSpec<T>, argv: string[]): Parsed<T>;
-export function parse<T extends Options>(command: string, argv: string[], options: T): Parsed<T>;
-export function parse(specOrCommand: CommandSpec | string, argv: string[], plainOptions?: Options): Parsed<Options> {
-  const spec = typeof specOrCommand === 'string' ? undefined : specOrCommand;
-  const command = spec ? spec.name : (specOrCommand as string);
-  const options: Options = spec
-    ? Object.fromEntries(Object.entries(spec.options).map(([name, o]) => [name, { type: o.type, ...(o.short ? { short: o.short } : {}) }]))
-    : { ...plainOptions };
-  if (wantsHelp(argv) && !('help' in options)) {
-    throw new HelpRequested(formatHelp(spec ?? plainSpec(command, options)));
-  }
-  let parsed: Parsed<Options>;
+export function parse<T extends OptionSpecs>(spec: CommandSpec<T>, argv: string[]): Parsed<T> {
+  const command = spec.name;
+  if (wantsHelp(argv)) throw new HelpRequested(formatHelp(spec));
+  const options: Options = Object.fromEntries(Object.entries(spec.options).map(([name, o]) => [name, { type: o.type, ...(o.short ? { short: o.short } : {}) }]));
+  let parsed: Parsed<T>;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as never;
   } catch (e) {
     throw new UsageError(`fcn ${command}: ${describeParseError(command, e as NodeJS.ErrnoException, Object.keys(options))}`);
   }
-  if (spec && spec.positionals === undefined && parsed.positionals.length > 0) {
+  if (spec.positionals === undefined && parsed.positionals.length > 0) {
     throw new UsageError(`fcn ${command}: unexpected argument '${parsed.positionals[0]}' (fcn ${command} --help shows the usage)`);
   }
   return parsed;
-}
-
-/** A minimal spec for commands parsed from a plain options object: their options, listed. */
-function plainSpec(command: string, options: Options): CommandSpec {
-  return {
-    name: command,
-    summary: '',
-    usage: ['[options]'],
-    options: Object.fromEntries(Object.entries(options).map(([name, o]) => [name, { type: o.type, help: '', default: '', ...(o.short ? { short: o.short } : {}) }])),
-    examples: [],
-  };
 }
 
 /** node:util's parse errors in the common one-line format. */
@@ -175,6 +156,12 @@ export function definedOnly<T extends object>(o: T): { [K in keyof T]?: Exclude<
 export function requireString(command: string, value: string | undefined, flag: string): string {
   if (value === undefined || value === '') throw new UsageError(`fcn ${command}: --${flag} is required`);
   return value;
+}
+
+/** `value` if it is one of `allowed` (undefined if not given); else a UsageError listing them. */
+export function parseChoice<T extends string>(command: string, value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+  if (value === undefined || (allowed as readonly string[]).includes(value)) return value as T | undefined;
+  throw new UsageError(`fcn ${command}: --${flag} must be ${allowed.slice(0, -1).join(', ')} or ${allowed.at(-1)}, got '${value}'`);
 }
 
 export function parseNumber(command: string, value: string | undefined, flag: string, check: (n: number) => boolean = () => true, what = 'a number'): number | undefined {

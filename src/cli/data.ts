@@ -9,10 +9,10 @@ import { progressPrinter } from '../io/download.js';
 import { paperSplit, kerasSplit } from '../data/splits.js';
 import { synthesizeDataset } from '../data/synth.js';
 import { UsageError, definedOnly, runSubcommand, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { checkInputDir, checkInputFile, prepareOutputDir } from './paths.js';
 
-export const dataFetchSpec = defineCommand({
+export const dataFetchSpec = {
   name: 'data fetch',
   summary: 'download a dataset (resuming), check its md5 and extract it',
   usage: ['voc2012|sbd [--dir D] [--url URL] [--md5 SUM] [--retries N] [--no-extract] [--quiet]'],
@@ -28,9 +28,9 @@ FCN_SBD_URL / FCN_SBD_MD5. Prints the extracted root (or the archive, with --no-
     quiet: { type: 'boolean', help: 'no progress or notes on stderr', default: 'off' },
   },
   examples: ['fcn data fetch voc2012 --dir data'],
-});
+} satisfies CommandSpec;
 
-export const dataCheckSpec = defineCommand({
+export const dataCheckSpec = {
   name: 'data check',
   summary: 'decode every image/label pair of a dataset and report what is wrong',
   usage: ['ROOT [--split NAME | --list FILE] [--classes FILE] [--kind voc|sbd|custom] [--json]'],
@@ -48,9 +48,9 @@ per class and every bad pair; exits 1 if anything is wrong.`,
     concurrency: { type: 'string', value: 'N', help: 'files decoded at once', default: '4' },
   },
   examples: ['fcn data check data/VOCdevkit/VOC2012 --split val'],
-});
+} satisfies CommandSpec;
 
-export const dataSynthSpec = defineCommand({
+export const dataSynthSpec = {
   name: 'data synth',
   summary: 'write a synthetic dataset in VOC layout',
   usage: ['--out D [--count N] [--seed S] [--size PX] [--quality Q]'],
@@ -63,9 +63,9 @@ export const dataSynthSpec = defineCommand({
     quality: { type: 'string', value: 'Q', help: 'JPEG quality, 1-100', default: '92' },
   },
   examples: ['fcn data synth --out data/synth --count 200 --size 96'],
-});
+} satisfies CommandSpec;
 
-export const dataSplitSpec = defineCommand({
+export const dataSplitSpec = {
   name: 'data split',
   summary: 'write Keras-FCN\'s or the paper\'s train/val id lists',
   usage: ['keras|paper --voc ROOT --sbd ROOT [--seg11valid FILE] --out D'],
@@ -79,7 +79,7 @@ export const dataSplitSpec = defineCommand({
     out: { type: 'string', value: 'D', help: 'folder for the list files', default: REQUIRED },
   },
   examples: ['fcn data split keras --voc data/VOCdevkit/VOC2012 --sbd data/benchmark_RELEASE/dataset --out data/splits'],
-});
+} satisfies CommandSpec;
 
 const SUBCOMMANDS = [dataFetchSpec, dataCheckSpec, dataSynthSpec, dataSplitSpec];
 

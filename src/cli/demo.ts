@@ -18,8 +18,8 @@ import { colorize, writeRgbPng } from '../report/viz.js';
 import { writeHtmlReport } from '../report/html.js';
 import { defaultConfig, type StageConfig, type TrainConfig } from '../train/config.js';
 import { runTraining } from './train.js';
-import { UsageError, parse, parseNumber } from './args.js';
-import { defineCommand } from './spec.js';
+import { parse, parseNumber } from './args.js';
+import type { CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { prepareOutputDir } from './paths.js';
@@ -45,7 +45,7 @@ export function demoConfig(root: string, seed: number, size: number): TrainConfi
   return c;
 }
 
-export const demoSpec = defineCommand({
+export const demoSpec = {
   name: 'demo',
   summary: 'synthesise data, train FCN-32s → 16s → 8s, evaluate, write a report',
   usage: ['[--out DIR] [--count N] [--size PX] [--seed N]'],
@@ -60,7 +60,7 @@ with every stage's model side by side, and writes DIR/report.html.`,
     ...engineOptionSpecs,
   },
   examples: ['fcn demo --out runs/demo --threads 2'],
-});
+} satisfies CommandSpec;
 
 /** A stage's model as the side-by-side figure names it. */
 function stageTitle(i: number, kind: FcnKind, st: StageConfig): string {
@@ -116,9 +116,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
   // 3. Evaluation of the final FCN-8s at each image's own size.
   const valSet = await openDataset(dataDir, { split: 'val' });
   const finalWeights = outcome.stageWeights.at(-1)!;
-  const model = await loadModel(finalWeights);
   // Every stage's model side by side: what each added, as in the paper's comparison figure.
-  const stageModels = await Promise.all(outcome.stageWeights.map(async (w) => ({ model: await loadModel(w), source: w })));
+  const stageModels = await Promise.all(outcome.stageWeights.map((w) => loadModel(w)));
+  const model = stageModels.at(-1)!;
   try {
     const result = await evaluate(model, valSet, { precision: cfg.precision });
     const evalJson = { weights: finalWeights, split: 'val', ...evaluationToJson(result) };
@@ -130,10 +130,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const segDir = path.join(out, 'segments');
     mkdirSync(segDir, { recursive: true });
     const sampleEntries = valSet.entries.slice(0, 6);
-    const titles = stageModels.map((m, i) => stageTitle(i, m.model.kind, config.stages[i]!));
+    const titles = stageModels.map((m, i) => stageTitle(i, m.kind, config.stages[i]!));
     const files = await segmentFiles(
       sampleEntries.map((e) => e.image),
-      { out: segDir, model, compare: stageModels.map((m, i) => ({ title: titles[i], model: m.model })), classNames: valSet.classes.names, precision: cfg.precision },
+      { out: segDir, model, compare: stageModels.map((m, i) => ({ title: titles[i], model: m })), classNames: valSet.classes.names, precision: cfg.precision },
     );
 
     // 5. The report.
@@ -157,10 +157,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     console.log(`report: ${report}`);
     console.log(`every stage's model side by side: ${path.join(segDir, '*_compare.png')}`);
   } finally {
-    model.dispose();
-    for (const m of stageModels) m.model.dispose();
+    for (const m of stageModels) m.dispose();
   }
   return 0;
 }
-
-export { UsageError };

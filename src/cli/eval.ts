@@ -10,13 +10,13 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
 import { UsageError, asUsageError, definedOnly, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
-export const evalSpec = defineCommand({
+export const evalSpec = {
   name: 'eval',
   summary: 'the paper\'s four metrics and per-class IoU on a dataset split',
   usage: ['--weights FILE --data ROOT [--split val] [--limit N] [--json] [--out FILE]', '--predictions DIR --data ROOT [--split val] [--json] [--out FILE]'],
@@ -40,7 +40,7 @@ scores <id>.png label maps made elsewhere (palette indices) the same way.`,
     'fcn eval --weights fcn8.safetensors --data data/VOCdevkit/VOC2012 --split val --out metrics.json',
     'fcn eval --predictions other-tool/ --data data/VOCdevkit/VOC2012 --split val --json',
   ],
-});
+} satisfies CommandSpec;
 
 const cmd = 'eval';
 const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
@@ -68,18 +68,13 @@ function checkSplit(root: string, kind: DetectedKind, split: string): void {
 }
 
 async function openSplit(root: string, values: { kind?: string; split?: string; classes?: string }): Promise<{ dataset: Dataset; split: string }> {
-  checkInputDir(cmd, 'data', root);
   if (values.kind !== undefined && !['voc', 'sbd', 'custom'].includes(values.kind)) throw usage(`--kind must be voc, sbd or custom, got '${values.kind}'`);
   const kind = asUsageError(() => (values.kind as DetectedKind | undefined) ?? detectKind(root), (m) => `fcn ${cmd}: ${m}`);
   // A custom dataset without a split list is scored on every image that has a mask.
   const split = values.split ?? (kind === 'custom' ? '' : 'val');
   if (split !== '') checkSplit(root, kind, split);
   if (values.classes !== undefined) checkInputFile(cmd, 'classes', values.classes);
-  const dataset = await openDataset(root, {
-    kind,
-    ...(split !== '' ? { split } : {}),
-    ...(values.classes !== undefined ? { classes: values.classes } : {}),
-  });
+  const dataset = await openDataset(root, { kind, split: split || undefined, classes: values.classes });
   return { dataset, split: split || 'all' };
 }
 

@@ -5,13 +5,13 @@ import { loadModel } from '../models/weights.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_INPUT, ONNX_LABELS, ONNX_LOGITS, writeOnnx } from '../export/onnx-export.js';
 import { UsageError, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 
 const FORMATS = ['onnx'];
 
-export const exportSpec = defineCommand({
+export const exportSpec = {
   name: 'export',
   summary: 'a model as an ONNX file that runs on plain RGB pixels',
   usage: ['onnx --weights FILE --out FILE [--opset N] [--logits-only] [--classes FILE] [--float32] [--reduce-range]'],
@@ -40,7 +40,7 @@ kernels and calibrated activation scales, which ONNX Runtime runs with its own i
     'fcn export onnx --weights fcn8.safetensors --out fcn8.onnx',
     'fcn export onnx --weights fcn8s --out fcn8s-caffe.onnx --opset 17',
   ],
-});
+} satisfies CommandSpec;
 
 const cmd = 'export';
 
@@ -61,16 +61,13 @@ export async function exportCommand(argv: string[]): Promise<number> {
 
   const model = await loadModel(weightsFile);
   try {
-    let classNames: string[] | undefined;
-    if (values.classes !== undefined) {
-      classNames = (await readClassSet(values.classes)).names;
-      if (classNames.length !== model.numClasses) throw new UsageError(`fcn ${cmd}: --classes '${values.classes}': names ${classNames.length} classes, the model predicts ${model.numClasses}`);
-    }
+    const classNames = values.classes !== undefined ? (await readClassSet(values.classes)).names : undefined;
+    if (classNames && classNames.length !== model.numClasses) throw new UsageError(`fcn ${cmd}: --classes '${values.classes}': names ${classNames.length} classes, the model predicts ${model.numClasses}`);
     const labels = !values['logits-only'];
     const t0 = performance.now();
     const int8 = model.quantized && !values.float32;
     if (values['reduce-range'] && !int8) throw new UsageError(`fcn ${cmd}: --reduce-range applies to int8 models written as QDQ; '${weights}' ${model.quantized ? 'is written as float32 (--float32)' : 'is a float32 model'}`);
-    writeOnnx(out, model, { opset, labels, int8, reduceRange: Boolean(values['reduce-range']), ...(classNames ? { classNames } : {}) });
+    writeOnnx(out, model, { opset, labels, int8, reduceRange: Boolean(values['reduce-range']), classNames });
     const megabytes = statSync(out).size / 1e6;
     console.log(`wrote ${out}: ${model.kind} (${model.style} style, width ${model.width}, ${model.numClasses} classes), ${int8 ? 'int8 (QDQ), ' : ''}opset ${opset}, ${megabytes.toFixed(1)} MB, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     console.log(`  input  ${ONNX_INPUT}: float32 [batch, 3, height, width], RGB 0-255`);

@@ -33,10 +33,6 @@ function wrap(text: string, width: number): string[] {
   return lines;
 }
 
-function optionLabel(name: string, o: Pick<OptionSpec, 'short' | 'value' | 'type'>): string {
-  return `${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' && o.value ? ` ${o.value}` : ''}`;
-}
-
 /** The --help text of a command: summary, usage, details, every option with its default, examples. */
 export function formatHelp(spec: CommandSpec): string {
   const out: string[] = [];
@@ -44,8 +40,9 @@ export function formatHelp(spec: CommandSpec): string {
   for (const u of spec.usage) out.push(`  fcn ${spec.name} ${u}`);
   if (spec.details) out.push('', ...spec.details.trim().split('\n').map((l) => (l ? `  ${l}` : '')));
   const rows: [string, string][] = Object.entries(spec.options).map(([name, o]) => {
+    const label = `${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' && o.value ? ` ${o.value}` : ''}`;
     const when = o.default === '' ? '' : o.default.startsWith(REQUIRED) ? ` (${o.default})` : ` (default: ${o.default})`;
-    return [optionLabel(name, o), `${o.help}${when}`.trim()];
+    return [label, `${o.help}${when}`.trim()];
   });
   rows.push(['-h, --help', 'show this help and exit']);
   const labelWidth = Math.min(26, Math.max(...rows.map(([l]) => l.length)));

@@ -5,14 +5,14 @@ import { native } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { kernelChoiceFile, kernelChoiceMode, kernelChoices } from '../engine/kernel-choice.js';
 import { errorCode } from '../errors.js';
-import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
+import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
 import { segment } from '../infer/inference.js';
 import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '../io/image.js';
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
-import { HelpRequested, UsageError, nearestOptions, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { HelpRequested, UsageError, nearestOptions, parse, parseChoice, parseNumber, requireString } from './args.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs } from './help.js';
 import { packageVersion } from '../io/package-version.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
@@ -34,7 +34,7 @@ const SUMMARIES: Record<string, string> = {
   quantize: 'an int8 model from float weights and calibration images (--precision int8)',
 };
 
-export const initSpec = defineCommand({
+export const initSpec = {
   name: 'init',
   summary: SUMMARIES.init!,
   usage: ['--model fcn32|fcn16|fcn8 [--style keras|caffe] [--width W] [--seed N] --out FILE'],
@@ -48,9 +48,9 @@ export const initSpec = defineCommand({
     ...engineOptionSpecs,
   },
   examples: ['fcn init --model fcn8 --width 0.125 --seed 1 --out fcn8-narrow.safetensors'],
-});
+} satisfies CommandSpec;
 
-export const predictSpec = defineCommand({
+export const predictSpec = {
   name: 'predict',
   summary: SUMMARIES.predict!,
   usage: ['--weights FILE --image FILE [--labels FILE] [--logits FILE]'],
@@ -64,33 +64,27 @@ export const predictSpec = defineCommand({
     ...inferenceEngineOptionSpecs,
   },
   examples: ['fcn predict --weights fcn8.safetensors --image photo.jpg --labels photo_labels.png --logits photo.npy'],
-});
+} satisfies CommandSpec;
 
-export const infoSpec = defineCommand({
+export const infoSpec = {
   name: 'info',
   summary: SUMMARIES.info!,
   usage: ['[--threads N] [--precision P]'],
   details: 'Prints the CPU\'s features, oneDNN\'s version and the ISA it runs (naming ONEDNN_MAX_CPU_ISA when that caps it: the rules below follow that ISA), the threads, the precision used with the reason, and whether MPI (data-parallel fcn train under mpirun) is built in and which library.',
   options: { ...inferenceEngineOptionSpecs },
   examples: ['fcn info --precision bfloat16'],
-});
+} satisfies CommandSpec;
 
 type Command = (argv: string[]) => Promise<number>;
-
-function parseKind(command: string, value: string | undefined): FcnKind {
-  const kind = requireString(command, value, 'model');
-  if (!FCN_KINDS.includes(kind as FcnKind)) throw new UsageError(`fcn ${command}: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
-  return kind as FcnKind;
-}
 
 const init: Command = async (argv) => {
   const { values } = parse(initSpec, argv);
   applyEngineFlags('init', values);
-  const kind = parseKind('init', values.model);
+  const kind = requireString('init', values.model, 'model') as FcnKind;
+  if (!FCN_KINDS.includes(kind)) throw new UsageError(`fcn init: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
   const width = parseNumber('init', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
   const seed = parseNumber('init', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;
-  const style = (values.style ?? 'keras') as FcnStyle;
-  if (!FCN_STYLES.includes(style)) throw new UsageError(`fcn init: --style must be ${FCN_STYLES.join(' or ')}, got '${style}'`);
+  const style = parseChoice('init', values.style, 'style', FCN_STYLES) ?? 'keras';
   const out = requireString('init', values.out, 'out');
   prepareOutputFile('init', 'out', out);
   const model = new FCN({ kind, width, style });
@@ -211,7 +205,7 @@ export async function main(argv: string[]): Promise<number> {
   if (name === 'help') return rest.length ? main([rest[0]!, '--help']) : main(['--help']);
   const command = commands[name];
   if (!command) {
-    const near = nearestCommand(name);
+    const near = nearestOptions(name, Object.keys(commands))[0];
     console.error(`fcn: unknown command '${name}' (${near ? `did you mean ${near}? ` : ''}commands: ${Object.keys(commands).join(', ')})`);
     return 2;
   }
@@ -235,8 +229,4 @@ const OPTION_HINTS: Record<string, string> = {
 function withOptionHint(e: Error): string {
   const hint = OPTION_HINTS[errorCode(e) ?? ''];
   return hint ? `${e.message} (${hint})` : e.message;
-}
-
-function nearestCommand(name: string): string | undefined {
-  return nearestOptions(name, Object.keys(commands))[0];
 }

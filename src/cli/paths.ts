@@ -137,11 +137,6 @@ function createFolders(cmd: string, flag: string, given: string, from: string, n
   }
 }
 
-/** Checks the folders that exist on the way to `located.abs`: the deepest must be a folder. */
-function checkExistingAncestor(cmd: string, flag: string, given: string, located: Located): void {
-  if (!located.stats.isDirectory()) fail(cmd, flag, given, `'${located.existing}' is a file, not a folder`);
-}
-
 /** An input file (weights, an image, a list): it must exist, be a regular file, and be readable. */
 export function checkInputFile(cmd: string, flag: string, file: string): void {
   checkInput(cmd, flag, file, false);
@@ -188,7 +183,8 @@ export function prepareOutputFile(cmd: string, flag: string, file: string): void
     }
     return;
   }
-  checkExistingAncestor(cmd, flag, file, located);
+  // The deepest path that exists on the way must be a folder.
+  if (!located.stats.isDirectory()) fail(cmd, flag, file, `'${located.existing}' is a file, not a folder`);
   checkWritableDir(cmd, flag, file, located.existing);
   createFolders(cmd, flag, file, located.existing, located.missing.slice(0, -1));
 }
@@ -200,7 +196,7 @@ export function prepareOutputFile(cmd: string, flag: string, file: string): void
 export function prepareOutputDir(cmd: string, flag: string, dir: string): void {
   const located = locate(cmd, flag, dir);
   if (located.missing.length === 0 && !located.stats.isDirectory()) fail(cmd, flag, dir, 'is a file, not a folder');
-  checkExistingAncestor(cmd, flag, dir, located);
+  if (!located.stats.isDirectory()) fail(cmd, flag, dir, `'${located.existing}' is a file, not a folder`);
   checkWritableDir(cmd, flag, dir, located.existing);
   createFolders(cmd, flag, dir, located.existing, located.missing);
 }

@@ -10,10 +10,10 @@ import { segmentImage } from '../infer/inference.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import { checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { UsageError, asUsageError, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { engineOptionSpecs } from './help.js';
 
-export const quantizeSpec = defineCommand({
+export const quantizeSpec = {
   name: 'quantize',
   summary: 'an int8 model from float weights and calibration images (--precision int8)',
   usage: ['--weights FILE --calib IMAGE|FOLDER[,…] --out FILE [--images N] [--size S]'],
@@ -36,13 +36,12 @@ calibration images' pixels.`,
     threads: engineOptionSpecs.threads,
   },
   examples: ['fcn quantize --weights fcn8.safetensors --calib data/VOCdevkit/VOC2012/JPEGImages --images 32 --out fcn8-int8.safetensors', 'fcn quantize --weights fcn8s --calib photos/ --size 500 --out fcn8s-int8.safetensors'],
-});
+} satisfies CommandSpec;
 
 const cmd = 'quantize';
 
 export async function quantizeCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(quantizeSpec, argv);
-  if (positionals.length > 0) throw new UsageError(`fcn ${cmd}: unexpected argument '${positionals[0]}' (fcn ${cmd} --help shows the usage)`);
+  const { values } = parse(quantizeSpec, argv);
   const threads = parseNumber(cmd, values.threads, 'threads', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
   const weights = requireString(cmd, values.weights, 'weights');
   const calib = requireString(cmd, values.calib, 'calib');

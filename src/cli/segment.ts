@@ -1,17 +1,17 @@
 // `fcn segment`: label maps, overlays, class shares and model comparisons for image files.
 import path from 'node:path';
-import { readClassSet, type ClassSet } from '../data/classes.js';
+import { readClassSet } from '../data/classes.js';
 import type { FCN } from '../models/fcn.js';
 import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
 import { UsageError, asUsageError, definedOnly, parse, parseNumber } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
-export const segmentSpec = defineCommand({
+export const segmentSpec = {
   name: 'segment',
   summary: 'label maps, overlays and model comparisons for image files',
   usage: ['IMAGE|FOLDER... --weights FILE [--out DIR] [--classes FILE] [--alpha A]', 'IMAGE|FOLDER... [--weights FILE] --compare FILE,FILE,... [--labels DIR] [--out DIR]'],
@@ -36,7 +36,7 @@ SegmentationClass/<id>.png of that root, or SegmentationClass/<stem>.png in the 
     'fcn segment photos/ --weights fcn8.safetensors --out segments/',
     'fcn segment data/VOCdevkit/VOC2012/JPEGImages/2007_000033.jpg --compare fcn32.safetensors,fcn16.safetensors,fcn8.safetensors',
   ],
-});
+} satisfies CommandSpec;
 
 const cmd = 'segment';
 const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
@@ -75,22 +75,16 @@ export async function segmentCommand(argv: string[]): Promise<number> {
       const m = modelOf(f);
       if (m.numClasses !== primary.numClasses) throw usage(`${f} predicts ${m.numClasses} classes, ${values.weights ?? compareFiles[compareFiles.length - 1]} ${primary.numClasses}: models compared must share their classes`);
     }
-    let classNames: string[] | undefined;
-    let classSet: ClassSet | undefined;
-    if (values.classes !== undefined) {
-      classSet = await readClassSet(values.classes);
-      classNames = classSet.names;
-      if (classNames.length !== primary.numClasses) throw usage(`${values.classes} names ${classNames.length} classes but the model predicts ${primary.numClasses}`);
-    }
+    const classSet = values.classes !== undefined ? await readClassSet(values.classes) : undefined;
+    if (classSet && classSet.names.length !== primary.numClasses) throw usage(`${values.classes} names ${classSet.names.length} classes but the model predicts ${primary.numClasses}`);
     const compareModels = compareFiles.map((source) => ({ model: modelOf(source), source }));
     const titles = compareTitles(compareModels);
     const results = await segmentFiles(images, {
       out,
       model: primary,
       compare: compareModels.map((c, i) => ({ title: titles[i]!, model: c.model })),
-      ...(classNames ? { classNames } : {}),
       ...definedOnly({ alpha, maxPixels, truthDir: values.labels }),
-      ...(classSet ? { truthClasses: classSet } : {}),
+      ...(classSet ? { classNames: classSet.names, truthClasses: classSet } : {}),
       onImage: (r, done, total) => {
         const top = r.shares.slice(0, 3).map((s) => `${s.name} ${(100 * s.share).toFixed(1)}%`).join(', ');
         process.stdout.write(`[${done}/${total}] ${r.image} ${r.width}×${r.height}: ${top} → ${r.labels}\n`);

@@ -1,6 +1,7 @@
 // `fcn serve`: a web page where FCN-32s, 16s and 8s segment pictures side by side, a drawing
 // canvas, a walk through the network's score maps, and live training curves.
 import { existsSync } from 'node:fs';
+import { once } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -11,14 +12,14 @@ import { createServer } from '../serve/server.js';
 import type { ServeContext } from '../serve/context.js';
 import { latestDemo } from '../serve/demo-models.js';
 import { UsageError, parse, parseNumber } from './args.js';
-import { defineCommand } from './spec.js';
+import type { CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { inferenceEngineOptionSpecs } from './help.js';
 
 const cmd = 'serve';
 const DEFAULT_RUNS = 'runs';
 
-export const serveSpec = defineCommand({
+export const serveSpec = {
   name: cmd,
   summary: 'a web page: FCN-32s/16s/8s side by side, drawing, how it works, live training',
   usage: ['[--weights W[,W2,W3]] [--host H] [--port N] [--runs DIR[,DIR]] [--max-upload-mb N] [--max-pixels N] [--queue N]'],
@@ -46,7 +47,7 @@ The JSON API: POST /api/segment, POST /api/stages, GET /api/models, /api/runs, /
     'fcn serve --weights runs/demo/run/checkpoints/stage1-fcn32.safetensors,runs/demo/run/checkpoints/stage5-fcn8.safetensors --port 8081',
     'fcn serve --weights fcn8s --max-pixels 1000000',
   ],
-});
+} satisfies CommandSpec;
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parse(serveSpec, argv);
@@ -78,15 +79,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
   console.log(`fcn serve: ${demoOut ? 'the demo models (training now)' : served.models.map((m) => m.title).join(', ')} at ${address}  (Ctrl-C stops)`);
   if (!loopback) console.log(`fcn serve: listening on ${host}: other machines on the network can reach this page`);
 
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  // Until Ctrl-C or SIGTERM; then neither signal is listened to any more.
+  const signalled = new AbortController();
+  await Promise.race(['SIGINT', 'SIGTERM'].map((s) => once(process, s, { signal: signalled.signal }).catch(() => {})));
+  signalled.abort();
   console.log('fcn serve: stopping');
   demo?.kill('SIGTERM');
   await served.app.close();

@@ -41,8 +41,3 @@ export interface CommandSpec<T extends OptionSpecs = OptionSpecs> {
   /** Full command lines, each runnable as shown. */
   examples: string[];
 }
-
-/** Declares a command; the identity function, there for type inference of `options`. */
-export function defineCommand<T extends OptionSpecs>(spec: CommandSpec<T>): CommandSpec<T> {
-  return spec;
-}

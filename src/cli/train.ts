@@ -2,12 +2,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { engineConfig, trainingPrecision } from '../engine/config.js';
-import { FCN_KINDS, FCN_STYLES, type FcnKind, type FcnStyle } from '../models/fcn.js';
+import { FCN_KINDS, FCN_STYLES, type FcnKind } from '../models/fcn.js';
 import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedule, type TrainConfig } from '../train/config.js';
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
 import { DEFAULT_BUCKET_MB, startDistributed, type Distributed } from '../train/distributed.js';
-import { UsageError, asUsageError, parse, parseNumber, type ParsedValues } from './args.js';
-import { REQUIRED, defineCommand } from './spec.js';
+import { UsageError, asUsageError, parse, parseChoice, parseNumber, type ParsedValues } from './args.js';
+import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
@@ -16,7 +16,7 @@ import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir }
 const kerasDefaults = defaultConfig('');
 const paperDefaults = applySchedule(kerasDefaults, 'paper');
 
-export const trainSpec = defineCommand({
+export const trainSpec = {
   name: 'train',
   summary: 'train one model or a staged recipe, with checkpoints, resume and Ctrl-C',
   usage: ['--data ROOT [--schedule keras|paper | --model M [--init FILE]] [--out RUN] [options]', '--resume RUN [--threads N] [--precision P] [--allreduce-precision P] [--bucket-mb MB]'],
@@ -69,7 +69,7 @@ mpirun -np 2 fcn train --data data/synth --model fcn8 --batch 8 --out runs/two`,
     'fcn train --data data/synth --model fcn8 --width 0.25 --size 128 --epochs 5 --out runs/small',
     'fcn train --resume runs/small',
   ],
-});
+} satisfies CommandSpec;
 
 type Values = ParsedValues<typeof trainSpec.options>;
 
@@ -109,16 +109,10 @@ export function resolveConfig(v: Values): TrainConfig {
     for (const s of c.stages) delete s.lr;
   });
   set(nonneg('l2', v.l2), (x) => (c.optimizer.l2 = x));
-  set(v.optimizer, (x) => {
-    if (x !== 'adam' && x !== 'sgd') throw new UsageError(`fcn train: --optimizer must be adam or sgd, got '${x}'`);
-    c.optimizer.kind = x;
-  });
+  set(parseChoice(cmd, v.optimizer, 'optimizer', ['adam', 'sgd'] as const), (x) => (c.optimizer.kind = x));
   set(nonneg('momentum', v.momentum), (x) => (c.optimizer.momentum = x));
   set(nonneg('weight-decay', v['weight-decay']), (x) => (c.optimizer.weightDecay = x));
-  set(v.reduction, (x) => {
-    if (x !== 'mean' && x !== 'sum') throw new UsageError(`fcn train: --reduction must be mean or sum, got '${x}'`);
-    c.loss.reduction = x;
-  });
+  set(parseChoice(cmd, v.reduction, 'reduction', ['mean', 'sum'] as const), (x) => (c.loss.reduction = x));
   set(int('size', v.size), (x) => (c.data.size = x));
   set(v.scale, (x) => {
     const parts = x.split(',').map(Number);
@@ -126,11 +120,7 @@ export function resolveConfig(v: Values): TrainConfig {
     c.data.scale = [parts[0], parts[1]];
   });
   set(v.flip, (x) => (c.data.flip = x));
-  set(v.style, (x) => {
-    if (!FCN_STYLES.includes(x as FcnStyle)) throw new UsageError(`fcn train: --style must be ${FCN_STYLES.join(' or ')}, got '${x}'`);
-    c.model.style = x as FcnStyle;
-    c.data.means = x as FcnStyle;
-  });
+  set(parseChoice(cmd, v.style, 'style', FCN_STYLES), (x) => (c.model.style = c.data.means = x));
   set(parseNumber(cmd, v.dropout, 'dropout', (n) => n >= 0 && n < 1, 'in [0, 1)'), (x) => (c.model.dropout = x));
   set(int('seed', v.seed), (x) => (c.seed = x));
   set(int('workers', v.workers), (x) => (c.data.workers = x));
@@ -231,8 +221,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
  * machine share its cores unless --threads or FCN_THREADS says otherwise); else null.
  */
 function startDistributedRun(v: Values): Distributed | null {
-  const precision = v['allreduce-precision'] ?? 'float32';
-  if (precision !== 'float32' && precision !== 'bfloat16') throw new UsageError(`fcn train: --allreduce-precision must be float32 or bfloat16, got '${precision}'`);
+  const precision = parseChoice('train', v['allreduce-precision'], 'allreduce-precision', ['float32', 'bfloat16'] as const) ?? 'float32';
   const bucketMb = parseNumber('train', v['bucket-mb'], 'bucket-mb', (n) => n > 0, 'a positive number') ?? DEFAULT_BUCKET_MB;
   return startDistributed({ precision, bucketMb, threadsGiven: v.threads !== undefined || Boolean(process.env.FCN_THREADS) });
 }

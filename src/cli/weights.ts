@@ -12,16 +12,69 @@ import { modelFromSource, saveWeights } from '../models/weights.js';
 import { WEIGHTS_FORMAT, weightsMetadata } from '../models/weights-layout.js';
 import { prepareOutputFile, resolveWeightsArgument } from './paths.js';
 import { UsageError, definedOnly, parse, parseNumber, runSubcommand } from './args.js';
+import type { CommandSpec } from './spec.js';
 
 const KNOWN = KNOWN_WEIGHTS_NAMES.join(', ');
+
+export const weightsFetchSpec = {
+  name: 'weights fetch',
+  summary: 'download known weights into the cache',
+  usage: ['<name>... [--force] [--url URL] [options]'],
+  details: `Downloads known weights into the cache (${KNOWN}), resuming a partial download
+(<file>.part) and checking the size and md5 where they are known; the file gets its final name
+only when whole. A progress bar goes to stderr, the cached file's path to stdout.`,
+  positionals: '<name>...',
+  options: {
+    force: { type: 'boolean', help: 'download again even if cached (a partial download is discarded too)', default: 'off' },
+    url: { type: 'string', value: 'URL', help: 'download from a mirror instead (one name only); also FCN_WEIGHTS_<NAME>_URL, e.g. FCN_WEIGHTS_VGG16_NOTOP_URL', default: 'the known address' },
+    retries: { type: 'string', value: 'N', help: 'automatic resumes after a dropped connection', default: '3' },
+    quiet: { type: 'boolean', help: 'no progress or messages', default: 'off' },
+  },
+  examples: ['fcn weights fetch vgg16-notop fcn8s'],
+} satisfies CommandSpec;
+
+export const weightsListSpec = {
+  name: 'weights list',
+  summary: 'known weights, sizes, what is cached',
+  usage: ['[--json]'],
+  details: `Lists the known weights: name, size, whether cached (or partly downloaded), description, and
+the cache folder ($FCN_HOME/weights, else $XDG_CACHE_HOME/fcn/weights, else ~/.cache/fcn/weights).`,
+  options: { json: { type: 'boolean', help: 'the same as JSON, with addresses and file paths', default: 'off' } },
+  examples: ['fcn weights list'],
+} satisfies CommandSpec;
+
+export const weightsInspectSpec = {
+  name: 'weights inspect',
+  summary: 'format, network, tensors of a weight file',
+  usage: ['<file|name> [--json]'],
+  details: `Reads a weight file (safetensors, Keras .h5 or Caffe .caffemodel, detected by content) or the
+cached file of a known name, and prints its format, the network it implies (model, style,
+width, classes, backbone, skip scales), every tensor with its shape in the project's naming
+and Keras layout, and what the reader noted (e.g. layers left out).`,
+  positionals: '<file|name>',
+  options: { json: { type: 'boolean', help: 'the same as JSON', default: 'off' } },
+  examples: ['fcn weights inspect fcn8s', 'fcn weights inspect run/checkpoints/best.safetensors'],
+} satisfies CommandSpec;
+
+export const weightsConvertSpec = {
+  name: 'weights convert',
+  summary: 'any weight file to the project\'s safetensors',
+  usage: ['<in> <out.safetensors>'],
+  details: `Converts any weight file the project reads (or the cached file of a known name) to the
+project's safetensors: a whole model (FCN-32s/16s/8s) is loaded and saved as a model file; a
+backbone-only file (VGG16 ImageNet) keeps its tensors as they are, in the project's naming and
+layouts, with its metadata. The output is written atomically.`,
+  positionals: '<in> <out.safetensors>',
+  options: {},
+  examples: ['fcn weights convert fcn8s fcn8s-caffe.safetensors', 'fcn weights convert vgg16 vgg16.safetensors'],
+} satisfies CommandSpec;
+
+const SUBCOMMANDS = [weightsFetchSpec, weightsListSpec, weightsInspectSpec, weightsConvertSpec];
 
 const HELP = `fcn weights — pretrained weights and weight files
 
 Usage:
-  fcn weights fetch <name>... [--force] [--url URL]   download known weights into the cache
-  fcn weights list [--json]                           known weights, sizes, what is cached
-  fcn weights inspect <file|name> [--json]            format, network, tensors of a weight file
-  fcn weights convert <in> <out.safetensors>          any weight file to the project's safetensors
+${SUBCOMMANDS.map((c) => `  ${`fcn ${c.name} ${c.usage[0]}`.padEnd(58)}  ${c.summary}`).join('\n')}
 
 Known names: ${KNOWN}.
 Cache: $FCN_HOME/weights, else $XDG_CACHE_HOME/fcn/weights, else ~/.cache/fcn/weights.
@@ -29,83 +82,22 @@ inspect and convert also take a known name: its file in the cache.
 Each subcommand answers --help.
 `;
 
-const SUB_HELP: Record<string, string> = {
-  fetch: `fcn weights fetch <name>... [--force] [--url URL] [--retries N] [--quiet]
-
-Downloads known weights into the cache (${KNOWN}), resuming a partial download
-(<file>.part) and checking the size and md5 where they are known; the file gets its final name
-only when whole. A progress bar goes to stderr, the cached file's path to stdout.
-
-Options:
-  --force        download again even if cached (a partial download is discarded too)
-  --url URL      download from a mirror instead (one name only); also FCN_WEIGHTS_<NAME>_URL,
-                 e.g. FCN_WEIGHTS_VGG16_NOTOP_URL
-  --retries N    automatic resumes after a dropped connection (default 3)
-  --quiet        no progress or messages
-
-Example:
-  fcn weights fetch vgg16-notop fcn8s
-`,
-  list: `fcn weights list [--json]
-
-Lists the known weights: name, size, whether cached (or partly downloaded), description, and
-the cache folder ($FCN_HOME/weights, else $XDG_CACHE_HOME/fcn/weights, else ~/.cache/fcn/weights).
-
-Options:
-  --json         the same as JSON, with addresses and file paths
-
-Example:
-  fcn weights list
-`,
-  inspect: `fcn weights inspect <file|name> [--json]
-
-Reads a weight file (safetensors, Keras .h5 or Caffe .caffemodel, detected by content) or the
-cached file of a known name, and prints its format, the network it implies (model, style,
-width, classes, backbone, skip scales), every tensor with its shape in the project's naming
-and Keras layout, and what the reader noted (e.g. layers left out).
-
-Options:
-  --json         the same as JSON
-
-Example:
-  fcn weights inspect fcn8s
-  fcn weights inspect run/checkpoints/best.safetensors
-`,
-  convert: `fcn weights convert <in> <out.safetensors>
-
-Converts any weight file the project reads (or the cached file of a known name) to the
-project's safetensors: a whole model (FCN-32s/16s/8s) is loaded and saved as a model file; a
-backbone-only file (VGG16 ImageNet) keeps its tensors as they are, in the project's naming and
-layouts, with its metadata. The output is written atomically.
-
-Example:
-  fcn weights convert fcn8s fcn8s-caffe.safetensors
-  fcn weights convert vgg16 vgg16.safetensors
-`,
-};
-
 const usage = (msg: string) => new UsageError(`fcn weights ${msg}`);
 
 export async function weightsCommand(argv: string[]): Promise<number> {
   return runSubcommand('weights', argv, HELP, async (sub, rest) => {
-    if (!(sub in SUB_HELP)) throw new UsageError(`fcn weights: unknown subcommand '${sub}' (${Object.keys(SUB_HELP).join(', ')})`);
-    if (rest.includes('--help') || rest.includes('-h')) {
-      process.stdout.write(SUB_HELP[sub]!);
-      return 0;
-    }
     switch (sub) {
       case 'fetch': return await fetchCmd(rest);
       case 'list': return listCmd(rest);
       case 'inspect': return await inspectCmd(rest);
-      default: return await convertCmd(rest);
+      case 'convert': return await convertCmd(rest);
+      default: throw new UsageError(`fcn weights: unknown subcommand '${sub}' (fetch, list, inspect, convert)`);
     }
   });
 }
 
 async function fetchCmd(argv: string[]): Promise<number> {
-  const { values, positionals } = parse('weights fetch', argv, {
-    force: { type: 'boolean' }, url: { type: 'string' }, retries: { type: 'string' }, quiet: { type: 'boolean' },
-  });
+  const { values, positionals } = parse(weightsFetchSpec, argv);
   if (positionals.length === 0) throw usage(`fetch: expected the name of known weights (${KNOWN})`);
   // Check every name before downloading anything: a typo in the third name should not cost two downloads first.
   const unknown = positionals.find((n) => !isKnownWeights(n));
@@ -129,28 +121,23 @@ async function fetchCmd(argv: string[]): Promise<number> {
 }
 
 function listCmd(argv: string[]): number {
-  const { values, positionals } = parse('weights list', argv, { json: { type: 'boolean' } });
-  if (positionals.length) throw usage(`list: unexpected argument '${positionals[0]}'`);
-  const rows = KNOWN_WEIGHTS_NAMES.map((name) => {
-    const k = KNOWN_WEIGHTS[name];
-    const state = cacheState(name);
-    return { name, k, state, exact: k.bytes };
-  });
+  const { values } = parse(weightsListSpec, argv);
+  const rows = KNOWN_WEIGHTS_NAMES.map((name) => ({ name, k: KNOWN_WEIGHTS[name], state: cacheState(name) }));
   if (values.json) {
     const json = {
       cacheDir: cacheDir(),
-      weights: rows.map(({ name, k, state, exact }) => ({
+      weights: rows.map(({ name, k, state }) => ({
         name, description: k.description, url: weightsUrl(name), urlVariable: urlVariable(name), file: k.file, format: k.format,
-        bytes: exact ?? null, approxBytes: k.approxBytes, md5: k.md5 ?? null,
+        bytes: k.bytes ?? null, approxBytes: k.approxBytes, md5: k.md5 ?? null,
         state: state.state, path: state.path, ...(state.state !== 'absent' ? { bytesOnDisk: state.bytes } : {}),
       })),
     };
     process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
     return 0;
   }
-  const table = rows.map(({ name, k, state, exact }) => [
+  const table = rows.map(({ name, k, state }) => [
     name,
-    exact !== undefined ? formatBytes(exact) : `~${formatBytes(k.approxBytes)}`,
+    k.bytes !== undefined ? formatBytes(k.bytes) : `~${formatBytes(k.approxBytes)}`,
     state.state === 'cached' ? 'yes' : state.state === 'partial' ? `partial (${formatBytes(state.bytes)})` : 'no',
     k.description,
   ]);
@@ -182,7 +169,7 @@ function impliedNetwork(source: WeightSource): Record<string, string> {
 const NETWORK_KEYS = new Set(['model', 'style', 'width', 'classes', 'backbone', 'skip_scales']);
 
 async function inspectCmd(argv: string[]): Promise<number> {
-  const { values, positionals } = parse('weights inspect', argv, { json: { type: 'boolean' } });
+  const { values, positionals } = parse(weightsInspectSpec, argv);
   if (positionals.length !== 1) throw usage(`inspect: expected one weight file or known name, got ${positionals.length ? positionals.map((p) => `'${p}'`).join(' ') : 'none'}`);
   const path = resolveWeightsArgument(positionals[0]!);
   const source = await readWeightSource(path);
@@ -210,7 +197,7 @@ async function inspectCmd(argv: string[]): Promise<number> {
 }
 
 async function convertCmd(argv: string[]): Promise<number> {
-  const { positionals } = parse('weights convert', argv, {});
+  const { positionals } = parse(weightsConvertSpec, argv);
   if (positionals.length !== 2) throw usage(`convert: expected an input (file or known name) and an output file, got ${positionals.length ? positionals.map((p) => `'${p}'`).join(' ') : 'none'}`);
   const input = resolveWeightsArgument(positionals[0]!);
   const out = positionals[1]!;

@@ -203,11 +203,7 @@ function softmaxInto(logits: Float32Array, classes: number, plane: number, out: 
   }
 }
 
-interface Outputs {
-  labels: Uint8Array;
-  logits?: Float32Array;
-  probabilities?: Float32Array;
-}
+type Outputs = Pick<Segmentation, 'labels' | 'logits' | 'probabilities'>;
 
 /**
  * Reads a window of logits (1 × classes × h × w) into the image's outputs at (top, left):

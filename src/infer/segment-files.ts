@@ -139,12 +139,9 @@ export async function segmentFiles(images: readonly string[], options: SegmentFi
   const { out, model } = options;
   const compare = options.compare ?? [];
   const items = plan([...images], out, compare.length > 0);
-  const seg: InferenceOptions = {
-    ...(options.precision ? { precision: options.precision } : {}),
-    ...(options.means ? { means: options.means } : {}),
-    ...(options.classNames ? { classNames: options.classNames } : {}),
-    ...(options.memoryBudget !== undefined ? { memoryBudget: options.memoryBudget } : {}),
-  };
+  // Options not given stay undefined: segmentImage takes its defaults for them.
+  const { precision, means, classNames, memoryBudget } = options;
+  const seg: InferenceOptions = { precision, means, classNames, memoryBudget };
   const results: SegmentedFile[] = [];
   // Decode the next image while the engine works on this one.
   const decode = (i: number): Promise<RgbImage> | undefined => {

@@ -5,10 +5,10 @@
 import { encode as encodePng } from 'fast-png';
 import type { InferencePrecision } from '../engine/config.js';
 import type { RgbImage } from '../io/image.js';
-import { classShares, type ClassShare } from '../report/viz.js';
+import { classShares } from '../report/viz.js';
 import { modelClassColors, segment, segmentImage, type StageMap } from '../infer/inference.js';
 import type { FCN } from '../models/fcn.js';
-import type { StagesAnswer, StageView } from './protocol.js';
+import type { SegmentAnswer, StagesAnswer, StageView } from './protocol.js';
 
 /** A label map as an indexed PNG: pixel value = class index, in the model's class colours. */
 function labelPng(labels: Uint8Array, width: number, height: number, model: FCN): Uint8Array {
@@ -52,22 +52,13 @@ export function top3Table(probabilities: Float32Array, classes: number, plane: n
   return out;
 }
 
-export interface ModelAnswer {
-  labels: Uint8Array;
-  png: Uint8Array;
-  shares: ClassShare[];
-  /** Milliseconds of the forward pass and argmax (segment()). */
-  ms: number;
-  top3?: Uint8Array;
-}
-
-/** One model on one picture, through segment() as `fcn predict` does. */
-export async function answerFor(model: FCN, rgb: RgbImage, options: { precision: InferencePrecision; top3: boolean }): Promise<ModelAnswer> {
+/** Model `index` on one picture, through segment() as `fcn predict` does. */
+export async function answerFor(model: FCN, index: number, rgb: RgbImage, options: { precision: InferencePrecision; top3: boolean }): Promise<SegmentAnswer> {
   const t0 = performance.now();
   const seg = await segment(model, rgb, { precision: options.precision, probabilities: options.top3 });
   const ms = performance.now() - t0;
   return {
-    labels: seg.labels,
+    model: index,
     png: labelPng(seg.labels, seg.width, seg.height, model),
     shares: classShares(seg.labels, seg.classes),
     ms,

@@ -20,7 +20,6 @@ export interface ServeConfig {
   gate?: SharedArrayBuffer;
   /** How often a followed run's files are looked at, ms (default 500). */
   pollMs?: number;
-  logger?: boolean;
   /**
    * Answer only requests addressed to 127.0.0.1, localhost or [::1] (default true): a web page
    * elsewhere cannot reach a local server through a host name of its own (DNS rebinding).

@@ -6,10 +6,6 @@ import type { FcnKind } from '../models/fcn.js';
 import { orElse } from './runs.js';
 
 export interface DemoModels {
-  /** The demo's output folder (holding report.html and run/). */
-  out: string;
-  /** Its training run folder. */
-  run: string;
   /** The last stage's weights of each kind, FCN-32s first. */
   weights: string[];
 }
@@ -17,10 +13,9 @@ export interface DemoModels {
 const STAGE_FILE = /^stage(\d+)-(fcn32|fcn16|fcn8)\.safetensors$/;
 const ORDER: FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
 
-/** The stage models of a finished demo output folder, or null if it has none. */
+/** The stage models of a finished demo output folder (holding report.html and run/), or null if it has none. */
 export function demoModels(out: string): DemoModels | null {
-  const run = path.join(out, 'run');
-  const checkpoints = path.join(run, 'checkpoints');
+  const checkpoints = path.join(out, 'run', 'checkpoints');
   // report.html is written last: a demo stopped half-way is not picked.
   if (!existsSync(path.join(out, 'report.html')) || !existsSync(checkpoints)) return null;
   const byKind = new Map<FcnKind, { stage: number; file: string }>();
@@ -31,7 +26,7 @@ export function demoModels(out: string): DemoModels | null {
     if (stage > (byKind.get(kind)?.stage ?? 0)) byKind.set(kind, { stage, file: path.join(checkpoints, f) });
   }
   const weights = ORDER.filter((k) => byKind.has(k)).map((k) => byKind.get(k)!.file);
-  return weights.length ? { out, run, weights } : null;
+  return weights.length ? { weights } : null;
 }
 
 /** The most recent finished demo under `root` (by the time of its report), or null. */

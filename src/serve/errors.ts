@@ -14,9 +14,4 @@ export class HttpError extends FcnError {
 }
 
 /** The JSON body of every error answer. */
-export interface ErrorBody {
-  error: string;
-  statusCode: number;
-}
-
-export const errorBody = (statusCode: number, message: string): ErrorBody => ({ error: message, statusCode });
+export const errorBody = (statusCode: number, message: string) => ({ error: message, statusCode });

@@ -6,16 +6,16 @@
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../data/loader.js';
 import { HttpError } from './errors.js';
-import type { Job, ModelInfo, Rgb, SegmentAnswer, WorkerInit, WorkerMessage } from './protocol.js';
+import type { RgbImage } from '../io/image.js';
+import type { Job, ModelInfo, SegmentAnswer, WorkerInit, WorkerMessage } from './protocol.js';
 
-type StagedMessage = Extract<WorkerMessage, { type: 'staged' }>;
-type JobInput = { type: 'segment'; rgb: Rgb; models: number[]; top3: boolean } | { type: 'stages'; rgb: Rgb; model: number } | { type: 'load'; weights: string[] };
+type Answer<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
+type JobInput = { type: 'segment'; rgb: RgbImage; models: number[]; top3: boolean } | { type: 'stages'; rgb: RgbImage; model: number } | { type: 'load'; weights: string[] };
 
 interface Pending {
   job: Job;
   resolve: (m: WorkerMessage) => void;
   reject: (e: Error) => void;
-  queuedAt: number;
   startedAt?: number;
 }
 
@@ -98,24 +98,19 @@ export class JobQueue {
   }
 
   /** Label maps of `models` on one picture (with the top-3 tables when asked). */
-  async segment(rgb: Rgb, models: number[], top3: boolean): Promise<SegmentAnswer[]> {
-    const m = await this.submit({ type: 'segment', rgb, models, top3 });
-    if (m.type !== 'segmented') throw new Error(`unexpected answer ${m.type}`);
-    return m.answers;
+  async segment(rgb: RgbImage, models: number[], top3: boolean): Promise<SegmentAnswer[]> {
+    return (await this.submit({ type: 'segment', rgb, models, top3 }, 'segmented')).answers;
   }
 
   /** The score maps of each stage of one model on one picture. */
-  async stages(rgb: Rgb, model: number): Promise<StagedMessage> {
-    const m = await this.submit({ type: 'stages', rgb, model });
-    if (m.type !== 'staged') throw new Error(`unexpected answer ${m.type}`);
-    return m;
+  stages(rgb: RgbImage, model: number): Promise<Answer<'staged'>> {
+    return this.submit({ type: 'stages', rgb, model }, 'staged');
   }
 
   /** Loads more models into the worker (in turn with the pictures); a restarted worker loads them too. */
   async load(weights: string[]): Promise<ModelInfo[]> {
     await this.ready;
-    const m = await this.submit({ type: 'load', weights }, false);
-    if (m.type !== 'loaded') throw new Error(`unexpected answer ${m.type}`);
+    const m = await this.submit({ type: 'load', weights }, 'loaded', false);
     this.options.weights = [...this.options.weights, ...weights];
     this.models.push(...m.models);
     return m.models;
@@ -136,17 +131,16 @@ export class JobQueue {
     }
   }
 
-  private submit(input: JobInput, admitted = true): Promise<WorkerMessage> {
-    try {
-      if (admitted) this.admit();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+  /** Queues a job; its answer must be of type `answer`. */
+  private async submit<T extends WorkerMessage['type']>(input: JobInput, answer: T, admitted = true): Promise<Answer<T>> {
+    if (admitted) this.admit();
     const job = { ...input, id: this.nextId++ } as Job;
-    return new Promise<WorkerMessage>((resolve, reject) => {
-      this.waiting.push({ job, resolve, reject, queuedAt: performance.now() });
+    const m = await new Promise<WorkerMessage>((resolve, reject) => {
+      this.waiting.push({ job, resolve, reject });
       this.dispatch();
     });
+    if (m.type !== answer) throw new Error(`unexpected answer ${m.type}`);
+    return m as Answer<T>;
   }
 
   private dispatch(): void {

@@ -1,5 +1,6 @@
 // Messages between the server and its inference worker.
 import type { InferencePrecision } from '../engine/config.js';
+import type { RgbImage } from '../io/image.js';
 import type { ClassShare } from '../report/viz.js';
 import type { FcnKind, FcnStyle, StageMapName } from '../models/fcn.js';
 
@@ -26,15 +27,9 @@ export interface ModelInfo {
   classColors: string[];
 }
 
-export interface Rgb {
-  data: Uint8Array;
-  width: number;
-  height: number;
-}
-
 export type Job =
-  | { type: 'segment'; id: number; rgb: Rgb; models: number[]; top3: boolean }
-  | { type: 'stages'; id: number; rgb: Rgb; model: number }
+  | { type: 'segment'; id: number; rgb: RgbImage; models: number[]; top3: boolean }
+  | { type: 'stages'; id: number; rgb: RgbImage; model: number }
   | { type: 'load'; id: number; weights: string[] };
 
 export interface SegmentAnswer {

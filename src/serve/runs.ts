@@ -63,10 +63,6 @@ export function findRuns(roots: readonly string[]): RunRef[] {
   return [...found.values()];
 }
 
-export function findRun(roots: readonly string[], name: string): RunRef | undefined {
-  return findRuns(roots).find((r) => r.name === name);
-}
-
 /** The folders of a run whose images are served. */
 export const RUN_FOLDERS = ['samples', 'plots'] as const;
 export type RunFolder = (typeof RUN_FOLDERS)[number];

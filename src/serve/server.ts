@@ -59,7 +59,7 @@ export async function createServer(config: ServeConfig): Promise<Served> {
   // Drawn while the server starts listening: the routes wait for them.
   const examples = makeExamples();
   examples.catch(() => {});
-  const app = Fastify({ logger: config.logger ?? false, bodyLimit: config.maxUploadBytes, routerOptions: { maxParamLength: 1000 } });
+  const app = Fastify({ logger: false, bodyLimit: config.maxUploadBytes, routerOptions: { maxParamLength: 1000 } });
   app.addHook('onClose', async () => jobs.close());
   installGuards(app, config);
   const uploadOf = await installBodies(app, config.maxUploadBytes);

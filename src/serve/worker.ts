@@ -64,10 +64,7 @@ async function run(job: Job): Promise<void> {
     post({ type: 'loaded', id: job.id, models: added.map(infoOf) });
   } else if (job.type === 'segment') {
     const answers = [];
-    for (const i of job.models) {
-      const a = await answerFor(models[i], job.rgb, { precision: init.precision, top3: job.top3 });
-      answers.push({ model: i, png: a.png, shares: a.shares, ms: a.ms, ...(a.top3 ? { top3: a.top3 } : {}) });
-    }
+    for (const i of job.models) answers.push(await answerFor(models[i], i, job.rgb, { precision: init.precision, top3: job.top3 }));
     post({ type: 'segmented', id: job.id, answers });
   } else {
     const s = stagesFor(models[job.model], job.rgb, init.precision);

@@ -82,15 +82,6 @@ export function kerasStages(epochs = 10, finalEpochs = epochs, backbonePretraine
   ];
 }
 
-/** The paper's staged training: SGD, summed loss, batch 1, lr 1e-10 / 1e-12 / 1e-14, all layers. */
-export function paperStages(epochs = 10): StageConfig[] {
-  return [
-    { model: 'fcn32', epochs, trainable: 'all', lr: 1e-10 },
-    { model: 'fcn16', epochs, trainable: 'all', lr: 1e-12 },
-    { model: 'fcn8', epochs, trainable: 'all', lr: 1e-14 },
-  ];
-}
-
 export function defaultConfig(root: string): TrainConfig {
   return {
     data: { root, trainSplit: 'train', valSplit: 'val', size: 512, scale: [1, 1], flip: false, means: 'keras', workers: 1, limitTrain: 0, limitVal: 0 },
@@ -117,7 +108,12 @@ export function applySchedule(config: TrainConfig, schedule: Schedule, epochs?: 
     // The paper's network, with Caffe's means.
     model: { ...config.model, dropout: 0.5, style: 'caffe' },
     data: { ...config.data, means: 'caffe' },
-    stages: paperStages(epochs ?? 10),
+    // The paper's stages: all layers, lr 1e-10 / 1e-12 / 1e-14.
+    stages: [
+      { model: 'fcn32', epochs: epochs ?? 10, trainable: 'all', lr: 1e-10 },
+      { model: 'fcn16', epochs: epochs ?? 10, trainable: 'all', lr: 1e-12 },
+      { model: 'fcn8', epochs: epochs ?? 10, trainable: 'all', lr: 1e-14 },
+    ],
   };
 }
 

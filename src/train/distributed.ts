@@ -287,15 +287,6 @@ export class GradientReducer {
   }
 }
 
-/** What a distributed step returns: the global batch's loss and labelled pixels, and more. */
-export interface DistributedStepResult extends StepResult {
-  /** Images of the global batch. */
-  images: number;
-  /** Whether any rank asked to stop (its signal was aborted) when the step began. */
-  stop: boolean;
-  reduce: ReduceStats;
-}
-
 /** A placeholder for a rank's empty share of a global batch. */
 function emptyBatch(epoch: number, batchIndex: number): Batch {
   return { ids: [], indices: [], images: new Float32Array(0), labels: new Uint8Array(0), n: 0, height: 0, width: 0, sizes: [], epoch, batchIndex };
@@ -412,10 +403,11 @@ export class Distributed {
   /**
    * One step's gradients on this rank's share `b` of the global batch (maybe empty), summed
    * over ranks into every trainable parameter's gradient: one process's step (train/step.ts)
-   * with this rank's exchange as its hook. The returned loss and labelled pixels are the
-   * global batch's. `stop`: this rank wants to stop after this step.
+   * with this rank's exchange as its hook. The returned loss, labelled pixels and `images` are
+   * the global batch's, and `stop` whether any rank asked to stop. `o.stop`: this rank wants to
+   * stop after this step.
    */
-  computeGradients(model: FCN, b: Batch, o: StepOptions & { stop?: boolean } = {}): DistributedStepResult {
+  computeGradients(model: FCN, b: Batch, o: StepOptions & { stop?: boolean } = {}): StepResult & { images: number; stop: boolean; reduce: ReduceStats } {
     const reducer = this.reducerFor(model);
     const reduction = o.reduction ?? 'mean';
     let images = 0, stop = false, reduce: ReduceStats | null = null;
@@ -470,15 +462,13 @@ export class Distributed {
     }
   }
 
-  /** A checksum of every parameter's bytes, in model order. */
-  weightsChecksum(model: FCN): string {
-    const sums = model.params().map((p) => `${p.name}:${this.mpi.checksum(p.value.toArray())}`);
-    return this.mpi.checksum(new TextEncoder().encode(sums.join('\n')));
-  }
-
-  /** Stops the job (a DistributedError on every rank) unless every rank holds rank 0's weights. */
+  /**
+   * Stops the job (a DistributedError on every rank) unless every rank holds rank 0's weights;
+   * returns the checksum of every parameter's bytes, in model order.
+   */
   checkWeights(model: FCN, when: string): string {
-    const mine = this.weightsChecksum(model);
+    const sums = model.params().map((p) => `${p.name}:${this.mpi.checksum(p.value.toArray())}`);
+    const mine = this.mpi.checksum(new TextEncoder().encode(sums.join('\n')));
     const root = new TextEncoder().encode(mine);
     this.mpi.broadcast(root, 0);
     const rootSum = new TextDecoder().decode(root);
@@ -492,17 +482,12 @@ export class Distributed {
   }
 }
 
-/** Settings of a data-parallel run. */
-export interface StartOptions extends DistributedOptions {
-  /** Whether the thread count was chosen (--threads, FCN_THREADS); if not, ranks share the cores. */
-  threadsGiven: boolean;
-}
-
 /**
  * The data-parallel context when this process was started by mpirun with more than one rank,
- * else null. Ranks on one machine share its cores (unless the thread count was given).
+ * else null. Ranks on one machine share its cores unless the thread count was chosen
+ * (`threadsGiven`: --threads, FCN_THREADS).
  */
-export function startDistributed(o: StartOptions): Distributed | null {
+export function startDistributed(o: DistributedOptions & { threadsGiven: boolean }): Distributed | null {
   const launch = mpiLaunch();
   if (!launch || launch.size <= 1) return null;
   let session: MpiSession;

@@ -16,14 +16,13 @@ import { loadMatchingSource, openWeights, saveWeights } from '../models/weights.
 import { writeFileAtomic } from '../io/atomic.js';
 import { weightLayers } from '../io/weight-layers.js';
 import { openDataset, type Dataset } from '../data/datasets.js';
-import type { Rgb } from '../data/classes.js';
 import { DataLoader, type Batch } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
-import { toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
+import { evalPipeline, toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
 import { ConfusionMatrix } from '../report/confusion.js';
 import { scoreLogits } from '../eval/evaluate.js';
 import { openJsonl, type JsonlLog } from '../report/jsonl.js';
-import { progress as makeProgress, type Progress, type ProgressStream } from '../report/progress.js';
+import { progress as makeProgress, type ProgressStream } from '../report/progress.js';
 import { writeChart } from '../report/plot.js';
 import { writeSampleGrid, type SampleRow } from '../report/viz.js';
 import { Adam, Sgd, type Optimizer } from './optim.js';
@@ -40,33 +39,24 @@ export const NonFiniteLossError = fcnErrorClass('NON_FINITE_LOSS');
 /** `resume` found no checkpoint it could load: the run is not started over in its folder. */
 export const ResumeError = fcnErrorClass('RESUME');
 
-export interface RunPaths {
-  dir: string;
-  config: string;
-  log: string;
-  last: string;
-  /** The checkpoint before `last` (one generation), for when `last` is lost or damaged. */
-  previous: string;
-  best: string;
-  plots: string;
-  samples: string;
-  /** Final weights of stage i. */
-  stage(i: number, kind: FcnKind): string;
-}
-
-export function runPaths(dir: string): RunPaths {
+/** The files and folders of a run directory. */
+export function runPaths(dir: string) {
   return {
     dir,
     config: path.join(dir, 'config.json'),
     log: path.join(dir, 'log.jsonl'),
     last: path.join(dir, 'checkpoints', 'last.safetensors'),
+    /** The checkpoint before `last` (one generation), for when `last` is lost or damaged. */
     previous: path.join(dir, 'checkpoints', 'last.prev.safetensors'),
     best: path.join(dir, 'checkpoints', 'best.safetensors'),
     plots: path.join(dir, 'plots'),
     samples: path.join(dir, 'samples'),
-    stage: (i, kind) => path.join(dir, 'checkpoints', `stage${i + 1}-${kind}.safetensors`),
+    /** Final weights of stage i. */
+    stage: (i: number, kind: FcnKind) => path.join(dir, 'checkpoints', `stage${i + 1}-${kind}.safetensors`),
   };
 }
+
+export type RunPaths = ReturnType<typeof runPaths>;
 
 export interface TrainOptions {
   /**
@@ -131,10 +121,6 @@ function trainPipelineOf(c: TrainConfig): PipelineSpec {
   return { means: c.data.means, steps };
 }
 
-function valPipelineOf(c: TrainConfig): PipelineSpec {
-  return { means: c.data.means, steps: c.data.size > 0 ? [{ op: 'resizeWithPad', size: c.data.size }] : [] };
-}
-
 function makeOptimizer(c: TrainConfig, lr: number): Optimizer {
   return c.optimizer.kind === 'adam' ? new Adam({ lr, l2: c.optimizer.l2 }) : new Sgd({ lr, momentum: c.optimizer.momentum, weightDecay: c.optimizer.weightDecay });
 }
@@ -149,15 +135,7 @@ function batchTensors(b: Batch): [Tensor, Tensor] {
   return [native.fromArray([b.n, 3, b.height, b.width], b.images), native.fromArray([b.n, b.height, b.width], b.labels)];
 }
 
-/** Loss per labelled pixel, whatever the reduction used for training. */
-const perPixel = (loss: number, valid: number, reduction: 'mean' | 'sum') => (reduction === 'sum' ? (valid > 0 ? loss / valid : 0) : loss);
-
-interface Validation {
-  record: NonNullable<EpochRecord['val']>;
-  samples: SampleRow[];
-}
-
-async function validate(model: FCN, loader: DataLoader, c: TrainConfig, epoch: number, dist: Distributed | null): Promise<Validation> {
+async function validate(model: FCN, loader: DataLoader, c: TrainConfig, epoch: number, dist: Distributed | null): Promise<{ record: NonNullable<EpochRecord['val']>; samples: SampleRow[] }> {
   const cm = new ConfusionMatrix(model.numClasses);
   let lossSum = 0, validSum = 0;
   const samples: SampleRow[] = [];
@@ -211,32 +189,8 @@ async function writePlots(p: RunPaths, history: EpochRecord[]): Promise<void> {
   }
 }
 
-/** What the stages and epochs of one call of train() share. */
-interface Run {
-  readonly config: TrainConfig;
-  readonly paths: RunPaths;
-  readonly options: TrainOptions;
-  /** Where progress and notes go (null: nowhere). */
-  readonly out: ProgressStream | null;
-  readonly log: JsonlLog;
-  readonly trainLoader: DataLoader;
-  readonly valLoader: DataLoader;
-  readonly classNames: readonly string[];
-  readonly classColors: readonly Rgb[];
-  readonly validates: boolean;
-  readonly state: TrainState;
-  readonly stageWeights: string[];
-  /** Data-parallel training: this rank (only rank 0 writes). */
-  readonly dist: Distributed | null;
-  /** The checkpoint this call resumed from, if any. */
-  readonly resumedFrom: string | null;
-  /**
-   * Whether `paths.last` holds a checkpoint known to load (written by this call, or resumed
-   * from): only such a file may become the previous generation, so a damaged `last` never
-   * replaces a good `last.prev`.
-   */
-  lastIsGood: boolean;
-}
+/** What the stages and epochs of one call of train() share (made by openRun). */
+type Run = Awaited<ReturnType<typeof openRun>>;
 
 /** The stage in progress: its settings, model and optimiser. */
 interface StageRun {
@@ -246,15 +200,7 @@ interface StageRun {
 }
 
 /** What trainOneEpoch gathered over the batches it ran. */
-interface EpochTotals {
-  confusion: ConfusionMatrix;
-  /** Cross-entropy summed over labelled pixels, and their number. */
-  lossSum: number;
-  validSum: number;
-  images: number;
-  seconds: number;
-  bar: Progress | null;
-}
+type EpochTotals = NonNullable<Awaited<ReturnType<typeof trainOneEpoch>>>;
 
 function initialState(c: TrainConfig): TrainState {
   return { stage: 0, epoch: 0, batch: 0, step: 0, lr: c.stages[0].lr ?? c.optimizer.lr, optimizer: { kind: c.optimizer.kind, scalars: {} }, best: null, history: [] };
@@ -265,20 +211,13 @@ function globalEpoch(c: TrainConfig, state: TrainState): number {
   return c.stages.slice(0, state.stage).reduce((n, st) => n + st.epochs, 0) + state.epoch;
 }
 
-interface Resumed {
-  state: TrainState;
-  current: StageRun;
-  from: string;
-  /** The newer checkpoints passed over, each with why. */
-  skipped: string[];
-}
-
 /**
  * Loads the newest checkpoint of the run that loads: `last`, else `last.prev`. Anything
  * wrong with a file — missing, truncated, not a checkpoint, non-finite weights — passes to
- * the next; with none left, a ResumeError names every file and its reason.
+ * the next (`skipped` says each with why); with none left, a ResumeError names every file
+ * and its reason.
  */
-function loadResumePoint(c: TrainConfig, paths: RunPaths): Resumed {
+function loadResumePoint(c: TrainConfig, paths: RunPaths): { state: TrainState; current: StageRun; from: string; skipped: string[] } {
   const skipped: string[] = [];
   for (const file of [paths.last, paths.previous]) {
     if (!existsSync(file)) {
@@ -353,13 +292,14 @@ function beginStage(run: Run, current: StageRun): void {
  * The batches of the epoch in progress from `state.batch` on, one optimiser step each.
  * Returns null when aborted (after finishing its step), else the epoch's totals.
  */
-async function trainOneEpoch(run: Run, current: StageRun): Promise<EpochTotals | null> {
+async function trainOneEpoch(run: Run, current: StageRun) {
   const { config: c, state, options } = run;
   const { model, optimizer, stage } = current;
   const epoch = globalEpoch(c, state);
   const label = `stage ${state.stage + 1}/${c.stages.length} ${stage.model} epoch ${state.epoch + 1}/${stage.epochs}`;
   const bar = run.out ? makeProgress({ label, total: run.trainLoader.batchesPerEpoch - state.batch, stream: run.out, unit: 'batch' }) : null;
   const confusion = new ConfusionMatrix(model.numClasses);
+  // Cross-entropy summed over labelled pixels, and their number.
   let lossSum = 0, validSum = 0, images = 0;
   // Data-parallel: whether any rank asked to stop, as the ranks agreed in the last step.
   let agreedStop = false;
@@ -384,7 +324,8 @@ async function trainOneEpoch(run: Run, current: StageRun): Promise<EpochTotals |
       optimizer.step(model.params());
       state.step++;
       if (logits) scoreLogits(confusion, logits, b.labels);
-      const loss = perPixel(r.loss, r.valid, c.loss.reduction);
+      // Loss per labelled pixel, whatever the reduction used for training.
+      const loss = c.loss.reduction === 'sum' ? (r.valid > 0 ? r.loss / r.valid : 0) : r.loss;
       lossSum += loss * r.valid;
       validSum += r.valid;
       images += r.images ?? b.n;
@@ -510,11 +451,6 @@ function writes(run: Run): boolean {
   return !run.dist || run.dist.isRoot;
 }
 
-/** The log of a rank that does not write: records go nowhere. */
-function silentLog(path: string): JsonlLog {
-  return { path, write: () => {}, close: () => {} };
-}
-
 /** One process's loader, or, data-parallel, this rank's share of it. */
 function loader(dist: Distributed | null, split: 'train' | 'val', o: ConstructorParameters<typeof DataLoader>[0]): DataLoader {
   if (!dist) return new DataLoader(o);
@@ -526,7 +462,7 @@ function outcomeOf(run: Run, status: TrainOutcome['status']): TrainOutcome {
 }
 
 /** The run's record (config.json on a new run), its data loaders and its log's first line. */
-async function openRun(c: TrainConfig, paths: RunPaths, options: TrainOptions, resumed: ReturnType<typeof loadResumePoint> | null, out: ProgressStream | null): Promise<Run> {
+async function openRun(c: TrainConfig, paths: RunPaths, options: TrainOptions, resumed: ReturnType<typeof loadResumePoint> | null, out: ProgressStream | null) {
   const dist = options.distributed ?? null;
   const root = !dist || dist.isRoot;
   const ranks = dist?.size ?? 1;
@@ -536,21 +472,30 @@ async function openRun(c: TrainConfig, paths: RunPaths, options: TrainOptions, r
   const trainSet = limit(await openDataset(c.data.root, { split: c.data.trainSplit }), c.data.limitTrain);
   const valSet = limit(await openDataset(c.data.root, { split: c.data.valSplit }), c.data.limitVal);
   const state = resumed?.state ?? initialState(c);
-  const run: Run = {
+  const run = {
     config: c,
     paths,
     options,
+    /** Where progress and notes go (null: nowhere). */
     out,
-    log: root ? openJsonl(paths.log) : silentLog(paths.log),
+    // A rank that does not write logs nowhere.
+    log: root ? openJsonl(paths.log) : ({ path: paths.log, write: () => {}, close: () => {} } as JsonlLog),
     trainLoader: loader(dist, 'train', { dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
-    valLoader: loader(dist, 'val', { dataset: valSet, pipeline: valPipelineOf(c), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
+    valLoader: loader(dist, 'val', { dataset: valSet, pipeline: evalPipeline({ size: c.data.size, means: c.data.means }), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
     classNames: trainSet.classes.names,
     classColors: trainSet.classes.colors,
     validates: valSet.entries.length > 0,
     state,
     stageWeights: c.stages.slice(0, state.stage).map((s, i) => paths.stage(i, s.model)),
+    /** Data-parallel training: this rank (only rank 0 writes). */
     dist,
+    /** The checkpoint this call resumed from, if any. */
     resumedFrom: resumed?.from ?? null,
+    /**
+     * Whether `paths.last` holds a checkpoint known to load (written by this call, or resumed
+     * from): only such a file may become the previous generation, so a damaged `last` never
+     * replaces a good `last.prev`.
+     */
     lastIsGood: resumed?.from === paths.last,
   };
   run.log.write({

@@ -52,7 +52,7 @@ describe('help and usage errors', () => {
     assert.equal(top.code, 0);
     for (const sub of ['fetch', 'list', 'inspect', 'convert']) assert.match(top.out, new RegExp(`fcn weights ${sub}`));
     const wants: Record<string, RegExp[]> = {
-      fetch: [/--force/, /--url URL/, /FCN_WEIGHTS_VGG16_NOTOP_URL/, /default 3/],
+      fetch: [/--force/, /--url URL/, /FCN_WEIGHTS_VGG16_NOTOP_URL/, /default: 3/],
       list: [/--json/, /\$FCN_HOME\/weights/],
       inspect: [/--json/, /skip scales/],
       convert: [/<out\.safetensors>/, /backbone/],
@@ -62,7 +62,7 @@ describe('help and usage errors', () => {
       assert.equal(r.code, 0, sub);
       assert.equal(r.err, '');
       assert.match(r.out, new RegExp(`^fcn weights ${sub} `), sub);
-      assert.match(r.out, /Example:\n {2}fcn weights /, sub);
+      assert.match(r.out, /Examples?:\n {2}fcn weights /, sub);
       for (const p of patterns) assert.match(r.out, p, `${sub}: ${p}`);
     }
   });

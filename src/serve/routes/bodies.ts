@@ -2,35 +2,17 @@
 // --data-binary) whatever the Content-Type says: the content decides what it is.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fastifyMultipart from '@fastify/multipart';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { HttpError } from '../errors.js';
 import { tooLarge, ACCEPTED } from '../uploads.js';
 
-/** Reads what is left of a request and drops it, up to `cap` bytes and 30 s. */
-function drain(stream: NodeJS.ReadableStream & { destroy?: () => void; readableEnded?: boolean }, cap: number): Promise<void> {
-  if (stream.readableEnded) return Promise.resolve();
-  return new Promise((resolve) => {
-    let bytes = 0;
-    const finish = () => {
-      clearTimeout(timer);
-      stream.removeListener('data', onData);
-      resolve();
-    };
-    const onData = (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes > cap) {
-        stream.destroy?.();
-        finish();
-      }
-    };
-    const timer = setTimeout(() => {
-      stream.destroy?.();
-      finish();
-    }, 30_000);
-    stream.on('data', onData);
-    stream.once('end', finish);
-    stream.once('close', finish);
-    stream.resume();
-  });
+/** Reads what is left of a request and drops it, up to `cap` bytes and 30 s (past either, the request is cut off). */
+async function drain(stream: Readable, cap: number): Promise<void> {
+  if (stream.readableEnded) return;
+  let bytes = 0;
+  const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => done((bytes += chunk.length) > cap ? new Error('over the cap') : null) });
+  await pipeline(stream, sink, { signal: AbortSignal.timeout(30_000) }).catch(() => {});
 }
 
 export type UploadReader = (request: FastifyRequest) => Promise<Buffer>;

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpError } from '../errors.js';
-import { LogTail, findRun, findRuns, runFile, summarizeRun, runUrl, type RunRef } from '../runs.js';
+import { LogTail, findRuns, runFile, summarizeRun, runUrl, type RunRef } from '../runs.js';
 import type { ServeConfig } from '../context.js';
 
 type Named = FastifyRequest<{ Params: { name: string } }>;
@@ -20,7 +20,7 @@ export function runRoutes(app: FastifyInstance, config: ServeConfig): void {
     return t;
   };
   const knownRun = (name: string): RunRef => {
-    const run = findRun(config.runRoots, name);
+    const run = findRuns(config.runRoots).find((r) => r.name === name);
     if (!run) throw new HttpError(404, `no run named '${name}' (GET /api/runs lists them)`);
     return run;
   };
