@@ -1,100 +1,19 @@
-// NumPy .npy files: magic "\x93NUMPY", version, header length (uint16 for v1, uint32 for v2/v3),
-// a Python dict literal {'descr': ..., 'fortran_order': ..., 'shape': (...)}, then the data.
-// Writing uses v1.0 with the header padded so the data starts at a multiple of 64, as NumPy does.
+// NumPy .npy files, written (`fcn predict --logits`; the tests read them with test/support/npy.ts):
+// magic "\x93NUMPY", version, header length (uint16 for v1, uint32 for v2/v3), a Python dict
+// literal {'descr': ..., 'fortran_order': ..., 'shape': (...)}, then the data. Writing uses
+// v1.0 with the header padded so the data starts at a multiple of 64, as NumPy does.
 import { writeFileAtomic } from './atomic.js';
-import { assertLittleEndianHost, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
+import { assertLittleEndianHost } from './read-file.js';
 
 export type NpyDtype = 'float32' | 'float64' | 'uint8' | 'int32' | 'int64';
 
 export type NpyData = Float32Array | Float64Array | Uint8Array | Int32Array | BigInt64Array;
 
-export interface NpyArray {
-  dtype: NpyDtype;
-  shape: number[];
-  data: NpyData;
-}
-
-type Ctor = ArrayViewCtor<NpyData>;
-
-const DESCR: Record<string, { dtype: NpyDtype; ctor: Ctor }> = {
-  '<f4': { dtype: 'float32', ctor: Float32Array as unknown as Ctor },
-  '<f8': { dtype: 'float64', ctor: Float64Array as unknown as Ctor },
-  '|u1': { dtype: 'uint8', ctor: Uint8Array as unknown as Ctor },
-  '<u1': { dtype: 'uint8', ctor: Uint8Array as unknown as Ctor },
-  '<i4': { dtype: 'int32', ctor: Int32Array as unknown as Ctor },
-  '<i8': { dtype: 'int64', ctor: BigInt64Array as unknown as Ctor },
-};
-
 const WRITE_DESCR: Record<Exclude<NpyDtype, 'int64'>, string> = { float32: '<f4', float64: '<f8', uint8: '|u1', int32: '<i4' };
 
-const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
+export const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 
-/**
- * The header's Python dict literal (str keys; str, bool and int-tuple values) read as JSON: strings
- * double-quoted, tuples as arrays, True/False lower-cased, trailing commas and Python 2's `L`
- * suffix dropped. NumPy writes nothing else there (np.lib.format writes it with repr).
- */
-function parseHeaderDict(src: string, where: string): unknown {
-  const json = src.replace(/'([^']*)'|"[^"]*"|[()]|True|False|(?<=\d)L\b|,(?=\s*[)}\]])/g, (m: string, quoted: string | undefined) => {
-    if (quoted !== undefined) return JSON.stringify(quoted);
-    return ({ '(': '[', ')': ']', True: 'true', False: 'false' } as Record<string, string>)[m] ?? (m[0] === '"' ? m : '');
-  });
-  try {
-    return JSON.parse(json);
-  } catch (e) {
-    throw new Error(`${where}: bad .npy header (${(e as Error).message}): ${src.trim()}`);
-  }
-}
-
-/** Parses a .npy image held in memory. The result views `buf` when the data is aligned, else copies. */
-export function parseNpy(buf: Uint8Array, where = 'npy'): NpyArray {
-  assertLittleEndianHost('npy');
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (b.length < 10 || !b.subarray(0, 6).equals(MAGIC)) throw new Error(`${where}: not a .npy file (bad magic)`);
-  const major = b[6]!;
-  let headerLen: number;
-  let headerStart: number;
-  if (major === 1) {
-    headerLen = b.readUInt16LE(8);
-    headerStart = 10;
-  } else if (major === 2 || major === 3) {
-    if (b.length < 12) throw new Error(`${where}: truncated .npy header`);
-    headerLen = b.readUInt32LE(8);
-    headerStart = 12;
-  } else {
-    throw new Error(`${where}: unsupported .npy version ${major}.${b[7]}`);
-  }
-  const dataStart = headerStart + headerLen;
-  if (dataStart > b.length) throw new Error(`${where}: truncated .npy header (header length ${headerLen}, file ${b.length} bytes)`);
-  // v1/v2 headers are latin-1, v3 UTF-8; only ASCII matters for the fields we read.
-  const text = b.subarray(headerStart, dataStart).toString(major === 3 ? 'utf8' : 'latin1');
-  const header = parseHeaderDict(text, where);
-  if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new Error(`${where}: .npy header is not a dict`);
-  const { descr, fortran_order: fortran, shape } = header as Record<string, unknown>;
-  if (typeof descr !== 'string') throw new Error(`${where}: unsupported dtype ${JSON.stringify(descr)} (structured arrays are not supported)`);
-  if (descr[0] === '>') throw new Error(`${where}: big-endian dtype '${descr}' is not supported (save with '<' byte order)`);
-  const info = DESCR[descr] ?? (descr === '=f4' || descr === '=f8' || descr === '=i4' || descr === '=i8' ? DESCR[`<${descr.slice(1)}`] : undefined);
-  if (!info) throw new Error(`${where}: unsupported dtype '${descr}' (supported: ${Object.keys(DESCR).join(', ')})`);
-  if (typeof fortran !== 'boolean') throw new Error(`${where}: .npy header lacks fortran_order`);
-  if (fortran) throw new Error(`${where}: Fortran-order arrays are not supported (save a C-contiguous array, e.g. np.ascontiguousarray)`);
-  if (!Array.isArray(shape) || !shape.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0)) {
-    throw new Error(`${where}: bad shape in .npy header: ${JSON.stringify(shape)}`);
-  }
-  const dims = shape as number[];
-  const count = dims.reduce((a, d) => a * d, 1);
-  const bytes = count * info.ctor.BYTES_PER_ELEMENT;
-  const have = b.length - dataStart;
-  if (have < bytes) throw new Error(`${where}: truncated .npy data (shape (${dims.join(', ')}) ${descr} needs ${bytes} bytes, file has ${have})`);
-  if (have > bytes) throw new Error(`${where}: ${have - bytes} unexpected bytes after the .npy data`);
-  return { dtype: info.dtype, shape: [...dims], data: typedView(info.ctor, b.subarray(dataStart, dataStart + bytes)) };
-}
-
-/** Reads a .npy file. */
-export function readNpy(path: string): NpyArray {
-  return parseNpy(readInputSync(path), path);
-}
-
-function dtypeOf(data: NpyData): NpyDtype {
+export function dtypeOf(data: NpyData): NpyDtype {
   if (data instanceof Float32Array) return 'float32';
   if (data instanceof Float64Array) return 'float64';
   if (data instanceof Uint8Array) return 'uint8';
@@ -121,20 +40,12 @@ export function npyHeader(dtype: NpyDtype, shape: number[]): Buffer {
   return out;
 }
 
-function checkShape(data: NpyData, shape: number[], where: string): void {
+export function checkShape(data: NpyData, shape: number[], where: string): void {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new Error(`${where}: shape must be non-negative integers, got ${JSON.stringify(shape)}`);
   }
   const count = shape.reduce((a, d) => a * d, 1);
   if (count !== data.length) throw new Error(`${where}: shape (${shape.join(', ')}) has ${count} elements but data has ${data.length}`);
-}
-
-/** Encodes an array (C order; dtype from the typed array) to .npy bytes. */
-export function encodeNpy(data: NpyData, shape: number[]): Buffer {
-  assertLittleEndianHost('npy');
-  checkShape(data, shape, 'npy');
-  const header = npyHeader(dtypeOf(data), shape);
-  return Buffer.concat([header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
 }
 
 /** Writes an array (C order; dtype from the typed array: float32, float64, uint8, int32, int64) atomically. */

@@ -3,7 +3,6 @@
 // OS holds everything before it. A crash mid-write can leave a torn last line: readers skip
 // it, and reopening for append first cuts it off so the next record starts on a fresh line.
 import { closeSync, ftruncateSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 
 export interface JsonlLog {
   /** Appends one record as a line. */
@@ -73,28 +72,4 @@ export function openJsonl(path: string): JsonlLog {
       closeSync(handle);
     },
   };
-}
-
-export { openJsonl as open };
-
-/** Reads every record of a JSONL file. An unparsable last line without its newline is a
- * write torn by a crash and is skipped; an unparsable line anywhere else is corruption and
- * throws with its line number. */
-export async function readJsonl<T = unknown>(path: string): Promise<T[]> {
-  const text = await readFile(path, 'utf8');
-  const lines = text.split('\n');
-  const terminated = lines[lines.length - 1] === '';
-  if (terminated) lines.pop();
-  const records: T[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    if (line.trim() === '') continue;
-    try {
-      records.push(JSON.parse(line) as T);
-    } catch (e) {
-      if (i === lines.length - 1 && !terminated) break;
-      throw new Error(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
-    }
-  }
-  return records;
 }

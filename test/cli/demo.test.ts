@@ -13,7 +13,7 @@ import { synthClassSet } from '../../src/data/synth.js';
 import { configureEngine } from '../../src/engine/config.js';
 import { segment } from '../../src/infer/inference.js';
 import { loadModel } from '../../src/models/weights.js';
-import { readJsonl } from '../../src/report/jsonl.js';
+import { readJsonl } from '../support/jsonl.js';
 import { tempDir } from '../data/helpers.js';
 import { lines, runCli } from '../eval/fixtures.js';
 import { requires } from '../prereq.js';

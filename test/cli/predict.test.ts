@@ -5,7 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { decode } from 'fast-png';
-import { readNpy } from '../../src/io/npy.js';
+import { readNpy } from '../support/npy.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { loadModel } from '../../src/models/weights.js';
 import { segment } from '../../src/infer/inference.js';

@@ -12,7 +12,7 @@ import { weightsToKeras } from '../../src/models/weights-layout.js';
 import { FCN } from '../../src/models/fcn.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
-import { readJsonl } from '../../src/report/jsonl.js';
+import { readJsonl } from '../support/jsonl.js';
 import { bf16Available } from '../../src/engine/config.js';
 import { repoRoot, tempDir } from '../data/helpers.js';
 import { lines, runCli } from '../eval/fixtures.js';

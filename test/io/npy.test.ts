@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodeNpy, npyHeader, parseNpy, readNpy, writeNpy, type NpyData } from '../../src/io/npy.js';
+import { npyHeader, writeNpy, type NpyData } from '../../src/io/npy.js';
+import { encodeNpy, parseNpy, readNpy } from '../support/npy.js';
 import { findPython, runPython } from '../reference/python.js';
 import { requires } from '../prereq.js';
 

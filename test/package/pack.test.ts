@@ -16,7 +16,7 @@ import { decode } from 'fast-png';
 import { configureEngine } from '../../src/engine/config.js';
 import { loadModel } from '../../src/models/weights.js';
 import { segment } from '../../src/infer/inference.js';
-import { readNpy } from '../../src/io/npy.js';
+import { readNpy } from '../support/npy.js';
 import { repoRoot, tempDir } from '../data/helpers.js';
 import { requires } from '../prereq.js';
 

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { open, openJsonl, readJsonl } from '../../src/report/jsonl.js';
+import { openJsonl } from '../../src/report/jsonl.js';
+import { readJsonl } from '../support/jsonl.js';
 
 async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'fcn-jsonl-'));
@@ -12,7 +13,7 @@ async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
 
 test('write appends whole lines that are on disk before close, and reopening appends', () => withDir(async (dir) => {
   const path = join(dir, 'log.jsonl');
-  const log = open(path);
+  const log = openJsonl(path);
   log.write({ step: 1, loss: 0.5 });
   // Readable immediately: nothing is buffered in the process.
   assert.equal(await readFile(path, 'utf8'), '{"step":1,"loss":0.5}\n');

@@ -15,7 +15,7 @@ import type { TrainConfig } from '../../src/train/config.js';
 import { FCN_FROM_SOURCE, MPI_ENV, launch, smallTrainConfig, writeConfig as writeConfigIn } from './fixtures.js';
 import { assertWithinFloor, checkpointTensors, roundingFloor, trainOnThreads, worstDifference, type Tensors } from './rounding.js';
 import { train } from '../../src/train/trainer.js';
-import { readJsonl } from '../../src/report/jsonl.js';
+import { readJsonl } from '../support/jsonl.js';
 import { repoRoot, tempDir } from '../data/helpers.js';
 import { requires } from '../prereq.js';
 

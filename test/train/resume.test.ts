@@ -12,7 +12,7 @@ import { assertWithinFloor, checkpointTensors, roundingFloor, trainOnThreads } f
 import type { TrainConfig } from '../../src/train/config.js';
 import { ResumeError, runPaths, train } from '../../src/train/trainer.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
-import { readJsonl } from '../../src/report/jsonl.js';
+import { readJsonl } from '../support/jsonl.js';
 import { tempDir } from '../data/helpers.js';
 import { smallTrainConfig } from './fixtures.js';
 import { lines, runCli } from '../eval/fixtures.js';

@@ -13,7 +13,7 @@ import { loadModel } from '../../src/models/weights.js';
 import { weightsToKeras } from '../../src/models/weights-layout.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
-import { readJsonl } from '../../src/report/jsonl.js';
+import { readJsonl } from '../support/jsonl.js';
 import type { TrainConfig } from '../../src/train/config.js';
 import { tempDir } from '../data/helpers.js';
 import { runCli } from '../eval/fixtures.js';

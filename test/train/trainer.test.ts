@@ -13,7 +13,7 @@ import { NonFiniteLossError, layerNames, train } from '../../src/train/trainer.j
 import { readCheckpoint, type TrainState } from '../../src/train/checkpoint.js';
 import { native } from '../../src/engine/binding.js';
 import type { FCN } from '../../src/models/fcn.js';
-import { readJsonl } from '../../src/report/jsonl.js';
+import { readJsonl } from '../support/jsonl.js';
 import { tempDir } from '../data/helpers.js';
 import { smallTrainConfig } from './fixtures.js';
 
