@@ -112,15 +112,3 @@ export function quantizeModel(model: FCN, maxima: ActivationMaxima): void {
   }
   for (const [layer, q] of forms) layer.setQuant(q);
 }
-
-/**
- * The float32 kernels the int8 ones stand for (real w = s[o]·q): after quantizing, the float
- * model computes with exactly the weights the int8 model holds, so a float32 run of a
- * quantized file and its int8 run differ only by the activations' rounding.
- */
-export function dequantizeKernel(q: Tensor, scales: Float32Array): Tensor {
-  const data = q.toArray() as Int8Array;
-  const per = data.length / scales.length;
-  const w = Float32Array.from(data, (v, i) => v * scales[Math.floor(i / per)]!);
-  return native.fromArray([...q.dims], w);
-}

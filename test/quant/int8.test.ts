@@ -17,13 +17,25 @@ import { loadModel, saveWeights } from '../../src/models/weights.js';
 import { smallTrainConfig } from '../train/fixtures.js';
 import { train } from '../../src/train/trainer.js';
 import { evaluate } from '../../src/eval/evaluate.js';
-import { calibrateOnImages, dequantizeKernel, quantizeModel } from '../../src/quant/quantize.js';
+import { calibrateOnImages, quantizeModel } from '../../src/quant/quantize.js';
 import { saveQuantized } from '../../src/models/int8-weights.js';
 import { segmentImage } from '../../src/infer/inference.js';
 import { networkInput } from '../../src/data/transforms.js';
 import { readImageRgb, type RgbImage } from '../../src/io/image.js';
 import { tempDir } from '../data/helpers.js';
 import { runCli as cli } from '../eval/fixtures.js';
+
+/**
+ * The float32 kernels the int8 ones stand for (real w = s[o]·q): after quantizing, the float
+ * model computes with exactly the weights the int8 model holds, so a float32 run of a
+ * quantized file and its int8 run differ only by the activations' rounding.
+ */
+function dequantizeKernel(q: Tensor, scales: Float32Array): Tensor {
+  const data = q.toArray() as Int8Array;
+  const per = data.length / scales.length;
+  const w = Float32Array.from(data, (v, i) => v * scales[Math.floor(i / per)]!);
+  return native.fromArray([...q.dims], w);
+}
 
 const runCli = async (argv: string[]) => {
   const r = await cli(...argv);
