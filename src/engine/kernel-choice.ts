@@ -13,9 +13,10 @@ import { cpuFeatures } from './config.js';
 
 /**
  * 'measure': time the candidates once and keep the fastest (the default); 'off': the fixed
- * defaults; 'winograd': Winograd's algorithm wherever a layer allows it (for comparisons).
+ * defaults; 'winograd' / 'winograd-gemm': oneDNN's or the addon's own Winograd algorithm wherever
+ * a layer allows it (for comparisons).
  */
-export type KernelChoiceMode = 'measure' | 'off' | 'winograd';
+export type KernelChoiceMode = 'measure' | 'off' | 'winograd' | 'winograd-gemm';
 
 export interface KernelChoice {
   /** Pass, precision, shapes and threads: `fwd f32 x1x64x128x128 w64x64x3x3 p1 t2`. */
@@ -32,8 +33,8 @@ function modeFromEnv(): KernelChoiceMode {
   const raw = process.env.FCN_KERNEL_CHOICE;
   if (raw === undefined || raw === '' || raw === 'measure' || raw === 'on') return 'measure';
   if (raw === 'off' || raw === '0') return 'off';
-  if (raw === 'winograd') return 'winograd';
-  throw new Error(`FCN_KERNEL_CHOICE must be measure, off or winograd, got '${raw}'`);
+  if (raw === 'winograd' || raw === 'winograd-gemm') return raw;
+  throw new Error(`FCN_KERNEL_CHOICE must be measure, off, winograd or winograd-gemm, got '${raw}'`);
 }
 
 export function kernelChoiceMode(): KernelChoiceMode {
@@ -100,9 +101,10 @@ export function kernelChoices(): KernelChoice[] {
 export function chooseKernel(key: string, candidates: string[], run: (name: string) => void): string {
   const m = kernelChoiceMode();
   if (m === 'off' || candidates.length < 2) return candidates[0]!;
-  if (m === 'winograd') return candidates.includes('winograd') ? 'winograd' : candidates[0]!;
+  if (m !== 'measure') return candidates.includes(m) ? m : candidates[0]!;
+  // A choice measured before a candidate existed is measured again, with it.
   const known = choices().get(key);
-  if (known && candidates.includes(known.choice)) return known.choice;
+  if (known && candidates.every((c) => c in known.times)) return known.choice;
   // Each candidate once to create its primitive and pack its weights (not what is compared),
   // then three rounds taking turns, each candidate's best kept: the minimum shrugs off the
   // pauses another process on the machine causes.
