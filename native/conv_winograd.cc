@@ -143,6 +143,36 @@ void transform_weights(const Plan& p, const float* g, float* U) {
   }
 }
 
+// out[a][b] = Σ_k C[a·A + k] · in[k][b] for rows a < rows: one pass of a transform, whole channel
+// blocks at a time. The accumulator is a register block: no scratch to clear per tile.
+template <int A, int B>
+inline void rows_pass(const float* C, int rows, const float (&in)[A][B][CB], float (&out)[A][B][CB]) {
+  for (int a = 0; a < rows; a++)
+    for (int b = 0; b < B; b++) {
+      float acc[CB] = {};
+      for (int k = 0; k < A; k++) {
+        const float coef = C[a * A + k];
+        if (coef == 0.f) continue;
+        for (int64_t c = 0; c < CB; c++) acc[c] += coef * in[k][b][c];
+      }
+      for (int64_t c = 0; c < CB; c++) out[a][b][c] = acc[c];
+    }
+}
+// out[a][b] = Σ_k C[b·A + k] · in[a][k] for rows a < rows and columns b < cols.
+template <int A>
+inline void cols_pass(const float* C, int rows, int cols, const float (&in)[A][A][CB], float (&out)[A][A][CB]) {
+  for (int a = 0; a < rows; a++)
+    for (int b = 0; b < cols; b++) {
+      float acc[CB] = {};
+      for (int k = 0; k < A; k++) {
+        const float coef = C[b * A + k];
+        if (coef == 0.f) continue;
+        for (int64_t c = 0; c < CB; c++) acc[c] += coef * in[a][k][c];
+      }
+      for (int64_t c = 0; c < CB; c++) out[a][b][c] = acc[c];
+    }
+}
+
 // V[t − t0][ξ][c] = (Bᵀ d B)[ξ] for the tiles t0 … t0 + nt of x (channels last), zero padded.
 template <int A>
 void transform_input(const Plan& p, const float* x, float* V, int64_t t0, int64_t nt) {
@@ -153,31 +183,20 @@ void transform_input(const Plan& p, const float* x, float* V, int64_t t0, int64_
     const int64_t tl = job / cblocks, c0 = (job % cblocks) * CB, nc = std::min(CB, p.IC - c0), t = t0 + tl;
     const int64_t n = t / tiles_per_image, ty = (t % tiles_per_image) / p.TW, tx = t % p.TW;
     const int64_t y0 = ty * p.m - p.pt, x0 = tx * p.m - p.pl;
-    float d[A][A][CB] = {}, tmp[A][A][CB] = {}, v[A][A][CB] = {};
-    for (int64_t a = 0; a < A; a++) {
-      const int64_t iy = y0 + a;
-      if (iy < 0 || iy >= p.H) continue;
+    float d[A][A][CB], tmp[A][A][CB], v[A][A][CB];
+    for (int64_t a = 0; a < A; a++)
       for (int64_t b = 0; b < A; b++) {
-        const int64_t ix = x0 + b;
-        if (ix < 0 || ix >= p.W) continue;
-        const float* src = x + ((n * p.H + iy) * p.W + ix) * p.IC + c0;
-        for (int64_t c = 0; c < nc; c++) d[a][b][c] = src[c];
-      }
-    }
-    for (int a = 0; a < A; a++)
-      for (int k = 0; k < A; k++) {
-        const float coef = BT[a * A + k];
-        if (coef == 0.f) continue;
-        for (int b = 0; b < A; b++)
-          for (int64_t c = 0; c < CB; c++) tmp[a][b][c] += coef * d[k][b][c];
-      }
-    for (int a = 0; a < A; a++)
-      for (int b = 0; b < A; b++)
-        for (int k = 0; k < A; k++) {
-          const float coef = BT[b * A + k];
-          if (coef == 0.f) continue;
-          for (int64_t c = 0; c < CB; c++) v[a][b][c] += coef * tmp[a][k][c];
+        const int64_t iy = y0 + a, ix = x0 + b;
+        float* dst = d[a][b];
+        if (iy < 0 || iy >= p.H || ix < 0 || ix >= p.W) {
+          std::fill(dst, dst + CB, 0.f);
+          continue;
         }
+        std::memcpy(dst, x + ((n * p.H + iy) * p.W + ix) * p.IC + c0, size_t(nc) * 4);
+        std::fill(dst + nc, dst + CB, 0.f);
+      }
+    rows_pass<A, A>(BT, A, d, tmp);
+    cols_pass<A>(BT, A, A, tmp, v);
     for (int64_t xi = 0; xi < A * A; xi++) std::memcpy(V + (tl * A * A + xi) * p.IC + c0, v[xi / A][xi % A], size_t(nc) * 4);
   }
 }
@@ -192,30 +211,21 @@ void transform_output(const Plan& p, const float* Mm, const float* bias, bool re
   for (int64_t job = 0; job < nt * cblocks; job++) {
     const int64_t tl = job / cblocks, c0 = (job % cblocks) * CB, nc = std::min(CB, ocb - c0), t = t0 + tl;
     const int64_t n = t / tiles_per_image, ty = (t % tiles_per_image) / p.TW, tx = t % p.TW;
-    float mm[A][A][CB] = {}, tmp[A][A][CB] = {}, out[A][A][CB] = {}, bv[CB] = {};
-    for (int64_t xi = 0; xi < A * A; xi++) std::memcpy(mm[xi / A][xi % A], Mm + (tl * A * A + xi) * ocb + c0, size_t(nc) * 4);
+    float mm[A][A][CB], tmp[A][A][CB], out[A][A][CB], bv[CB] = {};
+    for (int64_t xi = 0; xi < A * A; xi++) {
+      float* dst = mm[xi / A][xi % A];
+      std::memcpy(dst, Mm + (tl * A * A + xi) * ocb + c0, size_t(nc) * 4);
+      std::fill(dst + nc, dst + CB, 0.f);
+    }
     if (bias) std::memcpy(bv, bias + o0 + c0, size_t(nc) * 4);
-    for (int64_t i = 0; i < m; i++)
-      for (int k = 0; k < A; k++) {
-        const float coef = AT[i * A + k];
-        if (coef == 0.f) continue;
-        for (int b = 0; b < A; b++)
-          for (int64_t c = 0; c < CB; c++) tmp[i][b][c] += coef * mm[k][b][c];
-      }
-    for (int64_t i = 0; i < m; i++)
-      for (int64_t j = 0; j < m; j++) {
-        for (int64_t c = 0; c < CB; c++) out[i][j][c] = bv[c];
-        for (int k = 0; k < A; k++) {
-          const float coef = AT[j * A + k];
-          if (coef == 0.f) continue;
-          for (int64_t c = 0; c < CB; c++) out[i][j][c] += coef * tmp[i][k][c];
-        }
-        if (relu)
-          for (int64_t c = 0; c < CB; c++) out[i][j][c] = std::max(out[i][j][c], 0.f);
-      }
+    rows_pass<A, A>(AT, int(m), mm, tmp);
+    cols_pass<A>(AT, int(m), int(m), tmp, out);
     for (int64_t i = 0; i < m && ty * m + i < p.OH; i++)
-      for (int64_t j = 0; j < m && tx * m + j < p.OW; j++)
-        std::memcpy(y + ((n * p.OH + ty * m + i) * p.OW + tx * m + j) * p.OC + o0 + c0, out[i][j], size_t(nc) * 4);
+      for (int64_t j = 0; j < m && tx * m + j < p.OW; j++) {
+        float* o = out[i][j];
+        for (int64_t c = 0; c < CB; c++) o[c] = relu ? std::max(o[c] + bv[c], 0.f) : o[c] + bv[c];
+        std::memcpy(y + ((n * p.OH + ty * m + i) * p.OW + tx * m + j) * p.OC + o0 + c0, o, size_t(nc) * 4);
+      }
   }
 }
 
