@@ -110,8 +110,8 @@ Plan plan_of(const ConvSpec& s) {
 }
 
 // U, output-channel block by block: block ob is [α²][IC][OCb] (a dense matrix per ξ for the
-// matmul), U_ξ[i][o] = Σ_kl G[ξy][k] g[o][i][k][l] G[ξx][l]. R and A fixed at compile time: the
-// loops unroll, and conv6's 2 M kernels take a fraction of a second.
+// matmul), U_ξ[i][o] = Σ_kl G[ξy][k] g[o][i][k][l] G[ξx][l]. R and A are fixed at compile time so
+// that the loops unroll; 16 output channels at a time, so that each ξ's row is written in runs.
 template <int R, int A>
 void transform_weights(const Plan& p, const float* g, float* U) {
   const int64_t ocblocks = (p.OC + CB - 1) / CB;
