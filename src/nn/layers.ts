@@ -177,32 +177,29 @@ export class Conv2d {
 
   /**
    * oneDNN's direct kernel or one of `others`, as measured once for this shape and precision.
-   * Each candidate's packed or transformed weights are kept from its first run, so that the
-   * timed runs compare the convolutions (as every later forward runs them), not the packing;
-   * the winner's copy becomes the layer's.
+   * Each candidate is timed with the packed or transformed weights its first run made, as every
+   * later forward runs it (not re-packing them each time), and releases them before the next.
    */
   private fastestForward(x: Tensor, precision: Precision, others: Exclude<ForwardAlgorithm, 'direct'>[]): ForwardAlgorithm {
     const bias = this.bias?.value ?? null;
     const prepared = new Map<string, Tensor>();
-    try {
-      const choice = chooseKernel(this.kernelKey('fwd', x, precision), ['direct', ...others], (name) => {
-        const algorithm = name as ForwardAlgorithm;
-        const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm, weightsCache: prepared.get(name) ?? null });
+    const release = (name: string) => {
+      disposeAll(prepared.get(name));
+      prepared.delete(name);
+    };
+    return chooseKernel(
+      this.kernelKey('fwd', x, precision),
+      ['direct', ...others],
+      (name) => {
+        const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as ForwardAlgorithm, weightsCache: prepared.get(name) ?? null });
         r.y.dispose();
         if (r.weightsCache) {
-          disposeAll(prepared.get(name));
+          release(name);
           prepared.set(name, r.weightsCache);
         }
-      }) as ForwardAlgorithm;
-      const mine = prepared.get(choice);
-      if (mine) {
-        this.forwardWeights.update(mine, false, choice === 'direct');
-        prepared.delete(choice);
-      }
-      return choice;
-    } finally {
-      disposeAll(...prepared.values());
-    }
+      },
+      release,
+    ) as ForwardAlgorithm;
   }
 
   /** The im2col + matmul route or oneDNN's kernel for a float32 weight gradient, as measured. */

@@ -152,6 +152,29 @@ test('a kernel choice measured before a candidate existed is measured again with
   }
 });
 
+test('with a release, kernel candidates are timed one after another, each released before the next runs', () => {
+  const home = mkdtempSync(path.join(tmpdir(), 'fcn-kernels-'));
+  const saved = process.env.FCN_HOME;
+  process.env.FCN_HOME = home;
+  setKernelChoice('measure');
+  try {
+    const events: string[] = [];
+    const key = `test release ${process.pid} ${Date.now()}`;
+    chooseKernel(key, ['a', 'b', 'c'], (n) => {
+      if (n === 'c') throw new Error('not on this CPU');
+      events.push(`run ${n}`);
+    }, (n) => events.push(`release ${n}`));
+    // a's first run and three timed ones, then its release; then b's; c refused, released too.
+    const one = (n: string) => [...Array(4).fill(`run ${n}`), `release ${n}`];
+    assert.deepEqual(events, [...one('a'), ...one('b'), 'release c']);
+  } finally {
+    if (saved === undefined) delete process.env.FCN_HOME;
+    else process.env.FCN_HOME = saved;
+    setKernelChoice('off');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
 function logits(mode: 'off' | 'winograd-gemm'): Float32Array {
   setKernelChoice(mode);
   const model = new FCN({ kind: 'fcn8', width: 0.25 });
