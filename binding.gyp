@@ -8,7 +8,7 @@
     "target_name": "fcn_native",
     "sources": [
       "native/addon.cc", "native/args.cc", "native/engine.cc", "native/buffers.cc", "native/tensor.cc",
-      "native/conv.cc", "native/conv_subpixel.cc", "native/conv_int8.cc", "native/conv_weights.cc", "native/conv_input_grad.cc", "native/conv_weight_grad.cc",
+      "native/conv.cc", "native/conv_subpixel.cc", "native/conv_winograd.cc", "native/conv_int8.cc", "native/conv_weights.cc", "native/conv_input_grad.cc", "native/conv_weight_grad.cc",
       "native/pool.cc", "native/eltwise.cc", "native/loss.cc", "native/optim.cc"
     ],
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!(node scripts/find-onednn.cjs include)"],

@@ -8,6 +8,7 @@
 #include "conv_subpixel.h"
 #include "conv_weight_grad.h"
 #include "conv_weights.h"
+#include "conv_winograd.h"
 
 namespace fcn {
 
@@ -205,13 +206,14 @@ Napi::Value backward_weights(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
 }  // namespace
 
 // convForward(x, w, bias|null, {stride, padding, relu, transposed, dtype, algorithm, weightsCache})
-// algorithm: 'direct', 'winograd' (float32 convolution) or 'subpixel' (transposed: conv_subpixel.h).
+// algorithm: 'direct', 'winograd' (oneDNN's, float32 convolution), 'winograd-gemm' (float32 stride-1
+// 3×3 or 7×7 convolution: conv_winograd.h; y channels last) or 'subpixel' (transposed: conv_subpixel.h).
 //   → {y, weightsCache: Tensor|null}
 Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   const ConvOptions c = read_conv_options(o);
   const bool relu = opt_bool(o, "relu", false);
-  const std::string algorithm = opt_choice(o, "algorithm", "direct", {"direct", "winograd", "subpixel"});
+  const std::string algorithm = opt_choice(o, "algorithm", "direct", {"direct", "winograd", "winograd-gemm", "subpixel"});
   const bool winograd = algorithm == "winograd";
   if (winograd && (c.transposed || c.compute != dt::f32))
     throw_range_error("algorithm 'winograd' is for float32 convolution only (not transposed, not bfloat16)");
@@ -231,6 +233,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   s.relu = relu;
   s.winograd = winograd;
   if (algorithm == "subpixel") return subpixel_forward(info.Env(), s, x, w, b, cache);
+  if (algorithm == "winograd-gemm") return winograd_gemm_forward(info.Env(), s, x, w, b, cache);
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
 }
 

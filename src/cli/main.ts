@@ -154,7 +154,7 @@ const info: Command = async (argv) => {
   return 0;
 };
 
-/** The measured kernel choices (FCN_KERNEL_CHOICE: measure, off, winograd), one line each. */
+/** The measured kernel choices (FCN_KERNEL_CHOICE: measure, off, winograd, winograd-gemm), one line each. */
 function kernelChoiceSummary(): string {
   const mode = kernelChoiceMode();
   const list = kernelChoices();

@@ -13,9 +13,10 @@ import { cpuFeatures } from './config.js';
 
 /**
  * 'measure': time the candidates once and keep the fastest (the default); 'off': the fixed
- * defaults; 'winograd': Winograd's algorithm wherever a layer allows it (for comparisons).
+ * defaults; 'winograd' / 'winograd-gemm': oneDNN's or the addon's own Winograd algorithm wherever
+ * a layer allows it (for comparisons).
  */
-export type KernelChoiceMode = 'measure' | 'off' | 'winograd';
+export type KernelChoiceMode = 'measure' | 'off' | 'winograd' | 'winograd-gemm';
 
 export interface KernelChoice {
   /** Pass, precision, shapes and threads: `fwd f32 x1x64x128x128 w64x64x3x3 p1 t2`. */
@@ -32,8 +33,8 @@ function modeFromEnv(): KernelChoiceMode {
   const raw = process.env.FCN_KERNEL_CHOICE;
   if (raw === undefined || raw === '' || raw === 'measure' || raw === 'on') return 'measure';
   if (raw === 'off' || raw === '0') return 'off';
-  if (raw === 'winograd') return 'winograd';
-  throw new Error(`FCN_KERNEL_CHOICE must be measure, off or winograd, got '${raw}'`);
+  if (raw === 'winograd' || raw === 'winograd-gemm') return raw;
+  throw new Error(`FCN_KERNEL_CHOICE must be measure, off, winograd or winograd-gemm, got '${raw}'`);
 }
 
 export function kernelChoiceMode(): KernelChoiceMode {
@@ -96,35 +97,61 @@ export function kernelChoices(): KernelChoice[] {
  * The kernel for `key` among `candidates` (the first is the default, used when measuring is
  * off). `run(name)` computes the pass once with that kernel, disposing what it made; a
  * candidate that throws (a kernel this CPU lacks) is never chosen (its time: Infinity).
+ * `release(name)`, when given, frees what `run` kept for that candidate between its runs (its
+ * packed weights): the candidates are then timed one after another, each released before the
+ * next starts, so that no two candidates' copies are held at once (conv6's are 400–540 MB).
  */
-export function chooseKernel(key: string, candidates: string[], run: (name: string) => void): string {
+export function chooseKernel(key: string, candidates: string[], run: (name: string) => void, release?: (name: string) => void): string {
   const m = kernelChoiceMode();
   if (m === 'off' || candidates.length < 2) return candidates[0]!;
-  if (m === 'winograd') return candidates.includes('winograd') ? 'winograd' : candidates[0]!;
+  if (m !== 'measure') return candidates.includes(m) ? m : candidates[0]!;
+  // A choice measured before a candidate existed is measured again, with it.
   const known = choices().get(key);
-  if (known && candidates.includes(known.choice)) return known.choice;
-  // Each candidate once to create its primitive and pack its weights (not what is compared),
-  // then three rounds taking turns, each candidate's best kept: the minimum shrugs off the
-  // pauses another process on the machine causes.
-  const times: Record<string, number> = {};
-  for (const name of candidates) {
-    try {
-      run(name);
-      times[name] = Infinity;
-    } catch {
-      times[name] = NaN;
-    }
-  }
-  for (let round = 0; round < 3; round++)
-    for (const name of candidates) {
-      if (Number.isNaN(times[name])) continue;
-      const t0 = performance.now();
-      run(name);
-      times[name] = Math.min(times[name]!, performance.now() - t0);
-    }
+  if (known && candidates.every((c) => c in known.times)) return known.choice;
+  const times = release ? timeOneAfterAnother(candidates, run, release) : timeTakingTurns(candidates, run);
   for (const name of candidates) if (Number.isNaN(times[name])) times[name] = Infinity;
   const choice = candidates.reduce((best, c) => (times[c]! < times[best]! ? c : best), candidates[0]!);
   choices().set(key, { key, choice, times });
   save();
   return choice;
+}
+
+// Each candidate once to create its primitive and pack its weights (not what is compared; NaN
+// when it throws), then three rounds taking turns, each candidate's best kept: the minimum
+// shrugs off the pauses another process on the machine causes.
+function timeTakingTurns(candidates: string[], run: (name: string) => void): Record<string, number> {
+  const times: Record<string, number> = {};
+  for (const name of candidates) times[name] = warmUp(name, run);
+  for (let round = 0; round < 3; round++) for (const name of candidates) timeOnce(name, run, times);
+  return times;
+}
+
+// As timeTakingTurns, a candidate at a time: its first run, its best of three, its release.
+function timeOneAfterAnother(candidates: string[], run: (name: string) => void, release: (name: string) => void): Record<string, number> {
+  const times: Record<string, number> = {};
+  for (const name of candidates) {
+    try {
+      times[name] = warmUp(name, run);
+      for (let round = 0; round < 3; round++) timeOnce(name, run, times);
+    } finally {
+      release(name);
+    }
+  }
+  return times;
+}
+
+function warmUp(name: string, run: (name: string) => void): number {
+  try {
+    run(name);
+    return Infinity;
+  } catch {
+    return NaN;
+  }
+}
+
+function timeOnce(name: string, run: (name: string) => void, times: Record<string, number>): void {
+  if (Number.isNaN(times[name])) return;
+  const t0 = performance.now();
+  run(name);
+  times[name] = Math.min(times[name]!, performance.now() - t0);
 }

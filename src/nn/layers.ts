@@ -167,23 +167,44 @@ export class Conv2d {
   }
 
   /**
-   * Winograd's algorithm where it is allowed (float32 inference, 3×3, stride 1) and measured
-   * faster; for an upsampling in inference, the phase convolution ('subpixel') when faster.
+   * For float32 inference, stride 1: Winograd's algorithm where it is allowed and measured
+   * faster — oneDNN's (3×3) or the addon's own ('winograd-gemm': 3×3 and 7×7); for an
+   * upsampling in inference, the phase convolution ('subpixel') when faster.
    */
   private forwardAlgorithm(x: Tensor, ctx: ForwardContext): ForwardAlgorithm {
-    const p = ctx.precision;
-    if (this.transposed && !ctx.training && p !== 'int8' && this.stride > 1 && this.spec.kernel - 2 * this.padding === this.stride) return this.fastestForward(x, p, 'subpixel');
-    if (ctx.training || p !== 'float32' || this.transposed || this.stride !== 1 || this.spec.kernel !== 3) return 'direct';
-    return this.fastestForward(x, 'float32', 'winograd');
+    const p = ctx.precision, k = this.spec.kernel;
+    if (this.transposed && !ctx.training && p !== 'int8' && this.stride > 1 && k - 2 * this.padding === this.stride) return this.fastestForward(x, p, ['subpixel']);
+    if (ctx.training || p !== 'float32' || this.transposed || this.stride !== 1) return 'direct';
+    if (k === 3) return this.fastestForward(x, 'float32', ['winograd', 'winograd-gemm']);
+    if (k === 7) return this.fastestForward(x, 'float32', ['winograd-gemm']);
+    return 'direct';
   }
 
-  /** oneDNN's direct kernel or `other`, as measured once for this shape and precision. */
-  private fastestForward(x: Tensor, precision: Precision, other: Exclude<ForwardAlgorithm, 'direct'>): ForwardAlgorithm {
+  /**
+   * oneDNN's direct kernel or one of `others`, as measured once for this shape and precision.
+   * Each candidate is timed with the packed or transformed weights its first run made, as every
+   * later forward runs it (not re-packing them each time), and releases them before the next.
+   */
+  private fastestForward(x: Tensor, precision: Precision, others: Exclude<ForwardAlgorithm, 'direct'>[]): ForwardAlgorithm {
     const bias = this.bias?.value ?? null;
-    return chooseKernel(this.kernelKey('fwd', x, precision), ['direct', other], (name) => {
-      const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as ForwardAlgorithm });
-      disposeAll(r.y, r.weightsCache);
-    }) as ForwardAlgorithm;
+    const prepared = new Map<string, Tensor>();
+    const release = (name: string) => {
+      disposeAll(prepared.get(name));
+      prepared.delete(name);
+    };
+    return chooseKernel(
+      this.kernelKey('fwd', x, precision),
+      ['direct', ...others],
+      (name) => {
+        const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as ForwardAlgorithm, weightsCache: prepared.get(name) ?? null });
+        r.y.dispose();
+        if (r.weightsCache) {
+          release(name);
+          prepared.set(name, r.weightsCache);
+        }
+      },
+      release,
+    ) as ForwardAlgorithm;
   }
 
   /** The im2col + matmul route or oneDNN's kernel for a weight gradient, as measured. */

@@ -367,7 +367,7 @@ test('tensors, sizes and shapes that do not fit are refused with a RangeError na
     ['convForward', () => native.convForward(x, w, null, { dtype: 16 as never }), T],
     ['convForward', () => native.convForward(x, w, null, { relu: 1 as never }), T, /relu must be a boolean/],
     ['convForward', () => native.convForward(i32, w, null, conv), T, /x must be float32 or bfloat16, got int32/],
-    ['convForward', () => native.convForward(x, w, null, { algorithm: 'fft' as never }), R, /algorithm must be one of 'direct', 'winograd', 'subpixel', got 'fft'/],
+    ['convForward', () => native.convForward(x, w, null, { algorithm: 'fft' as never }), R, /algorithm must be one of 'direct', 'winograd', 'winograd-gemm', 'subpixel', got 'fft'/],
     ['convForward', () => native.convForward(x, w, null, { algorithm: 3 as never }), T, /algorithm must be a string/],
     ['convForward', () => native.convForward(x, w, null, { algorithm: 'winograd', transposed: true }), R, /'winograd' is for float32 convolution only/],
     ['convForward', () => native.convForward(x, w, null, { algorithm: 'winograd', dtype: 'bfloat16' }), R, /'winograd' is for float32 convolution only/],

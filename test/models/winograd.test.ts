@@ -70,7 +70,7 @@ test('measured kernel choices are kept on disk per CPU and listed; a refused can
     assert.ok(fwd.length > 0, 'the 3×3 layers were measured');
     // Upsamplings (keys with T) choose between the transposed kernel and the phase convolution.
     for (const c of fwd) {
-      const allowed = c.key.includes(' T ') ? ['direct', 'subpixel'] : winogradHere ? ['direct', 'winograd'] : ['direct'];
+      const allowed = c.key.includes(' T ') ? ['direct', 'subpixel'] : winogradHere ? ['direct', 'winograd', 'winograd-gemm'] : ['direct', 'winograd-gemm'];
       assert.ok(allowed.includes(c.choice), `${c.key}: ${c.choice}`);
     }
     assert.ok(fwd.some((c) => c.key.includes(' T ') && Number.isFinite(c.times['subpixel'])), 'the upsamplings were measured with the phase convolution too');
