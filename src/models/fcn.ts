@@ -177,8 +177,9 @@ export class FCN {
       crop: (x, offset, like) => {
         if (offset === null) return x;
         const [height, width] = [like.dims[2]!, like.dims[3]!];
-        // A crop to itself of a plain map (the logits of an input already a multiple of 32) would only copy it.
-        if (offset === 0 && x.dims[2] === height && x.dims[3] === width && x.layout === 'plain') return x;
+        // A crop to itself of a plain float32 map (the logits of an input already a multiple of
+        // 32) would only copy it; a bfloat16 one is widened to float32 by the crop.
+        if (offset === 0 && x.dims[2] === height && x.dims[3] === width && x.layout === 'plain' && x.dtype === 'float32') return x;
         return native.cropPad(x, { top: offset, left: offset, height, width });
       },
       add: (a, b) => native.add(a, b),
