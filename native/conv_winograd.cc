@@ -143,31 +143,20 @@ void transform_weights(const Plan& p, const float* g, float* U) {
   }
 }
 
-// out[a][b] = Σ_k C[a·A + k] · in[k][b] for rows a < rows: one pass of a transform, whole channel
-// blocks at a time. The accumulator is a register block: no scratch to clear per tile.
-template <int A, int B>
-inline void rows_pass(const float* C, int rows, const float (&in)[A][B][CB], float (&out)[A][B][CB]) {
-  for (int a = 0; a < rows; a++)
-    for (int b = 0; b < B; b++) {
-      float acc[CB] = {};
-      for (int k = 0; k < A; k++) {
-        const float coef = C[a * A + k];
-        if (coef == 0.f) continue;
-        for (int64_t c = 0; c < CB; c++) acc[c] += coef * in[k][b][c];
-      }
-      for (int64_t c = 0; c < CB; c++) out[a][b][c] = acc[c];
-    }
-}
-// out[a][b] = Σ_k C[b·A + k] · in[a][k] for rows a < rows and columns b < cols.
-template <int A>
-inline void cols_pass(const float* C, int rows, int cols, const float (&in)[A][A][CB], float (&out)[A][A][CB]) {
+// One pass of a transform over whole channel blocks, for rows a < rows and columns b < cols:
+// along the first index, out[a][b] = Σ_k C[a·A + k] · in[k][b]; along the second,
+// out[a][b] = Σ_k C[b·A + k] · in[a][k]. The accumulator is a register block: no scratch to
+// clear per tile.
+template <bool AlongRows, int A>
+inline void transform_pass(const float* C, int rows, int cols, const float (&in)[A][A][CB], float (&out)[A][A][CB]) {
   for (int a = 0; a < rows; a++)
     for (int b = 0; b < cols; b++) {
+      const float* coefs = C + (AlongRows ? a : b) * A;
       float acc[CB] = {};
       for (int k = 0; k < A; k++) {
-        const float coef = C[b * A + k];
-        if (coef == 0.f) continue;
-        for (int64_t c = 0; c < CB; c++) acc[c] += coef * in[a][k][c];
+        if (coefs[k] == 0.f) continue;
+        const float* v = AlongRows ? in[k][b] : in[a][k];
+        for (int64_t c = 0; c < CB; c++) acc[c] += coefs[k] * v[c];
       }
       for (int64_t c = 0; c < CB; c++) out[a][b][c] = acc[c];
     }
@@ -195,8 +184,8 @@ void transform_input(const Plan& p, const float* x, float* V, int64_t t0, int64_
         std::memcpy(dst, x + ((n * p.H + iy) * p.W + ix) * p.IC + c0, size_t(nc) * 4);
         std::fill(dst + nc, dst + CB, 0.f);
       }
-    rows_pass<A, A>(BT, A, d, tmp);
-    cols_pass<A>(BT, A, A, tmp, v);
+    transform_pass<true>(BT, A, A, d, tmp);
+    transform_pass<false>(BT, A, A, tmp, v);
     for (int64_t xi = 0; xi < A * A; xi++) std::memcpy(V + (tl * A * A + xi) * p.IC + c0, v[xi / A][xi % A], size_t(nc) * 4);
   }
 }
@@ -218,8 +207,8 @@ void transform_output(const Plan& p, const float* Mm, const float* bias, bool re
       std::fill(dst + nc, dst + CB, 0.f);
     }
     if (bias) std::memcpy(bv, bias + o0 + c0, size_t(nc) * 4);
-    rows_pass<A, A>(AT, int(m), mm, tmp);
-    cols_pass<A>(AT, int(m), int(m), tmp, out);
+    transform_pass<true>(AT, int(m), A, mm, tmp);
+    transform_pass<false>(AT, int(m), int(m), tmp, out);
     for (int64_t i = 0; i < m && ty * m + i < p.OH; i++)
       for (int64_t j = 0; j < m && tx * m + j < p.OW; j++) {
         float* o = out[i][j];

@@ -127,6 +127,8 @@ function timeTakingTurns(candidates: string[], run: (name: string) => void): Rec
 }
 
 // As timeTakingTurns, a candidate at a time: its first run, its best of three, its release.
+// Released memory goes back to the system, not idle into the pool: conv6's weights are 400–540 MB
+// a candidate, and the next candidate's would pile on top of them.
 function timeOneAfterAnother(candidates: string[], run: (name: string) => void, release: (name: string) => void): Record<string, number> {
   const times: Record<string, number> = {};
   for (const name of candidates) {
@@ -135,6 +137,7 @@ function timeOneAfterAnother(candidates: string[], run: (name: string) => void, 
       for (let round = 0; round < 3; round++) timeOnce(name, run, times);
     } finally {
       release(name);
+      native.poolTrim();
     }
   }
   return times;

@@ -188,12 +188,9 @@ export class Conv2d {
   private fastestForward(x: Tensor, precision: Precision, others: Exclude<ForwardAlgorithm, 'direct'>[]): ForwardAlgorithm {
     const bias = this.bias?.value ?? null;
     const prepared = new Map<string, Tensor>();
-    // Released weights are handed back to the system, not kept idle in the pool: conv6's are
-    // 400–540 MB a candidate, and the next candidate's would pile on top of them.
     const release = (name: string) => {
       disposeAll(prepared.get(name));
       prepared.delete(name);
-      native.poolTrim();
     };
     return chooseKernel(
       this.kernelKey('fwd', x, precision),

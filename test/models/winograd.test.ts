@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { native } from '../../src/engine/binding.js';
 import { configureEngine, cpuFeatures } from '../../src/engine/config.js';
-import { kernelChoiceFile, kernelChoices, setKernelChoice } from '../../src/engine/kernel-choice.js';
+import { kernelChoiceFile, kernelChoices, setKernelChoice, type KernelChoiceMode } from '../../src/engine/kernel-choice.js';
 import { FCN } from '../../src/models/fcn.js';
 import { Adam } from '../../src/train/optim.js';
 import { computeGradients } from '../../src/train/step.js';
@@ -18,11 +18,12 @@ import { computeGradients } from '../../src/train/step.js';
 configureEngine({ threads: 2, precision: 'float32' });
 const winogradHere = cpuFeatures().avx512;
 
-function logits(mode: 'off' | 'winograd' | 'measure'): Float32Array {
+// FCN-8s logits for a fixed input, with every kernel choice made by `mode`.
+function logits(mode: KernelChoiceMode, width = 0.125, seed = 3, height = 96, imageWidth = 96): Float32Array {
   setKernelChoice(mode);
-  const model = new FCN({ kind: 'fcn8', width: 0.125 });
-  model.initialize(3);
-  const x = native.fromArray([1, 3, 96, 96], Float32Array.from({ length: 3 * 96 * 96 }, (_, i) => Math.sin(i * 0.37) * 60));
+  const model = new FCN({ kind: 'fcn8', width });
+  model.initialize(seed);
+  const x = native.fromArray([1, 3, height, imageWidth], Float32Array.from({ length: 3 * height * imageWidth }, (_, i) => Math.sin(i * 0.37) * 60));
   try {
     const y = model.predictLogits(x, 'float32');
     try {
@@ -31,9 +32,23 @@ function logits(mode: 'off' | 'winograd' | 'measure'): Float32Array {
       y.dispose();
     }
   } finally {
+    setKernelChoice('off');
     x.dispose();
     model.dispose();
   }
+}
+
+// Within 1e-4 of the largest logit, and not equal: the algorithms round differently, so an
+// exact match would mean the other algorithm was not used.
+function assertCloseButNotEqual(got: Float32Array, direct: Float32Array, what: string): void {
+  let diff = 0, top = 0;
+  for (let i = 0; i < direct.length; i++) {
+    diff = Math.max(diff, Math.abs(got[i]! - direct[i]!));
+    top = Math.max(top, Math.abs(direct[i]!));
+  }
+  assert.ok(top > 0, 'the logits are not all zero');
+  assert.ok(diff > 0, `${what} gave the direct algorithm's exact logits: was it used?`);
+  assert.ok(diff <= 1e-4 * top, `max |${what} − direct| ${diff} > 1e-4 × ${top}`);
 }
 
 test(winogradHere
@@ -44,16 +59,11 @@ test(winogradHere
     assert.throws(() => logits('winograd'), /Winograd convolution is not available on this CPU/);
     return;
   }
-  const wino = logits('winograd');
-  let diff = 0, top = 0;
-  for (let i = 0; i < direct.length; i++) {
-    diff = Math.max(diff, Math.abs(wino[i]! - direct[i]!));
-    top = Math.max(top, Math.abs(direct[i]!));
-  }
-  assert.ok(top > 0, 'the logits are not all zero');
-  // Not bitwise luck: the two algorithms round differently, so some difference shows.
-  assert.ok(diff > 0, 'Winograd gave the direct algorithm\'s exact logits: was it used?');
-  assert.ok(diff <= 1e-4 * top, `max |Winograd − direct| ${diff} > 1e-4 × ${top}`);
+  assertCloseButNotEqual(logits('winograd'), direct, 'Winograd');
+});
+
+test('FCN-8s logits with every 3×3 and 7×7 convolution on the engine\'s own Winograd (winograd-gemm) are within 1e-4 of the direct kernel\'s', () => {
+  assertCloseButNotEqual(logits('winograd-gemm', 0.25, 5, 100, 84), logits('off', 0.25, 5, 100, 84), 'winograd-gemm');
 });
 
 test('measured kernel choices are kept on disk per CPU and listed; a refused candidate is never chosen', () => {
