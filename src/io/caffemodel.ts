@@ -10,9 +10,8 @@
 // Layouts: Caffe Convolution blobs are (out, in, kh, kw) → Keras (kh, kw, in, out);
 // Deconvolution blobs are (in, out, kh, kw) → Keras transposed (kh, kw, out, in); an
 // InnerProduct fc6 (out, 512·7·7) is a 7×7 convolution whose inputs Caffe flattened as C, H, W.
-import { endianness } from 'node:os';
 import protobuf from 'protobufjs';
-import { readLargeFile } from './read-file.js';
+import { assertLittleEndianHost, readInputSync } from './read-file.js';
 import type { WeightEntry, WeightSource } from './weight-types.js';
 import { FCN_OUTPUTS, VGG16_BLOCKS, VGG16_CLASSIFIER, WEIGHT_LAYERS, scaledChannels, weightLayers, type WeightLayer } from './weight-layers.js';
 
@@ -154,8 +153,8 @@ interface CaffeLayer {
 
 export async function readCaffeModel(path: string): Promise<WeightSource> {
   // Blob values are read as typed arrays over the file's little-endian bytes.
-  if (endianness() !== 'LE') throw new Error(`${path}: reading .caffemodel files needs a little-endian machine`);
-  const { layers, form } = decodeNet(await readLargeFile(path), path);
+  assertLittleEndianHost('caffemodel');
+  const { layers, form } = decodeNet(readInputSync(path), path);
   return interpret(layers, form, path);
 }
 
