@@ -1,25 +1,27 @@
 // MATLAB level-5 MAT-file reader (the format of SBD's cls/*.mat and inst/*.mat).
 //
 // Hand-written because no well-kept JavaScript package reads this format: the npm packages
-// that exist are unmaintained and skip parts of it (compressed elements, structs, cells,
-// sparse arrays, big-endian files). The format is small and fully documented in MathWorks'
-// "MAT-File Format" (matfile_format.pdf): a 128-byte header, then tagged data elements;
-// miCOMPRESSED elements hold one zlib-deflated element (node:zlib inflates them).
-// MATLAB 7.3 files are HDF5 containers and are refused with a clear message.
+// that exist are unmaintained and skip parts of it (compressed elements, structs, cells).
+// The format is small and fully documented in MathWorks' "MAT-File Format" (matfile_format.pdf):
+// a 128-byte header, then tagged data elements; miCOMPRESSED elements hold one zlib-deflated
+// element (node:zlib inflates them).
+// It decodes what SBD's files are read for: structs, cells, char and numeric arrays up to 32 bits.
+// Every element carries its length, so other arrays (sparse, like SBD's Boundaries; complex;
+// 64-bit integers; objects) are stepped over and left as `unsupported` values that say why.
+// Big-endian files and MATLAB 7.3 (HDF5) files are refused with a clear message.
 import { inflateSync } from 'node:zlib';
 import { fcnErrorClass } from '../errors.js';
 import { readInput } from '../io/read-file.js';
 
 // Data types (miXXX) of tagged elements.
 const miINT8 = 1, miUINT8 = 2, miINT16 = 3, miUINT16 = 4, miINT32 = 5, miUINT32 = 6,
-  miSINGLE = 7, miDOUBLE = 9, miINT64 = 12, miUINT64 = 13, miMATRIX = 14, miCOMPRESSED = 15,
-  miUTF8 = 16, miUTF16 = 17, miUTF32 = 18;
+  miSINGLE = 7, miDOUBLE = 9, miMATRIX = 14, miCOMPRESSED = 15, miUTF8 = 16, miUTF16 = 17;
 
-// Array classes (mxXXX_CLASS) inside miMATRIX; 6-15 are the numeric ones (NUMERIC_CLASSES).
-const mxCELL = 1, mxSTRUCT = 2, mxOBJECT = 3, mxCHAR = 4, mxSPARSE = 5, mxDOUBLE = 6;
+// Array classes (mxXXX_CLASS) inside miMATRIX; 6-13 are the decoded numeric ones (NUMERIC_CLASSES).
+const mxCELL = 1, mxSTRUCT = 2, mxCHAR = 4, mxDOUBLE = 6;
 
-export type MatNumericClass = 'double' | 'single' | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64';
-export type MatTypedArray = Float64Array | Float32Array | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
+export type MatNumericClass = 'double' | 'single' | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32';
+export type MatTypedArray = Float64Array | Float32Array | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array;
 
 /** A numeric or logical array. `data` is in MATLAB's column-major order; see `toRowMajor`. */
 export interface MatNumeric {
@@ -28,34 +30,22 @@ export interface MatNumeric {
   logical: boolean;
   dims: number[];
   data: MatTypedArray;
-  imag?: MatTypedArray;
 }
 export interface MatChar { kind: 'char'; dims: number[]; value: string }
 export interface MatCell { kind: 'cell'; dims: number[]; items: MatValue[] }
 export interface MatStruct {
   kind: 'struct';
   dims: number[];
-  /** Set for MATLAB objects (mxOBJECT_CLASS), which are stored like structs. */
-  className?: string;
   fieldNames: string[];
   /** One record per element, column-major. */
   elements: Record<string, MatValue>[];
 }
-export interface MatSparse {
-  kind: 'sparse';
-  dims: number[];
-  logical: boolean;
-  /** Compressed sparse column: row indices, column pointers (length cols+1), values. */
-  rowIndex: Int32Array;
-  colPtr: Int32Array;
-  values: Float64Array;
-}
+/** An array the reader steps over without decoding; `reason` says what it is. */
 export interface MatUnsupported { kind: 'unsupported'; dims: number[]; reason: string }
-export type MatValue = MatNumeric | MatChar | MatCell | MatStruct | MatSparse | MatUnsupported;
+export type MatValue = MatNumeric | MatChar | MatCell | MatStruct | MatUnsupported;
 
 export interface MatFile {
   header: string;
-  littleEndian: boolean;
   variables: Record<string, MatValue>;
 }
 
@@ -89,12 +79,10 @@ function parseMatInner(bytes: Uint8Array): MatFile {
   }
   if (bytes.length < 128) throw new MatError(`too short for a MAT-file (${bytes.length} bytes, header needs 128)`);
   const endian = ascii(126, 128);
-  let le: boolean;
-  if (endian === 'IM') le = true;
-  else if (endian === 'MI') le = false;
-  else throw new MatError(`bad endian indicator ${JSON.stringify(endian)} at byte 126`);
+  if (endian === 'MI') throw new MatError('big-endian MAT-files are not supported; save it on a little-endian machine (or with scipy.io.savemat)');
+  if (endian !== 'IM') throw new MatError(`bad endian indicator ${JSON.stringify(endian)} at byte 126`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const version = dv.getUint16(124, le);
+  const version = dv.getUint16(124, true);
   if (version !== 0x0100) throw new MatError(`unsupported MAT-file version 0x${version.toString(16)} (expected 0x0100)`);
 
   const variables: Record<string, MatValue> = {};
@@ -105,7 +93,7 @@ function parseMatInner(bytes: Uint8Array): MatFile {
       if (bytes.subarray(off).every((b) => b === 0)) break;
       throw new MatError(`truncated data element tag at byte ${off}`);
     }
-    const el = readTag(bytes, dv, off, le);
+    const el = readTag(bytes, dv, off);
     if (el.dataStart + el.nbytes > bytes.length) throw new MatError(`truncated: element at byte ${off} needs ${el.nbytes} bytes, file ends after ${bytes.length - el.dataStart}`);
     let matrixBytes: Uint8Array;
     if (el.type === miCOMPRESSED) {
@@ -116,7 +104,7 @@ function parseMatInner(bytes: Uint8Array): MatFile {
         throw new MatError(`compressed element at byte ${off} does not inflate (${(e as Error).message})`);
       }
       const idv = new DataView(inflated.buffer, inflated.byteOffset, inflated.byteLength);
-      const inner = readTag(inflated, idv, 0, le);
+      const inner = readTag(inflated, idv, 0);
       if (inner.type !== miMATRIX) throw new MatError(`compressed element at byte ${off} holds type ${inner.type}, expected miMATRIX`);
       if (inner.dataStart + inner.nbytes > inflated.length) throw new MatError(`compressed element at byte ${off} is truncated`);
       matrixBytes = inflated.subarray(inner.dataStart, inner.dataStart + inner.nbytes);
@@ -125,20 +113,20 @@ function parseMatInner(bytes: Uint8Array): MatFile {
     } else {
       throw new MatError(`unexpected top-level element of type ${el.type} at byte ${off}`);
     }
-    const { name, value } = parseMatrix(matrixBytes, le, `variable at byte ${off}`);
+    const { name, value } = parseMatrix(matrixBytes, `variable at byte ${off}`);
     variables[name] = value;
     // Compressed elements are not padded; uncompressed ones end on an 8-byte boundary.
     off = el.type === miCOMPRESSED ? el.dataStart + el.nbytes : el.end;
   }
-  return { header, littleEndian: le, variables };
+  return { header, variables };
 }
 
 interface Tag { type: number; nbytes: number; dataStart: number; end: number }
 
-function readTag(bytes: Uint8Array, dv: DataView, off: number, le: boolean): Tag {
+function readTag(bytes: Uint8Array, dv: DataView, off: number): Tag {
   // A small element's tag needs 4 bytes, a regular one 8 (checked below).
   if (off + 4 > bytes.length) throw new MatError(`truncated data element tag at byte ${off}`);
-  const first = dv.getUint32(off, le);
+  const first = dv.getUint32(off, true);
   if (first >>> 16 !== 0) {
     // Small data element: 2 bytes size, 2 bytes type, up to 4 bytes data, in one 8-byte slot.
     const nbytes = first >>> 16;
@@ -147,7 +135,7 @@ function readTag(bytes: Uint8Array, dv: DataView, off: number, le: boolean): Tag
     return { type, nbytes, dataStart: off + 4, end: off + 8 };
   }
   if (off + 8 > bytes.length) throw new MatError(`truncated data element tag at byte ${off}`);
-  const nbytes = dv.getUint32(off + 4, le);
+  const nbytes = dv.getUint32(off + 4, true);
   return { type: first, nbytes, dataStart: off + 8, end: off + 8 + nbytes + ((8 - (nbytes % 8)) % 8) };
 }
 
@@ -155,7 +143,7 @@ function readTag(bytes: Uint8Array, dv: DataView, off: number, le: boolean): Tag
 class Reader {
   private off = 0;
   private readonly dv: DataView;
-  constructor(private readonly bytes: Uint8Array, private readonly le: boolean, private readonly where: string) {
+  constructor(private readonly bytes: Uint8Array, private readonly where: string) {
     this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   get done(): boolean {
@@ -163,7 +151,7 @@ class Reader {
   }
   next(what: string): { type: number; data: Uint8Array } {
     if (this.off >= this.bytes.length) throw new MatError(`${this.where}: missing ${what}`);
-    const tag = readTag(this.bytes, this.dv, this.off, this.le);
+    const tag = readTag(this.bytes, this.dv, this.off);
     if (tag.dataStart + tag.nbytes > this.bytes.length) throw new MatError(`${this.where}: truncated ${what}`);
     const data = this.bytes.subarray(tag.dataStart, tag.dataStart + tag.nbytes);
     this.off = Math.min(tag.end, this.bytes.length);
@@ -171,58 +159,37 @@ class Reader {
   }
 }
 
-type MatArrayCtor = { new (bufferOrLength: ArrayBuffer | number): MatTypedArray; BYTES_PER_ELEMENT: number };
+type MatArrayCtor = { new (buffer: ArrayBuffer): MatTypedArray; from(values: ArrayLike<number>): MatTypedArray; BYTES_PER_ELEMENT: number };
 
 /** The typed array of each numeric data type (miXXX). */
 const MI_ARRAYS: Record<number, MatArrayCtor> = {
-  [miINT8]: Int8Array, [miUINT8]: Uint8Array, [miINT16]: Int16Array, [miUINT16]: Uint16Array, [miINT32]: Int32Array,
-  [miUINT32]: Uint32Array, [miSINGLE]: Float32Array, [miDOUBLE]: Float64Array, [miINT64]: BigInt64Array, [miUINT64]: BigUint64Array,
+  [miINT8]: Int8Array, [miUINT8]: Uint8Array, [miINT16]: Int16Array, [miUINT16]: Uint16Array,
+  [miINT32]: Int32Array, [miUINT32]: Uint32Array, [miSINGLE]: Float32Array, [miDOUBLE]: Float64Array,
 };
 
 /** Decodes a numeric element's payload into a typed array of its own storage type. */
-function decodeNumeric(type: number, data: Uint8Array, le: boolean, where: string): MatTypedArray {
+function decodeNumeric(type: number, data: Uint8Array, where: string): MatTypedArray {
   const Ctor = MI_ARRAYS[type];
   if (Ctor === undefined) throw new MatError(`${where}: unexpected data type ${type} for numeric data`);
   const size = Ctor.BYTES_PER_ELEMENT;
   if (data.length % size !== 0) throw new MatError(`${where}: ${data.length} bytes is not a whole number of ${size}-byte values`);
-  // Copy into a fresh, aligned buffer; swap bytes when the file's order differs from the host's (little-endian).
-  const copy = new Uint8Array(data);
-  if (!le && size > 1) {
-    for (let i = 0; i < copy.length; i += size) copy.subarray(i, i + size).reverse();
-  }
-  return new Ctor(copy.buffer);
+  // Copy into a fresh buffer: a typed array must start at a multiple of its element size.
+  return new Ctor(new Uint8Array(data).buffer);
 }
 
-/** The numeric array classes mxDOUBLE_CLASS (6) to mxUINT64_CLASS (15), in order: names and typed arrays. */
-const NUMERIC_CLASSES: readonly MatNumericClass[] = ['double', 'single', 'int8', 'uint8', 'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64'];
-const NUMERIC_ARRAYS: readonly MatArrayCtor[] = [Float64Array, Float32Array, Int8Array, Uint8Array, Int16Array, Uint16Array, Int32Array, Uint32Array, BigInt64Array, BigUint64Array];
+/** The numeric array classes mxDOUBLE_CLASS (6) to mxUINT32_CLASS (13), in order: names and typed arrays. */
+const NUMERIC_CLASSES: readonly [MatNumericClass, MatArrayCtor][] = [
+  ['double', Float64Array], ['single', Float32Array], ['int8', Int8Array], ['uint8', Uint8Array],
+  ['int16', Int16Array], ['uint16', Uint16Array], ['int32', Int32Array], ['uint32', Uint32Array],
+];
 
-/** MATLAB may store data in a smaller type than the array's class (e.g. a double array as miUINT8). */
-function convertTo(cls: number, src: MatTypedArray): MatTypedArray {
-  const out = new NUMERIC_ARRAYS[cls - mxDOUBLE]!(src.length);
-  if (out.constructor === src.constructor) return src;
-  const outBig = out instanceof BigInt64Array || out instanceof BigUint64Array;
-  const srcBig = src instanceof BigInt64Array || src instanceof BigUint64Array;
-  for (let i = 0; i < src.length; i++) {
-    const v = src[i]!;
-    if (outBig) (out as BigInt64Array)[i] = srcBig ? (v as bigint) : BigInt(Math.trunc(v as number));
-    else (out as Float64Array)[i] = srcBig ? Number(v as bigint) : (v as number);
-  }
-  return out;
-}
+/** The array classes stepped over undecoded, by mxXXX_CLASS number, for their `unsupported` reason. */
+const UNDECODED_CLASSES: Record<number, string> = { 3: 'object', 5: 'sparse', 14: 'int64', 15: 'uint64' };
 
-function decodeText(type: number, data: Uint8Array, le: boolean, where: string): string {
+function decodeText(type: number, data: Uint8Array, where: string): string {
   if (type === miUTF8 || type === miINT8 || type === miUINT8) return Buffer.from(data).toString('utf8');
-  if (type === miUTF16 || type === miUINT16 || type === miINT16) {
-    const codes = decodeNumeric(miUINT16, data, le, where) as Uint16Array;
-    let s = '';
-    for (let i = 0; i < codes.length; i++) s += String.fromCharCode(codes[i]!);
-    return s;
-  }
-  if (type === miUTF32 || type === miUINT32 || type === miINT32) {
-    const codes = decodeNumeric(miUINT32, data, le, where) as Uint32Array;
-    return Array.from(codes, (c) => String.fromCodePoint(c)).join('');
-  }
+  // MATLAB itself stores char arrays as UTF-16 code units.
+  if (type === miUTF16 || type === miUINT16 || type === miINT16) return Buffer.from(data).toString('utf16le');
   throw new MatError(`${where}: unexpected data type ${type} for text`);
 }
 
@@ -238,69 +205,64 @@ interface MatrixHeader {
   here: string;
 }
 
-function readMatrixHeader(r: Reader, le: boolean, where: string): MatrixHeader {
+function readMatrixHeader(r: Reader, where: string): MatrixHeader {
   const flagsEl = r.next('array flags');
   if (flagsEl.type !== miUINT32 || flagsEl.data.length < 8) throw new MatError(`${where}: bad array flags subelement`);
-  const flags = new DataView(flagsEl.data.buffer, flagsEl.data.byteOffset, 8).getUint32(0, le);
+  const flags = new DataView(flagsEl.data.buffer, flagsEl.data.byteOffset, 8).getUint32(0, true);
   const dimsEl = r.next('dimensions');
-  const dims = Array.from(decodeNumeric(dimsEl.type, dimsEl.data, le, `${where} dimensions`) as ArrayLike<number | bigint>, Number);
+  const dims = Array.from(decodeNumeric(dimsEl.type, dimsEl.data, `${where} dimensions`));
   if (dims.length < 2 || dims.some((d) => !Number.isInteger(d) || d < 0)) throw new MatError(`${where}: bad dimensions [${dims.join(', ')}]`);
   const nameEl = r.next('array name');
-  const name = decodeText(nameEl.type === 0 ? miINT8 : nameEl.type, nameEl.data, le, where);
+  const name = decodeText(nameEl.type === 0 ? miINT8 : nameEl.type, nameEl.data, where);
   return {
     cls: flags & 0xff, complex: (flags & 0x0800) !== 0, logical: (flags & 0x0200) !== 0,
     dims, count: dims.reduce((a, b) => a * b, 1), name, here: name ? `variable "${name}"` : where,
   };
 }
 
-function parseMatrix(body: Uint8Array, le: boolean, where: string): { name: string; value: MatValue } {
+function parseMatrix(body: Uint8Array, where: string): { name: string; value: MatValue } {
   if (body.length === 0) {
     // An empty miMATRIX element stands for an empty array (e.g. an empty struct field).
     return { name: '', value: { kind: 'numeric', class: 'double', logical: false, dims: [0, 0], data: new Float64Array(0) } };
   }
-  const r = new Reader(body, le, where);
-  const h = readMatrixHeader(r, le, where);
+  const r = new Reader(body, where);
+  const h = readMatrixHeader(r, where);
   const { cls, dims, count, name, here } = h;
-  if (NUMERIC_CLASSES[cls - mxDOUBLE]) {
+  const numeric = NUMERIC_CLASSES[cls - mxDOUBLE];
+  if (numeric && !h.complex) {
     const real = r.next('real part');
-    let data = decodeNumeric(real.type, real.data, le, here);
+    const data = decodeNumeric(real.type, real.data, here);
     if (data.length !== count) throw new MatError(`${here}: has ${data.length} values, dimensions [${dims.join('×')}] need ${count}`);
-    data = convertTo(cls, data);
-    const value: MatNumeric = { kind: 'numeric', class: NUMERIC_CLASSES[cls - mxDOUBLE]!, logical: h.logical, dims, data };
-    if (h.complex) {
-      const im = r.next('imaginary part');
-      value.imag = convertTo(cls, decodeNumeric(im.type, im.data, le, here));
-    }
-    return { name, value };
+    // MATLAB may store data in a smaller type than the array's class (e.g. a double array as miUINT8).
+    const [className, Ctor] = numeric;
+    return { name, value: { kind: 'numeric', class: className, logical: h.logical, dims, data: data instanceof Ctor ? data : Ctor.from(data) } };
   }
   switch (cls) {
     case mxCHAR: {
       const el = r.done ? { type: miUTF8, data: new Uint8Array(0) } : r.next('characters');
-      return { name, value: { kind: 'char', dims, value: decodeText(el.type, el.data, le, here) } };
+      return { name, value: { kind: 'char', dims, value: decodeText(el.type, el.data, here) } };
     }
     case mxCELL: {
       const items: MatValue[] = [];
       for (let i = 0; i < count; i++) {
         const el = r.next(`cell ${i + 1} of ${count}`);
         if (el.type !== miMATRIX) throw new MatError(`${here}: cell ${i + 1} is type ${el.type}, expected miMATRIX`);
-        items.push(parseMatrix(el.data, le, `${here}{${i + 1}}`).value);
+        items.push(parseMatrix(el.data, `${here}{${i + 1}}`).value);
       }
       return { name, value: { kind: 'cell', dims, items } };
     }
     case mxSTRUCT:
-    case mxOBJECT:
-      return { name, value: parseStruct(r, h, le) };
-    case mxSPARSE:
-      return { name, value: parseSparse(r, h, le) };
-    default:
-      return { name, value: { kind: 'unsupported', dims, reason: `array class ${cls} (function handle or opaque object) is not supported` } };
+      return { name, value: parseStruct(r, h) };
+    default: {
+      const what = numeric ? 'complex' : (UNDECODED_CLASSES[cls] ?? `class ${cls} (function handle or opaque object)`);
+      return { name, value: { kind: 'unsupported', dims, reason: `${what} arrays are not decoded` } };
+    }
   }
 }
 
-function parseStruct(r: Reader, { cls, dims, count, here }: MatrixHeader, le: boolean): MatStruct {
-  const className = cls === mxOBJECT ? ((c) => decodeText(c.type, c.data, le, here))(r.next('class name')) : undefined;
+function parseStruct(r: Reader, { dims, count, here }: MatrixHeader): MatStruct {
   const lenEl = r.next('field name length');
-  const fieldLen = Number(decodeNumeric(lenEl.type, lenEl.data, le, here)[0] ?? 0);
+  const fieldLen = decodeNumeric(lenEl.type, lenEl.data, here)[0] ?? 0;
   const namesEl = r.next('field names');
   const fieldNames: string[] = [];
   if (fieldLen > 0) {
@@ -317,26 +279,11 @@ function parseStruct(r: Reader, { cls, dims, count, here }: MatrixHeader, le: bo
     for (const f of fieldNames) {
       const el = r.next(`field "${f}" of element ${i + 1}`);
       if (el.type !== miMATRIX) throw new MatError(`${here}: field "${f}" is type ${el.type}, expected miMATRIX`);
-      rec[f] = parseMatrix(el.data, le, `${here}.${f}`).value;
+      rec[f] = parseMatrix(el.data, `${here}.${f}`).value;
     }
     elements.push(rec);
   }
-  const value: MatStruct = { kind: 'struct', dims, fieldNames, elements };
-  if (className !== undefined) value.className = className;
-  return value;
-}
-
-function parseSparse(r: Reader, { dims, logical, here }: MatrixHeader, le: boolean): MatValue {
-  const ir = r.next('sparse row indices');
-  const jc = r.next('sparse column pointers');
-  const pr = r.next('sparse values');
-  const toI32 = (t: number, d: Uint8Array) => Int32Array.from(decodeNumeric(t, d, le, here) as ArrayLike<number>);
-  const rowIndex = toI32(ir.type, ir.data);
-  const colPtr = toI32(jc.type, jc.data);
-  const nnz = colPtr.length ? colPtr[colPtr.length - 1]! : 0;
-  const values = Float64Array.from(decodeNumeric(pr.type, pr.data, le, here) as ArrayLike<number>).subarray(0, nnz);
-  if (colPtr.length !== (dims[1] ?? 0) + 1) throw new MatError(`${here}: sparse column pointers have ${colPtr.length} entries, expected ${(dims[1] ?? 0) + 1}`);
-  return { kind: 'sparse', dims, logical, rowIndex: rowIndex.subarray(0, nnz), colPtr, values };
+  return { kind: 'struct', dims, fieldNames, elements };
 }
 
 /** Copies a 2-D column-major array into row-major order (rows × cols). */
@@ -345,7 +292,7 @@ export function toRowMajor<T extends MatTypedArray>(a: T, rows: number, cols: nu
   const out = new Ctor(rows * cols);
   for (let c = 0; c < cols; c++) {
     const base = c * rows;
-    for (let y = 0; y < rows; y++) (out as unknown as number[])[y * cols + c] = (a as unknown as number[])[base + y]!;
+    for (let y = 0; y < rows; y++) out[y * cols + c] = a[base + y]!;
   }
   return out;
 }
@@ -364,22 +311,17 @@ export function sbdLabelFromMat(mat: MatFile, source: string, structName = 'GTcl
   const seg = v.elements[0]!['Segmentation'];
   if (!seg) throw new Error(`${source}: struct "${structName}" has no field "Segmentation" (fields: ${v.fieldNames.join(', ')})`);
   if (seg.kind !== 'numeric' || seg.dims.length !== 2) {
-    throw new Error(`${source}: "${structName}.Segmentation" is not a 2-D numeric array`);
+    const why = seg.kind === 'unsupported' ? ` (${seg.reason})` : '';
+    throw new Error(`${source}: "${structName}.Segmentation" is not a 2-D numeric array${why}`);
   }
   const [h, w] = seg.dims as [number, number];
   if (h === 0 || w === 0) throw new Error(`${source}: "${structName}.Segmentation" is empty (${h}×${w})`);
-  const out = new Uint8Array(h * w);
-  const src = seg.data;
-  for (let c = 0; c < w; c++) {
-    for (let y = 0; y < h; y++) {
-      const val = Number(src[c * h + y]!);
-      if (!(val >= 0 && val <= 255 && Number.isInteger(val))) {
-        throw new Error(`${source}: "${structName}.Segmentation" holds ${val} at row ${y + 1}, column ${c + 1}; labels must be integers 0-255`);
-      }
-      out[y * w + c] = val;
-    }
+  const bad = seg.data.findIndex((val: number) => !(val >= 0 && val <= 255 && Number.isInteger(val)));
+  if (bad >= 0) {
+    const where = `row ${(bad % h) + 1}, column ${Math.floor(bad / h) + 1}`;
+    throw new Error(`${source}: "${structName}.Segmentation" holds ${seg.data[bad]} at ${where}; labels must be integers 0-255`);
   }
-  return { data: out, width: w, height: h };
+  return { data: Uint8Array.from(toRowMajor(seg.data, h, w)), width: w, height: h };
 }
 
 /** Reads `cls/<id>.mat` from SBD into a row-major label map. */

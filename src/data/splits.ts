@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import {
   concatDatasets, readIdList, resolveSbdRoot, resolveVocRoot, sbdEntries, vocEntries,
-  type Dataset, type ReaderOptions, type SampleEntry,
+  type Dataset, type SampleEntry,
 } from './datasets.js';
 import { vocClassSet } from './classes.js';
 
@@ -75,5 +75,3 @@ export async function paperSplit(vocRoot: string, sbdRoot: string, seg11validLis
     val: ds('paper:val', 'voc', voc, vocEntries(voc, valIds)),
   };
 }
-
-export type { ReaderOptions };

@@ -154,15 +154,12 @@ export function padTo(s: Sample, height: number, width: number): Sample {
 
 /**
  * Keras-FCN's preprocessing: scale so the longer side is `size` (aspect kept), then pad to
- * size × size with label 255. `align` places the image at the top-left (default) or centre.
+ * size × size at the bottom and right, with label 255.
  */
-export function resizeWithPad(s: Sample, size: number, align: 'topleft' | 'center' = 'topleft'): Sample {
+export function resizeWithPad(s: Sample, size: number): Sample {
   const f = size / Math.max(s.height, s.width);
   const h = Math.min(size, clampSize(s.height * f)), w = Math.min(size, clampSize(s.width * f));
-  const r = resize(s, h, w);
-  const top = align === 'center' ? -Math.floor((size - h) / 2) : 0;
-  const left = align === 'center' ? -Math.floor((size - w) / 2) : 0;
-  return crop(r, top, left, size, size);
+  return padTo(resize(s, h, w), size, size);
 }
 
 /** Rows of width w, each reversed. */
@@ -197,11 +194,9 @@ export function randomHflip(s: Sample, rng: Rng, p = 0.5): Sample {
 
 /** A serialisable transform step (so pipelines can be sent to worker threads). */
 export type TransformSpec =
-  | { op: 'resizeWithPad'; size: number; align?: 'topleft' | 'center' }
-  | { op: 'resize'; height: number; width: number }
+  | { op: 'resizeWithPad'; size: number }
   | { op: 'randomScale'; min: number; max: number }
   | { op: 'randomCrop'; height: number; width?: number }
-  | { op: 'centerCrop'; height: number; width?: number }
   | { op: 'hflip'; p?: number };
 
 export interface PipelineSpec {
@@ -218,14 +213,12 @@ export function validatePipeline(p: PipelineSpec): void {
   for (const t of p.steps) {
     switch (t.op) {
       case 'resizeWithPad': posInt(t.size, 'resizeWithPad size'); break;
-      case 'resize': posInt(t.height, 'resize height'); posInt(t.width, 'resize width'); break;
       case 'randomScale':
         if (!(t.min > 0 && t.max >= t.min)) throw new Error(`randomScale needs 0 < min ≤ max, got ${t.min}-${t.max}`);
         break;
       case 'randomCrop':
-      case 'centerCrop':
-        posInt(t.height, `${t.op} height`);
-        if (t.width !== undefined) posInt(t.width, `${t.op} width`);
+        posInt(t.height, 'randomCrop height');
+        if (t.width !== undefined) posInt(t.width, 'randomCrop width');
         break;
       case 'hflip':
         if (t.p !== undefined && !(t.p >= 0 && t.p <= 1)) throw new Error(`hflip p must be in [0, 1], got ${t.p}`);
@@ -241,15 +234,9 @@ export function applyPipeline(raw: RawSample, p: PipelineSpec, rng: Rng): Sample
   let s = toNetworkInput(raw, p.means);
   for (const t of p.steps) {
     switch (t.op) {
-      case 'resizeWithPad': s = resizeWithPad(s, t.size, t.align); break;
-      case 'resize': s = resize(s, t.height, t.width); break;
+      case 'resizeWithPad': s = resizeWithPad(s, t.size); break;
       case 'randomScale': s = randomScale(s, rng, t.min, t.max); break;
       case 'randomCrop': s = randomCrop(s, rng, t.height, t.width ?? t.height); break;
-      case 'centerCrop': {
-        const h = t.height, w = t.width ?? t.height;
-        s = crop(s, Math.floor((s.height - h) / 2), Math.floor((s.width - w) / 2), h, w);
-        break;
-      }
       case 'hflip': s = randomHflip(s, rng, t.p ?? 0.5); break;
     }
   }

@@ -145,21 +145,12 @@ export function mpiLaunch(env: NodeJS.ProcessEnv = process.env): MpiLaunch | nul
   return null;
 }
 
-/** FCN_MPI_TIMEOUT (seconds): how long any wait for other ranks may last. */
-export function mpiTimeoutSeconds(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.FCN_MPI_TIMEOUT;
-  if (raw === undefined || raw === '') return 300;
+/** A number setting from the environment; `fallback` when unset. */
+function envSetting(name: string, fallback: number, valid: (n: number) => boolean, what: string): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!(Number.isFinite(n) && n > 0)) throw new Error(`FCN_MPI_TIMEOUT must be a positive number of seconds, got '${raw}'`);
-  return n;
-}
-
-/** FCN_MPI_POLL_US (microseconds): how often requests in flight are tested while JS computes. */
-export function mpiPollMicros(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.FCN_MPI_POLL_US;
-  if (raw === undefined || raw === '') return 100;
-  const n = Number(raw);
-  if (!(Number.isInteger(n) && n >= 1 && n <= 1_000_000)) throw new Error(`FCN_MPI_POLL_US must be an integer from 1 to 1000000, got '${raw}'`);
+  if (!valid(n)) throw new Error(`${name} must be ${what}, got '${raw}'`);
   return n;
 }
 
@@ -187,7 +178,11 @@ export function startMpi(): MpiSession {
   if (session) return session;
   const a = mpiAvailability();
   if (!a.available) throw new Error(`MPI: ${a.reason}`);
-  const init = a.mpi.init({ timeoutSeconds: mpiTimeoutSeconds(), pollMicros: mpiPollMicros() });
+  // FCN_MPI_TIMEOUT: how long any wait for other ranks may last; FCN_MPI_POLL_US: how often
+  // requests in flight are tested while JS computes.
+  const timeoutSeconds = envSetting('FCN_MPI_TIMEOUT', 300, (n) => Number.isFinite(n) && n > 0, 'a positive number of seconds');
+  const pollMicros = envSetting('FCN_MPI_POLL_US', 100, (n) => Number.isInteger(n) && n >= 1 && n <= 1_000_000, 'an integer from 1 to 1000000');
+  const init = a.mpi.init({ timeoutSeconds, pollMicros });
   const s: MpiSession = {
     mpi: a.mpi,
     rank: init.rank,

@@ -16,7 +16,7 @@ import { readLabel } from '../data/labels.js';
 import { readSample, type Dataset, type SampleEntry } from '../data/datasets.js';
 import type { Means } from '../data/transforms.js';
 import type { LabelMap } from '../data/mat.js';
-import { checkPixelLimit, imageSize, type RgbImage } from '../io/image.js';
+import { checkPixelLimit, imageSize } from '../io/image.js';
 import type { FCN } from '../models/fcn.js';
 import { segmentImage } from '../infer/inference.js';
 import { ConfusionMatrix, type Metrics } from '../report/confusion.js';
@@ -95,7 +95,14 @@ export async function evaluate(model: FCN, dataset: Dataset, options: EvaluateOp
   const precision = options.precision ?? engineConfig().precision;
   const means = options.means ?? model.means;
   const confusion = new ConfusionMatrix(model.numClasses);
-  const read = (i: number) => readPair(entries[i]!, dataset, options.maxPixels);
+  // The image and the ground truth are both checked against the pixel limit from their
+  // headers before either is decoded (a label PNG can be a decompression bomb as well).
+  const read = async (i: number) => {
+    const entry = entries[i]!;
+    await checkLabelPixels(entry.label, options.maxPixels);
+    const { width, height, image, label } = await readSample(entry, dataset.classes, options.maxPixels);
+    return { entry, image: { data: image, width, height }, label };
+  };
   let done = 0;
   for await (const { entry, image, label } of readAhead(entries.length, read)) {
     const { labels } = segmentImage(model, image, { precision, means, name: entry.image, ...(options.memoryBudget !== undefined ? { memoryBudget: options.memoryBudget } : {}) });
@@ -111,16 +118,6 @@ async function checkLabelPixels(file: string, maxPixels: number | undefined): Pr
   if (extname(file).toLowerCase() !== '.png') return;
   const size = await imageSize(file);
   checkPixelLimit(file, size.width, size.height, maxPixels);
-}
-
-/**
- * An entry's image and ground truth, both checked against the pixel limit from their headers
- * before either is decoded (a label PNG can be a decompression bomb as well), and of one size.
- */
-async function readPair(entry: SampleEntry, dataset: Dataset, maxPixels: number | undefined): Promise<{ entry: SampleEntry; image: RgbImage; label: Uint8Array }> {
-  await checkLabelPixels(entry.label, maxPixels);
-  const { width, height, image, label } = await readSample(entry, dataset.classes, maxPixels);
-  return { entry, image: { data: image, width, height }, label };
 }
 
 export interface ScoreOptions {

@@ -29,7 +29,6 @@
 // as a sequence of chunks: the protobuf messages around the weights are encoded with the
 // schema in io/onnx.ts, and each weight's bytes are converted from the engine only when its
 // chunk is reached, so writing a 500 MB model holds one tensor at a time, not the whole file.
-import { endianness } from 'node:os';
 import { native } from '../engine/binding.js';
 import type { FCN } from '../models/fcn.js';
 import { walkNetwork, type NetworkOps } from '../models/network.js';
@@ -38,6 +37,7 @@ import type { Tensor } from '../engine/binding.js';
 import { meansBgr } from '../data/transforms.js';
 import { VOC_CLASS_NAMES } from '../data/classes.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { assertLittleEndianHost } from '../io/read-file.js';
 import { packageVersion } from '../io/package-version.js';
 import {
   GraphProto, ModelProto, OnnxAttributeType, OnnxDataType, OnnxField, TensorProto, encodeMessage, lengthDelimited, valueInfo,
@@ -127,22 +127,15 @@ class GraphBuilder {
     return name;
   }
 
+  /** A float32 initializer; the host is little-endian (see onnxChunks), so its bytes are a view. */
   weight(name: string, dims: number[], read: () => Float32Array): string {
     const byteLength = 4 * dims.reduce((a, b) => a * b, 1);
-    const readBytes = () => {
+    return this.raw(name, dims, OnnxDataType.FLOAT, () => {
       const values = read();
       if (values.byteLength !== byteLength) throw new Error(`ONNX export: ${name} has ${values.length} values, its shape [${dims.join(', ')}] needs ${byteLength / 4}`);
-      return littleEndianBytes(values);
-    };
-    this.initializers.push({ header: { name: this.claim(name), dims, dataType: OnnxDataType.FLOAT }, raw: { byteLength, read: readBytes } });
-    return name;
+      return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    }, byteLength);
   }
-}
-
-/** float32 values as little-endian bytes (a view on x86/ARM, a swapped copy on big-endian hosts). */
-function littleEndianBytes(values: Float32Array): Uint8Array {
-  const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  return endianness() === 'LE' ? bytes : Buffer.from(bytes).swap32();
 }
 
 /** Kernel and bias initializers of a layer in ONNX layouts. */
@@ -166,10 +159,8 @@ function layerWeights(g: GraphBuilder, layer: Conv2d): string[] {
   return inputs;
 }
 
-/** int8 export: how stored activation scales become the file's (see OnnxExportOptions.reduceRange). */
-interface Int8Export {
-  activationScale: (stored: number) => number;
-}
+/** int8 export: how stored activation scales become the file's (see OnnxExportOptions.reduceRange); null: float32 export. */
+type ActivationScale = ((stored: number) => number) | null;
 
 /** x through QuantizeLinear → DequantizeLinear at `scale` (uint8, or `signed` int8; zero point 0), named `name`. */
 function qdq(g: GraphBuilder, x: string, scale: number, name: string, signed = false): string {
@@ -202,12 +193,12 @@ function int8LayerWeights(g: GraphBuilder, layer: Conv2d, q: ConvQuant & { kerne
 }
 
 /** A convolution (its input first times `factor`, when given), float32 or QDQ int8. */
-function conv(g: GraphBuilder, layer: Conv2d, x: string, factor: number | undefined, int8: Int8Export | null): string {
+function conv(g: GraphBuilder, layer: Conv2d, x: string, factor: number | undefined, int8: ActivationScale): string {
   const q = int8 ? layer.quant : null;
   const quantized = q?.kernel && q.kernelScales ? { ...q, kernel: q.kernel, kernelScales: q.kernelScales } : null;
   // A signed input (the image) has 127 levels in every mode; uint8 activations as the export's.
   const signed = quantized?.signedInput ?? false;
-  const inputScale = quantized ? (signed ? quantized.inputScale : int8!.activationScale(quantized.inputScale)) : 0;
+  const inputScale = quantized ? (signed ? quantized.inputScale : int8!(quantized.inputScale)) : 0;
   // The engine quantizes the input before the factor (it folds the factor into the output scales).
   let input = quantized ? qdq(g, x, inputScale, `${layer.name}_input`, signed) : x;
   if (factor !== undefined) input = g.op('Mul', [input, g.float(`${x}_scale`, [factor], [])], `${x}_scaled`);
@@ -219,11 +210,11 @@ function conv(g: GraphBuilder, layer: Conv2d, x: string, factor: number | undefi
   const y = g.op(layer.transposed ? 'ConvTranspose' : 'Conv', [input, ...weights], layer.relu || outputQdq ? `${layer.name}_linear` : layer.name, attrs);
   if (!layer.relu) return y;
   const relu = g.op('Relu', [y], outputQdq ? `${layer.name}_relu` : layer.name);
-  return outputQdq ? qdq(g, relu, int8!.activationScale(q.outputScale!), layer.name) : relu;
+  return outputQdq ? qdq(g, relu, int8!(q.outputScale!), layer.name) : relu;
 }
 
 /** The network's steps as ONNX nodes, on value names (a walk over models/network.ts). */
-function graphOps(g: GraphBuilder, model: FCN, int8: Int8Export | null): NetworkOps<string> {
+function graphOps(g: GraphBuilder, model: FCN, int8: ActivationScale): NetworkOps<string> {
   // Spatial size of a value, int64 [2] = (height, width), for pads and crops; made once per value.
   const sizes = new Map<string, string>();
   const sizeOf = (x: string) => sizes.get(x) ?? sizes.set(x, g.op('Gather', [g.op('Shape', [x], `${x}_shape`), 'hw_axes'], `${x}_hw`, [attrInt('axis', 0)])).get(x)!;
@@ -251,7 +242,7 @@ function graphOps(g: GraphBuilder, model: FCN, int8: Int8Export | null): Network
 }
 
 /** The model as an ONNX graph (initializers not yet converted). */
-function buildGraph(model: FCN, withLabels: boolean, int8: Int8Export | null): { graph: GraphBuilder; inputs: OnnxValueInfo[]; outputs: OnnxValueInfo[] } {
+function buildGraph(model: FCN, withLabels: boolean, int8: ActivationScale): { graph: GraphBuilder; inputs: OnnxValueInfo[]; outputs: OnnxValueInfo[] } {
   const g = new GraphBuilder();
   g.int64('hw_axes', [2, 3]);
   // Preprocessing: RGB → BGR, minus the BGR means (no scaling), as the engine's toNetworkInput.
@@ -290,13 +281,15 @@ function metadataOf(model: FCN, options: OnnxExportOptions): Record<string, stri
  * the model alive (not disposed, not training) until the iteration ends.
  */
 export function onnxChunks(model: FCN, options: OnnxExportOptions = {}): Iterable<Uint8Array> {
+  // ONNX's raw_data is little-endian; the weights are written as the engine holds them.
+  assertLittleEndianHost('ONNX export');
   const opset = options.opset ?? DEFAULT_OPSET;
   if (!Number.isInteger(opset) || opset < MIN_OPSET || opset > MAX_OPSET) throw new Error(`ONNX export: opset must be an integer from ${MIN_OPSET} to ${MAX_OPSET}, got ${opset}`);
   const int8 = options.int8 ?? model.quantized;
   if (int8 && !model.quantized) throw new Error(`ONNX export: int8 needs an int8 model (made by fcn quantize); this ${model.kind} is float32`);
   // Files store scales for 255 levels; in 7 bits the same maximum sits at level 127.
   const levels = options.reduceRange ? 127 : 255;
-  const { graph, inputs, outputs } = buildGraph(model, options.labels ?? true, int8 ? { activationScale: (stored) => (stored * 255) / levels } : null);
+  const { graph, inputs, outputs } = buildGraph(model, options.labels ?? true, int8 ? (stored) => (stored * 255) / levels : null);
   const metadata = metadataOf(model, options);
 
   const head = encodeMessage(ModelProto, {

@@ -10,9 +10,8 @@
 // Layouts: Caffe Convolution blobs are (out, in, kh, kw) → Keras (kh, kw, in, out);
 // Deconvolution blobs are (in, out, kh, kw) → Keras transposed (kh, kw, out, in); an
 // InnerProduct fc6 (out, 512·7·7) is a 7×7 convolution whose inputs Caffe flattened as C, H, W.
-import { endianness } from 'node:os';
 import protobuf from 'protobufjs';
-import { readLargeFile } from './read-file.js';
+import { assertLittleEndianHost, readInputSync } from './read-file.js';
 import type { WeightEntry, WeightSource } from './weight-types.js';
 import { FCN_OUTPUTS, VGG16_BLOCKS, VGG16_CLASSIFIER, WEIGHT_LAYERS, scaledChannels, weightLayers, type WeightLayer } from './weight-layers.js';
 
@@ -26,6 +25,7 @@ import { FCN_OUTPUTS, VGG16_BLOCKS, VGG16_CLASSIFIER, WEIGHT_LAYERS, scaledChann
 // A packed repeated field is one length-delimited record, the same wire type as `bytes`, so
 // declaring them `bytes` here makes the decoder hand back views into the file's buffer instead
 // of JavaScript arrays of numbers: a 500 MB file is then held once, not several times.
+// Caffe's releases store float values; `double_data` is declared only to refuse it clearly.
 const CAFFE_SUBSET_PROTO = `
 syntax = "proto2";
 package caffe;
@@ -52,18 +52,11 @@ message LayerParameter {
   repeated BlobProto blobs = 7;
 }
 
-// The oldest layer message, nested in V1 layers of files from before 2014; only detected.
-message V0LayerParameter {
-  optional string name = 1;
-  optional string type = 2;
-}
-
 // The deprecated layer message (NetParameter.layers), as in Caffe's VGG16 release.
 message V1LayerParameter {
   optional string name = 4;
   optional int32 type = 5;  // Caffe: enum LayerType; an int keeps values this subset does not name
   repeated BlobProto blobs = 6;
-  optional V0LayerParameter layer = 1;
 }
 
 message NetParameter {
@@ -105,7 +98,6 @@ interface V1LayerMessage {
   name?: string;
   type?: number;
   blobs?: BlobMessage[];
-  layer?: { name?: string; type?: string } | null;
 }
 
 let cached: { layer: protobuf.Type; v1Layer: protobuf.Type } | null = null;
@@ -132,16 +124,10 @@ const SCALED_POOL_SOURCE: Record<(typeof SCALE_LAYERS)[number], string> = { scal
 /** VGG16's ImageNet classifier: no place in the project's networks. */
 const IMAGENET_CLASSIFIER = 'fc8';
 
-/** A blob's values: a view into the file's bytes, float32 (`data`) or float64 (`double_data`). */
-interface BlobValues {
-  bytes: Uint8Array;
-  bytesPerValue: 4 | 8;
-  count: number;
-}
-
 interface CaffeBlob {
   dims: number[];
-  values: BlobValues;
+  /** The float32 values: a view into the file's bytes. */
+  values: Uint8Array;
 }
 
 interface CaffeLayer {
@@ -154,8 +140,8 @@ interface CaffeLayer {
 
 export async function readCaffeModel(path: string): Promise<WeightSource> {
   // Blob values are read as typed arrays over the file's little-endian bytes.
-  if (endianness() !== 'LE') throw new Error(`${path}: reading .caffemodel files needs a little-endian machine`);
-  const { layers, form } = decodeNet(await readLargeFile(path), path);
+  assertLittleEndianHost('caffemodel');
+  const { layers, form } = decodeNet(readInputSync(path), path);
   return interpret(layers, form, path);
 }
 
@@ -258,8 +244,6 @@ function fromV2(m: LayerMessage, index: number, path: string): CaffeLayer {
 }
 
 function fromV1(m: V1LayerMessage, index: number, path: string): CaffeLayer {
-  if (m.layer && !m.name)
-    throw new Error(`${path}: layer ${index} ('${m.layer.name ?? ''}') is in Caffe's V0 form (before 2014); convert the file with Caffe's upgrade_net_proto_binary first`);
   const name = m.name ?? `#${index}`;
   const type = m.type === undefined ? '(no type)' : (V1_LAYER_TYPES.get(m.type) ?? `V1 type ${m.type}`);
   return { index, name, type, blobs: (m.blobs ?? []).map((b, i) => blobOf(b, name, i, path)) };
@@ -275,18 +259,16 @@ function blobOf(m: BlobMessage, layer: string, i: number, path: string): CaffeBl
   const dims = m.shape ? (m.shape.dim ?? []).map(dimNumber) : [m.num ?? 0, m.channels ?? 0, m.height ?? 0, m.width ?? 0];
   if (dims.some((d) => !Number.isSafeInteger(d) || d < 0)) throw new Error(`${where}: invalid shape [${dims.join(', ')}]`);
   const count = dims.reduce((a, b) => a * b, 1);
-  const f32 = m.data ?? new Uint8Array(0), f64 = m.double_data ?? new Uint8Array(0);
-  if (f32.length && f64.length) throw new Error(`${where}: holds both float and double values`);
-  const bytesPerValue = f64.length ? 8 : 4;
-  const bytes = f64.length ? f64 : f32;
-  if (bytes.length % bytesPerValue !== 0) throw new Error(`${where}: ${bytes.length} bytes of values is not a whole number of ${bytesPerValue === 4 ? 'floats' : 'doubles'}`);
-  const held = bytes.length / bytesPerValue;
+  if (m.double_data?.length) throw new Error(`${where}: holds double values (double_data); Caffe's FCN and VGG16 releases hold float values`);
+  const values = m.data ?? new Uint8Array(0);
+  if (values.length % 4 !== 0) throw new Error(`${where}: ${values.length} bytes of values is not a whole number of floats`);
+  const held = values.length / 4;
   if (held !== count) {
     // Caffe writes packed values; unpacked ones would have been skipped as another wire type.
-    const hint = held === 0 ? ' (none: no packed float or double values)' : '';
+    const hint = held === 0 ? ' (none: no packed float values)' : '';
     throw new Error(`${where}: holds ${held} values${hint}, its shape [${dims.join(', ')}] needs ${count}`);
   }
-  return { dims, values: { bytes, bytesPerValue, count } };
+  return { dims, values };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,6 +280,8 @@ function interpret(all: CaffeLayer[], form: 'V1' | 'V2', path: string): WeightSo
   const byName = new Map<string, CaffeLayer>();
   const scales = new Map<string, CaffeLayer>();
   let classifier: CaffeLayer | null = null;
+  if (!all.some((l) => l.blobs.length))
+    throw new Error(`${path}: no layer holds weights (files in Caffe's V0 form, from before 2014, nest them: convert the file with Caffe's upgrade_net_proto_binary first)`);
   for (const layer of all) {
     if (!layer.blobs.length) continue; // ReLU, Pooling, Crop, Dropout, Eltwise, data, loss…
     if (byName.has(layer.name) || scales.has(layer.name) || (classifier && classifier.name === layer.name))
@@ -474,26 +458,21 @@ function formatFloat32(v: number): string {
 // Values
 
 /**
- * `count` values from `start` as a typed array: a view into the file's buffer when it is
- * aligned for the type, else a copy of just that range (into `scratch` when it is given and
+ * `count` values from `start` as a Float32Array: a view into the file's buffer when it is
+ * aligned for floats, else a copy of just that range (into `scratch` when it is given and
  * large enough, so that a caller taking a blob piece by piece reuses one buffer).
  */
-function valuesAt(v: BlobValues, start: number, count: number, scratch?: Uint8Array): Float32Array | Float64Array {
-  const size = v.bytesPerValue;
-  const offset = v.bytes.byteOffset + start * size;
-  const aligned = offset % size === 0;
-  let buffer = v.bytes.buffer;
-  if (!aligned) {
-    const copy = scratch && scratch.byteOffset === 0 && scratch.length >= count * size ? scratch : new Uint8Array(count * size);
-    copy.set(v.bytes.subarray(start * size, (start + count) * size));
-    buffer = copy.buffer;
-  }
-  const at = aligned ? offset : 0;
-  return size === 4 ? new Float32Array(buffer, at, count) : new Float64Array(buffer, at, count);
+function valuesAt(v: Uint8Array, start: number, count: number, scratch?: Uint8Array): Float32Array {
+  const offset = v.byteOffset + start * 4;
+  if (offset % 4 === 0) return new Float32Array(v.buffer, offset, count);
+  const copy = scratch && scratch.byteOffset === 0 && scratch.length >= count * 4 ? scratch : new Uint8Array(count * 4);
+  copy.set(v.subarray(start * 4, (start + count) * 4));
+  return new Float32Array(copy.buffer, 0, count);
 }
 
-function copyValues(v: BlobValues): Float32Array {
-  return Float32Array.from(valuesAt(v, 0, v.count));
+/** A copy: a view would keep the whole file's buffer alive. */
+function copyValues(v: Uint8Array): Float32Array {
+  return valuesAt(v, 0, v.length / 4).slice();
 }
 
 /**
@@ -507,15 +486,15 @@ function copyValues(v: BlobValues): Float32Array {
  * maps every access to one cache set: 4.7 s for VGG16's conv6 instead of about 0.5 s.
  * The blob is taken ROWS A-slices at a time, so a misaligned blob is copied in pieces.
  */
-function toKerasKernel(v: BlobValues, [a, b, kh, kw]: number[]): Float32Array {
+function toKerasKernel(v: Uint8Array, [a, b, kh, kw]: number[]): Float32Array {
   const out = new Float32Array(a * b * kh * kw);
   const taps = kh * kw;
   const slab = b * taps; // one source row: the weights of one A
   const ROWS = 64, COLS = 64;
   const tile = new Float32Array(ROWS * COLS);
   // Every piece starts on a whole value, so a blob is aligned or misaligned throughout.
-  const misaligned = v.bytes.byteOffset % v.bytesPerValue !== 0;
-  const scratch = misaligned ? new Uint8Array(Math.min(ROWS, a) * slab * v.bytesPerValue) : undefined;
+  const misaligned = v.byteOffset % 4 !== 0;
+  const scratch = misaligned ? new Uint8Array(Math.min(ROWS, a) * slab * 4) : undefined;
   const dest = new Int32Array(COLS); // output offset of each column of the tile (row 0)
   if (out.length > 2 ** 31 - 1) throw new Error(`a blob of ${out.length} values is beyond this reader's limit of 2^31`);
   for (let a0 = 0; a0 < a; a0 += ROWS) {

@@ -164,8 +164,3 @@ export function encodeMessage(type: protobuf.Type, value: object): Uint8Array {
   if (problem) throw new Error(`ONNX ${type.name}: ${problem}`);
   return type.encode(type.fromObject(value as Record<string, unknown>)).finish();
 }
-
-/** Decodes an ONNX file's bytes (for inspecting exported models; int64 become numbers). */
-export function decodeModel(bytes: Uint8Array): Record<string, unknown> {
-  return ModelProto.toObject(ModelProto.decode(bytes), { longs: Number, bytes: Array, defaults: false }) as Record<string, unknown>;
-}

@@ -1,7 +1,7 @@
 // Reading whole input files with the one error message every reader gives when a file cannot
 // be read: `<path>: cannot read <what> (<errno code>)`.
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
-import { open, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 
 /** A typed array's constructor over a buffer. */
@@ -37,31 +37,6 @@ export async function readInput(path: string, what = 'file', encoding?: 'utf8'):
     return encoding ? await readFile(path, encoding) : await readFile(path);
   } catch (e) {
     throw cannotRead(path, e, what);
-  }
-}
-
-/**
- * A large file in one buffer, read with as few calls as possible: fs.readFile's 512 kB chunks
- * took twice as long for a 540 MB file.
- */
-export async function readLargeFile(path: string): Promise<Buffer> {
-  const handle = await open(path, 'r').catch((e: unknown) => {
-    throw cannotRead(path, e);
-  });
-  try {
-    const { size } = await handle.stat();
-    const buffer = Buffer.allocUnsafe(size);
-    let done = 0;
-    while (done < size) {
-      const { bytesRead } = await handle.read(buffer, done, Math.min(size - done, 1 << 30), done);
-      if (bytesRead === 0) break; // the file shrank while being read
-      done += bytesRead;
-    }
-    return done === size ? buffer : buffer.subarray(0, done);
-  } catch (e) {
-    throw cannotRead(path, e);
-  } finally {
-    await handle.close();
   }
 }
 

@@ -3,9 +3,8 @@
 // then the raw little-endian tensor data; offsets are relative to the end of the header.
 // Weight files reach 550 MB, so reading makes typed-array views into the one file Buffer
 // and copies a tensor only when its offset is not aligned for its element type.
-import { readSync, closeSync, fstatSync } from 'node:fs';
 import { writeFileAtomic } from './atomic.js';
-import { assertLittleEndianHost, openInputSync, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
+import { assertLittleEndianHost, readInputSync, typedView, type ArrayViewCtor } from './read-file.js';
 
 export type SafetensorsDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -58,16 +57,6 @@ const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 // Largest header the reference implementation accepts (100 MB); a larger length means a corrupt file.
 const MAX_HEADER = 100_000_000;
-
-/** The header's length from the 8 bytes that state it, checked against the file's size. */
-function headerLength(stated: bigint, fileSize: number, where: string): number {
-  if (stated > BigInt(fileSize - 8)) throw new Error(`${where}: header length ${stated} is beyond the file size ${fileSize} (truncated or not a safetensors file)`);
-  const n = Number(stated);
-  if (n > MAX_HEADER) throw new Error(`${where}: header length ${n} exceeds ${MAX_HEADER} bytes`);
-  return n;
-}
-
-const truncated = (where: string, size: number) => new Error(`${where}: truncated file (${size} bytes, need at least 8 for the header length)`);
 
 interface HeaderEntry {
   name: string;
@@ -139,8 +128,11 @@ function parseHeader(json: string, dataLength: number, where: string): { entries
  */
 export function parseSafetensors(buf: Uint8Array, where = 'safetensors'): SafetensorsFile {
   assertLittleEndianHost('safetensors');
-  if (buf.byteLength < 8) throw truncated(where, buf.byteLength);
-  const n = headerLength(new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(0, true), buf.byteLength, where);
+  if (buf.byteLength < 8) throw new Error(`${where}: truncated file (${buf.byteLength} bytes, need at least 8 for the header length)`);
+  const stated = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(0, true);
+  if (stated > BigInt(buf.byteLength - 8)) throw new Error(`${where}: header length ${stated} is beyond the file size ${buf.byteLength} (truncated or not a safetensors file)`);
+  const n = Number(stated);
+  if (n > MAX_HEADER) throw new Error(`${where}: header length ${n} exceeds ${MAX_HEADER} bytes`);
   const json = Buffer.from(buf.buffer, buf.byteOffset + 8, n).toString('utf8');
   const dataStart = 8 + n;
   const dataLength = buf.byteLength - dataStart;
@@ -156,25 +148,6 @@ export function parseSafetensors(buf: Uint8Array, where = 'safetensors'): Safete
 /** Reads a safetensors file (one read into one Buffer; tensors are views into it where aligned). */
 export function readSafetensors(path: string): SafetensorsFile {
   return parseSafetensors(readInputSync(path), path);
-}
-
-/** Reads only the header (names, dtypes, shapes, metadata) without loading the data. */
-export function readSafetensorsHeader(path: string): { tensors: Map<string, { dtype: SafetensorsDtype; shape: number[] }>; metadata: Record<string, string> } {
-  const fd = openInputSync(path);
-  try {
-    const size = fstatSync(fd).size;
-    const lenBuf = Buffer.alloc(8);
-    if (size < 8 || readSync(fd, lenBuf, 0, 8, 0) !== 8) throw truncated(path, size);
-    const n = headerLength(lenBuf.readBigUInt64LE(0), size, path);
-    const hb = Buffer.alloc(n);
-    if (readSync(fd, hb, 0, n, 8) !== n) throw new Error(`${path}: truncated header`);
-    const { entries, metadata } = parseHeader(hb.toString('utf8'), size - 8 - n, path);
-    const tensors = new Map<string, { dtype: SafetensorsDtype; shape: number[] }>();
-    for (const e of entries) tensors.set(e.name, { dtype: e.dtype, shape: e.shape });
-    return { tensors, metadata };
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Tensors to write: a Map or a plain object of name → tensor. */
@@ -231,11 +204,6 @@ export function serializeSafetensors(tensors: SafetensorsInput, metadata: Record
   const chunks: Uint8Array[] = [head];
   for (const [, t] of order) chunks.push(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   return chunks;
-}
-
-/** Serialises to one Buffer (for small files and tests). */
-export function encodeSafetensors(tensors: SafetensorsInput, metadata: Record<string, string> = {}): Buffer {
-  return Buffer.concat(serializeSafetensors(tensors, metadata));
 }
 
 /** Writes a safetensors file atomically (see {@link serializeSafetensors} for the layout). */

@@ -13,14 +13,12 @@ import type { Tensor } from '../engine/binding.js';
 import type { FCN } from './fcn.js';
 import { fromKerasLayout, toKerasLayout, weightsMetadata } from './weights-layout.js';
 import { networkLayers } from './network.js';
-import { writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
+import { f32, writeSafetensors, type SafetensorsTensor } from '../io/safetensors.js';
 import type { WeightSource } from '../io/weight-types.js';
 import type { ConvQuant } from '../nn/layers.js';
 
 export const QUANT_SUFFIXES = ['.kernel_scale', '.input_scale', '.output_scale'] as const;
 export const QUANTIZATION = 'int8';
-
-const f32 = (values: ArrayLike<number>): SafetensorsTensor => ({ dtype: 'F32', shape: [values.length], data: Float32Array.from(values) });
 
 /** Writes an int8 model (quantized by quantizeModel) atomically. */
 export function saveQuantized(path: string, model: FCN, metadata: Record<string, string> = {}): void {
@@ -32,10 +30,10 @@ export function saveQuantized(path: string, model: FCN, metadata: Record<string,
     for (const p of layer.params()) tensors.set(p.name, toKerasLayout(p, p === layer.kernel && q?.kernel ? q.kernel : p.value));
     if (!q) continue;
     if (q.kernel && q.kernelScales) {
-      tensors.set(`${layer.name}.kernel_scale`, f32(q.kernelScales));
-      tensors.set(`${layer.name}.input_scale`, f32([q.inputScale]));
+      tensors.set(`${layer.name}.kernel_scale`, f32([q.kernelScales.length], q.kernelScales));
+      tensors.set(`${layer.name}.input_scale`, f32([1], [q.inputScale]));
     }
-    if (q.outputScale !== null) tensors.set(`${layer.name}.output_scale`, f32([q.outputScale]));
+    if (q.outputScale !== null) tensors.set(`${layer.name}.output_scale`, f32([1], [q.outputScale]));
   }
   writeSafetensors(path, tensors, { ...weightsMetadata(model), quantization: QUANTIZATION, ...metadata });
 }

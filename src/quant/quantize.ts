@@ -82,21 +82,14 @@ export function activationScale(max: number, signed = false): number {
   return Math.fround(Math.max(max, 1e-6) / (signed ? 127 : 255));
 }
 
-/**
- * Each convolution with the ReLU convolution whose output it reads (through pooling), in
- * forward order; null for block1_conv1, which reads the image. The upsamplings stay float32.
- */
-export function convolutionInputs(model: FCN): [Conv2d, Conv2d | null][] {
-  return networkLayers(model.network)
-    .filter((l) => !l.transposed)
-    .map((l) => [model.layer(l.name), l.reads === null ? null : model.layer(l.reads)]);
-}
-
 /** Gives every convolution of `model` its int8 form from calibrated maxima (replacing any). */
 export function quantizeModel(model: FCN, maxima: ActivationMaxima): void {
   const forms: [Conv2d, ConvQuant][] = [];
   try {
-    for (const [layer, input] of convolutionInputs(model)) {
+    // Each convolution reads the output of a ReLU convolution (through pooling), or for
+    // block1_conv1 the image; the upsamplings stay float32.
+    for (const l of networkLayers(model.network).filter((c) => !c.transposed)) {
+      const layer = model.layer(l.name), input = l.reads === null ? null : model.layer(l.reads);
       const outMax = maxima.get(layer.name);
       if (layer.relu && outMax === undefined) throw new Error(`calibration saw no output of ${layer.name}`);
       const outputScale = layer.relu ? activationScale(outMax!) : null;

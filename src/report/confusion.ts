@@ -69,15 +69,6 @@ export class ConfusionMatrix {
     return this;
   }
 
-  reset(): void {
-    this.counts.fill(0);
-  }
-
-  /** Count of pixels with the given truth and predicted class. */
-  get(truth: number, pred: number): number {
-    return this.counts[truth * this.numClasses + pred];
-  }
-
   compute(): Metrics {
     return metricsFromCounts(this.counts, this.numClasses);
   }

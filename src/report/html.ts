@@ -1,30 +1,26 @@
 // A self-contained HTML report of a run: the four metrics, a per-class table, the charts
 // (inlined SVG, so the page needs no other file for them), sample predictions and the config.
-// Every piece of text is escaped; images are relative links (kept next to the report) or
-// data URIs (when given as bytes).
-import { readFile } from 'node:fs/promises';
+// Every piece of text is escaped; images are relative links (kept next to the report).
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
+import { readInput } from '../io/read-file.js';
 import { formatPercent, type Metrics } from './confusion.js';
 // XML's five escapes are HTML's too, for text and quoted attributes.
 import { escapeXml as escapeHtml } from './plot.js';
 
-/** A PNG as bytes (embedded as a data URI) or a file path, linked: an absolute path is made
- * relative to the report's directory, a relative one is taken as already relative to it. */
-export type PngSource = string | Uint8Array;
-
 export interface ReportChart {
   title: string;
-  /** An SVG document, or the path of one; it is inlined either way. */
-  svg?: string;
-  svgPath?: string;
+  /** The path of an SVG document; it is inlined. */
+  svgPath: string;
 }
 
+/** PNG files, linked: an absolute path is made relative to the report's directory, a relative
+ * one is taken as already relative to it. */
 export interface ReportSample {
   id: string;
-  imagePng: PngSource;
-  truthPng: PngSource;
-  predPng: PngSource;
+  imagePng: string;
+  truthPng: string;
+  predPng: string;
 }
 
 export interface HtmlReportSpec {
@@ -39,8 +35,7 @@ export interface HtmlReportSpec {
   subtitle?: string;
 }
 
-function imageSource(png: PngSource, reportDir: string): string {
-  if (typeof png !== 'string') return `data:image/png;base64,${Buffer.from(png.buffer, png.byteOffset, png.byteLength).toString('base64')}`;
+function imageSource(png: string, reportDir: string): string {
   const link = isAbsolute(png) ? relative(reportDir, png) : png;
   return link.split(sep).map(encodeURIComponent).join('/');
 }
@@ -67,7 +62,7 @@ pre { background: #f6f6f6; padding: 12px; overflow-x: auto; font-size: 13px; }
 `;
 
 /** The report as an HTML string; image paths are made relative to `reportDir`. */
-export function renderHtmlReport(spec: HtmlReportSpec & { charts: { title: string; svg: string }[] }, reportDir: string): string {
+export function renderHtmlReport(spec: Omit<HtmlReportSpec, 'charts'> & { charts: { title: string; svg: string }[] }, reportDir: string): string {
   const { metrics } = spec;
   const out: string[] = [];
   out.push('<!DOCTYPE html>', '<html lang="en">', '<head>', '<meta charset="utf-8">',
@@ -110,7 +105,7 @@ export function renderHtmlReport(spec: HtmlReportSpec & { charts: { title: strin
     out.push('<table class="samples">', '<thead><tr><th>id</th><th>image</th><th>ground truth</th><th>prediction</th></tr></thead>', '<tbody>');
     for (const s of spec.samples) {
       const id = escapeHtml(s.id);
-      const img = (png: PngSource, what: string) => `<td><img src="${escapeHtml(imageSource(png, reportDir))}" alt="${id} ${what}" loading="lazy"></td>`;
+      const img = (png: string, what: string) => `<td><img src="${escapeHtml(imageSource(png, reportDir))}" alt="${id} ${what}" loading="lazy"></td>`;
       out.push(`<tr><td>${id}</td>${img(s.imagePng, 'image')}${img(s.truthPng, 'ground truth')}${img(s.predPng, 'prediction')}</tr>`);
     }
     out.push('</tbody>', '</table>');
@@ -122,13 +117,9 @@ export function renderHtmlReport(spec: HtmlReportSpec & { charts: { title: strin
   return out.join('\n') + '\n';
 }
 
-/** Writes the report to `path`, reading any chart given by path. */
+/** Writes the report to `path`, with the charts read from their files. */
 export async function writeHtmlReport(path: string, spec: HtmlReportSpec): Promise<void> {
-  const charts = await Promise.all(spec.charts.map(async (chart) => {
-    if (chart.svg !== undefined) return { title: chart.title, svg: chart.svg };
-    if (chart.svgPath === undefined) throw new Error(`writeHtmlReport: chart "${chart.title}" has neither svg nor svgPath`);
-    return { title: chart.title, svg: await readFile(chart.svgPath, 'utf8') };
-  }));
+  const charts = await Promise.all(spec.charts.map(async (chart) => ({ title: chart.title, svg: await readInput(chart.svgPath, 'chart', 'utf8') })));
   const reportDir = dirname(resolve(path));
   writeFileAtomic(path, renderHtmlReport({ ...spec, charts }, reportDir));
 }

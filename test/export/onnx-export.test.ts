@@ -14,7 +14,7 @@ import { configureEngine } from '../../src/engine/config.js';
 import { toNetworkInput, type Means } from '../../src/data/transforms.js';
 import { Rng } from '../../src/data/prng.js';
 import { VOC_CLASS_NAMES } from '../../src/data/classes.js';
-import { decodeModel } from '../../src/io/onnx.js';
+import { decodeModel } from '../support/onnx.js';
 import { exportOnnx, writeOnnx, MAX_OPSET, ONNX_INPUT, ONNX_LABELS, ONNX_LOGITS } from '../../src/export/onnx-export.js';
 import { tempDir } from '../data/helpers.js';
 import { lines, runCli } from '../eval/fixtures.js';

@@ -13,7 +13,7 @@ import { configureEngine } from '../../src/engine/config.js';
 import { Rng } from '../../src/data/prng.js';
 import { networkInput } from '../../src/data/transforms.js';
 import type { RgbImage } from '../../src/io/image.js';
-import { decodeModel } from '../../src/io/onnx.js';
+import { decodeModel } from '../support/onnx.js';
 import { calibrateOnImages, quantizeModel } from '../../src/quant/quantize.js';
 import { saveQuantized } from '../../src/models/int8-weights.js';
 import { exportOnnx, ONNX_INPUT, ONNX_LOGITS } from '../../src/export/onnx-export.js';

@@ -169,10 +169,9 @@ np.asarray(l.blobs[0].data, dtype='<f4').tofile(out)
   return values;
 }
 
-test('blobs stored as double_data read as the same float32 values', { skip }, async () => {
-  const { path, safetensors } = fixtures().double;
-  const source = await readCaffeModel(path);
-  assertSameTensors(source, safetensors);
+test('blobs stored as double_data are refused, naming the file and the layer', { skip }, async () => {
+  const { path } = fixtures().double;
+  await assert.rejects(readCaffeModel(path), (e: Error) => e.message.startsWith(`${path}: layer '`) && /holds double values \(double_data\)/.test(e.message));
 });
 
 test('defective files: one error naming the file and the layer', { skip }, async () => {
@@ -223,6 +222,14 @@ test('a truncated file: an error naming the file and the layer cut off', { skip 
       return true;
     });
   }
+});
+
+test("a file in Caffe's V0 form (weights nested in each layer) is refused with the way to convert it", async () => {
+  // NetParameter { layers (2): V1LayerParameter { layer (1): V0LayerParameter { name (1): "conv1" } } }
+  const v0 = Buffer.from([0x12, 0x09, 0x0a, 0x07, 0x0a, 0x05, ...Buffer.from('conv1')]);
+  const path = join(dir, 'v0.caffemodel');
+  writeFileSync(path, v0);
+  await assert.rejects(readCaffeModel(path), (e: Error) => e.message.startsWith(`${path}: no layer holds weights`) && /upgrade_net_proto_binary/.test(e.message));
 });
 
 test('not a NetParameter: random bytes, a safetensors file, an empty file', { skip }, async () => {

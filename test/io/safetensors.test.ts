@@ -3,14 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  encodeSafetensors,
-  parseSafetensors,
-  readSafetensors,
-  readSafetensorsHeader,
-  writeSafetensors,
-  type SafetensorsTensor,
-} from '../../src/io/safetensors.js';
+import { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors, type SafetensorsTensor } from '../../src/io/safetensors.js';
 import { writeFileAtomic } from '../../src/io/atomic.js';
 import { findPython, runPython } from '../reference/python.js';
 import { requires } from '../prereq.js';
@@ -81,8 +74,8 @@ test('round trip is bit-exact for every dtype, with metadata', () => {
 test('output is deterministic, 8-byte aligned, and read without copying', () => {
   const tensors = sample();
   const reversed = new Map([...tensors.entries()].reverse());
-  const a = encodeSafetensors(tensors, { z: '1', a: '2' });
-  const b = encodeSafetensors(reversed, { a: '2', z: '1' });
+  const a = Buffer.concat(serializeSafetensors(tensors, { z: '1', a: '2' }));
+  const b = Buffer.concat(serializeSafetensors(reversed, { a: '2', z: '1' }));
   assert.ok(a.equals(b), 'input order changed the bytes');
   const n = Number(a.readBigUInt64LE(0));
   assert.equal((8 + n) % 8, 0, 'data does not start on an 8-byte boundary');
@@ -114,7 +107,6 @@ test('misaligned tensors (legal in the format) are copied and read correctly', (
   writeFileSync(path, buf);
   const t = readSafetensors(path).tensors.get('x')!;
   assert.deepEqual([...t.data as Float32Array], [...vals]);
-  assert.deepEqual(readSafetensorsHeader(path).tensors.get('x'), { dtype: 'F32', shape: [4] });
 });
 
 function fileWith(name: string, header: unknown, dataBytes: number, rawHeader?: string): string {
@@ -158,9 +150,6 @@ test('bad files fail with a clear error naming the file', () => {
       return true;
     });
   }
-  // The header-only reader applies the same checks.
-  assert.throws(() => readSafetensorsHeader(cases[1]![1]), /beyond the file size/);
-  assert.throws(() => readSafetensorsHeader(cases[9]![1]), /needs 16/);
 });
 
 test('writer rejects inconsistent tensors', () => {

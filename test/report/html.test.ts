@@ -18,19 +18,20 @@ function spec(dir: string): HtmlReportSpec {
     metrics: m,
     classNames: ['background', hostileName, 'bicycle'],
     charts: [
-      { title: 'Loss <per epoch>', svg: lineChartSvg({ title: 'loss', xLabel: 'epoch', yLabel: 'loss', series: [{ name: 'train', points: [[1, 2], [2, 1]] }] }) },
+      { title: 'Loss <per epoch>', svgPath: join(dir, 'loss.svg') },
       { title: 'Mean IoU', svgPath: join(dir, 'miou.svg') },
     ],
     samples: [
-      { id: 'img <1>', imagePng: join(dir, 'samples', 'a b.png'), truthPng: 'samples/t.png', predPng: Uint8Array.of(137, 80, 78, 71) },
+      { id: 'img <1>', imagePng: join(dir, 'samples', 'a b.png'), truthPng: 'samples/t.png', predPng: 'p.png' },
     ],
     config: { model: 'fcn8', note: '</pre><b>bold</b>', lr: 1e-4 },
   };
 }
 
-test('the HTML report has every section, escapes all text, inlines charts and links or embeds images', async () => {
+test('the HTML report has every section, escapes all text, inlines charts and links images', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'fcn-html-'));
   try {
+    await writeFile(join(dir, 'loss.svg'), lineChartSvg({ title: 'loss', xLabel: 'epoch', yLabel: 'loss', series: [{ name: 'train', points: [[1, 2], [2, 1]] }] }));
     await writeFile(join(dir, 'miou.svg'), '<?xml version="1.0" encoding="UTF-8"?>\n' +
       lineChartSvg({ title: 'mIoU chart', xLabel: 'epoch', yLabel: 'mean IoU', series: [{ name: 'val', points: [[1, 0.3], [2, 0.5]] }] }));
     const path = join(dir, 'report.html');
@@ -60,10 +61,9 @@ test('the HTML report has every section, escapes all text, inlines charts and li
     svgs.forEach((svg) => assertWellFormedXml(svg));
     assert.ok(html.includes('mIoU chart'));
     assert.ok(!html.includes('<?xml'));
-    // Images: absolute path → relative and URL-encoded link; relative kept; bytes → data URI.
+    // Images: absolute path → relative and URL-encoded link; relative kept.
     assert.ok(html.includes('src="samples/a%20b.png"'));
     assert.ok(html.includes('src="samples/t.png"'));
-    assert.ok(html.includes(`src="data:image/png;base64,${Buffer.from([137, 80, 78, 71]).toString('base64')}"`));
     // Config as pretty JSON.
     assert.ok(html.includes('&quot;model&quot;: &quot;fcn8&quot;'));
   } finally {
@@ -71,14 +71,14 @@ test('the HTML report has every section, escapes all text, inlines charts and li
   }
 });
 
-test('a report without charts or samples says so, and a chart without a source is an error', async () => {
+test('a report without charts or samples says so, and a chart whose file is missing is an error', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'fcn-html-'));
   try {
     const s = { ...spec(dir), charts: [], samples: [] };
     await writeHtmlReport(join(dir, 'r.html'), s);
     const html = await readFile(join(dir, 'r.html'), 'utf8');
     assert.ok(html.includes('No charts.') && html.includes('No samples.'));
-    await assert.rejects(writeHtmlReport(join(dir, 'r.html'), { ...s, charts: [{ title: 'lost' }] }), /"lost" has neither svg nor svgPath/);
+    await assert.rejects(writeHtmlReport(join(dir, 'r.html'), { ...s, charts: [{ title: 'lost', svgPath: join(dir, 'lost.svg') }] }), /lost\.svg: cannot read chart \(ENOENT\)/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
