@@ -104,7 +104,7 @@ function chooseModels(given: string | undefined, runRoots: string[]): { weights:
   }
   if (engineConfig().precision === 'int8') throw new UsageError(`fcn ${cmd}: --precision int8 serves int8 models: make them with fcn quantize and give them with --weights`);
   const demo = runRoots.map((r) => latestDemo(r)).find((d) => d !== null) ?? null;
-  if (demo) return { weights: demo.weights, origin: path.relative(process.cwd(), path.dirname(demo.weights[0]!)) || '.', demoOut: null };
+  if (demo) return { weights: demo, origin: path.relative(process.cwd(), path.dirname(demo[0]!)) || '.', demoOut: null };
   return { weights: [], origin: '', demoOut: path.join(runRoots[0]!, `demo-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`) };
 }
 
@@ -128,7 +128,7 @@ function trainDemo(ctx: ServeContext, out: string, root: string, count: number |
       return console.error(`fcn serve: ${ctx.preparing.message}`);
     }
     ctx.preparing = { state: 'loading', message: 'Loading the demo models', run };
-    ctx.addModels(demo.weights).then(
+    ctx.addModels(demo).then(
       (models) => {
         ctx.preparing = null;
         console.log(`fcn serve: ${models.map((m) => m.title).join(', ')} ready`);
