@@ -4,7 +4,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { formatHelp } from './help.js';
 import type { CommandSpec, OptionSpecs } from './spec.js';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { FcnError, errorCode, type ErrorContext } from '../errors.js';
 
 /** A command line the command cannot run: exit status 2, the message alone (no stack). */
 export class UsageError extends FcnError {
@@ -113,29 +113,44 @@ export function nearestOptions(given: string, known: readonly string[]): string[
   return names.filter((name) => name.length >= 3 && (name.startsWith(given) || given.startsWith(name)));
 }
 
+/** The option that lifts a limit an error from below the command line ran into, by its code. */
+const OPTION_HINTS: Record<string, string> = {
+  IMAGE_TOO_LARGE: '--max-pixels raises it',
+};
+
+/**
+ * A command's error as its exit status: --help's text printed (0); a usage error's message
+ * (2); any other error's after `fcn <command>:`, with the option that lifts its limit (1).
+ */
+export function reportError(command: string, e: unknown): number {
+  if (e instanceof HelpRequested) {
+    process.stdout.write(e.text);
+    return 0;
+  }
+  if (e instanceof UsageError) {
+    process.stderr.write(`${e.message}\n`);
+    return 2;
+  }
+  const hint = OPTION_HINTS[errorCode(e as Error) ?? ''];
+  process.stderr.write(`fcn ${command}: ${(e as Error).message}${hint ? ` (${hint})` : ''}\n`);
+  return 1;
+}
+
 /**
  * Runs a command group's subcommand (`fcn data check …`): the group's help without one (exit 2)
- * or for --help; a usage error exits 2 with its message, any other 1 naming the subcommand.
+ * or for --help; errors as reportError says, naming the subcommand.
  */
-export async function runSubcommand(group: string, argv: string[], help: string, run: (sub: string, rest: string[]) => Promise<number>): Promise<number> {
+export async function runSubcommand(group: string, argv: string[], help: string, subcommands: Record<string, (argv: string[]) => Promise<number> | number>): Promise<number> {
   const [sub, ...rest] = argv;
+  if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(help);
+    return sub ? 0 : 2;
+  }
   try {
-    if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
-      process.stdout.write(help);
-      return sub ? 0 : 2;
-    }
-    return await run(sub, rest);
+    if (!Object.hasOwn(subcommands, sub)) throw new UsageError(`fcn ${group}: unknown subcommand '${sub}' (${Object.keys(subcommands).join(', ')})`);
+    return await subcommands[sub]!(rest);
   } catch (e) {
-    if (e instanceof HelpRequested) {
-      process.stdout.write(e.text);
-      return 0;
-    }
-    if (e instanceof UsageError) {
-      process.stderr.write(`${e.message}\n`);
-      return 2;
-    }
-    process.stderr.write(`fcn ${group} ${sub}: ${(e as Error).message}\n`);
-    return 1;
+    return reportError(`${group} ${sub}`, e);
   }
 }
 

@@ -4,14 +4,13 @@ import { cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures, typ
 import { native } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { kernelChoiceFile, kernelChoiceMode, kernelChoices } from '../engine/kernel-choice.js';
-import { errorCode } from '../errors.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
 import { segment } from '../infer/inference.js';
 import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '../io/image.js';
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
-import { HelpRequested, UsageError, nearestOptions, parse, parseChoice, parseNumber, requireString } from './args.js';
+import { UsageError, nearestOptions, parse, parseChoice, parseNumber, reportError, requireString } from './args.js';
 import { REQUIRED, type CommandSpec } from './spec.js';
 import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs } from './help.js';
 import { packageVersion } from '../io/package-version.js';
@@ -212,21 +211,6 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command(rest);
   } catch (e) {
-    if (e instanceof HelpRequested) {
-      process.stdout.write(e.text);
-      return 0;
-    }
-    console.error(e instanceof UsageError ? e.message : `fcn ${name}: ${withOptionHint(e as Error)}`);
-    return e instanceof UsageError ? 2 : 1;
+    return reportError(name, e);
   }
-}
-
-/** The option that lifts a limit an error from below the command line ran into, by its code. */
-const OPTION_HINTS: Record<string, string> = {
-  IMAGE_TOO_LARGE: '--max-pixels raises it',
-};
-
-function withOptionHint(e: Error): string {
-  const hint = OPTION_HINTS[errorCode(e) ?? ''];
-  return hint ? `${e.message} (${hint})` : e.message;
 }
