@@ -88,14 +88,9 @@ export interface TrainOutcome {
   resumedFrom?: string;
 }
 
-/** The layers a model of this kind has, input to output. */
-export function layerNames(kind: FcnKind): string[] {
-  return weightLayers(kind).map((l) => l.name);
-}
-
 /** Sets which layers train in a stage (bilinear upsampling layers stay frozen unless named). */
 export function applyTrainable(model: FCN, stage: StageConfig, previous: FcnKind | null): void {
-  const inherited = new Set(previous ? layerNames(previous) : []);
+  const inherited = new Set(previous ? weightLayers(previous).map((l) => l.name) : []);
   for (const l of model.layers()) {
     const t = stage.trainable;
     l.trainable = Array.isArray(t)
