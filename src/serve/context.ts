@@ -33,19 +33,15 @@ export interface PublicModel extends ModelCard {
   classes: { index: number; name: string; color: string }[];
 }
 
-/** While the models are made (the demo trains first): what happens, and the run to follow. */
-export interface Preparing {
-  state: 'training' | 'loading' | 'failed';
-  message: string;
-  /** The run's name under the run roots (GET /api/runs/NAME), when one is training. */
-  run: string | null;
-}
-
 export interface ServeContext {
   config: ServeConfig;
   jobs: JobQueue;
   models: PublicModel[];
-  preparing: Preparing | null;
+  /**
+   * While the models are made (the demo trains first): what happens, and the run to follow by
+   * its name under the run roots (GET /api/runs/NAME), when one is training.
+   */
+  preparing: { state: 'training' | 'loading' | 'failed'; message: string; run: string | null } | null;
   /** Loads weight files or known names into the worker and shows them beside the others. */
   addModels(weights: string[]): Promise<PublicModel[]>;
   uploadOf: UploadReader;
