@@ -197,10 +197,6 @@ interface StageRun {
 /** What trainOneEpoch gathered over the batches it ran. */
 type EpochTotals = NonNullable<Awaited<ReturnType<typeof trainOneEpoch>>>;
 
-function initialState(c: TrainConfig): TrainState {
-  return { stage: 0, epoch: 0, batch: 0, step: 0, lr: c.stages[0].lr ?? c.optimizer.lr, optimizer: { kind: c.optimizer.kind, scalars: {} }, best: null, history: [] };
-}
-
 /** Epochs over the whole run before the state's epoch (from 0). */
 function globalEpoch(c: TrainConfig, state: TrainState): number {
   return c.stages.slice(0, state.stage).reduce((n, st) => n + st.epochs, 0) + state.epoch;
@@ -466,7 +462,7 @@ async function openRun(c: TrainConfig, paths: RunPaths, options: TrainOptions, r
 
   const trainSet = limit(await openDataset(c.data.root, { split: c.data.trainSplit }), c.data.limitTrain);
   const valSet = limit(await openDataset(c.data.root, { split: c.data.valSplit }), c.data.limitVal);
-  const state = resumed?.state ?? initialState(c);
+  const state: TrainState = resumed?.state ?? { stage: 0, epoch: 0, batch: 0, step: 0, lr: c.stages[0].lr ?? c.optimizer.lr, optimizer: { kind: c.optimizer.kind, scalars: {} }, best: null, history: [] };
   const run = {
     config: c,
     paths,
