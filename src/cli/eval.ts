@@ -45,20 +45,14 @@ scores <id>.png label maps made elsewhere (palette indices) the same way.`,
 const cmd = 'eval';
 const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
 
-/** Where a split name's list file lives, per dataset kind. */
-function splitListDir(root: string, kind: DetectedKind): string {
-  if (kind === 'voc') return path.join(resolveVocRoot(root), 'ImageSets', 'Segmentation');
-  if (kind === 'sbd') return resolveSbdRoot(root);
-  return path.resolve(root);
-}
-
 /** Checks the split before opening the dataset, so a typo names the splits that do exist. */
 function checkSplit(root: string, kind: DetectedKind, split: string): void {
   if (split.endsWith('.txt') || split.includes('/')) {
     checkInputFile(cmd, 'split', split);
     return;
   }
-  const dir = splitListDir(root, kind);
+  // Where a split name's list file lives, per dataset kind.
+  const dir = kind === 'voc' ? path.join(resolveVocRoot(root), 'ImageSets', 'Segmentation') : kind === 'sbd' ? resolveSbdRoot(root) : path.resolve(root);
   if (existsSync(path.join(dir, `${split}.txt`))) return;
   let names: string[] = [];
   try {
