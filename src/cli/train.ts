@@ -173,7 +173,10 @@ export async function runTraining(config: TrainConfig, runDir: string, resume: b
 export async function trainCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(trainSpec, argv);
   applyEngineFlags('train', v);
-  const distributed = startDistributedRun(v);
+  // Under mpirun with more than one rank: MPI started and this rank's context; else null.
+  const allreducePrecision = parseChoice('train', v['allreduce-precision'], 'allreduce-precision', ['float32', 'bfloat16'] as const) ?? 'float32';
+  const bucketMb = parseNumber('train', v['bucket-mb'], 'bucket-mb', (n) => n > 0, 'a positive number') ?? DEFAULT_BUCKET_MB;
+  const distributed = startDistributed({ precision: allreducePrecision, bucketMb, threadsGiven: v.threads !== undefined || Boolean(process.env.FCN_THREADS) });
   const root = !distributed || distributed.isRoot;
   let config: TrainConfig, runDir: string;
   if (v.resume) {
@@ -214,14 +217,4 @@ export async function trainCommand(argv: string[]): Promise<number> {
     console.log(`weights: ${outcome.paths.best} (best), ${outcome.paths.last} (last)`);
   }
   return 0;
-}
-
-/**
- * Under mpirun with more than one rank: MPI started and this rank's context (ranks on one
- * machine share its cores unless --threads or FCN_THREADS says otherwise); else null.
- */
-function startDistributedRun(v: Values): Distributed | null {
-  const precision = parseChoice('train', v['allreduce-precision'], 'allreduce-precision', ['float32', 'bfloat16'] as const) ?? 'float32';
-  const bucketMb = parseNumber('train', v['bucket-mb'], 'bucket-mb', (n) => n > 0, 'a positive number') ?? DEFAULT_BUCKET_MB;
-  return startDistributed({ precision, bucketMb, threadsGiven: v.threads !== undefined || Boolean(process.env.FCN_THREADS) });
 }
