@@ -377,14 +377,12 @@ export class Distributed {
       throw new DistributedError(`the batch (${batch} images per step, over all ranks) does not divide among ${this.size} ranks: use a batch that is a multiple of ${this.size}`);
   }
 
-  trainLoader(options: LoaderOptions): DataLoader {
+  /** This rank's share of the training batches or of the validation split. */
+  loader(split: 'train' | 'val', options: LoaderOptions): DataLoader {
+    if (split === 'val') return new ShardedValLoader(options, this.rank, this.size);
     const loader = new ShardedTrainLoader(options, this.rank, this.size);
     this.share = loader.batchSize;
     return loader;
-  }
-
-  valLoader(options: LoaderOptions): DataLoader {
-    return new ShardedValLoader(options, this.rank, this.size);
   }
 
   /** The reducer of the model's trainable parameters (rebuilt when they change). */
