@@ -73,19 +73,10 @@ export function poolSizes(model: Described, n: number, from = 0, to = model.netw
   return sizes;
 }
 
-/** One window along an axis: the input range it reads and the range of the axis it answers for. */
-export interface AxisWindow {
-  /** Input range read, [start, end). */
-  start: number;
-  end: number;
-  /** The part of the axis this window's results are kept for, [keepStart, keepEnd). */
-  keepStart: number;
-  keepEnd: number;
-}
-
 export interface AxisPlan {
   length: number;
-  windows: AxisWindow[];
+  /** Each reads the input range [start, end); its results are kept for [keepStart, keepEnd) of the axis. */
+  windows: { start: number; end: number; keepStart: number; keepEnd: number }[];
 }
 
 /**
