@@ -9,8 +9,6 @@ import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
 import { engineOptionSpecs } from './help.js';
 
-const FORMATS = ['onnx'];
-
 export const exportSpec = {
   name: 'export',
   summary: 'a model as an ONNX file that runs on plain RGB pixels',
@@ -48,7 +46,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(exportSpec, argv);
   const [format, ...extra] = positionals;
   if (format === undefined) throw new UsageError(`fcn ${cmd}: no format given (expected: fcn export onnx --weights FILE --out FILE)`);
-  if (!FORMATS.includes(format)) throw new UsageError(`fcn ${cmd}: unknown format '${format}' (expected ${FORMATS.join(', ')})`);
+  if (format !== 'onnx') throw new UsageError(`fcn ${cmd}: unknown format '${format}' (expected onnx)`);
   if (extra.length > 0) throw new UsageError(`fcn ${cmd}: unexpected argument '${extra[0]}' (fcn ${cmd} --help shows the usage)`);
   applyEngineFlags(cmd, values);
   const weights = requireString(cmd, values.weights, 'weights');
