@@ -2,8 +2,7 @@
 // and one parser that every command goes through, so that each answers --help from the same
 // description it parses with, and each unknown option gets the nearest known one suggested.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { formatHelp } from './help.js';
-import type { CommandSpec, OptionSpecs } from './spec.js';
+import { formatHelp, type CommandSpec, type OptionSpecs } from './help.js';
 import { FcnError, errorCode, type ErrorContext } from '../errors.js';
 
 /** A command line the command cannot run: exit status 2, the message alone (no stack). */

@@ -9,7 +9,7 @@ import { progressPrinter } from '../io/download.js';
 import { paperSplit, kerasSplit } from '../data/splits.js';
 import { synthesizeDataset } from '../data/synth.js';
 import { UsageError, definedOnly, runSubcommand, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
+import { REQUIRED, type CommandSpec } from './help.js';
 import { checkInputDir, checkInputFile, prepareOutputDir } from './paths.js';
 
 export const dataFetchSpec = {

@@ -19,9 +19,8 @@ import { writeHtmlReport } from '../report/html.js';
 import { defaultConfig, type StageConfig, type TrainConfig } from '../train/config.js';
 import { runTraining } from './train.js';
 import { parse, parseNumber } from './args.js';
-import type { CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
+import { engineOptionSpecs, type CommandSpec } from './help.js';
 import { prepareOutputDir } from './paths.js';
 
 /** The demo's recipe: Keras-FCN's staging on a narrow network and small images. */

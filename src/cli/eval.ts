@@ -10,9 +10,8 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
 import { UsageError, asUsageError, definedOnly, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { inferenceEngineOptionSpecs } from './help.js';
+import { REQUIRED, inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 

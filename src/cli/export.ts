@@ -5,9 +5,8 @@ import { loadModel } from '../models/weights.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_INPUT, ONNX_LABELS, ONNX_LOGITS, writeOnnx } from '../export/onnx-export.js';
 import { UsageError, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
+import { REQUIRED, engineOptionSpecs, type CommandSpec } from './help.js';
 
 export const exportSpec = {
   name: 'export',

@@ -11,8 +11,7 @@ import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '.
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
 import { UsageError, nearestOptions, parse, parseChoice, parseNumber, reportError, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
-import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs } from './help.js';
+import { REQUIRED, engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 import { packageVersion } from '../io/package-version.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { applyEngineFlags } from './engine-flags.js';

@@ -5,9 +5,8 @@ import type { FCN } from '../models/fcn.js';
 import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
 import { UsageError, asUsageError, definedOnly, parse, parseNumber } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { inferenceEngineOptionSpecs } from './help.js';
+import { REQUIRED, inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 

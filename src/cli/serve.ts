@@ -12,9 +12,8 @@ import { createServer } from '../serve/server.js';
 import type { ServeContext } from '../serve/context.js';
 import { latestDemo } from '../serve/demo-models.js';
 import { UsageError, parse, parseNumber } from './args.js';
-import type { CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { inferenceEngineOptionSpecs } from './help.js';
+import { inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 
 const cmd = 'serve';
 const DEFAULT_RUNS = 'runs';

@@ -7,9 +7,8 @@ import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedul
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
 import { DEFAULT_BUCKET_MB, startDistributed, type Distributed } from '../train/distributed.js';
 import { UsageError, asUsageError, parse, parseChoice, parseNumber, type ParsedValues } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
+import { REQUIRED, engineOptionSpecs, type CommandSpec } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 
 // The defaults --help shows come from the configuration itself, so they cannot drift from it.

@@ -12,7 +12,7 @@ import { modelFromSource, saveWeights } from '../models/weights.js';
 import { WEIGHTS_FORMAT, weightsMetadata } from '../models/weights-layout.js';
 import { prepareOutputFile, resolveWeightsArgument } from './paths.js';
 import { UsageError, definedOnly, parse, parseNumber, runSubcommand } from './args.js';
-import type { CommandSpec } from './spec.js';
+import type { CommandSpec } from './help.js';
 
 const KNOWN = KNOWN_WEIGHTS_NAMES.join(', ');
 
