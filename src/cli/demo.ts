@@ -87,7 +87,7 @@ async function reportSamples(valSet: Dataset, entries: SampleEntry[], prediction
 
 export async function demoCommand(argv: string[]): Promise<number> {
   const { values } = parse(demoSpec, argv);
-  applyEngineFlags('demo', values);
+  applyEngineFlags(demoSpec, values);
   const count = parseNumber('demo', values.count, 'count', (n) => Number.isInteger(n) && n >= 10, 'an integer ≥ 10') ?? 300;
   const size = parseNumber('demo', values.size, 'size', (n) => Number.isInteger(n) && n >= 64 && n % 32 === 0, 'a multiple of 32, at least 64') ?? 128;
   const seed = parseNumber('demo', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;

@@ -75,7 +75,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const { values } = parse(evalSpec, argv);
   if (values.weights === undefined && values.predictions === undefined) throw usage('--weights (evaluate a model) or --predictions (score label maps) is required');
   if (values.weights !== undefined && values.predictions !== undefined) throw usage('give --weights or --predictions, not both');
-  applyEngineFlags(cmd, values);
+  applyEngineFlags(evalSpec, values);
   const root = requireString(cmd, values.data, 'data');
   const limit = parseNumber(cmd, values.limit, 'limit', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
   const maxPixels = parseNumber(cmd, values['max-pixels'], 'max-pixels', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');

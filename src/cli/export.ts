@@ -47,7 +47,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (format === undefined) throw new UsageError(`fcn ${cmd}: no format given (expected: fcn export onnx --weights FILE --out FILE)`);
   if (format !== 'onnx') throw new UsageError(`fcn ${cmd}: unknown format '${format}' (expected onnx)`);
   if (extra.length > 0) throw new UsageError(`fcn ${cmd}: unexpected argument '${extra[0]}' (fcn ${cmd} --help shows the usage)`);
-  applyEngineFlags(cmd, values);
+  applyEngineFlags(exportSpec, values);
   const weights = requireString(cmd, values.weights, 'weights');
   const out = requireString(cmd, values.out, 'out');
   const opset = parseNumber(cmd, values.opset, 'opset', (n) => Number.isInteger(n) && n >= MIN_OPSET && n <= MAX_OPSET, `an integer from ${MIN_OPSET} to ${MAX_OPSET}`) ?? DEFAULT_OPSET;

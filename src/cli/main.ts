@@ -77,7 +77,7 @@ type Command = (argv: string[]) => Promise<number>;
 
 const init: Command = async (argv) => {
   const { values } = parse(initSpec, argv);
-  applyEngineFlags('init', values);
+  applyEngineFlags(initSpec, values);
   const kind = requireString('init', values.model, 'model') as FcnKind;
   if (!FCN_KINDS.includes(kind)) throw new UsageError(`fcn init: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
   const width = parseNumber('init', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
@@ -99,7 +99,7 @@ const init: Command = async (argv) => {
 
 const predict: Command = async (argv) => {
   const { values } = parse(predictSpec, argv);
-  applyEngineFlags('predict', values);
+  applyEngineFlags(predictSpec, values);
   const weights = requireString('predict', values.weights, 'weights');
   const image = requireString('predict', values.image, 'image');
   const labelsOut = values.labels ?? `${path.parse(image).name}_labels.png`;
@@ -136,7 +136,7 @@ const predict: Command = async (argv) => {
 
 const info: Command = async (argv) => {
   const { values } = parse(infoSpec, argv);
-  applyEngineFlags('info', values);
+  applyEngineFlags(infoSpec, values);
   const n = native.info();
   const cfg = engineConfig();
   const cpu = cpuFeatures();

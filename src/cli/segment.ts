@@ -42,7 +42,7 @@ const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
 
 export async function segmentCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(segmentSpec, argv);
-  applyEngineFlags(cmd, values);
+  applyEngineFlags(segmentSpec, values);
   if (positionals.length === 0) throw usage('no images given (expected image files or folders)');
   const compareFiles = values.compare === undefined ? [] : values.compare.split(',').map((s) => s.trim());
   if (compareFiles.some((f) => f === '')) throw usage(`--compare must be a comma-separated list of weight files, got '${values.compare}'`);

@@ -50,7 +50,7 @@ The JSON API: POST /api/segment, POST /api/stages, GET /api/models, /api/runs, /
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parse(serveSpec, argv);
-  applyEngineFlags(cmd, values);
+  applyEngineFlags(serveSpec, values);
   const port = parseNumber(cmd, values.port, 'port', (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'an integer from 0 to 65535') ?? 8080;
   const host = values.host ?? '127.0.0.1';
   const maxUploadMb = parseNumber(cmd, values['max-upload-mb'], 'max-upload-mb', (n) => n > 0 && n <= 1024, 'a number of megabytes in (0, 1024]') ?? 10;

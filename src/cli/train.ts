@@ -171,7 +171,7 @@ export async function runTraining(config: TrainConfig, runDir: string, resume: b
 
 export async function trainCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(trainSpec, argv);
-  applyEngineFlags('train', v);
+  applyEngineFlags(trainSpec, v);
   // Under mpirun with more than one rank: MPI started and this rank's context; else null.
   const allreducePrecision = parseChoice('train', v['allreduce-precision'], 'allreduce-precision', ['float32', 'bfloat16'] as const) ?? 'float32';
   const bucketMb = parseNumber('train', v['bucket-mb'], 'bucket-mb', (n) => n > 0, 'a positive number') ?? DEFAULT_BUCKET_MB;
