@@ -1,6 +1,6 @@
 // The `fcn` command line.
 import path from 'node:path';
-import { cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures, type CpuFeatures } from '../engine/config.js';
+import { cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures } from '../engine/config.js';
 import { native } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { kernelChoiceFile, kernelChoiceMode, kernelChoices } from '../engine/kernel-choice.js';
@@ -143,30 +143,22 @@ const info: Command = async (argv) => {
   const yes = (b: boolean) => (b ? 'yes' : 'no');
   const hw = cpu.hardware;
   console.log(`CPU ${cpu.model} (${cpu.vendor}): AMX ${yes(hw.amx)}, avx512_bf16 ${yes(hw.avx512Bf16)}, AVX-512 ${yes(hw.avx512)}, VNNI ${yes(hw.vnni)}, AVX2 ${yes(hw.avx2)}`);
-  console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}${isaCapNote(cpu)}, ${cfg.threads} threads`);
+  // A cap (ONEDNN_MAX_CPU_ISA=AVX2) names what of this CPU it leaves unused.
+  const unused = unusedFeatures(cpu);
+  const cap = cpu.isaCap ? ` (ONEDNN_MAX_CPU_ISA=${cpu.isaCap} in force: ${unused.length ? `this CPU's ${unused.join(', ')} unused` : 'nothing of this CPU unused'})` : '';
+  console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}${cap}, ${cfg.threads} threads`);
   const why = cfg.precisionSource === 'auto' ? `auto: ${cfg.precisionReason}` : `${cfg.precisionSource === 'env' ? 'FCN_PRECISION' : '--precision'}; auto would say: ${cfg.precisionReason}`;
   console.log(`precision ${cfg.precision} (${why})`);
   console.log(`int8 (fcn quantize models, --precision int8): ${int8SevenBitActivations(cpu) ? 'no VNNI: 7-bit activations keep the 16-bit pair sums exact' : 'VNNI, 8-bit activations'}`);
   console.log(mpiSummary());
-  console.log(kernelChoiceSummary());
-  return 0;
-};
-
-/** The measured kernel choices (FCN_KERNEL_CHOICE: measure, off, winograd, winograd-gemm), one line each. */
-function kernelChoiceSummary(): string {
+  // The measured kernel choices (FCN_KERNEL_CHOICE: measure, off, winograd, winograd-gemm), one line each.
   const mode = kernelChoiceMode();
   const list = kernelChoices();
-  const head = `kernel choice: ${mode}${mode === 'measure' ? ` (FCN_KERNEL_CHOICE=off for fixed kernels), ${list.length} measured in ${kernelChoiceFile()}` : ''}`;
+  console.log(`kernel choice: ${mode}${mode === 'measure' ? ` (FCN_KERNEL_CHOICE=off for fixed kernels), ${list.length} measured in ${kernelChoiceFile()}` : ''}`);
   const ms = (v: number | null) => (v === null || !Number.isFinite(v) ? 'refused' : `${v.toFixed(1)} ms`);
-  return [head, ...list.map((c) => `  ${c.key}: ${c.choice} (${Object.entries(c.times).map(([k, v]) => `${k} ${ms(v)}`).join(', ')})`)].join('\n');
-}
-
-/** ' (ONEDNN_MAX_CPU_ISA=AVX2 in force: AVX-512, VNNI unused)' when a cap is set, else ''. */
-function isaCapNote(cpu: CpuFeatures): string {
-  if (!cpu.isaCap) return '';
-  const unused = unusedFeatures(cpu);
-  return ` (ONEDNN_MAX_CPU_ISA=${cpu.isaCap} in force: ${unused.length ? `this CPU's ${unused.join(', ')} unused` : 'nothing of this CPU unused'})`;
-}
+  for (const c of list) console.log(`  ${c.key}: ${c.choice} (${Object.entries(c.times).map(([k, v]) => `${k} ${ms(v)}`).join(', ')})`);
+  return 0;
+};
 
 const commands: Record<string, Command> = {
   init,
