@@ -70,10 +70,8 @@ mpirun -np 2 fcn train --data data/synth --model fcn8 --batch 8 --out runs/two`,
   ],
 } satisfies CommandSpec;
 
-type Values = ParsedValues<typeof trainSpec.options>;
-
 /** Defaults, then the schedule, then a JSON config file, then flags: the last one wins. */
-export function resolveConfig(v: Values): TrainConfig {
+export function resolveConfig(v: ParsedValues<typeof trainSpec.options>): TrainConfig {
   const cmd = 'train';
   if (!v.data) throw new UsageError('fcn train: --data is required (a dataset root: see fcn data)');
   checkInputDir(cmd, 'data', v.data);

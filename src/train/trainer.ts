@@ -194,9 +194,6 @@ interface StageRun {
   readonly optimizer: Optimizer;
 }
 
-/** What trainOneEpoch gathered over the batches it ran. */
-type EpochTotals = NonNullable<Awaited<ReturnType<typeof trainOneEpoch>>>;
-
 /** Epochs over the whole run before the state's epoch (from 0). */
 function globalEpoch(c: TrainConfig, state: TrainState): number {
   return c.stages.slice(0, state.stage).reduce((n, st) => n + st.epochs, 0) + state.epoch;
@@ -340,7 +337,7 @@ async function trainOneEpoch(run: Run, current: StageRun) {
  * Validation, the epoch's record, the best weights, the checkpoint, plots and samples; the
  * state moves to the start of the next epoch.
  */
-async function endOfEpoch(run: Run, current: StageRun, totals: EpochTotals): Promise<void> {
+async function endOfEpoch(run: Run, current: StageRun, totals: NonNullable<Awaited<ReturnType<typeof trainOneEpoch>>>): Promise<void> {
   const { config: c, state, paths } = run;
   const { model, stage } = current;
   const epoch = globalEpoch(c, state);
