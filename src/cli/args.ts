@@ -19,34 +19,20 @@ export class HelpRequested extends FcnError {
   }
 }
 
-type Options = NonNullable<ParseArgsConfig['options']>;
-
 export type ParsedValues<T> = { [K in keyof T]?: T[K] extends { type: 'boolean' } ? boolean : string };
-
-export interface Parsed<T> {
-  values: ParsedValues<T>;
-  positionals: string[];
-}
-
-/** --help / -h anywhere before a `--` end-of-options marker. */
-function wantsHelp(argv: readonly string[]): boolean {
-  for (const a of argv) {
-    if (a === '--') return false;
-    if (a === '--help' || a === '-h') return true;
-  }
-  return false;
-}
 
 /**
  * Parses `argv` against a command's spec. --help/-h wins over every other argument: it throws
  * HelpRequested with the command's help. Errors are UsageErrors in the common format, with
  * the nearest known option suggested for an unknown one.
  */
-export function parse<T extends OptionSpecs>(spec: CommandSpec<T>, argv: string[]): Parsed<T> {
+export function parse<T extends OptionSpecs>(spec: CommandSpec<T>, argv: string[]): { values: ParsedValues<T>; positionals: string[] } {
   const command = spec.name;
-  if (wantsHelp(argv)) throw new HelpRequested(formatHelp(spec));
-  const options: Options = Object.fromEntries(Object.entries(spec.options).map(([name, o]) => [name, { type: o.type, ...(o.short ? { short: o.short } : {}) }]));
-  let parsed: Parsed<T>;
+  // --help or -h anywhere before a `--` end-of-options marker.
+  const end = argv.indexOf('--');
+  if ((end < 0 ? argv : argv.slice(0, end)).some((a) => a === '--help' || a === '-h')) throw new HelpRequested(formatHelp(spec));
+  const options: NonNullable<ParseArgsConfig['options']> = Object.fromEntries(Object.entries(spec.options).map(([name, o]) => [name, { type: o.type, ...(o.short ? { short: o.short } : {}) }]));
+  let parsed: { values: ParsedValues<T>; positionals: string[] };
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as never;
   } catch (e) {
@@ -127,11 +113,11 @@ export function reportError(command: string, e: unknown): number {
     return 0;
   }
   if (e instanceof UsageError) {
-    process.stderr.write(`${e.message}\n`);
+    console.error(e.message);
     return 2;
   }
   const hint = OPTION_HINTS[errorCode(e as Error) ?? ''];
-  process.stderr.write(`fcn ${command}: ${(e as Error).message}${hint ? ` (${hint})` : ''}\n`);
+  console.error(`fcn ${command}: ${(e as Error).message}${hint ? ` (${hint})` : ''}`);
   return 1;
 }
 
