@@ -2,12 +2,11 @@
 // `fcn demo` run — FCN-32s, FCN-16s and FCN-8s as the staged recipe left them.
 import { readdirSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import type { FcnKind } from '../models/fcn.js';
+import { FCN_KINDS, type FcnKind } from '../models/network.js';
 import { orElse } from './runs.js';
 
 /** A stage's weights as the trainer names them (train/trainer.ts runPaths). */
 export const STAGE_FILE = /^stage(\d+)-(fcn32|fcn16|fcn8)\.safetensors$/;
-const ORDER: FcnKind[] = ['fcn32', 'fcn16', 'fcn8'];
 
 /** The stage models of a finished demo output folder (holding report.html and run/), FCN-32s first, or null if it has none. */
 function demoModels(out: string): string[] | null {
@@ -21,7 +20,7 @@ function demoModels(out: string): string[] | null {
     const stage = Number(m[1]), kind = m[2] as FcnKind;
     if (stage > (byKind.get(kind)?.stage ?? 0)) byKind.set(kind, { stage, file: path.join(checkpoints, f) });
   }
-  const weights = ORDER.filter((k) => byKind.has(k)).map((k) => byKind.get(k)!.file);
+  const weights = FCN_KINDS.filter((k) => byKind.has(k)).map((k) => byKind.get(k)!.file);
   return weights.length ? weights : null;
 }
 
