@@ -5,7 +5,7 @@ import { configureEngine, type PrecisionChoice } from '../engine/config.js';
 import { UsageError, parseNumber } from './args.js';
 import { inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 
-/** Commands that only run inference (their spec has the inference --precision) also take `--precision int8`. */
+/** Applies --threads and --precision; `--precision int8` only for commands that run inference alone (their spec's precision option says so). */
 export function applyEngineFlags(spec: CommandSpec, values: { threads?: string; precision?: string }): void {
   const command = spec.name;
   const threads = parseNumber(command, values.threads, 'threads', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
