@@ -2,9 +2,8 @@
 // and one parser that every command goes through, so that each answers --help from the same
 // description it parses with, and each unknown option gets the nearest known one suggested.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { formatHelp } from './help.js';
-import type { CommandSpec, OptionSpecs } from './spec.js';
-import { FcnError, type ErrorContext } from '../errors.js';
+import { formatHelp, type CommandSpec, type OptionSpecs } from './help.js';
+import { FcnError, errorCode, type ErrorContext } from '../errors.js';
 
 /** A command line the command cannot run: exit status 2, the message alone (no stack). */
 export class UsageError extends FcnError {
@@ -20,34 +19,20 @@ export class HelpRequested extends FcnError {
   }
 }
 
-type Options = NonNullable<ParseArgsConfig['options']>;
-
 export type ParsedValues<T> = { [K in keyof T]?: T[K] extends { type: 'boolean' } ? boolean : string };
-
-export interface Parsed<T> {
-  values: ParsedValues<T>;
-  positionals: string[];
-}
-
-/** --help / -h anywhere before a `--` end-of-options marker. */
-function wantsHelp(argv: readonly string[]): boolean {
-  for (const a of argv) {
-    if (a === '--') return false;
-    if (a === '--help' || a === '-h') return true;
-  }
-  return false;
-}
 
 /**
  * Parses `argv` against a command's spec. --help/-h wins over every other argument: it throws
  * HelpRequested with the command's help. Errors are UsageErrors in the common format, with
  * the nearest known option suggested for an unknown one.
  */
-export function parse<T extends OptionSpecs>(spec: CommandSpec<T>, argv: string[]): Parsed<T> {
+export function parse<T extends OptionSpecs>(spec: CommandSpec<T>, argv: string[]): { values: ParsedValues<T>; positionals: string[] } {
   const command = spec.name;
-  if (wantsHelp(argv)) throw new HelpRequested(formatHelp(spec));
-  const options: Options = Object.fromEntries(Object.entries(spec.options).map(([name, o]) => [name, { type: o.type, ...(o.short ? { short: o.short } : {}) }]));
-  let parsed: Parsed<T>;
+  // --help or -h anywhere before a `--` end-of-options marker.
+  const end = argv.indexOf('--');
+  if ((end < 0 ? argv : argv.slice(0, end)).some((a) => a === '--help' || a === '-h')) throw new HelpRequested(formatHelp(spec));
+  const options: NonNullable<ParseArgsConfig['options']> = Object.fromEntries(Object.entries(spec.options).map(([name, o]) => [name, { type: o.type, ...(o.short ? { short: o.short } : {}) }]));
+  let parsed: { values: ParsedValues<T>; positionals: string[] };
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as never;
   } catch (e) {
@@ -113,29 +98,44 @@ export function nearestOptions(given: string, known: readonly string[]): string[
   return names.filter((name) => name.length >= 3 && (name.startsWith(given) || given.startsWith(name)));
 }
 
+/** The option that lifts a limit an error from below the command line ran into, by its code. */
+const OPTION_HINTS: Record<string, string> = {
+  IMAGE_TOO_LARGE: '--max-pixels raises it',
+};
+
+/**
+ * A command's error as its exit status: --help's text printed (0); a usage error's message
+ * (2); any other error's after `fcn <command>:`, with the option that lifts its limit (1).
+ */
+export function reportError(command: string, e: unknown): number {
+  if (e instanceof HelpRequested) {
+    process.stdout.write(e.text);
+    return 0;
+  }
+  if (e instanceof UsageError) {
+    console.error(e.message);
+    return 2;
+  }
+  const hint = OPTION_HINTS[errorCode(e as Error) ?? ''];
+  console.error(`fcn ${command}: ${(e as Error).message}${hint ? ` (${hint})` : ''}`);
+  return 1;
+}
+
 /**
  * Runs a command group's subcommand (`fcn data check …`): the group's help without one (exit 2)
- * or for --help; a usage error exits 2 with its message, any other 1 naming the subcommand.
+ * or for --help; errors as reportError says, naming the subcommand.
  */
-export async function runSubcommand(group: string, argv: string[], help: string, run: (sub: string, rest: string[]) => Promise<number>): Promise<number> {
+export async function runSubcommand(group: string, argv: string[], help: string, subcommands: Record<string, (argv: string[]) => Promise<number> | number>): Promise<number> {
   const [sub, ...rest] = argv;
+  if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(help);
+    return sub ? 0 : 2;
+  }
   try {
-    if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
-      process.stdout.write(help);
-      return sub ? 0 : 2;
-    }
-    return await run(sub, rest);
+    if (!Object.hasOwn(subcommands, sub)) throw new UsageError(`fcn ${group}: unknown subcommand '${sub}' (${Object.keys(subcommands).join(', ')})`);
+    return await subcommands[sub]!(rest);
   } catch (e) {
-    if (e instanceof HelpRequested) {
-      process.stdout.write(e.text);
-      return 0;
-    }
-    if (e instanceof UsageError) {
-      process.stderr.write(`${e.message}\n`);
-      return 2;
-    }
-    process.stderr.write(`fcn ${group} ${sub}: ${(e as Error).message}\n`);
-    return 1;
+    return reportError(`${group} ${sub}`, e);
   }
 }
 

@@ -9,7 +9,7 @@ import { progressPrinter } from '../io/download.js';
 import { paperSplit, kerasSplit } from '../data/splits.js';
 import { synthesizeDataset } from '../data/synth.js';
 import { UsageError, definedOnly, runSubcommand, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
+import { REQUIRED, type CommandSpec } from './help.js';
 import { checkInputDir, checkInputFile, prepareOutputDir } from './paths.js';
 
 export const dataFetchSpec = {
@@ -81,14 +81,14 @@ export const dataSplitSpec = {
   examples: ['fcn data split keras --voc data/VOCdevkit/VOC2012 --sbd data/benchmark_RELEASE/dataset --out data/splits'],
 } satisfies CommandSpec;
 
-const SUBCOMMANDS = [dataFetchSpec, dataCheckSpec, dataSynthSpec, dataSplitSpec];
+const SUBCOMMANDS = { fetch: dataFetchSpec, check: dataCheckSpec, synth: dataSynthSpec, split: dataSplitSpec };
 
 const HELP = `fcn data — datasets
 
 Usage: fcn data <subcommand> [options]
 
 Subcommands:
-${SUBCOMMANDS.map((c) => `  ${c.name.slice('data '.length).padEnd(7)}${c.summary}`).join('\n')}
+${Object.entries(SUBCOMMANDS).map(([name, c]) => `  ${name.padEnd(7)}${c.summary}`).join('\n')}
 
 Each subcommand answers --help (-h) with its usage, options and an example.
 `;
@@ -96,15 +96,7 @@ Each subcommand answers --help (-h) with its usage, options and an example.
 const usage = (msg: string) => new UsageError(`fcn data ${msg}`);
 
 export async function dataCommand(argv: string[]): Promise<number> {
-  return runSubcommand('data', argv, HELP, async (sub, rest) => {
-    switch (sub) {
-      case 'fetch': return await fetchCmd(rest);
-      case 'check': return await checkCmd(rest);
-      case 'synth': return await synthCmd(rest);
-      case 'split': return await splitCmd(rest);
-      default: throw new UsageError(`fcn data: unknown subcommand '${sub}' (fetch, check, synth, split)`);
-    }
-  });
+  return runSubcommand('data', argv, HELP, { fetch: fetchCmd, check: checkCmd, synth: synthCmd, split: splitCmd });
 }
 
 function one(cmd: string, positionals: string[], what: string): string {

@@ -19,9 +19,8 @@ import { writeHtmlReport } from '../report/html.js';
 import { defaultConfig, type StageConfig, type TrainConfig } from '../train/config.js';
 import { runTraining } from './train.js';
 import { parse, parseNumber } from './args.js';
-import type { CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
+import { engineOptionSpecs, type CommandSpec } from './help.js';
 import { prepareOutputDir } from './paths.js';
 
 /** The demo's recipe: Keras-FCN's staging on a narrow network and small images. */
@@ -88,7 +87,7 @@ async function reportSamples(valSet: Dataset, entries: SampleEntry[], prediction
 
 export async function demoCommand(argv: string[]): Promise<number> {
   const { values } = parse(demoSpec, argv);
-  applyEngineFlags('demo', values);
+  applyEngineFlags(demoSpec, values);
   const count = parseNumber('demo', values.count, 'count', (n) => Number.isInteger(n) && n >= 10, 'an integer ≥ 10') ?? 300;
   const size = parseNumber('demo', values.size, 'size', (n) => Number.isInteger(n) && n >= 64 && n % 32 === 0, 'a multiple of 32, at least 64') ?? 128;
   const seed = parseNumber('demo', values.seed, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer') ?? 0;

@@ -10,9 +10,8 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { loadModel } from '../models/weights.js';
 import { progress } from '../report/progress.js';
 import { UsageError, asUsageError, definedOnly, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { inferenceEngineOptionSpecs } from './help.js';
+import { REQUIRED, inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
@@ -45,20 +44,14 @@ scores <id>.png label maps made elsewhere (palette indices) the same way.`,
 const cmd = 'eval';
 const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
 
-/** Where a split name's list file lives, per dataset kind. */
-function splitListDir(root: string, kind: DetectedKind): string {
-  if (kind === 'voc') return path.join(resolveVocRoot(root), 'ImageSets', 'Segmentation');
-  if (kind === 'sbd') return resolveSbdRoot(root);
-  return path.resolve(root);
-}
-
 /** Checks the split before opening the dataset, so a typo names the splits that do exist. */
 function checkSplit(root: string, kind: DetectedKind, split: string): void {
   if (split.endsWith('.txt') || split.includes('/')) {
     checkInputFile(cmd, 'split', split);
     return;
   }
-  const dir = splitListDir(root, kind);
+  // Where a split name's list file lives, per dataset kind.
+  const dir = kind === 'voc' ? path.join(resolveVocRoot(root), 'ImageSets', 'Segmentation') : kind === 'sbd' ? resolveSbdRoot(root) : path.resolve(root);
   if (existsSync(path.join(dir, `${split}.txt`))) return;
   let names: string[] = [];
   try {
@@ -82,7 +75,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const { values } = parse(evalSpec, argv);
   if (values.weights === undefined && values.predictions === undefined) throw usage('--weights (evaluate a model) or --predictions (score label maps) is required');
   if (values.weights !== undefined && values.predictions !== undefined) throw usage('give --weights or --predictions, not both');
-  applyEngineFlags(cmd, values);
+  applyEngineFlags(evalSpec, values);
   const root = requireString(cmd, values.data, 'data');
   const limit = parseNumber(cmd, values.limit, 'limit', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
   const maxPixels = parseNumber(cmd, values['max-pixels'], 'max-pixels', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');

@@ -5,11 +5,8 @@ import { loadModel } from '../models/weights.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_INPUT, ONNX_LABELS, ONNX_LOGITS, writeOnnx } from '../export/onnx-export.js';
 import { UsageError, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
-
-const FORMATS = ['onnx'];
+import { REQUIRED, engineOptionSpecs, type CommandSpec } from './help.js';
 
 export const exportSpec = {
   name: 'export',
@@ -48,9 +45,9 @@ export async function exportCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(exportSpec, argv);
   const [format, ...extra] = positionals;
   if (format === undefined) throw new UsageError(`fcn ${cmd}: no format given (expected: fcn export onnx --weights FILE --out FILE)`);
-  if (!FORMATS.includes(format)) throw new UsageError(`fcn ${cmd}: unknown format '${format}' (expected ${FORMATS.join(', ')})`);
+  if (format !== 'onnx') throw new UsageError(`fcn ${cmd}: unknown format '${format}' (expected onnx)`);
   if (extra.length > 0) throw new UsageError(`fcn ${cmd}: unexpected argument '${extra[0]}' (fcn ${cmd} --help shows the usage)`);
-  applyEngineFlags(cmd, values);
+  applyEngineFlags(exportSpec, values);
   const weights = requireString(cmd, values.weights, 'weights');
   const out = requireString(cmd, values.out, 'out');
   const opset = parseNumber(cmd, values.opset, 'opset', (n) => Number.isInteger(n) && n >= MIN_OPSET && n <= MAX_OPSET, `an integer from ${MIN_OPSET} to ${MAX_OPSET}`) ?? DEFAULT_OPSET;

@@ -1,19 +1,17 @@
 // The `fcn` command line.
 import path from 'node:path';
-import { cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures, type CpuFeatures } from '../engine/config.js';
+import { cpuFeatures, engineConfig, int8SevenBitActivations, unusedFeatures } from '../engine/config.js';
 import { native } from '../engine/binding.js';
 import { mpiSummary } from '../engine/mpi.js';
 import { kernelChoiceFile, kernelChoiceMode, kernelChoices } from '../engine/kernel-choice.js';
-import { errorCode } from '../errors.js';
 import { FCN, FCN_KINDS, FCN_STYLES, type FcnKind } from '../models/fcn.js';
 import { loadModel, saveWeights } from '../models/weights.js';
 import { segment } from '../infer/inference.js';
 import { DEFAULT_MAX_PIXELS, checkPixelLimit, imageSize, writeLabelPng } from '../io/image.js';
 import { writeNpy } from '../io/npy.js';
 import { classShares } from '../report/viz.js';
-import { HelpRequested, UsageError, nearestOptions, parse, parseChoice, parseNumber, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
-import { engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs } from './help.js';
+import { UsageError, nearestOptions, parse, parseChoice, parseNumber, reportError, requireString } from './args.js';
+import { REQUIRED, engineOptionSpecs, formatTopHelp, inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 import { packageVersion } from '../io/package-version.js';
 import { checkInputFile, checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { applyEngineFlags } from './engine-flags.js';
@@ -79,7 +77,7 @@ type Command = (argv: string[]) => Promise<number>;
 
 const init: Command = async (argv) => {
   const { values } = parse(initSpec, argv);
-  applyEngineFlags('init', values);
+  applyEngineFlags(initSpec, values);
   const kind = requireString('init', values.model, 'model') as FcnKind;
   if (!FCN_KINDS.includes(kind)) throw new UsageError(`fcn init: unknown model '${kind}' (expected ${FCN_KINDS.join(', ')})`);
   const width = parseNumber('init', values.width, 'width', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 1;
@@ -101,7 +99,7 @@ const init: Command = async (argv) => {
 
 const predict: Command = async (argv) => {
   const { values } = parse(predictSpec, argv);
-  applyEngineFlags('predict', values);
+  applyEngineFlags(predictSpec, values);
   const weights = requireString('predict', values.weights, 'weights');
   const image = requireString('predict', values.image, 'image');
   const labelsOut = values.labels ?? `${path.parse(image).name}_labels.png`;
@@ -138,37 +136,29 @@ const predict: Command = async (argv) => {
 
 const info: Command = async (argv) => {
   const { values } = parse(infoSpec, argv);
-  applyEngineFlags('info', values);
+  applyEngineFlags(infoSpec, values);
   const n = native.info();
   const cfg = engineConfig();
   const cpu = cpuFeatures();
   const yes = (b: boolean) => (b ? 'yes' : 'no');
   const hw = cpu.hardware;
   console.log(`CPU ${cpu.model} (${cpu.vendor}): AMX ${yes(hw.amx)}, avx512_bf16 ${yes(hw.avx512Bf16)}, AVX-512 ${yes(hw.avx512)}, VNNI ${yes(hw.vnni)}, AVX2 ${yes(hw.avx2)}`);
-  console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}${isaCapNote(cpu)}, ${cfg.threads} threads`);
+  // A cap (ONEDNN_MAX_CPU_ISA=AVX2) names what of this CPU it leaves unused.
+  const unused = unusedFeatures(cpu);
+  const cap = cpu.isaCap ? ` (ONEDNN_MAX_CPU_ISA=${cpu.isaCap} in force: ${unused.length ? `this CPU's ${unused.join(', ')} unused` : 'nothing of this CPU unused'})` : '';
+  console.log(`oneDNN ${n.onednnVersion} (${n.cpuRuntime}), ISA ${n.isa}${cap}, ${cfg.threads} threads`);
   const why = cfg.precisionSource === 'auto' ? `auto: ${cfg.precisionReason}` : `${cfg.precisionSource === 'env' ? 'FCN_PRECISION' : '--precision'}; auto would say: ${cfg.precisionReason}`;
   console.log(`precision ${cfg.precision} (${why})`);
   console.log(`int8 (fcn quantize models, --precision int8): ${int8SevenBitActivations(cpu) ? 'no VNNI: 7-bit activations keep the 16-bit pair sums exact' : 'VNNI, 8-bit activations'}`);
   console.log(mpiSummary());
-  console.log(kernelChoiceSummary());
-  return 0;
-};
-
-/** The measured kernel choices (FCN_KERNEL_CHOICE: measure, off, winograd, winograd-gemm), one line each. */
-function kernelChoiceSummary(): string {
+  // The measured kernel choices (FCN_KERNEL_CHOICE: measure, off, winograd, winograd-gemm), one line each.
   const mode = kernelChoiceMode();
   const list = kernelChoices();
-  const head = `kernel choice: ${mode}${mode === 'measure' ? ` (FCN_KERNEL_CHOICE=off for fixed kernels), ${list.length} measured in ${kernelChoiceFile()}` : ''}`;
+  console.log(`kernel choice: ${mode}${mode === 'measure' ? ` (FCN_KERNEL_CHOICE=off for fixed kernels), ${list.length} measured in ${kernelChoiceFile()}` : ''}`);
   const ms = (v: number | null) => (v === null || !Number.isFinite(v) ? 'refused' : `${v.toFixed(1)} ms`);
-  return [head, ...list.map((c) => `  ${c.key}: ${c.choice} (${Object.entries(c.times).map(([k, v]) => `${k} ${ms(v)}`).join(', ')})`)].join('\n');
-}
-
-/** ' (ONEDNN_MAX_CPU_ISA=AVX2 in force: AVX-512, VNNI unused)' when a cap is set, else ''. */
-function isaCapNote(cpu: CpuFeatures): string {
-  if (!cpu.isaCap) return '';
-  const unused = unusedFeatures(cpu);
-  return ` (ONEDNN_MAX_CPU_ISA=${cpu.isaCap} in force: ${unused.length ? `this CPU's ${unused.join(', ')} unused` : 'nothing of this CPU unused'})`;
-}
+  for (const c of list) console.log(`  ${c.key}: ${c.choice} (${Object.entries(c.times).map(([k, v]) => `${k} ${ms(v)}`).join(', ')})`);
+  return 0;
+};
 
 const commands: Record<string, Command> = {
   init,
@@ -212,21 +202,6 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command(rest);
   } catch (e) {
-    if (e instanceof HelpRequested) {
-      process.stdout.write(e.text);
-      return 0;
-    }
-    console.error(e instanceof UsageError ? e.message : `fcn ${name}: ${withOptionHint(e as Error)}`);
-    return e instanceof UsageError ? 2 : 1;
+    return reportError(name, e);
   }
-}
-
-/** The option that lifts a limit an error from below the command line ran into, by its code. */
-const OPTION_HINTS: Record<string, string> = {
-  IMAGE_TOO_LARGE: '--max-pixels raises it',
-};
-
-function withOptionHint(e: Error): string {
-  const hint = OPTION_HINTS[errorCode(e) ?? ''];
-  return hint ? `${e.message} (${hint})` : e.message;
 }

@@ -78,17 +78,12 @@ function pseudoFilesystem(existing: string): string | undefined {
   return undefined;
 }
 
-interface Located {
-  abs: string;
-  /** The deepest path of `abs` and its ancestors that exists, and its stats. */
-  existing: string;
-  stats: Stats;
-  /** The names below `existing` that do not exist yet, outermost first. */
-  missing: string[];
-}
-
-/** Walks up from `p` to the first path that exists. */
-function locate(cmd: string, flag: string, given: string): Located {
+/**
+ * Walks up from `given` (absolute: `abs`) to the first path that exists: `existing`, the
+ * deepest of `abs` and its ancestors that exists, its stats, and the names below it that do
+ * not exist yet (`missing`, outermost first).
+ */
+function locate(cmd: string, flag: string, given: string): { abs: string; existing: string; stats: Stats; missing: string[] } {
   const abs = path.resolve(given);
   const missing: string[] = [];
   let cur = abs;
@@ -122,7 +117,7 @@ function checkWritableDir(cmd: string, flag: string, given: string, dir: string)
   }
 }
 
-/** Creates the missing folders below `located.existing`, one level at a time. */
+/** Creates the missing folders `names` below `from`, one level at a time. */
 function createFolders(cmd: string, flag: string, given: string, from: string, names: readonly string[]): void {
   let cur = from;
   for (const name of names) {

@@ -10,8 +10,7 @@ import { segmentImage } from '../infer/inference.js';
 import { readImageRgb, type RgbImage } from '../io/image.js';
 import { checkWeightsArgument, prepareOutputFile } from './paths.js';
 import { UsageError, asUsageError, parse, parseNumber, requireString } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
-import { engineOptionSpecs } from './help.js';
+import { REQUIRED, engineOptionSpecs, type CommandSpec } from './help.js';
 
 export const quantizeSpec = {
   name: 'quantize',

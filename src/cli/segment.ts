@@ -5,9 +5,8 @@ import type { FCN } from '../models/fcn.js';
 import { loadModel } from '../models/weights.js';
 import { collectImages, compareTitles, segmentFiles } from '../infer/segment-files.js';
 import { UsageError, asUsageError, definedOnly, parse, parseNumber } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { inferenceEngineOptionSpecs } from './help.js';
+import { REQUIRED, inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 import { DEFAULT_MAX_PIXELS } from '../io/image.js';
 
@@ -43,7 +42,7 @@ const usage = (problem: string) => new UsageError(`fcn ${cmd}: ${problem}`);
 
 export async function segmentCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(segmentSpec, argv);
-  applyEngineFlags(cmd, values);
+  applyEngineFlags(segmentSpec, values);
   if (positionals.length === 0) throw usage('no images given (expected image files or folders)');
   const compareFiles = values.compare === undefined ? [] : values.compare.split(',').map((s) => s.trim());
   if (compareFiles.some((f) => f === '')) throw usage(`--compare must be a comma-separated list of weight files, got '${values.compare}'`);

@@ -12,9 +12,8 @@ import { createServer } from '../serve/server.js';
 import type { ServeContext } from '../serve/context.js';
 import { latestDemo } from '../serve/demo-models.js';
 import { UsageError, parse, parseNumber } from './args.js';
-import type { CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { inferenceEngineOptionSpecs } from './help.js';
+import { inferenceEngineOptionSpecs, type CommandSpec } from './help.js';
 
 const cmd = 'serve';
 const DEFAULT_RUNS = 'runs';
@@ -51,7 +50,7 @@ The JSON API: POST /api/segment, POST /api/stages, GET /api/models, /api/runs, /
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parse(serveSpec, argv);
-  applyEngineFlags(cmd, values);
+  applyEngineFlags(serveSpec, values);
   const port = parseNumber(cmd, values.port, 'port', (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'an integer from 0 to 65535') ?? 8080;
   const host = values.host ?? '127.0.0.1';
   const maxUploadMb = parseNumber(cmd, values['max-upload-mb'], 'max-upload-mb', (n) => n > 0 && n <= 1024, 'a number of megabytes in (0, 1024]') ?? 10;
@@ -104,7 +103,7 @@ function chooseModels(given: string | undefined, runRoots: string[]): { weights:
   }
   if (engineConfig().precision === 'int8') throw new UsageError(`fcn ${cmd}: --precision int8 serves int8 models: make them with fcn quantize and give them with --weights`);
   const demo = runRoots.map((r) => latestDemo(r)).find((d) => d !== null) ?? null;
-  if (demo) return { weights: demo.weights, origin: path.relative(process.cwd(), path.dirname(demo.weights[0]!)) || '.', demoOut: null };
+  if (demo) return { weights: demo, origin: path.relative(process.cwd(), path.dirname(demo[0]!)) || '.', demoOut: null };
   return { weights: [], origin: '', demoOut: path.join(runRoots[0]!, `demo-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`) };
 }
 
@@ -128,7 +127,7 @@ function trainDemo(ctx: ServeContext, out: string, root: string, count: number |
       return console.error(`fcn serve: ${ctx.preparing.message}`);
     }
     ctx.preparing = { state: 'loading', message: 'Loading the demo models', run };
-    ctx.addModels(demo.weights).then(
+    ctx.addModels(demo).then(
       (models) => {
         ctx.preparing = null;
         console.log(`fcn serve: ${models.map((m) => m.title).join(', ')} ready`);

@@ -7,9 +7,8 @@ import { applySchedule, defaultConfig, mergeConfig, validateConfig, type Schedul
 import { NonFiniteLossError, runPaths, train, type TrainOutcome } from '../train/trainer.js';
 import { DEFAULT_BUCKET_MB, startDistributed, type Distributed } from '../train/distributed.js';
 import { UsageError, asUsageError, parse, parseChoice, parseNumber, type ParsedValues } from './args.js';
-import { REQUIRED, type CommandSpec } from './spec.js';
 import { applyEngineFlags } from './engine-flags.js';
-import { engineOptionSpecs } from './help.js';
+import { REQUIRED, engineOptionSpecs, type CommandSpec } from './help.js';
 import { checkInputDir, checkInputFile, checkWeightsArgument, prepareOutputDir } from './paths.js';
 
 // The defaults --help shows come from the configuration itself, so they cannot drift from it.
@@ -71,10 +70,8 @@ mpirun -np 2 fcn train --data data/synth --model fcn8 --batch 8 --out runs/two`,
   ],
 } satisfies CommandSpec;
 
-type Values = ParsedValues<typeof trainSpec.options>;
-
 /** Defaults, then the schedule, then a JSON config file, then flags: the last one wins. */
-export function resolveConfig(v: Values): TrainConfig {
+export function resolveConfig(v: ParsedValues<typeof trainSpec.options>): TrainConfig {
   const cmd = 'train';
   if (!v.data) throw new UsageError('fcn train: --data is required (a dataset root: see fcn data)');
   checkInputDir(cmd, 'data', v.data);
@@ -172,8 +169,11 @@ export async function runTraining(config: TrainConfig, runDir: string, resume: b
 
 export async function trainCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(trainSpec, argv);
-  applyEngineFlags('train', v);
-  const distributed = startDistributedRun(v);
+  applyEngineFlags(trainSpec, v);
+  // Under mpirun with more than one rank: MPI started and this rank's context; else null.
+  const allreducePrecision = parseChoice('train', v['allreduce-precision'], 'allreduce-precision', ['float32', 'bfloat16'] as const) ?? 'float32';
+  const bucketMb = parseNumber('train', v['bucket-mb'], 'bucket-mb', (n) => n > 0, 'a positive number') ?? DEFAULT_BUCKET_MB;
+  const distributed = startDistributed({ precision: allreducePrecision, bucketMb, threadsGiven: v.threads !== undefined || Boolean(process.env.FCN_THREADS) });
   const root = !distributed || distributed.isRoot;
   let config: TrainConfig, runDir: string;
   if (v.resume) {
@@ -214,14 +214,4 @@ export async function trainCommand(argv: string[]): Promise<number> {
     console.log(`weights: ${outcome.paths.best} (best), ${outcome.paths.last} (last)`);
   }
   return 0;
-}
-
-/**
- * Under mpirun with more than one rank: MPI started and this rank's context (ranks on one
- * machine share its cores unless --threads or FCN_THREADS says otherwise); else null.
- */
-function startDistributedRun(v: Values): Distributed | null {
-  const precision = parseChoice('train', v['allreduce-precision'], 'allreduce-precision', ['float32', 'bfloat16'] as const) ?? 'float32';
-  const bucketMb = parseNumber('train', v['bucket-mb'], 'bucket-mb', (n) => n > 0, 'a positive number') ?? DEFAULT_BUCKET_MB;
-  return startDistributed({ precision, bucketMb, threadsGiven: v.threads !== undefined || Boolean(process.env.FCN_THREADS) });
 }

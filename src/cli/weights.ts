@@ -12,7 +12,7 @@ import { modelFromSource, saveWeights } from '../models/weights.js';
 import { WEIGHTS_FORMAT, weightsMetadata } from '../models/weights-layout.js';
 import { prepareOutputFile, resolveWeightsArgument } from './paths.js';
 import { UsageError, definedOnly, parse, parseNumber, runSubcommand } from './args.js';
-import type { CommandSpec } from './spec.js';
+import type { CommandSpec } from './help.js';
 
 const KNOWN = KNOWN_WEIGHTS_NAMES.join(', ');
 
@@ -85,15 +85,7 @@ Each subcommand answers --help.
 const usage = (msg: string) => new UsageError(`fcn weights ${msg}`);
 
 export async function weightsCommand(argv: string[]): Promise<number> {
-  return runSubcommand('weights', argv, HELP, async (sub, rest) => {
-    switch (sub) {
-      case 'fetch': return await fetchCmd(rest);
-      case 'list': return listCmd(rest);
-      case 'inspect': return await inspectCmd(rest);
-      case 'convert': return await convertCmd(rest);
-      default: throw new UsageError(`fcn weights: unknown subcommand '${sub}' (fetch, list, inspect, convert)`);
-    }
-  });
+  return runSubcommand('weights', argv, HELP, { fetch: fetchCmd, list: listCmd, inspect: inspectCmd, convert: convertCmd });
 }
 
 async function fetchCmd(argv: string[]): Promise<number> {

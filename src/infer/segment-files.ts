@@ -7,7 +7,6 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import { classSetFromNames, type ClassSet } from '../data/classes.js';
 import { readLabel } from '../data/labels.js';
 import type { InferencePrecision } from '../engine/config.js';
-import type { Means } from '../data/transforms.js';
 import { readImageRgb, writeLabelPng, type RgbImage } from '../io/image.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { FCN, FcnKind } from '../models/fcn.js';
@@ -85,7 +84,6 @@ export interface SegmentFilesOptions {
   compare?: { title: string; model: FCN }[];
   classNames?: readonly string[];
   precision?: InferencePrecision;
-  means?: Means;
   /** Opacity of the class colours in the overlay (default 0.5). */
   alpha?: number;
   /**
@@ -97,8 +95,6 @@ export interface SegmentFilesOptions {
   truthClasses?: ClassSet;
   /** Refuse images with more decoded pixels than this, before decoding (default: io/image's). */
   maxPixels?: number;
-  /** Activation memory for one image (see infer/inference.ts); larger images run in tiles. */
-  memoryBudget?: number;
   /** Called after each image's files are written. */
   onImage?: (result: SegmentedFile, done: number, total: number) => void;
 }
@@ -140,8 +136,7 @@ export async function segmentFiles(images: readonly string[], options: SegmentFi
   const compare = options.compare ?? [];
   const items = plan([...images], out, compare.length > 0);
   // Options not given stay undefined: segmentImage takes its defaults for them.
-  const { precision, means, classNames, memoryBudget } = options;
-  const seg: InferenceOptions = { precision, means, classNames, memoryBudget };
+  const seg: InferenceOptions = { precision: options.precision, classNames: options.classNames };
   const results: SegmentedFile[] = [];
   // Decode the next image while the engine works on this one.
   const decode = (i: number): Promise<RgbImage> | undefined => {

@@ -47,12 +47,6 @@ export function poolSupports(model: Described, from = 0, to = model.network.bloc
   return pooled;
 }
 
-/** The pooled maps the skips and the head read: block3_pool (1/8), block4_pool (1/16), block5_pool (1/32). */
-export function backboneSupports(model: Described): { pool3: Support; pool4: Support; pool5: Support } {
-  const [, , pool3, pool4, pool5] = poolSupports(model);
-  return { pool3: pool3!, pool4: pool4!, pool5: pool5! };
-}
-
 /** score7 in block5_pool pixels: conv6 (7×7), conv7 and score7 (1×1). */
 export function headSupport(model: Described): Support {
   return model.network.head.reduce(throughConv, IDENTITY);
@@ -79,19 +73,10 @@ export function poolSizes(model: Described, n: number, from = 0, to = model.netw
   return sizes;
 }
 
-/** One window along an axis: the input range it reads and the range of the axis it answers for. */
-export interface AxisWindow {
-  /** Input range read, [start, end). */
-  start: number;
-  end: number;
-  /** The part of the axis this window's results are kept for, [keepStart, keepEnd). */
-  keepStart: number;
-  keepEnd: number;
-}
-
 export interface AxisPlan {
   length: number;
-  windows: AxisWindow[];
+  /** Each reads the input range [start, end); its results are kept for [keepStart, keepEnd) of the axis. */
+  windows: { start: number; end: number; keepStart: number; keepEnd: number }[];
 }
 
 /**
@@ -128,37 +113,25 @@ export function planAxis(length: number, tile: number, margin: number, align: nu
   throw new Error(`cannot cut ${length} pixels into windows of ${tile} with margins of ${margin} aligned to ${align}`);
 }
 
-/**
- * The window a map pixel belongs to: the one whose kept range holds the centre of its
- * support (pixels centred before the axis go to the first window, after it to the last).
- */
-export function ownerOf(plan: AxisPlan, s: Support, i: number): number {
-  const centre = s.stride * i + (s.lo + s.hi) / 2;
-  const k = plan.windows.findIndex((w) => centre < w.keepEnd);
-  return k === -1 ? plan.windows.length - 1 : k;
-}
-
-/** Whether window `w` computes map pixel `i` as the whole axis does. */
-export function computesExactly(plan: AxisPlan, w: AxisWindow, s: Support, i: number): boolean {
-  const lo = s.stride * i + s.lo, hi = s.stride * i + s.hi;
-  return (w.start === 0 || lo >= w.start) && (w.end === plan.length || hi < w.end);
-}
-
 /** The margin a support needs on each side of a kept range: its half width, rounded up, plus one. */
 export function marginFor(...supports: Support[]): number {
   return Math.max(...supports.map((s) => Math.ceil((s.hi - s.lo) / 2) + 1));
 }
 
 /**
- * For each window, the range of map pixels it is kept for, in whole-map indices [from, to),
- * checked to be computed exactly by that window (an error otherwise: a bug in the plan).
+ * For each window, the range of map pixels it is kept for, in whole-map indices [from, to):
+ * a pixel belongs to the window whose kept range holds the centre of its support (centred
+ * before the axis: the first window; after it: the last), which must compute it as the whole
+ * axis does (an error otherwise: a bug in the plan).
  */
 export function mapRanges(plan: AxisPlan, s: Support, mapSize: number): { from: number; to: number }[] {
   const ranges = plan.windows.map(() => ({ from: Infinity, to: -Infinity }));
   for (let i = 0; i < mapSize; i++) {
-    const k = ownerOf(plan, s, i);
+    const lo = s.stride * i + s.lo, hi = s.stride * i + s.hi;
+    const owner = plan.windows.findIndex((w) => (lo + hi) / 2 < w.keepEnd);
+    const k = owner === -1 ? plan.windows.length - 1 : owner;
     const w = plan.windows[k]!;
-    if (!computesExactly(plan, w, s, i)) throw new Error(`tile plan: map pixel ${i} (stride ${s.stride}) is not computed exactly by its window [${w.start}, ${w.end}) of ${plan.length}`);
+    if (!((w.start === 0 || lo >= w.start) && (w.end === plan.length || hi < w.end))) throw new Error(`tile plan: map pixel ${i} (stride ${s.stride}) is not computed exactly by its window [${w.start}, ${w.end}) of ${plan.length}`);
     const r = ranges[k]!;
     r.from = Math.min(r.from, i);
     r.to = Math.max(r.to, i + 1);

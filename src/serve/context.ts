@@ -1,23 +1,16 @@
 // What the server's routes share: its configuration, the job queue in front of the inference
 // worker, and the models it shows (a list that grows when a model is loaded while it runs).
-import type { InferencePrecision } from '../engine/config.js';
 import type { FcnKind } from '../models/fcn.js';
-import type { JobQueue } from './job-queue.js';
+import type { JobQueue, JobQueueOptions } from './job-queue.js';
+import type { ModelCard } from './model-cards.js';
 import type { UploadReader } from './routes/bodies.js';
 
-export interface ServeConfig {
-  /** Weight files (any format) or known names: the models shown side by side, in this order. */
-  weights: string[];
+/** `weights`: the models shown side by side, in this order. */
+export interface ServeConfig extends JobQueueOptions {
   /** Folders searched for training runs (a folder holding config.json is a run). */
   runRoots: string[];
   maxUploadBytes: number;
   maxPixels: number;
-  /** Pictures that may wait while one is segmented; more get 503. */
-  queueLimit: number;
-  threads: number;
-  precision: InferencePrecision;
-  /** Tests only: the worker waits for a permit from this gate before each job (see WorkerInit.gate). */
-  gate?: SharedArrayBuffer;
   /** How often a followed run's files are looked at, ms (default 500). */
   pollMs?: number;
   /**
@@ -28,7 +21,8 @@ export interface ServeConfig {
   loopbackOnly?: boolean;
 }
 
-export interface PublicModel {
+/** A model as the page shows it: its card says what it was trained on and how well it does. */
+export interface PublicModel extends ModelCard {
   id: number;
   kind: FcnKind;
   title: string;
@@ -37,25 +31,17 @@ export interface PublicModel {
   /** The weight file's name (not its path). */
   source: string;
   classes: { index: number; name: string; color: string }[];
-  /** What it was trained on, its validation mean IoU (0-1) when known, and where that comes from. */
-  trainedOn: string;
-  valMeanIoU: number | null;
-  iouSource: string;
-}
-
-/** While the models are made (the demo trains first): what happens, and the run to follow. */
-export interface Preparing {
-  state: 'training' | 'loading' | 'failed';
-  message: string;
-  /** The run's name under the run roots (GET /api/runs/NAME), when one is training. */
-  run: string | null;
 }
 
 export interface ServeContext {
   config: ServeConfig;
   jobs: JobQueue;
   models: PublicModel[];
-  preparing: Preparing | null;
+  /**
+   * While the models are made (the demo trains first): what happens, and the run to follow by
+   * its name under the run roots (GET /api/runs/NAME), when one is training.
+   */
+  preparing: { state: 'training' | 'loading' | 'failed'; message: string; run: string | null } | null;
   /** Loads weight files or known names into the worker and shows them beside the others. */
   addModels(weights: string[]): Promise<PublicModel[]>;
   uploadOf: UploadReader;

@@ -24,9 +24,6 @@ export interface JobQueueOptions extends WorkerInit {
   queueLimit: number;
 }
 
-/** recentJobMs: the mean job time in ms over the recent jobs (exponential average), null before the first. */
-export interface QueueStats { running: number; waiting: number; queueLimit: number; completed: number; refused: number; workerRestarts: number; recentJobMs: number | null }
-
 export class JobQueue {
   models: ModelInfo[] = [];
   private worker: Worker | null = null;
@@ -92,7 +89,8 @@ export class JobQueue {
     });
   }
 
-  stats(): QueueStats {
+  /** recentJobMs: the mean job time in ms over the recent jobs (exponential average), null before the first. */
+  stats() {
     const recentJobMs = this.averageMs === null ? null : Math.round(this.averageMs);
     return { running: this.current ? 1 : 0, waiting: this.waiting.length, queueLimit: this.options.queueLimit, completed: this.completed, refused: this.refused, workerRestarts: this.restarts, recentJobMs };
   }

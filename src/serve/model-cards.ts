@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { KNOWN_WEIGHTS, isKnownWeights } from '../io/weights-cache.js';
 import { LogTail, summarizeRun } from './runs.js';
+import { STAGE_FILE } from './demo-models.js';
 
 export interface ModelCard {
   trainedOn: string;
@@ -13,8 +14,6 @@ export interface ModelCard {
   /** Where valMeanIoU (or its absence) comes from. */
   iouSource: string;
 }
-
-const STAGE_FILE = /^stage(\d+)-fcn(32|16|8)\.safetensors$/;
 
 /** The card of the model in `weights` (a file or a known name) whose classes are `classNames`. */
 export function modelCard(weights: string, classNames: readonly string[]): ModelCard {

@@ -55,7 +55,7 @@ function installGuards(app: FastifyInstance, config: ServeConfig): void {
 }
 
 export async function createServer(config: ServeConfig): Promise<Served> {
-  const jobs = await JobQueue.start({ weights: config.weights, threads: config.threads, precision: config.precision, queueLimit: config.queueLimit, gate: config.gate });
+  const jobs = await JobQueue.start(config);
   // Drawn while the server starts listening: the routes wait for them.
   const examples = makeExamples();
   examples.catch(() => {});

@@ -22,20 +22,14 @@ export function sniffImageType(bytes: Uint8Array): ImageType | null {
   return null;
 }
 
-export interface UploadLimits {
-  /** Bytes of the upload itself. */
-  maxBytes: number;
-  /** Decoded pixels (width × height). */
-  maxPixels: number;
-}
-
 export const megapixels = (pixels: number) => `${(pixels / 1e6).toLocaleString('en-US', { maximumFractionDigits: 1 })} MP`;
 
 /**
- * Checks an upload's type and dimensions and decodes it to RGB. Throws HttpError: 400 (empty
- * or unreadable), 413 (more pixels than allowed), 415 (not an accepted image type).
+ * Checks an upload's type and dimensions (within `maxBytes` of upload and `maxPixels` decoded)
+ * and decodes it to RGB. Throws HttpError: 400 (empty or unreadable), 413 (more bytes or
+ * pixels than allowed), 415 (not an accepted image type).
  */
-export async function decodeUpload(bytes: Buffer, limits: UploadLimits): Promise<RgbImage & { type: ImageType }> {
+export async function decodeUpload(bytes: Buffer, limits: { maxBytes: number; maxPixels: number }): Promise<RgbImage & { type: ImageType }> {
   if (bytes.length === 0) throw new HttpError(400, `the upload is empty: send a ${ACCEPTED} image`);
   if (bytes.length > limits.maxBytes) throw tooLarge(bytes.length, limits.maxBytes);
   const type = sniffImageType(bytes);

@@ -45,13 +45,6 @@ export function saveCheckpoint(path: string, model: FCN, optimizer: Optimizer, s
   writeSafetensors(path, tensors, { ...weightsMetadata(model), train_state: JSON.stringify(state) });
 }
 
-export interface LoadedCheckpoint {
-  model: FCN;
-  state: TrainState;
-  /** The optimiser's state tensors (engine layout); the caller disposes them after loading. */
-  optimizerArrays: Map<string, Tensor>;
-}
-
 export function readCheckpoint(path: string): { file: SafetensorsFile; state: TrainState } {
   const file = readSafetensors(path);
   const raw = file.metadata.train_state;
@@ -77,7 +70,8 @@ function stateProblem(s: TrainState): string | null {
   return null;
 }
 
-export function loadCheckpoint(path: string, dropout: number): LoadedCheckpoint {
+/** The model, the state, and the optimiser's state tensors (engine layout), which the caller disposes after loading. */
+export function loadCheckpoint(path: string, dropout: number): { model: FCN; state: TrainState; optimizerArrays: Map<string, Tensor> } {
   const { file, state } = readCheckpoint(path);
   const model = modelFromFile(file, path, { dropout });
   const optimizerArrays = new Map<string, Tensor>();

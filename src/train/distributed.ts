@@ -87,8 +87,6 @@ export interface ReduceStats {
   buckets: number;
   /** float32 bytes of gradients exchanged (half travels with bfloat16). */
   bytes: number;
-  /** Buckets started before the backward pass ended. */
-  startedDuringBackward: number;
   /** Time spent copying gradients out of and back into the engine. */
   copyMs: number;
   /** Bytes of gradients reordered into the layout they travel in (0 once layouts are agreed and stay). */
@@ -112,7 +110,6 @@ export class GradientReducer {
   private active = false;
   private copyMs = 0;
   private convertedBytes = 0;
-  private startedDuringBackward = 0;
   /**
    * The layout each parameter's gradient travels in, named by a tensor that had it (maybe
    * disposed): one every rank's engine produced in an earlier step; absent: plain. Summing
@@ -179,7 +176,6 @@ export class GradientReducer {
     this.produced = new Map();
     this.copyMs = 0;
     this.convertedBytes = 0;
-    this.startedDuringBackward = 0;
     for (const b of this.buckets) {
       b.pending = b.slots.length;
       b.request = null;
@@ -195,7 +191,7 @@ export class GradientReducer {
     this.produced.set(p, p.grad!);
     this.place(p, this.exchangeView(p));
     this.copyMs += performance.now() - t0;
-    if (this.options.overlap ?? true) this.startReady(true);
+    if (this.options.overlap ?? true) this.startReady();
   }
 
   /** `p`'s gradient in its exchange layout, as float32 (a view; converted first if it is not). */
@@ -246,11 +242,10 @@ export class GradientReducer {
   }
 
   /** Starts, in order, every bucket whose gradients are all in. */
-  private startReady(duringBackward: boolean): void {
+  private startReady(): void {
     while (this.next < this.buckets.length && this.buckets[this.next]!.pending === 0) {
       const b = this.buckets[this.next++]!;
       b.request = this.mpi.iallreduce(b.buffer!, { precision: this.options.precision, scale: this.scale });
-      if (duringBackward) this.startedDuringBackward++;
     }
   }
 
@@ -268,7 +263,7 @@ export class GradientReducer {
         p.setGrad(native.zeros(p.dims));
         this.place(p, this.exchangeView(p));
       }
-      this.startReady(false);
+      this.startReady();
       for (const b of this.buckets) this.mpi.wait(b.request!);
       const exposedMs = performance.now() - t0;
       const t1 = performance.now();
@@ -278,7 +273,7 @@ export class GradientReducer {
       }
       this.copyMs += performance.now() - t1;
       this.agreeOnLayouts();
-      return { buckets: this.buckets.length, bytes: this.bytes, startedDuringBackward: this.startedDuringBackward, copyMs: this.copyMs, convertedBytes: this.convertedBytes, exposedMs };
+      return { buckets: this.buckets.length, bytes: this.bytes, copyMs: this.copyMs, convertedBytes: this.convertedBytes, exposedMs };
     } finally {
       this.active = false;
       // A view belongs to that step's gradient: let it go.
@@ -382,14 +377,12 @@ export class Distributed {
       throw new DistributedError(`the batch (${batch} images per step, over all ranks) does not divide among ${this.size} ranks: use a batch that is a multiple of ${this.size}`);
   }
 
-  trainLoader(options: LoaderOptions): DataLoader {
+  /** This rank's share of the training batches or of the validation split. */
+  loader(split: 'train' | 'val', options: LoaderOptions): DataLoader {
+    if (split === 'val') return new ShardedValLoader(options, this.rank, this.size);
     const loader = new ShardedTrainLoader(options, this.rank, this.size);
     this.share = loader.batchSize;
     return loader;
-  }
-
-  valLoader(options: LoaderOptions): DataLoader {
-    return new ShardedValLoader(options, this.rank, this.size);
   }
 
   /** The reducer of the model's trainable parameters (rebuilt when they change). */

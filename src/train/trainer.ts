@@ -16,7 +16,7 @@ import { loadMatchingSource, openWeights, saveWeights } from '../models/weights.
 import { writeFileAtomic } from '../io/atomic.js';
 import { weightLayers } from '../io/weight-layers.js';
 import { openDataset, type Dataset } from '../data/datasets.js';
-import { DataLoader, type Batch } from '../data/loader.js';
+import { DataLoader, type Batch, type LoaderOptions } from '../data/loader.js';
 import { mixSeed } from '../data/prng.js';
 import { evalPipeline, toRgbBytes, type PipelineSpec, type TransformSpec } from '../data/transforms.js';
 import { ConfusionMatrix } from '../report/confusion.js';
@@ -88,14 +88,9 @@ export interface TrainOutcome {
   resumedFrom?: string;
 }
 
-/** The layers a model of this kind has, input to output. */
-export function layerNames(kind: FcnKind): string[] {
-  return weightLayers(kind).map((l) => l.name);
-}
-
 /** Sets which layers train in a stage (bilinear upsampling layers stay frozen unless named). */
 export function applyTrainable(model: FCN, stage: StageConfig, previous: FcnKind | null): void {
-  const inherited = new Set(previous ? layerNames(previous) : []);
+  const inherited = new Set(previous ? weightLayers(previous).map((l) => l.name) : []);
   for (const l of model.layers()) {
     const t = stage.trainable;
     l.trainable = Array.isArray(t)
@@ -197,13 +192,6 @@ interface StageRun {
   readonly stage: StageConfig;
   readonly model: FCN;
   readonly optimizer: Optimizer;
-}
-
-/** What trainOneEpoch gathered over the batches it ran. */
-type EpochTotals = NonNullable<Awaited<ReturnType<typeof trainOneEpoch>>>;
-
-function initialState(c: TrainConfig): TrainState {
-  return { stage: 0, epoch: 0, batch: 0, step: 0, lr: c.stages[0].lr ?? c.optimizer.lr, optimizer: { kind: c.optimizer.kind, scalars: {} }, best: null, history: [] };
 }
 
 /** Epochs over the whole run before the state's epoch (from 0). */
@@ -349,7 +337,7 @@ async function trainOneEpoch(run: Run, current: StageRun) {
  * Validation, the epoch's record, the best weights, the checkpoint, plots and samples; the
  * state moves to the start of the next epoch.
  */
-async function endOfEpoch(run: Run, current: StageRun, totals: EpochTotals): Promise<void> {
+async function endOfEpoch(run: Run, current: StageRun, totals: NonNullable<Awaited<ReturnType<typeof trainOneEpoch>>>): Promise<void> {
   const { config: c, state, paths } = run;
   const { model, stage } = current;
   const epoch = globalEpoch(c, state);
@@ -451,12 +439,6 @@ function writes(run: Run): boolean {
   return !run.dist || run.dist.isRoot;
 }
 
-/** One process's loader, or, data-parallel, this rank's share of it. */
-function loader(dist: Distributed | null, split: 'train' | 'val', o: ConstructorParameters<typeof DataLoader>[0]): DataLoader {
-  if (!dist) return new DataLoader(o);
-  return split === 'train' ? dist.trainLoader(o) : dist.valLoader(o);
-}
-
 function outcomeOf(run: Run, status: TrainOutcome['status']): TrainOutcome {
   return { status, state: run.state, paths: run.paths, stageWeights: run.stageWeights, ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}) };
 }
@@ -471,7 +453,9 @@ async function openRun(c: TrainConfig, paths: RunPaths, options: TrainOptions, r
 
   const trainSet = limit(await openDataset(c.data.root, { split: c.data.trainSplit }), c.data.limitTrain);
   const valSet = limit(await openDataset(c.data.root, { split: c.data.valSplit }), c.data.limitVal);
-  const state = resumed?.state ?? initialState(c);
+  // One process's loader, or, data-parallel, this rank's share of it.
+  const loader = (split: 'train' | 'val', o: LoaderOptions) => (dist ? dist.loader(split, o) : new DataLoader(o));
+  const state: TrainState = resumed?.state ?? { stage: 0, epoch: 0, batch: 0, step: 0, lr: c.stages[0].lr ?? c.optimizer.lr, optimizer: { kind: c.optimizer.kind, scalars: {} }, best: null, history: [] };
   const run = {
     config: c,
     paths,
@@ -480,8 +464,8 @@ async function openRun(c: TrainConfig, paths: RunPaths, options: TrainOptions, r
     out,
     // A rank that does not write logs nowhere.
     log: root ? openJsonl(paths.log) : ({ path: paths.log, write: () => {}, close: () => {} } as JsonlLog),
-    trainLoader: loader(dist, 'train', { dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
-    valLoader: loader(dist, 'val', { dataset: valSet, pipeline: evalPipeline({ size: c.data.size, means: c.data.means }), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
+    trainLoader: loader('train', { dataset: trainSet, pipeline: trainPipelineOf(c), batchSize: c.batchSize, shuffle: true, seed: c.seed, workers: c.data.workers }),
+    valLoader: loader('val', { dataset: valSet, pipeline: evalPipeline({ size: c.data.size, means: c.data.means }), batchSize: c.batchSize, shuffle: false, seed: c.seed, workers: c.data.workers }),
     classNames: trainSet.classes.names,
     classColors: trainSet.classes.colors,
     validates: valSet.entries.length > 0,

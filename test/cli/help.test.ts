@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { nearestOptions } from '../../src/cli/args.js';
-import type { CommandSpec } from '../../src/cli/spec.js';
+import type { CommandSpec } from '../../src/cli/help.js';
 import { commandNames } from '../../src/cli/main.js';
 import { trainSpec } from '../../src/cli/train.js';
 import { dataCheckSpec, dataFetchSpec, dataSplitSpec, dataSynthSpec } from '../../src/cli/data.js';

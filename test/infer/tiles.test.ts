@@ -6,7 +6,7 @@ import { native } from '../../src/engine/binding.js';
 import { configureEngine } from '../../src/engine/config.js';
 import { FCN, type FcnKind, type FcnStyle } from '../../src/models/fcn.js';
 import { segmentImage, wholeImageBytes } from '../../src/infer/inference.js';
-import { backboneSupports, headSupport, mapRanges, marginFor, planAxis, poolSupports } from '../../src/infer/tiling.js';
+import { headSupport, mapRanges, marginFor, planAxis, poolSupports } from '../../src/infer/tiling.js';
 import { Rng } from '../../src/data/prng.js';
 import type { RgbImage } from '../../src/io/image.js';
 
@@ -72,17 +72,17 @@ test('planAxis: kept ranges partition the axis, windows fit the tile, start on t
 test('supports: block5_pool sees 212 pixels (VGG16), shifted by conv1\'s padding of 100 in the caffe style; conv6 reaches 3 pixels', () => {
   const keras = new FCN({ kind: 'fcn8', width: 0.0625 }), caffe = new FCN({ kind: 'fcn8', width: 0.0625, style: 'caffe' });
   try {
-    assert.deepEqual(backboneSupports(keras).pool5, { stride: 32, lo: -90, hi: 121 });
-    assert.deepEqual(backboneSupports(caffe).pool5, { stride: 32, lo: -189, hi: 22 });
-    assert.deepEqual(backboneSupports(keras).pool3, { stride: 8, lo: -18, hi: 25 });
+    assert.deepEqual(poolSupports(keras)[4], { stride: 32, lo: -90, hi: 121 });
+    assert.deepEqual(poolSupports(caffe)[4], { stride: 32, lo: -189, hi: 22 });
+    assert.deepEqual(poolSupports(keras)[2], { stride: 8, lo: -18, hi: 25 });
     assert.deepEqual(headSupport(keras), { stride: 1, lo: -3, hi: 3 });
     // block5_pool in block3_pool's pixels, where blocks 4-5 run on the stitched block3_pool.
     assert.deepEqual(poolSupports(caffe, 3).at(-1), { stride: 4, lo: -9, hi: 12 });
     assert.deepEqual(headSupport(caffe), { stride: 1, lo: 0, hi: 6 });
-    assert.equal(marginFor(backboneSupports(keras).pool5), 107);
+    assert.equal(marginFor(poolSupports(keras)[4]!), 107);
     // Every map pixel is owned by one window that computes it exactly.
     const plan = planAxis(1000, 384, 107, 32);
-    const ranges = mapRanges(plan, backboneSupports(caffe).pool5, Math.ceil((1000 + 198) / 32));
+    const ranges = mapRanges(plan, poolSupports(caffe)[4]!, Math.ceil((1000 + 198) / 32));
     assert.equal(ranges.at(-1)!.to, Math.ceil((1000 + 198) / 32));
   } finally {
     keras.dispose();

@@ -115,7 +115,7 @@ test('without --weights: the latest finished fcn demo\'s stage models (one per k
   demo('demo-new', [[1, 'fcn32', files[0]!], [2, 'fcn16', files[1]!], [3, 'fcn8', files[2]!], [4, 'fcn8', files[2]!], [5, 'fcn8', files[2]!]], true, 60);
   demo('demo-unfinished', [[1, 'fcn32', files[0]!]], false, 0);
   const picked = latestDemo(runsRoot)!;
-  assert.deepEqual(picked.weights.map((w) => path.relative(runsRoot, w)), ['demo-new/run/checkpoints/stage1-fcn32.safetensors', 'demo-new/run/checkpoints/stage2-fcn16.safetensors', 'demo-new/run/checkpoints/stage5-fcn8.safetensors']);
+  assert.deepEqual(picked.map((w) => path.relative(runsRoot, w)), ['demo-new/run/checkpoints/stage1-fcn32.safetensors', 'demo-new/run/checkpoints/stage2-fcn16.safetensors', 'demo-new/run/checkpoints/stage5-fcn8.safetensors']);
 
   const s = await serve(['--runs', runsRoot]);
   try {

@@ -9,7 +9,8 @@ import { configureEngine } from '../../src/engine/config.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { loadModel } from '../../src/models/weights.js';
 import type { TrainConfig } from '../../src/train/config.js';
-import { NonFiniteLossError, layerNames, train } from '../../src/train/trainer.js';
+import { NonFiniteLossError, train } from '../../src/train/trainer.js';
+import { weightLayers } from '../../src/io/weight-layers.js';
 import { readCheckpoint, type TrainState } from '../../src/train/checkpoint.js';
 import { native } from '../../src/engine/binding.js';
 import type { FCN } from '../../src/models/fcn.js';
@@ -65,7 +66,7 @@ test('staged training: validation mean IoU improves stage over stage; frozen lay
   assert.equal(log.filter((l) => l.type === 'epoch').length, 13);
   const best = readSafetensors(path.join(dir, 'checkpoints', 'best.safetensors')).metadata;
   assert.equal(Number(best.val_mean_iou), Math.max(...r.state.history.map((h) => h.val!.meanIoU)));
-  assert.deepEqual(layerNames('fcn8').sort(), (await loadModel(r.stageWeights[3])).layers().map((l) => l.name).sort());
+  assert.deepEqual(weightLayers('fcn8').map((l) => l.name).sort(), (await loadModel(r.stageWeights[3])).layers().map((l) => l.name).sort());
 });
 
 test('resume: 2 epochs straight equal 1.5 epochs, a stop, and a resume (weights and optimiser state)', { timeout: 300_000 }, async () => {

@@ -2,7 +2,7 @@
 // for hovering (/api/results), and the score maps of each stage (/api/stages).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { HttpError } from '../errors.js';
-import { decodeUpload, type UploadLimits } from '../uploads.js';
+import { decodeUpload } from '../uploads.js';
 import { TOP3_BYTES } from '../answers.js';
 import type { SegmentAnswer } from '../protocol.js';
 import type { PublicModel, ServeContext } from '../context.js';
@@ -52,7 +52,7 @@ function pickModels(models: PublicModel[], value: unknown): number[] {
 
 export function segmentRoutes(app: FastifyInstance, ctx: ServeContext): void {
   const { jobs, uploadOf } = ctx;
-  const limits: UploadLimits = { maxBytes: ctx.config.maxUploadBytes, maxPixels: ctx.config.maxPixels };
+  const limits = { maxBytes: ctx.config.maxUploadBytes, maxPixels: ctx.config.maxPixels };
   const results = new ResultCache();
 
   app.post('/api/segment', async (request: FastifyRequest<{ Querystring: Record<string, string> }>) => {

@@ -9,16 +9,9 @@ import type { ServeContext } from '../context.js';
 /** The names the page may ask for: the paper's three models. */
 export const FETCHABLE = ['fcn32s', 'fcn16s', 'fcn8s'] as const;
 
-interface Download {
-  name: string;
-  state: 'downloading' | 'loading' | 'done' | 'failed';
-  received: number;
-  total: number | null;
-  message: string | null;
-}
-
 export function weightRoutes(app: FastifyInstance, ctx: ServeContext): void {
-  let current: Download | null = null;
+  // The download in progress, or the last one.
+  let current: { name: string; state: 'downloading' | 'loading' | 'done' | 'failed'; received: number; total: number | null; message: string | null } | null = null;
   const loaded = new Set<string>();
 
   app.get('/api/weights', async () => ({
@@ -43,7 +36,7 @@ export function weightRoutes(app: FastifyInstance, ctx: ServeContext): void {
     if (!(FETCHABLE as readonly string[]).includes(name)) throw new HttpError(400, `the page can fetch only ${FETCHABLE.join(', ')}, not '${name}'`);
     if (loaded.has(name)) throw new HttpError(409, `${name} is loaded already`);
     if (current && (current.state === 'downloading' || current.state === 'loading')) throw new HttpError(409, `${current.name} is being fetched: one download at a time`, { 'retry-after': '5' });
-    const d: Download = (current = { name, state: 'downloading', received: 0, total: KNOWN_WEIGHTS[name as 'fcn8s'].approxBytes, message: null });
+    const d: NonNullable<typeof current> = (current = { name, state: 'downloading', received: 0, total: KNOWN_WEIGHTS[name as 'fcn8s'].approxBytes, message: null });
     void (async () => {
       try {
         const fetched = await fetchWeights(name, { onProgress: (p) => Object.assign(d, { received: p.received, total: p.total ?? d.total }) });
