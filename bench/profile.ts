@@ -6,9 +6,9 @@
 //
 //   node --import tsx bench/profile.ts [--size 512] [--reps 3] [--threads 2] [--only fwd_fp32,train_bf16,fwd_int8,fwd_int8_io] [--calls]
 //
-// --calls: the wall time of the last repetition per native function (oneDNN's primitives and
-// our own passes alike: the update, the loss, ReLU and pooling backward), and what is left,
-// the time in JavaScript between the calls.
+// --calls: the wall time and minor page faults of the last repetition per native function
+// (oneDNN's primitives and our own passes alike: the update, the loss, ReLU and pooling
+// backward; the logits' toArray too), and what is left, the time in JavaScript between the calls.
 import { parseArgs } from 'node:util';
 import { native, type Precision } from '../src/engine/binding.js';
 import { configureEngine, type InferencePrecision } from '../src/engine/config.js';
@@ -32,32 +32,36 @@ const labels = Uint8Array.from({ length: batch * size * size }, (_, i) => (i % 7
 const x = native.fromArray([batch, 3, size, size], input);
 const y = native.fromArray([batch, size, size], labels);
 
-// Every native function wrapped to add its wall time under its name while `calls` is set.
-let calls: Map<string, { ms: number; n: number }> | null = null;
+// Every native function wrapped to add its wall time and minor page faults (fresh pages the
+// kernel hands in: what allocating outside the pool costs) under its name while `calls` is set.
+type CallStats = { ms: number; n: number; faults: number };
+let calls: Map<string, CallStats> | null = null;
+const faults = () => process.resourceUsage().minorPageFault;
+function timed(name: string, f: (...a: unknown[]) => unknown): (this: unknown, ...args: unknown[]) => unknown {
+  return function (this: unknown, ...args: unknown[]) {
+    if (!calls) return f.apply(this, args);
+    const t0 = performance.now(), f0 = faults();
+    try {
+      return f.apply(this, args);
+    } finally {
+      const e = calls.get(name) ?? { ms: 0, n: 0, faults: 0 };
+      e.ms += performance.now() - t0;
+      e.faults += faults() - f0;
+      e.n++;
+      calls.set(name, e);
+    }
+  };
+}
 if (values.calls) {
   const table = native as unknown as Record<string, unknown>;
-  for (const [name, f] of Object.entries(table)) {
-    if (typeof f !== 'function') continue;
-    table[name] = (...args: unknown[]) => {
-      if (!calls) return (f as (...a: unknown[]) => unknown)(...args);
-      const t0 = performance.now();
-      try {
-        return (f as (...a: unknown[]) => unknown)(...args);
-      } finally {
-        const e = calls.get(name) ?? { ms: 0, n: 0 };
-        e.ms += performance.now() - t0;
-        e.n++;
-        calls.set(name, e);
-      }
-    };
-  }
+  for (const [name, f] of Object.entries(table)) if (typeof f === 'function' && name !== 'Tensor') table[name] = timed(name, f as (...a: unknown[]) => unknown);
 }
 
-function printCalls(name: string, total: number, table: Map<string, { ms: number; n: number }>): void {
+function printCalls(name: string, total: number, allFaults: number, table: Map<string, CallStats>): void {
   let inside = 0;
   for (const e of table.values()) inside += e.ms;
-  console.log(`${name}: ${total.toFixed(0)} ms, ${inside.toFixed(0)} ms in native calls, ${(total - inside).toFixed(0)} ms in JavaScript between them`);
-  for (const [k, e] of [...table].sort((a, b) => b[1].ms - a[1].ms)) console.log(`  ${e.ms.toFixed(1).padStart(8)} ms ×${String(e.n).padEnd(4)} ${k}`);
+  console.log(`${name}: ${total.toFixed(0)} ms, ${allFaults} page faults; ${inside.toFixed(0)} ms in native calls, ${(total - inside).toFixed(0)} ms in JavaScript between them`);
+  for (const [k, e] of [...table].sort((a, b) => b[1].ms - a[1].ms)) console.log(`  ${e.ms.toFixed(1).padStart(8)} ms ×${String(e.n).padEnd(4)} ${String(e.faults).padStart(7)} faults  ${k}`);
 }
 
 function time(name: string, f: () => void): void {
@@ -69,11 +73,11 @@ function time(name: string, f: () => void): void {
     const last = i === reps - 1;
     if (last) console.error(`--- ${name} last`);
     if (last && values.calls) calls = new Map();
-    const t0 = performance.now();
+    const t0 = performance.now(), f0 = faults();
     f();
     ts.push(performance.now() - t0);
     if (last && calls) {
-      printCalls(name, ts[ts.length - 1]!, calls);
+      printCalls(name, ts[ts.length - 1]!, faults() - f0, calls);
       calls = null;
     }
   }
@@ -84,7 +88,7 @@ function time(name: string, f: () => void): void {
 function forwardWithCopies(p: InferencePrecision): void {
   const xi = native.fromArray([batch, 3, size, size], input);
   const logits = model.predictLogits(xi, p);
-  logits.toArray();
+  timed('toArray', () => logits.toArray())();
   xi.dispose();
   logits.dispose();
 }

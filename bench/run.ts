@@ -112,6 +112,15 @@ function benchInput(n: number): Float32Array {
   return data;
 }
 
+/**
+ * Warm-up passes of the 512² forward rows, ours and onnxruntime's alike. Each pass hands back
+ * a fresh 22 MB JS array of logits, freed only when V8 next collects (every three or four
+ * passes): until the heap holds that many, each pass faults its array's pages in anew (~150 ms
+ * on this virtual machine), so the first five passes are not the steady state of a process
+ * serving one image after another.
+ */
+const FORWARD_WARMUP = 5;
+
 /** Our forward pass, timed as the peers are: input in, logits out as a JS array. */
 function oursForward(model: FCN, size: number | [number, number], batch: number, precision: InferencePrecision, warmup: number, reps: number): Timing {
   const [h, w] = typeof size === 'number' ? [size, size] : size;
@@ -403,13 +412,13 @@ async function findPeers(b: Bench, weights: string): Promise<Peers> {
 async function forwardRows(b: Bench, model: FCN, peers: Peers): Promise<void> {
   let ortFp32: Timing | null = null;
   const ortRow = async (id: string, ours: Timing) => {
-    ortFp32 ??= timing((await ortForward({ onnxPath: peers.onnx!, height: SIZE, width: SIZE, threads: b.threads, warmup: 2, reps: b.reps })).allMs);
+    ortFp32 ??= timing((await ortForward({ onnxPath: peers.onnx!, height: SIZE, width: SIZE, threads: b.threads, warmup: FORWARD_WARMUP, reps: b.reps })).allMs);
     b.versus(id, ours, ortFp32, `onnxruntime-node ${peers.ortVersion} fp32`);
   };
   const bf16Ids = ['fwd512_bf16_vs_ort', 'fwd512_bf16_vs_torch'];
   const t = b.timings;
-  if (b.bf16 && [...bf16Ids, 'fwd512_bf16_peak_frac'].some(b.want)) t.bf16 = oursForward(model, SIZE, 1, 'bfloat16', 2, b.reps);
-  if (['fwd512_fp32_vs_ort', 'fwd512_fp32_peak_frac'].some(b.want)) t.fp32 = oursForward(model, SIZE, 1, 'float32', 2, b.reps);
+  if (b.bf16 && [...bf16Ids, 'fwd512_bf16_peak_frac'].some(b.want)) t.bf16 = oursForward(model, SIZE, 1, 'bfloat16', FORWARD_WARMUP, b.reps);
+  if (['fwd512_fp32_vs_ort', 'fwd512_fp32_peak_frac'].some(b.want)) t.fp32 = oursForward(model, SIZE, 1, 'float32', FORWARD_WARMUP, b.reps);
   for (const id of bf16Ids) if (!b.bf16 && b.want(id)) b.absent(id, BF16_WHY);
   if (peers.onnx && t.bf16 && b.want('fwd512_bf16_vs_ort')) await ortRow('fwd512_bf16_vs_ort', t.bf16);
   if (peers.python && t.bf16 && b.want('fwd512_bf16_vs_torch')) await torchRow(b, 'fwd512_bf16_vs_torch', t.bf16, 'forward', 'bf16', true);
@@ -435,7 +444,7 @@ async function int8Rows(b: Bench, peers: Peers, ortRow: (id: string, ours: Timin
   if (!['fwd512_int8_peak_frac', 'fwd512_int8_vs_ort', 'fwd512_best_vs_ort', 'fwd512_int8_vs_ort_int8', 'fwd512_int8_vs_torch_int8'].some(b.want)) return;
   const qdqOnnx = peers.ortVersion && b.want('fwd512_int8_vs_ort_int8') ? path.join(work, 'fcn8-w1-seed0-int8-qdq.onnx') : undefined;
   try {
-    b.timings.int8 = oursForwardInt8(SIZE, 2, b.reps, qdqOnnx);
+    b.timings.int8 = oursForwardInt8(SIZE, FORWARD_WARMUP, b.reps, qdqOnnx);
     b.frac('fwd512_int8_peak_frac', 'int8', 'fwd', b.timings.int8);
   } catch (e) {
     b.frac('fwd512_int8_peak_frac', 'int8', 'fwd', null, `absent: ${(e as Error).message}`);
@@ -443,7 +452,7 @@ async function int8Rows(b: Bench, peers: Peers, ortRow: (id: string, ours: Timin
   }
   if (peers.onnx && b.want('fwd512_int8_vs_ort')) await ortRow('fwd512_int8_vs_ort', b.timings.int8);
   if (qdqOnnx) {
-    const peer = timing((await ortForward({ onnxPath: qdqOnnx, height: SIZE, width: SIZE, threads: b.threads, warmup: 2, reps: b.reps })).allMs);
+    const peer = timing((await ortForward({ onnxPath: qdqOnnx, height: SIZE, width: SIZE, threads: b.threads, warmup: FORWARD_WARMUP, reps: b.reps })).allMs);
     b.versus('fwd512_int8_vs_ort_int8', b.timings.int8, peer, `onnxruntime-node ${peers.ortVersion} int8 (QDQ export of the same int8 model)`);
   }
   // PyTorch's own int8 (fbgemm, or onednn where torch lacks it), calibrated in its process on its input.

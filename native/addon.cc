@@ -1,5 +1,6 @@
 // The native entry point: every function the addon exports, in one list, each run inside a
 // call frame that turns any failure into a JS error naming the function.
+#include <malloc.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -72,6 +73,8 @@ Napi::Value PoolTrim(const Napi::CallbackInfo& info) {
   EnvState& s = frame().state;
   s.pool->trim();
   if (primitives) s.primitives.clear();
+  // What the pool let go goes back to the system now (see keep_large_blocks_in_heap).
+  malloc_trim(0);
   return info.Env().Undefined();
 }
 
@@ -96,6 +99,16 @@ Napi::Value SetCacheLimits(const Napi::CallbackInfo& info) {
   out.Set("poolBytes", double(s.pool->idle_limit()));
   out.Set("primitives", double(s.primitives.limit()));
   return out;
+}
+
+// glibc maps blocks over its threshold afresh and unmaps them at free, and hands the top of
+// its heap back once 128 KiB of it is free: a JS array of 512² logits (22 MB) made and
+// collected every image then faults in 5,400 new pages each time. Blocks up to 32 MB (glibc's
+// largest threshold) stay in the heap to be reused warm; an explicit poolTrim hands free heap
+// memory back (malloc_trim), so what is idle stays bounded by when the caller trims.
+void keep_large_blocks_in_heap() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
 using NativeFn = Napi::Value (*)(const Napi::CallbackInfo&);
@@ -151,7 +164,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Deleted with the environment: a worker's state goes when the worker does.
   env.SetInstanceData(new EnvState());
   static std::once_flag onednn_cache_bounded;
-  std::call_once(onednn_cache_bounded, [] { bound_onednn_cache(PrimitiveCache::kDefaultLimit); });
+  std::call_once(onednn_cache_bounded, [] {
+    bound_onednn_cache(PrimitiveCache::kDefaultLimit);
+    keep_large_blocks_in_heap();
+  });
   Tensor::Init(env, exports);
   for (const Export& e : kExports) exports.Set(e.name, Napi::Function::New<Call>(env, e.name, const_cast<Export*>(&e)));
   return exports;

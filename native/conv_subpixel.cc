@@ -153,10 +153,10 @@ Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
     for (int64_t c = 0; c < C; c++) phase_bias[size_t(c)] = bv[c / (st * st)];
     args.emplace(DNNL_ARG_BIAS, memory(bias_md(p), cpu_engine(), phase_bias.data()));
   }
-  // z is as large as the output and freed on return, not pooled: the logits' copy into a JS array
-  // (toArray) then gets this memory back from malloc, already faulted in. A pooled z left toArray
-  // fresh pages to fault in (5,400 of them for 512² logits, 60-280 ms on a virtual machine).
-  memory z(pd.dst_desc(), cpu_engine());
+  // z, as large as the output, comes from the pool: a fresh allocation each call faults in a
+  // new page every 4 KiB (5,400 of them for 512² logits).
+  Scratch zbuf(pd.dst_desc().get_size());
+  memory z(pd.dst_desc(), cpu_engine(), zbuf.ptr);
   args.emplace(DNNL_ARG_DST, z);
   cp.prim.execute(cpu_stream(), args);
   cpu_stream().wait();
