@@ -85,13 +85,6 @@ export class Rng {
     return this.next() < p;
   }
 
-  /** Standard normal (Box–Muller). */
-  normal(): number {
-    const u = 1 - this.next();
-    const v = this.next();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-  }
-
   /** Fisher–Yates shuffle in place. */
   shuffle<T>(a: T[]): T[] {
     for (let i = a.length - 1; i > 0; i--) {
@@ -99,10 +92,6 @@ export class Rng {
       [a[i], a[j]] = [a[j]!, a[i]!];
     }
     return a;
-  }
-
-  pick<T>(a: readonly T[]): T {
-    return a[this.int(a.length)]!;
   }
 }
 

@@ -121,11 +121,6 @@ export function resize(s: Sample, height: number, width: number): Sample {
   return { id: s.id, width, height, image, label };
 }
 
-/** Scales both sides by a factor (sizes rounded, at least 1). */
-export function rescale(s: Sample, factor: number): Sample {
-  return resize(s, clampSize(s.height * factor), clampSize(s.width * factor));
-}
-
 /**
  * Cuts the window (top, left, height, width) out of the sample. The window may reach outside
  * the sample: those pixels are padding (image 0 = the mean colour, label 255).
@@ -174,9 +169,10 @@ export function hflip(s: Sample): Sample {
   return { id: s.id, width: s.width, height: s.height, image: mirrorRows(s.image, s.width), label: mirrorRows(s.label, s.width) };
 }
 
-/** Scales by a factor drawn uniformly from [min, max]. */
+/** Scales both sides by a factor drawn uniformly from [min, max] (sizes rounded, at least 1). */
 export function randomScale(s: Sample, rng: Rng, min = 0.5, max = 2): Sample {
-  return rescale(s, rng.uniform(min, max));
+  const factor = rng.uniform(min, max);
+  return resize(s, clampSize(s.height * factor), clampSize(s.width * factor));
 }
 
 /** A random size × size window; a smaller sample is first padded (bottom/right) with 0 / 255. */

@@ -8,16 +8,6 @@ import { randomBytes } from 'node:crypto';
 /** What can be written: a string (UTF-8), one byte array, or a sequence of chunks written in order. */
 export type AtomicData = string | Uint8Array | Iterable<Uint8Array>;
 
-function tempPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-}
-
-function chunksOf(data: AtomicData): Iterable<Uint8Array> {
-  if (typeof data === 'string') return [Buffer.from(data, 'utf8')];
-  if (data instanceof Uint8Array) return [data];
-  return data;
-}
-
 // The rename itself lives in the directory entry; fsync the directory so it survives a power cut.
 // Some platforms (and some file systems) refuse to fsync a directory: that only weakens durability.
 function fsyncDirSync(dir: string): void {
@@ -43,11 +33,12 @@ function describe(e: unknown): string {
  * cannot leave a write running behind the caller's back.
  */
 export function writeFileAtomic(path: string, data: AtomicData): void {
-  const tmp = tempPathFor(path);
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const chunks = typeof data === 'string' ? [Buffer.from(data, 'utf8')] : data instanceof Uint8Array ? [data] : data;
   let fd: number | undefined;
   try {
     fd = openSync(tmp, 'wx', 0o644);
-    for (const chunk of chunksOf(data)) {
+    for (const chunk of chunks) {
       let off = 0;
       // writeSync may write less than asked for large chunks.
       while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);

@@ -27,11 +27,6 @@ import { FCN_OUTPUTS, WEIGHT_LAYERS, weightLayers } from './weight-layers.js';
 /** Largest slice of a dataset read through the WebAssembly heap at once, by default. */
 const READ_CHUNK_BYTES = 16 << 20;
 
-export interface KerasH5Options {
-  /** Largest slice of a dataset read at once (default 16 MB); tests make it tiny to read in many slices. */
-  readChunkBytes?: number;
-}
-
 // h5wasm's Metadata.type: HDF5's H5T_class_t.
 const H5T_FLOAT = 1;
 
@@ -283,10 +278,12 @@ function openFile(path: string, absolutePath: string): H5File {
   return file;
 }
 
-/** Opens a Keras `.h5` weight file; tensors are read when asked for (see the top of this file). */
-export async function readKerasH5(path: string, options: KerasH5Options = {}): Promise<WeightSource> {
-  const chunkBytes = options.readChunkBytes ?? READ_CHUNK_BYTES;
-  if (!(chunkBytes >= 1)) throw new Error(`readKerasH5: readChunkBytes must be at least 1, got ${chunkBytes}`);
+/**
+ * Opens a Keras `.h5` weight file; tensors are read when asked for (see the top of this file),
+ * at most `chunkBytes` at a time (tests make it tiny to read in many slices).
+ */
+export async function readKerasH5(path: string, chunkBytes = READ_CHUNK_BYTES): Promise<WeightSource> {
+  if (!(chunkBytes >= 1)) throw new Error(`readKerasH5: chunkBytes must be at least 1, got ${chunkBytes}`);
   const absolutePath = resolve(path);
   try {
     if (!statSync(absolutePath).isFile()) throw new Error(`${path}: not a file`);

@@ -146,16 +146,11 @@ export function lineChartSvg(spec: ChartSpec): string {
   return out.join('\n') + '\n';
 }
 
-/** Rasterises an SVG document to PNG; `scale` 2 gives a sharper image for high-DPI screens. */
-export async function svgToPng(svg: string, scale = 1): Promise<Buffer> {
-  return sharp(Buffer.from(svg), { density: 72 * scale }).png().toBuffer();
-}
-
-/** Writes `<pathWithoutExt>.svg` and `<pathWithoutExt>.png` for the chart. */
+/** Writes `<pathWithoutExt>.svg` and `<pathWithoutExt>.png` for the chart; `scale` 2 gives a sharper PNG for high-DPI screens. */
 export async function writeChart(pathWithoutExt: string, spec: ChartSpec, options: { scale?: number } = {}): Promise<{ svgPath: string; pngPath: string }> {
   const svg = lineChartSvg(spec);
   const svgPath = `${pathWithoutExt}.svg`, pngPath = `${pathWithoutExt}.png`;
   writeFileAtomic(svgPath, svg);
-  writeFileAtomic(pngPath, await svgToPng(svg, options.scale ?? 1));
+  writeFileAtomic(pngPath, await sharp(Buffer.from(svg), { density: 72 * (options.scale ?? 1) }).png().toBuffer());
   return { svgPath, pngPath };
 }

@@ -1,6 +1,7 @@
 // Progress of a long loop (training steps, evaluated images). On a terminal: one line redrawn
 // in place with a bar, count, rate and ETA. Elsewhere (CI logs, pipes, files) carriage returns
 // would pile up into one huge line, so plain lines are printed at most every N seconds instead.
+import { formatDuration } from '../io/download.js';
 
 export interface ProgressStream {
   write(chunk: string): unknown;
@@ -31,15 +32,6 @@ export interface Progress {
   /** Prints the final line (once). */
   done(fields?: ProgressFields): void;
   readonly count: number;
-}
-
-/** Seconds as m:ss or h:mm:ss. */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '?';
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-  const mm = h > 0 ? String(m).padStart(2, '0') : String(m);
-  return `${h > 0 ? `${h}:` : ''}${mm}:${String(sec).padStart(2, '0')}`;
 }
 
 function formatValue(value: number | string): string {

@@ -122,7 +122,7 @@ test('reading in many small slices gives the same values (kernels, fc1 as conv6)
   for (const name of ['fcn8', 'vgg16', 'fcn8-float64']) {
     // 4 KB: conv6 (7, 7, 32, 256) is read 4 input channels at a time under a fixed (y, x),
     // fc1 (1568, 256) 4 rows at a time, score7 (1, 1, 256, 21) in 48 + … + 16 channels.
-    const source = await readKerasH5(h5(name), { readChunkBytes: 4096 });
+    const source = await readKerasH5(h5(name), 4096);
     assertSameTensors(source, expected(name === 'fcn8-float64' ? 'fcn8' : name));
   }
 });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatDuration, progress, type ProgressStream } from '../../src/report/progress.js';
+import { formatDuration } from '../../src/io/download.js';
+import { progress, type ProgressStream } from '../../src/report/progress.js';
 
 function fakeStream(isTTY: boolean, columns?: number): ProgressStream & { output: string } {
   return { isTTY, columns, output: '', write(chunk: string) { this.output += chunk; return true; } };
