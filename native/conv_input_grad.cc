@@ -79,6 +79,35 @@ void col2im(const ConvSpec& s, const float* cols, int64_t p0, int64_t rows, floa
     }
   }
 }
+
+// The kernel as the product's B (O × KH·KW·I) in the layout the matmul chose for it, written
+// as a descriptor of the O,I,KH,KW kernel (so the layer keeps it and the update rewrites it
+// like any packed copy). Possible when B's column blocks fall within one kernel position's I
+// channels; otherwise (or for a layout this does not recognise) null: B stays plain.
+bool kernel_desc_of(const memory::desc& b2, const memory::dims& wd, memory::desc& out) {
+  const dnnl_memory_desc_t& m = b2.data;
+  if (m.format_kind != dnnl_blocked || m.ndims != 2 || m.offset0 != 0) return false;
+  const auto& bk = m.format_desc.blocking;
+  int64_t bn = 1;
+  for (int k = 0; k < bk.inner_nblks; k++)
+    if (bk.inner_idxs[k] == 1) bn *= bk.inner_blks[k];
+  const int64_t I = wd[1], KW = wd[3];
+  if (I % bn != 0 || m.padded_dims[1] != m.dims[1]) return false;
+  dnnl_memory_desc_t d = m;
+  d.ndims = 4;
+  for (int k = 0; k < 4; k++) d.dims[k] = d.padded_dims[k] = wd[size_t(k)], d.padded_offsets[k] = 0;
+  d.padded_dims[0] = m.padded_dims[0];
+  // Column n = (kh·KW + kw)·I + i lies in block n / bn = (kh·KW + kw)·(I / bn) + i / bn.
+  const int64_t sn = bk.strides[1];
+  d.format_desc.blocking.strides[0] = bk.strides[0];
+  d.format_desc.blocking.strides[1] = sn;
+  d.format_desc.blocking.strides[3] = (I / bn) * sn;
+  d.format_desc.blocking.strides[2] = KW * (I / bn) * sn;
+  const memory::desc four(d);
+  if (four.get_size() != b2.get_size()) return false;
+  out = four;
+  return true;
+}
 }  // namespace
 
 Napi::Value input_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache) {
@@ -89,24 +118,32 @@ Napi::Value input_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& dy, T
   memory dym = in_layout(dy, memory::desc(s.y, et, tag::nhwc), keep);
   const char* dyp = static_cast<const char*>(dym.get_data_handle());
   const int64_t esz = et == dt::bf16 ? 2 : 4;
+  // Chunks of output pixels whose cols fit in 32 MB (conv6 at 512²: one chunk).
+  const int64_t chunk = std::min(P, std::max<int64_t>(64, (int64_t(32) << 20) / (KKI * 4)));
+  // In one chunk the matmul may pick B's layout (conv6's: ~10% faster than plain); over
+  // several, the last chunk's product could pick another, so B stays plain.
+  memory::desc b_plain({O, KKI}, et, tag::ab), b_any({O, KKI}, et, tag::any);
+  auto product = [&](int64_t rows, const memory::desc& b) {
+    return cached(std::string("bwdDMM|") + (et == dt::bf16 ? "bf16|" : "f32|") + std::to_string(rows) + "|" + std::to_string(O) + "|" + std::to_string(KKI) + (b == b_any ? "|any" : ""), [&] {
+      memory::desc a({rows, O}, et, tag::ab), c({rows, KKI}, dt::f32, tag::ab);
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), cpu_engine());
+      debug_impl("bwdD as matmul", s, pd.impl_info_str());
+      return CachedPrimitive{pd, dnnl::matmul(pd)};
+    });
+  };
+  memory::desc kernel_md(s.w, et, memory::dims{KKI, 1, KW * I, I});  // O,KH,KW,I: plain B
+  const bool b_chosen = chunk == P && kernel_desc_of(product(P, b_any).pd.weights_desc(), s.w, kernel_md);
   Napi::Value fresh = env.Null();
-  memory wei = prepared_weights(env, w, weights_cache, memory::desc(s.w, et, memory::dims{KKI, 1, KW * I, I}), fresh);
+  memory wei = prepared_weights(env, w, weights_cache, kernel_md, fresh);
   Napi::Object dx = Tensor::Create(env, memory::desc(s.x, et, tag::nhwc));
   // float32 sums: into dx itself, or for bfloat16 into a float32 image rounded once at the end.
   Scratch acc(et == dt::f32 ? 64 : size_t(Q * I * 4));
   float* sum = et == dt::f32 ? static_cast<float*>(Tensor::Of(dx).ptr) : static_cast<float*>(acc.ptr);
   std::memset(sum, 0, size_t(Q * I * 4));
-  // Chunks of output pixels whose cols fit in 32 MB (conv6 at 512²: one chunk).
-  const int64_t chunk = std::min(P, std::max<int64_t>(64, (int64_t(32) << 20) / (KKI * 4)));
   Scratch cols(size_t(chunk * KKI * 4));
   for (int64_t p0 = 0; p0 < P; p0 += chunk) {
     const int64_t rows = std::min(chunk, P - p0);
-    auto mm = cached(std::string("bwdDMM|") + (et == dt::bf16 ? "bf16|" : "f32|") + std::to_string(rows) + "|" + std::to_string(O) + "|" + std::to_string(KKI), [&] {
-      memory::desc a({rows, O}, et, tag::ab), b({O, KKI}, et, tag::ab), c({rows, KKI}, dt::f32, tag::ab);
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), cpu_engine());
-      debug_impl("bwdD as matmul", s, pd.impl_info_str());
-      return CachedPrimitive{pd, dnnl::matmul(pd)};
-    });
+    auto mm = product(rows, b_chosen ? b_any : b_plain);
     memory a_mem(mm.pd.src_desc(), cpu_engine(), const_cast<char*>(dyp + p0 * O * esz));
     memory b_mem(mm.pd.weights_desc(), cpu_engine(), wei.get_data_handle());
     memory c_mem(mm.pd.dst_desc(), cpu_engine(), cols.ptr);

@@ -42,6 +42,8 @@ function inputGrad(dy: ref.Arr, w: ref.Arr, x: number[], pad: number): Float64Ar
 
 const cases = [
   { name: '7×7, 16 → 40', x: [1, 16, 6, 6], o: 40, k: 7, pad: 3 },
+  // 64 input channels: the product's own blocked layout of the weights (one chunk).
+  { name: '7×7, 64 → 40', x: [1, 64, 5, 6], o: 40, k: 7, pad: 3 },
   { name: '7×7 batch 2, 8 → 12, no padding', x: [2, 8, 9, 10], o: 12, k: 7, pad: 0 },
   // 4608 columns a pixel: chunks of 1820 pixels, the first ending inside the second image's 6th row.
   { name: '3×3 batch 2, 512 → 4, two chunks', x: [2, 512, 40, 40], o: 4, k: 3, pad: 1 },
