@@ -237,8 +237,9 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
 }
 
-// convBackwardData(dy, w, x, {stride, padding, transposed, dtype, bias, weightsCache})
+// convBackwardData(dy, w, x, {stride, padding, transposed, dtype, bias, weightsCache, algorithm})
 //   → {dx, weightsCache, weightsFlipped: whether the cache holds the flipped I,O,KH,KW form}
+// algorithm: 'direct' (a convolution kernel) or 'matmul' (a matrix product and col2im, stride 1).
 Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   const ConvOptions c = read_conv_options(o);
@@ -254,6 +255,10 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   // The ReLU's own backward is applied to dy before this: the spec has none.
   const ConvSpec s = make_conv_spec(c, x.dims(), w.dims(), has_bias);
   require_dims(dy, "dy", s.y);
+  if (opt_choice(o, "algorithm", "direct", {"direct", "matmul"}) == "matmul") {
+    if (!input_grad_matmul_possible(s)) throw_range_error("algorithm 'matmul' is for stride-1 convolutions only (not transposed)");
+    return input_grad_by_matmul(info.Env(), s, dy, w, cache);
+  }
   return c.transposed ? backward_data<true>(info.Env(), s, dy, w, cache) : backward_data<false>(info.Env(), s, dy, w, cache);
 }
 

@@ -49,6 +49,7 @@ export interface ConvOptions {
 
 /** How convBackwardWeights computes a weight gradient. */
 export type WeightGradAlgorithm = 'auto' | 'direct' | 'matmul';
+export type InputGradAlgorithm = 'direct' | 'matmul';
 
 /** A blocked copy of a kernel that an update rewrites with it (see adamUpdate). */
 export interface PackedWeights {
@@ -204,7 +205,8 @@ export interface Native {
    */
   convForwardInt8(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvInt8Options): { y: Tensor; weightsCache: Tensor | null };
   /** weightsFlipped: the weights cache holds the flipped I,O,KH,KW form (the input gradient computed as a convolution). */
-  convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: ConvOptions & { bias?: boolean }): { dx: Tensor; weightsCache: Tensor | null; weightsFlipped: boolean };
+  /** algorithm: 'direct' (a convolution kernel) or 'matmul' (a matrix product and col2im: stride-1 only). */
+  convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: Omit<ConvOptions, 'algorithm'> & { bias?: boolean; algorithm?: InputGradAlgorithm }): { dx: Tensor; weightsCache: Tensor | null; weightsFlipped: boolean };
   /**
    * algorithm: 'direct' (oneDNN's backward-weights kernel), 'matmul' (im2col and a matrix
    * product: stride-1 only) or 'auto' (float32: matmul over ≥ 4096 output pixels). gradLayout

@@ -14,9 +14,9 @@ import { cpuFeatures } from './config.js';
 /**
  * 'measure': time the candidates once and keep the fastest (the default); 'off': the fixed
  * defaults; 'winograd' / 'winograd-gemm': oneDNN's or the addon's own Winograd algorithm wherever
- * a layer allows it (for comparisons).
+ * a layer allows it; 'matmul': the gradients' matrix products wherever allowed (for comparisons).
  */
-export type KernelChoiceMode = 'measure' | 'off' | 'winograd' | 'winograd-gemm';
+export type KernelChoiceMode = 'measure' | 'off' | 'winograd' | 'winograd-gemm' | 'matmul';
 
 export interface KernelChoice {
   /** Pass, precision, shapes and threads: `fwd f32 x1x64x128x128 w64x64x3x3 p1 t2`. */
@@ -33,8 +33,8 @@ function modeFromEnv(): KernelChoiceMode {
   const raw = process.env.FCN_KERNEL_CHOICE;
   if (raw === undefined || raw === '' || raw === 'measure' || raw === 'on') return 'measure';
   if (raw === 'off' || raw === '0') return 'off';
-  if (raw === 'winograd' || raw === 'winograd-gemm') return raw;
-  throw new Error(`FCN_KERNEL_CHOICE must be measure, off, winograd or winograd-gemm, got '${raw}'`);
+  if (raw === 'winograd' || raw === 'winograd-gemm' || raw === 'matmul') return raw;
+  throw new Error(`FCN_KERNEL_CHOICE must be measure, off, winograd, winograd-gemm or matmul, got '${raw}'`);
 }
 
 export function kernelChoiceMode(): KernelChoiceMode {

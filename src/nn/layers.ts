@@ -1,7 +1,7 @@
 // Layers with explicit forward/backward pairs. A training forward keeps what its backward
 // needs (references only: the model's Tape owns activations); backward returns the input
 // gradient (or null when not needed) and sets its parameters' gradients when trainable.
-import { native, type Tensor, type Precision, type WeightGradAlgorithm, type ConvOptions } from '../engine/binding.js';
+import { native, type Tensor, type Precision, type WeightGradAlgorithm, type InputGradAlgorithm, type ConvOptions } from '../engine/binding.js';
 import type { InferencePrecision } from '../engine/config.js';
 import { Tape, disposeAll } from '../engine/tape.js';
 import { chooseKernel } from '../engine/kernel-choice.js';
@@ -187,24 +187,42 @@ export class Conv2d {
    */
   private fastestForward(x: Tensor, precision: Precision, others: Exclude<ForwardAlgorithm, 'direct'>[]): ForwardAlgorithm {
     const bias = this.bias?.value ?? null;
+    return this.fastestWithWeights(this.kernelKey('fwd', x, precision), ['direct', ...others], (name, weightsCache) => {
+      const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as ForwardAlgorithm, weightsCache });
+      r.y.dispose();
+      return r.weightsCache;
+    }) as ForwardAlgorithm;
+  }
+
+  /**
+   * The fastest of `candidates` for a pass that prepares its own copy of the weights: each is
+   * timed with the copy its first run made (`run` returns it), as every later pass runs it.
+   */
+  private fastestWithWeights(key: string, candidates: string[], run: (name: string, weightsCache: Tensor | null) => Tensor | null): string {
     const prepared = new Map<string, Tensor>();
     const release = (name: string) => {
       disposeAll(prepared.get(name));
       prepared.delete(name);
     };
-    return chooseKernel(
-      this.kernelKey('fwd', x, precision),
-      ['direct', ...others],
-      (name) => {
-        const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as ForwardAlgorithm, weightsCache: prepared.get(name) ?? null });
-        r.y.dispose();
-        if (r.weightsCache) {
-          release(name);
-          prepared.set(name, r.weightsCache);
-        }
-      },
-      release,
-    ) as ForwardAlgorithm;
+    const first = (name: string) => {
+      const fresh = run(name, prepared.get(name) ?? null);
+      if (fresh) {
+        release(name);
+        prepared.set(name, fresh);
+      }
+    };
+    return chooseKernel(key, candidates, first, release);
+  }
+
+  /** The input gradient as oneDNN's convolution over the flipped weights, or as a matrix product and col2im, as measured. */
+  private inputGradAlgorithm(dpre: Tensor, x: Tensor): InputGradAlgorithm {
+    const p = this.savedPrecision;
+    if ((p !== 'float32' && p !== 'bfloat16') || this.transposed || this.stride !== 1) return 'direct';
+    return this.fastestWithWeights(this.kernelKey('bwdD', x, p), ['direct', 'matmul'], (name, weightsCache) => {
+      const r = native.convBackwardData(dpre, this.kernel.value, x, { ...this.options(p), algorithm: name as InputGradAlgorithm, weightsCache });
+      r.dx.dispose();
+      return r.weightsCache;
+    }) as InputGradAlgorithm;
   }
 
   /** The im2col + matmul route or oneDNN's kernel for a weight gradient, as measured. */
@@ -322,7 +340,8 @@ export class Conv2d {
         if (this.bias) this.bias.setGrad(db);
       }
       if (!inputGrad) return null;
-      const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.backwardWeights.get() });
+      const algorithm = this.inputGradAlgorithm(dpre, x);
+      const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.backwardWeights.get(), algorithm });
       this.backwardWeights.update(weightsCache, weightsFlipped);
       return dx;
     } finally {

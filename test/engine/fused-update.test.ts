@@ -1,11 +1,11 @@
 // The fused update: Adam and SGD reading a gradient in the layout its kernel left it in, and
-// rewriting a kernel's packed copies (the forward and flipped input-gradient forms, float32
-// and bfloat16) in the pass that updates the master weights. Masters and states must equal
+// rewriting a kernel's packed copies (the forward form, and the input gradient's: flipped for
+// its convolution, O,KH,KW,I for its matrix product; float32 and bfloat16) in the pass that updates the master weights. Masters and states must equal
 // the plain update's exactly (the same float32 operations), and every rewritten copy must
 // equal a fresh pack of the new master exactly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { native, type Tensor, type Precision, type PackedWeights } from '../../src/engine/binding.js';
+import { native, type Tensor, type Precision, type PackedWeights, type InputGradAlgorithm } from '../../src/engine/binding.js';
 import { bf16Available } from '../../src/engine/config.js';
 import * as ref from './reference.js';
 
@@ -25,10 +25,10 @@ const cases = [
 const convOpts = (pad: number, dtype: Precision) => ({ stride: [1, 1] as [number, number], padding: [pad, pad, pad, pad] as [number, number, number, number], dtype });
 
 /** The packed copies convForward and convBackwardData make of w for these shapes. */
-function packsOf(x: Tensor, w: Tensor, pad: number, dtype: Precision): { packs: PackedWeights[]; dispose(): void } {
+function packsOf(x: Tensor, w: Tensor, pad: number, dtype: Precision, algorithm: InputGradAlgorithm): { packs: PackedWeights[]; dispose(): void } {
   const f = native.convForward(x, w, null, convOpts(pad, dtype));
   const dy = native.reorder(f.y, { dtype: 'float32' });
-  const b = native.convBackwardData(dy, w, x, convOpts(pad, dtype));
+  const b = native.convBackwardData(dy, w, x, { ...convOpts(pad, dtype), algorithm });
   const all = [f.y, dy, b.dx];
   const packs: PackedWeights[] = [];
   if (f.weightsCache) packs.push({ tensor: f.weightsCache, flipped: false });
@@ -38,35 +38,36 @@ function packsOf(x: Tensor, w: Tensor, pad: number, dtype: Precision): { packs: 
 
 for (const c of cases)
   for (const dtype of precisions)
-    test(`fused update rewrites the packed copies exactly (${c.name}, ${dtype})`, () => {
-      const x = toTensor(ref.randomArr(c.x, 1));
-      const w0 = ref.randomArr(c.w, 2), g0 = ref.randomArr(c.w, 3);
-      const plain = { w: toTensor(w0), m: native.zeros(c.w), v: native.zeros(c.w) };
-      const fused = { w: toTensor(w0), m: native.zeros(c.w), v: native.zeros(c.w) };
-      const g = toTensor(g0);
-      const adam = { alpha: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
-      const held = packsOf(x, fused.w, c.pad, dtype);
-      assert.ok(held.packs.length >= 1, 'the convolution made packed copies');
-      for (let step = 0; step < 3; step++) {
-        native.adamUpdateAll([plain.w], [g], [plain.m], [plain.v], [0.01], adam);
-        native.adamUpdateAll([fused.w], [g], [fused.m], [fused.v], [0.01], adam, [held.packs]);
-      }
-      assert.deepEqual(values(fused.w), values(plain.w));
-      assert.deepEqual(values(fused.m), values(plain.m));
-      assert.deepEqual(values(fused.v), values(plain.v));
-      // A fresh pack of the updated master, through the same calls.
-      const fresh = packsOf(x, plain.w, c.pad, dtype);
-      assert.equal(fresh.packs.length, held.packs.length);
-      held.packs.forEach((p, k) => {
-        const q = fresh.packs[k]!;
-        assert.equal(p.tensor.layout, q.tensor.layout);
-        assert.equal(p.flipped, q.flipped);
-        assert.deepEqual(values(p.tensor), values(q.tensor), `copy ${k} (${p.flipped ? 'flipped' : 'forward'})`);
+    for (const inputGrad of ['direct', 'matmul'] as const)
+      test(`fused update rewrites the packed copies exactly (${c.name}, ${dtype}, input gradient by ${inputGrad})`, () => {
+        const x = toTensor(ref.randomArr(c.x, 1));
+        const w0 = ref.randomArr(c.w, 2), g0 = ref.randomArr(c.w, 3);
+        const plain = { w: toTensor(w0), m: native.zeros(c.w), v: native.zeros(c.w) };
+        const fused = { w: toTensor(w0), m: native.zeros(c.w), v: native.zeros(c.w) };
+        const g = toTensor(g0);
+        const adam = { alpha: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
+        const held = packsOf(x, fused.w, c.pad, dtype, inputGrad);
+        assert.ok(held.packs.length >= 1, 'the convolution made packed copies');
+        for (let step = 0; step < 3; step++) {
+          native.adamUpdateAll([plain.w], [g], [plain.m], [plain.v], [0.01], adam);
+          native.adamUpdateAll([fused.w], [g], [fused.m], [fused.v], [0.01], adam, [held.packs]);
+        }
+        assert.deepEqual(values(fused.w), values(plain.w));
+        assert.deepEqual(values(fused.m), values(plain.m));
+        assert.deepEqual(values(fused.v), values(plain.v));
+        // A fresh pack of the updated master, through the same calls.
+        const fresh = packsOf(x, plain.w, c.pad, dtype, inputGrad);
+        assert.equal(fresh.packs.length, held.packs.length);
+        held.packs.forEach((p, k) => {
+          const q = fresh.packs[k]!;
+          assert.equal(p.tensor.layout, q.tensor.layout);
+          assert.equal(p.flipped, q.flipped);
+          assert.deepEqual(values(p.tensor), values(q.tensor), `copy ${k} (${p.flipped ? 'flipped' : 'forward'})`);
+        });
+        held.dispose();
+        fresh.dispose();
+        for (const t of [x, g, ...Object.values(plain), ...Object.values(fused)]) t.dispose();
       });
-      held.dispose();
-      fresh.dispose();
-      for (const t of [x, g, ...Object.values(plain), ...Object.values(fused)]) t.dispose();
-    });
 
 for (const c of cases)
   for (const algorithm of ['direct', 'matmul'] as const)
