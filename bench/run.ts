@@ -40,7 +40,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
-import { native, type Precision, type Tensor } from '../src/engine/binding.js';
+import { native, type Precision } from '../src/engine/binding.js';
 import { configureEngine, cpuFeatures, autoPrecision, bf16Available, type InferencePrecision } from '../src/engine/config.js';
 import { FCN } from '../src/models/fcn.js';
 import { saveWeights } from '../src/models/weights.js';

@@ -137,8 +137,7 @@ Napi::Value input_grad_by_matmul(Napi::Env env, const ConvSpec& s, Tensor& dy, T
   memory wei = prepared_weights(env, w, weights_cache, kernel_md, fresh);
   Napi::Object dx = Tensor::Create(env, memory::desc(s.x, et, tag::nhwc));
   // float32 sums: into dx itself, or for bfloat16 into a float32 image rounded once at the end.
-  Scratch acc(et == dt::f32 ? 64 : size_t(Q * I * 4));
-  float* sum = et == dt::f32 ? static_cast<float*>(Tensor::Of(dx).ptr) : static_cast<float*>(acc.ptr);
+  float* sum = static_cast<float*>(et == dt::f32 ? Tensor::Of(dx).ptr : keep.emplace_back(size_t(Q * I * 4)).ptr);
   std::memset(sum, 0, size_t(Q * I * 4));
   Scratch cols(size_t(chunk * KKI * 4));
   for (int64_t p0 = 0; p0 < P; p0 += chunk) {
