@@ -218,6 +218,10 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   if (winograd && (c.transposed || c.compute != dt::f32))
     throw_range_error("algorithm 'winograd' is for float32 convolution only (not transposed, not bfloat16)");
   if (algorithm == "subpixel" && !c.transposed) throw_range_error("algorithm 'subpixel' is for transposed convolution only");
+  // The logits' upsampling in bfloat16 writes them as float32 in the same pass.
+  const dt out = opt_dtype(o, "output", c.compute, {dt::f32, dt::bf16});
+  if (out != c.compute && (algorithm != "subpixel" || out != dt::f32))
+    throw_range_error("output '" + std::string(dtype_name(out)) + "' is for a bfloat16 convolution by algorithm 'subpixel' only");
   Napi::Value cache_arg = o.Get("weightsCache");
   Tensor& x = Tensor::From(info[0], "x");
   Tensor& w = Tensor::From(info[1], "weights");
@@ -232,7 +236,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   ConvSpec s = make_conv_spec(c, x.dims(), w.dims(), b != nullptr);
   s.relu = relu;
   s.winograd = winograd;
-  if (algorithm == "subpixel") return subpixel_forward(info.Env(), s, x, w, b, cache);
+  if (algorithm == "subpixel") return subpixel_forward(info.Env(), s, x, w, b, cache, out);
   if (algorithm == "winograd-gemm") return winograd_gemm_forward(info.Env(), s, x, w, b, cache);
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace fcn {
 
@@ -53,30 +54,56 @@ std::vector<float> phase_weights(const float* w, const memory::dims& wd, const P
 }
 
 // Depth to space: y[n][o][a·st + ry][c·st + rx] = z[n][a + shift(ry)][c + shift(rx)][(o·st + ry)·st + rx]
-// (z channels-last, y plain), in one parallel pass over y's rows: oneDNN's strided reorders
-// would take one call per pair of shifts, and every call waits for all the threads.
-template <typename E>
-void depth_to_space_as(const E* z, E* y, int64_t N, int64_t O, int64_t H, int64_t W, int64_t Hz, int64_t Wz, const Phases& ph) {
-  const int64_t st = ph.st, C = O * st * st, Wy = W * st, rows = N * O * H * st;
-  std::vector<int64_t> shift(static_cast<size_t>(st));
-  for (int64_t r = 0; r < st; r++) shift[size_t(r)] = ph.shift(r);
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < rows; row++) {
-    const int64_t ry = row % st, a = (row / st) % H, o = (row / (st * H)) % O, n = row / (st * H * O);
-    const E* zrow = z + ((n * Hz + a + shift[size_t(ry)]) * Wz) * C + (o * st + ry) * st;
-    E* yrow = y + row * Wy;
-    for (int64_t c = 0; c < W; c++)
-      for (int64_t rx = 0; rx < st; rx++) yrow[c * st + rx] = zrow[(c + shift[size_t(rx)]) * C + rx];
-  }
+// (z channels-last, y plain), bfloat16 widened to float32 on the way when y is float32. One
+// parallel pass over the input rows a: each reads its z rows (tens to hundreds of KB, kept in
+// L2 across the st output rows it makes) along their channels, and writes every channel's
+// st output rows a cache line at a time. (oneDNN's strided reorders would take one call per
+// pair of shifts, each waiting for all the threads; a pass over y's rows in y's order reads z
+// with a stride of C elements, a new cache line for every st of them.)
+inline void put(float& d, float v) { d = v; }
+inline void put(uint16_t& d, uint16_t v) { d = v; }
+inline void put(float& d, uint16_t bf16) {
+  const uint32_t u = uint32_t(bf16) << 16;
+  std::memcpy(&d, &u, 4);
+}
+
+template <typename Z, typename Y>
+void depth_to_space_as(const Z* z, Y* y, int64_t N, int64_t O, int64_t H, int64_t W, int64_t Hz, int64_t Wz, const Phases& ph) {
+  const int64_t st = ph.st, C = O * st * st, Wy = W * st, Hy = H * st;
+  // The phases rx < split read column c, the rest column c + 1 (shift is 0 or 1, rising).
+  int64_t split = st;
+  while (split > 0 && ph.shift(split - 1) == 1) split--;
+  const int64_t sh0 = ph.shift(0);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t a = 0; a < H; a++)
+      for (int64_t ry = 0; ry < st; ry++) {
+        const Z* zrow = z + ((n * Hz + a + ph.shift(ry)) * Wz + sh0) * C + ry * st;
+        Y* yrow = y + ((n * O) * Hy + a * st + ry) * Wy;
+        for (int64_t o = 0; o < O; o++) {
+          const Z* zo = zrow + o * st * st;
+          Y* yo = yrow + o * Hy * Wy;
+          for (int64_t c = 0; c < W; c++) {
+            const Z* z0 = zo + c * C;
+            Y* y0 = yo + c * st;
+            for (int64_t rx = 0; rx < split; rx++) put(y0[rx], z0[rx]);
+            for (int64_t rx = split; rx < st; rx++) put(y0[rx], z0[C + rx]);
+          }
+        }
+      }
 }
 
 void depth_to_space(const memory& z, const memory& y, const ConvSpec& s, const Phases& ph) {
   const memory::dims zd = z.get_desc().dims();
   const int64_t N = s.x[0], O = s.w[0], H = s.x[2], W = s.x[3];
+  const bool to_f32 = y.get_desc().data_type() == dt::f32;
+  void* yp = y.get_data_handle();
   if (s.compute == dt::f32)
-    depth_to_space_as(static_cast<const uint32_t*>(z.get_data_handle()), static_cast<uint32_t*>(y.get_data_handle()), N, O, H, W, zd[2], zd[3], ph);
+    depth_to_space_as(static_cast<const float*>(z.get_data_handle()), static_cast<float*>(yp), N, O, H, W, zd[2], zd[3], ph);
+  else if (to_f32)
+    depth_to_space_as(static_cast<const uint16_t*>(z.get_data_handle()), static_cast<float*>(yp), N, O, H, W, zd[2], zd[3], ph);
   else
-    depth_to_space_as(static_cast<const uint16_t*>(z.get_data_handle()), static_cast<uint16_t*>(y.get_data_handle()), N, O, H, W, zd[2], zd[3], ph);
+    depth_to_space_as(static_cast<const uint16_t*>(z.get_data_handle()), static_cast<uint16_t*>(yp), N, O, H, W, zd[2], zd[3], ph);
 }
 
 // The phase convolution (z channels-last: depth to space is then a strided copy).
@@ -105,7 +132,7 @@ bool subpixel_fits(const ConvSpec& s) {
   return ph.pad_l() >= 0 && ph.shift(st - 1) <= 1 && ph.shift(0) == 0;
 }
 
-Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b, Tensor* cache) {
+Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b, Tensor* cache, dt out) {
   if (!subpixel_fits(s))
     throw_range_error("algorithm 'subpixel' is for transposed convolutions whose output is stride × input with equal strides and padding (x " + dims_key(s.x) +
                       ", weights " + dims_key(s.w) + ", stride " + dims_key(s.stride) + ")");
@@ -160,12 +187,12 @@ Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
   args.emplace(DNNL_ARG_DST, z);
   cp.prim.execute(cpu_stream(), args);
   cpu_stream().wait();
-  Napi::Object y = Tensor::Create(env, memory::desc(s.y, s.compute, tag::nchw));
+  Napi::Object y = Tensor::Create(env, memory::desc(s.y, out, tag::nchw));
   depth_to_space(z, Tensor::Of(y).mem(), s, ph);
-  auto out = Napi::Object::New(env);
-  out.Set("y", y);
-  out.Set("weightsCache", fresh);
-  return out;
+  auto result = Napi::Object::New(env);
+  result.Set("y", y);
+  result.Set("weightsCache", fresh);
+  return result;
 }
 
 }  // namespace fcn

@@ -12,8 +12,8 @@ namespace fcn {
 bool subpixel_fits(const ConvSpec& s);
 
 // y = the transposed convolution s of x with w (float32 plain O,I,KH,KW) and bias, as above;
-// y is plain N,C,H,W. `cache`: the phase weights a previous call handed back (as
+// y is plain N,C,H,W, of type `out` (s.compute, or float32 from a bfloat16 convolution). `cache`: the phase weights a previous call handed back (as
 // {y, weightsCache}) for this w; used when it fits the primitive, else rebuilt and handed back.
-Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b, Tensor* cache);
+Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b, Tensor* cache, dt out);
 
 }  // namespace fcn

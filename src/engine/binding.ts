@@ -44,6 +44,8 @@ export interface ConvOptions {
    * it). Default 'direct'.
    */
   algorithm?: 'direct' | 'winograd' | 'winograd-gemm' | 'subpixel';
+  /** y's data type: dtype's by default; 'float32' from a bfloat16 'subpixel' convolution (else a RangeError). */
+  output?: Precision;
   weightsCache?: Tensor | null;
 }
 

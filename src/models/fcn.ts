@@ -160,6 +160,7 @@ export class FCN {
   inferenceOps(precision: InferencePrecision, hooks: PassHooks = {}, input: Tensor | null = null): NetworkOps<Tensor> {
     this.checkPrecision(precision);
     const ctx: ForwardContext = { training: false, precision, tape: null, seed: 0 };
+    const logitsCtx: ForwardContext = { ...ctx, logits: true };
     return {
       pad: (x, m) => {
         const [, , h, w] = x.dims as [number, number, number, number];
@@ -168,7 +169,7 @@ export class FCN {
       },
       conv: (l, x, factor) => {
         const layer = this.layer(l.name);
-        const y = layer.forward(x, ctx, factor ?? 1);
+        const y = layer.forward(x, l === this.network.output.upsample ? logitsCtx : ctx, factor ?? 1);
         hooks.conv?.(layer, y);
         return y;
       },

@@ -21,6 +21,8 @@ export interface ForwardContext {
   seed: number;
   /** The index of this pass's first image in the whole batch (masks are drawn per image). */
   firstImage?: number;
+  /** Inference: this layer's output is the logits, wanted plain float32 whatever the precision. */
+  logits?: boolean;
 }
 
 export interface ConvSpec {
@@ -105,9 +107,11 @@ export class Conv2d {
     for (const p of this.params()) p.trainable = on;
   }
 
-  private options(precision: Precision) {
+  /** With `logits`, the phase convolution writes bfloat16 logits as float32 in its depth to space (no crop to widen them). */
+  private options(precision: Precision, algorithm?: ForwardAlgorithm, logits = false) {
     const p = this.padding;
-    return { stride: [this.stride, this.stride] as [number, number], padding: [p, p, p, p] as [number, number, number, number], transposed: this.transposed, dtype: precision };
+    const output = logits && algorithm === 'subpixel' && precision === 'bfloat16' ? { output: 'float32' as const } : {};
+    return { stride: [this.stride, this.stride] as [number, number], padding: [p, p, p, p] as [number, number, number, number], transposed: this.transposed, dtype: precision, ...output };
   }
 
   /**
@@ -140,7 +144,7 @@ export class Conv2d {
     // it in place along with them (see Param.packedCopies), so training packs no weights.
     const algorithm = this.forwardAlgorithm(x, ctx);
     const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
-      ...this.options(precision),
+      ...this.options(precision, algorithm, ctx.logits),
       relu: this.relu,
       algorithm,
       weightsCache: this.forwardWeights.get(),
@@ -173,7 +177,7 @@ export class Conv2d {
    */
   private forwardAlgorithm(x: Tensor, ctx: ForwardContext): ForwardAlgorithm {
     const p = ctx.precision, k = this.spec.kernel;
-    if (this.transposed && !ctx.training && p !== 'int8' && this.stride > 1 && k - 2 * this.padding === this.stride) return this.fastestForward(x, p, ['subpixel']);
+    if (this.transposed && !ctx.training && p !== 'int8' && this.stride > 1 && k - 2 * this.padding === this.stride) return this.fastestForward(x, p, ['subpixel'], ctx.logits);
     if (ctx.training || p !== 'float32' || this.transposed || this.stride !== 1) return 'direct';
     if (k === 3) return this.fastestForward(x, 'float32', ['winograd', 'winograd-gemm']);
     if (k === 7) return this.fastestForward(x, 'float32', ['winograd-gemm']);
@@ -185,10 +189,14 @@ export class Conv2d {
    * Each candidate is timed with the packed or transformed weights its first run made, as every
    * later forward runs it (not re-packing them each time), and releases them before the next.
    */
-  private fastestForward(x: Tensor, precision: Precision, others: Exclude<ForwardAlgorithm, 'direct'>[]): ForwardAlgorithm {
+  private fastestForward(x: Tensor, precision: Precision, others: Exclude<ForwardAlgorithm, 'direct'>[], logits = false): ForwardAlgorithm {
     const bias = this.bias?.value ?? null;
-    return this.fastestWithWeights(this.kernelKey('fwd', x, precision), ['direct', ...others], (name, weightsCache) => {
-      const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision), relu: this.relu, algorithm: name as ForwardAlgorithm, weightsCache });
+    const floatOut = logits && precision === 'bfloat16';
+    return this.fastestWithWeights(this.kernelKey('fwd', x, precision) + (floatOut ? ' →f32' : ''), ['direct', ...others], (name, weightsCache) => {
+      const algorithm = name as ForwardAlgorithm;
+      const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision, algorithm, logits), relu: this.relu, algorithm, weightsCache });
+      // Logits the kernel leaves in bfloat16 are widened by the crop that follows: timed with it.
+      if (floatOut && r.y.dtype !== 'float32') native.cropPad(r.y, { height: r.y.dims[2]!, width: r.y.dims[3]! }).dispose();
       r.y.dispose();
       return r.weightsCache;
     }) as ForwardAlgorithm;

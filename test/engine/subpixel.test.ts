@@ -54,6 +54,12 @@ for (const c of cases)
           const yb = native.convForward(xt, wt, bt, { ...opts, dtype: 'bfloat16', algorithm: 'subpixel' });
           assert.equal(yb.y.dtype, 'bfloat16');
           assert.ok(ref.relError(values(yb.y), yRef.data) < 2e-2, `bfloat16 error ${ref.relError(values(yb.y), yRef.data)}`);
+          // Float32 output (the logits): the bfloat16 results widened exactly, in the same pass.
+          const yf = native.convForward(xt, wt, bt, { ...opts, dtype: 'bfloat16', algorithm: 'subpixel', output: 'float32', weightsCache: yb.weightsCache });
+          assert.equal(yf.y.dtype, 'float32');
+          assert.deepEqual(yf.y.dims, yRef.dims);
+          assert.deepEqual(values(yf.y), values(yb.y));
+          yf.y.dispose();
           // A float32 cache does not fit the bfloat16 primitive: its own comes back.
           const yb2 = native.convForward(xt, wt, bt, { ...opts, dtype: 'bfloat16', algorithm: 'subpixel', weightsCache: sub.weightsCache });
           assert.equal(yb2.weightsCache?.dtype, 'bfloat16');
@@ -74,6 +80,9 @@ test("'subpixel' is refused where it does not apply", () => {
     assert.throws(() => native.convForward(x, w, null, { padding: [1, 1, 1, 1], algorithm: 'subpixel' }), /transposed convolution only/);
     // kernel 5, stride 2, padding 1: the output is not 2 × the input.
     assert.throws(() => native.convForward(x, wt, null, { stride: [2, 2], padding: [1, 1, 1, 1], transposed: true, algorithm: 'subpixel' }), /output is stride × input/);
+    // A float32 output from the direct kernel, or a bfloat16 one from a float32 convolution, is not offered.
+    assert.throws(() => native.convForward(x, w, null, { padding: [1, 1, 1, 1], dtype: 'bfloat16', output: 'float32' }), /output 'float32' is for a bfloat16 convolution by algorithm 'subpixel' only/);
+    assert.throws(() => native.convForward(x, w, null, { padding: [1, 1, 1, 1], output: 'bfloat16' }), /output 'bfloat16' is for/);
   } finally {
     for (const t of [x, w, wt]) t.dispose();
   }
