@@ -90,9 +90,9 @@ Napi::Value SetCacheLimits(const Napi::CallbackInfo& info) {
   EnvState& s = frame().state;
   const Napi::Value pool_bytes = o.Get("poolBytes"), primitives = o.Get("primitives");
   const bool set_pool = !pool_bytes.IsUndefined() && !pool_bytes.IsNull(), set_primitives = !primitives.IsUndefined() && !primitives.IsNull();
-  const int64_t pool_limit = set_pool ? read_int(pool_bytes, "poolBytes", 0, kMaxSafeInteger) : int64_t(s.pool->idle_limit());
+  const int64_t pool_limit = set_pool ? read_int(pool_bytes, "poolBytes", 0, kMaxSafeInteger) : 0;
   const int64_t primitive_limit = set_primitives ? read_int(primitives, "primitives", 0, kMaxSafeInteger) : int64_t(s.primitives.limit());
-  s.pool->set_idle_limit(size_t(pool_limit));
+  if (set_pool) s.pool->set_idle_limit(size_t(pool_limit));
   s.primitives.set_limit(size_t(primitive_limit));
   if (set_primitives) bound_onednn_cache(primitive_limit);
   auto out = Napi::Object::New(info.Env());

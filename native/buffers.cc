@@ -1,5 +1,6 @@
 #include "buffers.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 
@@ -30,6 +31,7 @@ void* BufferPool::acquire(size_t bytes) {
   }
   live_bytes_ += size;
   live_buffers_++;
+  peak_live_ = std::max(peak_live_, live_bytes_);
   return p;
 }
 
@@ -38,7 +40,8 @@ void BufferPool::release(void* p, size_t bytes) noexcept {
   const size_t size = rounded(bytes);
   live_bytes_ -= size;
   live_buffers_--;
-  if (size > idle_limit_) {
+  const size_t limit = idle_limit();
+  if (size > limit) {
     std::free(p);
     return;
   }
@@ -55,7 +58,7 @@ void BufferPool::release(void* p, size_t bytes) noexcept {
     return;
   }
   idle_bytes_ += size;
-  evict_to(idle_limit_);
+  evict_to(limit);
 }
 
 void BufferPool::evict_to(size_t bytes) noexcept {
@@ -75,6 +78,7 @@ void BufferPool::trim() noexcept { evict_to(0); }
 
 void BufferPool::set_idle_limit(size_t bytes) noexcept {
   idle_limit_ = bytes;
+  limit_set_ = true;
   evict_to(bytes);
 }
 

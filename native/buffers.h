@@ -5,6 +5,7 @@
 // buffers for good.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <deque>
 #include <list>
@@ -27,9 +28,15 @@ class BufferPool {
   void release(void* p, size_t bytes) noexcept;
   // Frees every idle buffer.
   void trim() noexcept;
+  // Sets the bound on idle bytes (else the default below).
   void set_idle_limit(size_t bytes) noexcept;
 
-  size_t idle_limit() const { return idle_limit_; }
+  // The bound on idle bytes: the one set, or by default the larger of 1 GiB and half the most
+  // bytes ever live at once. A 512² float32 training step releases and takes back well over
+  // 1 GiB of its own buffers each step; under a fixed 1 GiB the oldest of them were freed
+  // and faulted in afresh every step (thousands of page faults), while an evaluation's
+  // images of ever new sizes keep it at 1 GiB.
+  size_t idle_limit() const { return limit_set_ ? idle_limit_ : std::max(idle_limit_, peak_live_ / 2); }
   size_t idle_bytes() const { return idle_bytes_; }
   size_t idle_buffers() const { return lru_.size(); }
   size_t live_bytes() const { return live_bytes_; }
@@ -47,7 +54,8 @@ class BufferPool {
   // Per size, its idle buffers in release order (the oldest first), to reuse the newest.
   std::unordered_map<size_t, std::deque<std::list<Block>::iterator>> by_size_;
   size_t idle_limit_ = kDefaultIdleLimit;
-  size_t idle_bytes_ = 0, live_bytes_ = 0, live_buffers_ = 0;
+  size_t idle_bytes_ = 0, live_bytes_ = 0, live_buffers_ = 0, peak_live_ = 0;
+  bool limit_set_ = false;
 };
 
 }  // namespace fcn

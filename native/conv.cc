@@ -70,19 +70,6 @@ void require_conv_operand(const Tensor& t, const std::string& what, const char* 
   require_float(t, what);
 }
 
-// fwd_pd, and for Winograd's algorithm a clear error where oneDNN has no implementation of it
-// (oneDNN 2.6 implements it for AVX-512 CPUs only, and for some shapes).
-template <bool T>
-typename Prims<T>::fwd::primitive_desc winograd_fwd_pd(const ConvSpec& s) {
-  if (!s.winograd) return fwd_pd<T>(s);
-  try {
-    return fwd_pd<T>(s);
-  } catch (const dnnl::error& e) {
-    if (e.status != dnnl_unimplemented) throw;
-    throw_range_error("Winograd convolution is not available on this CPU (for x " + dims_key(s.x) + " and weights " + dims_key(s.w) + "): use algorithm 'direct'");
-  }
-}
-
 template <bool T>
 Napi::Value forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b, Tensor* weights_cache) {
   auto cp = cached(s.key("fwd"), [&] {
@@ -107,7 +94,7 @@ Napi::Value forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tens
 
 template <bool T>
 Napi::Value backward_data(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache) {
-  if (input_grad_as_forward(s) && is_plain(w.md) && w.md.data_type() == dt::f32) return input_grad_by_forward(env, s, dy, w, weights_cache);
+  if (input_grad_as_forward(s) && is_plain(w.md) && w.md.data_type() == dt::f32) return input_grad_by_forward(env, s, dy, w, weights_cache, false);
   auto cp = cached(s.key("bwdD"), [&] {
     using B = typename Prims<T>::bwd_data;
     auto hint = fwd_pd<T>(s);
@@ -243,7 +230,8 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
 
 // convBackwardData(dy, w, x, {stride, padding, transposed, dtype, bias, weightsCache, algorithm})
 //   → {dx, weightsCache, weightsFlipped: whether the cache holds the flipped I,O,KH,KW form}
-// algorithm: 'direct' (a convolution kernel) or 'matmul' (a matrix product and col2im, stride 1).
+// algorithm: 'direct' (a convolution kernel), 'matmul' (a matrix product and col2im, stride 1) or
+// 'winograd' (oneDNN's Winograd convolution over the flipped weights: float32, stride 1, 3×3).
 Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   const ConvOptions c = read_conv_options(o);
@@ -259,9 +247,15 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   // The ReLU's own backward is applied to dy before this: the spec has none.
   const ConvSpec s = make_conv_spec(c, x.dims(), w.dims(), has_bias);
   require_dims(dy, "dy", s.y);
-  if (opt_choice(o, "algorithm", "direct", {"direct", "matmul"}) == "matmul") {
+  const std::string algorithm = opt_choice(o, "algorithm", "direct", {"direct", "matmul", "winograd"});
+  if (algorithm == "matmul") {
     if (!input_grad_matmul_possible(s)) throw_range_error("algorithm 'matmul' is for stride-1 convolutions only (not transposed)");
     return input_grad_by_matmul(info.Env(), s, dy, w, cache);
+  }
+  if (algorithm == "winograd") {
+    if (!input_grad_as_forward(s) || c.compute != dt::f32 || !is_plain(w.md) || w.md.data_type() != dt::f32)
+      throw_range_error("algorithm 'winograd' is for float32 stride-1 convolutions with plain weights only (not transposed)");
+    return input_grad_by_forward(info.Env(), s, dy, w, cache, true);
   }
   return c.transposed ? backward_data<true>(info.Env(), s, dy, w, cache) : backward_data<false>(info.Env(), s, dy, w, cache);
 }

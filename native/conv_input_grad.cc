@@ -26,10 +26,11 @@ ConvSpec input_grad_spec(const ConvSpec& s) {
 }
 }  // namespace
 
-Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache) {
+Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache, bool winograd) {
   ConvSpec f = input_grad_spec(s);
+  f.winograd = winograd;
   auto cp = cached(f.key("bwdDF"), [&] {
-    auto pd = fwd_pd<false>(f);
+    auto pd = winograd_fwd_pd<false>(f);
     debug_impl("bwdD as fwd", f, pd.impl_info_str());
     return CachedPrimitive{pd, dnnl::convolution_forward(pd)};
   });

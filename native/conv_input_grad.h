@@ -9,7 +9,7 @@ namespace fcn {
 // Whether s's input gradient can take this path (stride 1, symmetric padding below the kernel).
 bool input_grad_as_forward(const ConvSpec& s);
 // {dx, weightsCache}: the cache holds the transposed, flipped weights.
-Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache);
+Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache, bool winograd);
 
 // Whether s's input gradient can be a matrix product and col2im (stride 1, not transposed).
 bool input_grad_matmul_possible(const ConvSpec& s);

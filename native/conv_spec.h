@@ -88,4 +88,17 @@ typename Prims<T>::fwd::primitive_desc fwd_pd(const ConvSpec& s) {
   return typename F::primitive_desc(d, attr, cpu_engine());
 }
 
+// fwd_pd, and for Winograd's algorithm a clear error where oneDNN has no implementation of it
+// (oneDNN 2.6 implements it for AVX-512 CPUs only, and for some shapes).
+template <bool T>
+typename Prims<T>::fwd::primitive_desc winograd_fwd_pd(const ConvSpec& s) {
+  if (!s.winograd) return fwd_pd<T>(s);
+  try {
+    return fwd_pd<T>(s);
+  } catch (const dnnl::error& e) {
+    if (e.status != dnnl_unimplemented) throw;
+    throw_range_error("Winograd convolution is not available on this CPU (for x " + dims_key(s.x) + " and weights " + dims_key(s.w) + "): use algorithm 'direct'");
+  }
+}
+
 }  // namespace fcn

@@ -18,8 +18,14 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
   // oneDNN 2.6's reorder into blocked bfloat16 weights with spatial kernels is slower than
   // pack_weights (BENCHMARKS.md); in every other case (float32, 1×1) its reorder is faster.
   const bool spatial_bf16 = want.data_type() == dt::bf16 && want.dims().size() == 4 && want.dims()[2] * want.dims()[3] > 1;
-  if (transpose_flip || (spatial_bf16 && is_plain(w.md) && w.md.data_type() == dt::f32 && want.dims() == w.dims() && want.data.format_kind == dnnl_blocked))
-    pack_weights(w, Tensor::Of(t), transpose_flip);
+  if (transpose_flip && want.data.format_kind != dnnl_blocked) {
+    // Winograd's transformed layout: flipped into a plain copy, then transformed by oneDNN.
+    Scratch plain(size_t(w.dims()[0] * w.dims()[1] * w.dims()[2] * w.dims()[3] * 4));
+    memory flipped(memory::desc({w.dims()[1], w.dims()[0], w.dims()[2], w.dims()[3]}, dt::f32, tag::oihw), cpu_engine(), plain.ptr);
+    pack_weights(w, flipped, true);
+    reorder_into(flipped, Tensor::Of(t).mem());
+  } else if (transpose_flip || (spatial_bf16 && is_plain(w.md) && w.md.data_type() == dt::f32 && want.dims() == w.dims() && want.data.format_kind == dnnl_blocked))
+    pack_weights(w, Tensor::Of(t).mem(), transpose_flip);
   else
     reorder_into(w.mem(), Tensor::Of(t).mem());
   static const bool debug = std::getenv("FCN_DEBUG_IMPL") != nullptr;
@@ -47,17 +53,19 @@ std::vector<int64_t> offsets_along(const dnnl_memory_desc_t& md, int d) {
   return t;
 }
 
-void pack_weights(const Tensor& w, Tensor& dst, bool transpose_flip) {
-  const dnnl_memory_desc_t& md = dst.md.data;
+void pack_weights(const Tensor& w, const memory& dst, bool transpose_flip) {
+  const memory::desc dst_md = dst.get_desc();
+  void* const dst_ptr = dst.get_data_handle();
+  const dnnl_memory_desc_t& md = dst_md.data;
   const auto dims = w.dims();
   const int64_t O = dims[0], I = dims[1], KH = dims[2], KW = dims[3];
   const memory::dims want = transpose_flip ? memory::dims{I, O, KH, KW} : dims;
-  if (md.format_kind != dnnl_blocked || !is_plain(w.md) || w.md.data_type() != dt::f32 || dst.dims() != want)
-    throw std::runtime_error("cannot pack weights " + md_key(w.md) + " into " + md_key(dst.md));
+  if (md.format_kind != dnnl_blocked || !is_plain(w.md) || w.md.data_type() != dt::f32 || dst_md.dims() != want)
+    throw std::runtime_error("cannot pack weights " + md_key(w.md) + " into " + md_key(dst_md));
   if (transpose_flip && KH == 1 && KW == 1) {
     // Nothing to flip: oneDNN's reorder transposes from a strided view of the weights.
     memory::desc view({I, O, 1, 1}, dt::f32, memory::dims{1, I, 1, 1});
-    reorder_into(memory(view, cpu_engine(), w.ptr), dst.mem());
+    reorder_into(memory(view, cpu_engine(), w.ptr), dst);
     return;
   }
   // Destination offsets of source channel o and i (dims 0 and 1 swap when transposing).
@@ -65,10 +73,10 @@ void pack_weights(const Tensor& w, Tensor& dst, bool transpose_flip) {
   std::vector<int64_t> th = offsets_along(md, 2), tw = offsets_along(md, 3);
   bool padded = false;
   for (int d = 0; d < md.ndims; d++) padded = padded || md.padded_dims[d] != md.dims[d];
-  if (padded) std::memset(dst.ptr, 0, dst.bytes);  // oneDNN expects zeros in the padding
+  if (padded) std::memset(dst_ptr, 0, dst_md.get_size());  // oneDNN expects zeros in the padding
   const float* src = static_cast<const float*>(w.ptr);
   const int64_t off0 = md.offset0;
-  const bool bf16 = dst.md.data_type() == dt::bf16;
+  const bool bf16 = dst_md.data_type() == dt::bf16;
   // Tiles of 64 output × 32 input channels. Each tile's source is first copied (flipped when
   // asked) into a small buffer ordered [kernel position][out][in], so that both the reads and
   // the destination writes run in order (a single pass in element order misses the TLB on
@@ -105,10 +113,10 @@ void pack_weights(const Tensor& w, Tensor& dst, bool transpose_flip) {
             const int64_t base = hx[size_t(j)] + to[size_t(o0 + o)];
             const int64_t* idx = &ti[size_t(i0)];
             if (bf16) {
-              uint16_t* d = static_cast<uint16_t*>(dst.ptr) + base;
+              uint16_t* d = static_cast<uint16_t*>(dst_ptr) + base;
               for (int64_t i = 0; i < ni; i++) d[idx[i]] = f32_to_bf16(row[i]);
             } else {
-              float* d = static_cast<float*>(dst.ptr) + base;
+              float* d = static_cast<float*>(dst_ptr) + base;
               for (int64_t i = 0; i < ni; i++) d[idx[i]] = row[i];
             }
           }

@@ -14,7 +14,7 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
 // Packs plain float32 weights w (O, I, KH, KW) into dst's blocked layout and data type, in one
 // pass with no full-size temporary: dst = w, or with `transpose_flip`
 // dst[i][o][kh][kw] = w[o][i][KH−1−kh][KW−1−kw] (the input-gradient convolution's weights).
-void pack_weights(const Tensor& w, Tensor& dst, bool transpose_flip);
+void pack_weights(const Tensor& w, const memory& dst, bool transpose_flip);
 
 // Element offset of index i along dimension d of a blocked descriptor, for every i (outer
 // strides plus the position inside every inner block on d). Offsets are separable by

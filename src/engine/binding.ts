@@ -51,7 +51,7 @@ export interface ConvOptions {
 
 /** How convBackwardWeights computes a weight gradient. */
 export type WeightGradAlgorithm = 'auto' | 'direct' | 'matmul';
-export type InputGradAlgorithm = 'direct' | 'matmul';
+export type InputGradAlgorithm = 'direct' | 'matmul' | 'winograd';
 
 /** A blocked copy of a kernel that an update rewrites with it (see adamUpdate). */
 export interface PackedWeights {
@@ -111,7 +111,7 @@ export interface PoolStats {
 
 /** Bounds on what the engine keeps for reuse; the least recently used goes first. */
 export interface CacheLimits {
-  /** Bytes of idle buffers (default 1 GiB). */
+  /** Bytes of idle buffers. Unset, the larger of 1 GiB and half the most bytes ever live at once (a training step's own buffers, released and taken back each step). */
   poolBytes: number;
   /** Cached oneDNN primitives (default 256). */
   primitives: number;
@@ -206,8 +206,11 @@ export interface Native {
    * An int8 x is exact with VNNI; without it oneDNN halves the weights (rounding their last bit).
    */
   convForwardInt8(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvInt8Options): { y: Tensor; weightsCache: Tensor | null };
-  /** weightsFlipped: the weights cache holds the flipped I,O,KH,KW form (the input gradient computed as a convolution). */
-  /** algorithm: 'direct' (a convolution kernel) or 'matmul' (a matrix product and col2im: stride-1 only). */
+  /**
+   * weightsFlipped: the weights cache holds the flipped I,O,KH,KW form (the input gradient computed as a convolution).
+   * algorithm: 'direct' (a convolution kernel), 'matmul' (a matrix product and col2im: stride-1 only) or 'winograd'
+   * (oneDNN's Winograd convolution over the flipped weights: float32, stride 1; a RangeError where oneDNN lacks it).
+   */
   convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: Omit<ConvOptions, 'algorithm'> & { bias?: boolean; algorithm?: InputGradAlgorithm }): { dx: Tensor; weightsCache: Tensor | null; weightsFlipped: boolean };
   /**
    * algorithm: 'direct' (oneDNN's backward-weights kernel), 'matmul' (im2col and a matrix

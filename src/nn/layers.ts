@@ -178,10 +178,26 @@ export class Conv2d {
   private forwardAlgorithm(x: Tensor, ctx: ForwardContext): ForwardAlgorithm {
     const p = ctx.precision, k = this.spec.kernel;
     if (this.transposed && !ctx.training && p !== 'int8' && this.stride > 1 && k - 2 * this.padding === this.stride) return this.fastestForward(x, p, ['subpixel'], ctx.logits);
-    if (ctx.training || p !== 'float32' || this.transposed || this.stride !== 1) return 'direct';
-    if (k === 3) return this.fastestForward(x, 'float32', ['winograd', 'winograd-gemm']);
-    if (k === 7) return this.fastestForward(x, 'float32', ['winograd-gemm']);
-    return 'direct';
+    if (p !== 'float32' || this.transposed || this.stride !== 1 || (k !== 3 && k !== 7)) return 'direct';
+    const winograd: Exclude<ForwardAlgorithm, 'direct'>[] = k === 3 ? ['winograd', 'winograd-gemm'] : ['winograd-gemm'];
+    return ctx.training ? this.fastestTrainingForward(x, winograd) : this.fastestForward(x, 'float32', winograd);
+  }
+
+  /**
+   * The training forward's kernel, as measured. Winograd's transformed weights are a linear
+   * function of the kernel the update cannot rewrite in place: a step transforms them anew, so
+   * they are timed with that transform; the direct kernel's packed copy the update keeps
+   * current, so it is timed with its copy.
+   */
+  private fastestTrainingForward(x: Tensor, winograd: Exclude<ForwardAlgorithm, 'direct'>[]): ForwardAlgorithm {
+    const bias = this.bias?.value ?? null;
+    return chooseKernel(this.kernelKey('fwdT', x, 'float32'), ['direct', ...winograd], (name) => {
+      const algorithm = name as ForwardAlgorithm, direct = algorithm === 'direct';
+      const r = native.convForward(x, this.kernel.value, bias, { ...this.options('float32'), relu: this.relu, algorithm, weightsCache: direct ? this.forwardWeights.get() : null });
+      r.y.dispose();
+      if (direct) this.forwardWeights.update(r.weightsCache);
+      else r.weightsCache?.dispose();
+    }) as ForwardAlgorithm;
   }
 
   /**
@@ -222,14 +238,22 @@ export class Conv2d {
     return chooseKernel(key, candidates, first, release);
   }
 
-  /** The input gradient as oneDNN's convolution over the flipped weights, or as a matrix product and col2im, as measured. */
+  /**
+   * The input gradient as oneDNN's convolution over the flipped weights (direct, or for float32
+   * 3×3 Winograd's), or as a matrix product and col2im, as measured. Winograd's transformed
+   * weights are made anew each step (the update cannot rewrite them): timed with that.
+   */
   private inputGradAlgorithm(dpre: Tensor, x: Tensor): InputGradAlgorithm {
     const p = this.savedPrecision;
     if ((p !== 'float32' && p !== 'bfloat16') || this.transposed || this.stride !== 1) return 'direct';
-    return this.fastestWithWeights(this.kernelKey('bwdD', x, p), ['direct', 'matmul'], (name, weightsCache) => {
-      const r = native.convBackwardData(dpre, this.kernel.value, x, { ...this.options(p), algorithm: name as InputGradAlgorithm, weightsCache });
+    const candidates: InputGradAlgorithm[] = p === 'float32' && this.spec.kernel === 3 ? ['direct', 'matmul', 'winograd'] : ['direct', 'matmul'];
+    return this.fastestWithWeights(this.kernelKey('bwdD', x, p), candidates, (name, weightsCache) => {
+      const cold = name === 'winograd';
+      const r = native.convBackwardData(dpre, this.kernel.value, x, { ...this.options(p), algorithm: name as InputGradAlgorithm, weightsCache: cold ? null : weightsCache });
       r.dx.dispose();
-      return r.weightsCache;
+      if (!cold) return r.weightsCache;
+      disposeAll(r.weightsCache);
+      return null;
     }) as InputGradAlgorithm;
   }
 
@@ -350,7 +374,7 @@ export class Conv2d {
       if (!inputGrad) return null;
       const algorithm = this.inputGradAlgorithm(dpre, x);
       const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.backwardWeights.get(), algorithm });
-      this.backwardWeights.update(weightsCache, weightsFlipped);
+      this.backwardWeights.update(weightsCache, weightsFlipped, algorithm !== 'winograd');
       return dx;
     } finally {
       if (dpre !== dy) dpre.dispose();

@@ -12,6 +12,20 @@ test('the defaults: 1 GiB of idle buffers, 256 primitives', () => {
   assert.deepEqual(defaults, { poolBytes: 2 ** 30, primitives: 256 });
 });
 
+test('unset, the bound on idle buffers is the larger of 1 GiB and half the most bytes ever live', () => {
+  // A training step at 512² holds several GiB and takes back over 1 GiB of its own buffers each
+  // step: a fixed 1 GiB freed the oldest and faulted them in again every step.
+  const big = native.zeros([(2.5 * 2 ** 30) / 4]);
+  try {
+    const bound = native.setCacheLimits().poolBytes;
+    assert.ok(bound >= 1.25 * 2 ** 30 && bound < 1.3 * 2 ** 30, `bound ${bound}`);
+  } finally {
+    big.dispose();
+  }
+  // Idle now (2.5 GiB is more than the bound): freed at release, not kept.
+  assert.ok(native.poolStats().pooledBytes < 2 ** 30);
+});
+
 test('idle buffers beyond the bound are freed oldest first, and lowering the bound frees at once', () => {
   const kb = (n: number) => native.zeros([n * 256]); // n KiB of float32
   native.poolTrim(true);
