@@ -231,7 +231,8 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
 // convBackwardData(dy, w, x, {stride, padding, transposed, dtype, bias, weightsCache, algorithm})
 //   → {dx, weightsCache, weightsFlipped: whether the cache holds the flipped I,O,KH,KW form}
 // algorithm: 'direct' (a convolution kernel), 'matmul' (a matrix product and col2im, stride 1) or
-// 'winograd' (oneDNN's Winograd convolution over the flipped weights: float32, stride 1, 3×3).
+// 'winograd' / 'winograd-gemm' (oneDNN's or the engine's Winograd convolution over the flipped
+// weights: float32, stride 1, 3×3; the engine's dx is channels last).
 Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   auto o = options_arg(info, 3);
   const ConvOptions c = read_conv_options(o);
@@ -247,7 +248,7 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   // The ReLU's own backward is applied to dy before this: the spec has none.
   const ConvSpec s = make_conv_spec(c, x.dims(), w.dims(), has_bias);
   require_dims(dy, "dy", s.y);
-  const std::string algorithm = opt_choice(o, "algorithm", "direct", {"direct", "matmul", "winograd"});
+  const std::string algorithm = opt_choice(o, "algorithm", "direct", {"direct", "matmul", "winograd", "winograd-gemm"});
   if (algorithm == "matmul") {
     if (!input_grad_matmul_possible(s)) throw_range_error("algorithm 'matmul' is for stride-1 convolutions only (not transposed)");
     return input_grad_by_matmul(info.Env(), s, dy, w, cache);
@@ -256,6 +257,11 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
     if (!input_grad_as_forward(s) || c.compute != dt::f32 || !is_plain(w.md) || w.md.data_type() != dt::f32)
       throw_range_error("algorithm 'winograd' is for float32 stride-1 convolutions with plain weights only (not transposed)");
     return input_grad_by_forward(info.Env(), s, dy, w, cache, true);
+  }
+  if (algorithm == "winograd-gemm") {
+    if (!input_grad_as_forward(s) || c.compute != dt::f32 || !is_plain(w.md) || w.md.data_type() != dt::f32)
+      throw_range_error("algorithm 'winograd-gemm' is for float32 stride-1 convolutions with plain weights only (not transposed)");
+    return input_grad_by_winograd_gemm(info.Env(), s, dy, w, cache);
   }
   return c.transposed ? backward_data<true>(info.Env(), s, dy, w, cache) : backward_data<false>(info.Env(), s, dy, w, cache);
 }

@@ -1,6 +1,7 @@
 #include "conv_input_grad.h"
 
 #include "conv_weights.h"
+#include "conv_winograd.h"
 
 #include <algorithm>
 #include <cstring>
@@ -47,6 +48,22 @@ Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, 
   out.Set("weightsCache", fresh);
   out.Set("weightsFlipped", true);
   return out;
+}
+
+Napi::Value input_grad_by_winograd_gemm(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache) {
+  const ConvSpec f = input_grad_spec(s);
+  if (!winograd_gemm_fits(f)) return winograd_gemm_forward(env, f, dy, w, nullptr, weights_cache);  // its own error
+  // The engine's Winograd transforms plain weights: the transposed, flipped kernel is made plain
+  // first. (In training its transform is stale after every update, so this runs every step.)
+  Napi::Object flipped = Tensor::Create(env, memory::desc(f.w, dt::f32, tag::oihw));
+  pack_weights(w, Tensor::Of(flipped).mem(), true);
+  Napi::Object out = winograd_gemm_forward(env, f, dy, Tensor::Of(flipped), nullptr, weights_cache).As<Napi::Object>();
+  Tensor::Of(flipped).release();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("dx", out.Get("y"));
+  result.Set("weightsCache", out.Get("weightsCache"));
+  result.Set("weightsFlipped", true);
+  return result;
 }
 
 bool input_grad_matmul_possible(const ConvSpec& s) { return !s.transposed && s.stride == memory::dims{1, 1}; }

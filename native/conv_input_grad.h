@@ -11,6 +11,10 @@ bool input_grad_as_forward(const ConvSpec& s);
 // {dx, weightsCache}: the cache holds the transposed, flipped weights.
 Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache, bool winograd);
 
+// The same with the engine's Winograd (conv_winograd.h): {dx (channels last), weightsCache (the
+// transformed flipped weights), weightsFlipped: true}.
+Napi::Value input_grad_by_winograd_gemm(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache);
+
 // Whether s's input gradient can be a matrix product and col2im (stride 1, not transposed).
 bool input_grad_matmul_possible(const ConvSpec& s);
 // {dx (channels last, the compute type), weightsCache, weightsFlipped: false}: the matrix

@@ -51,7 +51,7 @@ export interface ConvOptions {
 
 /** How convBackwardWeights computes a weight gradient. */
 export type WeightGradAlgorithm = 'auto' | 'direct' | 'matmul';
-export type InputGradAlgorithm = 'direct' | 'matmul' | 'winograd';
+export type InputGradAlgorithm = 'direct' | 'matmul' | 'winograd' | 'winograd-gemm';
 
 /** A blocked copy of a kernel that an update rewrites with it (see adamUpdate). */
 export interface PackedWeights {
@@ -208,8 +208,9 @@ export interface Native {
   convForwardInt8(x: Tensor, w: Tensor, bias: Tensor | null, options: ConvInt8Options): { y: Tensor; weightsCache: Tensor | null };
   /**
    * weightsFlipped: the weights cache holds the flipped I,O,KH,KW form (the input gradient computed as a convolution).
-   * algorithm: 'direct' (a convolution kernel), 'matmul' (a matrix product and col2im: stride-1 only) or 'winograd'
-   * (oneDNN's Winograd convolution over the flipped weights: float32, stride 1; a RangeError where oneDNN lacks it).
+   * algorithm: 'direct' (a convolution kernel), 'matmul' (a matrix product and col2im: stride-1 only), 'winograd'
+   * (oneDNN's Winograd convolution over the flipped weights: float32, stride 1; a RangeError where oneDNN lacks it)
+   * or 'winograd-gemm' (the engine's: float32, stride 1, 3×3 or 7×7; dx channels last).
    */
   convBackwardData(dy: Tensor, w: Tensor, x: Tensor, options: Omit<ConvOptions, 'algorithm'> & { bias?: boolean; algorithm?: InputGradAlgorithm }): { dx: Tensor; weightsCache: Tensor | null; weightsFlipped: boolean };
   /**

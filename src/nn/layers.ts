@@ -239,16 +239,16 @@ export class Conv2d {
   }
 
   /**
-   * The input gradient as oneDNN's convolution over the flipped weights (direct, or for float32
-   * 3×3 Winograd's), or as a matrix product and col2im, as measured. Winograd's transformed
+   * The input gradient as a convolution over the flipped weights (oneDNN's direct kernel, or
+   * for float32 3×3 oneDNN's or the engine's Winograd), or as a matrix product and col2im, as measured. Winograd's transformed
    * weights are made anew each step (the update cannot rewrite them): timed with that.
    */
   private inputGradAlgorithm(dpre: Tensor, x: Tensor): InputGradAlgorithm {
     const p = this.savedPrecision;
     if ((p !== 'float32' && p !== 'bfloat16') || this.transposed || this.stride !== 1) return 'direct';
-    const candidates: InputGradAlgorithm[] = p === 'float32' && this.spec.kernel === 3 ? ['direct', 'matmul', 'winograd'] : ['direct', 'matmul'];
+    const candidates: InputGradAlgorithm[] = p === 'float32' && this.spec.kernel === 3 ? ['direct', 'matmul', 'winograd', 'winograd-gemm'] : ['direct', 'matmul'];
     return this.fastestWithWeights(this.kernelKey('bwdD', x, p), candidates, (name, weightsCache) => {
-      const cold = name === 'winograd';
+      const cold = name.startsWith('winograd');
       const r = native.convBackwardData(dpre, this.kernel.value, x, { ...this.options(p), algorithm: name as InputGradAlgorithm, weightsCache: cold ? null : weightsCache });
       r.dx.dispose();
       if (!cold) return r.weightsCache;
@@ -374,7 +374,7 @@ export class Conv2d {
       if (!inputGrad) return null;
       const algorithm = this.inputGradAlgorithm(dpre, x);
       const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.backwardWeights.get(), algorithm });
-      this.backwardWeights.update(weightsCache, weightsFlipped, algorithm !== 'winograd');
+      this.backwardWeights.update(weightsCache, weightsFlipped, !algorithm.startsWith('winograd'));
       return dx;
     } finally {
       if (dpre !== dy) dpre.dispose();

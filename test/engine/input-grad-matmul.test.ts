@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native, type Tensor } from '../../src/engine/binding.js';
+import { cpuFeatures } from '../../src/engine/config.js';
 import { assertBf16Refused, bf16Runs } from '../prereq.js';
 import * as ref from './reference.js';
 
@@ -93,6 +94,55 @@ test('input gradient by matmul is for stride-1 convolutions only', () => {
   const dy = native.zeros([1, 4, 3, 3]), w = native.zeros([4, 2, 3, 3]), x = native.zeros([1, 2, 6, 6]);
   try {
     assert.throws(() => native.convBackwardData(dy, w, x, { stride: [2, 2], padding: [1, 1, 1, 1], algorithm: 'matmul' }), /algorithm 'matmul' is for stride-1 convolutions only/);
+  } finally {
+    for (const t of [dy, w, x]) t.dispose();
+  }
+});
+
+// The float32 3×3 input gradient on Winograd's algorithm over the flipped weights, oneDNN's
+// (AVX-512 only: refused with the clear message elsewhere) and the engine's own, against the
+// same float64 reference; odd sizes leave partial Winograd tiles at the edges.
+for (const algorithm of ['winograd', 'winograd-gemm'] as const)
+  for (const c of [
+    { name: '3×3, 16 → 24, 13×11', x: [1, 16, 13, 11], o: 24 },
+    { name: '3×3 batch 2, 64 → 32, 9×10', x: [2, 64, 9, 10], o: 32 },
+  ])
+    test(`float32 input gradient by ${algorithm} over the flipped weights matches float64 (${c.name})`, () => {
+      const [n, , h, wd] = c.x as [number, number, number, number];
+      const dy = ref.randomArr([n, c.o, h, wd], 31), w = ref.randomArr([c.o, c.x[1]!, 3, 3], 32, 0.1);
+      const dyt = native.fromArray(dy.dims, Float32Array.from(dy.data)), wt = native.fromArray(w.dims, Float32Array.from(w.data));
+      const xt = native.zeros(c.x);
+      const held: (Tensor | null)[] = [dyt, wt, xt];
+      try {
+        const opts = { padding: [1, 1, 1, 1] as [number, number, number, number], algorithm };
+        if (algorithm === 'winograd' && !cpuFeatures().avx512)
+          return assert.throws(() => native.convBackwardData(dyt, wt, xt, opts), /Winograd convolution is not available on this CPU/);
+        const r = native.convBackwardData(dyt, wt, xt, opts);
+        held.push(r.dx, r.weightsCache);
+        assert.equal(r.weightsFlipped, true);
+        assert.deepEqual(r.dx.dims, c.x);
+        // Winograd's transforms round more than the direct sums: within 1e-5 of the largest, not 2e-5 of each.
+        const want = inputGrad(dy, w, c.x, 1), got = r.dx.toArray() as Float32Array;
+        let diff = 0, top = 0;
+        for (let i = 0; i < want.length; i++) {
+          diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
+          top = Math.max(top, Math.abs(want[i]!));
+        }
+        assert.ok(diff <= 1e-5 * top, `max |dx − float64| ${diff} > 1e-5 × ${top}`);
+        const again = native.convBackwardData(dyt, wt, xt, { ...opts, weightsCache: r.weightsCache });
+        held.push(again.dx, again.weightsCache);
+        assert.equal(again.weightsCache, null, 'the transformed weights it made serve the next call');
+        assert.deepEqual(again.dx.toArray(), got);
+      } finally {
+        for (const t of held) t?.dispose();
+      }
+    });
+
+test('Winograd input gradients are for float32 stride-1 convolutions only', () => {
+  const dy = native.zeros([1, 4, 3, 3]), w = native.zeros([4, 2, 3, 3]), x = native.zeros([1, 2, 6, 6]);
+  try {
+    for (const algorithm of ['winograd', 'winograd-gemm'] as const)
+      assert.throws(() => native.convBackwardData(dy, w, x, { stride: [2, 2], padding: [1, 1, 1, 1], algorithm }), new RegExp(`algorithm '${algorithm}' is for float32 stride-1`));
   } finally {
     for (const t of [dy, w, x]) t.dispose();
   }
