@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace fcn {
 
@@ -106,6 +107,63 @@ void depth_to_space(const memory& z, const memory& y, const ConvSpec& s, const P
     depth_to_space_as(static_cast<const uint16_t*>(z.get_data_handle()), static_cast<uint16_t*>(yp), N, O, H, W, zd[2], zd[3], ph);
 }
 
+// Whether every output channel reads only its own input channel (w[o][i] = 0 for o ≠ i): FCN's
+// bilinear upsamplings, fixed in training, are. Checked on each call (O·I·K² reads, microseconds).
+bool channel_diagonal(const float* w, const memory::dims& wd) {
+  const int64_t O = wd[0], I = wd[1], KK = wd[2] * wd[3];
+  if (O != I) return false;
+  for (int64_t o = 0; o < O; o++)
+    for (int64_t i = 0; i < I; i++)
+      if (i != o)
+        for (int64_t k = 0; k < KK; k++)
+          if (w[(o * I + i) * KK + k] != 0.f) return false;
+  return true;
+}
+
+// The transposed convolution of a channel-diagonal kernel, float32 (x plain): per output row,
+// each phase rx's values along the row are a sum over the taps of contiguous runs of the (zero
+// padded) input rows, vectorised along the row, then interleaved into y. The dense phase
+// convolution would multiply by O² zeros for every O useful products (21 × the work for FCN).
+void depthwise_upsample(const float* x, const float* w, const float* bias, bool relu, float* y, const ConvSpec& s, const Phases& ph) {
+  const int64_t N = s.x[0], O = s.w[0], H = s.x[2], W = s.x[3], K = s.w[2], st = ph.st, T = ph.taps;
+  const int64_t Hy = H * st, Wy = W * st, pad = T + 1;  // input rows padded by T + 1 zeros each side
+#pragma omp parallel
+  {
+    std::vector<float> rows(size_t(T * (W + 2 * pad))), part(size_t(st * W));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t no = 0; no < N * O; no++)
+      for (int64_t Y = 0; Y < Hy; Y++) {
+        const int64_t o = no % O, ay = Y / st, ry = Y % st;
+        const float* wo = w + (o * O + o) * K * K;
+        std::fill(part.begin(), part.end(), bias ? bias[o] : 0.f);
+        for (int64_t jy = 0; jy < T; jy++) {
+          const int64_t iy = ay + ph.top(ry) - T + 1 + jy, ky = ph.tap(ry, jy);
+          if (ky < 0 || iy < 0 || iy >= H) continue;
+          float* r = rows.data() + jy * (W + 2 * pad);
+          std::fill(r, r + pad, 0.f);
+          std::copy(x + (no * H + iy) * W, x + (no * H + iy + 1) * W, r + pad);
+          std::fill(r + pad + W, r + 2 * pad + W, 0.f);
+          for (int64_t rx = 0; rx < st; rx++)
+            for (int64_t jx = 0; jx < T; jx++) {
+              const int64_t kx = ph.tap(rx, jx);
+              if (kx < 0) continue;
+              const float c = wo[ky * K + kx];
+              const float* src = r + pad + ph.top(rx) - T + 1 + jx;
+              float* dst = part.data() + rx * W;
+#pragma omp simd
+              for (int64_t ax = 0; ax < W; ax++) dst[ax] += c * src[ax];
+            }
+        }
+        float* yrow = y + (no * Hy + Y) * Wy;
+        for (int64_t ax = 0; ax < W; ax++)
+          for (int64_t rx = 0; rx < st; rx++) {
+            const float v = part[size_t(rx * W + ax)];
+            yrow[ax * st + rx] = relu && v < 0.f ? 0.f : v;
+          }
+      }
+  }
+}
+
 // The phase convolution (z channels-last: depth to space is then a strided copy).
 dnnl::convolution_forward::primitive_desc phase_pd(const ConvSpec& p) {
   using F = dnnl::convolution_forward;
@@ -139,6 +197,18 @@ Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
   if (s.w[1] != x.dims()[1] || w.md.data_type() != dt::f32 || !is_plain(w.md))
     throw_type_error("algorithm 'subpixel' needs float32 weights in the plain layout (O,I,KH,KW)");
   const Phases ph = phases_of(s);
+  const float* wp = static_cast<const float*>(w.mem().get_data_handle());
+  if (s.compute == dt::f32 && channel_diagonal(wp, s.w)) {
+    std::vector<Scratch> keep;
+    memory xm = in_layout(x, memory::desc(s.x, dt::f32, tag::nchw), keep);
+    const float* bias = b ? static_cast<const float*>(in_layout(*b, memory::desc({s.w[0]}, dt::f32, tag::a), keep).get_data_handle()) : nullptr;
+    Napi::Object y = Tensor::Create(env, memory::desc(s.y, dt::f32, tag::nchw));
+    depthwise_upsample(static_cast<const float*>(xm.get_data_handle()), wp, bias, s.relu, static_cast<float*>(Tensor::Of(y).ptr), s, ph);
+    auto result = Napi::Object::New(env);
+    result.Set("y", y);
+    result.Set("weightsCache", env.Null());
+    return result;
+  }
   const int64_t st = ph.st, O = s.w[0], C = O * st * st, grow = ph.shift(st - 1);
   ConvSpec p;
   p.relu = s.relu;

@@ -11,6 +11,8 @@ namespace fcn {
 // Whether s (transposed) fits: stride equal in both axes, output = stride · input.
 bool subpixel_fits(const ConvSpec& s);
 
+// A channel-diagonal float32 kernel (each output channel reads only its own input channel, as
+// FCN's bilinear upsamplings) runs as a depthwise loop instead: no phase convolution, no cache.
 // y = the transposed convolution s of x with w (float32 plain O,I,KH,KW) and bias, as above;
 // y is plain N,C,H,W, of type `out` (s.compute, or float32 from a bfloat16 convolution). `cache`: the phase weights a previous call handed back (as
 // {y, weightsCache}) for this w; used when it fits the primitive, else rebuilt and handed back.

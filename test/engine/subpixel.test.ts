@@ -74,6 +74,35 @@ for (const c of cases)
     }
   });
 
+// A kernel whose output channels read only their own input channel (FCN's bilinear upsamplings)
+// takes the depthwise path: the same results, without the dense phase convolution's zeros.
+const diagonalCases = [
+  { name: '16/8 pad 4, 21 channels (FCN-8s\' final 8×), 2 images', x: [2, 21, 5, 4], w: [21, 21, 16, 16], stride: 8, pad: 4, bias: false, relu: false },
+  { name: '4/2 pad 1, bias and ReLU', x: [1, 6, 7, 5], w: [6, 6, 4, 4], stride: 2, pad: 1, bias: true, relu: true },
+  { name: '8/4 pad 2, 3 channels', x: [1, 3, 3, 6], w: [3, 3, 8, 8], stride: 4, pad: 2, bias: true, relu: false },
+];
+for (const c of diagonalCases)
+  test(`transposed ${c.name}, channel-diagonal kernel: 'subpixel' equals the reference and the direct kernel`, () => {
+    const x = ref.randomArr(c.x, 41, 1), b = c.bias ? ref.randomArr([c.w[0]!], 43, 0.3) : null;
+    const dense = ref.randomArr(c.w, 42, 0.5);
+    const kk = c.w[2]! * c.w[3]!;
+    const w = ref.arr(c.w, dense.data.map((v, k) => (Math.floor(k / kk / c.w[1]!) === Math.floor(k / kk) % c.w[1]! ? v : 0)));
+    const yRef = ref.conv(x, w, b, { stride: c.stride, pad: c.pad, relu: c.relu, transposed: true });
+    const xt = toTensor(x), wt = toTensor(w), bt = b ? toTensor(b) : null;
+    const opts = { stride: [c.stride, c.stride] as [number, number], padding: [c.pad, c.pad, c.pad, c.pad] as [number, number, number, number], transposed: true, relu: c.relu };
+    const sub = native.convForward(xt, wt, bt, { ...opts, algorithm: 'subpixel' });
+    const direct = native.convForward(xt, wt, bt, { ...opts, algorithm: 'direct' });
+    try {
+      assert.deepEqual(sub.y.dims, yRef.dims);
+      assert.equal(sub.weightsCache, null, 'no phase weights: the kernel is read as it is');
+      const ys = values(sub.y);
+      assert.ok(ref.relError(ys, yRef.data) < 1e-5, `error against the reference ${ref.relError(ys, yRef.data)}`);
+      assert.ok(ref.relError(ys, values(direct.y)) < 1e-5, `error against the direct kernel ${ref.relError(ys, values(direct.y))}`);
+    } finally {
+      for (const t of [sub.y, sub.weightsCache, direct.y, direct.weightsCache, xt, wt, bt]) t?.dispose();
+    }
+  });
+
 test("'subpixel' is refused where it does not apply", () => {
   const x = native.zeros([1, 2, 3, 3]), w = native.zeros([2, 2, 3, 3]), wt = native.zeros([2, 2, 5, 5]);
   try {
