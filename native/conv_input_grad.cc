@@ -55,10 +55,13 @@ Napi::Value input_grad_by_winograd_gemm(Napi::Env env, const ConvSpec& s, Tensor
   if (!winograd_gemm_fits(f)) return winograd_gemm_forward(env, f, dy, w, nullptr, weights_cache);  // its own error
   // The engine's Winograd transforms plain weights: the transposed, flipped kernel is made plain
   // first. (In training its transform is stale after every update, so this runs every step.)
-  Napi::Object flipped = Tensor::Create(env, memory::desc(f.w, dt::f32, tag::oihw));
-  pack_weights(w, Tensor::Of(flipped).mem(), true);
-  Napi::Object out = winograd_gemm_forward(env, f, dy, Tensor::Of(flipped), nullptr, weights_cache).As<Napi::Object>();
-  Tensor::Of(flipped).release();
+  Tensor& flipped = Tensor::Of(Tensor::Create(env, memory::desc(f.w, dt::f32, tag::oihw)));
+  struct Release {
+    Tensor& t;
+    ~Release() { t.release(); }  // back to the pool at once, thrown or not (not at the next GC)
+  } release{flipped};
+  pack_weights(w, flipped.mem(), true);
+  Napi::Object out = winograd_gemm_forward(env, f, dy, flipped, nullptr, weights_cache).As<Napi::Object>();
   Napi::Object result = Napi::Object::New(env);
   result.Set("dx", out.Get("y"));
   result.Set("weightsCache", out.Get("weightsCache"));

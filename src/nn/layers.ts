@@ -240,8 +240,9 @@ export class Conv2d {
 
   /**
    * The input gradient as a convolution over the flipped weights (oneDNN's direct kernel, or
-   * for float32 3×3 oneDNN's or the engine's Winograd), or as a matrix product and col2im, as measured. Winograd's transformed
-   * weights are made anew each step (the update cannot rewrite them): timed with that.
+   * for float32 3×3 oneDNN's or the engine's Winograd), or as a matrix product and col2im, as
+   * measured. Winograd's transformed weights are made anew each step (the update cannot
+   * rewrite them): timed with that.
    */
   private inputGradAlgorithm(dpre: Tensor, x: Tensor): InputGradAlgorithm {
     const p = this.savedPrecision;
