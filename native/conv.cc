@@ -224,7 +224,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   s.relu = relu;
   s.winograd = winograd;
   if (algorithm == "subpixel") return subpixel_forward(info.Env(), s, x, w, b, cache, out);
-  if (algorithm == "winograd-gemm") return winograd_gemm_forward(info.Env(), s, x, w, b, cache);
+  if (algorithm == "winograd-gemm") return winograd_gemm_forward(info.Env(), s, x, w.mem(), b, cache);
   return c.transposed ? forward<true>(info.Env(), s, x, w, b, cache) : forward<false>(info.Env(), s, x, w, b, cache);
 }
 
@@ -253,15 +253,10 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
     if (!input_grad_matmul_possible(s)) throw_range_error("algorithm 'matmul' is for stride-1 convolutions only (not transposed)");
     return input_grad_by_matmul(info.Env(), s, dy, w, cache);
   }
-  if (algorithm == "winograd") {
+  if (algorithm == "winograd" || algorithm == "winograd-gemm") {
     if (!input_grad_as_forward(s) || c.compute != dt::f32 || !is_plain(w.md) || w.md.data_type() != dt::f32)
-      throw_range_error("algorithm 'winograd' is for float32 stride-1 convolutions with plain weights only (not transposed)");
-    return input_grad_by_forward(info.Env(), s, dy, w, cache, true);
-  }
-  if (algorithm == "winograd-gemm") {
-    if (!input_grad_as_forward(s) || c.compute != dt::f32 || !is_plain(w.md) || w.md.data_type() != dt::f32)
-      throw_range_error("algorithm 'winograd-gemm' is for float32 stride-1 convolutions with plain weights only (not transposed)");
-    return input_grad_by_winograd_gemm(info.Env(), s, dy, w, cache);
+      throw_range_error("algorithm '" + algorithm + "' is for float32 stride-1 convolutions with plain weights only (not transposed)");
+    return algorithm == "winograd" ? input_grad_by_forward(info.Env(), s, dy, w, cache, true) : input_grad_by_winograd_gemm(info.Env(), s, dy, w, cache);
   }
   return c.transposed ? backward_data<true>(info.Env(), s, dy, w, cache) : backward_data<false>(info.Env(), s, dy, w, cache);
 }

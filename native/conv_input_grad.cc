@@ -52,16 +52,11 @@ Napi::Value input_grad_by_forward(Napi::Env env, const ConvSpec& s, Tensor& dy, 
 
 Napi::Value input_grad_by_winograd_gemm(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache) {
   const ConvSpec f = input_grad_spec(s);
-  if (!winograd_gemm_fits(f)) return winograd_gemm_forward(env, f, dy, w, nullptr, weights_cache);  // its own error
-  // The engine's Winograd transforms plain weights: the transposed, flipped kernel is made plain
+  if (!winograd_gemm_fits(f)) return winograd_gemm_forward(env, f, dy, w.mem(), nullptr, weights_cache);  // its own error
+  // The engine's Winograd transforms a plain kernel: the transposed, flipped one is made plain
   // first. (In training its transform is stale after every update, so this runs every step.)
-  Tensor& flipped = Tensor::Of(Tensor::Create(env, memory::desc(f.w, dt::f32, tag::oihw)));
-  struct Release {
-    Tensor& t;
-    ~Release() { t.release(); }  // back to the pool at once, thrown or not (not at the next GC)
-  } release{flipped};
-  pack_weights(w, flipped.mem(), true);
-  Napi::Object out = winograd_gemm_forward(env, f, dy, flipped, nullptr, weights_cache).As<Napi::Object>();
+  std::vector<Scratch> keep;
+  Napi::Object out = winograd_gemm_forward(env, f, dy, flipped_plain(w, keep), nullptr, weights_cache).As<Napi::Object>();
   Napi::Object result = Napi::Object::New(env);
   result.Set("dx", out.Get("y"));
   result.Set("weightsCache", out.Get("weightsCache"));

@@ -20,10 +20,8 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
   const bool spatial_bf16 = want.data_type() == dt::bf16 && want.dims().size() == 4 && want.dims()[2] * want.dims()[3] > 1;
   if (transpose_flip && want.data.format_kind != dnnl_blocked) {
     // Winograd's transformed layout: flipped into a plain copy, then transformed by oneDNN.
-    Scratch plain(size_t(w.dims()[0] * w.dims()[1] * w.dims()[2] * w.dims()[3] * 4));
-    memory flipped(memory::desc({w.dims()[1], w.dims()[0], w.dims()[2], w.dims()[3]}, dt::f32, tag::oihw), cpu_engine(), plain.ptr);
-    pack_weights(w, flipped, true);
-    reorder_into(flipped, Tensor::Of(t).mem());
+    std::vector<Scratch> keep;
+    reorder_into(flipped_plain(w, keep), Tensor::Of(t).mem());
   } else if (transpose_flip || (spatial_bf16 && is_plain(w.md) && w.md.data_type() == dt::f32 && want.dims() == w.dims() && want.data.format_kind == dnnl_blocked))
     pack_weights(w, Tensor::Of(t).mem(), transpose_flip);
   else
@@ -51,6 +49,14 @@ std::vector<int64_t> offsets_along(const dnnl_memory_desc_t& md, int d) {
     t[size_t(i)] = off + pos * b.strides[d];
   }
   return t;
+}
+
+memory flipped_plain(const Tensor& w, std::vector<Scratch>& keep) {
+  const memory::dims d = w.dims();
+  const memory::desc md({d[1], d[0], d[2], d[3]}, dt::f32, tag::oihw);
+  memory flipped(md, cpu_engine(), keep.emplace_back(md.get_size()).ptr);
+  pack_weights(w, flipped, true);
+  return flipped;
 }
 
 void pack_weights(const Tensor& w, const memory& dst, bool transpose_flip) {

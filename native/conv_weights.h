@@ -2,6 +2,8 @@
 // prepared copy until its weights change: reordering conv6's 400 MB on every call would cost
 // more than the convolution.
 #pragma once
+#include <vector>
+
 #include "tensor.h"
 
 namespace fcn {
@@ -15,6 +17,11 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
 // pass with no full-size temporary: dst = w, or with `transpose_flip`
 // dst[i][o][kh][kw] = w[o][i][KH−1−kh][KW−1−kw] (the input-gradient convolution's weights).
 void pack_weights(const Tensor& w, const memory& dst, bool transpose_flip);
+
+// The input-gradient convolution's weights (pack_weights with transpose_flip) as a plain float32
+// I,O,KH,KW copy in a pool buffer kept in `keep`: for the Winograd transforms, which start from
+// a plain kernel.
+memory flipped_plain(const Tensor& w, std::vector<Scratch>& keep);
 
 // Element offset of index i along dimension d of a blocked descriptor, for every i (outer
 // strides plus the position inside every inner block on d). Offsets are separable by

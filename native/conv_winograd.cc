@@ -236,12 +236,12 @@ using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 // The transformed weights: the caller's copy when it matches, else computed (and handed back).
-memory transformed_weights(Napi::Env env, const Plan& p, Tensor& w, Tensor* cache, Napi::Value& fresh, double& ms) {
+memory transformed_weights(Napi::Env env, const Plan& p, const memory& w, Tensor* cache, Napi::Value& fresh, double& ms) {
   const memory::desc want({p.A2 * p.IC * p.OC}, dt::f32, tag::a);
   if (cache && cache->md == want) return cache->mem();
   const auto t0 = Clock::now();
   Napi::Object t = Tensor::Create(env, want);
-  const float* g = static_cast<const float*>(w.ptr);
+  const float* g = static_cast<const float*>(w.get_data_handle());
   float* U = static_cast<float*>(Tensor::Of(t).ptr);
   if (p.r == 3) transform_weights<3, 6>(p, g, U);
   else transform_weights<7, 8>(p, g, U);
@@ -252,11 +252,11 @@ memory transformed_weights(Napi::Env env, const Plan& p, Tensor& w, Tensor* cach
 
 }  // namespace
 
-Napi::Value winograd_gemm_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b, Tensor* weights_cache) {
+Napi::Value winograd_gemm_forward(Napi::Env env, const ConvSpec& s, Tensor& x, const memory& w, Tensor* b, Tensor* weights_cache) {
   if (!winograd_gemm_fits(s))
     throw_range_error("algorithm 'winograd-gemm' is for float32 stride-1 convolutions with square 3×3 or 7×7 kernels (x " + dims_key(s.x) + ", weights " +
                       dims_key(s.w) + ", stride " + dims_key(s.stride) + ")");
-  if (w.md.data_type() != dt::f32 || !is_plain(w.md)) throw_type_error("algorithm 'winograd-gemm' needs float32 weights in the plain layout (O,I,KH,KW)");
+  if (w.get_desc().data_type() != dt::f32 || !is_plain(w.get_desc())) throw_type_error("algorithm 'winograd-gemm' needs float32 weights in the plain layout (O,I,KH,KW)");
   const Plan p = plan_of(s);
   double t_w = 0, t_in = 0, t_mm = 0, t_out = 0;
   Napi::Value fresh = env.Null();

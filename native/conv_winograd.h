@@ -25,9 +25,9 @@ struct WinogradMatrices {
 };
 WinogradMatrices winograd_matrices(int m, int r);
 
-// y (N,C,H,W in the channels-last layout) = the convolution s of x with w (float32 plain
-// O,I,KH,KW) plus bias, ReLU'd when s.relu. weights_cache: a previous call's transformed weights
+// y (N,C,H,W in the channels-last layout) = the convolution s of x with the kernel w (float32
+// plain O,I,KH,KW: a tensor's, or a flipped copy for an input gradient) plus bias, ReLU'd when s.relu. weights_cache: a previous call's transformed weights
 // (returned as weightsCache), used when it matches.
-Napi::Value winograd_gemm_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tensor* b, Tensor* weights_cache);
+Napi::Value winograd_gemm_forward(Napi::Env env, const ConvSpec& s, Tensor& x, const memory& w, Tensor* b, Tensor* weights_cache);
 
 }  // namespace fcn

@@ -38,6 +38,10 @@ function logits(mode: KernelChoiceMode, width = 0.125, seed = 3, height = 96, im
   }
 }
 
+const disposeEach = (...things: { dispose(): void }[]) => {
+  for (const t of things) t.dispose();
+};
+
 // Within 1e-4 of the largest logit, and not equal: the algorithms round differently, so an
 // exact match would mean the other algorithm was not used.
 function assertCloseButNotEqual(got: Float32Array, direct: Float32Array, what: string): void {
@@ -126,10 +130,7 @@ test('an update after Winograd inference reaches every later pass (its copies go
     assert.deepEqual(a, b);
   } finally {
     setKernelChoice('off');
-    for (const t of [x, labels]) t.dispose();
-    opt.dispose();
-    model.dispose();
-    twin.dispose();
+    disposeEach(x, labels, opt, model, twin);
   }
 });
 
@@ -171,9 +172,6 @@ for (const mode of (winogradHere ? ['winograd', 'winograd-gemm'] : ['winograd-ge
       assert.ok(differs, `${mode} gave the direct kernels' exact gradients: was it used?`);
     } finally {
       setKernelChoice('off');
-      for (const t of [x, labels]) t.dispose();
-      opt.dispose();
-      model.dispose();
-      twin.dispose();
+      disposeEach(x, labels, opt, model, twin);
     }
   });
