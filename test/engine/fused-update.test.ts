@@ -13,13 +13,17 @@ const values = (t: Tensor) => Array.from(t.toArray() as Float32Array | Uint16Arr
 const toTensor = (a: ref.Arr) => native.fromArray(a.dims, Float32Array.from(a.data));
 const precisions: Precision[] = bf16Available() ? ['float32', 'bfloat16'] : ['float32'];
 
-// Channel counts that fill no 32-channel tile or oneDNN block exactly; the last also has whole
-// tiles of a 7×7 kernel (written through the update's per-tile plan) beside partial ones.
+// Channel counts that fill no 32-channel tile or oneDNN block exactly; the fourth also has whole
+// tiles of a 7×7 kernel beside partial ones.
 const cases = [
   { name: '3×3, 40 → 33', x: [1, 40, 6, 5], w: [33, 40, 3, 3], pad: 1 },
   { name: '7×7, 17 → 35', x: [1, 17, 5, 4], w: [35, 17, 7, 7], pad: 3 },
   { name: '1×1, 64 → 48', x: [1, 64, 3, 3], w: [48, 64, 1, 1], pad: 0 },
   { name: '7×7, 40 → 64', x: [1, 40, 5, 4], w: [64, 40, 7, 7], pad: 3 },
+  // Whole tiles only, in the 64-channel blocks oneDNN picks for wider layers: written a run at
+  // a time from the transposed tile (and the gradient transposed into the master's order).
+  { name: '3×3, 64 → 96', x: [1, 64, 5, 6], w: [96, 64, 3, 3], pad: 1 },
+  { name: '1×1, 128 → 64', x: [1, 128, 3, 4], w: [64, 128, 1, 1], pad: 0 },
 ];
 
 const convOpts = (pad: number, dtype: Precision) => ({ stride: [1, 1] as [number, number], padding: [pad, pad, pad, pad] as [number, number, number, number], dtype });
