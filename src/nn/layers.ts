@@ -258,7 +258,11 @@ export class Conv2d {
     }) as InputGradAlgorithm;
   }
 
-  /** The im2col + matmul route or oneDNN's kernel for a weight gradient, as measured. */
+  /**
+   * The im2col + matmul route or oneDNN's kernel for a weight gradient, as measured. A gradient
+   * in a blocked layout costs the update a transpose into the master's order: each route is
+   * timed with its gradient's reorder to plain, so the choice weighs all it costs the step.
+   */
   private weightGradAlgorithm(x: Tensor, dpre: Tensor): WeightGradAlgorithm {
     const p = this.savedPrecision;
     if ((p !== 'float32' && p !== 'bfloat16') || this.transposed || this.stride !== 1) return 'auto';
@@ -267,6 +271,7 @@ export class Conv2d {
     const opts = { ...this.options(p), weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' as const };
     return chooseKernel(this.kernelKey('bwdW', x, p), [byDefault, byDefault === 'matmul' ? 'direct' : 'matmul'], (name) => {
       const r = native.convBackwardWeights(x, dpre, { ...opts, algorithm: name as WeightGradAlgorithm });
+      if (r.dw.layout !== 'plain') native.reorder(r.dw, { like: this.kernel.value }).dispose();
       disposeAll(r.dw, r.db);
     }) as WeightGradAlgorithm;
   }
