@@ -213,23 +213,53 @@ Runs copy_runs(const Packed& pk, int64_t fullO, int64_t fullI) {
   return {};
 }
 
+// The copies are written with streaming stores where a run fills whole 32-byte words: the copy
+// is next read by the following step's forward, long after the cache forgot it, and ordinary
+// stores would first read every line they write (measured on conv6's update: 10 ms less in
+// bfloat16, 15 in float32).
+//
 // n elements from float32 to the copy's type.
 inline void put_run(const Packed& pk, int64_t at, const float* __restrict src, int64_t n) {
   if (pk.bf16) {
     uint16_t* __restrict d = static_cast<uint16_t*>(pk.ptr) + at;
 #pragma omp simd
     for (int64_t k = 0; k < n; k++) d[k] = f32_to_bf16(src[k]);
-  } else {
-    std::memcpy(static_cast<float*>(pk.ptr) + at, src, size_t(n) * 4);
+    return;
   }
+  float* __restrict d = static_cast<float*>(pk.ptr) + at;
+  int64_t k = 0;
+#if defined(__AVX2__)
+  if (reinterpret_cast<uintptr_t>(d) % 32 == 0)
+    for (; k + 8 <= n; k += 8) _mm256_stream_ps(d + k, _mm256_loadu_ps(src + k));
+#endif
+  for (; k < n; k++) d[k] = src[k];
 }
+
+#if defined(__AVX2__)
+// 8 float32 lanes rounded to bfloat16 as f32_to_bf16 does, the result in each lane's top half.
+inline __m256i bf16_top(__m256 x) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+  return _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x400000)), nan);
+}
+#endif
 
 // n bfloat16 pairs (a[k], b[k]) from offset `at` on (even: the pair is one aligned 32-bit word).
 inline void put_pairs(const Packed& pk, int64_t at, const float* __restrict a, const float* __restrict b, int64_t n) {
   typedef uint32_t __attribute__((may_alias)) word;
   word* __restrict d = reinterpret_cast<word*>(static_cast<uint16_t*>(pk.ptr) + at);
-#pragma omp simd
-  for (int64_t k = 0; k < n; k++) d[k] = uint32_t(f32_to_bf16(a[k])) | uint32_t(f32_to_bf16(b[k])) << 16;
+  int64_t k = 0;
+#if defined(__AVX2__)
+  if (reinterpret_cast<uintptr_t>(d) % 32 == 0)
+    for (; k + 8 <= n; k += 8) {
+      const __m256i lo = _mm256_srli_epi32(bf16_top(_mm256_loadu_ps(a + k)), 16);
+      const __m256i hi = _mm256_and_si256(bf16_top(_mm256_loadu_ps(b + k)), _mm256_set1_epi32(int(0xffff0000u)));
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(d + k), _mm256_or_si256(lo, hi));
+    }
+#endif
+  for (; k < n; k++) d[k] = uint32_t(f32_to_bf16(a[k])) | uint32_t(f32_to_bf16(b[k])) << 16;
 }
 
 // A full tile at (o0, i0) into a copy by its runs: toi = the tile as [j][o][i], tio = as
@@ -476,6 +506,9 @@ void update_all(const std::vector<Item>& items, const Rule& rule) {
 #pragma omp for schedule(static) nowait
       for (int64_t c = 0; c < it.n; c += kChunk) rule.run(it, c, std::min(kChunk, it.n - c), [g, c](int64_t k) { return g[c + k]; });
     }
+#if defined(__AVX2__)
+    _mm_sfence();  // the copies' streaming stores are seen by whoever reads them next
+#endif
   }
   errors.rethrow();
 }
