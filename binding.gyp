@@ -17,7 +17,11 @@
     "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
     # -fno-math-errno: a sqrt that need not set errno, so loops using it (Adam's) vectorise.
     "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-fexceptions", "-fno-math-errno"],
-    "conditions": [["target_arch==\"x64\"", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c"] }]],
+    # libmvec: glibc's vector exp, for the loss (native/loss.cc).
+    "conditions": [
+      ["target_arch==\"x64\"", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c"] }],
+      ["OS==\"linux\" and target_arch==\"x64\"", { "libraries": ["-lmvec"] }]
+    ],
     "ldflags": ["-fopenmp", "-Wl,-z,nodelete", "-Wl,-rpath,<!(node scripts/find-onednn.cjs lib)"],
     "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
     "xcode_settings": {

@@ -218,26 +218,33 @@ Napi::Value CropPad(const Napi::CallbackInfo& info) {
   const int64_t oh = height ? height : d[2], ow = width ? width : d[3];
   const memory::dims out_dims{d[0], d[1], oh, ow};
   checked_numel(out_dims, "the result " + list_str(out_dims));
+  Napi::Object y = Tensor::Create(info.Env(), plain_desc(out_dims, dt::f32));
+  Tensor& yt = Tensor::Of(y);
+  // A crop to the same size changes only the type and layout: one reorder, no copy after it.
+  if (top == 0 && left == 0 && oh == d[2] && ow == d[3]) {
+    reorder_into(x.mem(), yt.mem());
+    return y;
+  }
   std::vector<Scratch> keep;
   memory src = in_layout(x, plain_desc(d, dt::f32), keep);
   const float* xp = static_cast<const float*>(src.get_data_handle());
-  Napi::Object y = Tensor::Create(info.Env(), plain_desc(out_dims, dt::f32));
-  float* yp = static_cast<float*>(Tensor::Of(y).ptr);
+  float* yp = static_cast<float*>(yt.ptr);
   const int64_t H = d[2], W = d[3], planes = d[0] * d[1];
+  // Each row in three parts: the padding left of the map, the copied run, the padding right.
+  const int64_t j0 = std::clamp<int64_t>(-left, 0, ow), j1 = std::clamp<int64_t>(W - left, j0, ow);
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; p++) {
     for (int64_t i = 0; i < oh; i++) {
       const int64_t si = i + top;
       float* row = yp + (p * oh + i) * ow;
       if (si < 0 || si >= H) {
-        for (int64_t j = 0; j < ow; j++) row[j] = value;
+        std::fill(row, row + ow, value);
         continue;
       }
       const float* srow = xp + (p * H + si) * W;
-      for (int64_t j = 0; j < ow; j++) {
-        const int64_t sj = j + left;
-        row[j] = (sj >= 0 && sj < W) ? srow[sj] : value;
-      }
+      std::fill(row, row + j0, value);
+      std::copy(srow + (j0 + left), srow + (j1 + left), row + j0);
+      std::fill(row + j1, row + ow, value);
     }
   }
   return y;

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native, type Tensor } from '../../src/engine/binding.js';
-import { cpuFeatures } from '../../src/engine/config.js';
+import { bf16Available, cpuFeatures } from '../../src/engine/config.js';
 import * as ref from './reference.js';
 import { assertBf16Refused, bf16Runs } from '../prereq.js';
 
@@ -276,6 +276,23 @@ test('cropPad crops, pads, and its backward is cropPad with negated offsets', ()
   assert.ok(ref.relError(ix.map((i) => gx[i]), nx) < GRAD_TOL);
 });
 
+test('cropPad: windows past both edges or beside the map, and a same-size crop that only widens a blocked bfloat16 map', () => {
+  const x = ref.randomArr([1, 3, 5, 6], 16);
+  const xt = toTensor(x);
+  for (const [top, left, height, width] of [[-1, -3, 8, 12], [2, 7, 3, 4], [0, -9, 5, 6], [-2, 1, 2, 3]] as const) {
+    const y = native.cropPad(xt, { top, left, height, width });
+    assert.deepEqual(values(y), Array.from(ref.cropPad(x, top, left, height, width).data, Math.fround), `window ${[top, left, height, width]}`);
+    y.dispose();
+  }
+  // A bfloat16 map in a convolution's blocked layout, cropped to itself: the same values, float32 and plain.
+  const f = native.convForward(toTensor(ref.randomArr([1, 16, 5, 6], 17)), toTensor(ref.randomArr([32, 16, 3, 3], 18)), null, { padding: [1, 1, 1, 1], dtype: bf16Available() ? 'bfloat16' : 'float32' });
+  const same = native.cropPad(f.y, { height: 5, width: 6 });
+  assert.equal(same.dtype, 'float32');
+  assert.equal(same.layout, 'plain');
+  assert.deepEqual(values(same), values(native.reorder(f.y, { dtype: 'float32' })));
+  for (const t of [xt, f.y, f.weightsCache, same]) t?.dispose();
+});
+
 for (const reduction of ['mean', 'sum'] as const) {
   test(`softmax cross-entropy (${reduction}) ignores 255: loss and gradient`, () => {
     const x = ref.randomArr([2, 5, 3, 4], 15, 3);
@@ -291,32 +308,37 @@ for (const reduction of ['mean', 'sum'] as const) {
   });
 }
 
-test('softmax cross-entropy over images of several runs of pixels, batch 2: loss and exact gradient', () => {
-  const [n, c, h, w] = [2, 21, 20, 30]; // 600 pixels per image: three runs, the last partial
-  const x = ref.randomArr([n, c, h, w], 16, 4);
-  const labels = Uint8Array.from({ length: n * h * w }, (_, i) => (i % 11 === 5 ? 255 : (i * 13) % c));
-  const xt = toTensor(x), lt = native.fromArray([n, h, w], labels);
-  const { loss, valid, grad } = native.softmaxCrossEntropy(xt, lt, { reduction: 'mean' });
-  const lossRef = ref.softmaxCrossEntropy(x, labels, 'mean');
-  assert.ok(Math.abs(loss - lossRef) < 1e-6 * Math.abs(lossRef), `loss ${loss} vs ${lossRef}`);
-  // dL/dx = (softmax − onehot) / valid, in float64; ignored pixels exactly 0.
-  const g = values(grad), want = new Array<number>(g.length).fill(0);
-  for (let b = 0; b < n; b++)
-    for (let p = 0; p < h * w; p++) {
-      const y = labels[b * h * w + p];
-      if (y === 255) continue;
-      const at = (k: number) => (b * c + k) * h * w + p;
-      let m = -Infinity;
-      for (let k = 0; k < c; k++) m = Math.max(m, x.data[at(k)]);
-      let sum = 0;
-      for (let k = 0; k < c; k++) sum += Math.exp(x.data[at(k)] - m);
-      for (let k = 0; k < c; k++) want[at(k)] = (Math.exp(x.data[at(k)] - m) / sum - (k === y ? 1 : 0)) / valid;
-    }
-  assert.ok(ref.relError(g, want) < 1e-5, `gradient error ${ref.relError(g, want)}`);
-  for (let b = 0; b < n; b++)
-    for (let p = 0; p < h * w; p++) if (labels[b * h * w + p] === 255) for (let k = 0; k < c; k++) assert.equal(g[(b * c + k) * h * w + p], 0);
-  for (const t of [xt, lt, grad]) t.dispose();
-});
+// Logits ±150 apart give exponentials far below float32's normal range (flushed to 0 there).
+for (const spread of [4, 150])
+  test(`softmax cross-entropy over images of several runs of pixels, batch 2, logits ±${spread}: loss and exact gradient`, () => {
+    const [n, c, h, w] = [2, 21, 20, 30]; // 600 pixels per image: three runs, the last partial
+    const x = ref.randomArr([n, c, h, w], 16, spread);
+    const labels = Uint8Array.from({ length: n * h * w }, (_, i) => (i % 11 === 5 ? 255 : (i * 13) % c));
+    const xt = toTensor(x), lt = native.fromArray([n, h, w], labels);
+    const { loss, valid, grad } = native.softmaxCrossEntropy(xt, lt, { reduction: 'mean' });
+    // The loss flushes denormals on its threads only while it runs: JavaScript keeps them.
+    const denormal = [Number.MIN_VALUE * 3][0]!;
+    assert.ok(denormal * 0.5 > 0 && denormal / 3 === Number.MIN_VALUE);
+    const lossRef = ref.softmaxCrossEntropy(x, labels, 'mean');
+    assert.ok(Math.abs(loss - lossRef) < 1e-6 * Math.abs(lossRef), `loss ${loss} vs ${lossRef}`);
+    // dL/dx = (softmax − onehot) / valid, in float64; ignored pixels exactly 0.
+    const g = values(grad), want = new Array<number>(g.length).fill(0);
+    for (let b = 0; b < n; b++)
+      for (let p = 0; p < h * w; p++) {
+        const y = labels[b * h * w + p];
+        if (y === 255) continue;
+        const at = (k: number) => (b * c + k) * h * w + p;
+        let m = -Infinity;
+        for (let k = 0; k < c; k++) m = Math.max(m, x.data[at(k)]);
+        let sum = 0;
+        for (let k = 0; k < c; k++) sum += Math.exp(x.data[at(k)] - m);
+        for (let k = 0; k < c; k++) want[at(k)] = (Math.exp(x.data[at(k)] - m) / sum - (k === y ? 1 : 0)) / valid;
+      }
+    assert.ok(ref.relError(g, want) < 1e-5, `gradient error ${ref.relError(g, want)}`);
+    for (let b = 0; b < n; b++)
+      for (let p = 0; p < h * w; p++) if (labels[b * h * w + p] === 255) for (let k = 0; k < c; k++) assert.equal(g[(b * c + k) * h * w + p], 0);
+    for (const t of [xt, lt, grad]) t.dispose();
+  });
 
 test('softmax cross-entropy rejects labels that are not classes', () => {
   const xt = native.zeros([1, 3, 2, 2]);
