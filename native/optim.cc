@@ -262,20 +262,27 @@ inline void put_pairs(const Packed& pk, int64_t at, const float* __restrict a, c
   for (; k < n; k++) d[k] = uint32_t(f32_to_bf16(a[k])) | uint32_t(f32_to_bf16(b[k])) << 16;
 }
 
+// A tile as [j][o][i]: rows of i `row` apart, kernel positions kRow apart.
+struct TileRows {
+  const float* p;
+  int64_t row;
+};
+
 // A full tile at (o0, i0) into a copy by its runs: toi = the tile as [j][o][i], tio = as
 // [j][i][o] (kernel positions kRow apart).
-void write_by_runs(const Packed& pk, const float* toi, const float* tio, int64_t o0, int64_t i0) {
+void write_by_runs(const Packed& pk, TileRows toi, const float* tio, int64_t o0, int64_t i0) {
   const int64_t len = pk.runs.len;
   const int64_t* to = &pk.to[size_t(o0)];
   const int64_t* ti = &pk.ti[size_t(i0)];
   for (size_t j = 0; j < pk.hw.size(); j++) {
     const int64_t aj = pk.hw[j];
-    const float* oi = toi + int64_t(j) * kRow;
+    const float* oi = toi.p + int64_t(j) * kRow;
+    const int64_t row = toi.row;
     const float* io = tio + int64_t(j) * kRow;
     switch (pk.runs.kind) {
       case Runs::kRowsI:
         for (int64_t o = 0; o < kTileO; o++)
-          for (int64_t i = 0; i < kTileI; i += len) put_run(pk, aj + to[o] + ti[i], oi + o * kTileI + i, len);
+          for (int64_t i = 0; i < kTileI; i += len) put_run(pk, aj + to[o] + ti[i], oi + o * row + i, len);
         break;
       case Runs::kRowsO:
         for (int64_t i = 0; i < kTileI; i++)
@@ -287,7 +294,7 @@ void write_by_runs(const Packed& pk, const float* toi, const float* tio, int64_t
         break;
       case Runs::kPairsO:
         for (int64_t o = 0; o < kTileO; o += 2)
-          for (int64_t i = 0; i < kTileI; i += len) put_pairs(pk, aj + to[o] + ti[i], oi + o * kTileI + i, oi + (o + 1) * kTileI + i, len);
+          for (int64_t i = 0; i < kTileI; i += len) put_pairs(pk, aj + to[o] + ti[i], oi + o * row + i, oi + (o + 1) * row + i, len);
         break;
       case Runs::kGeneric:
         break;
@@ -414,16 +421,20 @@ void write_copies(const Item& it, int64_t o0, int64_t i0, int64_t no, int64_t ni
   if (it.packs.empty()) return;
   const int64_t I = it.dims[1], KK = it.dims[2] * it.dims[3];
   const bool full = no == kTileO && ni == kTileI;
+  // A 1×1 kernel's full tile as [j][o][i] is the master itself, read in place.
+  const bool oi_in_place = full && KK == 1;
   bool need_oi = false, need_io = false;
   for (const Packed& pk : it.packs) {
     const Runs::Kind k = full ? pk.runs.kind : Runs::kGeneric;
     if (k == Runs::kRowsO || k == Runs::kPairsI) need_io = true;
-    else if (k != Runs::kGeneric || !full || !pk.plan) need_oi = true;
+    else if (k == Runs::kGeneric ? !full || !pk.plan : !oi_in_place) need_oi = true;
   }
   transpose_tile(it, o0, i0, no, ni, need_oi ? b.oi : nullptr, need_io ? b.io : nullptr);
+  const float* corner = it.w + (o0 * I + i0) * KK;
+  const TileRows oi = oi_in_place ? TileRows{corner, I} : TileRows{b.oi, kTileI};
   for (const Packed& pk : it.packs) {
-    if (full && pk.runs.kind != Runs::kGeneric) write_by_runs(pk, b.oi, b.io, o0, i0);
-    else if (full && pk.plan) write_runs(pk, it.w + (o0 * I + i0) * KK, pk.to[size_t(o0)] + pk.ti[size_t(i0)]);
+    if (full && pk.runs.kind != Runs::kGeneric) write_by_runs(pk, oi, b.io, o0, i0);
+    else if (full && pk.plan) write_runs(pk, corner, pk.to[size_t(o0)] + pk.ti[size_t(i0)]);
     else write_tile(pk, b.oi, o0, i0, no, ni);
   }
 }
