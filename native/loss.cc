@@ -16,21 +16,6 @@ extern "C" __m256 _ZGVdN8v_expf(__m256);
 namespace fcn {
 
 namespace {
-// While alive, this thread's float arithmetic flushes denormal inputs and results to zero. A
-// softmax over logits tens apart has exponentials below 1e-38 that no float32 sum here can
-// see, and arithmetic on them is an order of magnitude slower (measured: the loss 3-5× slower
-// at logits ±200). The thread's previous mode comes back after (Node's own maths must keep
-// IEEE denormals).
-class FlushDenormals {
-#if defined(__x86_64__)
-  const unsigned saved_ = _mm_getcsr();
-
- public:
-  FlushDenormals() { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
-  ~FlushDenormals() { _mm_setcsr(saved_); }
-#endif
-};
-
 // Below it an exponential is under 1.2e-38 (nothing to a sum of at least 1), and the vector
 // expf hands such lanes to the scalar one.
 constexpr float kExpFloor = -87.f;

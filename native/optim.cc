@@ -504,6 +504,7 @@ void update_all(const std::vector<Item>& items, const Rule& rule) {
   ParallelErrors errors;
 #pragma omp parallel
   {
+    FlushDenormals flush;  // moments decaying towards 0 would pass through denormals
     std::vector<float> buf;
     if (kk) errors.capture([&] { buf.resize(size_t(2 * kk * kRow + kTileO * rows + kk * kTileI)); });
     TileBuffers b;
