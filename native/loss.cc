@@ -3,10 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 #if defined(__AVX2__) && defined(__GLIBC__) && defined(__x86_64__)
+#include <immintrin.h>
 // glibc's vector expf (libmvec, within 1 ulp as its scalar one): the exponentials were most of
 // the loss's time one at a time.
 extern "C" __m256 _ZGVdN8v_expf(__m256);
@@ -37,6 +35,39 @@ void exp_run(const float* x, const float* m, float* e, double* sum, int64_t n) {
     e[i] = v;
     sum[i] += v;
   }
+}
+
+// Runs of kRun pixels of one image, channel plane by channel plane: every access is contiguous
+// (per pixel, the 21 planes would be 21 strided streams read twice).
+constexpr int64_t kRun = 256;
+
+// One run of len ≤ kRun pixels of C planes HW apart: the gradient gs (softmax − one-hot, times
+// scale; exactly 0 where ignored) and the run's summed loss.
+double softmax_run(const float* xs, const uint8_t* ys, float* gs, int64_t C, int64_t HW, int64_t len, int64_t ignore, float scale) {
+  float m[kRun];
+  double sum[kRun];
+  std::copy(xs, xs + len, m);
+  for (int64_t c = 1; c < C; c++)
+    for (int64_t i = 0; i < len; i++) m[i] = std::max(m[i], xs[c * HW + i]);
+  std::fill(sum, sum + len, 0.0);
+  for (int64_t c = 0; c < C; c++) exp_run(xs + c * HW, m, gs + c * HW, sum, len);  // each exponential once, parked in the gradient
+  float inv[kRun];
+  double total = 0;
+  for (int64_t i = 0; i < len; i++) {
+    if (ys[i] == ignore) {
+      inv[i] = 0.f;
+      continue;
+    }
+    total += std::log(sum[i]) - double(xs[ys[i] * HW + i] - m[i]);
+    inv[i] = float(1.0 / sum[i]) * scale;
+  }
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t i = 0; i < len; i++) gs[c * HW + i] *= inv[i];
+  for (int64_t i = 0; i < len; i++)
+    if (ys[i] != ignore) gs[ys[i] * HW + i] -= scale;
+    else
+      for (int64_t c = 0; c < C; c++) gs[c * HW + i] = 0.f;  // exactly 0, whatever the logits
+  return total;
 }
 }  // namespace
 
@@ -76,42 +107,15 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Object g = Tensor::Create(env, plain_desc(d, dt::f32));
   float* gp = static_cast<float*>(Tensor::Of(g).ptr);
   double total = 0;
-  // Runs of RUN pixels of one image, channel plane by channel plane: every access is
-  // contiguous (per pixel, the 21 planes would be 21 strided streams read twice).
-  constexpr int64_t RUN = 256;
-  const int64_t runs = (HW + RUN - 1) / RUN;
+  const int64_t runs = (HW + kRun - 1) / kRun;
 #pragma omp parallel reduction(+ : total)
   {
-  FlushDenormals flush;
+    FlushDenormals flush;
 #pragma omp for schedule(static)
-  for (int64_t job = 0; job < N * runs; job++) {
-    const int64_t n = job / runs, i0 = (job % runs) * RUN, len = std::min(RUN, HW - i0);
-    const float* xs = x + n * C * HW + i0;
-    float* gs = gp + n * C * HW + i0;
-    const uint8_t* ys = y + n * HW + i0;
-    float m[RUN];
-    double sum[RUN];
-    std::copy(xs, xs + len, m);
-    for (int64_t c = 1; c < C; c++)
-      for (int64_t i = 0; i < len; i++) m[i] = std::max(m[i], xs[c * HW + i]);
-    std::fill(sum, sum + len, 0.0);
-    for (int64_t c = 0; c < C; c++) exp_run(xs + c * HW, m, gs + c * HW, sum, len);  // each exponential once, parked in the gradient
-    float inv[RUN];
-    for (int64_t i = 0; i < len; i++) {
-      if (ys[i] == ignore) {
-        inv[i] = 0.f;
-        continue;
-      }
-      total += std::log(sum[i]) - double(xs[ys[i] * HW + i] - m[i]);
-      inv[i] = float(1.0 / sum[i]) * scale;
+    for (int64_t job = 0; job < N * runs; job++) {
+      const int64_t n = job / runs, i0 = (job % runs) * kRun;
+      total += softmax_run(x + n * C * HW + i0, y + n * HW + i0, gp + n * C * HW + i0, C, HW, std::min(kRun, HW - i0), ignore, scale);
     }
-    for (int64_t c = 0; c < C; c++)
-      for (int64_t i = 0; i < len; i++) gs[c * HW + i] *= inv[i];
-    for (int64_t i = 0; i < len; i++)
-      if (ys[i] != ignore) gs[ys[i] * HW + i] -= scale;
-      else
-        for (int64_t c = 0; c < C; c++) gs[c * HW + i] = 0.f;  // exactly 0, whatever the logits
-  }
   }
   auto out = Napi::Object::New(env);
   out.Set("loss", total * (reduction == "mean" ? (valid > 0 ? 1.0 / double(valid) : 0.0) : 1.0));

@@ -198,16 +198,12 @@ bool all_even(const std::vector<int64_t>& t, int64_t n) {
 // How a copy's full tiles are written (see Runs); full: the channels that full tiles cover.
 Runs copy_runs(const Packed& pk, int64_t fullO, int64_t fullI) {
   if (fullO == 0 || fullI == 0) return {};
-  if (!pk.bf16) {
-    if (int64_t len = step_runs(pk.ti, fullI, 1)) return {Runs::kRowsI, len};
-    if (int64_t len = step_runs(pk.to, fullO, 1)) return {Runs::kRowsO, len};
-    return {};
+  if (pk.bf16 && all_even(pk.hw, int64_t(pk.hw.size()))) {
+    if (pairs_up(pk.ti, fullI) && all_even(pk.to, fullO))
+      if (int64_t len = step_runs(pk.to, fullO, 2)) return {Runs::kPairsI, len};
+    if (pairs_up(pk.to, fullO) && all_even(pk.ti, fullI))
+      if (int64_t len = step_runs(pk.ti, fullI, 2)) return {Runs::kPairsO, len};
   }
-  if (!all_even(pk.hw, int64_t(pk.hw.size()))) return {};
-  if (pairs_up(pk.ti, fullI) && all_even(pk.to, fullO))
-    if (int64_t len = step_runs(pk.to, fullO, 2)) return {Runs::kPairsI, len};
-  if (pairs_up(pk.to, fullO) && all_even(pk.ti, fullI))
-    if (int64_t len = step_runs(pk.ti, fullI, 2)) return {Runs::kPairsO, len};
   if (int64_t len = step_runs(pk.ti, fullI, 1)) return {Runs::kRowsI, len};
   if (int64_t len = step_runs(pk.to, fullO, 1)) return {Runs::kRowsO, len};
   return {};
@@ -271,13 +267,12 @@ struct TileRows {
 // A full tile at (o0, i0) into a copy by its runs: toi = the tile as [j][o][i], tio = as
 // [j][i][o] (kernel positions kRow apart).
 void write_by_runs(const Packed& pk, TileRows toi, const float* tio, int64_t o0, int64_t i0) {
-  const int64_t len = pk.runs.len;
+  const int64_t len = pk.runs.len, row = toi.row;
   const int64_t* to = &pk.to[size_t(o0)];
   const int64_t* ti = &pk.ti[size_t(i0)];
   for (size_t j = 0; j < pk.hw.size(); j++) {
     const int64_t aj = pk.hw[j];
     const float* oi = toi.p + int64_t(j) * kRow;
-    const int64_t row = toi.row;
     const float* io = tio + int64_t(j) * kRow;
     switch (pk.runs.kind) {
       case Runs::kRowsI:
