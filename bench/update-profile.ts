@@ -6,14 +6,16 @@
 // counts other processes' turns; run with OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive for the
 // work alone.
 //
-//   node --import tsx bench/update-profile.ts [--precision bfloat16|float32] [--reps N]
+//   node --import tsx bench/update-profile.ts [--precision bfloat16|float32] [--reps N] [--size 256|512]
+//
+// The step's size decides some kernels (and so the gradients' layouts): 512 is the bench's.
 import { parseArgs } from 'node:util';
 import { native } from '../src/engine/binding.js';
 import { FCN } from '../src/models/fcn.js';
 import { Adam } from '../src/train/optim.js';
 import { computeGradients } from '../src/train/step.js';
 
-const { values } = parseArgs({ options: { precision: { type: 'string' }, reps: { type: 'string' } } });
+const { values } = parseArgs({ options: { precision: { type: 'string' }, reps: { type: 'string' }, size: { type: 'string' } } });
 const precision = (values.precision ?? 'bfloat16') as 'bfloat16' | 'float32';
 const reps = Number(values.reps ?? 5);
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
@@ -34,7 +36,7 @@ function copyGbps(): number {
   return (2 * 4 * n) / median(t) / 1e6;
 }
 
-const size = 256;
+const size = Number(values.size ?? 256);
 const model = new FCN({ kind: 'fcn8', width: 1 });
 const x = native.fromArray([1, 3, size, size], Float32Array.from({ length: 3 * size * size }, (_, i) => Math.sin(i)));
 const y = native.fromArray([1, size, size], Uint8Array.from({ length: size * size }, (_, i) => i % 21));

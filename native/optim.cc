@@ -395,19 +395,32 @@ void transpose_tile(const Item& it, int64_t o0, int64_t i0, int64_t no, int64_t 
     for (int64_t i = 0; i < ni; i++) transpose2d(w + i * KK, I * KK, io + i * kTileO, kRow, no, KK);
 }
 
+// Where a gradient's run starts (its kernel positions g_jstep apart): fetched into L1 one run
+// ahead of its transpose. Each run touches KH·KW lines a kilobyte or more apart, a pattern the
+// hardware prefetchers follow badly: on conv6 (bfloat16, OIhw16i16o) the update took 9–11 ms
+// (of 67) less with it.
+inline void prefetch_run(const Item& it, const float* g) {
+  const int64_t KK = it.dims[2] * it.dims[3];
+  for (int64_t j = 0; j < KK; j++) __builtin_prefetch(g + j * it.g_jstep, 0, 3);
+}
+
 // A full tile's blocked gradient in the master's order (output channel o's run at gt + o·run,
-// then i·KK + j) by transposes of its runs along o or i.
-void gather_grad_tile(const Item& it, int64_t o0, int64_t i0, float* gt, int64_t run) {
+// then i·KK + j) by transposes of its runs along o or i; i_end: the span's end, to prefetch to.
+void gather_grad_tile(const Item& it, int64_t o0, int64_t i0, int64_t i_end, float* gt, int64_t run) {
   const int64_t KK = it.dims[2] * it.dims[3], len = it.g_runs.len;
   const float* g = it.g + it.gl.hw[0];
   const int64_t* to = &it.gl.to[size_t(o0)];
   const int64_t* ti = &it.gl.ti[size_t(i0)];
   if (it.g_runs.kind == Runs::kRowsO)
-    for (int64_t i = 0; i < kTileI; i++)
+    for (int64_t i = 0; i < kTileI; i++) {
+      for (int64_t o = 0; o < kTileO && i0 + i + 1 < i_end; o += len) prefetch_run(it, g + to[o] + ti[i + 1]);
       for (int64_t o = 0; o < kTileO; o += len) transpose2d(g + to[o] + ti[i], it.g_jstep, gt + o * run + i * KK, run, KK, len);
+    }
   else
-    for (int64_t o = 0; o < kTileO; o++)
+    for (int64_t o = 0; o < kTileO; o++) {
+      for (int64_t i = 0; i < kTileI && o + 1 < kTileO; i += len) prefetch_run(it, g + to[o + 1] + ti[i]);
       for (int64_t i = 0; i < kTileI; i += len) transpose2d(g + to[o] + ti[i], it.g_jstep, gt + o * run + i * KK, KK, KK, len);
+    }
 }
 
 // The tile's packed copies from the just-updated master: a full tile by its copies' runs (or
@@ -475,7 +488,7 @@ void update_tiled(const Item& it, const Rule& rule, const TileBuffers& b) {
       const int64_t no = std::min(kTileO, O - o0), ns = std::min(span, I - s0), run = ns * KK;
       const bool grad_tiles = !it.g_plain && no == kTileO && ns % kTileI == 0 && it.g_runs.kind != Runs::kGeneric;
       if (grad_tiles)
-        for (int64_t i0 = s0; i0 < s0 + ns; i0 += kTileI) gather_grad_tile(it, o0, i0, b.gtile + (i0 - s0) * KK, run);
+        for (int64_t i0 = s0; i0 < s0 + ns; i0 += kTileI) gather_grad_tile(it, o0, i0, s0 + ns, b.gtile + (i0 - s0) * KK, run);
       for (int64_t o = 0; o < no; o++) {
         const int64_t p0 = ((o0 + o) * I + s0) * KK;
         if (it.g_plain || grad_tiles) {
