@@ -42,6 +42,9 @@ class BufferPool {
   size_t live_bytes() const { return live_bytes_; }
   size_t live_buffers() const { return live_buffers_; }
 
+  // What the garbage collector was last told the live buffers amount to (tensor.cc keeps it).
+  size_t reported_live = 0;
+
  private:
   struct Block {
     size_t bytes;

@@ -17,6 +17,20 @@ void adjust_external_memory(Napi::Env env, int64_t change) noexcept {
     // Only an accounting hint for V8's GC.
   }
 }
+
+// V8 is told what the pool's buffers hold so that it collects forgotten tensors in time. But it
+// starts a full collection whenever that figure rises 64 MB above where it stood at the last
+// one, and a training step takes and gives back gigabytes of activations and gradients (each
+// disposed as soon as it is used): reported as they came and went, a 512² step was collected
+// 7 times, each a pause and a marking thread contending with the two compute threads. So V8
+// sees the high-water mark: a rise above it at once, a fall only once the live bytes drop below
+// half of it. Tensors never disposed still raise it, and so still bring on collections.
+void report_buffers(Napi::Env env, BufferPool& pool) noexcept {
+  const size_t live = pool.live_bytes();
+  if (live <= pool.reported_live && live >= pool.reported_live / 2) return;
+  adjust_external_memory(env, int64_t(live) - int64_t(pool.reported_live));
+  pool.reported_live = live;
+}
 }  // namespace
 
 void release_pins(const std::vector<Tensor*>& pinned) noexcept {
@@ -66,7 +80,7 @@ void Tensor::release() {
   }
   views_.clear();
   pool_->release(ptr, bytes);
-  adjust_external_memory(env_, -int64_t(bytes));
+  report_buffers(env_, *pool_);
   ptr = nullptr;
 }
 
@@ -97,7 +111,7 @@ Napi::Object Tensor::Create(Napi::Env env, const memory::desc& md, bool zero) {
   t->ptr = p;
   t->pool_ = state.pool;
   if (zero) std::memset(p, 0, n);
-  adjust_external_memory(env, int64_t(n));
+  report_buffers(env, *state.pool);
   return obj;
 }
 
