@@ -124,6 +124,27 @@ test('Camera: the fake camera\'s frames segmented continuously, fps shown, all m
   }
 });
 
+// The race the page must not lose: a small file from a near mirror can be fetched and loaded
+// before the page's first poll, which then sees it done without having seen it under way. Here
+// the server's answers are replaced (nothing is fetched) so that the poll always sees it done.
+test('Models: a download done before the first poll still reloads the page to show it', needs, async () => {
+  const real = (await (await fetch(`${server!.url}/api/weights`)).json()) as { download: unknown };
+  const download = { name: 'fcn8s', state: 'done', received: 1, total: 1, message: null };
+  const page = await newPage();
+  try {
+    await page.goto(`${server!.url}/#models`);
+    await page.waitForSelector('#weights-offer [data-weights=fcn8s] button');
+    await page.route('**/api/weights/fcn8s/fetch', (route) => route.fulfill({ status: 202, contentType: 'application/json', body: JSON.stringify({ download }) }));
+    await page.route('**/api/weights', (route) => route.fulfill({ contentType: 'application/json', body: JSON.stringify({ ...real, download }) }));
+    const reloaded = page.waitForEvent('load', { timeout: 15_000 });
+    await page.click('#weights-offer [data-weights=fcn8s] button');
+    await reloaded;
+    assert.deepEqual((page as Page & { problems: string[] }).problems, []);
+  } finally {
+    await page.context().close();
+  }
+});
+
 test('Models: each model described; the paper\'s FCN-8s fetched from a local mirror (resumed), loaded without a restart, and segmenting', needs, async () => {
   const api = (await (await fetch(`${server!.url}/api/models`)).json()) as any;
   assert.equal(api.demoOnly, true);

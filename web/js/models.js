@@ -57,6 +57,9 @@ async function fetchWeights(name) {
   try {
     const r = await fetch(`/api/weights/${encodeURIComponent(name)}/fetch`, { method: 'POST' });
     if (!r.ok) throw new Error((await r.json()).error);
+    // This page started it, so it reloads when it is done even if it never sees it under way:
+    // from a near mirror, a download can be fetched and loaded before the first poll.
+    watching = true;
   } catch (e) {
     $('weights-status').textContent = e.message;
     $('weights-status').classList.add('error');
