@@ -235,6 +235,7 @@ export interface Native {
   dropoutBackward(dy: Tensor, mask: Tensor, options: { rate: number }): Tensor;
   cropPad(x: Tensor, options: CropPadOptions): Tensor;
   argmax(x: Tensor): Tensor;
+  /** logits float32 or bfloat16 in any layout; grad = dL/dlogits in the logits' own layout and dtype. */
   softmaxCrossEntropy(logits: Tensor, labels: Tensor, options?: { reduction?: 'mean' | 'sum'; ignore?: number }): { loss: number; valid: number; grad: Tensor };
   /**
    * Adam in place on plain float32 w, m, v; g float32 in any layout (a kernel's gradient as

@@ -15,6 +15,11 @@ export class Tape {
     if (t) this.held.push(t);
     return t;
   }
+  /** Hands `t` back to the caller, who disposes it: the tape no longer does. */
+  release(t: Tensor): void {
+    const i = this.held.indexOf(t);
+    if (i >= 0) this.held.splice(i, 1);
+  }
   dispose(): void {
     for (const t of this.held) if (!t.disposed) t.dispose();
     this.held.length = 0;

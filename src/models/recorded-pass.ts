@@ -70,7 +70,16 @@ export class RecordedPass {
         return y ? apply([v], () => y, (dy) => [drop.backward(dy)]) : v;
       },
       // The crop to the input's size is the edge: the logits are the caller's, not the tape's.
-      crop: (v, offset, like, _name) => (offset === null ? v : cropped(v, offset, like.t.dims[2]!, like.t.dims[3]!, like === this.input)),
+      // A crop to the same size is no step at all: a bfloat16 network's logits reach the loss
+      // as its last upsampling left them (no float32 plain copy), and their gradient reaches
+      // that upsampling's backward the same way.
+      crop: (v, offset, like, _name) => {
+        if (offset === null) return v;
+        const [height, width] = [like.t.dims[2]!, like.t.dims[3]!];
+        if (offset !== 0 || v.t.dims[2] !== height || v.t.dims[3] !== width) return cropped(v, offset, height, width, like === this.input);
+        if (like === this.input) this.ctx.tape!.release(v.t);
+        return v;
+      },
       add: (a, b) => apply([a, b], () => native.add(a.t, b.t), (dy) => [a.needsGrad ? native.reorder(dy) : null, b.needsGrad ? native.reorder(dy) : null]),
       free: () => {}, // the tape owns every value until the step is over
     };

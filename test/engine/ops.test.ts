@@ -340,6 +340,39 @@ for (const spread of [4, 150])
     for (const t of [xt, lt, grad]) t.dispose();
   });
 
+// A bfloat16 network's logits come as its last upsampling left them: the loss reads them there
+// and leaves the gradient in the same layout and type (no float32 plain copy either way).
+for (const dtype of ['float32', 'bfloat16'] as const)
+  test(`softmax cross-entropy on ${dtype} logits in a convolution's layout (21 channels): the plain path's loss, the gradient in the logits' layout and type`, () => {
+    const [n, c, h, w] = [2, 21, 20, 30];
+    const x = toTensor(ref.randomArr([n, c, h, w], 19, 4));
+    const labels = native.fromArray([n, h, w], Uint8Array.from({ length: n * h * w }, (_, i) => (i % 11 === 5 ? 255 : (i * 13) % c)));
+    // The identity as a 1×1 convolution: the logits in the layout its kernel writes (on
+    // AVX-512 channels last; with AVX2 kernels blocks of 8, the last one padded).
+    const eye = native.fromArray([c, c, 1, 1], Float32Array.from({ length: c * c }, (_, i) => (i % (c + 1) === 0 ? 1 : 0)));
+    if (dtype === 'bfloat16' && !bf16Runs()) {
+      assertBf16Refused(() => native.convForward(x, eye, null, { dtype }));
+      return void [x, labels, eye].forEach((t) => t.dispose());
+    }
+    const f = native.convForward(x, eye, null, { dtype });
+    const plain = native.reorder(f.y, { dtype: 'float32' });
+    try {
+      assert.equal(f.y.dtype, dtype);
+      const want = native.softmaxCrossEntropy(plain, labels, { reduction: 'mean' });
+      const got = native.softmaxCrossEntropy(f.y, labels, { reduction: 'mean' });
+      assert.equal(got.valid, want.valid);
+      assert.ok(Math.abs(got.loss - want.loss) <= 1e-6 * Math.abs(want.loss), `loss ${got.loss} vs ${want.loss}`);
+      assert.equal(got.grad.dtype, dtype);
+      assert.equal(got.grad.layout, f.y.layout);
+      const g = values(native.reorder(got.grad, { dtype: 'float32' })), gw = values(want.grad);
+      // bfloat16 keeps 8 bits of each gradient's mantissa.
+      assert.ok(ref.relError(g, gw) <= (dtype === 'float32' ? 0 : 4e-3), `gradient error ${ref.relError(g, gw)}`);
+      for (const t of [want.grad, got.grad]) t.dispose();
+    } finally {
+      for (const t of [x, labels, eye, f.y, f.weightsCache, plain]) t?.dispose();
+    }
+  });
+
 test('softmax cross-entropy rejects labels that are not classes', () => {
   const xt = native.zeros([1, 3, 2, 2]);
   const lt = native.fromArray([1, 2, 2], Uint8Array.from([0, 1, 7, 255]));
