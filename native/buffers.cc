@@ -4,9 +4,33 @@
 #include <cstdlib>
 #include <new>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace fcn {
 
 BufferPool::~BufferPool() { trim(); }
+
+namespace {
+constexpr size_t kHugePage = size_t(2) << 20;
+
+// Buffers of 4 MB and more go in 2 MB pages where Linux allows (transparent huge pages, on
+// request): a training step streams gigabytes through them (conv6's update alone 3.3 GB, its
+// gradient read in runs a kilobyte apart), and with 4 KB pages it ran about 3% slower, with
+// more slow outliers. The size is rounded to whole 2 MB pages, at most 2 MB more each.
+void* allocate(size_t size) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (size >= 2 * kHugePage) {
+    const size_t whole = (size + kHugePage - 1) / kHugePage * kHugePage;
+    void* p = std::aligned_alloc(kHugePage, whole);
+    if (p) madvise(p, whole, MADV_HUGEPAGE);  // only advice: refused, the pages are small
+    return p;
+  }
+#endif
+  return std::aligned_alloc(64, size);
+}
+}  // namespace
 
 void* BufferPool::acquire(size_t bytes) {
   const size_t size = rounded(bytes);
@@ -21,11 +45,11 @@ void* BufferPool::acquire(size_t bytes) {
     lru_.erase(block);
     idle_bytes_ -= size;
   } else {
-    p = std::aligned_alloc(64, size);
+    p = allocate(size);
     if (!p && !lru_.empty()) {
       // Idle buffers of other sizes may be what stands in the way.
       trim();
-      p = std::aligned_alloc(64, size);
+      p = allocate(size);
     }
     if (!p) throw std::bad_alloc();
   }
