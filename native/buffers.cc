@@ -18,13 +18,12 @@ constexpr size_t kHugePage = size_t(2) << 20;
 // Buffers of 4 MB and more go in 2 MB pages where Linux allows (transparent huge pages, on
 // request): a training step streams gigabytes through them (conv6's update alone 3.3 GB, its
 // gradient read in runs a kilobyte apart), and with 4 KB pages it ran about 3% slower, with
-// more slow outliers. The size is rounded to whole 2 MB pages, at most 2 MB more each.
+// more slow outliers. `size` comes rounded to whole 2 MB pages (BufferPool::rounded).
 void* allocate(size_t size) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   if (size >= 2 * kHugePage) {
-    const size_t whole = (size + kHugePage - 1) / kHugePage * kHugePage;
-    void* p = std::aligned_alloc(kHugePage, whole);
-    if (p) madvise(p, whole, MADV_HUGEPAGE);  // only advice: refused, the pages are small
+    void* p = std::aligned_alloc(kHugePage, size);
+    if (p) madvise(p, size, MADV_HUGEPAGE);  // only advice: refused, the pages are small
     return p;
   }
 #endif
@@ -34,7 +33,7 @@ void* allocate(size_t size) {
 
 void* BufferPool::acquire(size_t bytes) {
   const size_t size = rounded(bytes);
-  if (size < bytes) throw std::bad_alloc();  // rounding wrapped around
+  if (size < bytes) throw std::bad_alloc();  // too large to round
   auto it = by_size_.find(size);
   void* p = nullptr;
   if (it != by_size_.end()) {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <list>
 #include <unordered_map>
@@ -50,7 +51,14 @@ class BufferPool {
     size_t bytes;
     void* ptr;
   };
-  static size_t rounded(size_t bytes) { return (bytes == 0 ? 64 : bytes + 63) / 64 * 64; }
+  // What a buffer of `bytes` takes: whole cache lines, or from 4 MB on whole 2 MB pages (see
+  // buffers.cc), so that the live and idle counts are what the buffers hold (0 on overflow).
+  static size_t rounded(size_t bytes) {
+    constexpr size_t kLine = 64, kPage = size_t(2) << 20;
+    const size_t unit = bytes >= 2 * kPage ? kPage : kLine;
+    if (bytes > SIZE_MAX - unit) return 0;
+    return (bytes == 0 ? kLine : bytes + unit - 1) / unit * unit;
+  }
   void evict_to(size_t bytes) noexcept;
 
   std::list<Block> lru_;  // idle buffers, most recently released first
