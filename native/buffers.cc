@@ -13,13 +13,12 @@ namespace fcn {
 BufferPool::~BufferPool() { trim(); }
 
 namespace {
-constexpr size_t kHugePage = size_t(2) << 20;
-
 // Buffers of 4 MB and more go in 2 MB pages where Linux allows (transparent huge pages, on
 // request): a training step streams gigabytes through them (conv6's update alone 3.3 GB, its
 // gradient read in runs a kilobyte apart), and with 4 KB pages it ran about 3% slower, with
 // more slow outliers. `size` comes rounded to whole 2 MB pages (BufferPool::rounded).
 void* allocate(size_t size) {
+  constexpr size_t kHugePage = BufferPool::kHugePage, kLine = BufferPool::kLine;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   if (size >= 2 * kHugePage) {
     void* p = std::aligned_alloc(kHugePage, size);
@@ -27,7 +26,7 @@ void* allocate(size_t size) {
     return p;
   }
 #endif
-  return std::aligned_alloc(64, size);
+  return std::aligned_alloc(kLine, size);
 }
 }  // namespace
 

@@ -43,6 +43,9 @@ class BufferPool {
   size_t live_bytes() const { return live_bytes_; }
   size_t live_buffers() const { return live_buffers_; }
 
+  // Buffers are whole cache lines; from 4 MB on, whole 2 MB pages (see buffers.cc).
+  static constexpr size_t kLine = 64, kHugePage = size_t(2) << 20;
+
   // What the garbage collector was last told the live buffers amount to (tensor.cc keeps it).
   size_t reported_live = 0;
 
@@ -54,8 +57,7 @@ class BufferPool {
   // What a buffer of `bytes` takes: whole cache lines, or from 4 MB on whole 2 MB pages (see
   // buffers.cc), so that the live and idle counts are what the buffers hold (0 on overflow).
   static size_t rounded(size_t bytes) {
-    constexpr size_t kLine = 64, kPage = size_t(2) << 20;
-    const size_t unit = bytes >= 2 * kPage ? kPage : kLine;
+    const size_t unit = bytes >= 2 * kHugePage ? kHugePage : kLine;
     if (bytes > SIZE_MAX - unit) return 0;
     return (bytes == 0 ? kLine : bytes + unit - 1) / unit * unit;
   }
