@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { native, type Precision } from '../src/engine/binding.js';
 import { configureEngine } from '../src/engine/config.js';
 import { FCN } from '../src/models/fcn.js';
@@ -21,7 +21,7 @@ import { Rng } from '../src/data/prng.js';
 import { ConfusionMatrix } from '../src/report/confusion.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values } = parseArgs({ options: { steps: { type: 'string' }, width: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' }, count: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } } });
+const { values } = benchArgs(import.meta.url, { options: { steps: { type: 'string' }, width: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' }, count: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } } });
 const steps = Number(values.steps ?? 300), width = Number(values.width ?? 0.25), batch = Number(values.batch ?? 8);
 const size = Number(values.size ?? 128), count = Number(values.count ?? 400);
 configureEngine({ threads: values.threads ? Number(values.threads) : undefined });

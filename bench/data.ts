@@ -10,7 +10,7 @@
 // measured FCN training step at 512², oneDNN bf16 forward + backward at batch 1).
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import sharp from 'sharp';
 import { readSample, vocDataset, type Dataset } from '../src/data/datasets.js';
 import { DataLoader } from '../src/data/loader.js';
@@ -81,7 +81,7 @@ export async function benchData(o: { vocRoot: string; images?: number; size?: nu
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const { values } = parseArgs({ options: { images: { type: 'string' }, size: { type: 'string' }, 'step-ms': { type: 'string' }, json: { type: 'boolean' }, voc: { type: 'string' } } });
+  const { values } = benchArgs(import.meta.url, { options: { images: { type: 'string' }, size: { type: 'string' }, 'step-ms': { type: 'string' }, json: { type: 'boolean' }, voc: { type: 'string' } } });
   const repo = resolve(fileURLToPath(import.meta.url), '..', '..');
   const vocRoot = values.voc ?? join(repo, '..', 'shared', 'data', 'VOCdevkit', 'VOC2012');
   const r = await benchData({

@@ -15,7 +15,7 @@
 // medians and, per loop, images/s and its ratio to the synth step's median of the whole run.
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { native, type Tensor } from '../src/engine/binding.js';
@@ -192,7 +192,7 @@ async function mixPhase(run: Run, n: number, opts: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { plan: { type: 'string' }, threads: { type: 'string' }, size: { type: 'string' }, width: { type: 'string' } } });
+  const { values } = benchArgs(import.meta.url, { options: { plan: { type: 'string' }, threads: { type: 'string' }, size: { type: 'string' }, width: { type: 'string' } } });
   const threads = Number(values.threads ?? 2);
   const size = Number(values.size ?? 512);
   const width = Number(values.width ?? 1);

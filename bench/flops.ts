@@ -20,7 +20,7 @@
 // The geometry is the network's description (src/models/network.ts): every layer's channels,
 // kernel, stride, padding, and the walk every pass takes over it gives the feature-map sizes.
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import type { FcnKind, FcnStyle } from '../src/models/fcn.js';
 import { describeNetwork, walkNetwork, type Layer } from '../src/models/network.js';
 
@@ -93,7 +93,7 @@ export function fcnFlops(kind: FcnKind, style: FcnStyle, width: number, h: numbe
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { values } = parseArgs({ options: { kind: { type: 'string' }, style: { type: 'string' }, width: { type: 'string' }, size: { type: 'string' } } });
+  const { values } = benchArgs(import.meta.url, { options: { kind: { type: 'string' }, style: { type: 'string' }, width: { type: 'string' }, size: { type: 'string' } } });
   const [h, w = h] = (values.size ?? '512').split('x').map(Number) as [number, number?];
   const kind = (values.kind ?? 'fcn8') as FcnKind, style = (values.style ?? 'keras') as FcnStyle, width = Number(values.width ?? 1);
   const layers = fcnLayerFlops(kind, style, width, h, w!);

@@ -5,7 +5,7 @@
 //   node --import tsx bench/int8_accuracy.ts --weights W --data ROOT [--calib 32] [--split val]
 //
 // For the demo's model: `fcn demo --out D`, then --weights D/run/checkpoints/best.safetensors --data D/data.
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { configureEngine } from '../src/engine/config.js';
 import { loadModel } from '../src/models/weights.js';
 import { calibrateOnImages, quantizeModel } from '../src/quant/quantize.js';
@@ -15,8 +15,11 @@ import { evaluate } from '../src/eval/evaluate.js';
 import { segmentImage } from '../src/infer/inference.js';
 import { readImageRgb } from '../src/io/image.js';
 
-const { values } = parseArgs({ options: { weights: { type: 'string' }, data: { type: 'string' }, calib: { type: 'string' }, split: { type: 'string' }, threads: { type: 'string' } } });
-if (!values.weights || !values.data) throw new Error('usage: bench/int8_accuracy.ts --weights W --data ROOT [--calib N] [--split val]');
+const { values } = benchArgs(import.meta.url, { options: { weights: { type: 'string' }, data: { type: 'string' }, calib: { type: 'string' }, split: { type: 'string' }, threads: { type: 'string' } } });
+if (!values.weights || !values.data) {
+  console.error('bench/int8_accuracy.ts: --weights and --data are required (bench/int8_accuracy.ts --help shows the usage)');
+  process.exit(2);
+}
 configureEngine({ threads: Number(values.threads ?? 2), precision: 'float32' });
 const model = await loadModel(values.weights);
 const train = await openDataset(values.data, { split: 'train' });

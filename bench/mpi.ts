@@ -32,7 +32,7 @@ import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { setUpTwoHosts, twoHostsUnavailable, type TwoHosts } from './two-hosts.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -552,7 +552,7 @@ export function mpiRows(o: MpiBenchOptions = {}): MpiRow[] {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: {
       worker: { type: 'string' }, width: { type: 'string' }, size: { type: 'string' }, reps: { type: 'string' }, batch: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' },
       model: { type: 'boolean' }, 'tcp-ceiling': { type: 'boolean' }, results: { type: 'string' }, 'speedup-2': { type: 'string' }, latency: { type: 'string' }, 'copy-s-per-gb': { type: 'string' },

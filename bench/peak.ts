@@ -16,7 +16,7 @@
 // winograd_fp32: convForward {algorithm: 'winograd'} once on the 3×3 512→512 shape: its
 // GFLOP/s counted with the direct convolution's FLOPs, or the error it gives.
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { native, type Tensor, type ConvOptions, type ConvInt8Options } from '../src/engine/binding.js';
 import { bf16Available, configureEngine } from '../src/engine/config.js';
 
@@ -192,7 +192,7 @@ export function measureWinograd(options: { reps?: number } = {}): WinogradResult
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { values } = parseArgs({ options: { reps: { type: 'string' }, threads: { type: 'string' } } });
+  const { values } = benchArgs(import.meta.url, { options: { reps: { type: 'string' }, threads: { type: 'string' } } });
   configureEngine({ threads: values.threads ? Number(values.threads) : undefined, precision: 'float32' });
   const reps = Number(values.reps ?? 5);
   for (const d of ['fp32', 'bf16', 'int8'] as const) console.log(JSON.stringify(measurePeak(d, { reps })));

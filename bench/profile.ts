@@ -9,7 +9,7 @@
 // --calls: the wall time and minor page faults of the last repetition per native function
 // (oneDNN's primitives and our own passes alike: the update, the loss, ReLU and pooling
 // backward; the logits' toArray too), and what is left, the time in JavaScript between the calls.
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { native, type Precision } from '../src/engine/binding.js';
 import { configureEngine, type InferencePrecision } from '../src/engine/config.js';
 import { FCN } from '../src/models/fcn.js';
@@ -17,7 +17,7 @@ import { calibrate, quantizeModel } from '../src/quant/quantize.js';
 import { Adam } from '../src/train/optim.js';
 import { trainStep } from '../src/train/step.js';
 
-const { values } = parseArgs({ options: { size: { type: 'string' }, reps: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' }, calls: { type: 'boolean' }, width: { type: 'string' }, batch: { type: 'string' } } });
+const { values } = benchArgs(import.meta.url, { options: { size: { type: 'string' }, reps: { type: 'string' }, threads: { type: 'string' }, only: { type: 'string' }, calls: { type: 'boolean' }, width: { type: 'string' }, batch: { type: 'string' } } });
 const size = Number(values.size ?? 512), reps = Number(values.reps ?? 3), threads = Number(values.threads ?? 2);
 const width = Number(values.width ?? 1), batch = Number(values.batch ?? 1);
 const only = values.only ? new Set(values.only.split(',')) : null;

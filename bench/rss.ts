@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import sharp from 'sharp';
 import { native, type Precision } from '../src/engine/binding.js';
 import { configureEngine, trainingPrecision } from '../src/engine/config.js';
@@ -27,7 +27,7 @@ import { Adam } from '../src/train/optim.js';
 import { trainStep } from '../src/train/step.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values, positionals } = parseArgs({
+const { values, positionals } = benchArgs(import.meta.url, {
   allowPositionals: true,
   options: { precision: { type: 'string' }, size: { type: 'string' }, steps: { type: 'string' }, threads: { type: 'string' }, style: { type: 'string' }, data: { type: 'string' }, weights: { type: 'string' }, limit: { type: 'string' } },
 });

@@ -37,7 +37,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { native, type Precision } from '../src/engine/binding.js';
@@ -589,7 +589,7 @@ function report(b: Bench, out: string, loadStart: number[], ortVersion: string |
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { only: { type: 'string' }, reps: { type: 'string' }, 'train-reps': { type: 'string' }, threads: { type: 'string' }, out: { type: 'string' } } });
+  const { values } = benchArgs(import.meta.url, { options: { only: { type: 'string' }, reps: { type: 'string' }, 'train-reps': { type: 'string' }, threads: { type: 'string' }, out: { type: 'string' } } });
   // At least 5 repetitions of a forward pass and 3 of a training step, whatever is asked.
   const b = new Bench(Number(values.threads ?? 2), Math.max(5, Number(values.reps ?? 5)), Math.max(3, Number(values['train-reps'] ?? 3)), values.only ? new Set(values.only.split(',')) : null);
   const out = path.resolve(values.out ?? path.join(here, 'results.json'));

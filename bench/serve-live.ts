@@ -11,7 +11,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { renderScene } from '../src/data/synth.js';
@@ -105,7 +105,7 @@ async function cameraFps(work: string, threads: string | undefined, frames: numb
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { threads: { type: 'string' }, frames: { type: 'string' } } });
+  const { values } = benchArgs(import.meta.url, { options: { threads: { type: 'string' }, frames: { type: 'string' } } });
   const frames = Number(values.frames ?? 40);
   const work = mkdtempSync(path.join(os.tmpdir(), 'fcn-bench-serve-live-'));
   try {

@@ -13,7 +13,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { renderScene } from '../src/data/synth.js';
@@ -174,7 +174,7 @@ function peakRssMb(pid: number): number | null {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { requests: { type: 'string' }, clients: { type: 'string' }, width: { type: 'string' }, 'voc-width': { type: 'string' }, threads: { type: 'string' } } });
+  const { values } = benchArgs(import.meta.url, { options: { requests: { type: 'string' }, clients: { type: 'string' }, width: { type: 'string' }, 'voc-width': { type: 'string' }, threads: { type: 'string' } } });
   const requests = Number(values.requests ?? 200), clients = Number(values.clients ?? 8), width = Number(values.width ?? 0.25), vocWidth = Number(values['voc-width'] ?? 250);
   const work = mkdtempSync(path.join(os.tmpdir(), 'fcn-bench-serve-'));
   const maxUploadMb = 4;

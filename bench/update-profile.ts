@@ -9,13 +9,13 @@
 //   node --import tsx bench/update-profile.ts [--precision bfloat16|float32] [--reps N] [--size 256|512]
 //
 // The step's size decides some kernels (and so the gradients' layouts): 512 is the bench's.
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { native } from '../src/engine/binding.js';
 import { FCN } from '../src/models/fcn.js';
 import { Adam } from '../src/train/optim.js';
 import { computeGradients } from '../src/train/step.js';
 
-const { values } = parseArgs({ options: { precision: { type: 'string' }, reps: { type: 'string' }, size: { type: 'string' } } });
+const { values } = benchArgs(import.meta.url, { options: { precision: { type: 'string' }, reps: { type: 'string' }, size: { type: 'string' } } });
 const precision = (values.precision ?? 'bfloat16') as 'bfloat16' | 'float32';
 const reps = Number(values.reps ?? 5);
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];

@@ -17,6 +17,9 @@ from scipy import sparse
 
 
 def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1] in ('-h', '--help') or sys.argv[1].startswith('-'):
+        print(__doc__.strip())
+        sys.exit(0 if len(sys.argv) == 2 and sys.argv[1] in ('-h', '--help') else 2)
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(7)

@@ -10,7 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+case "${1:-}" in
+  "") ;;
+  --test) want_test=1 ;;
+  -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+  *) echo "setup: unknown argument '$1' (scripts/setup.sh --help shows the usage)" >&2; exit 2 ;;
+esac
 
 apt_pkgs=(libdnnl-dev)
 [ $want_test = 1 ] && apt_pkgs+=(python3-torch python3-numpy python3-scipy python3-h5py python3-protobuf protobuf-compiler chromium libopenmpi-dev openmpi-bin)

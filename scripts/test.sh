@@ -16,6 +16,9 @@
 # int8 sums differently, so one `npm test` on such a machine covers both kernel families. It
 # fails if either run fails.
 set -euo pipefail
+case "${1:-}" in
+  -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 mapfile -t files < <(find test -name '*.test.ts' | sort)
