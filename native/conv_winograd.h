@@ -3,7 +3,7 @@
 // independent matrix products M_ξ = V_ξ · U_ξ in one batched oneDNN matmul (its brgemm runs near
 // the fp32 peak), and the output transform Aᵀ M A with bias and ReLU. oneDNN 2.6's own Winograd
 // (jit_wino_4x3) is 2.5–9× slower than its direct kernel on FCN's 512-channel layers and has no
-// 7×7 form; this one serves those (conv6 as F(2×2, 7×7)).
+// 7×7 form; this one serves those (conv6 as F(4×4, 7×7)).
 #pragma once
 #include "conv_spec.h"
 

@@ -37,7 +37,7 @@ export interface ConvOptions {
    * 'winograd': Winograd's algorithm (float32, not transposed). Where oneDNN has no
    * implementation of it (any CPU without AVX-512) the call throws a RangeError saying
    * "Winograd convolution is not available on this CPU". 'winograd-gemm': the addon's own
-   * Winograd (float32, stride 1, 3×3 as F(4×4, 3×3) or 7×7 as F(2×2, 7×7)), its α² products in
+   * Winograd (float32, stride 1, 3×3 as F(4×4, 3×3) or 7×7 as F(4×4, 7×7)), its α² products in
    * one batched oneDNN matmul, on any CPU; y channels last, weightsCache the transformed weights.
    * 'subpixel' (transposed, inference, output = stride × input): an ordinary convolution per
    * output phase, then depth to space; y plain, and weightsCache the phase weights (a cache for

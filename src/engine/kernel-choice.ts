@@ -45,10 +45,15 @@ export function setKernelChoice(m: KernelChoiceMode): void {
   mode = m;
 }
 
-/** What identifies this CPU's timings: model, oneDNN version and effective ISA. */
+// The revision of the engine's own candidates (winograd-gemm, subpixel, the matmul routes):
+// raised when one of them changes speed, so that timings measured with the old code are
+// measured again rather than trusted. 2: conv6's 7×7 as F(4×4, 7×7), 1.6× faster than F(2×2, 7×7).
+const ENGINE_KERNELS = 2;
+
+/** What identifies this CPU's timings: model, oneDNN version, effective ISA and the engine's own kernels. */
 export function cpuDescription(): string {
   const n = native.info();
-  return `${cpuFeatures().model} | oneDNN ${n.onednnVersion} | ${n.isa}`;
+  return `${cpuFeatures().model} | oneDNN ${n.onednnVersion} | ${n.isa} | engine kernels ${ENGINE_KERNELS}`;
 }
 
 /** `$FCN_HOME/kernels/<cpu>.json`, else under `$XDG_CACHE_HOME/fcn`, else `~/.cache/fcn`. */
