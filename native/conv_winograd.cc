@@ -127,7 +127,7 @@ Plan plan_of(const ConvSpec& s) {
 // that the loops unroll; 16 output channels at a time, so that each ξ's row is written in runs.
 // Each run is one whole cache line, written with streaming stores: U is not read again until the
 // matmul, and ordinary stores would first read every line (conv6 as F(4×4, 7×7), 839 MB: 148–151
-// ms with them, 76–77 without).
+// ms with ordinary stores, 76–77 with streaming ones).
 template <int R, int A>
 void transform_weights(const Plan& p, const float* g, float* U) {
   const int64_t ocblocks = (p.OC + CB - 1) / CB;
