@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** The leading `//` comment block of a script, without the slashes. */
-export function usageOf(scriptUrl: string): string {
+function usageOf(scriptUrl: string): string {
   const lines: string[] = [];
   for (const line of readFileSync(fileURLToPath(scriptUrl), 'utf8').split('\n')) {
     if (!line.startsWith('//')) break;
@@ -18,18 +18,22 @@ export function usageOf(scriptUrl: string): string {
 }
 
 /** Whether the command line asks for help (before any `--` end-of-options marker). */
-export function wantsHelp(args: readonly string[] = process.argv.slice(2)): boolean {
+function wantsHelp(args: readonly string[] = process.argv.slice(2)): boolean {
   const end = args.indexOf('--');
   return (end < 0 ? args : args.slice(0, end)).some((a) => a === '--help' || a === '-h');
+}
+
+/** When the command line asks for help: prints the script's usage and exits 0. */
+export function answerHelp(scriptUrl: string, args?: readonly string[]): void {
+  if (!wantsHelp(args)) return;
+  process.stdout.write(usageOf(scriptUrl));
+  process.exit(0);
 }
 
 /** parseArgs over process.argv for the script at `scriptUrl` (its import.meta.url), answering --help. */
 export function benchArgs<T extends ParseArgsConfig>(scriptUrl: string, config: T): ReturnType<typeof parseArgs<T>> {
   const name = `bench/${path.basename(fileURLToPath(scriptUrl))}`;
-  if (wantsHelp(config.args)) {
-    process.stdout.write(usageOf(scriptUrl));
-    process.exit(0);
-  }
+  answerHelp(scriptUrl, config.args);
   try {
     return parseArgs(config);
   } catch (e) {

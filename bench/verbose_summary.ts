@@ -5,12 +5,9 @@
 //   ONEDNN_VERBOSE=1 node --import tsx bench/profile.ts --only train_bf16 2> log
 //   node --import tsx bench/verbose_summary.ts log train_bf16 [top=25]
 import { readFileSync } from 'node:fs';
-import { usageOf, wantsHelp } from './args.js';
+import { answerHelp } from './args.js';
 
-if (wantsHelp()) {
-  process.stdout.write(usageOf(import.meta.url));
-  process.exit(0);
-}
+answerHelp(import.meta.url);
 const [file, section, topRaw] = process.argv.slice(2);
 if (!file || !section) {
   console.error('usage: verbose_summary.ts <log> <section> [top]');

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 const bench = join(import.meta.dirname, '..', '..', 'bench');
 // The scripts a user runs (the others are libraries the scripts import).
 const scripts = readdirSync(bench).filter((f) => f.endsWith('.ts') && !f.startsWith('_') && readFileSync(join(bench, f), 'utf8').includes('benchArgs(import.meta.url'));
-// Scripts that take positional arguments only, and answer --help through wantsHelp.
+// Scripts that take positional arguments only, and answer --help through answerHelp.
 const bareScripts = ['ort-forward.ts', 'verbose_summary.ts'];
 const run = (script: string, ...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(bench, script), ...args], { encoding: 'utf8', timeout: 120_000 });
 
