@@ -94,7 +94,7 @@ Napi::Value forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor& w, Tens
 
 template <bool T>
 Napi::Value backward_data(Napi::Env env, const ConvSpec& s, Tensor& dy, Tensor& w, Tensor* weights_cache) {
-  if (input_grad_as_forward(s) && is_plain(w.md) && w.md.data_type() == dt::f32) return input_grad_by_forward(env, s, dy, w, weights_cache, false);
+  if (input_grad_as_forward(s) && w.md.data_type() == dt::f32) return input_grad_by_forward(env, s, dy, w, weights_cache, false);
   auto cp = cached(s.key("bwdD"), [&] {
     using B = typename Prims<T>::bwd_data;
     auto hint = fwd_pd<T>(s);
@@ -254,8 +254,8 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
     return input_grad_by_matmul(info.Env(), s, dy, w, cache);
   }
   if (algorithm == "winograd" || algorithm == "winograd-gemm") {
-    if (!input_grad_as_forward(s) || c.compute != dt::f32 || !is_plain(w.md) || w.md.data_type() != dt::f32)
-      throw_range_error("algorithm '" + algorithm + "' is for float32 stride-1 convolutions with plain weights only (not transposed)");
+    if (!input_grad_as_forward(s) || c.compute != dt::f32 || w.md.data_type() != dt::f32)
+      throw_range_error("algorithm '" + algorithm + "' is for float32 stride-1 convolutions only (not transposed)");
     return algorithm == "winograd" ? input_grad_by_forward(info.Env(), s, dy, w, cache, true) : input_grad_by_winograd_gemm(info.Env(), s, dy, w, cache);
   }
   return c.transposed ? backward_data<true>(info.Env(), s, dy, w, cache) : backward_data<false>(info.Env(), s, dy, w, cache);

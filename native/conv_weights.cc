@@ -59,6 +59,15 @@ memory flipped_plain(const Tensor& w, std::vector<Scratch>& keep) {
   return flipped;
 }
 
+memory plain_weights(const memory& w, std::vector<Scratch>& keep) {
+  const memory::desc md = w.get_desc();
+  if (is_plain(md)) return w;
+  const memory::desc plain = plain_desc(md.dims(), md.data_type());
+  memory out(plain, cpu_engine(), keep.emplace_back(plain.get_size()).ptr);
+  reorder_into(w, out);
+  return out;
+}
+
 void pack_weights(const Tensor& w, const memory& dst, bool transpose_flip) {
   const memory::desc dst_md = dst.get_desc();
   void* const dst_ptr = dst.get_data_handle();
@@ -66,12 +75,14 @@ void pack_weights(const Tensor& w, const memory& dst, bool transpose_flip) {
   const auto dims = w.dims();
   const int64_t O = dims[0], I = dims[1], KH = dims[2], KW = dims[3];
   const memory::dims want = transpose_flip ? memory::dims{I, O, KH, KW} : dims;
-  if (md.format_kind != dnnl_blocked || !is_plain(w.md) || w.md.data_type() != dt::f32 || dst_md.dims() != want)
+  if (md.format_kind != dnnl_blocked || w.md.data_type() != dt::f32 || dst_md.dims() != want)
     throw std::runtime_error("cannot pack weights " + md_key(w.md) + " into " + md_key(dst_md));
+  std::vector<Scratch> keep;
+  const float* src = static_cast<const float*>(plain_weights(w.mem(), keep).get_data_handle());
   if (transpose_flip && KH == 1 && KW == 1) {
     // Nothing to flip: oneDNN's reorder transposes from a strided view of the weights.
     memory::desc view({I, O, 1, 1}, dt::f32, memory::dims{1, I, 1, 1});
-    reorder_into(memory(view, cpu_engine(), w.ptr), dst);
+    reorder_into(memory(view, cpu_engine(), const_cast<float*>(src)), dst);
     return;
   }
   // Destination offsets of source channel o and i (dims 0 and 1 swap when transposing).
@@ -80,7 +91,6 @@ void pack_weights(const Tensor& w, const memory& dst, bool transpose_flip) {
   bool padded = false;
   for (int d = 0; d < md.ndims; d++) padded = padded || md.padded_dims[d] != md.dims[d];
   if (padded) std::memset(dst_ptr, 0, dst_md.get_size());  // oneDNN expects zeros in the padding
-  const float* src = static_cast<const float*>(w.ptr);
   const int64_t off0 = md.offset0;
   const bool bf16 = dst_md.data_type() == dt::bf16;
   // Tiles of 64 output × 32 input channels. Each tile's source is first copied (flipped when

@@ -13,8 +13,13 @@ namespace fcn {
 // the copy holds the input-gradient convolution's weights (see pack_weights), never w itself.
 memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::desc& want, Napi::Value& fresh, bool transpose_flip = false);
 
-// Packs plain float32 weights w (O, I, KH, KW) into dst's blocked layout and data type, in one
-// pass with no full-size temporary: dst = w, or with `transpose_flip`
+// w itself if plain, else a plain copy of it in a pool buffer kept in `keep`: for the passes that
+// read a kernel in the O,I,KH,KW order (a master the optimiser keeps in its gradient's blocked
+// layout reaches them only when a copy must be made afresh).
+memory plain_weights(const memory& w, std::vector<Scratch>& keep);
+
+// Packs float32 weights w (O, I, KH, KW) into dst's blocked layout and data type, in one pass
+// with no full-size temporary when w is plain (else through plain_weights): dst = w, or with `transpose_flip`
 // dst[i][o][kh][kw] = w[o][i][KH−1−kh][KW−1−kw] (the input-gradient convolution's weights).
 void pack_weights(const Tensor& w, const memory& dst, bool transpose_flip);
 

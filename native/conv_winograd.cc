@@ -10,6 +10,8 @@
 #include <immintrin.h>
 #endif
 
+#include "conv_weights.h"
+
 namespace fcn {
 
 namespace {
@@ -287,12 +289,12 @@ Napi::Value winograd_gemm_forward(Napi::Env env, const ConvSpec& s, Tensor& x, c
   if (!winograd_gemm_fits(s))
     throw_range_error("algorithm 'winograd-gemm' is for float32 stride-1 convolutions with square 3×3 or 7×7 kernels (x " + dims_key(s.x) + ", weights " +
                       dims_key(s.w) + ", stride " + dims_key(s.stride) + ")");
-  if (w.get_desc().data_type() != dt::f32 || !is_plain(w.get_desc())) throw_type_error("algorithm 'winograd-gemm' needs float32 weights in the plain layout (O,I,KH,KW)");
+  if (w.get_desc().data_type() != dt::f32) throw_type_error("algorithm 'winograd-gemm' needs float32 weights");
   const Plan p = plan_of(s);
   double t_w = 0, t_in = 0, t_mm = 0, t_out = 0;
   Napi::Value fresh = env.Null();
-  memory U = transformed_weights(env, p, w, weights_cache, fresh, t_w);
   std::vector<Scratch> keep;
+  memory U = transformed_weights(env, p, plain_weights(w, keep), weights_cache, fresh, t_w);
   memory xm = in_layout(x, memory::desc(s.x, dt::f32, tag::nhwc), keep);
   const float* bias = nullptr;
   if (b) bias = static_cast<const float*>(in_layout(*b, memory::desc({p.OC}, dt::f32, tag::a), keep).get_data_handle());

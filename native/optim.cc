@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -87,6 +88,12 @@ struct Item {
   Runs g_runs;
   int64_t g_jstep = 0;
   std::vector<Packed> packs;
+  // The master, its state and its gradient all in one blocked layout (the weight-gradient
+  // kernel's, which the optimiser adopted): the update streams all four in the layout's order,
+  // a tile at a time, and the copies are written from the tile just updated. blocks: a full
+  // tile's elements as runs (start, length) from its corner to[o0] + ti[i0].
+  bool w_blocked = false;
+  std::shared_ptr<const std::vector<std::pair<int64_t, int64_t>>> blocks;
   bool tiled() const { return !packs.empty() || !g_plain; }
 };
 
@@ -502,6 +509,102 @@ void update_tiled(const Item& it, const Rule& rule, const TileBuffers& b) {
     }
 }
 
+// A tile of a blocked master as [j][o][i] (oi) and [j][i][o] (io): rows along the layout's runs
+// are copied, the other order is their transpose (in cache: the tile was just updated).
+void blocked_tile_views(const Item& it, int64_t o0, int64_t i0, int64_t no, int64_t ni, float* oi, float* io) {
+  const int64_t KK = it.dims[2] * it.dims[3];
+  const int64_t* to = &it.gl.to[size_t(o0)];
+  const int64_t* ti = &it.gl.ti[size_t(i0)];
+  const bool full = no == kTileO && ni == kTileI, along_o = full && it.g_runs.kind == Runs::kRowsO;
+  const int64_t len = it.g_runs.len;
+  for (int64_t j = 0; j < KK; j++) {
+    const float* w = it.w + it.gl.hw[size_t(j)];
+    float* oj = oi + j * kRow;
+    float* ij = io + j * kRow;
+    if (along_o) {
+      for (int64_t i = 0; i < kTileI; i++)
+        for (int64_t o = 0; o < kTileO; o += len) std::memcpy(ij + i * kTileO + o, w + to[o] + ti[i], size_t(len) * 4);
+      transpose2d(ij, kTileO, oj, kTileI, kTileI, kTileO);
+    } else if (full && it.g_runs.kind == Runs::kRowsI) {
+      for (int64_t o = 0; o < kTileO; o++)
+        for (int64_t i = 0; i < kTileI; i += len) std::memcpy(oj + o * kTileI + i, w + to[o] + ti[i], size_t(len) * 4);
+      transpose2d(oj, kTileI, ij, kTileO, kTileO, kTileI);
+    } else {
+      for (int64_t o = 0; o < no; o++)
+        for (int64_t i = 0; i < ni; i++) oj[o * kTileI + i] = ij[i * kTileO + o] = w[to[o] + ti[i]];
+    }
+  }
+}
+
+// Runs of a blocked layout's full tile, or none if its tiles differ (see Item::blocks).
+std::shared_ptr<const std::vector<std::pair<int64_t, int64_t>>> tile_blocks(const Item& it, const memory::desc& md) {
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<const std::vector<std::pair<int64_t, int64_t>>>> cache;
+  const std::string key = md_key(md) + " @" + std::to_string(md.data.offset0);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto hit = cache.find(key);
+    if (hit != cache.end()) return hit->second;
+  }
+  const int64_t O = it.dims[0], I = it.dims[1], KK = it.dims[2] * it.dims[3];
+  const auto& to = it.gl.to;
+  const auto& ti = it.gl.ti;
+  bool same = O >= kTileO && I >= kTileI;
+  for (int64_t o0 = 0; same && o0 + kTileO <= O; o0 += kTileO)
+    for (int64_t o = 0; same && o < kTileO; o++) same = to[size_t(o0 + o)] - to[size_t(o0)] == to[size_t(o)] - to[0];
+  for (int64_t i0 = 0; same && i0 + kTileI <= I; i0 += kTileI)
+    for (int64_t i = 0; same && i < kTileI; i++) same = ti[size_t(i0 + i)] - ti[size_t(i0)] == ti[size_t(i)] - ti[0];
+  std::shared_ptr<std::vector<std::pair<int64_t, int64_t>>> runs;
+  if (same) {
+    std::vector<int64_t> at;
+    at.reserve(size_t(kTileO * kTileI * KK));
+    for (int64_t o = 0; o < kTileO; o++)
+      for (int64_t i = 0; i < kTileI; i++)
+        for (int64_t j = 0; j < KK; j++) at.push_back(to[size_t(o)] - to[0] + ti[size_t(i)] - ti[0] + it.gl.hw[size_t(j)]);
+    std::sort(at.begin(), at.end());
+    runs = std::make_shared<std::vector<std::pair<int64_t, int64_t>>>();
+    for (size_t k = 0; k < at.size(); k++)
+      if (k > 0 && at[k] == at[k - 1] + 1) runs->back().second++;
+      else runs->push_back({at[k], 1});
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  return cache.emplace(key, runs).first->second;
+}
+
+// A master in its gradient's blocked layout (Item::w_blocked): each tile updated along the
+// layout's runs (the four arrays read in the same order, no transpose), then its copies written.
+template <class Rule>
+void update_blocked(const Item& it, const Rule& rule, const TileBuffers& b) {
+  const int64_t O = it.dims[0], I = it.dims[1], KK = it.dims[2] * it.dims[3];
+  const float* g = it.g;
+#pragma omp for collapse(2) schedule(static) nowait
+  for (int64_t o0 = 0; o0 < O; o0 += kTileO)
+    for (int64_t i0 = 0; i0 < I; i0 += kTileI) {
+      if (!b.oi) continue;
+      const int64_t no = std::min(kTileO, O - o0), ni = std::min(kTileI, I - i0);
+      if (no == kTileO && ni == kTileI && it.blocks) {
+        const int64_t corner = it.gl.to[size_t(o0)] + it.gl.ti[size_t(i0)];
+        for (const auto& r : *it.blocks) {
+          const float* gr = g + corner + r.first;
+          rule.run(it, corner + r.first, r.second, [gr](int64_t k) { return gr[k]; });
+        }
+      } else {
+        for (int64_t o = o0; o < o0 + no; o++)
+          for (int64_t i = i0; i < i0 + ni; i++)
+            for (int64_t j = 0; j < KK; j++) {
+              const int64_t p = it.gl.to[size_t(o)] + it.gl.ti[size_t(i)] + it.gl.hw[size_t(j)];
+              rule.run(it, p, 1, [g, p](int64_t) { return g[p]; });
+            }
+      }
+      if (it.packs.empty()) continue;
+      blocked_tile_views(it, o0, i0, no, ni, b.oi, b.io);
+      const bool full = no == kTileO && ni == kTileI;
+      for (const Packed& pk : it.packs)
+        if (full && pk.runs.kind != Runs::kGeneric) write_by_runs(pk, TileRows{b.oi, kTileI}, b.io, o0, i0);
+        else write_tile(pk, b.oi, o0, i0, no, ni);
+    }
+}
+
 // Every parameter in one OpenMP region (no fork/join per tensor; biases share the threads'
 // time with the large kernels).
 template <class Rule>
@@ -518,6 +621,10 @@ void update_all(const std::vector<Item>& items, const Rule& rule) {
     TileBuffers b;
     if (!buf.empty()) b = {buf.data(), buf.data() + kk * kRow, buf.data() + 2 * kk * kRow, buf.data() + 2 * kk * kRow + kTileO * rows};
     for (const Item& it : items) {
+      if (it.w_blocked) {
+        update_blocked(it, rule, b);
+        continue;
+      }
       if (it.tiled()) {
         update_tiled(it, rule, b);
         continue;
@@ -573,24 +680,37 @@ Item base_item(const Napi::Value& W, const Napi::Value& G, const std::string& wh
   Tensor& w = Tensor::From(W, which + "weights");
   Tensor& g = Tensor::From(G, which + "grad");
   require_dtype(w, which + "weights", {dt::f32});
-  if (!is_plain(w.md)) throw_type_error(which + "weights must be plain, got " + md_key(w.md));
   if (g.dims() != w.dims()) throw_range_error(which + "grad does not match the weights (" + dims_key(g.dims()) + " vs " + dims_key(w.dims()) + ")");
   require_dtype(g, which + "grad", {dt::f32});
+  const bool w_blocked = !is_plain(w.md);
+  if (w_blocked && (g.md != w.md || w.dims().size() != 4 || w.md.data.format_kind != dnnl_blocked))
+    throw_type_error(which + "weights must be plain, or blocked as their gradient, got " + md_key(w.md) + " with a gradient " + md_key(g.md));
   Item it{};
   it.w = static_cast<float*>(w.ptr);
   it.g = static_cast<const float*>(g.ptr);
   it.n = int64_t(w.bytes / 4);
   it.dims = w.dims();
-  if (g.md == w.md) return it;
+  if (g.md == w.md && !w_blocked) return it;
   if (it.dims.size() != 4 || g.md.data.format_kind != dnnl_blocked)
     throw_type_error(which + "grad does not match the weights (" + md_key(g.md) + " vs " + md_key(w.md) + ")");
   it.g_plain = false;
   it.g += g.md.data.offset0;
   it.gl = {offsets_along(g.md.data, 0), offsets_along(g.md.data, 1), kernel_offsets(g.md.data, false)};
   for (auto& h : it.gl.hw) h -= g.md.data.offset0;
-  plan_grad(it);
   grad_runs(it);
+  if (w_blocked) {
+    it.w_blocked = true;
+    it.w += w.md.data.offset0;
+    it.blocks = tile_blocks(it, w.md);
+    return it;
+  }
+  plan_grad(it);
   return it;
+}
+
+// The optimiser state of a master in its gradient's layout starts where the master's does.
+float* state_ptr(const Tensor& t, const Item& it) {
+  return static_cast<float*>(t.ptr) + (it.w_blocked ? t.md.data.offset0 : 0);
 }
 
 // packs: undefined/null, or an array of {tensor, flipped}: blocked float32 or bfloat16 copies
@@ -629,8 +749,8 @@ Item adam_item(const Napi::Value& W, const Napi::Value& G, const Napi::Value& M,
   Tensor& v = Tensor::From(V, which + "v");
   check_state(w, m, which + "m");
   check_state(w, v, which + "v");
-  it.s1 = static_cast<float*>(m.ptr);
-  it.s2 = static_cast<float*>(v.ptr);
+  it.s1 = state_ptr(m, it);
+  it.s2 = state_ptr(v, it);
   it.decay = float(2 * l2);
   read_packs(P, w, it, which);
   return it;
@@ -682,7 +802,7 @@ Napi::Value SgdUpdate(const Napi::CallbackInfo& info) {
   Tensor& w = Tensor::From(info[0], "weights");
   Tensor& v = Tensor::From(info[2], "velocity");
   check_state(w, v, "velocity");
-  it.s1 = static_cast<float*>(v.ptr);
+  it.s1 = state_ptr(v, it);
   it.lr = lr;
   it.decay = wd;
   read_packs(info[4], w, it, "");

@@ -48,7 +48,9 @@ export function setKernelChoice(m: KernelChoiceMode): void {
 // The revision of the engine's own candidates (winograd-gemm, subpixel, the matmul routes):
 // raised when one of them changes speed, so that timings measured with the old code are
 // measured again rather than trusted. 2: conv6's 7×7 as F(4×4, 7×7), 1.6× faster than F(2×2, 7×7).
-const ENGINE_KERNELS = 2;
+// 3: weight gradients timed without a reorder to plain where the optimiser keeps the master in
+// their layout.
+const ENGINE_KERNELS = 3;
 
 /** What identifies this CPU's timings: model, oneDNN version, effective ISA and the engine's own kernels. */
 export function cpuDescription(): string {

@@ -143,7 +143,8 @@ export class Conv2d {
     // The packed copy lives as long as the weights it copies: an optimiser's update rewrites
     // it in place along with them (see Param.packedCopies), so training packs no weights.
     const algorithm = this.forwardAlgorithm(x, ctx);
-    const { y, weightsCache } = native.convForward(x, this.kernel.value, this.bias?.value ?? null, {
+    const kernel = ctx.training ? this.kernel.master : this.kernel.value;
+    const { y, weightsCache } = native.convForward(x, kernel, this.bias?.value ?? null, {
       ...this.options(precision, algorithm, ctx.logits),
       relu: this.relu,
       algorithm,
@@ -193,7 +194,7 @@ export class Conv2d {
     const bias = this.bias?.value ?? null;
     return chooseKernel(this.kernelKey('fwdT', x, 'float32'), ['direct', ...winograd], (name) => {
       const algorithm = name as ForwardAlgorithm, direct = algorithm === 'direct';
-      const r = native.convForward(x, this.kernel.value, bias, { ...this.options('float32'), relu: this.relu, algorithm, weightsCache: direct ? this.forwardWeights.get() : null });
+      const r = native.convForward(x, this.kernel.master, bias, { ...this.options('float32'), relu: this.relu, algorithm, weightsCache: direct ? this.forwardWeights.get() : null });
       r.y.dispose();
       if (direct) this.forwardWeights.update(r.weightsCache);
       else r.weightsCache?.dispose();
@@ -250,7 +251,7 @@ export class Conv2d {
     const candidates: InputGradAlgorithm[] = p === 'float32' && this.spec.kernel === 3 ? ['direct', 'matmul', 'winograd', 'winograd-gemm'] : ['direct', 'matmul'];
     return this.fastestWithWeights(this.kernelKey('bwdD', x, p), candidates, (name, weightsCache) => {
       const cold = name.startsWith('winograd');
-      const r = native.convBackwardData(dpre, this.kernel.value, x, { ...this.options(p), algorithm: name as InputGradAlgorithm, weightsCache: cold ? null : weightsCache });
+      const r = native.convBackwardData(dpre, this.kernel.master, x, { ...this.options(p), algorithm: name as InputGradAlgorithm, weightsCache: cold ? null : weightsCache });
       r.dx.dispose();
       if (!cold) return r.weightsCache;
       disposeAll(r.weightsCache);
@@ -259,9 +260,11 @@ export class Conv2d {
   }
 
   /**
-   * The im2col + matmul route or oneDNN's kernel for a weight gradient, as measured. A gradient
-   * in a blocked layout costs the update a transpose into the master's order: each route is
-   * timed with its gradient's reorder to plain, so the choice weighs all it costs the step.
+   * The im2col + matmul route or oneDNN's kernel for a weight gradient, as measured. The
+   * optimiser keeps the master in a blocked gradient's layout, at no cost to the update, unless
+   * the forward makes a copy it cannot rewrite (Winograd's; see Optimizer `live`): then the master
+   * stays plain and a blocked gradient costs the update a transpose into its order, so each
+   * route is timed with its gradient's reorder to plain.
    */
   private weightGradAlgorithm(x: Tensor, dpre: Tensor): WeightGradAlgorithm {
     const p = this.savedPrecision;
@@ -271,7 +274,7 @@ export class Conv2d {
     const opts = { ...this.options(p), weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' as const };
     return chooseKernel(this.kernelKey('bwdW', x, p), [byDefault, byDefault === 'matmul' ? 'direct' : 'matmul'], (name) => {
       const r = native.convBackwardWeights(x, dpre, { ...opts, algorithm: name as WeightGradAlgorithm });
-      if (r.dw.layout !== 'plain') native.reorder(r.dw, { like: this.kernel.value }).dispose();
+      if (r.dw.layout !== 'plain' && !this.kernel.copiesRewritable) native.reorder(r.dw).dispose();
       disposeAll(r.dw, r.db);
     }) as WeightGradAlgorithm;
   }
@@ -379,7 +382,7 @@ export class Conv2d {
       }
       if (!inputGrad) return null;
       const algorithm = this.inputGradAlgorithm(dpre, x);
-      const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.value, x, { ...opts, weightsCache: this.backwardWeights.get(), algorithm });
+      const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.master, x, { ...opts, weightsCache: this.backwardWeights.get(), algorithm });
       this.backwardWeights.update(weightsCache, weightsFlipped, !algorithm.startsWith('winograd'));
       return dx;
     } finally {

@@ -1,4 +1,4 @@
-import type { Tensor } from '../engine/binding.js';
+import { native, type Tensor } from '../engine/binding.js';
 import { disposeAll } from '../engine/tape.js';
 
 /** A packed copy of a kernel that an update can rewrite along with the master weights. */
@@ -9,38 +9,74 @@ export interface PackedCopy {
 }
 
 /**
- * A learnable array: its value in the engine's master layout (plain float32; kernels
- * O,I,KH,KW for convolutions and transposed convolutions alike), its latest gradient (in
- * whatever layout the weight-gradient kernel left it), and a version that changes with every
- * update so layers know when to re-prepare it.
+ * A learnable array: its value (float32; kernels O,I,KH,KW for convolutions and transposed
+ * convolutions alike), its latest gradient (in whatever layout the weight-gradient kernel left
+ * it), and a version that changes with every update so layers know when to re-prepare it.
+ *
+ * The value is read in the plain layout. While training, an optimiser may keep the master in
+ * its gradient's blocked layout (`master`, `adoptLayout`): the update then streams the master,
+ * its state and its gradient in one order, where a plain master would cost each step a
+ * transpose of the gradient (conv6: 411 MB). Reading `value` puts such a master back in the
+ * plain layout; its values, version and prepared copies stay as they were.
  */
 export class Param {
   grad: Tensor | null = null;
   version = 0;
   trainable = true;
   private readonly copies = new Set<PreparedWeights>();
+  private store: Tensor;
 
   constructor(
     /** Checkpoint name: `<layer>.kernel` or `<layer>.bias`. */
     readonly name: string,
-    public value: Tensor,
+    value: Tensor,
     /** Conv kernels carry the L2 regulariser / weight decay; biases and upsampling kernels do not. */
     readonly role: 'kernel' | 'bias',
     readonly transposed: boolean,
-  ) {}
+  ) {
+    this.store = value;
+  }
+
+  /** The value in the plain layout. */
+  get value(): Tensor {
+    if (this.store.layout !== 'plain') this.adoptLayout(null);
+    return this.store;
+  }
+
+  /** The master as stored, plain or in its gradient's layout: for the training step's kernels and the update, which read either. */
+  get master(): Tensor {
+    return this.store;
+  }
+
+  /**
+   * Keeps the master in `like`'s layout (null: plain), the same values: no new version, and
+   * the prepared copies stay current.
+   */
+  adoptLayout(like: Tensor | null): void {
+    if (like ? this.store.layout === like.layout : this.store.layout === 'plain') return;
+    const moved = native.reorder(this.store, { like });
+    this.store.dispose();
+    this.store = moved;
+  }
+
+  /** Whether every prepared copy is one an update rewrites (Winograd's transformed weights are not). */
+  get copiesRewritable(): boolean {
+    for (const c of this.copies) if (c.current() && !c.rewritable) return false;
+    return true;
+  }
 
   get regularized(): boolean {
     return this.role === 'kernel' && !this.transposed;
   }
 
   get dims(): number[] {
-    return this.value.dims;
+    return this.store.dims;
   }
 
   /** Replaces the value (e.g. after loading) and marks prepared copies stale. */
   assign(value: Tensor): void {
-    if (value !== this.value) disposeAll(this.value);
-    this.value = value;
+    if (value !== this.store) disposeAll(this.store);
+    this.store = value;
     this.version++;
   }
 
@@ -75,7 +111,7 @@ export class Param {
   }
 
   dispose(): void {
-    disposeAll(this.value, this.grad);
+    disposeAll(this.store, this.grad);
     this.grad = null;
   }
 }

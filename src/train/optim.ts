@@ -25,7 +25,7 @@ abstract class StatefulOptimizer {
   steps = 0;
   abstract lr: number;
 
-  /** The slot `<kind>.<param name>`, zero-initialised on first use. */
+  /** The slot `<kind>.<param name>`, zero-initialised on first use, in the layout of p's master. */
   protected slot(kind: string, p: Param): Tensor {
     const key = `${kind}.${p.name}`;
     let t = this.slots.get(key);
@@ -33,7 +33,28 @@ abstract class StatefulOptimizer {
       t = native.zeros(p.dims);
       this.slots.set(key, t);
     }
+    const master = p.master;
+    if (t.layout !== master.layout) {
+      const moved = native.reorder(t, { like: master.layout === 'plain' ? null : master });
+      t.dispose();
+      this.slots.set(key, (t = moved));
+    }
     return t;
+  }
+
+  /**
+   * The parameters with a gradient, each master kept in its gradient's layout where that is
+   * blocked: the update then reads the master, its state and the gradient in one order (a
+   * plain master would cost a transpose of the gradient each step). Not where a copy the update
+   * cannot rewrite must be made from the master each step (Winograd's): those read it plain.
+   */
+  protected live(params: Param[]): Param[] {
+    const live = params.filter((p) => p.trainable && p.grad);
+    for (const p of live) {
+      const g = p.grad!;
+      p.adoptLayout(g.dims.length === 4 && g.layout !== 'plain' && p.copiesRewritable ? g : null);
+    }
+    return live;
   }
 
   stateArrays(): Map<string, Tensor> {
@@ -88,12 +109,12 @@ export class Adam extends StatefulOptimizer implements Optimizer {
     this.steps++;
     const t = this.steps;
     const alpha = (this.lr * Math.sqrt(1 - this.beta2 ** t)) / (1 - this.beta1 ** t);
-    const live = params.filter((p) => p.trainable && p.grad);
+    const live = this.live(params);
     // One native call over every parameter: one pass of threads, not one per tensor, that
     // also rewrites each kernel's packed copies (no weight is packed again next step).
     const packs = live.map((p) => p.packedCopies());
     native.adamUpdateAll(
-      live.map((p) => p.value),
+      live.map((p) => p.master),
       live.map((p) => p.grad!),
       live.map((p) => this.slot('m', p)),
       live.map((p) => this.slot('v', p)),
@@ -131,12 +152,11 @@ export class Sgd extends StatefulOptimizer implements Optimizer {
 
   step(params: Param[]): void {
     this.steps++;
-    for (const p of params) {
-      if (!p.trainable || !p.grad) continue;
+    for (const p of this.live(params)) {
       const bias = p.role === 'bias';
       native.sgdUpdate(
-        p.value,
-        p.grad,
+        p.master,
+        p.grad!,
         this.slot('velocity', p),
         { lr: this.lr * (bias ? 2 : 1), momentum: this.momentum, weightDecay: bias ? 0 : this.weightDecay },
         p.packedCopies(),

@@ -111,3 +111,56 @@ test('the fused update refuses packed copies that do not fit the weights', () =>
   assert.throws(() => native.sgdUpdate(b, native.zeros([8]), native.zeros([8]), { lr: 1, momentum: 0, weightDecay: 0 }, [{ tensor: w, flipped: false }]), /only kernels/);
   for (const t of [w, g, m, v, b]) t.dispose();
 });
+
+// The optimiser keeps a master in its gradient's blocked layout (Param.adoptLayout): the update
+// then streams master, state and gradient in that order, and writes the copies from the tile it
+// just updated. Everything must equal the update of a plain master exactly.
+for (const c of cases)
+  for (const dtype of precisions)
+    test(`a master in its gradient's blocked layout updates as a plain one, copies too (${c.name}, ${dtype})`, () => {
+      const x = toTensor(ref.randomArr(c.x, 7));
+      const f = native.convForward(x, toTensor(ref.randomArr(c.w, 8)), null, convOpts(c.pad, 'float32'));
+      const { dw } = native.convBackwardWeights(x, f.y, { ...convOpts(c.pad, 'float32'), weightsDims: c.w, bias: false, algorithm: 'direct', gradLayout: 'any' });
+      // Where this CPU's direct kernel leaves it plain (7×7 under AVX2), the forward's blocked layout.
+      const g = dw.layout === 'plain' && f.weightsCache ? native.reorder(dw, { like: f.weightsCache }) : dw;
+      assert.notEqual(g.layout, 'plain', 'the gradient is blocked');
+      const w0 = ref.randomArr(c.w, 9);
+      const like = (t: Tensor) => {
+        const u = native.reorder(t, { like: g });
+        t.dispose();
+        return u;
+      };
+      const run = (blocked: boolean) => {
+        const put = (t: Tensor) => (blocked ? like(t) : t);
+        const s = { w: put(toTensor(w0)), m: put(native.zeros(c.w)), v: put(native.zeros(c.w)), w2: put(toTensor(w0)), vel: put(native.zeros(c.w)) };
+        const first = toTensor(w0);
+        const held = packsOf(x, first, c.pad, dtype, 'direct'), held2 = packsOf(x, first, c.pad, dtype, 'direct');
+        first.dispose();
+        for (let step = 0; step < 3; step++) {
+          native.adamUpdateAll([s.w], [g], [s.m], [s.v], [0.01], { alpha: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }, [held.packs]);
+          native.sgdUpdate(s.w2, g, s.vel, { lr: 0.01, momentum: 0.9, weightDecay: 5e-4 }, held2.packs);
+        }
+        assert.equal(s.w.layout, blocked ? g.layout : 'plain');
+        const out = [...Object.values(s).map(values), ...[...held.packs, ...held2.packs].map((p) => values(p.tensor))];
+        for (const t of Object.values(s)) t.dispose();
+        held.dispose();
+        held2.dispose();
+        return out;
+      };
+      const plain = run(false), blocked = run(true);
+      assert.equal(blocked.length, plain.length);
+      plain.forEach((a, k) => assert.deepEqual(blocked[k], a, `array ${k}`));
+      for (const t of [x, f.y, f.weightsCache!, g, dw]) if (!t.disposed) t.dispose();
+    });
+
+test('the update refuses a blocked master whose gradient is in another layout', () => {
+  const x = toTensor(ref.randomArr([1, 16, 5, 5], 10));
+  const f = native.convForward(x, toTensor(ref.randomArr([32, 16, 3, 3], 11)), null, convOpts(1, 'float32'));
+  const { dw: g } = native.convBackwardWeights(x, f.y, { ...convOpts(1, 'float32'), weightsDims: [32, 16, 3, 3], bias: false, algorithm: 'direct', gradLayout: 'any' });
+  const w = native.reorder(native.zeros([32, 16, 3, 3]), { like: g });
+  const plainGrad = native.zeros([32, 16, 3, 3]), m = native.zeros([32, 16, 3, 3]), v = native.zeros([32, 16, 3, 3]);
+  const adam = { alpha: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-7, l2: 0 };
+  assert.throws(() => native.adamUpdate(w, plainGrad, m, v, adam), /weights must be plain, or blocked as their gradient/);
+  assert.throws(() => native.adamUpdate(w, g, m, v, adam), /m does not match the weights/);
+  for (const t of [x, f.y, f.weightsCache!, g, w, plainGrad, m, v]) t?.dispose();
+});

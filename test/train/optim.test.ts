@@ -7,7 +7,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../../src/engine/binding.js';
 import { configureEngine } from '../../src/engine/config.js';
-import { Param } from '../../src/nn/param.js';
+import { Param, PreparedWeights } from '../../src/nn/param.js';
 import { Rng } from '../../src/data/prng.js';
 import { Adam, Sgd, type Optimizer } from '../../src/train/optim.js';
 
@@ -193,3 +193,61 @@ test('optimiser state saved and restored mid-way continues exactly as without th
     second.dispose();
   }
 });
+
+// A weight-gradient kernel's blocked layout: the optimiser keeps the master (and its state) in
+// it, so that the update reads all of them in one order. Nothing a user reads may change: the
+// value reads plain and equal to the plain-gradient run's, with its version and copies kept.
+for (const make of [() => new Adam({ lr: 0.01, l2: 0.05 }), () => new Sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 })])
+  test(`${make().kind}: a kernel's master kept in its gradient's blocked layout reads as the plain run's`, () => {
+    const dims = [48, 40, 3, 3];
+    const x = native.fromArray([1, 40, 6, 5], Float32Array.from({ length: 40 * 30 }, (_, i) => Math.sin(i)));
+    const conv = { stride: [1, 1] as [number, number], padding: [1, 1, 1, 1] as [number, number, number, number], dtype: 'float32' as const };
+    const f = native.convForward(x, native.fromArray(dims, Float32Array.from({ length: size(dims) }, (_, i) => Math.cos(i))), null, conv);
+    const grads = [0, 1, 2].map((k) => {
+      const dy = native.scale(f.y, 1 + k);
+      const g = native.convBackwardWeights(x, dy, { ...conv, weightsDims: dims, bias: false, algorithm: 'direct', gradLayout: 'any' }).dw;
+      dy.dispose();
+      return g;
+    });
+    assert.notEqual(grads[0]!.layout, 'plain');
+    const start = Float32Array.from({ length: size(dims) }, (_, i) => 0.1 * Math.sin(3 * i));
+    const blocked = new Param('conv.kernel', native.fromArray(dims, start), 'kernel', false);
+    const plain = new Param('conv.kernel', native.fromArray(dims, start), 'kernel', false);
+    const held = new Param('conv.kernel', native.fromArray(dims, start), 'kernel', false);
+    // A copy the update cannot rewrite (Winograd's) is made from the master each step: it stays plain.
+    const winograd = new PreparedWeights(held);
+    const opts = [make(), make(), make()];
+    try {
+      for (const g of grads) {
+        blocked.setGrad(native.reorder(g, { like: g }));
+        held.setGrad(native.reorder(g, { like: g }));
+        plain.setGrad(native.reorder(g));
+        winograd.update(native.zeros([8]), false, false);
+        opts[0]!.step([blocked]);
+        opts[1]!.step([plain]);
+        opts[2]!.step([held]);
+        assert.equal(blocked.master.layout, g.layout, 'the master is kept in the gradient\'s layout');
+        assert.equal(held.master.layout, 'plain');
+        for (const t of opts[0]!.stateArrays().values()) assert.equal(t.layout, g.layout, 'and so is its state');
+      }
+      const version = blocked.version;
+      assert.deepEqual(blocked.value.toArray(), plain.value.toArray());
+      assert.deepEqual(held.value.toArray(), plain.value.toArray());
+      assert.equal(blocked.master.layout, 'plain', 'reading the value puts the master back in the plain layout');
+      assert.equal(blocked.version, version, 'with the same values: no new version');
+      const state = (o: Optimizer) => [...o.stateArrays().values()].map((t) => t.toArray());
+      assert.deepEqual(state(opts[0]!), state(opts[1]!));
+      // The next step takes the gradient's layout again, and still equals the plain run.
+      blocked.setGrad(native.reorder(grads[0]!, { like: grads[0]! }));
+      plain.setGrad(native.reorder(grads[0]!));
+      opts[0]!.step([blocked]);
+      opts[1]!.step([plain]);
+      assert.equal(blocked.master.layout, grads[0]!.layout);
+      assert.deepEqual(blocked.value.toArray(), plain.value.toArray());
+    } finally {
+      winograd.clear();
+      for (const t of [x, f.y, f.weightsCache, ...grads]) t?.dispose();
+      for (const p of [blocked, plain, held]) p.dispose();
+      for (const o of opts) o.dispose();
+    }
+  });
