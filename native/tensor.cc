@@ -350,9 +350,10 @@ Napi::Value WriteArray(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// zeros(dims, dtype = 'float32', uninitialized = false) → a plain zero tensor; uninitialized
-// skips the fill for a tensor about to be replaced whole (a model built only to be loaded:
-// its untouched pages cost no memory).
+// zeros(dims, dtype = 'float32', uninitialized = false, like?) → a zero tensor, plain or in like's
+// layout (an optimiser's state beside a master kept blocked); uninitialized skips the fill for a
+// tensor about to be replaced whole (a model built only to be loaded: its untouched pages cost
+// no memory).
 Napi::Value Zeros(const Napi::CallbackInfo& info) {
   auto dims = read_dims(info[0], "dims");
   dt type = dt::f32;
@@ -365,7 +366,13 @@ Napi::Value Zeros(const Napi::CallbackInfo& info) {
     if (!info[2].IsBoolean()) throw_type_error("uninitialized must be a boolean, got " + describe(info[2]));
     uninitialized = info[2].As<Napi::Boolean>().Value();
   }
-  return Tensor::Create(info.Env(), plain_desc(dims, type), !uninitialized);
+  memory::desc md = plain_desc(dims, type);
+  if (const memory::desc* like = Tensor::DescOf(info[3], "like")) {
+    if (like->dims() != md.dims()) throw_range_error("shapes differ (" + dims_key(md.dims()) + " vs " + dims_key(like->dims()) + ")");
+    md = *like;
+    md.data.data_type = static_cast<dnnl_data_type_t>(type);
+  }
+  return Tensor::Create(info.Env(), md, !uninitialized);
 }
 
 // reorder(t, {dtype?, like?, scale = 1}) → a new tensor with t's values in like's layout (or

@@ -165,8 +165,11 @@ export interface Native {
   Tensor: abstract new () => Tensor;
   /** A plain copy of row-major `data` of shape dims; with perm, its axes reordered as permute would (one pass). */
   fromArray(dims: number[], data: TensorArray, perm?: number[]): Tensor;
-  /** A plain zero tensor; `uninitialized` skips the fill for a tensor about to be replaced whole. */
-  zeros(dims: number[], dtype?: DType, uninitialized?: boolean): Tensor;
+  /**
+   * A zero tensor, plain or in `like`'s layout (its dims must match); `uninitialized` skips the
+   * fill for a tensor about to be replaced whole.
+   */
+  zeros(dims: number[], dtype?: DType, uninitialized?: boolean, like?: Tensor | null): Tensor;
   /** Copies data into a plain tensor in place, from element `offset` on (dtype must match). */
   writeArray(t: Tensor, data: TensorArray, offset?: number): void;
   /**

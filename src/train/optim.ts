@@ -28,12 +28,12 @@ abstract class StatefulOptimizer {
   /** The slot `<kind>.<param name>`, zero-initialised on first use, in the layout of p's master. */
   protected slot(kind: string, p: Param): Tensor {
     const key = `${kind}.${p.name}`;
+    const master = p.master;
     let t = this.slots.get(key);
     if (!t) {
-      t = native.zeros(p.dims);
+      t = native.zeros(p.dims, 'float32', false, master.layout === 'plain' ? null : master);
       this.slots.set(key, t);
     }
-    const master = p.master;
     if (t.layout !== master.layout) {
       const moved = native.reorder(t, { like: master.layout === 'plain' ? null : master });
       t.dispose();

@@ -164,3 +164,16 @@ test('the update refuses a blocked master whose gradient is in another layout', 
   assert.throws(() => native.adamUpdate(w, g, m, v, adam), /m does not match the weights/);
   for (const t of [x, f.y, f.weightsCache!, g, w, plainGrad, m, v]) t?.dispose();
 });
+
+test("zeros in another tensor's layout: an optimiser's state beside a blocked master", () => {
+  const x = toTensor(ref.randomArr([1, 16, 5, 5], 12));
+  const f = native.convForward(x, toTensor(ref.randomArr([32, 16, 3, 3], 13)), null, convOpts(1, 'float32'));
+  const { dw: g } = native.convBackwardWeights(x, f.y, { ...convOpts(1, 'float32'), weightsDims: [32, 16, 3, 3], bias: false, algorithm: 'direct', gradLayout: 'any' });
+  const z = native.zeros([32, 16, 3, 3], 'float32', false, g);
+  assert.equal(z.layout, g.layout);
+  assert.ok(values(z).every((v) => v === 0));
+  assert.equal(native.zeros([32, 16, 3, 3], 'float32', false, null).layout, 'plain');
+  assert.throws(() => native.zeros([32, 16, 3, 4], 'float32', false, g), /zeros: shapes differ/);
+  assert.throws(() => native.zeros([32, 16, 3, 3], 'float32', false, {} as Tensor), /like must be a Tensor/);
+  for (const t of [x, f.y, f.weightsCache!, g, z]) t?.dispose();
+});
