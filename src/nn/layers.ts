@@ -262,11 +262,11 @@ export class Conv2d {
   /**
    * The im2col + matmul route or oneDNN's kernel for a weight gradient, as measured. The
    * optimiser keeps the master in a blocked gradient's layout, at no cost to the update, unless
-   * the forward makes a copy it cannot rewrite (Winograd's; see Optimizer `live`): then the master
-   * stays plain and a blocked gradient costs the update a transpose into its order, so each
-   * route is timed with its gradient's reorder to plain.
+   * a pass makes a copy each step it cannot rewrite (Winograd's; see Optimizer `live`): with
+   * `plainMaster`, a blocked gradient costs the update a transpose into the master's order, so
+   * each route is timed with its gradient's reorder to plain.
    */
-  private weightGradAlgorithm(x: Tensor, dpre: Tensor): WeightGradAlgorithm {
+  private weightGradAlgorithm(x: Tensor, dpre: Tensor, plainMaster: boolean): WeightGradAlgorithm {
     const p = this.savedPrecision;
     if ((p !== 'float32' && p !== 'bfloat16') || this.transposed || this.stride !== 1) return 'auto';
     const [n, , h, w] = dpre.dims as [number, number, number, number];
@@ -274,7 +274,7 @@ export class Conv2d {
     const opts = { ...this.options(p), weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any' as const };
     return chooseKernel(this.kernelKey('bwdW', x, p), [byDefault, byDefault === 'matmul' ? 'direct' : 'matmul'], (name) => {
       const r = native.convBackwardWeights(x, dpre, { ...opts, algorithm: name as WeightGradAlgorithm });
-      if (r.dw.layout !== 'plain' && !this.kernel.copiesRewritable) native.reorder(r.dw).dispose();
+      if (r.dw.layout !== 'plain' && plainMaster) native.reorder(r.dw).dispose();
       disposeAll(r.dw, r.db);
     }) as WeightGradAlgorithm;
   }
@@ -373,15 +373,16 @@ export class Conv2d {
     const opts = this.options(this.savedPrecision);
     const dpre = this.relu ? native.reluBackward(dy, y) : dy;
     try {
+      const algorithm = inputGrad ? this.inputGradAlgorithm(dpre, x) : null;
       if (this.trainable) {
         // The gradient stays in the layout its kernel left it in: the optimiser reads any.
-        const algorithm = this.weightGradAlgorithm(x, dpre);
-        const { dw, db } = native.convBackwardWeights(x, dpre, { ...opts, weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any', algorithm });
+        const plainMaster = !this.kernel.copiesRewritable || !!algorithm?.startsWith('winograd');
+        const wg = this.weightGradAlgorithm(x, dpre, plainMaster);
+        const { dw, db } = native.convBackwardWeights(x, dpre, { ...opts, weightsDims: this.kernel.dims, bias: this.bias !== null, gradLayout: 'any', algorithm: wg });
         this.kernel.setGrad(dw);
         if (this.bias) this.bias.setGrad(db);
       }
-      if (!inputGrad) return null;
-      const algorithm = this.inputGradAlgorithm(dpre, x);
+      if (!algorithm) return null;
       const { dx, weightsCache, weightsFlipped } = native.convBackwardData(dpre, this.kernel.master, x, { ...opts, weightsCache: this.backwardWeights.get(), algorithm });
       this.backwardWeights.update(weightsCache, weightsFlipped, !algorithm.startsWith('winograd'));
       return dx;
