@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "conv_weights.h"
+
 namespace fcn {
 
 namespace {
@@ -194,10 +196,11 @@ Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
   if (!subpixel_fits(s))
     throw_range_error("algorithm 'subpixel' is for transposed convolutions whose output is stride × input with equal strides and padding (x " + dims_key(s.x) +
                       ", weights " + dims_key(s.w) + ", stride " + dims_key(s.stride) + ")");
-  if (s.w[1] != x.dims()[1] || w.md.data_type() != dt::f32 || !is_plain(w.md))
-    throw_type_error("algorithm 'subpixel' needs float32 weights in the plain layout (O,I,KH,KW)");
+  if (s.w[1] != x.dims()[1] || w.md.data_type() != dt::f32)
+    throw_type_error("algorithm 'subpixel' needs float32 weights (O,I,KH,KW)");
   const Phases ph = phases_of(s);
-  const float* wp = static_cast<const float*>(w.mem().get_data_handle());
+  std::vector<Scratch> plain_w;
+  const float* wp = static_cast<const float*>(plain_weights(w.mem(), plain_w).get_data_handle());
   if (s.compute == dt::f32 && channel_diagonal(wp, s.w)) {
     std::vector<Scratch> keep;
     memory xm = in_layout(x, memory::desc(s.x, dt::f32, tag::nchw), keep);
@@ -234,7 +237,7 @@ Napi::Value subpixel_forward(Napi::Env env, const ConvSpec& s, Tensor& x, Tensor
   if (cache && cache->md == pd.weights_desc()) {
     wei = cache->mem();
   } else {
-    std::vector<float> plain = phase_weights(static_cast<const float*>(w.mem().get_data_handle()), s.w, ph);
+    std::vector<float> plain = phase_weights(wp, s.w, ph);
     memory plain_mem(memory::desc(p.w, dt::f32, tag::oihw), cpu_engine(), plain.data());
     Napi::Object t = Tensor::Create(env, pd.weights_desc());
     wei = Tensor::Of(t).mem();

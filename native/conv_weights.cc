@@ -22,10 +22,14 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
     // Winograd's transformed layout: flipped into a plain copy, then transformed by oneDNN.
     std::vector<Scratch> keep;
     reorder_into(flipped_plain(w, keep), Tensor::Of(t).mem());
-  } else if (transpose_flip || (spatial_bf16 && is_plain(w.md) && w.md.data_type() == dt::f32 && want.dims() == w.dims() && want.data.format_kind == dnnl_blocked))
+  } else if (transpose_flip || (spatial_bf16 && w.md.data_type() == dt::f32 && want.dims() == w.dims() && want.data.format_kind == dnnl_blocked)) {
     pack_weights(w, Tensor::Of(t).mem(), transpose_flip);
-  else
-    reorder_into(w.mem(), Tensor::Of(t).mem());
+  } else {
+    // A master kept blocked goes through plain: oneDNN 2.6 reorders between some padded blocked
+    // layouts not at all.
+    std::vector<Scratch> keep;
+    reorder_into(plain_weights(w.mem(), keep), Tensor::Of(t).mem());
+  }
   static const bool debug = std::getenv("FCN_DEBUG_IMPL") != nullptr;
   if (debug)
     std::fprintf(stderr, "fcn: %sweights %s in %.1f ms\n", transpose_flip ? "transposed " : "", md_key(want).c_str(),

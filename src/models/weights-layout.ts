@@ -28,8 +28,11 @@ export function kerasShape(p: Param): number[] {
   return kerasAxes(p).map((a) => p.dims[a]);
 }
 
-/** A parameter's value (or another array of its shape, e.g. its gradient) in Keras layout. */
-export function toKerasLayout(p: Param, t: Tensor = p.value): SafetensorsTensor {
+/**
+ * A parameter's value (or another array of its shape, e.g. its gradient) in Keras layout. Read
+ * from the master as stored: saving a checkpoint does not move a master kept in its gradient's layout.
+ */
+export function toKerasLayout(p: Param, t: Tensor = p.master): SafetensorsTensor {
   // A gradient may come in its kernel's blocked layout: permute reads plain tensors.
   const plain = t.layout === 'plain' ? t : native.reorder(t);
   let k: Tensor;

@@ -143,8 +143,9 @@ export class Conv2d {
     // The packed copy lives as long as the weights it copies: an optimiser's update rewrites
     // it in place along with them (see Param.packedCopies), so training packs no weights.
     const algorithm = this.forwardAlgorithm(x, ctx);
-    const kernel = ctx.training ? this.kernel.master : this.kernel.value;
-    const { y, weightsCache } = native.convForward(x, kernel, this.bias?.value ?? null, {
+    // The master as stored: a validation between training steps reads it in its gradient's
+    // layout rather than moving it (see Param).
+    const { y, weightsCache } = native.convForward(x, this.kernel.master, this.bias?.value ?? null, {
       ...this.options(precision, algorithm, ctx.logits),
       relu: this.relu,
       algorithm,
@@ -211,7 +212,7 @@ export class Conv2d {
     const floatOut = logits && precision === 'bfloat16';
     return this.fastestWithWeights(this.kernelKey('fwd', x, precision) + (floatOut ? ' →f32' : ''), ['direct', ...others], (name, weightsCache) => {
       const algorithm = name as ForwardAlgorithm;
-      const r = native.convForward(x, this.kernel.value, bias, { ...this.options(precision, algorithm, logits), relu: this.relu, algorithm, weightsCache });
+      const r = native.convForward(x, this.kernel.master, bias, { ...this.options(precision, algorithm, logits), relu: this.relu, algorithm, weightsCache });
       // Logits the kernel leaves in bfloat16 are widened by the crop that follows: timed with it.
       if (floatOut && r.y.dtype !== 'float32') native.cropPad(r.y, { height: r.y.dims[2]!, width: r.y.dims[3]! }).dispose();
       r.y.dispose();

@@ -43,7 +43,11 @@ export class Param {
     return this.store;
   }
 
-  /** The master as stored, plain or in its gradient's layout: for the training step's kernels and the update, which read either. */
+  /**
+   * The master as stored, plain or in its gradient's layout: for the passes (the convolutions
+   * make their copies from either), the update, and saving a checkpoint, so that nothing in a
+   * training run moves it after its first step.
+   */
   get master(): Tensor {
     return this.store;
   }

@@ -460,7 +460,7 @@ export class Distributed {
    * returns the checksum of every parameter's bytes, in model order.
    */
   checkWeights(model: FCN, when: string): string {
-    const sums = model.params().map((p) => `${p.name}:${this.mpi.checksum(p.value.toArray())}`);
+    const sums = model.params().map((p) => `${p.name}:${this.mpi.checksum(p.master.toArray())}`);
     const mine = this.mpi.checksum(new TextEncoder().encode(sums.join('\n')));
     const root = new TextEncoder().encode(mine);
     this.mpi.broadcast(root, 0);

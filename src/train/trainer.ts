@@ -362,7 +362,7 @@ async function endOfEpoch(run: Run, current: StageRun, totals: NonNullable<Await
   state.history.push(record);
   run.log.write({ type: 'epoch', ...record });
   // A NaN can hide in a weight whose output a ReLU clamps; never save one (best or last).
-  const bad = model.params().find((p) => !Number.isFinite(native.sumSquares(p.value)));
+  const bad = model.params().find((p) => !Number.isFinite(native.sumSquares(p.master)));
   if (bad) stopNonFinite(run, `${bad.name} holds a non-finite value after epoch ${epoch + 1}`, { stage: state.stage + 1, epoch: epoch + 1, parameter: bad.name });
   state.epoch++;
   state.batch = 0;
