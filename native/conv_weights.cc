@@ -25,10 +25,11 @@ memory prepared_weights(Napi::Env env, Tensor& w, Tensor* cache, const memory::d
   } else if (transpose_flip || (spatial_bf16 && w.md.data_type() == dt::f32 && want.dims() == w.dims() && want.data.format_kind == dnnl_blocked)) {
     pack_weights(w, Tensor::Of(t).mem(), transpose_flip);
   } else {
-    // A master kept blocked goes through plain: oneDNN 2.6 reorders between some padded blocked
-    // layouts not at all.
+    // A master kept blocked goes through plain only where oneDNN 2.6 has no reorder between the
+    // two layouts (some padded ones): conv6's would be a 411 MB temporary.
     std::vector<Scratch> keep;
-    reorder_into(plain_weights(w.mem(), keep), Tensor::Of(t).mem());
+    const bool reorderable = bool(dnnl::reorder::primitive_desc(cpu_engine(), w.md, cpu_engine(), want, dnnl::primitive_attr(), true));
+    reorder_into(reorderable ? w.mem() : plain_weights(w.mem(), keep), Tensor::Of(t).mem());
   }
   static const bool debug = std::getenv("FCN_DEBUG_IMPL") != nullptr;
   if (debug)
