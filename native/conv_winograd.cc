@@ -274,7 +274,8 @@ memory transformed_weights(Napi::Env env, const Plan& p, const memory& w, Tensor
   if (cache && cache->md == want) return cache->mem();
   const auto t0 = Clock::now();
   Napi::Object t = Tensor::Create(env, want);
-  const float* g = static_cast<const float*>(w.get_data_handle());
+  std::vector<Scratch> keep;  // only a master kept blocked is read through a plain copy, and only here
+  const float* g = static_cast<const float*>(plain_weights(w, keep).get_data_handle());
   float* U = static_cast<float*>(Tensor::Of(t).ptr);
   if (p.r == 3) transform_weights<3, 6>(p, g, U);
   else transform_weights<7, 10>(p, g, U);
@@ -293,8 +294,8 @@ Napi::Value winograd_gemm_forward(Napi::Env env, const ConvSpec& s, Tensor& x, c
   const Plan p = plan_of(s);
   double t_w = 0, t_in = 0, t_mm = 0, t_out = 0;
   Napi::Value fresh = env.Null();
+  memory U = transformed_weights(env, p, w, weights_cache, fresh, t_w);
   std::vector<Scratch> keep;
-  memory U = transformed_weights(env, p, plain_weights(w, keep), weights_cache, fresh, t_w);
   memory xm = in_layout(x, memory::desc(s.x, dt::f32, tag::nhwc), keep);
   const float* bias = nullptr;
   if (b) bias = static_cast<const float*>(in_layout(*b, memory::desc({p.OC}, dt::f32, tag::a), keep).get_data_handle());

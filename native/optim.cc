@@ -70,6 +70,9 @@ std::vector<int64_t> kernel_offsets(const dnnl_memory_desc_t& md, bool flipped) 
   return hw;
 }
 
+// A blocked layout's full tile as runs (start, length) of contiguous elements.
+using TileRuns = std::vector<std::pair<int64_t, int64_t>>;
+
 // One parameter: master w, optimiser state s1 (Adam's m, SGD's velocity) and s2 (Adam's v),
 // all plain; its gradient in any layout; the packed copies to keep current.
 struct Item {
@@ -93,7 +96,7 @@ struct Item {
   // a tile at a time, and the copies are written from the tile just updated. blocks: a full
   // tile's elements as runs (start, length) from its corner to[o0] + ti[i0].
   bool w_blocked = false;
-  std::shared_ptr<const std::vector<std::pair<int64_t, int64_t>>> blocks;
+  std::shared_ptr<const TileRuns> blocks;
   bool tiled() const { return !packs.empty() || !g_plain; }
 };
 
@@ -349,20 +352,27 @@ std::shared_ptr<const TilePlan> plan_runs(const Packed& pk, int64_t O, int64_t I
   return plan;
 }
 
-// Plans by layout: the same copies come back every step, and sorting conv6's tile (50 k
-// elements per copy) each time would cost the step milliseconds on one thread.
-std::shared_ptr<const TilePlan> cached_plan(const Packed& pk, const memory::desc& md, bool flipped, const memory::dims& d) {
+// What is derived from a layout alone (a copy's plan, a blocked master's tile runs), kept by
+// layout: the same tensors come back every step, and sorting conv6's tile (50 k elements) each
+// time would cost the step milliseconds on one thread.
+template <class T, class Make>
+std::shared_ptr<const T> by_layout(const std::string& key, Make make) {
   static std::mutex mutex;
-  static std::map<std::string, std::shared_ptr<const TilePlan>> plans;
-  const std::string key = md_key(md) + " @" + std::to_string(md.data.offset0) + (flipped ? " flipped" : "");
+  static std::map<std::string, std::shared_ptr<const T>> cache;
   {
     std::lock_guard<std::mutex> lock(mutex);
-    auto hit = plans.find(key);
-    if (hit != plans.end()) return hit->second;
+    auto hit = cache.find(key);
+    if (hit != cache.end()) return hit->second;
   }
-  auto plan = plan_runs(pk, d[0], d[1], d[2] * d[3]);
+  std::shared_ptr<const T> made = make();
   std::lock_guard<std::mutex> lock(mutex);
-  return plans.emplace(key, plan).first->second;
+  return cache.emplace(key, made).first->second;
+}
+
+std::string layout_key(const memory::desc& md) { return md_key(md) + " @" + std::to_string(md.data.offset0); }
+
+std::shared_ptr<const TilePlan> cached_plan(const Packed& pk, const memory::desc& md, bool flipped, const memory::dims& d) {
+  return by_layout<TilePlan>(layout_key(md) + (flipped ? " flipped" : ""), [&] { return plan_runs(pk, d[0], d[1], d[2] * d[3]); });
 }
 
 // A full tile by its copy's plan; w: the master at the tile's corner (o0, i0, 0).
@@ -537,15 +547,7 @@ void blocked_tile_views(const Item& it, int64_t o0, int64_t i0, int64_t no, int6
 }
 
 // Runs of a blocked layout's full tile, or none if its tiles differ (see Item::blocks).
-std::shared_ptr<const std::vector<std::pair<int64_t, int64_t>>> tile_blocks(const Item& it, const memory::desc& md) {
-  static std::mutex mutex;
-  static std::map<std::string, std::shared_ptr<const std::vector<std::pair<int64_t, int64_t>>>> cache;
-  const std::string key = md_key(md) + " @" + std::to_string(md.data.offset0);
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto hit = cache.find(key);
-    if (hit != cache.end()) return hit->second;
-  }
+std::shared_ptr<const TileRuns> tile_runs(const Item& it) {
   const int64_t O = it.dims[0], I = it.dims[1], KK = it.dims[2] * it.dims[3];
   const auto& to = it.gl.to;
   const auto& ti = it.gl.ti;
@@ -554,21 +556,18 @@ std::shared_ptr<const std::vector<std::pair<int64_t, int64_t>>> tile_blocks(cons
     for (int64_t o = 0; same && o < kTileO; o++) same = to[size_t(o0 + o)] - to[size_t(o0)] == to[size_t(o)] - to[0];
   for (int64_t i0 = 0; same && i0 + kTileI <= I; i0 += kTileI)
     for (int64_t i = 0; same && i < kTileI; i++) same = ti[size_t(i0 + i)] - ti[size_t(i0)] == ti[size_t(i)] - ti[0];
-  std::shared_ptr<std::vector<std::pair<int64_t, int64_t>>> runs;
-  if (same) {
-    std::vector<int64_t> at;
-    at.reserve(size_t(kTileO * kTileI * KK));
-    for (int64_t o = 0; o < kTileO; o++)
-      for (int64_t i = 0; i < kTileI; i++)
-        for (int64_t j = 0; j < KK; j++) at.push_back(to[size_t(o)] - to[0] + ti[size_t(i)] - ti[0] + it.gl.hw[size_t(j)]);
-    std::sort(at.begin(), at.end());
-    runs = std::make_shared<std::vector<std::pair<int64_t, int64_t>>>();
-    for (size_t k = 0; k < at.size(); k++)
-      if (k > 0 && at[k] == at[k - 1] + 1) runs->back().second++;
-      else runs->push_back({at[k], 1});
-  }
-  std::lock_guard<std::mutex> lock(mutex);
-  return cache.emplace(key, runs).first->second;
+  if (!same) return nullptr;
+  std::vector<int64_t> at;
+  at.reserve(size_t(kTileO * kTileI * KK));
+  for (int64_t o = 0; o < kTileO; o++)
+    for (int64_t i = 0; i < kTileI; i++)
+      for (int64_t j = 0; j < KK; j++) at.push_back(to[size_t(o)] - to[0] + ti[size_t(i)] - ti[0] + it.gl.hw[size_t(j)]);
+  std::sort(at.begin(), at.end());
+  auto runs = std::make_shared<TileRuns>();
+  for (size_t k = 0; k < at.size(); k++)
+    if (k > 0 && at[k] == at[k - 1] + 1) runs->back().second++;
+    else runs->push_back({at[k], 1});
+  return runs;
 }
 
 // A master in its gradient's blocked layout (Item::w_blocked): each tile updated along the
@@ -701,7 +700,7 @@ Item base_item(const Napi::Value& W, const Napi::Value& G, const std::string& wh
   if (w_blocked) {
     it.w_blocked = true;
     it.w += w.md.data.offset0;
-    it.blocks = tile_blocks(it, w.md);
+    it.blocks = by_layout<TileRuns>(layout_key(w.md), [&] { return tile_runs(it); });
     return it;
   }
   plan_grad(it);

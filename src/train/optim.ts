@@ -31,11 +31,11 @@ abstract class StatefulOptimizer {
     const master = p.master;
     let t = this.slots.get(key);
     if (!t) {
-      t = native.zeros(p.dims, 'float32', false, master.layout === 'plain' ? null : master);
+      t = native.zeros(p.dims, 'float32', false, master);
       this.slots.set(key, t);
     }
     if (t.layout !== master.layout) {
-      const moved = native.reorder(t, { like: master.layout === 'plain' ? null : master });
+      const moved = native.reorder(t, { like: master });
       t.dispose();
       this.slots.set(key, (t = moved));
     }
